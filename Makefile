@@ -1,0 +1,49 @@
+# Quick start: `make smoke` (the local smoke experiment) and `make test`.
+# Each creates .venv and installs what it needs on first use.
+SHELL := /bin/bash
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+TINY := .cache/tiny-llama
+
+# torch: a CUDA build where an NVIDIA driver is present, otherwise the CPU build.
+# On a CPU machine a bare `pip install torch` would pull several GB of CUDA wheels.
+TORCH_VERSION ?= 2.13.0
+ifeq ($(shell command -v nvidia-smi 2>/dev/null),)
+  TORCH_ARGS := torch==$(TORCH_VERSION)$(if $(wildcard /opt/wheels),, --index-url https://download.pytorch.org/whl/cpu)
+else
+  TORCH_ARGS := torch==$(TORCH_VERSION)
+endif
+
+.PHONY: install smoke test test-fast clean help
+
+help:
+	@echo "make smoke   run the local smoke experiment (full SFT, LoRA, QLoRA of a tiny model + evaluation)"
+	@echo "make test    run the test suite"
+
+$(STAMP): pyproject.toml constraints.txt
+	@command -v $(PY) >/dev/null || { echo "need $(PY) (set PY=python3.x, 3.11+)"; exit 2; }
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH_ARGS)
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[train,test]'
+	$(BIN)/python -c "import torch, sys; print('torch', torch.__version__, 'cuda' if torch.cuda.is_available() else 'cpu')"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+$(TINY)/config.json: $(STAMP) data/sample/cyber_mcq.json train/tiny_model.py
+	$(BIN)/cyberft tiny-model $(TINY)
+
+smoke: $(STAMP) $(TINY)/config.json
+	$(BIN)/cyberft run configs/smoke.yaml
+
+test: $(STAMP)
+	$(BIN)/python -m pytest tests
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow and not slurm" tests
+
+clean:
+	rm -rf $(VENV) .cache runs

@@ -1,0 +1,137 @@
+"""Run an experiment on this machine through submitit's local executor.
+
+The same :mod:`launch.jobs` objects as on Slurm, each in its own process: the
+training jobs (several at once on CPU, one thread each), then the evaluation
+job once every training job has ended, whatever its outcome, so a failed
+method still gets a row in the report.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+import typing as tp
+from pathlib import Path
+
+from launch.config import ExperimentConfig
+from launch.experiment import update_manifest
+from launch.fsio import read_json
+from launch.jobs import EvalJob, TrainJob
+
+POLL_S = 0.5
+
+
+def _has_gpu() -> bool:
+    return shutil.which("nvidia-smi") is not None and bool(os.environ.get("CUDA_VISIBLE_DEVICES", "0") != "")
+
+
+def parallel_slots(cfg: ExperimentConfig) -> int:
+    """How many training jobs run at once: one per GPU job, else CPU cores / threads per job."""
+    if cfg.local.max_parallel:
+        return cfg.local.max_parallel
+    if _has_gpu():
+        return 1
+    return max(1, (os.cpu_count() or 1) // cfg.local.threads_per_job)
+
+
+def _executor(folder: Path, time_min: int) -> tp.Any:
+    import submitit
+
+    ex = submitit.LocalExecutor(folder=str(folder / "%j"))
+    ex.update_parameters(timeout_min=time_min, gpus_per_node=1 if _has_gpu() else 0)
+    return ex
+
+
+class _Bars:
+    """One progress bar per job, fed from the job's own ``progress.json``."""
+
+    def __init__(self, enabled: bool) -> None:
+        from tqdm.auto import tqdm
+
+        self._tqdm = tqdm
+        self.enabled = enabled
+        self.bars: dict[str, tp.Any] = {}
+
+    def update(self, name: str, progress_file: Path, status: str = "") -> None:
+        if not self.enabled:
+            return
+        try:
+            p = read_json(progress_file)
+        except (FileNotFoundError, ValueError):
+            p = None
+        bar = self.bars.get(name)
+        if bar is None:
+            bar = self.bars[name] = self._tqdm(total=1, desc=f"{name:>10}", position=len(self.bars), leave=True, file=sys.stdout, mininterval=1.0)
+        if p:
+            bar.total = p["total_steps"]
+            bar.n = p["step"]
+            bar.set_postfix_str(f"loss {p['loss']:.4f} {status}".strip(), refresh=False)
+        elif status:
+            bar.set_postfix_str(status, refresh=False)
+        bar.refresh()
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+
+
+def run_training(cfg: ExperimentConfig, exp_dir: Path, progress: bool = True) -> dict[str, str]:
+    """Run every method's training job; return ``{method: state}`` (``completed`` or ``failed: ...``)."""
+    slots = parallel_slots(cfg)
+    threads = None if _has_gpu() else cfg.local.threads_per_job
+    pending = list(cfg.methods)
+    running: dict[str, tp.Any] = {}
+    states: dict[str, str] = {}
+    bars = _Bars(progress)
+    print(f"[cyberft] training {len(pending)} method(s), {slots} at a time", flush=True)
+    while pending or running:
+        while pending and len(running) < slots:
+            m = pending.pop(0)
+            job = _executor(exp_dir / "jobs", m.resources.time_min).submit(TrainJob(exp_dir, m.name, threads))
+            running[m.name] = job
+            update_manifest_job(exp_dir, m.name, job.job_id)
+        for name, job in list(running.items()):
+            bars.update(name, exp_dir / "methods" / name / "progress.json")
+            if job.done():
+                states[name] = _outcome(job)
+                bars.update(name, exp_dir / "methods" / name / "progress.json", states[name].split(":")[0])
+                del running[name]
+        time.sleep(POLL_S)
+    bars.close()
+    for name, state in states.items():
+        if state != "completed":
+            print(f"[cyberft] {name} {state}", file=sys.stderr, flush=True)
+    return states
+
+
+def _outcome(job: tp.Any) -> str:
+    exc = job.exception()
+    if exc is None:
+        return "completed"
+    last = str(exc).strip().splitlines()[-1:] or ["?"]
+    return f"failed: {last[0][:300]} (log: {job.paths.stderr})"
+
+
+def update_manifest_job(exp_dir: Path, name: str, job_id: str) -> None:
+    manifest = read_json(exp_dir / "manifest.json")
+    jobs = manifest.get("jobs", {})
+    jobs[name] = {"job_id": job_id, "executor": "local"}
+    update_manifest(exp_dir, jobs=jobs)
+
+
+def run_evaluation(cfg: ExperimentConfig, exp_dir: Path) -> list[dict]:
+    """The evaluation job, after training; returns the report rows."""
+    print("[cyberft] evaluating base and trained methods", flush=True)
+    threads = None if _has_gpu() else max(1, os.cpu_count() or 1)
+    job = _executor(exp_dir / "jobs", cfg.eval.resources.time_min).submit(EvalJob(exp_dir, threads))
+    update_manifest_job(exp_dir, "eval", job.job_id)
+    return job.result()
+
+
+def run(cfg: ExperimentConfig, exp_dir: Path, progress: bool = True) -> tuple[list[dict], dict[str, str]]:
+    """Training then evaluation; returns the report rows and the training states."""
+    states = run_training(cfg, exp_dir, progress)
+    rows = run_evaluation(cfg, exp_dir)
+    return rows, states

@@ -1,0 +1,153 @@
+"""The typed config: shipped configs validate; bad configs list every problem with its fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from launch.config import ConfigError, from_dict, load_config, config_hash, dump_yaml
+
+SHIPPED = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+
+
+def test_configs_are_shipped():
+    assert {p.name for p in SHIPPED} >= {"smoke.yaml", "llama3-8b-cybermetric.yaml"}
+
+
+def test_smoke_config_validates(repo, smoke_overrides, monkeypatch):
+    monkeypatch.chdir(repo)
+    cfg = load_config(repo / "configs" / "smoke.yaml", smoke_overrides)
+    assert [m.name for m in cfg.methods] == ["full_sft", "lora", "qlora"]
+    assert [m.kind for m in cfg.methods] == ["full_sft", "lora", "qlora"]
+    assert cfg.tracking.mode == "offline"
+
+
+def test_llama3_config_validates_except_for_the_unshipped_data(repo, monkeypatch):
+    monkeypatch.chdir(repo)
+    path = repo / "configs" / "llama3-8b-cybermetric.yaml"
+    data_file = repo / "data" / "cybermetric" / "CyberMetric-10000-v1.json"
+    if not data_file.exists():
+        with pytest.raises(ConfigError) as err:
+            load_config(path)
+        assert len(err.value.problems) == 1 and err.value.problems[0].startswith("data.train.path:")
+    cfg = load_config(path, ["data.train.path=data/sample/cyber_mcq.json"])
+    sft = cfg.method("full_sft")
+    assert (sft.resources.nodes, sft.resources.gpus_per_node, sft.deepspeed) == (2, 8, "ds_configs/zero3.json")
+    assert cfg.method("qlora").resources.gpus_per_node == 1
+    assert cfg.model.name_or_path == "meta-llama/Meta-Llama-3-8B-Instruct"  # hub names are not path-checked
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_every_shipped_config_has_only_known_keys(path, repo, monkeypatch):
+    """Type and key checks pass for every shipped file (paths may need the local model)."""
+    monkeypatch.chdir(repo)
+    try:
+        load_config(path)
+    except ConfigError as err:
+        for p in err.problems:
+            assert p.startswith(("model.name_or_path:", "data.train.path:")), p
+
+
+def _base(tmp_path: Path, **extra) -> dict:
+    data = tmp_path / "d.json"
+    data.write_text('{"questions": []}')
+    model = tmp_path / "m"
+    model.mkdir(exist_ok=True)
+    (model / "config.json").write_text("{}")
+    raw = {
+        "name": "t",
+        "model": {"name_or_path": str(model)},
+        "data": {"train": {"path": str(data)}},
+        "methods": [{"name": "l", "kind": "lora"}],
+    }
+    raw.update(extra)
+    return raw
+
+
+def test_minimal_config_and_defaults(tmp_path):
+    cfg = from_dict(_base(tmp_path))
+    assert cfg.methods[0].lora.r == 16 and cfg.eval.mode == "loglik" and cfg.data.eval_fraction == 0.2
+    assert len(config_hash(cfg)) == 12
+    assert yaml.safe_load(dump_yaml(cfg))["methods"][0]["name"] == "l"
+
+
+def test_every_problem_is_listed_once(tmp_path):
+    raw = _base(tmp_path)
+    raw["modle"] = {}
+    raw["data"]["train"]["path"] = str(tmp_path / "missing.json")
+    raw["methods"] = [
+        {"name": "q", "kind": "qlora", "learning_rate": "fast", "resources": {"gpus_per_node": 2}},
+        {"name": "f", "kind": "ful_sft"},
+        {"name": "q", "kind": "lora", "micro_batch_size": 0},
+    ]
+    with pytest.raises(ConfigError) as err:
+        from_dict(raw, source="bad.yaml")
+    problems = err.value.problems
+    text = str(err.value)
+    assert "modle: unknown key -> did you mean 'model'?" in problems
+    assert any(p.startswith("methods[0].learning_rate: expected a number") and "'fast'" in p for p in problems)
+    assert any("'ful_sft' is not allowed -> did you mean 'full_sft'?" in p for p in problems)
+    assert any(p.startswith("data.train.path:") and "does not exist" in p for p in problems)
+    assert any("qlora runs on one GPU" in p and "gpus_per_node=2" in p and "fix" not in p for p in problems)
+    assert any("used twice" in p for p in problems)
+    assert any("micro_batch_size: 0 -> at least 1" in p for p in problems)
+    assert len(problems) == 7, problems
+    assert text.startswith("7 problem(s) in bad.yaml")
+
+
+def test_overrides_by_method_name_and_index(tmp_path):
+    cfg = from_dict(_base(tmp_path), ["methods.l.learning_rate=1e-3", "methods.0.lora.r=4", "eval.mode=generate", "seed=7"])
+    m = cfg.methods[0]
+    assert (m.learning_rate, m.lora.r, cfg.eval.mode, cfg.seed) == (1e-3, 4, "generate", 7)
+
+
+def test_bad_overrides_are_problems(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        from_dict(_base(tmp_path), ["methods.nope.learning_rate=1", "seed", "model.name_or_pth=x"])
+    p = err.value.problems
+    assert any("no list item 'nope'" in x for x in p)
+    assert any("expected key=value" in x for x in p)
+    assert any("did you mean 'name_or_path'" in x for x in p)
+
+
+@pytest.mark.parametrize(
+    "patch, fragment",
+    [
+        ({"seed": "x"}, "seed: expected an integer"),
+        ({"seed": True}, "seed: expected an integer"),
+        ({"name": "a b"}, "name: 'a b'"),
+        ({"methods": []}, "methods: empty"),
+        ({"methods": [{"name": "base", "kind": "lora"}]}, "reserved"),
+        ({"methods": [{"name": "x", "kind": "lora", "deepspeed": "ds_configs/zero3.json"}]}, "DeepSpeed ZeRO is for full_sft"),
+        ({"methods": [{"name": "x", "kind": "full_sft", "deepspeed": "nope.json"}]}, "does not exist"),
+        ({"methods": [{"name": "x", "kind": "qlora", "resources": {"nodes": 2}}]}, "qlora runs on one GPU"),
+        ({"methods": [{"name": "x", "kind": "lora", "lora": {"target_modules": []}}]}, "target_modules: empty"),
+        ({"methods": "lora"}, "methods: expected a list"),
+        ({"eval": {"batch_size": 0}}, "eval.batch_size: 0"),
+        ({"eval": {"mode": "rouge"}}, "eval.mode: 'rouge' is not allowed"),
+        ({"data": {"train": {"path": "x.json"}, "eval_fraction": 1.5}}, "does not exist"),
+        ({"tracking": {"mode": "ofline"}}, "did you mean 'offline'"),
+    ],
+)
+def test_bad_values(tmp_path, patch, fragment):
+    raw = _base(tmp_path)
+    raw.update(patch)
+    with pytest.raises(ConfigError) as err:
+        from_dict(raw)
+    assert any(fragment in p for p in err.value.problems), err.value.problems
+
+
+def test_load_config_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="is a directory"):
+        load_config(tmp_path)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    bad.write_bytes(b"name: \xff\xfe\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)

@@ -1,0 +1,253 @@
+"""The shared evaluation job: the base model and every trained method, one eval split.
+
+Run (normally the launcher does this, after every training job ended)::
+
+    python -m train.evaluate EXP_DIR
+
+For each model it writes ``EXP/eval/predictions/<name>.jsonl`` (one line per
+question: gold, prediction, per-letter log-likelihoods) and
+``EXP/eval/results/<name>.json`` (accuracy, Wilson 95% interval), then the
+comparison report (``summary.json``, ``report.md``, ``report.html``) and one W&B
+run with the comparison table and chart. A model already scored is not
+scored again, so a rerun after a crash only does what is missing.
+
+Scoring is exact match on the answer letter: ``loglik`` picks the letter with
+the highest log-likelihood after ``ANSWER:``; ``generate`` decodes greedily and
+parses ``ANSWER: X`` strictly (anything else is a parse failure, counted wrong).
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+import time
+import typing as tp
+from pathlib import Path
+
+import torch
+
+from launch import report
+from launch.config import LETTERS, ExperimentConfig, TrackingConfig
+from launch.fsio import atomic_write_json, atomic_write_jsonl, read_json
+from train import common, prompting
+
+
+# --------------------------------------------------------------------------- batching
+
+
+def left_pad(rows: list[list[int]], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """Left-pad so every row ends at the last column; positions count real tokens only."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r):] = torch.tensor(r)
+        mask[i, width - len(r):] = 1
+    # Explicit positions make a left-padded row compute exactly what it would alone.
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "position_ids": positions.to(device)}
+
+
+def _batches(order: list[int], size: int) -> tp.Iterator[list[int]]:
+    for i in range(0, len(order), size):
+        yield order[i:i + size]
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+@torch.no_grad()
+def score_loglik(model: tp.Any, tokenizer: tp.Any, questions: list, batch_size: int, max_len: int, desc: str = "eval", progress: bool = True) -> list[dict]:
+    """Log-likelihood of each answer letter after ``ANSWER:``; the argmax is the prediction.
+
+    Questions are batched by length (less padding) and only the last position's
+    logits are computed (``logits_to_keep=1``): with a 128k vocabulary the full
+    logits of a batch would take gigabytes.
+    """
+    from tqdm.auto import tqdm
+
+    model.eval()
+    codec = prompting.AnswerCodec(tokenizer)
+    contexts = [prompting.scoring_context(tokenizer, codec, q, max_len) for q in questions]
+    letter_rows = [codec.letter_ids[k] for k in LETTERS]
+    out: list[dict | None] = [None] * len(questions)
+    order = sorted(range(len(questions)), key=lambda i: len(contexts[i]))
+    bar = tqdm(total=len(questions), desc=desc, disable=not progress, mininterval=1.0)
+    for idx in _batches(order, batch_size):
+        if codec.single_token:
+            batch = left_pad([contexts[i] for i in idx], tokenizer.pad_token_id, _device(model))
+            logits = model(**batch, logits_to_keep=1).logits[:, -1, :].float()
+            logp = torch.log_softmax(logits, dim=-1)[:, [r[0] for r in letter_rows]]
+        else:  # a tokenizer that splits " A": score each letter's tokens in full
+            logp = _multi_token_logp(model, [contexts[i] for i in idx], letter_rows, tokenizer.pad_token_id)
+        for row, i in enumerate(idx):
+            scores = [float(x) for x in logp[row]]
+            pred = LETTERS[max(range(4), key=scores.__getitem__)]
+            out[i] = {"pred": pred, "logprobs": dict(zip(LETTERS, scores))}
+        bar.update(len(idx))
+    bar.close()
+    return tp.cast(list[dict], out)
+
+
+def _multi_token_logp(model: tp.Any, contexts: list[list[int]], letters: list[list[int]], pad_id: int) -> torch.Tensor:
+    """Summed log-probabilities of multi-token continuations, one forward per letter."""
+    cols = []
+    for cont in letters:
+        batch = left_pad([c + cont for c in contexts], pad_id, _device(model))
+        logits = model(**batch, logits_to_keep=len(cont) + 1).logits[:, :-1, :].float()
+        logp = torch.log_softmax(logits, dim=-1)
+        target = torch.tensor(cont, device=logp.device).expand(len(contexts), -1)
+        cols.append(logp.gather(-1, target.unsqueeze(-1)).squeeze(-1).sum(-1))
+    return torch.stack(cols, dim=1)
+
+
+@torch.no_grad()
+def score_generate(model: tp.Any, tokenizer: tp.Any, questions: list, batch_size: int, max_len: int, max_new_tokens: int, desc: str = "eval", progress: bool = True) -> list[dict]:
+    """Greedy generation parsed strictly as ``ANSWER: X``; ``pred`` is None on a parse failure."""
+    from tqdm.auto import tqdm
+
+    model.eval()
+    prompts = [prompting.prompt_ids(tokenizer, q)[-max_len:] for q in questions]
+    out: list[dict | None] = [None] * len(questions)
+    order = sorted(range(len(questions)), key=lambda i: len(prompts[i]))
+    bar = tqdm(total=len(questions), desc=desc, disable=not progress, mininterval=1.0)
+    for idx in _batches(order, batch_size):
+        batch = left_pad([prompts[i] for i in idx], tokenizer.pad_token_id, _device(model))
+        batch.pop("position_ids")  # generate() derives positions from the mask itself
+        gen = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        new = gen[:, batch["input_ids"].shape[1]:]
+        for row, i in enumerate(idx):
+            text = tokenizer.decode(new[row], skip_special_tokens=True)
+            out[i] = {"pred": prompting.parse_answer(text), "generated": text}
+        bar.update(len(idx))
+    bar.close()
+    return tp.cast(list[dict], out)
+
+
+# --------------------------------------------------------------------------- models
+
+
+def load_for_eval(cfg: ExperimentConfig, name: str, exp_dir: Path) -> tp.Any:
+    """The model to score as ``name``: the base, a full-SFT checkpoint, or base + adapter."""
+    from transformers import AutoModelForCausalLM
+
+    dtype = common.resolve_dtype(cfg.model.dtype)
+    device = "cuda" if common.on_gpu() else "cpu"
+    kw = {"dtype": dtype, "trust_remote_code": cfg.model.trust_remote_code}
+    if name == "base":
+        return AutoModelForCausalLM.from_pretrained(cfg.model.name_or_path, **kw).to(device)
+    method = cfg.method(name)
+    out = common.method_dir(exp_dir, name)
+    if method.kind == "full_sft":
+        return AutoModelForCausalLM.from_pretrained(out / "model", **kw).to(device)
+    from peft import PeftModel
+
+    if method.kind == "qlora":  # the adapter on the same 4-bit base it was trained with
+        from train import quant
+
+        base = quant.load_4bit(cfg.model.name_or_path, dtype, cfg.model.trust_remote_code)
+        return PeftModel.from_pretrained(base, out / "adapter")
+    base = AutoModelForCausalLM.from_pretrained(cfg.model.name_or_path, **kw).to(device)
+    # Merged LoRA weights give the same outputs and a faster forward.
+    return PeftModel.from_pretrained(base, out / "adapter").merge_and_unload()
+
+
+def evaluate_model(cfg: ExperimentConfig, name: str, exp_dir: Path, questions: list, tokenizer: tp.Any, progress: bool = True) -> dict:
+    """Score one model, write its predictions and result; return the result."""
+    t0 = time.perf_counter()
+    model = load_for_eval(cfg, name, exp_dir)
+    load_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    if cfg.eval.mode == "generate":
+        scored = score_generate(model, tokenizer, questions, cfg.eval.batch_size, cfg.model.max_seq_len, cfg.eval.max_new_tokens, f"eval {name}", progress)
+    else:
+        scored = score_loglik(model, tokenizer, questions, cfg.eval.batch_size, cfg.model.max_seq_len, f"eval {name}", progress)
+    eval_s = time.perf_counter() - t1
+    del model
+    gc.collect()
+    predictions = [
+        {"index": i, "question": q.question, "gold": q.solution, **s, "correct": s["pred"] == q.solution}
+        for i, (q, s) in enumerate(zip(questions, scored))
+    ]
+    correct = sum(p["correct"] for p in predictions)
+    n = len(predictions)
+    lo, hi = report.wilson_interval(correct, n)
+    result = {
+        "method": name,
+        "accuracy": correct / n if n else 0.0,
+        "ci95": [lo, hi],
+        "n": n,
+        "correct": correct,
+        "parse_failures": sum(p["pred"] is None for p in predictions) if cfg.eval.mode == "generate" else None,
+        "mode": cfg.eval.mode,
+        "load_s": round(load_s, 3),
+        "eval_s": round(eval_s, 3),
+        "questions_per_s": round(n / eval_s, 1) if eval_s else None,
+    }
+    atomic_write_jsonl(exp_dir / "eval" / "predictions" / f"{name}.jsonl", predictions)
+    atomic_write_json(exp_dir / "eval" / "results" / f"{name}.json", result)
+    return result
+
+
+def models_to_score(cfg: ExperimentConfig, exp_dir: Path) -> list[str]:
+    """``base`` (if asked) and every method whose training completed."""
+    names = ["base"] if cfg.eval.include_base else []
+    for m in cfg.methods:
+        metrics = common.method_dir(exp_dir, m.name) / "metrics.json"
+        if metrics.exists() and read_json(metrics).get("status") == "completed":
+            names.append(m.name)
+    return names
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(cfg: ExperimentConfig, exp_dir: str | Path, threads: int | None = None, progress: bool = True) -> list[dict]:
+    """Score every model, write predictions, results and the comparison report; return its rows."""
+    # --- config & setup
+    exp_dir = Path(exp_dir)
+    common.setup_runtime(cfg.seed, threads)
+    results_dir = exp_dir / "eval" / "results"
+
+    # --- data
+    tokenizer = common.load_tokenizer(cfg.model.name_or_path)
+    questions = common.load_split(cfg, exp_dir, "eval")
+
+    # --- score each model (skipping those already scored: the job is idempotent)
+    results: dict[str, dict] = {}
+    for name in models_to_score(cfg, exp_dir):
+        done = results_dir / f"{name}.json"
+        results[name] = read_json(done) if done.exists() else evaluate_model(cfg, name, exp_dir, questions, tokenizer, progress)
+        print(f"[eval] {name}: accuracy {results[name]['accuracy']:.3f} on {results[name]['n']} questions", flush=True)
+
+    # --- report: summary.json, report.md, report.html, and the W&B comparison run
+    metrics = report.load_train_metrics(exp_dir, [m.name for m in cfg.methods])
+    rows = report.build_rows([(m.name, m.kind) for m in cfg.methods], results, metrics)
+    paths = report.write_reports(exp_dir, rows, title=f"{cfg.name}: accuracy vs cost", extra={"experiment": exp_dir.name, "eval_mode": cfg.eval.mode, "n_eval": len(questions)})
+    log_to_wandb(cfg.tracking, exp_dir, rows, paths)
+    return rows
+
+
+def log_to_wandb(tracking: TrackingConfig, exp_dir: Path, rows: list[dict], paths: dict) -> None:
+    """One W&B run for the evaluation: per-method accuracy, the comparison table, the chart."""
+    from train.tracking import Tracker
+
+    tracker = Tracker.start(tracking, run_dir=exp_dir, name="eval", group=exp_dir.name, job_type="eval",
+                            config={"experiment": exp_dir.name}, run_id=f"{exp_dir.name}-eval")
+    columns = [key for key, _ in report.COLUMNS]
+    tracker.log_table("comparison", rows, columns)
+    if "chart.png" in {Path(p).name for p in paths.values()}:
+        tracker.log_image("accuracy_vs_cost", next(Path(p) for p in paths.values() if Path(p).name == "chart.png"))
+    tracker.summary({f"accuracy/{r['method']}": r["accuracy"] for r in rows if r.get("accuracy") is not None})
+    tracker.finish()
+
+
+if __name__ == "__main__":
+    from launch.config import load_config
+
+    exp = Path(sys.argv[1])
+    main(load_config(exp / "config.yaml"), exp)

@@ -1,0 +1,58 @@
+"""Full supervised fine-tuning: every weight trains, through accelerate.
+
+Run (normally the launcher does this)::
+
+    python -m train.full_sft EXP_DIR METHOD      # EXP_DIR holds config.yaml
+
+Reads top to bottom: config, setup, data, model, train, save. Writes
+``EXP/methods/<name>/model`` (safetensors + tokenizer, loadable with
+``from_pretrained``) and ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from launch.config import ExperimentConfig
+from train import common
+
+
+def main(cfg: ExperimentConfig, method_name: str, exp_dir: str | Path, threads: int | None = None) -> dict:
+    """Fine-tune every weight of ``cfg.model`` with method ``method_name``; return the metrics."""
+    # --- config & setup: seeds, accelerator, W&B run
+    job = common.Job(cfg, method_name, exp_dir, kind="full_sft", threads=threads)
+    try:
+        # --- data
+        tokenizer, examples = job.load_data()
+
+        # --- model
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(
+            cfg.model.name_or_path, dtype=common.resolve_dtype(cfg.model.dtype),
+            trust_remote_code=cfg.model.trust_remote_code,
+        )
+        if job.method.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+
+        # --- train
+        result = job.train(model, examples, tokenizer)
+
+        # --- save: one consolidated checkpoint (gathered from every rank under ZeRO-3)
+        acc = job.accelerator
+        state = acc.get_state_dict(model)
+        if acc.is_main_process:
+            common.save_model_atomic(acc.unwrap_model(model), tokenizer, job.out_dir / "model", state_dict=state)
+        acc.wait_for_everyone()
+        return job.finish(result)
+    except BaseException as exc:
+        job.fail(exc)
+        raise
+
+
+if __name__ == "__main__":
+    from launch.config import load_config
+
+    exp = Path(sys.argv[1])
+    main(load_config(exp / "config.yaml"), sys.argv[2], exp)
