@@ -44,32 +44,47 @@ def _executor(folder: Path, time_min: int) -> tp.Any:
     return ex
 
 
-class _Bars:
-    """One progress bar per job, fed from the job's own ``progress.json``."""
+class _Progress:
+    """Each job's progress, read from its own ``progress.json``.
+
+    On a terminal: one tqdm bar per job. Elsewhere (CI, a log file): one plain
+    line per job every ``LINE_EVERY_S`` seconds and when it ends, so logs stay
+    readable.
+    """
+
+    LINE_EVERY_S = 15.0
 
     def __init__(self, enabled: bool) -> None:
-        from tqdm.auto import tqdm
-
-        self._tqdm = tqdm
         self.enabled = enabled
+        self.tty = sys.stdout.isatty()
         self.bars: dict[str, tp.Any] = {}
+        self.last_line: dict[str, float] = {}
 
-    def update(self, name: str, progress_file: Path, status: str = "") -> None:
+    def update(self, name: str, progress_file: Path, final: str = "") -> None:
         if not self.enabled:
             return
         try:
             p = read_json(progress_file)
-        except (FileNotFoundError, ValueError):
+        except (FileNotFoundError, ValueError):  # not started yet, or written by an older job
             p = None
+        if self.tty:
+            self._bar(name, p, final)
+        elif final or time.monotonic() - self.last_line.get(name, 0.0) >= self.LINE_EVERY_S:
+            self.last_line[name] = time.monotonic()
+            step = f"step {p['step']}/{p['total_steps']} loss {p['loss']:.4f}" if p else "starting"
+            print(f"[cyberft] {name}: {step}{' ' + final if final else ''}", flush=True)
+
+    def _bar(self, name: str, p: dict | None, final: str) -> None:
+        from tqdm.auto import tqdm
+
         bar = self.bars.get(name)
         if bar is None:
-            bar = self.bars[name] = self._tqdm(total=1, desc=f"{name:>10}", position=len(self.bars), leave=True, file=sys.stdout, mininterval=1.0)
+            bar = self.bars[name] = tqdm(total=1, desc=f"{name:>10}", position=len(self.bars), file=sys.stdout)
         if p:
-            bar.total = p["total_steps"]
-            bar.n = p["step"]
-            bar.set_postfix_str(f"loss {p['loss']:.4f} {status}".strip(), refresh=False)
-        elif status:
-            bar.set_postfix_str(status, refresh=False)
+            bar.total, bar.n = p["total_steps"], p["step"]
+            bar.set_postfix_str(f"loss {p['loss']:.4f}", refresh=False)
+        if final:
+            bar.set_postfix_str(f"{bar.postfix or ''} {final}".strip(), refresh=False)
         bar.refresh()
 
     def close(self) -> None:
@@ -84,7 +99,7 @@ def run_training(cfg: ExperimentConfig, exp_dir: Path, progress: bool = True) ->
     pending = list(cfg.methods)
     running: dict[str, tp.Any] = {}
     states: dict[str, str] = {}
-    bars = _Bars(progress)
+    bars = _Progress(progress)
     print(f"[cyberft] training {len(pending)} method(s), {slots} at a time", flush=True)
     while pending or running:
         while pending and len(running) < slots:
@@ -96,7 +111,7 @@ def run_training(cfg: ExperimentConfig, exp_dir: Path, progress: bool = True) ->
             bars.update(name, exp_dir / "methods" / name / "progress.json")
             if job.done():
                 states[name] = _outcome(job)
-                bars.update(name, exp_dir / "methods" / name / "progress.json", states[name].split(":")[0])
+                bars.update(name, exp_dir / "methods" / name / "progress.json", final=states[name].split(":")[0])
                 del running[name]
         time.sleep(POLL_S)
     bars.close()

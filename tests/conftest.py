@@ -27,10 +27,10 @@ def repo() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny Llama + tokenizer trained on the bundled sample data, saved with save_pretrained."""
+    """A tiny Llama + tokenizer trained on the bundled sample data (random weights: fast to build)."""
     from train.tiny_model import build_tiny_model
 
-    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-llama", seed=0)
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-llama", seed=0, pretrain_steps=0)
 
 
 @pytest.fixture

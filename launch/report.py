@@ -1,0 +1,451 @@
+"""The comparison report: accuracy (with 95% CI) against cost, one row per method.
+
+Inputs are the per-method ``EXP/methods/<name>/metrics.json`` written by the
+training jobs and the per-model dicts of the evaluation job. Outputs, written
+atomically into the experiment directory: ``summary.json`` (machine-readable),
+``report.md``, ``chart.png`` and a self-contained ``report.html``.
+
+Every configured method gets a row, whatever happened to it: a failed or
+unevaluated method shows its status and ``-`` for the numbers, so a missing
+row never hides a failure.
+
+Standard library only at module level; matplotlib is imported inside
+:func:`render_chart` (Agg canvas, no pyplot, no display needed).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+import typing as tp
+from pathlib import Path
+
+from launch.fsio import atomic_write_bytes, atomic_write_json, atomic_write_text
+
+Row = dict[str, tp.Any]
+
+COLUMNS: list[tuple[str, str]] = [
+    ("method", "method"),
+    ("kind", "kind"),
+    ("accuracy", "accuracy"),
+    ("ci95", "95% CI"),
+    ("gpu_hours", "GPU-h"),
+    ("cpu_hours", "CPU-h"),
+    ("cost", "cost"),
+    ("wall_s", "wall s"),
+    ("tokens_per_s", "tok/s"),
+    ("peak_mem_gb", "peak GiB"),
+    ("trainable_params", "trainable"),
+    ("status", "status"),
+    ("cost_source", "cost source"),
+]
+"""(row key, header) of the comparison table, in display order."""
+
+_TEXT_KEYS = {"method", "kind", "status", "cost_source"}  # left-aligned; the rest are numbers
+
+METRIC_NOTE = (
+    "Accuracy is exact match on the answer letter (A-D), with a 95% Wilson score "
+    "interval. ROUGE is not reported: the reference answer is a single letter, which "
+    "has no bigrams (ROUGE-2 is undefined) and whose ROUGE-1/L reduce to this same "
+    "exact match."
+)
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion.
+
+    Parameters
+    ----------
+    correct:
+        Successes.
+    n:
+        Trials; 0 gives ``(0.0, 0.0)``.
+    z:
+        Normal quantile (1.96 for 95%).
+
+    Returns
+    -------
+    (float, float)
+        Lower and upper bounds, within [0, 1]. Unlike the normal approximation
+        it stays sensible at 0/n and n/n, which small eval sets hit.
+
+    Examples
+    --------
+    >>> tuple(round(x, 3) for x in wilson_interval(8, 10))
+    (0.49, 0.943)
+    """
+    if n <= 0:
+        return (0.0, 0.0)
+    p = correct / n
+    z2 = z * z
+    denom = 1.0 + z2 / n
+    center = (p + z2 / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denom
+    # At 0/n and n/n the exact bound is 0 or 1; rounding would put it just
+    # inside and exclude the observed proportion from its own interval.
+    lo = 0.0 if correct <= 0 else max(0.0, center - half)
+    hi = 1.0 if correct >= n else min(1.0, center + half)
+    return (lo, hi)
+
+
+# --------------------------------------------------------------------------- rows
+
+
+def _num(value: tp.Any) -> float | None:
+    """A finite float, or None (JSON has no NaN, and a NaN row reads as data)."""
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _int(value: tp.Any) -> int | None:
+    f = _num(value)
+    return int(f) if f is not None else None
+
+
+def _empty_row(name: str, kind: str) -> Row:
+    row: Row = {key: None for key, _ in COLUMNS}
+    row.update(method=name, kind=kind)
+    return row
+
+
+def _eval_fields(result: dict | None) -> Row:
+    """Accuracy, CI and eval details from one evaluation dict (None: not evaluated)."""
+    if not result:
+        return {}
+    n = _int(result.get("n"))
+    correct = _int(result.get("correct"))
+    acc = _num(result.get("accuracy"))
+    if acc is None and n and correct is not None:
+        acc = correct / n
+    ci = result.get("ci95")
+    if isinstance(ci, (list, tuple)) and len(ci) == 2 and None not in (_num(ci[0]), _num(ci[1])):
+        ci95 = [_num(ci[0]), _num(ci[1])]
+    elif n and correct is not None:
+        ci95 = list(wilson_interval(correct, n))
+    else:
+        ci95 = None
+    out: Row = {"accuracy": acc, "ci95": ci95, "n": n, "correct": correct}
+    for key in ("parse_failures", "mode", "eval_s", "error"):
+        if key in result:
+            out["eval_" + key if key == "error" else key] = result[key]
+    return out
+
+
+def _train_fields(metrics: dict, price_per_gpu_hour: float | None) -> Row:
+    """Cost and throughput columns from one training ``metrics.json``."""
+    gpu_hours = _num(metrics.get("gpu_hours"))
+    peak = _num(metrics.get("peak_mem_bytes"))
+    out: Row = {
+        "gpu_hours": gpu_hours,
+        "cpu_hours": _num(metrics.get("cpu_hours")),
+        "cost": gpu_hours * price_per_gpu_hour if gpu_hours is not None and price_per_gpu_hour is not None else None,
+        "wall_s": _num(metrics.get("wall_s")),
+        "tokens_per_s": _num(metrics.get("tokens_per_s")),
+        "peak_mem_gb": peak / 2**30 if peak is not None else None,
+        "trainable_params": _int(metrics.get("trainable_params")),
+        "cost_source": metrics.get("cost_source"),
+    }
+    if metrics.get("error"):
+        out["error"] = str(metrics["error"])
+    return out
+
+
+def _method_status(train_status: str | None, evaluated: bool) -> str:
+    """One word for the row: training problems first, then a missing evaluation."""
+    status = train_status or "missing"
+    if status != "completed":
+        return status
+    return "completed" if evaluated else "not evaluated"
+
+
+def build_rows(
+    methods: list[tuple[str, str]],
+    eval_results: dict[str, dict],
+    train_metrics: dict[str, dict],
+    price_per_gpu_hour: float | None = None,
+) -> list[Row]:
+    """One report row per model: ``base`` first (when scored), then each method.
+
+    Parameters
+    ----------
+    methods:
+        ``[(name, kind), ...]`` in config order.
+    eval_results:
+        Model name (``base`` included) -> the evaluation dict
+        (``accuracy``, ``ci95``, ``n``, ``correct``, ...).
+    train_metrics:
+        Method name -> its ``metrics.json`` (see :func:`load_train_metrics`).
+    price_per_gpu_hour:
+        Money per GPU-hour; gives the ``cost`` column (null without it, or for
+        runs without GPU-hours).
+
+    Returns
+    -------
+    list of dict
+        Keys of :data:`COLUMNS` plus eval details (``n``, ``correct``,
+        ``parse_failures``, ``mode``, ``eval_s``) and ``error`` when training
+        failed. Nothing is dropped: a failed or unevaluated method keeps its row
+        with its status and null numbers.
+    """
+    rows: list[Row] = []
+    if "base" in eval_results:
+        row = _empty_row("base", "base")
+        # The un-tuned model costs no training: zero, not unknown.
+        row.update(gpu_hours=0.0, cpu_hours=0.0, cost=0.0 if price_per_gpu_hour is not None else None)
+        row.update(_eval_fields(eval_results["base"]), status="completed", cost_source="untrained")
+        rows.append(row)
+    for name, kind in methods:
+        row = _empty_row(name, kind)
+        metrics = train_metrics.get(name) or {"status": "missing"}
+        if metrics.get("status") not in (None, "missing"):
+            # Failed runs keep their partial cost: the hours were spent all the same.
+            row.update(_train_fields(metrics, price_per_gpu_hour))
+        result = eval_results.get(name)
+        row.update(_eval_fields(result))
+        row["status"] = _method_status(metrics.get("status"), evaluated=bool(result))
+        rows.append(row)
+    return rows
+
+
+def load_train_metrics(exp_dir: Path, names: list[str]) -> dict[str, dict]:
+    """Read ``EXP/methods/<name>/metrics.json`` for each method.
+
+    Returns
+    -------
+    dict
+        Name -> metrics; ``{"method": name, "status": "missing"}`` when the file
+        does not exist, ``status: "unreadable"`` (with ``error``) when it is not
+        valid JSON, so a broken job never breaks the report.
+    """
+    out: dict[str, dict] = {}
+    for name in names:
+        path = Path(exp_dir) / "methods" / name / "metrics.json"
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            data = {"method": name, "status": "missing"}
+        except (OSError, ValueError) as exc:
+            data = {"method": name, "status": "unreadable", "error": f"{path}: {exc}"}
+        if not isinstance(data, dict):
+            data = {"method": name, "status": "unreadable", "error": f"{path}: not a JSON object"}
+        out[name] = data
+    return out
+
+
+# --------------------------------------------------------------------------- text
+
+
+def _fmt(key: str, value: tp.Any) -> str:
+    """One cell as text; ``-`` for null."""
+    if value is None:
+        return "-"
+    if key == "accuracy":
+        return f"{value:.3f}"
+    if key == "ci95":
+        return f"[{value[0]:.2f}, {value[1]:.2f}]"
+    if key in ("gpu_hours", "cpu_hours"):
+        return f"{value:.4g}"
+    if key == "cost":
+        return f"{value:,.2f}"
+    if key == "wall_s":
+        return f"{value:,.1f}"
+    if key == "tokens_per_s":
+        return f"{value:,.0f}"
+    if key == "peak_mem_gb":
+        return f"{value:.2f}"
+    if key == "trainable_params":
+        return f"{value:,}"
+    return str(value)
+
+
+def _cells(rows: list[Row]) -> list[list[str]]:
+    return [[_fmt(key, row.get(key)) for key, _ in COLUMNS] for row in rows]
+
+
+def format_table(rows: list[Row]) -> str:
+    """A fixed-width text table for the terminal.
+
+    Numbers are right-aligned; accuracy ``0.625``, CI ``[0.52, 0.71]``, hours to
+    4 significant digits, ``-`` for null.
+    """
+    headers = [h for _, h in COLUMNS]
+    body = _cells(rows)
+    widths = [max(len(c) for c in col) for col in zip(headers, *body)]
+
+    def line(cells: list[str]) -> str:
+        parts = [
+            c.ljust(w) if key in _TEXT_KEYS else c.rjust(w)
+            for c, w, (key, _) in zip(cells, widths, COLUMNS)
+        ]
+        return "  ".join(parts).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(headers), rule, *(line(r) for r in body)])
+
+
+def format_markdown(rows: list[Row]) -> str:
+    """The comparison as a GitHub-flavoured markdown table."""
+    headers = [h for _, h in COLUMNS]
+    align = [":--" if key in _TEXT_KEYS else "--:" for key, _ in COLUMNS]
+    esc = lambda s: s.replace("|", "\\|")  # noqa: E731 - a cell with '|' would split the row
+    lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join(align) + " |"]
+    lines += ["| " + " | ".join(esc(c) for c in r) + " |" for r in _cells(rows)]
+    return "\n".join(lines)
+
+
+def _problems(rows: list[Row]) -> list[str]:
+    """One line per row that did not complete, with its error when known."""
+    out = []
+    for row in rows:
+        if row.get("status") != "completed":
+            err = row.get("error") or row.get("eval_error")
+            out.append(f"{row['method']}: {row.get('status')}" + (f" ({err})" if err else ""))
+    return out
+
+
+# --------------------------------------------------------------------------- chart
+
+
+def chart_axis(rows: list[Row]) -> tuple[str, str]:
+    """(row key, axis label) for the cost axis: GPU-hours if any method used GPUs."""
+    if any(r.get("kind") != "base" and (r.get("gpu_hours") or 0) > 0 for r in rows):
+        return "gpu_hours", "training GPU-hours"
+    return "cpu_hours", "training CPU-hours"
+
+
+def render_chart(rows: list[Row], title: str) -> bytes:
+    """Accuracy (95% CI error bars) vs training compute, one labelled point per model.
+
+    Returns
+    -------
+    bytes
+        A PNG. Rows without accuracy or compute hours are left out (the table
+        still lists them); ``base`` sits at x = 0.
+    """
+    # Lazy and pyplot-free: the Agg canvas needs no display and no global state.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    key, label = chart_axis(rows)
+    fig = Figure(figsize=(7.0, 4.5), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    xs: list[float] = []
+    for row in rows:
+        acc = row.get("accuracy")
+        x = 0.0 if row.get("kind") == "base" else row.get(key)
+        if acc is None or x is None:
+            continue
+        lo, hi = row.get("ci95") or (acc, acc)
+        yerr = [[max(acc - lo, 0.0)], [max(hi - acc, 0.0)]]
+        marker = "s" if row.get("kind") == "base" else "o"
+        ax.errorbar([x], [acc], yerr=yerr, fmt=marker, capsize=4, label=row["method"])
+        ax.annotate(row["method"], (x, acc), textcoords="offset points", xytext=(6, 6), fontsize=9)
+        xs.append(x)
+    if not xs:
+        ax.text(0.5, 0.5, "no evaluated methods", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel(label)
+    ax.set_ylabel("accuracy (exact match, 95% CI)")
+    ax.set_ylim(0.0, 1.08)  # room above 1.0 for a perfect score and its label
+    # Margins so that base (x = 0) and the labels of the costliest run are not clipped.
+    span = max(xs, default=0.0) or 1.0
+    ax.set_xlim(-0.05 * span, 1.2 * span)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    if xs:
+        ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _markdown_report(rows: list[Row], title: str) -> str:
+    parts = [f"# {title}", "", format_markdown(rows), "", METRIC_NOTE, ""]
+    problems = _problems(rows)
+    if problems:
+        parts += ["Rows that did not complete:", ""] + [f"- {p}" for p in problems] + [""]
+    parts += ["![accuracy vs compute](chart.png)", ""]
+    return "\n".join(parts)
+
+
+def _html_report(rows: list[Row], title: str, png: bytes) -> str:
+    """One self-contained page: table, notes and the chart inlined as base64."""
+    e = html.escape
+    head = "".join(f"<th>{e(h)}</th>" for _, h in COLUMNS)
+    body = "".join(
+        "<tr>" + "".join(
+            f'<td class="{"t" if key in _TEXT_KEYS else "n"}">{e(c)}</td>' for c, (key, _) in zip(cells, COLUMNS)
+        ) + "</tr>\n"
+        for cells in _cells(rows)
+    )
+    problems = "".join(f"<li>{e(p)}</li>" for p in _problems(rows))
+    img = base64.b64encode(png).decode("ascii")
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; }}
+table {{ border-collapse: collapse; }}
+th, td {{ border: 1px solid #ccc; padding: 4px 8px; }}
+td.n {{ text-align: right; font-variant-numeric: tabular-nums; }}
+</style></head>
+<body>
+<h1>{e(title)}</h1>
+<table>
+<thead><tr>{head}</tr></thead>
+<tbody>
+{body}</tbody>
+</table>
+<p>{e(METRIC_NOTE)}</p>
+{f"<p>Rows that did not complete:</p><ul>{problems}</ul>" if problems else ""}
+<img alt="accuracy vs compute" src="data:image/png;base64,{img}">
+</body></html>
+"""
+
+
+def write_reports(exp_dir: Path, rows: list[Row], title: str, extra: dict | None = None) -> dict[str, Path]:
+    """Write ``summary.json``, ``report.md``, ``chart.png`` and ``report.html``.
+
+    Parameters
+    ----------
+    exp_dir:
+        The experiment directory.
+    rows:
+        From :func:`build_rows`; written to ``summary.json`` unchanged.
+    title:
+        Report heading and chart title.
+    extra:
+        More top-level keys for ``summary.json`` (config hash, eval mode...).
+
+    Returns
+    -------
+    dict
+        ``{"summary": ..., "markdown": ..., "chart": ..., "html": ...}`` paths.
+    """
+    exp_dir = Path(exp_dir)
+    png = render_chart(rows, title)
+    paths = {
+        "summary": exp_dir / "summary.json",
+        "markdown": exp_dir / "report.md",
+        "chart": exp_dir / "chart.png",
+        "html": exp_dir / "report.html",
+    }
+    atomic_write_json(paths["summary"], {"title": title, "rows": rows, **(extra or {})})
+    atomic_write_text(paths["markdown"], _markdown_report(rows, title))
+    atomic_write_bytes(paths["chart"], png)
+    atomic_write_text(paths["html"], _html_report(rows, title, png))
+    return paths

@@ -1,0 +1,121 @@
+"""The whole local smoke experiment, as `make smoke` runs it, checked end to end.
+
+Builds the tiny model with the CLI, runs `cyberft run configs/smoke.yaml`, then
+checks the table, every file of the experiment directory, the accuracy
+acceptance (every method above base, the best by 20 points), the W&B offline
+runs read back from their `.wandb` files, and that planted secrets appear
+nowhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from launch.wandb_offline import find_runs, read_run
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+CANARIES = {"WANDB_API_KEY": "canary-wandb-0123456789abcdef", "HF_TOKEN": "hf_canaryTOKEN0123456789"}
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("smoke")
+    env = {**os.environ, **CANARIES, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    cli = [sys.executable, "-m", "launch.cli"]
+    built = subprocess.run(cli + ["tiny-model", str(tmp / "tiny-llama")], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert built.returncode == 0, built.stderr[-3000:]
+    t0 = time.perf_counter()
+    res = subprocess.run(
+        cli + ["run", "configs/smoke.yaml", f"model.name_or_path={tmp / 'tiny-llama'}", f"output_dir={tmp / 'runs'}"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
+    )
+    wall = time.perf_counter() - t0
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    (exp_dir,) = (tmp / "runs").iterdir()
+    return exp_dir, res.stdout, wall
+
+
+def test_runs_within_budget_and_prints_the_table(smoke_run):
+    exp_dir, out, wall = smoke_run
+    print(f"smoke experiment wall time: {wall:.1f} s")
+    assert wall < 300, f"the smoke experiment took {wall:.0f} s (budget 5 minutes on 2 cores)"
+    table = out[out.index("method "):]
+    for name in ("base", "full_sft", "lora", "qlora"):
+        assert f"\n{name} " in table
+    assert f"experiment directory: {exp_dir}" in out
+
+
+def test_every_method_beats_base_and_the_best_by_20_points(smoke_run):
+    exp_dir, _, _ = smoke_run
+    rows = {r["method"]: r for r in json.loads((exp_dir / "summary.json").read_text())["rows"]}
+    assert list(rows) == ["base", "full_sft", "lora", "qlora"]
+    base = rows["base"]["accuracy"]
+    for name in ("full_sft", "lora", "qlora"):
+        r = rows[name]
+        assert r["status"] == "completed"
+        assert r["accuracy"] > base, f"{name} {r['accuracy']:.3f} is not above base {base:.3f}"
+        lo, hi = r["ci95"]
+        assert lo <= r["accuracy"] <= hi
+        assert r["cpu_hours"] > 0 and r["cost_source"] == "local" and r["trainable_params"] > 0
+    best = max(rows[n]["accuracy"] for n in ("full_sft", "lora", "qlora"))
+    assert best >= base + 0.20, f"best {best:.3f} vs base {base:.3f}"
+
+
+def test_experiment_directory_holds_everything(smoke_run):
+    exp_dir, _, _ = smoke_run
+    assert (exp_dir / "config.yaml").is_file() and (exp_dir / "manifest.json").is_file()
+    manifest = json.loads((exp_dir / "manifest.json").read_text())
+    assert set(manifest["jobs"]) == {"full_sft", "lora", "qlora", "eval"}
+    n_eval = len((exp_dir / "data" / "eval.jsonl").read_text().splitlines())
+    for name in ("full_sft", "lora", "qlora"):
+        metrics = json.loads((exp_dir / "methods" / name / "metrics.json").read_text())
+        assert metrics["status"] == "completed" and metrics["steps"] == 300
+    assert (exp_dir / "methods" / "full_sft" / "model" / "model.safetensors").is_file()
+    for name in ("lora", "qlora"):
+        assert (exp_dir / "methods" / name / "adapter" / "adapter_model.safetensors").is_file()
+    for name in ("base", "full_sft", "lora", "qlora"):
+        preds = (exp_dir / "eval" / "predictions" / f"{name}.jsonl").read_text().splitlines()
+        assert len(preds) == n_eval
+        assert {"gold", "pred", "logprobs", "correct"} <= json.loads(preds[0]).keys()
+    html = (exp_dir / "report.html").read_text()
+    assert "data:image/png;base64," in html and "qlora" in html
+    assert (exp_dir / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| qlora |" in (exp_dir / "report.md").read_text()
+
+
+def test_wandb_offline_runs_hold_the_comparison_and_every_method(smoke_run):
+    exp_dir, _, _ = smoke_run
+    runs = {r.job_type + ":" + r.name: r for r in map(read_run, find_runs(exp_dir / "wandb"))}
+    assert set(runs) == {"train:full_sft", "train:lora", "train:qlora", "eval:eval"}
+    assert {r.group for r in runs.values()} == {exp_dir.name}
+    for name in ("full_sft", "lora", "qlora"):
+        run = runs[f"train:{name}"]
+        losses = [h["train/loss"] for h in run.history if "train/loss" in h]
+        assert len(losses) == 300 and losses[-1] < losses[0]
+        assert run.summary["steps"] == 300 and run.summary["trainable_params"] > 0
+        assert run.config["method"]["name"] == name
+    table = runs["eval:eval"].tables["comparison"]
+    methods = [dict(zip(table["columns"], row))["method"] for row in table["data"]]
+    assert methods == ["base", "full_sft", "lora", "qlora"]
+    acc = {dict(zip(table["columns"], row))["method"]: dict(zip(table["columns"], row))["accuracy"] for row in table["data"]}
+    summary = {r["method"]: r["accuracy"] for r in json.loads((exp_dir / "summary.json").read_text())["rows"]}
+    assert acc == pytest.approx(summary)
+
+
+def test_no_secret_reaches_any_file(smoke_run):
+    exp_dir, out, _ = smoke_run
+    hits = []
+    for path in exp_dir.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            data = path.read_bytes()
+            hits += [f"{path}: {k}" for k, v in CANARIES.items() if v.encode() in data]
+    assert not hits, hits
+    assert not any(v in out for v in CANARIES.values())
