@@ -15,7 +15,7 @@ import sys
 import typing as tp
 from pathlib import Path
 
-from launch.config import ConfigError, dump_yaml, load_config
+from launch.config import InputError, dump_yaml, load_config
 
 EXIT_OK, EXIT_JOB_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -132,7 +132,7 @@ def main(argv: tp.Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except ConfigError as exc:
+    except InputError as exc:  # config, profile or data: nothing was started
         _err(str(exc))
         return EXIT_BAD_INPUT
 

@@ -35,22 +35,33 @@ METHOD_KINDS = ("full_sft", "lora", "qlora")
 LETTERS = ("A", "B", "C", "D")
 
 
-class ConfigError(ValueError):
-    """Every problem found in a config, raised once.
+class InputError(ValueError):
+    """Every problem found in one input (config, profile, dataset), raised once.
+
+    The CLI turns it into exit code 2 before anything is started.
 
     Parameters
     ----------
     problems:
-        One line each: ``field: what is wrong (value) -> fix``.
+        One line each: ``field or record: what is wrong (value) -> fix``.
     source:
-        Where the config came from, for the header line.
+        Where the input came from, for the header line.
+    max_lines:
+        Problems shown in the message (all stay in ``.problems``).
     """
 
-    def __init__(self, problems: tp.Sequence[str], source: str = "config") -> None:
+    def __init__(self, problems: tp.Sequence[str], source: str = "input", max_lines: int | None = None) -> None:
         self.problems = list(problems)
         self.source = source
-        lines = "\n".join(f"  - {p}" for p in self.problems)
-        super().__init__(f"{len(self.problems)} problem(s) in {source}:\n{lines}")
+        shown = self.problems[:max_lines]
+        lines = "\n".join(f"  - {p}" for p in shown)
+        more = len(self.problems) - len(shown)
+        tail = f"\n  ... and {more} more (see .problems)" if more else ""
+        super().__init__(f"{len(self.problems)} problem(s) in {source}:\n{lines}{tail}")
+
+
+class ConfigError(InputError):
+    """Every problem found in an experiment config (``field: what is wrong (value) -> fix``)."""
 
 
 # --------------------------------------------------------------------------- schema

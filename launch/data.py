@@ -34,7 +34,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from launch.config import LETTERS, DataConfig, DataSource
+from launch.config import LETTERS, DataConfig, DataSource, InputError
 from launch.fsio import atomic_write_json, atomic_write_jsonl
 
 _LETTER_LIST = ", ".join(LETTERS)
@@ -70,25 +70,11 @@ class Question:
         }
 
 
-class DataError(ValueError):
-    """Every problem found in a dataset, raised once.
-
-    Parameters
-    ----------
-    problems:
-        One line each: ``<source> record <i>: what is wrong -> fix``.
-    source:
-        What was being read, for the header line.
-    """
+class DataError(InputError):
+    """Every problem found in a dataset (``<source> record <i>: what is wrong -> fix``), raised once."""
 
     def __init__(self, problems: tp.Sequence[str], source: str = "data") -> None:
-        self.problems = list(problems)
-        self.source = source
-        shown = self.problems[:_MESSAGE_LINES]
-        lines = "\n".join(f"  - {p}" for p in shown)
-        more = len(self.problems) - len(shown)
-        tail = f"\n  ... and {more} more (see .problems)" if more else ""
-        super().__init__(f"{len(self.problems)} problem(s) in {source}:\n{lines}{tail}")
+        super().__init__(problems, source, max_lines=_MESSAGE_LINES)
 
 
 @dataclass

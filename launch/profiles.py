@@ -30,6 +30,8 @@ from pathlib import Path
 
 import yaml
 
+from launch.config import InputError
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PROFILES_DIR = REPO_ROOT / "slurm" / "profiles"
 
@@ -61,22 +63,11 @@ RESERVED_SBATCH = {
 """sbatch options that ``additional_parameters`` may not set, and the field to use instead."""
 
 
-class ProfileError(ValueError):
-    """Every problem found in a profile, raised once.
-
-    Parameters
-    ----------
-    problems:
-        One line each: ``field: what is wrong (value) -> fix``.
-    source:
-        Where the profile came from, for the header line.
-    """
+class ProfileError(InputError):
+    """Every problem found in a Slurm profile (``field: what is wrong (value) -> fix``), raised once."""
 
     def __init__(self, problems: tp.Sequence[str], source: str = "profile") -> None:
-        self.problems = list(problems)
-        self.source = source
-        lines = "\n".join(f"  - {p}" for p in self.problems)
-        super().__init__(f"{len(self.problems)} problem(s) in {source}:\n{lines}")
+        super().__init__(problems, source)
 
 
 # --------------------------------------------------------------------------- schema

@@ -144,9 +144,6 @@ def build_tiny_model(
     pretrain_steps: int = 150, **sizes: int,
 ) -> Path:
     """Train the tokenizer, build (and briefly pretrain) the model, save both to ``out_dir`` atomically."""
-    import shutil
-    import tempfile
-
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer(_corpus(Path(data_path)), vocab_size=sizes.pop("vocab_size", 2048))
@@ -155,17 +152,9 @@ def build_tiny_model(
     )
     if pretrain_steps:
         pretrain(model, tokenizer, Path(data_path), pretrain_steps, seed=seed)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    from train.common import save_model_atomic
+
+    return save_model_atomic(model, tokenizer, out)
 
 
 def main(argv: tp.Sequence[str] | None = None) -> int:
