@@ -102,6 +102,7 @@ def test_wandb_offline_runs_hold_the_comparison_and_every_method(smoke_run):
         assert len(losses) == 300 and losses[-1] < losses[0]
         assert run.summary["steps"] == 300 and run.summary["trainable_params"] > 0
         assert run.config["method"]["name"] == name
+    assert any("accuracy_vs_cost" in f for f in runs["eval:eval"].files), runs["eval:eval"].files
     table = runs["eval:eval"].tables["comparison"]
     methods = [dict(zip(table["columns"], row))["method"] for row in table["data"]]
     assert methods == ["base", "full_sft", "lora", "qlora"]

@@ -240,8 +240,7 @@ def log_to_wandb(tracking: TrackingConfig, exp_dir: Path, rows: list[dict], path
                             config={"experiment": exp_dir.name}, run_id=f"{exp_dir.name}-eval")
     columns = [key for key, _ in report.COLUMNS]
     tracker.log_table("comparison", rows, columns)
-    if "chart.png" in {Path(p).name for p in paths.values()}:
-        tracker.log_image("accuracy_vs_cost", next(Path(p) for p in paths.values() if Path(p).name == "chart.png"))
+    tracker.log_image("accuracy_vs_cost", paths["chart"])
     tracker.summary({f"accuracy/{r['method']}": r["accuracy"] for r in rows if r.get("accuracy") is not None})
     tracker.finish()
 
