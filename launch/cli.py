@@ -16,6 +16,7 @@ import typing as tp
 from pathlib import Path
 
 from launch.config import InputError, dump_yaml, load_config
+from launch.slurm import SlurmError
 
 EXIT_OK, EXIT_JOB_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -87,6 +88,121 @@ def cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_submit(args: argparse.Namespace) -> int:
+    """Validate config + profile, then submit every training job and the chained evaluation."""
+    import time
+
+    from launch import slurm, submit
+    from launch.data import DataError
+
+    t0 = time.monotonic()
+    result = submit.check(args.config, args.overrides, args.profile)
+    if args.dry_run:
+        cfg = result.cfg
+        exp_dir = Path(cfg.output_dir if cfg else "runs") / f"{cfg.name if cfg else 'experiment'}-<UTC time>"
+        print(submit.dry_run_text(result, exp_dir), end="")
+        return EXIT_BAD_INPUT if result.problems else EXIT_OK
+    if result.problems:
+        _err(f"{len(result.problems)} problem(s); nothing was submitted:\n" + "\n".join(f"  - {p}" for p in result.problems))
+        return EXIT_BAD_INPUT
+    if not slurm.available("sbatch"):
+        _err("sbatch not found on PATH; nothing was submitted -> run on a Slurm login node, "
+             "or use --dry-run to see the jobs, or `cyberft run` to run locally")
+        return EXIT_BAD_INPUT
+    try:
+        done = submit.submit(result.cfg, result.profile, args.config, args.overrides)
+    except DataError as exc:
+        _err(f"{len(exc.problems)} problem(s) in the data; nothing was submitted:\n" + "\n".join(f"  - {p}" for p in exc.problems))
+        return EXIT_BAD_INPUT
+    except Exception as exc:  # sbatch refused a job: the others were cancelled (see submit.submit)
+        _err(f"submission failed: {exc}")
+        return EXIT_JOB_FAILED
+    exp = done.exp_dir
+    print(f"experiment: {exp}")
+    for name, job_id in done.job_ids.items():
+        print(f"  {name:<12} job {job_id}")
+    print(f"submitted {len(done.job_ids)} job(s) in {time.monotonic() - t0:.2f}s; follow them with:")
+    print(f"  cyberft status {exp}            # states, progress")
+    print(f"  cyberft status {exp} --wait     # block until all ended (exit 1 if one failed)")
+    print(f"  cyberft logs {exp} {next(iter(done.job_ids))}")
+    print(f"  cyberft cancel {exp}")
+    print(f"  cyberft report {exp}            # once the eval job has finished")
+    return EXIT_OK
+
+
+def _exp_dir(path: str) -> Path:
+    from launch.config import InputError
+
+    exp = Path(path)
+    if not (exp / "manifest.json").is_file():
+        raise InputError([f"experiment: {str(exp)!r} has no manifest.json -> give the directory that "
+                          "`cyberft submit` or `cyberft run` printed"], "arguments")
+    return exp
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Show each job's state, elapsed time, nodes and training progress; optionally wait."""
+    from launch import status
+
+    exp = _exp_dir(args.exp_dir)
+    if args.wait:
+        statuses = status.wait(exp, poll_s=args.interval)
+    else:
+        statuses = status.job_statuses(exp)
+        print(status.format_statuses(statuses))
+        if not all(s.ended for s in statuses):
+            return EXIT_OK
+    failed = [s.name for s in statuses if not s.ok]
+    if failed:
+        _err(f"not completed: {', '.join(failed)} (see `cyberft logs {exp} NAME`)")
+        return EXIT_JOB_FAILED
+    return EXIT_OK
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    """Print a job's stdout and stderr (submitit's log files)."""
+    from launch import status
+    from launch.config import InputError
+
+    exp = _exp_dir(args.exp_dir)
+    try:
+        out, err = status.log_paths(exp, args.job, args.task)
+    except KeyError as exc:
+        raise InputError([str(exc.args[0])], "arguments") from None
+    streams = {"out": [out], "err": [err], "both": [out, err]}[args.stream]
+    for path in streams:
+        print(f"==> {path} <==")
+        if path.is_file():
+            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+            print("\n".join(lines[-args.tail:] if args.tail else lines))
+        else:
+            print("(not written yet: the job has not started)")
+    return EXIT_OK
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    """Cancel the experiment's jobs (all, or the named ones)."""
+    from launch import experiment, slurm
+    from launch.config import InputError
+    from launch.fsio import read_json
+
+    exp = _exp_dir(args.exp_dir)
+    manifest = read_json(exp / "manifest.json")
+    jobs = manifest.get("jobs", {})
+    names = args.jobs or list(jobs)
+    unknown = [n for n in names if n not in jobs]
+    if unknown:
+        raise InputError([f"job {n!r}: not in this experiment -> one of: {', '.join(jobs)}" for n in unknown], "arguments")
+    if manifest.get("executor") != "slurm":
+        _err("this experiment ran locally; there is nothing to cancel")
+        return EXIT_BAD_INPUT
+    ids = [jobs[n]["job_id"] for n in names]
+    slurm.scancel(ids)
+    experiment.update_manifest(exp, cancelled=sorted(set(manifest.get("cancelled", [])) | set(ids)))
+    print(f"cancelled: {', '.join(f'{n} ({i})' for n, i in zip(names, ids))}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cyberft",
@@ -122,6 +238,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_tiny_model)
 
+    p = sub.add_parser("submit", help="submit an experiment to Slurm (training jobs + chained evaluation)")
+    with_config(p)
+    p.add_argument("--profile", required=True, help="site profile: a name in slurm/profiles/ (e.g. dev) or a YAML path")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the resolved config, memory estimate, sbatch scripts and dependencies; submit nothing")
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("status", help="state, elapsed time, nodes and progress of an experiment's jobs")
+    p.add_argument("exp_dir")
+    p.add_argument("--wait", action="store_true", help="block until every job ended; exit 1 if one did not complete")
+    p.add_argument("--interval", type=float, default=5.0, help="seconds between polls with --wait")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("logs", help="print a job's log files")
+    p.add_argument("exp_dir")
+    p.add_argument("job", help="a method name, or eval")
+    p.add_argument("--stream", choices=["out", "err", "both"], default="both")
+    p.add_argument("--task", type=int, default=0, help="task (rank) of a multi-task job")
+    p.add_argument("--tail", type=int, default=0, help="only the last N lines of each file")
+    p.set_defaults(func=cmd_logs)
+
+    p = sub.add_parser("cancel", help="cancel an experiment's Slurm jobs")
+    p.add_argument("exp_dir")
+    p.add_argument("jobs", nargs="*", help="method names (and/or eval); default: every job")
+    p.set_defaults(func=cmd_cancel)
+
     p = sub.add_parser("report", help="print an experiment's comparison table")
     p.add_argument("exp_dir")
     p.set_defaults(func=cmd_report)
@@ -129,12 +271,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: tp.Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # Overrides may also follow options (`submit CFG --profile dev key=value`), which argparse
+    # alone does not allow for a positional list: take the leftovers that look like key=value.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides = list(args.overrides) + extra
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args)
     except InputError as exc:  # config, profile or data: nothing was started
         _err(str(exc))
         return EXIT_BAD_INPUT
+    except SlurmError as exc:  # squeue/sacct/scancel unreachable
+        _err(str(exc))
+        return EXIT_JOB_FAILED
 
 
 if __name__ == "__main__":

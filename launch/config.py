@@ -606,21 +606,33 @@ def _validate_method(m: MethodConfig, where: str, seen: set[str], problems: list
 # --------------------------------------------------------------------------- entry points
 
 
-def from_dict(raw: tp.Any, overrides: tp.Sequence[str] = (), source: str = "config") -> ExperimentConfig:
-    """Build and validate a config from a raw mapping; raise :class:`ConfigError` with every problem."""
+def build_config(raw: tp.Any, overrides: tp.Sequence[str] = ()) -> tuple[ExperimentConfig | None, list[str]]:
+    """Build a config from a raw mapping and validate it, without raising.
+
+    Returns the config (bad values left at their defaults, so it is always
+    usable for display) and every problem found; the config is None only when
+    ``raw`` is not a mapping at all. ``--dry-run`` uses this to show a plan
+    together with everything that would stop it.
+    """
     problems: list[str] = []
     if not isinstance(raw, dict):
-        raise ConfigError([f"top level: expected a mapping of config keys, got {type(raw).__name__}"], source)
+        return None, [f"top level: expected a mapping of config keys, got {type(raw).__name__}"]
     raw = apply_overrides(json.loads(json.dumps(raw)), overrides, problems)
     cfg = _build(ExperimentConfig, raw, "", problems)
     validate(cfg, problems)  # bad values were left at their defaults, so this is safe
-    if problems:
+    return cfg, problems
+
+
+def from_dict(raw: tp.Any, overrides: tp.Sequence[str] = (), source: str = "config") -> ExperimentConfig:
+    """Build and validate a config from a raw mapping; raise :class:`ConfigError` with every problem."""
+    cfg, problems = build_config(raw, overrides)
+    if problems or cfg is None:
         raise ConfigError(problems, source)
     return cfg
 
 
-def load_config(path: str | os.PathLike, overrides: tp.Sequence[str] = ()) -> ExperimentConfig:
-    """Load a YAML experiment config, apply overrides, validate; raise :class:`ConfigError`."""
+def read_raw(path: str | os.PathLike) -> tp.Any:
+    """The YAML mapping of a config file; :class:`ConfigError` when it cannot be read."""
     p = Path(path)
     if p.is_dir():
         raise ConfigError([f"config: {str(p)!r} is a directory -> give a YAML file such as configs/smoke.yaml"], str(p))
@@ -630,7 +642,21 @@ def load_config(path: str | os.PathLike, overrides: tp.Sequence[str] = ()) -> Ex
         raw = yaml.safe_load(p.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError([f"config: {p} is not valid YAML: {exc}"], str(p)) from None
-    return from_dict(raw if raw is not None else {}, overrides, source=str(p))
+    return raw if raw is not None else {}
+
+
+def check_config(path: str | os.PathLike, overrides: tp.Sequence[str] = ()) -> tuple[ExperimentConfig | None, list[str]]:
+    """:func:`build_config` for a file: (config or None, every problem)."""
+    try:
+        raw = read_raw(path)
+    except ConfigError as exc:
+        return None, list(exc.problems)
+    return build_config(raw, overrides)
+
+
+def load_config(path: str | os.PathLike, overrides: tp.Sequence[str] = ()) -> ExperimentConfig:
+    """Load a YAML experiment config, apply overrides, validate; raise :class:`ConfigError`."""
+    return from_dict(read_raw(path), overrides, source=str(path))
 
 
 def to_dict(cfg: tp.Any) -> dict:

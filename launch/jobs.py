@@ -26,6 +26,50 @@ def _compute_env(threads: int | None) -> None:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")  # silences DeepSpeed's accelerator probe on CPU
 
 
+def master_port(job_id: str) -> int:
+    """The rendezvous port of a job: from its id, so every rank (and every requeued attempt) agrees
+    without talking, and two jobs sharing a node rarely collide (20000-59999)."""
+    digits = "".join(ch for ch in job_id if ch.isdigit()) or "0"
+    return 20000 + int(digits) % 40000
+
+
+def resolvable_address(host: str) -> str:
+    """``host`` if it resolves here, else its ``NodeAddr`` from ``scontrol`` (node names need not be in DNS)."""
+    import re
+    import socket
+    import subprocess
+
+    try:
+        socket.gethostbyname(host)
+        return host
+    except OSError:
+        pass
+    out = subprocess.run(["scontrol", "show", "node", host], capture_output=True, text=True, timeout=30).stdout
+    match = re.search(r"NodeAddr=(\S+)", out)
+    if not match:
+        raise RuntimeError(f"master node {host!r} does not resolve and scontrol shows no NodeAddr for it")
+    return match.group(1)
+
+
+def export_distributed_env() -> None:
+    """Export torch's env:// rendezvous variables for this Slurm task (one task per GPU).
+
+    Does nothing for a single-task job. The first node of the allocation is the
+    master, by address (``MASTER_ADDR``); the port comes from the job id. Values
+    exported in the submitting shell (sbatch passes its environment on) are
+    overwritten: they belong to another job.
+    """
+    if int(os.environ.get("SLURM_NTASKS", "1")) <= 1:
+        return
+    import submitit
+
+    env = submitit.helpers.TorchDistributedEnvironment()
+    env.master_addr = resolvable_address(env.master_addr)
+    env.master_port = master_port(os.environ.get("SLURM_JOB_ID", "0"))
+    # Every rank sees all of the node's GPUs and picks cuda:LOCAL_RANK, so NCCL can use peer access.
+    env.export(set_cuda_visible_devices=False, overwrite=True)
+
+
 class TrainJob:
     """Train one method of an experiment.
 
@@ -46,6 +90,8 @@ class TrainJob:
 
     def __call__(self) -> dict:
         _compute_env(self.threads)
+        if os.environ.get("SUBMITIT_EXECUTOR") == "slurm":
+            export_distributed_env()
         from launch.experiment import load
 
         cfg = load(self.exp_dir)

@@ -126,6 +126,17 @@ class SlurmProfile:
     price_per_gpu_hour: float = 0.0
     """Price of one GPU-hour in your currency, for cost estimates; 0 when free."""
 
+    python: tp.Optional[str] = None
+    """The Python that runs the jobs on the compute nodes (``/shared/venvs/cyberft/bin/python``, or a
+    container command such as ``apptainer exec img.sif python``); null: the interpreter running
+    ``cyberft submit``, which must then exist at the same path on the nodes."""
+
+    shared_dirs: tp.List[str] = field(default_factory=list)
+    """Directories every compute node sees at the same path (``/home``, ``/scratch``). When set, the
+    experiment's output directory, local model and data paths and the job Python must lie under
+    one of them (node-local paths such as /tmp fail only once the job starts). Empty: not checked
+    (single-machine clusters such as ``dev``)."""
+
     additional_parameters: tp.Dict[str, tp.Any] = field(default_factory=dict)
     """Other sbatch options for this site, passed to submitit's ``slurm_additional_parameters``:
     the option name without ``--`` (``mail_type: FAIL``, ``exclusive: true``, ``gres: gpu:a100:8``).
@@ -237,6 +248,11 @@ def _validate(p: SlurmProfile, stem: tp.Optional[str], problems: list[str]) -> N
     for i, line in enumerate(p.setup):
         if not line.strip():
             problems.append(f"setup[{i}]: empty line -> remove it")
+    if p.python is not None and not p.python.strip():
+        problems.append("python: empty string -> write null to use the interpreter running cyberft")
+    for i, d in enumerate(p.shared_dirs):
+        if not d.startswith("/"):
+            problems.append(f"shared_dirs[{i}]: {d!r} is not an absolute path -> e.g. /scratch")
 
 
 def profile_from_dict(raw: tp.Any, source: str = "profile", stem: tp.Optional[str] = None) -> SlurmProfile:

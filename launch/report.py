@@ -40,6 +40,7 @@ COLUMNS: list[tuple[str, str]] = [
     ("peak_mem_gb", "peak GiB"),
     ("trainable_params", "trainable"),
     ("status", "status"),
+    ("restarts", "restarts"),
     ("cost_source", "cost source"),
 ]
 """(row key, header) of the comparison table, in display order."""
@@ -169,11 +170,20 @@ def _method_status(train_status: str | None, evaluated: bool) -> str:
     return "completed" if evaluated else "not evaluated"
 
 
+def _slurm_fields(account: dict) -> Row:
+    """Cost columns from Slurm's accounting (see :meth:`launch.slurm.JobAccount.summary`): they
+    replace the job's own estimate, since they are what the site bills, every attempt included."""
+    keys = ("gpu_hours", "cpu_hours", "cost", "restarts", "cost_source", "job_id", "slurm_state",
+            "slurm_exit_code", "slurm_reason", "attempts", "queue_wait_s", "elapsed_s", "nodes")
+    return {k: account.get(k) for k in keys}
+
+
 def build_rows(
     methods: list[tuple[str, str]],
     eval_results: dict[str, dict],
     train_metrics: dict[str, dict],
     price_per_gpu_hour: float | None = None,
+    slurm_accounts: dict[str, dict] | None = None,
 ) -> list[Row]:
     """One report row per model: ``base`` first (when scored), then each method.
 
@@ -189,6 +199,10 @@ def build_rows(
     price_per_gpu_hour:
         Money per GPU-hour; gives the ``cost`` column (null without it, or for
         runs without GPU-hours).
+    slurm_accounts:
+        Method name -> Slurm accounting summary of its job (``cost_source:
+        sacct``); replaces the job's own cost estimate, and names the Slurm state
+        and reason of a job that did not complete.
 
     Returns
     -------
@@ -211,9 +225,15 @@ def build_rows(
         if metrics.get("status") not in (None, "missing"):
             # Failed runs keep their partial cost: the hours were spent all the same.
             row.update(_train_fields(metrics, price_per_gpu_hour))
+        account = (slurm_accounts or {}).get(name)
+        if account:
+            row.update(_slurm_fields(account))
         result = eval_results.get(name)
         row.update(_eval_fields(result))
         row["status"] = _method_status(metrics.get("status"), evaluated=bool(result))
+        if account and account.get("slurm_state") not in (None, "COMPLETED"):
+            why = ", ".join(str(x) for x in (f"exit {account.get('slurm_exit_code')}", account.get("slurm_reason")) if x)
+            row["status"] = f"{row['status']}: Slurm {account['slurm_state']} ({why})"
         rows.append(row)
     return rows
 

@@ -78,7 +78,7 @@ def test_wilson_symmetry_and_z():
 def test_columns_order():
     keys = [k for k, _ in COLUMNS]
     assert keys == ["method", "kind", "accuracy", "ci95", "gpu_hours", "cpu_hours", "cost", "wall_s",
-                    "tokens_per_s", "peak_mem_gb", "trainable_params", "status", "cost_source"]
+                    "tokens_per_s", "peak_mem_gb", "trainable_params", "status", "restarts", "cost_source"]
 
 
 def test_build_rows_keeps_every_method(results):
@@ -243,3 +243,31 @@ def test_wilson_interval_contains_the_observed_proportion_at_the_extremes():
             lo, hi = wilson_interval(correct, n)
             assert lo <= correct / n <= hi, (correct, n, lo, hi)
     assert wilson_interval(129, 129)[1] == 1.0 and wilson_interval(0, 129)[0] == 0.0
+
+
+def test_slurm_accounting_replaces_the_local_cost_and_names_the_failure(results):
+    """On Slurm, sacct's figures (every attempt) replace each job's own estimate; a job that
+    did not complete keeps its row with the Slurm state and reason."""
+    from launch.slurm import parse_sacct
+
+    evals, train = results
+    out = "\n".join([
+        "101|REQUEUED|600|billing=2,cpu=2,gres/gpu=2,mem=8G,node=1|2026-01-01T10:00:00|2026-01-01T10:05:00|2026-01-01T10:15:00|n1|0:0|None",
+        "101|COMPLETED|1200|billing=2,cpu=2,gres/gpu=2,mem=8G,node=1|2026-01-01T10:15:00|2026-01-01T10:16:00|2026-01-01T10:36:00|n2|0:0|BeginTime",
+        "102|OUT_OF_MEMORY|30|billing=1,cpu=1,gres/gpu=1,node=1|2026-01-01T10:00:00|2026-01-01T10:00:10|2026-01-01T10:00:40|n1|0:125|None",
+    ])
+    acc = parse_sacct(out)
+    assert acc["101"].gpu_hours == (2 * 600 + 2 * 1200) / 3600
+    assert acc["101"].restarts == 1 and acc["101"].queue_wait_s == 300 and acc["101"].state == "COMPLETED"
+    assert acc["102"].ended and acc["102"].state == "OUT_OF_MEMORY"
+    accounts = {"full": acc["101"].summary(2.5), "lora": acc["102"].summary(2.5)}
+    train = dict(train)
+    train["lora"] = {"method": "lora", "status": "missing"}
+    rows = {r["method"]: r for r in build_rows([("full", "full_sft"), ("lora", "lora")], evals, train,
+                                                price_per_gpu_hour=2.5, slurm_accounts=accounts)}
+    sft = rows["full"]
+    assert sft["cost_source"] == "sacct" and sft["gpu_hours"] == pytest.approx(1.0) and sft["cost"] == pytest.approx(2.5)
+    assert sft["restarts"] == 1 and sft["attempts"] == 2
+    lora = rows["lora"]
+    assert lora["status"] == "missing: Slurm OUT_OF_MEMORY (exit 0:125)"
+    assert lora["slurm_state"] == "OUT_OF_MEMORY" and lora["gpu_hours"] == pytest.approx(30 / 3600, abs=1e-6)

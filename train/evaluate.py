@@ -26,7 +26,8 @@ from pathlib import Path
 
 import torch
 
-from launch import report
+from launch import report, slurm
+from launch.submit import load_experiment_profile
 from launch.config import LETTERS, ExperimentConfig, TrackingConfig
 from launch.fsio import atomic_write_json, atomic_write_jsonl, read_json
 from train import common, prompting
@@ -226,7 +227,13 @@ def main(cfg: ExperimentConfig, exp_dir: str | Path, threads: int | None = None,
 
     # --- report: summary.json, report.md, report.html, and the W&B comparison run
     metrics = report.load_train_metrics(exp_dir, [m.name for m in cfg.methods])
-    rows = report.build_rows([(m.name, m.kind) for m in cfg.methods], results, metrics)
+    # On Slurm the training jobs' cost comes from sacct (every attempt), not their own timers.
+    accounts, cost_note = slurm.experiment_accounts(exp_dir)
+    profile = load_experiment_profile(exp_dir)
+    price = profile.price_per_gpu_hour if profile is not None else None
+    rows = report.build_rows([(m.name, m.kind) for m in cfg.methods], results, metrics,
+                             price_per_gpu_hour=price, slurm_accounts=accounts)
+    print(f"[eval] cost source: {cost_note}", flush=True)
     paths = report.write_reports(exp_dir, rows, title=f"{cfg.name}: accuracy vs cost", extra={"experiment": exp_dir.name, "eval_mode": cfg.eval.mode, "n_eval": len(questions)})
     log_to_wandb(cfg.tracking, exp_dir, rows, paths)
     return rows

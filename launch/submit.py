@@ -1,0 +1,474 @@
+"""Submit an experiment to Slurm with submitit: one job per method, then the shared evaluation.
+
+The login-node side of ``cyberft submit`` (standard library, PyYAML and submitit;
+never torch). In order:
+
+1. :func:`check` validates the config and the site profile *together* (GPUs per
+   node, CPUs, memory and time limit against the profile, paths on shared
+   storage, per-GPU memory estimate) and collects every problem;
+2. :func:`plan` turns the config into :class:`JobSpec` objects: the sbatch
+   parameters of each training job and of the evaluation job;
+3. :func:`dry_run_text` renders each job's sbatch script exactly as submitit
+   writes it (same function, same parameters) without any cluster;
+4. :func:`submit` creates the experiment directory, prepares the data, freezes
+   a snapshot of the code, submits every job and records the ids in the
+   manifest, atomically, after each submission. It does not wait.
+
+Why the evaluation job depends on ``afterany`` (not ``afterok``): one method
+that fails, times out or is cancelled must not take the others' results down
+with it. ``afterok`` would leave the evaluation pending forever (or cancelled,
+with ``kill_invalid_depend``). With ``afterany`` the evaluation starts once every
+training job has *ended*, scores each method whose ``metrics.json`` says
+``completed``, and gives every other method a row with its Slurm state and reason.
+
+Why one Slurm task per GPU (not one ``accelerate launch`` per node): every rank
+is then a Slurm task running the same pickled :class:`~launch.jobs.TrainJob`,
+Slurm tracks and signals each rank (``--kill-on-bad-exit`` ends the job when a
+rank dies instead of leaving the others blocked in a collective until the time
+limit), there is no second launcher with its own config and rendezvous to get
+wrong, and requeue/checkpoint signals reach every rank the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import os
+import shlex
+import shutil
+import sys
+import typing as tp
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from launch.config import ExperimentConfig, Resources, check_config, config_hash
+from launch.fsio import atomic_write_text, read_json
+from launch.profiles import ProfileError, SlurmProfile, load_profile
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CODE_DIRS = ("launch", "train", "ds_configs")
+"""What the code snapshot holds: the packages the jobs import, and the DeepSpeed configs."""
+
+SIGNAL_DELAY_S = 120
+"""USR2 this long before the time limit, so a job can checkpoint and requeue (submitit's default is 90)."""
+
+DEPENDENCY_PLACEHOLDER = "<job id of {name}>"
+
+
+@dataclass
+class JobSpec:
+    """One Slurm job of an experiment, before submission.
+
+    Attributes
+    ----------
+    name:
+        A method name, or ``eval``.
+    kind:
+        ``full_sft``, ``lora``, ``qlora`` or ``eval``.
+    params:
+        submitit ``SlurmExecutor.update_parameters`` keywords (sbatch names and values, ``mem="8GB"``).
+    threads:
+        CPU threads each task uses (``cpus_per_task``).
+    world_size:
+        Tasks in the job: one per GPU over every node (1 for single-device jobs).
+    depends_on:
+        Names of the jobs this one waits for (``afterany``).
+    """
+
+    name: str
+    kind: str
+    params: dict[str, tp.Any]
+    threads: int
+    world_size: int
+    depends_on: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _resources_problems(r: Resources, where: str, p: SlurmProfile) -> list[str]:
+    """A job's resources against one node of the profile and the partition's time limit."""
+    problems = []
+    if r.gpus_per_node > p.gpus_per_node:
+        problems.append(
+            f"{where}.gpus_per_node: {r.gpus_per_node} GPUs per node, but a node of profile {p.name!r} has "
+            f"{p.gpus_per_node} -> at most {p.gpus_per_node}; for more GPUs raise nodes "
+            f"(nodes x {p.gpus_per_node})"
+        )
+    else:  # the per-GPU shares only make sense once the GPUs fit
+        gpus = max(1, r.gpus_per_node)
+        node_cpus = p.cpus_per_gpu * p.gpus_per_node
+        if r.cpus_per_gpu * gpus > node_cpus:
+            problems.append(
+                f"{where}.cpus_per_gpu: {r.cpus_per_gpu} x {gpus} GPU(s) = {r.cpus_per_gpu * gpus} CPUs per node, "
+                f"but a node of {p.name!r} has {p.cpus_per_gpu} x {p.gpus_per_node} = {node_cpus} -> at most "
+                f"{node_cpus // gpus} per GPU (the site's share is {p.cpus_per_gpu})"
+            )
+        node_mem = p.mem_gb_per_gpu * p.gpus_per_node
+        if r.mem_gb_per_gpu * gpus > node_mem:
+            problems.append(
+                f"{where}.mem_gb_per_gpu: {r.mem_gb_per_gpu} GB x {gpus} GPU(s) = {r.mem_gb_per_gpu * gpus} GB per "
+                f"node, but a node of {p.name!r} has {p.mem_gb_per_gpu} x {p.gpus_per_node} = {node_mem} GB -> at "
+                f"most {node_mem // gpus} GB per GPU (the site's share is {p.mem_gb_per_gpu})"
+            )
+    if r.time_min > p.max_time_min:
+        problems.append(
+            f"{where}.time_min: {r.time_min} min, but partition {p.partition!r} of {p.name!r} allows "
+            f"{p.max_time_min} -> at most {p.max_time_min} (the job checkpoints and requeues when it runs out)"
+        )
+    return problems
+
+
+def _under(path: str, dirs: tp.Sequence[str]) -> bool:
+    resolved = os.path.realpath(path)
+    return any(resolved == d.rstrip("/") or resolved.startswith(d.rstrip("/") + "/") for d in dirs)
+
+
+def _shared_path_problems(cfg: ExperimentConfig, p: SlurmProfile, python: str) -> list[str]:
+    if not p.shared_dirs:
+        return []
+    shared = ", ".join(p.shared_dirs)
+    checks = [("output_dir", cfg.output_dir, True), ("model.name_or_path", cfg.model.name_or_path, False),
+              ("data.train.path", cfg.data.train.path, False)]
+    if cfg.data.eval is not None:
+        checks.append(("data.eval.path", cfg.data.eval.path, False))
+    problems = []
+    for where, path, always_local in checks:
+        if (always_local or Path(path).exists()) and not _under(path, p.shared_dirs):
+            problems.append(
+                f"{where}: {path!r} is not under the shared directories of profile {p.name!r} ({shared}); "
+                f"compute nodes would not see it -> move it under one of them"
+            )
+    exe = shlex.split(python)[0] if python else ""
+    if exe.startswith("/") and not _under(exe, p.shared_dirs):
+        problems.append(
+            f"python: {exe!r} (the interpreter the jobs would run) is not under {shared} -> create the venv on "
+            f"shared storage, or set `python:` in the profile"
+        )
+    return problems
+
+
+def _memory_problems(cfg: ExperimentConfig, p: SlurmProfile) -> tuple[list[str], list[str]]:
+    """Per-GPU memory estimate of each method: (one line each, problems when one will not fit)."""
+    try:
+        from launch import memory
+    except ImportError:  # pragma: no cover - the estimator ships with the launcher
+        return [], []
+    shape = memory.model_shape(cfg.model.name_or_path)
+    if shape is None:
+        return [f"memory: no config.json for {cfg.model.name_or_path!r} here (not a local path, not in the "
+                "Hugging Face cache, not a built-in model): the per-GPU memory check is skipped"], []
+    lines, problems = [], []
+    for i, m in enumerate(cfg.methods):
+        if m.resources.gpus_per_node == 0:
+            continue  # CPU job: GPU memory does not apply
+        est = memory.estimate(shape, m, cfg.model.max_seq_len, repo_root=REPO_ROOT)
+        lines.append(est.line())
+        for problem in memory.fit_problems(est, p.gpu_mem_gb, m, gpus_per_node_max=p.gpus_per_node):
+            problems.append(problem.replace(f"methods.{m.name}.", f"methods[{i}] ({m.name}).", 1))
+    return lines, problems
+
+
+def job_python(profile: SlurmProfile) -> str:
+    """The shell command that starts Python in the jobs."""
+    return profile.python or shlex.quote(sys.executable)
+
+
+@dataclass
+class Check:
+    """The result of :func:`check`: what was loaded, what is wrong, and notes for the dry run."""
+
+    cfg: ExperimentConfig | None
+    profile: SlurmProfile | None
+    problems: list[str]
+    memory_lines: list[str]
+
+
+def check(config_path: str, overrides: tp.Sequence[str], profile_name: str) -> Check:
+    """Load and cross-check a config and a profile; collect every problem, raise nothing.
+
+    The config's and the profile's own problems come first, then the checks that need
+    both: resources against the profile's nodes and partition, shared paths, memory.
+    """
+    from launch.experiment import resolve_paths
+
+    cfg, problems = check_config(config_path, overrides)
+    problems = [f"config: {x}" for x in problems]
+    try:
+        profile: SlurmProfile | None = load_profile(profile_name)
+    except ProfileError as exc:
+        profile = None
+        problems += [f"profile: {x}" for x in exc.problems]
+    memory_lines: list[str] = []
+    if cfg is not None:
+        cfg = resolve_paths(cfg)
+    if cfg is not None and profile is not None:
+        for i, m in enumerate(cfg.methods):
+            problems += _resources_problems(m.resources, f"methods[{i}] ({m.name}).resources", profile)
+        problems += _resources_problems(cfg.eval.resources, "eval.resources", profile)
+        problems += _shared_path_problems(cfg, profile, job_python(profile))
+        memory_lines, mem_problems = _memory_problems(cfg, profile)
+        problems += mem_problems
+    return Check(cfg, profile, problems, memory_lines)
+
+
+# --------------------------------------------------------------------------- plan
+
+
+def _base_params(r: Resources, p: SlurmProfile, job_name: str, tasks_per_node: int) -> dict[str, tp.Any]:
+    gpus = r.gpus_per_node
+    params: dict[str, tp.Any] = {
+        "job_name": job_name,
+        "partition": p.partition,
+        "time": r.time_min,
+        "nodes": r.nodes,
+        "ntasks_per_node": tasks_per_node,
+        "cpus_per_task": r.cpus_per_gpu,
+        # Memory per node: the per-GPU share times the GPUs on it (a CPU-only job counts as one).
+        # As sbatch text: SlurmExecutor passes a bare number on as MB.
+        "mem": f"{r.mem_gb_per_gpu * max(1, gpus)}GB",
+        "signal_delay_s": SIGNAL_DELAY_S,
+    }
+    if gpus:
+        params["gpus_per_node"] = gpus
+    for key in ("account", "qos", "constraint"):
+        value = getattr(p, key)
+        if value:
+            params[key] = value
+    return params
+
+
+def _setup_lines(p: SlurmProfile, exp_dir: Path) -> list[str]:
+    code = shlex.quote(str(exp_dir / "code"))
+    lines = list(p.setup)
+    lines += [f"export {k}={shlex.quote(v)}" for k, v in sorted(p.env.items())]
+    # The jobs import launch/ and train/ from the experiment's frozen copy, not from the checkout,
+    # so editing the code after submitting never changes a queued job.
+    lines.append(f"export PYTHONPATH={code}${{PYTHONPATH:+:$PYTHONPATH}}")
+    return lines
+
+
+def job_name(cfg: ExperimentConfig, name: str) -> str:
+    return f"{cfg.name}.{name}"
+
+
+def plan(cfg: ExperimentConfig, profile: SlurmProfile, exp_dir: Path) -> list[JobSpec]:
+    """The Slurm jobs of an experiment: one per method, then ``eval`` depending on all of them."""
+    setup = _setup_lines(profile, exp_dir)
+    specs: list[JobSpec] = []
+    for m in cfg.methods:
+        r = m.resources
+        world = r.nodes * max(1, r.gpus_per_node)
+        tasks_per_node = max(1, r.gpus_per_node) if world > 1 else 1
+        params = _base_params(r, profile, job_name(cfg, m.name), tasks_per_node)
+        params["setup"] = setup
+        params["additional_parameters"] = dict(profile.additional_parameters)
+        if world > 1:
+            # A rank that dies must end the job: the others would wait in a collective until the time limit.
+            params["srun_args"] = ["--kill-on-bad-exit=1"]
+        specs.append(JobSpec(m.name, m.kind, params, threads=r.cpus_per_gpu, world_size=world))
+    # The evaluation is one process: it gets every CPU of its GPUs.
+    r = cfg.eval.resources
+    params = _base_params(r, profile, job_name(cfg, "eval"), 1)
+    params["cpus_per_task"] = threads = r.cpus_per_gpu * max(1, r.gpus_per_node)
+    params["setup"] = setup
+    params["additional_parameters"] = dict(profile.additional_parameters)
+    specs.append(JobSpec("eval", "eval", params, threads=threads, world_size=1, depends_on=[m.name for m in cfg.methods]))
+    return specs
+
+
+def dependency(spec: JobSpec, ids: dict[str, str]) -> str | None:
+    """The sbatch ``--dependency`` value of ``spec`` once its prerequisites have ids."""
+    if not spec.depends_on:
+        return None
+    return "afterany:" + ":".join(ids[name] for name in spec.depends_on)
+
+
+def job_folder(exp_dir: Path) -> Path:
+    """submitit's folder pattern: one sub-directory per Slurm job id."""
+    return exp_dir / "jobs" / "%j"
+
+
+def sbatch_script(spec: JobSpec, exp_dir: Path, python: str, ids: dict[str, str]) -> str:
+    """The sbatch script submitit writes for ``spec`` (same function, same parameters)."""
+    from submitit.slurm import slurm as submitit_slurm
+
+    params = dict(spec.params)
+    dep = dependency(spec, ids)
+    if dep:
+        params["additional_parameters"] = dict(params["additional_parameters"], dependency=dep)
+    folder = job_folder(exp_dir)
+    command = " ".join([python, "-u -m submitit.core._submit", shlex.quote(str(folder))])
+    return submitit_slurm._make_sbatch_string(command=command, folder=folder, **params)
+
+
+# --------------------------------------------------------------------------- dry run
+
+
+def dependency_graph(specs: list[JobSpec]) -> str:
+    """The jobs and what each waits for, as text."""
+    lines = []
+    for s in specs:
+        gpus = s.params.get("gpus_per_node", 0)
+        shape = f"{s.params['nodes']} node(s) x {gpus} GPU(s), {s.world_size} task(s), {s.params['time']} min"
+        wait = f"  <- afterany: {', '.join(s.depends_on)}" if s.depends_on else ""
+        lines.append(f"  {s.name:<12} [{s.kind}] {shape}{wait}")
+    return "\n".join(lines)
+
+
+def dry_run_text(result: Check, exp_dir: Path) -> str:
+    """Everything ``submit`` would do, as text: resolved config, memory, graph, scripts, problems."""
+    from launch.config import dump_yaml
+
+    cfg, profile = result.cfg, result.profile
+    out = []
+    if cfg is not None:
+        out += ["# ---- resolved config", dump_yaml(cfg).rstrip()]
+    if profile is not None:
+        out += [f"# ---- profile {profile.name}",
+                json.dumps(dataclasses.asdict(profile), sort_keys=True, indent=1).rstrip()]
+    if result.memory_lines:
+        out += ["# ---- estimated memory per GPU"] + [f"  {line}" for line in result.memory_lines]
+    if cfg is not None and profile is not None:
+        specs = plan(cfg, profile, exp_dir)
+        ids = {s.name: DEPENDENCY_PLACEHOLDER.format(name=s.name) for s in specs}
+        out += ["# ---- jobs and dependencies", dependency_graph(specs)]
+        python = job_python(profile)
+        for s in specs:
+            out += [f"# ---- sbatch script: {s.name}", sbatch_script(s, exp_dir, python, ids).rstrip()]
+    if result.problems:
+        out += [f"# ---- {len(result.problems)} problem(s): submit would refuse this plan"]
+        out += [f"  - {p}" for p in result.problems]
+    else:
+        out += ["# ---- OK: nothing submitted (dry run)"]
+    return "\n".join(out) + "\n"
+
+
+# --------------------------------------------------------------------------- submit
+
+
+def snapshot_code(exp_dir: Path) -> Path:
+    """Copy the launcher's code into ``EXP/code`` (temp dir + rename), so queued jobs are frozen."""
+    dest = exp_dir / "code"
+    tmp = exp_dir / f".code.tmp-{os.getpid()}"
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name in CODE_DIRS:
+        shutil.copytree(REPO_ROOT / name, tmp / name, ignore=ignore)
+    os.replace(tmp, dest)
+    return dest
+
+
+def _freeze_deepspeed(cfg: ExperimentConfig, code_dir: Path) -> None:
+    """Point each method's DeepSpeed JSON at the snapshot's copy (copying a user's own file in)."""
+    for m in cfg.methods:
+        if m.deepspeed:
+            src = Path(m.deepspeed)
+            dest = code_dir / "ds_configs" / src.name
+            if not dest.exists() or dest.read_bytes() != src.read_bytes():
+                dest = code_dir / "ds_configs" / f"{m.name}-{src.name}"
+                shutil.copyfile(src, dest)
+            m.deepspeed = str(dest)
+
+
+def _executor(exp_dir: Path, spec: JobSpec, profile: SlurmProfile, dep: str | None) -> tp.Any:
+    import submitit
+
+    ex = submitit.SlurmExecutor(folder=str(job_folder(exp_dir)), python=job_python(profile))
+    params = dict(spec.params)
+    if dep:
+        params["additional_parameters"] = dict(params["additional_parameters"], dependency=dep)
+    ex.update_parameters(**params)
+    return ex
+
+
+@dataclass
+class Submitted:
+    """What :func:`submit` did."""
+
+    exp_dir: Path
+    job_ids: dict[str, str]
+
+
+def submit(
+    cfg: ExperimentConfig, profile: SlurmProfile, config_path: str, overrides: tp.Sequence[str],
+    progress: bool = False,
+) -> Submitted:
+    """Create the experiment, submit every job, record the ids; returns without waiting.
+
+    ``cfg`` must have passed :func:`check`. A data problem removes the new
+    experiment directory and raises :class:`~launch.data.DataError` before any job
+    is submitted. When ``sbatch`` refuses a job, the jobs already submitted are
+    cancelled, the manifest records it, and the error is raised.
+    """
+    from launch import experiment
+    from launch.data import DataError, prepare_splits
+    from launch.jobs import EvalJob, TrainJob
+    from launch import slurm
+
+    exp_dir = experiment.create(cfg, config_path, overrides)
+    try:
+        prepare_splits(cfg.data, exp_dir / "data", progress=progress)
+    except DataError:
+        shutil.rmtree(exp_dir)  # ours, just made: leave nothing half-prepared behind
+        raise
+    code_dir = snapshot_code(exp_dir)
+    _freeze_deepspeed(cfg, code_dir)
+    atomic_write_text(exp_dir / "config.yaml", _dump(cfg))
+    atomic_write_text(exp_dir / "profile.yaml", _dump_profile(profile))
+    experiment.update_manifest(
+        exp_dir, config_hash=config_hash(cfg), executor="slurm", profile=profile.name, code_snapshot=str(code_dir),
+        submitted_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    )
+
+    ids: dict[str, str] = {}
+    jobs_record: dict[str, dict] = {}
+    try:
+        for spec in plan(cfg, profile, exp_dir):
+            dep = dependency(spec, ids)
+            ex = _executor(exp_dir, spec, profile, dep)
+            fn = EvalJob(exp_dir, spec.threads) if spec.kind == "eval" else TrainJob(exp_dir, spec.name, spec.threads)
+            job = ex.submit(fn)
+            ids[spec.name] = job.job_id
+            jobs_record[spec.name] = {"job_id": job.job_id, "executor": "slurm", "kind": spec.kind,
+                                      "depends_on": spec.depends_on, "world_size": spec.world_size}
+            experiment.update_manifest(exp_dir, jobs=jobs_record)  # after each: a crash never loses an id
+    except Exception as exc:
+        if ids:
+            try:
+                slurm.scancel(list(ids.values()))
+            except slurm.SlurmError:
+                pass
+        experiment.update_manifest(exp_dir, submit_error=f"{type(exc).__name__}: {exc}", cancelled=list(ids.values()))
+        raise
+    return Submitted(exp_dir, ids)
+
+
+def _dump(cfg: ExperimentConfig) -> str:
+    from launch.config import dump_yaml
+
+    return dump_yaml(cfg)
+
+
+def _dump_profile(profile: SlurmProfile) -> str:
+    import yaml
+
+    return yaml.safe_dump(dataclasses.asdict(profile), sort_keys=False)
+
+
+def load_experiment_profile(exp_dir: Path) -> SlurmProfile | None:
+    """The profile an experiment was submitted with (None for local runs)."""
+    from launch.profiles import profile_from_dict
+    import yaml
+
+    path = Path(exp_dir) / "profile.yaml"
+    if not path.is_file():
+        return None
+    return profile_from_dict(yaml.safe_load(path.read_text(encoding="utf-8")), source=str(path))
+
+
+def experiment_config(exp_dir: Path) -> ExperimentConfig:
+    """The resolved config a submitted experiment's jobs read."""
+    from launch.experiment import load
+
+    return load(exp_dir)

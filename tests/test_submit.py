@@ -1,0 +1,193 @@
+"""``cyberft submit``: validation of config + profile together, the dry run, and submission
+against fake Slurm commands (the real cluster is in tests/test_submit_slurm.py).
+
+The fakes are shell scripts on PATH: ``sbatch`` numbers jobs and records each call, ``scancel``
+records what it was asked to cancel, ``srun`` only exists (submitit checks for it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from launch import cli, submit
+from launch.fsio import read_json
+
+REPO = Path(__file__).resolve().parents[1]
+GOLDEN = REPO / "tests" / "golden" / "dryrun_llama3_dev.txt"
+
+FAKE_SBATCH = """#!/bin/sh
+n=$(cat "$FAKE_SLURM/count" 2>/dev/null || echo 5000)
+n=$((n+1)); echo $n > "$FAKE_SLURM/count"
+cp "$1" "$FAKE_SLURM/script-$n.sh"
+if [ -n "$FAKE_SBATCH_FAIL_AT" ] && [ "$n" = "$FAKE_SBATCH_FAIL_AT" ]; then
+  echo "sbatch: error: Batch job submission failed: Invalid qos specification" >&2; exit 1
+fi
+echo "Submitted batch job $n"
+"""
+FAKE_SCANCEL = """#!/bin/sh
+echo "$@" >> "$FAKE_SLURM/scancel"
+"""
+
+
+def normalise(text: str) -> str:
+    """Machine-specific paths replaced, so the golden file holds on any checkout."""
+    return text.replace(sys.executable, "<PYTHON>").replace(str(REPO), "<REPO>")
+
+
+def run_cli(*argv: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "launch.cli", *argv], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=120)
+
+
+@pytest.fixture
+def fake_slurm(tmp_path, monkeypatch):
+    bin_dir, state = tmp_path / "bin", tmp_path / "fake-slurm"
+    bin_dir.mkdir()
+    state.mkdir()
+    for name, text in (("sbatch", FAKE_SBATCH), ("scancel", FAKE_SCANCEL), ("srun", "#!/bin/sh\nexit 0\n")):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_SLURM", str(state))
+    return state
+
+
+def test_dry_run_matches_golden_file_and_is_fast():
+    t0 = time.perf_counter()
+    res = run_cli("submit", "configs/llama3-8b-cybermetric.yaml", "--profile", "dev", "--dry-run")
+    wall = time.perf_counter() - t0
+    print(f"dry run wall time (new interpreter): {wall:.3f} s")
+    text = normalise(res.stdout)
+    if os.environ.get("UPDATE_GOLDEN"):
+        GOLDEN.write_text(text)
+    assert text == GOLDEN.read_text(), "dry run output changed; if intended, rerun with UPDATE_GOLDEN=1 and review the diff"
+    # The data file of the 8B study is not shipped, and dev's fake nodes are small: exit 2 with every reason.
+    assert res.returncode == 2
+    for needle in ("#SBATCH --partition=debug", "#SBATCH --gpus-per-node=8", "#SBATCH --time=240",
+                   "#SBATCH --ntasks-per-node=8", "#SBATCH --nodes=2",
+                   "--dependency='afterany:<job id of full_sft>:<job id of lora>:<job id of qlora>'"):
+        assert needle in text
+    assert wall < 2.0  # budget 0.5 s; generous here, measured in bench/
+
+
+def test_dry_run_of_a_valid_plan_exits_0_and_creates_nothing(tmp_path, tiny_model):
+    out = tmp_path / "runs"
+    res = run_cli("submit", "configs/smoke.yaml", "--profile", "dev", "--dry-run",
+                  f"model.name_or_path={tiny_model}", f"output_dir={out}")
+    assert res.returncode == 0, res.stderr + res.stdout
+    assert "# ---- OK: nothing submitted (dry run)" in res.stdout
+    assert res.stdout.count("#!/bin/bash") == 4
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "override, needle",
+    [
+        ("methods.full_sft.resources.gpus_per_node=4", "gpus_per_node: 4 GPUs per node, but a node of profile 'dev' has 2"),
+        ("methods.lora.resources.time_min=600", "time_min: 600 min, but partition 'debug' of 'dev' allows 120"),
+        ("methods.lora.resources.cpus_per_gpu=3", "cpus_per_gpu: 3 x 1 GPU(s) = 3 CPUs per node"),
+        ("eval.resources.mem_gb_per_gpu=64", "eval.resources.mem_gb_per_gpu: 64 GB x 1 GPU(s) = 64 GB per node"),
+        ("methods.qlora.resources.nodes=2", "qlora runs on one GPU"),
+    ],
+)
+def test_plan_that_does_not_fit_the_profile_is_refused_before_submission(fake_slurm, tmp_path, tiny_model, override, needle):
+    out = tmp_path / "runs"
+    res = run_cli("submit", "configs/smoke.yaml", "--profile", "dev", f"model.name_or_path={tiny_model}",
+                  f"output_dir={out}", override)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert needle in res.stderr and "nothing was submitted" in res.stderr
+    assert "->" in res.stderr  # every problem carries its fix
+    assert not (fake_slurm / "count").exists(), "sbatch must not be called"
+    assert not out.exists()
+
+
+def test_shared_dirs_of_the_profile_are_enforced(fake_slurm, tmp_path, tiny_model):
+    profile = yaml.safe_load((REPO / "slurm/profiles/dev.yaml").read_text())
+    profile.update(name="site", shared_dirs=["/scratch"])
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump(profile))
+    res = run_cli("submit", "configs/smoke.yaml", "--profile", str(path), f"model.name_or_path={tiny_model}",
+                  f"output_dir={tmp_path / 'runs'}")
+    assert res.returncode == 2
+    assert "output_dir:" in res.stderr and "is not under the shared directories of profile 'site' (/scratch)" in res.stderr
+    assert "model.name_or_path:" in res.stderr and "python:" in res.stderr
+
+
+def test_config_and_profile_problems_are_reported_together(tmp_path):
+    bad_profile = tmp_path / "broken.yaml"
+    bad_profile.write_text("partition: gpu\ngpus_per_node: 0\n")
+    res = run_cli("submit", "configs/smoke.yaml", "--profile", str(bad_profile), "methods.lora.learning_rate=-1")
+    assert res.returncode == 2
+    assert "config: methods[1] (lora).learning_rate: -1.0" in res.stderr
+    assert "profile: gpus_per_node: 0" in res.stderr
+
+
+def test_submit_with_fake_sbatch_records_ids_dependency_and_scripts(fake_slurm, tmp_path, tiny_model, capsys):
+    out = tmp_path / "runs"
+    rc = cli.main(["submit", "configs/smoke.yaml", "--profile", "dev", f"model.name_or_path={tiny_model}", f"output_dir={out}"])
+    assert rc == 0
+    (exp,) = out.iterdir()
+    manifest = read_json(exp / "manifest.json")
+    ids = {name: rec["job_id"] for name, rec in manifest["jobs"].items()}
+    assert ids == {"full_sft": "5001", "lora": "5002", "qlora": "5003", "eval": "5004"}
+    assert manifest["executor"] == "slurm" and manifest["profile"] == "dev"
+    assert manifest["jobs"]["eval"]["depends_on"] == ["full_sft", "lora", "qlora"]
+    # Everything the jobs need is in the experiment: config, profile, data, frozen code.
+    for rel in ("config.yaml", "profile.yaml", "data/train.jsonl", "data/eval.jsonl", "code/launch/jobs.py",
+                "code/train/full_sft.py", "code/ds_configs/zero3.json"):
+        assert (exp / rel).is_file(), rel
+    # What sbatch received is exactly what the dry run shows for the same plan and ids.
+    result = submit.check("configs/smoke.yaml", [f"model.name_or_path={tiny_model}", f"output_dir={out}"], "dev")
+    cfg = submit.load_experiment_profile(exp)
+    specs = submit.plan(submit.experiment_config(exp), cfg, exp)
+    for spec in specs:
+        sent = (fake_slurm / f"script-{ids[spec.name]}.sh").read_text()
+        assert sent == submit.sbatch_script(spec, exp, submit.job_python(cfg), ids)
+    eval_script = (fake_slurm / "script-5004.sh").read_text()
+    assert "#SBATCH --dependency=afterany:5001:5002:5003" in eval_script
+    assert "#SBATCH --mem=2GB" in (fake_slurm / "script-5001.sh").read_text()
+    assert f"export PYTHONPATH={exp}/code" in eval_script
+    text = capsys.readouterr().out
+    assert f"cyberft status {exp}" in text and "job 5004" in text
+    assert result.problems == []
+
+
+def test_a_refused_sbatch_cancels_the_jobs_already_submitted(fake_slurm, tmp_path, tiny_model, monkeypatch):
+    monkeypatch.setenv("FAKE_SBATCH_FAIL_AT", "5003")
+    out = tmp_path / "runs"
+    rc = cli.main(["submit", "configs/smoke.yaml", "--profile", "dev", f"model.name_or_path={tiny_model}", f"output_dir={out}"])
+    assert rc == 1
+    (exp,) = out.iterdir()
+    manifest = read_json(exp / "manifest.json")
+    assert {n: r["job_id"] for n, r in manifest["jobs"].items()} == {"full_sft": "5001", "lora": "5002"}
+    assert "Invalid qos" in manifest["submit_error"]
+    assert (fake_slurm / "scancel").read_text().split() == ["5001", "5002"]
+
+
+def test_distributed_method_gets_one_task_per_gpu_and_kill_on_bad_exit(tmp_path, tiny_model):
+    result = submit.check("configs/smoke.yaml", [f"model.name_or_path={tiny_model}",
+                                                 "methods.full_sft.resources.nodes=2",
+                                                 "methods.full_sft.resources.gpus_per_node=2"], "dev")
+    assert result.problems == []
+    specs = {s.name: s for s in submit.plan(result.cfg, result.profile, tmp_path)}
+    sft = specs["full_sft"]
+    assert (sft.world_size, sft.params["nodes"], sft.params["ntasks_per_node"], sft.params["gpus_per_node"]) == (4, 2, 2, 2)
+    assert sft.params["srun_args"] == ["--kill-on-bad-exit=1"]
+    assert specs["lora"].params["ntasks_per_node"] == 1 and "srun_args" not in specs["lora"].params
+
+
+def test_master_port_is_stable_per_job_and_in_range():
+    from launch.jobs import master_port
+
+    assert master_port("22601001") == master_port("22601001")
+    assert all(20000 <= master_port(str(j)) < 60000 for j in (0, 1, 39999, 40000, 22601001))
+    assert master_port("100") != master_port("101")
