@@ -174,7 +174,7 @@ def _slurm_fields(account: dict) -> Row:
     """Cost columns from Slurm's accounting (see :meth:`launch.slurm.JobAccount.summary`): they
     replace the job's own estimate, since they are what the site bills, every attempt included."""
     keys = ("gpu_hours", "cpu_hours", "cost", "restarts", "cost_source", "job_id", "slurm_state",
-            "slurm_exit_code", "slurm_reason", "attempts", "queue_wait_s", "elapsed_s", "nodes")
+            "slurm_exit_code", "slurm_reason", "attempts", "queue_wait_s", "elapsed_s", "nodes", "gpus")
     return {k: account.get(k) for k in keys}
 
 

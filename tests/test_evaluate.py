@@ -92,3 +92,30 @@ def test_training_and_scoring_use_the_same_prompt(model_and_questions):
     assert all(x == -100 for x in labels[: len(ctx) - len(codec.prefix_ids)])
     assert labels[-1] == tokenizer.eos_token_id
     assert "<|assistant|>" in tokenizer.decode(ids) and "Question:" in tokenizer.decode(ids)
+
+
+def test_interrupted_evaluation_resumes_from_the_chunks_already_scored(model_and_questions, tmp_path):
+    """A killed evaluation leaves complete chunk files only; the rerun scores just the rest
+    and gives the same predictions as an uninterrupted run."""
+    model, tokenizer, questions = model_and_questions
+    calls: list[int] = []
+
+    def score(chunk):
+        calls.append(len(chunk))
+        if len(calls) == 3:
+            raise KeyboardInterrupt("killed mid-evaluation")
+        return evaluate.score_loglik(model, tokenizer, chunk, batch_size=4, max_len=256, progress=False)
+
+    partial = tmp_path / "partial" / "m"
+    with pytest.raises(KeyboardInterrupt):
+        evaluate.score_in_chunks(score, questions, partial, chunk_size=5)  # 12 questions: chunks of 5, 5, 2
+    assert sorted(p.name for p in partial.iterdir()) == ["chunk-00000-of-00003.jsonl", "chunk-00001-of-00003.jsonl"]
+    # A torn write (not through the atomic helper) is not trusted: that chunk is scored again.
+    (partial / "chunk-00001-of-00003.jsonl").write_text('{"pred": "A"}\n')
+    calls.clear()
+    resumed = evaluate.score_in_chunks(score, questions, partial, chunk_size=5)
+    assert calls == [5, 2]
+    fresh = evaluate.score_loglik(model, tokenizer, questions, batch_size=4, max_len=256, progress=False)
+    assert [r["pred"] for r in resumed] == [r["pred"] for r in fresh]
+    for r, f in zip(resumed, fresh):
+        assert r["logprobs"] == pytest.approx(f["logprobs"], abs=1e-5)

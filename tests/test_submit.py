@@ -191,3 +191,36 @@ def test_master_port_is_stable_per_job_and_in_range():
     assert master_port("22601001") == master_port("22601001")
     assert all(20000 <= master_port(str(j)) < 60000 for j in (0, 1, 39999, 40000, 22601001))
     assert master_port("100") != master_port("101")
+
+
+def _site_profile(tmp_path: Path, **changes) -> Path:
+    profile = yaml.safe_load((REPO / "slurm/profiles/example-a100.yaml").read_text())
+    profile.update(name="site", shared_dirs=[], **changes)
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump(profile))
+    return path
+
+
+def test_8b_plan_fits_80gb_gpus_and_dry_run_shows_memory_per_method(tmp_path):
+    data = "data.train.path=data/sample/cyber_mcq.json"
+    res = run_cli("submit", "configs/llama3-8b-cybermetric.yaml", "--profile", str(_site_profile(tmp_path)), "--dry-run", data)
+    assert res.returncode == 0, res.stdout[-3000:]
+    memory = res.stdout[res.stdout.index("# ---- estimated memory per GPU"):res.stdout.index("# ---- jobs and dependencies")]
+    for name in ("full_sft", "lora", "qlora"):
+        assert re.search(rf"^  {name}: [\d.]+ GB/GPU \(weights", memory, re.M), memory
+    assert "on 16 GPUs, ZeRO-3" in memory
+
+
+def test_plan_that_will_not_fit_gpu_memory_is_refused_with_what_would_fit(tmp_path, fake_slurm):
+    data = "data.train.path=data/sample/cyber_mcq.json"
+    profile = _site_profile(tmp_path, gpu_mem_gb=24)
+    # Full SFT of 8B with ZeRO-3 on 2 GPUs still does not fit 24 GB GPUs; LoRA on one does not either.
+    res = run_cli("submit", "configs/llama3-8b-cybermetric.yaml", "--profile", str(profile), data,
+                  "methods.full_sft.resources.nodes=1", "methods.full_sft.resources.gpus_per_node=2",
+                  "output_dir=" + str(tmp_path / "runs"))
+    assert res.returncode == 2, res.stdout + res.stderr
+    line = next(x for x in res.stderr.splitlines() if "methods[0] (full_sft).resources: does not fit in GPU memory" in x)
+    assert "on 2 GPUs, ZeRO-3" in line and "-> would fit:" in line
+    assert any(fix in line for fix in ("zero3_offload.json", "more GPUs", "kind: qlora"))
+    assert "methods[1] (lora).resources: does not fit in GPU memory" in res.stderr
+    assert not (fake_slurm / "count").exists() and not (tmp_path / "runs").exists()

@@ -19,6 +19,8 @@ parses ``ANSWER: X`` strictly (anything else is a parse failure, counted wrong).
 from __future__ import annotations
 
 import gc
+import json
+import shutil
 import sys
 import time
 import typing as tp
@@ -163,10 +165,14 @@ def evaluate_model(cfg: ExperimentConfig, name: str, exp_dir: Path, questions: l
     model = load_for_eval(cfg, name, exp_dir)
     load_s = time.perf_counter() - t0
     t1 = time.perf_counter()
-    if cfg.eval.mode == "generate":
-        scored = score_generate(model, tokenizer, questions, cfg.eval.batch_size, cfg.model.max_seq_len, cfg.eval.max_new_tokens, f"eval {name}", progress)
-    else:
-        scored = score_loglik(model, tokenizer, questions, cfg.eval.batch_size, cfg.model.max_seq_len, f"eval {name}", progress)
+
+    def score(chunk: list) -> list[dict]:
+        if cfg.eval.mode == "generate":
+            return score_generate(model, tokenizer, chunk, cfg.eval.batch_size, cfg.model.max_seq_len, cfg.eval.max_new_tokens, f"eval {name}", progress)
+        return score_loglik(model, tokenizer, chunk, cfg.eval.batch_size, cfg.model.max_seq_len, f"eval {name}", progress)
+
+    partial_dir = exp_dir / "eval" / "partial" / name
+    scored = score_in_chunks(score, questions, partial_dir, chunk_size=max(256, 8 * cfg.eval.batch_size))
     eval_s = time.perf_counter() - t1
     del model
     gc.collect()
@@ -191,7 +197,41 @@ def evaluate_model(cfg: ExperimentConfig, name: str, exp_dir: Path, questions: l
     }
     atomic_write_jsonl(exp_dir / "eval" / "predictions" / f"{name}.jsonl", predictions)
     atomic_write_json(exp_dir / "eval" / "results" / f"{name}.json", result)
+    shutil.rmtree(partial_dir, ignore_errors=True)  # the result file now holds it all
     return result
+
+
+def score_in_chunks(score: tp.Callable[[list], list[dict]], questions: list, partial_dir: Path, chunk_size: int) -> list[dict]:
+    """Score ``questions`` chunk by chunk, each chunk's scores saved atomically as it finishes.
+
+    A restarted evaluation job (requeued, preempted, killed) reuses every chunk already on disk and
+    scores only the rest, so a long evaluation never starts over. A chunk file is written whole
+    (temp file + rename) or not at all; one with the wrong number of rows is scored again.
+    """
+    out: list[dict] = []
+    n_chunks = (len(questions) + chunk_size - 1) // chunk_size
+    reused = 0
+    for c in range(n_chunks):
+        chunk = questions[c * chunk_size:(c + 1) * chunk_size]
+        path = partial_dir / f"chunk-{c:05d}-of-{n_chunks:05d}.jsonl"
+        rows = _read_chunk(path, len(chunk))
+        if rows is None:
+            rows = score(chunk)
+            atomic_write_jsonl(path, rows)
+        else:
+            reused += 1
+        out.extend(rows)
+    if reused:
+        print(f"[eval] resumed: {reused}/{n_chunks} chunk(s) of {partial_dir.name} already scored", flush=True)
+    return out
+
+
+def _read_chunk(path: Path, expected: int) -> list[dict] | None:
+    try:
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    except (OSError, ValueError):
+        return None
+    return rows if len(rows) == expected else None
 
 
 def models_to_score(cfg: ExperimentConfig, exp_dir: Path) -> list[str]:
