@@ -2,7 +2,10 @@
 
 Plain functions, composed by each entrypoint (``full_sft.py``, ``lora.py``,
 ``qlora.py``); no base class. Training code reads only the standard torch
-environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``) through accelerate.
+environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``,
+``MASTER_PORT``) through accelerate, so the same ``main(cfg, ...)`` runs as one
+process or as one process per GPU (``torchrun`` or the launcher), with plain
+DDP or, when the method names a DeepSpeed JSON, ZeRO-2/3.
 """
 
 from __future__ import annotations
@@ -65,19 +68,106 @@ def resolve_dtype(dtype: str) -> torch.dtype:
     return getattr(torch, dtype)
 
 
-def make_accelerator(method: MethodConfig) -> tp.Any:
-    """An accelerate ``Accelerator`` for this method (gloo on CPU when distributed)."""
-    from accelerate import Accelerator
+# Generous on purpose: while rank 0 prepares the data split, tokenises, or writes a
+# multi-GB consolidated checkpoint, the other ranks sit in a barrier, and NCCL's
+# watchdog (10 min by default in accelerate) would kill them as hung.
+PROCESS_GROUP_TIMEOUT = dt.timedelta(minutes=30)
+
+
+def world_size() -> int:
+    """Processes in this job, from the torch environment (1 when run directly)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def ensure_single_process_env() -> None:
+    """Give a lone process the torch environment of a 1-process group.
+
+    DeepSpeed always needs a process group. Without ``RANK``/``MASTER_ADDR``
+    its own initialisation falls back to MPI discovery; a 1-process group on
+    a free local port is what ``torchrun --nproc_per_node 1`` would set up.
+    Existing values (from the launcher or torchrun) are kept.
+    """
+    if "RANK" in os.environ:
+        return
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1",
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}.items():
+        os.environ.setdefault(key, value)
+
+
+def deepspeed_plugin(method: MethodConfig) -> tp.Any:
+    """accelerate's ``DeepSpeedPlugin`` for ``method.deepspeed`` (a JSON path), or None.
+
+    The JSON holds DeepSpeed settings only; its ``"auto"`` values come from the
+    experiment config: accumulation and clipping here, bf16/fp16 from the
+    Accelerator's mixed precision, the micro batch from the DataLoader and the
+    bucket sizes from the model's hidden size in ``accelerator.prepare``.
+    """
+    if not method.deepspeed:
+        return None
+    from accelerate.utils import DeepSpeedPlugin
+
+    return DeepSpeedPlugin(
+        hf_ds_config=str(method.deepspeed),
+        gradient_accumulation_steps=method.grad_accum_steps,
+        gradient_clipping=float(method.max_grad_norm),  # 0 disables clipping, as in train_loop
+    )
+
+
+def skip_deepspeed_shm_build() -> None:
+    """Keep DeepSpeed on CPU from JIT-compiling its shared-memory all-reduce op.
+
+    On the CPU accelerator every process-group start builds that op with g++
+    (about 45 s on 2 cores, then cached in ~/.cache/torch_extensions) although
+    only tensor-parallel inference uses it; training collectives go through
+    gloo. DeepSpeed keeps its table of buildable ops in one module-level dict
+    whose edits persist, so marking the op unavailable skips the build.
+    """
+    if on_gpu():
+        return
+    try:
+        import deepspeed.ops
+
+        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+    except (ImportError, AttributeError, TypeError):  # another DeepSpeed layout: it just builds the op
+        pass
+
+
+def process_group_kwargs() -> tp.Any:
+    """Backend and timeout of the process group (gloo on CPU, accelerate's choice on GPU)."""
     from accelerate.utils import InitProcessGroupKwargs
 
-    handlers = []
-    if not on_gpu() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        # Without this accelerate finds no backend on CPU and every rank thinks it is rank 0 of 1.
-        handlers.append(InitProcessGroupKwargs(backend="gloo"))
+    # On CPU accelerate finds no backend by itself and every rank believes it
+    # is rank 0 of 1; under DeepSpeed too (the notes, section 5).
+    return InitProcessGroupKwargs(backend="nccl" if on_gpu() else "gloo", timeout=PROCESS_GROUP_TIMEOUT)
+
+
+def make_accelerator(method: MethodConfig) -> tp.Any:
+    """An accelerate ``Accelerator`` for this method: one process, DDP, or DeepSpeed ZeRO.
+
+    Under DeepSpeed it must exist before ``from_pretrained``: it registers
+    the DeepSpeed config with transformers (``is_deepspeed_zero3_enabled``),
+    so that under ZeRO-3 each rank builds only its shard inside
+    ``deepspeed.zero.Init`` instead of the whole model.
+    """
+    from accelerate import Accelerator
+
+    plugin = deepspeed_plugin(method)
+    if plugin is not None:
+        ensure_single_process_env()
+        skip_deepspeed_shm_build()
+    handlers = [process_group_kwargs()] if world_size() > 1 or plugin is not None else []
     return Accelerator(
-        cpu=not on_gpu(),
+        # accelerate only turns DeepSpeed on when cpu=False; on a CPU machine
+        # DS_ACCELERATOR=cpu (launch/jobs.py) keeps DeepSpeed's tensors on the CPU.
+        cpu=not on_gpu() and plugin is None,
         mixed_precision=resolve_precision(method.precision),
         gradient_accumulation_steps=method.grad_accum_steps,
+        deepspeed_plugin=plugin,
         kwargs_handlers=handlers,
     )
 
@@ -93,7 +183,7 @@ def param_counts(model: torch.nn.Module) -> tuple[int, int]:
     """(trainable, total) parameters; 4-bit packed weights count as their logical size."""
     trainable = total = 0
     for p in model.parameters():
-        n = p.numel()
+        n = getattr(p, "ds_numel", None) or p.numel()  # ZeRO-3 leaves a rank an empty tensor and the size in ds_numel
         if p.__class__.__name__ == "Params4bit":  # two 4-bit values per stored byte
             n *= 2
         total += n
@@ -109,13 +199,20 @@ def method_dir(exp_dir: Path, name: str) -> Path:
     return Path(exp_dir) / "methods" / name
 
 
-def load_split(cfg: ExperimentConfig, exp_dir: Path, split: str) -> list:
-    """The prepared ``train`` or ``eval`` questions; prepares them first when missing."""
+def load_split(cfg: ExperimentConfig, exp_dir: Path, split: str, accelerator: tp.Any = None) -> list:
+    """The prepared ``train`` or ``eval`` questions; prepares them first when missing.
+
+    With several processes only the main one prepares a missing split (the
+    others wait, then read it), so no two ranks write the same files.
+    """
+    from contextlib import nullcontext
+
     from launch.data import load_jsonl_questions, prepare_splits
 
     path = Path(exp_dir) / "data" / f"{split}.jsonl"
-    if not path.exists():  # entrypoint run directly, without the launcher
-        prepare_splits(cfg.data, Path(exp_dir) / "data", progress=False)
+    with accelerator.main_process_first() if accelerator is not None else nullcontext():
+        if not path.exists():  # entrypoint run directly, without the launcher
+            prepare_splits(cfg.data, Path(exp_dir) / "data", progress=False)
     return load_jsonl_questions(path)
 
 
@@ -164,6 +261,13 @@ def collate(batch: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
 # --------------------------------------------------------------------------- the loop
 
 
+def global_mean(accelerator: tp.Any, value: float) -> float:
+    """``value`` averaged over ranks (itself on one process), so logs do not depend on the world size."""
+    if accelerator.num_processes == 1:
+        return value
+    return float(accelerator.reduce(torch.tensor(value, dtype=torch.float64, device=accelerator.device), "mean"))
+
+
 @dataclass
 class TrainResult:
     steps: int = 0
@@ -171,6 +275,9 @@ class TrainResult:
     final_loss: float | None = None
     train_s: float = 0.0
     losses: list[float] = field(default_factory=list)
+    """Loss of each optimizer step, averaged over the global batch (all ranks)."""
+    model: tp.Any = field(default=None, repr=False)
+    """The prepared model (DDP wrapper or DeepSpeed engine): what ``accelerator.get_state_dict`` needs."""
 
 
 def total_steps(method: MethodConfig, n_examples: int, world_size: int) -> int:
@@ -202,6 +309,8 @@ def train_loop(
     from transformers import get_linear_schedule_with_warmup
 
     n_steps = total_steps(method, len(examples), accelerator.num_processes)
+    # Every rank builds the same shuffled loader; accelerate shards its batches
+    # across ranks, so the global batch is micro_batch x grad_accum x world size.
     loader = DataLoader(
         examples,
         batch_size=method.micro_batch_size,
@@ -210,12 +319,19 @@ def train_loop(
         collate_fn=lambda b: collate(b, pad_id),
     )
     params = [p for p in model.parameters() if p.requires_grad]
+    # torch AdamW also under ZeRO (the JSONs allow an "untested" optimizer): DeepSpeed's
+    # fused Adam would be JIT-compiled on first use. With offload_optimizer accelerate
+    # swaps in DeepSpeedCPUAdam (compiled once per machine); it shares the param
+    # groups, so the scheduler below still drives its learning rate.
     optimizer = torch.optim.AdamW(params, lr=method.learning_rate, weight_decay=method.weight_decay)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(method.warmup_ratio * n_steps), n_steps)
+    # A prepared scheduler steps once per process at every optimizer step (accelerate
+    # sizes schedules by one process's batches), so count its steps in those units.
+    per_step = accelerator.num_processes
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(method.warmup_ratio * n_steps) * per_step, n_steps * per_step)
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     model.train()
 
-    result = TrainResult()
+    result = TrainResult(model=model)
     every = max(1, n_steps // 50)
     bar = tqdm(total=n_steps, desc=f"train {method.name}", disable=not (progress and accelerator.is_main_process))
     t0 = time.perf_counter()
@@ -235,7 +351,7 @@ def train_loop(
             if not accelerator.sync_gradients:
                 continue
             result.steps += 1
-            loss = sum(window) / len(window)
+            loss = global_mean(accelerator, sum(window) / len(window))
             window.clear()
             result.losses.append(loss)
             bar.update(1)
@@ -320,6 +436,21 @@ def to_plain(obj: tp.Any) -> tp.Any:
     return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
 
 
+def _usual_permissions(directory: Path) -> None:
+    """Give ``directory`` and its files the umask's usual modes, as ``launch.fsio`` does.
+
+    ``mkdtemp`` makes the directory 0700 and safetensors writes 0600: the
+    evaluation job, on another node or as another user of the shared storage,
+    could not read the model.
+    """
+    mask = os.umask(0)
+    os.umask(mask)
+    directory.chmod(0o777 & ~mask)
+    for f in directory.iterdir():
+        if f.is_file():
+            f.chmod(0o666 & ~mask)
+
+
 def save_model_atomic(model: tp.Any, tokenizer: tp.Any, out: Path, **save_kwargs: tp.Any) -> Path:
     """``save_pretrained`` model (or adapter) and tokenizer into ``out`` via a temp dir + rename."""
     import shutil
@@ -330,6 +461,7 @@ def save_model_atomic(model: tp.Any, tokenizer: tp.Any, out: Path, **save_kwargs
     try:
         model.save_pretrained(tmp, safe_serialization=True, **save_kwargs)
         tokenizer.save_pretrained(tmp)
+        _usual_permissions(tmp)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
@@ -337,6 +469,21 @@ def save_model_atomic(model: tp.Any, tokenizer: tp.Any, out: Path, **save_kwargs
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def save_consolidated(accelerator: tp.Any, model: tp.Any, tokenizer: tp.Any, out: Path) -> None:
+    """Save one full model + tokenizer into ``out``, however it was trained; every rank calls it.
+
+    ``model`` is the prepared model. ``get_state_dict`` is collective: under
+    ZeRO-3 it gathers every rank's shard into a full state dict in the
+    training dtype on the main process (``stage3_gather_16bit_weights_on_model_save``
+    in the JSON); only the main process writes. ``save_pretrained`` then drops
+    the tied ``lm_head`` copy of the embeddings, which safetensors refuses.
+    """
+    state = accelerator.get_state_dict(model)
+    if accelerator.is_main_process:
+        save_model_atomic(accelerator.unwrap_model(model), tokenizer, out, state_dict=state)
+    accelerator.wait_for_everyone()  # nobody reports success before the model is on disk
 
 
 class Job:
@@ -378,7 +525,7 @@ class Job:
     def load_data(self) -> tuple[tp.Any, list[Example]]:
         """Tokenizer and tokenised training examples."""
         tokenizer = load_tokenizer(self.cfg.model.name_or_path)
-        questions = load_split(self.cfg, self.exp_dir, "train")
+        questions = load_split(self.cfg, self.exp_dir, "train", self.accelerator)
         return tokenizer, encode_examples(tokenizer, questions, self.cfg.model.max_seq_len, self.accelerator.is_main_process)
 
     def train(self, model: torch.nn.Module, examples: list[Example], tokenizer: tp.Any) -> TrainResult:

@@ -26,7 +26,8 @@ def main(cfg: ExperimentConfig, method_name: str, exp_dir: str | Path, threads: 
         # --- data
         tokenizer, examples = job.load_data()
 
-        # --- model
+        # --- model: under ZeRO-3 each rank loads only its shard (zero.Init), because
+        # the Accelerator made in Job already registered the DeepSpeed config
         from transformers import AutoModelForCausalLM
 
         model = AutoModelForCausalLM.from_pretrained(
@@ -40,11 +41,7 @@ def main(cfg: ExperimentConfig, method_name: str, exp_dir: str | Path, threads: 
         result = job.train(model, examples, tokenizer)
 
         # --- save: one consolidated checkpoint (gathered from every rank under ZeRO-3)
-        acc = job.accelerator
-        state = acc.get_state_dict(model)
-        if acc.is_main_process:
-            common.save_model_atomic(acc.unwrap_model(model), tokenizer, job.out_dir / "model", state_dict=state)
-        acc.wait_for_everyone()
+        common.save_consolidated(job.accelerator, result.model, tokenizer, job.out_dir / "model")
         return job.finish(result)
     except BaseException as exc:
         job.fail(exc)
