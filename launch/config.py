@@ -18,10 +18,12 @@ Example
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import os
 import re
 import types
@@ -32,6 +34,9 @@ from pathlib import Path
 import yaml
 
 METHOD_KINDS = ("full_sft", "lora", "qlora")
+MAX_NAME_LEN = 100
+"""Longest experiment or method name: each names directories (``<name>-<UTC time>``,
+``methods/<name>``) and Slurm jobs (``<experiment>.<method>``), and file names stop at 255 bytes."""
 LETTERS = ("A", "B", "C", "D")
 
 
@@ -151,6 +156,25 @@ class LoraSettings:
 
 
 @dataclass
+class CheckpointSettings:
+    """When a training job saves a resumable checkpoint (model or adapter, optimizer, scheduler,
+    RNG states, data position) into ``EXP/methods/<name>/checkpoints/``.
+
+    A job restarted for any reason (requeued on SIGUSR2 near its time limit or on preemption,
+    ``scontrol requeue``, a node failure) continues from the newest complete one; on SIGUSR2 the
+    job also saves one right away. They are deleted once the final model is saved."""
+
+    every_steps: tp.Optional[int] = None
+    """Save every this many optimizer steps; null: by time only."""
+
+    every_min: float = 30.0
+    """Save when this many minutes of training passed since the last save; 0: by steps only."""
+
+    keep: int = 2
+    """Complete checkpoints kept (older ones are deleted once a newer one is complete)."""
+
+
+@dataclass
 class Resources:
     """What one method's job asks of the cluster (Slurm) or the machine (local)."""
 
@@ -219,6 +243,9 @@ class MethodConfig:
     deepspeed: tp.Optional[str] = None
     """Path of a DeepSpeed JSON in ``ds_configs/`` (``full_sft`` only); null: plain
     accelerate (DDP across GPUs)."""
+
+    checkpoint: CheckpointSettings = field(default_factory=CheckpointSettings)
+    """Resumable checkpoints (requeue, preemption, time limits)."""
 
     resources: Resources = field(default_factory=Resources)
     """What the job asks for."""
@@ -368,13 +395,17 @@ def _convert(value: tp.Any, t: tp.Any, where: str, problems: list[str]) -> tp.An
         return [v for v in items if v is not None]
     if _is_dataclass_type(t):
         if not isinstance(value, dict):
-            problems.append(f"{where}: expected a mapping of {t.__name__} fields, got {value!r}")
+            keys = ", ".join(f.name for f in dataclasses.fields(t))
+            problems.append(
+                f"{where}: expected a mapping of {t.__name__} fields, got {type(value).__name__} {value!r} "
+                f"-> write it as `key: value` lines indented under {where.rsplit('.', 1)[-1]}: (keys: {keys})"
+            )
             return None
         return _build(t, value, where, problems)
     if t is bool:
         if isinstance(value, bool):
             return value
-        problems.append(f"{where}: expected true or false, got {value!r}")
+        problems.append(f"{where}: expected true or false, got {type(value).__name__} {value!r} -> write true or false")
         return None
     if t is int:
         if isinstance(value, int) and not isinstance(value, bool):
@@ -382,14 +413,20 @@ def _convert(value: tp.Any, t: tp.Any, where: str, problems: list[str]) -> tp.An
         problems.append(f"{where}: expected an integer, got {type(value).__name__} {value!r} -> write a whole number")
         return None
     if t is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML reads "1e-3" (no dot) as a string
+        number: float | None = None
+        is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if is_number or isinstance(value, str):  # YAML reads "1e-3" (no dot) as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        problems.append(f"{where}: expected a number, got {type(value).__name__} {value!r}")
+            except OverflowError:  # an integer beyond float range
+                is_number = True
+        if number is not None and math.isfinite(number):
+            return number
+        # nan and inf pass every range check (nan < 0 is false), so they are refused here.
+        what = "a finite number" if number is not None or is_number else "a number"
+        problems.append(f"{where}: expected {what}, got {type(value).__name__} {value!r} -> write a number such as 2e-4 or 0.1")
         return None
     if t is str:
         if isinstance(value, str):
@@ -431,7 +468,7 @@ def _parse_scalar(text: str) -> tp.Any:
     """Parse an override value the way YAML would (``1e-3``, ``true``, ``[a, b]``, ``null``)."""
     try:
         return yaml.safe_load(text)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError, RecursionError):  # ValueError: e.g. an integer of 5000 digits
         return text
 
 
@@ -456,7 +493,8 @@ def apply_overrides(raw: dict, overrides: tp.Sequence[str], problems: list[str])
                 node = node.setdefault(part, {})
             else:
                 ok = False
-                problems.append(f"override {key}: {'.'.join(parts[:i + 1])} is not a mapping")
+                problems.append(f"override {key}: {'.'.join(parts[:i + 1])} is {_kind_of(node)}, not a mapping -> "
+                                f"set it as a whole ({'.'.join(parts[:i + 1])}=...), or check the key")
             if not ok:
                 break
         if not ok:
@@ -468,7 +506,15 @@ def apply_overrides(raw: dict, overrides: tp.Sequence[str], problems: list[str])
                 node[idx] = _parse_scalar(text)
         elif isinstance(node, dict):
             node[last] = _parse_scalar(text)
+        else:  # e.g. name.x=1: never drop an override silently
+            parent = ".".join(parts[:-1])
+            problems.append(f"override {key}: {parent} is {_kind_of(node)}, not a mapping -> set it as a whole "
+                            f"({parent}=...), or check the key")
     return raw
+
+
+def _kind_of(value: tp.Any) -> str:
+    return "null" if value is None else f"{type(value).__name__} {value!r}"
 
 
 def _list_index(items: list, part: str, where: str, problems: list[str]) -> tuple[int, bool]:
@@ -506,21 +552,38 @@ def _check_source(src: DataSource, where: str, problems: list[str]) -> None:
         problems.append(f"{where}.path: {src.path!r} does not exist -> check the path (relative to {os.getcwd()})")
     elif p.is_dir() and src.format in ("cybermetric", "jsonl"):
         problems.append(f"{where}.path: {src.path!r} is a directory but format is {src.format!r} -> give a file or set format: hf")
+    elif p.exists() and not p.is_dir() and (
+        src.format == "hf" or (src.format == "auto" and p.suffix.lower() not in (".json", ".jsonl"))
+    ):
+        # hf reads a save_to_disk directory or a hub name, never a file
+        problems.append(f"{where}.path: {src.path!r} is a file, read as a Hugging Face dataset (format {src.format!r}) "
+                        "-> name it .json (CyberMetric) or .jsonl, or set format: cybermetric or jsonl")
 
 
 def validate(cfg: ExperimentConfig, problems: list[str]) -> None:
     """Cross-field and value checks; appends to ``problems``."""
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", cfg.name or ""):
         problems.append(f"name: {cfg.name!r} -> use letters, digits, '_', '.', '-' (it names a directory)")
+    elif len(cfg.name) > MAX_NAME_LEN:
+        problems.append(f"name: {len(cfg.name)} characters ({cfg.name[:20]!r}...) -> at most {MAX_NAME_LEN}: "
+                        "with the time stamp it names a directory, and file names have a length limit")
+    if not 0 <= cfg.seed < 2**32:  # numpy (np.random.seed in every job) takes no other seed
+        problems.append(f"seed: {cfg.seed} -> a whole number from 0 to {2**32 - 1}")
     if not cfg.model.name_or_path:
         problems.append("model.name_or_path: empty -> a hub name (meta-llama/Meta-Llama-3-8B) or a local model directory")
     elif _looks_local(cfg.model.name_or_path):
         mp = Path(cfg.model.name_or_path).expanduser()
-        if not (mp / "config.json").is_file():
+        if not mp.exists():
+            problems.append(
+                f"model.name_or_path: {cfg.model.name_or_path!r} does not exist -> check the path (relative to "
+                f"{os.getcwd()}), give a hub name, or build a tiny local model with `cyberft tiny-model DIR`"
+            )
+        elif not (mp / "config.json").is_file():
             problems.append(
                 f"model.name_or_path: {cfg.model.name_or_path!r} has no config.json -> "
                 "a directory written by save_pretrained (build a tiny one with `cyberft tiny-model DIR`)"
             )
+    _check_output_dir(cfg.output_dir, problems)
     if cfg.model.max_seq_len < 16:
         problems.append(f"model.max_seq_len: {cfg.model.max_seq_len} -> at least 16")
     _check_source(cfg.data.train, "data.train", problems)
@@ -549,6 +612,67 @@ def validate(cfg: ExperimentConfig, problems: list[str]) -> None:
         )
 
 
+def _check_output_dir(output_dir: str, problems: list[str]) -> None:
+    """``output_dir`` must be a writable directory, or creatable (with its parents) under one.
+
+    Checked before anything is written, so ``run`` and ``submit`` refuse instead of failing
+    half-way. Writability uses :func:`os.access`: root passes on read-only mode bits, as it
+    would when writing.
+    """
+    where = "output_dir"
+    if not output_dir:
+        problems.append(f"{where}: empty -> the directory that receives experiment directories, e.g. runs")
+        return
+    p = Path(output_dir).expanduser().absolute()
+    try:
+        if p.exists():
+            if not p.is_dir():
+                problems.append(f"{where}: {output_dir!r} is a file, not a directory -> give a directory (it is "
+                                "created if missing), e.g. runs")
+            elif not os.access(p, os.W_OK | os.X_OK):
+                problems.append(f"{where}: {output_dir!r} is not writable by this user -> give a directory you can "
+                                f"write to, or fix its permissions (chmod u+w {p})")
+            return
+        existing = p.parent
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            problems.append(f"{where}: {output_dir!r} cannot be created: {str(existing)!r} is a file, not a directory "
+                            "-> give a path under a directory")
+        elif not os.access(existing, os.W_OK | os.X_OK):
+            problems.append(f"{where}: {output_dir!r} cannot be created: {str(existing)!r} is not writable by this "
+                            "user -> give a directory you can write to")
+    except OSError as exc:  # e.g. a parent that may not be searched
+        problems.append(f"{where}: {output_dir!r} cannot be checked ({exc.strerror or exc}) -> give a directory you "
+                        "can write to")
+
+
+def _deepspeed_problem(path: str) -> str | None:
+    """Why the DeepSpeed JSON ``path`` cannot be used (what follows the field name), or None."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        what = "is a directory" if p.is_dir() else "does not exist"
+        return f"{path!r} {what} -> one of ds_configs/zero2.json, zero3.json, zero3_offload.json"
+    try:
+        raw = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        return f"{path!r} is not a readable JSON file ({exc}) -> fix it, or use one of ds_configs/*.json"
+    if not isinstance(raw, dict):
+        return f"{path!r} holds {type(raw).__name__}, not a JSON object -> a DeepSpeed config like ds_configs/zero3.json"
+    zero = raw.get("zero_optimization")
+    if zero is None:
+        return None
+    if not isinstance(zero, dict):
+        return f"{path!r}: zero_optimization is {zero!r}, not an object -> e.g. {{\"stage\": 3}}"
+    stage = zero.get("stage", 0)
+    if stage not in ("0", "1", "2", "3") and (isinstance(stage, bool) or not isinstance(stage, int) or not 0 <= stage <= 3):
+        return f"{path!r}: zero_optimization.stage is {stage!r} -> 0, 1, 2 or 3"
+    for key in ("offload_optimizer", "offload_param"):
+        if zero.get(key) is not None and not isinstance(zero[key], dict):
+            return f"{path!r}: zero_optimization.{key} is {zero[key]!r}, not an object -> e.g. {{\"device\": \"cpu\"}}"
+    return None
+
+
 def _validate_resources(r: Resources, where: str, problems: list[str]) -> None:
     for key in ("nodes", "cpus_per_gpu", "mem_gb_per_gpu", "time_min"):
         v = getattr(r, key)
@@ -562,6 +686,9 @@ def _validate_method(m: MethodConfig, where: str, seen: set[str], problems: list
     label = f"{where} ({m.name})" if m.name else where
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", m.name or ""):
         problems.append(f"{label}.name: {m.name!r} -> letters, digits, '_', '.', '-' (it names a directory)")
+    elif len(m.name) > MAX_NAME_LEN:
+        problems.append(f"{where}.name: {len(m.name)} characters ({m.name[:20]!r}...) -> at most {MAX_NAME_LEN}: it "
+                        "names a directory, and file names have a length limit")
     elif m.name == "base":
         problems.append(f"{label}.name: 'base' is reserved for the un-tuned model row -> pick another name")
     elif m.name in seen:
@@ -587,6 +714,13 @@ def _validate_method(m: MethodConfig, where: str, seen: set[str], problems: list
             problems.append(f"{label}.lora.dropout: {m.lora.dropout} -> between 0 and 1")
         if not m.lora.target_modules:
             problems.append(f"{label}.lora.target_modules: empty -> e.g. [q_proj, v_proj]")
+    ck = m.checkpoint
+    if ck.every_steps is not None and ck.every_steps < 1:
+        problems.append(f"{label}.checkpoint.every_steps: {ck.every_steps} -> at least 1, or null to save by time only")
+    if ck.every_min < 0:
+        problems.append(f"{label}.checkpoint.every_min: {ck.every_min} -> 0 (by steps only) or more minutes")
+    if ck.keep < 1:
+        problems.append(f"{label}.checkpoint.keep: {ck.keep} -> at least 1 (the newest complete checkpoint)")
     _validate_resources(m.resources, f"{label}.resources", problems)
     r = m.resources
     world = r.nodes * max(r.gpus_per_node, 1)
@@ -599,8 +733,13 @@ def _validate_method(m: MethodConfig, where: str, seen: set[str], problems: list
     if m.deepspeed is not None:
         if m.kind != "full_sft":
             problems.append(f"{label}.deepspeed: set for kind {m.kind!r} -> DeepSpeed ZeRO is for full_sft; remove it")
-        elif not Path(m.deepspeed).is_file():
-            problems.append(f"{label}.deepspeed: {m.deepspeed!r} does not exist -> one of ds_configs/zero2.json, zero3.json, zero3_offload.json")
+        else:
+            problem = _deepspeed_problem(m.deepspeed)
+            if problem:
+                problems.append(f"{label}.deepspeed: {problem}")
+                # Like a bad scalar, back to its default: later checks (the memory estimate reads
+                # the file) run on a config that is safe to use.
+                m.deepspeed = None
 
 
 # --------------------------------------------------------------------------- entry points
@@ -616,8 +755,11 @@ def build_config(raw: tp.Any, overrides: tp.Sequence[str] = ()) -> tuple[Experim
     """
     problems: list[str] = []
     if not isinstance(raw, dict):
-        return None, [f"top level: expected a mapping of config keys, got {type(raw).__name__}"]
-    raw = apply_overrides(json.loads(json.dumps(raw)), overrides, problems)
+        return None, [f"top level: expected a mapping of config keys, got {type(raw).__name__} "
+                      "-> write `key: value` lines (name, model, data, methods, ...) as in configs/smoke.yaml"]
+    # A deep copy, not a JSON round trip: YAML also gives dates, sets and non-string keys, and
+    # those must become problems below, not a TypeError here.
+    raw = apply_overrides(copy.deepcopy(raw), overrides, problems)
     cfg = _build(ExperimentConfig, raw, "", problems)
     validate(cfg, problems)  # bad values were left at their defaults, so this is safe
     return cfg, problems
@@ -638,11 +780,42 @@ def read_raw(path: str | os.PathLike) -> tp.Any:
         raise ConfigError([f"config: {str(p)!r} is a directory -> give a YAML file such as configs/smoke.yaml"], str(p))
     if not p.is_file():
         raise ConfigError([f"config: {str(p)!r} does not exist -> check the path; shipped configs are in configs/"], str(p))
+    raw, problem = read_yaml(p, "config", "configs/smoke.yaml")
+    if problem:
+        raise ConfigError([problem], str(p))
+    if raw is None:
+        raise ConfigError([f"config: {str(p)!r} is empty -> write the experiment's settings (name, model, data, "
+                           "methods, ...); start from a copy of configs/smoke.yaml"], str(p))
+    return raw
+
+
+def read_yaml(path: Path, what: str, example: str) -> tuple[tp.Any, str | None]:
+    """The parsed YAML file ``path``, or None and why it cannot be read (one line, with the fix).
+
+    ``what`` names the input in the message (``config``, ``profile``); ``example`` is a good file to copy.
+    """
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError([f"config: {p} is not valid YAML: {exc}"], str(p)) from None
-    return raw if raw is not None else {}
+        data = path.read_bytes()
+    except OSError as exc:
+        return None, f"{what}: {str(path)!r} cannot be read ({exc.strerror or exc}) -> check that it is a readable file"
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        return None, (f"{what}: {str(path)!r} is not valid YAML: not valid UTF-8 at byte offset {exc.start} (line {line}, "
+                      f"byte 0x{data[exc.start]:02x}) -> re-save the file as UTF-8")
+    try:
+        return yaml.safe_load(text), None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        at = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        detail = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        return None, (f"{what}: {str(path)!r} is not valid YAML{at}: {detail} -> fix the syntax there (indent with "
+                      f"spaces, not tabs; close every [ and {{; quote values containing ': ' or ' #'); compare with {example}")
+    except RecursionError:
+        return None, f"{what}: {str(path)!r} is nested too deeply to read -> write a plain YAML file like {example}"
+    except ValueError as exc:  # a value YAML parses but Python refuses, e.g. an integer of 5000 digits
+        return None, f"{what}: {str(path)!r} is not valid YAML: {' '.join(str(exc).split())} -> fix that value"
 
 
 def check_config(path: str | os.PathLike, overrides: tp.Sequence[str] = ()) -> tuple[ExperimentConfig | None, list[str]]:

@@ -144,7 +144,7 @@ def _read_text(path: str, fmt: str) -> str:
     try:
         data = p.read_bytes()
     except OSError as exc:
-        raise DataError([f"{path}: cannot read: {exc.strerror or exc}"], path) from None
+        raise DataError([f"{path}: cannot read: {exc.strerror or exc} -> check that it is a file you may read"], path) from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -169,17 +169,22 @@ def _cybermetric_records(path: str) -> list[tuple[str, tp.Any]]:
              "-> fix the syntax (one record per line? use a .jsonl file or format: jsonl)"],
             path,
         ) from None
+    except (RecursionError, ValueError) as exc:  # nested too deeply; an integer of 5000 digits
+        what = "nested too deeply" if isinstance(exc, RecursionError) else " ".join(str(exc).split())
+        raise DataError([f"{path}: JSON cannot be read ({what}) -> {_RECORD_SHAPE} records in {{\"questions\": [...]}}"], path) from None
     shape = 'expected {"questions": [...]}'
     if isinstance(obj, list):
         raise DataError([f"{path}: top level is a list, {shape} -> wrap the list as {{\"questions\": [...]}}"], path)
     if not isinstance(obj, dict):
-        raise DataError([f"{path}: top level is {_kind(obj)}, {shape}"], path)
+        raise DataError([f"{path}: top level is {_kind(obj)}, {shape} -> put the records in {{\"questions\": [...]}}"], path)
     if "questions" not in obj:
         keys = ", ".join(map(repr, list(obj)[:10])) or "none"
-        raise DataError([f"{path}: top level has no 'questions' key (keys: {keys}), {shape}"], path)
+        raise DataError([f"{path}: top level has no 'questions' key (keys: {keys}), {shape} -> put the records "
+                         "under a 'questions' key (JSON Lines, one record per line? use a .jsonl file or format: jsonl)"], path)
     records = obj["questions"]
     if not isinstance(records, list):
-        raise DataError([f"{path}: 'questions' is {_kind(records)}, expected a list of records"], path)
+        raise DataError([f"{path}: 'questions' is {_kind(records)}, expected a list of records -> write "
+                         f"\"questions\": [{_RECORD_SHAPE}, ...]"], path)
     return [(f"{path} record {i}", r) for i, r in enumerate(records)]
 
 
@@ -196,6 +201,10 @@ def _jsonl_records(path: str, problems: list[str]) -> list[tuple[str, tp.Any]]:
             out.append((where, json.loads(line)))
         except json.JSONDecodeError as exc:
             problems.append(f"{where}: invalid JSON at column {exc.colno}: {exc.msg} -> one JSON object per line")
+            out.append((where, _UNPARSED))
+        except (RecursionError, ValueError) as exc:  # nested too deeply; an integer of 5000 digits
+            what = "nested too deeply" if isinstance(exc, RecursionError) else " ".join(str(exc).split())
+            problems.append(f"{where}: JSON cannot be read ({what}) -> one record {_RECORD_SHAPE} per line")
             out.append((where, _UNPARSED))
     return out
 
@@ -326,7 +335,10 @@ def _check_answers(rec: Mapping, where: str, problems: list[str]) -> dict[str, s
             ) if part
         )
         hint = " (use upper-case letters)" if any(str(k).strip().upper() in LETTERS for k in extra) else ""
-        problems.append(f"{where}: 'answers' must have exactly the keys {_LETTER_LIST} ({detail}){hint}")
+        problems.append(
+            f"{where}: 'answers' must have exactly the keys {_LETTER_LIST} ({detail}){hint} -> CyberMetric questions "
+            "have four options: give each of A, B, C, D, and nothing else"
+        )
     for k in LETTERS:
         if k not in ans:
             continue
@@ -369,7 +381,7 @@ def validate_record(raw: tp.Any, where: str) -> tuple[Question | None, list[str]
         Prefix of every problem, e.g. ``data/x.json record 17``.
     """
     if not isinstance(raw, Mapping):
-        return None, [f"{where}: expected a mapping {_RECORD_SHAPE}, got {_kind(raw)}"]
+        return None, [f"{where}: expected a mapping {_RECORD_SHAPE}, got {_kind(raw)} -> write the record as such a mapping"]
     problems: list[str] = []
     q = _check_question(raw, where, problems)
     answers = _check_answers(raw, where, problems)
@@ -390,18 +402,52 @@ def _progress(items: list, desc: str, enabled: bool) -> tp.Iterable:
     return tqdm(items, desc=desc, unit="q", file=sys.stderr)
 
 
+def _contradicts(a: Question, b: Question) -> bool:
+    """Whether two records of the same question disagree: one marks wrong an option the other marks right.
+
+    Option texts are compared like question texts (``"80"`` == ``"80."``). Shuffled options (the
+    same correct text under another letter) agree; so do reworded options (another version of a
+    dataset), since neither record then lists the other's correct answer as a wrong one.
+    """
+    right_a, right_b = normalize_question(a.answers[a.solution]), normalize_question(b.answers[b.solution])
+    if right_a == right_b:
+        return False
+    return right_a in {normalize_question(t) for t in b.answers.values()} or right_b in {
+        normalize_question(t) for t in a.answers.values()
+    }
+
+
+def _contradiction(where: str, q: Question, other: str, first: Question) -> str:
+    return (
+        f"{where}: same question as {other} (compared ignoring case, spacing and end punctuation) but another "
+        f"correct answer: {q.solution} {_short(q.answers[q.solution])} here, {first.solution} "
+        f"{_short(first.answers[first.solution])} there -> one of them is wrong: fix it, or remove one of the two"
+    )
+
+
 def _load(source: DataSource, progress: bool = False) -> tuple[list[Question], list[str], int]:
-    """Valid questions, problems and the number of records; raise only when unreadable."""
+    """Valid questions, problems and the number of records; raise only when unreadable.
+
+    A question that appears again with the same correct answer is fine (deduplication keeps
+    one); when one record marks right what the other marks wrong (:func:`_contradicts`), the
+    data contradicts itself, which is a problem.
+    """
     problems: list[str] = []
     records = _read_records(source, problems)
     questions: list[Question] = []
-    for where, raw in _progress(records, f"validating {source.path}", progress):
+    seen: dict[str, list[tuple[int, Question]]] = {}
+    for index, (where, raw) in enumerate(_progress(records, f"validating {source.path}", progress)):
         if raw is _UNPARSED:  # already reported by the JSONL reader
             continue
         q, found = validate_record(raw, where)
         problems.extend(found)
         if q is not None:
             questions.append(q)
+            earlier = seen.setdefault(normalize_question(q.question), [])
+            clash = next(((i, e) for i, e in earlier if _contradicts(e, q)), None)
+            if clash is not None:
+                problems.append(_contradiction(where, q, f"record {clash[0]}", clash[1]))
+            earlier.append((index, q))
     return questions, problems, len(records)
 
 
@@ -549,9 +595,19 @@ def _load_sources(cfg: DataConfig, progress: bool) -> tuple[list[Question], list
         except DataError as exc:
             problems.extend(exc.problems)
             loaded.append(None)
+    train, eval_ = loaded
+    if train is not None and eval_ is not None and cfg.eval is not None:
+        # Both loaded cleanly, so list positions are record indices.
+        in_eval: dict[str, list[tuple[int, Question]]] = {}
+        for i, q in enumerate(eval_):
+            in_eval.setdefault(normalize_question(q.question), []).append((i, q))
+        for i, q in enumerate(train):
+            clash = next(((j, e) for j, e in in_eval.get(normalize_question(q.question), []) if _contradicts(e, q)), None)
+            if clash is not None:
+                problems.append(_contradiction(f"{cfg.train.path} record {i}", q, f"{cfg.eval.path} record {clash[0]}", clash[1]))
     if problems:
         raise DataError(problems, "data")
-    return loaded[0] or [], loaded[1]
+    return train or [], eval_
 
 
 def prepare_splits(cfg: DataConfig, out_dir: str | os.PathLike, progress: bool = True) -> PreparedData:

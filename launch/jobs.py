@@ -98,6 +98,17 @@ class TrainJob:
         module = importlib.import_module(ENTRYPOINTS[cfg.method(self.method).kind])
         return module.main(cfg, self.method, self.exp_dir, threads=self.threads)
 
+    def checkpoint(self, *args: tp.Any, **kwargs: tp.Any) -> tp.Any:
+        """submitit calls this on SIGUSR2 (time limit, preemption) before requeueing the job.
+
+        The training loop has already written a complete checkpoint at the step where it
+        saw the signal (:mod:`train.checkpoint`), so the same job, restarted, resumes
+        from it: there is nothing else to carry over.
+        """
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(TrainJob(self.exp_dir, self.method, self.threads))
+
     def __repr__(self) -> str:
         return f"TrainJob({self.exp_dir!r}, {self.method!r})"
 

@@ -22,15 +22,14 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import re
 import typing as tp
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-from launch.config import InputError
+from launch.config import InputError, read_yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PROFILES_DIR = REPO_ROOT / "slurm" / "profiles"
@@ -167,8 +166,13 @@ def _convert(name: str, value: tp.Any, hint: tp.Any, problems: list[str]) -> tp.
         return problems.append(_type_error(name, "a whole number", value, "write e.g. 8"))
     if hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        return problems.append(_type_error(name, "a number", value, "write e.g. 2.5"))
+            try:
+                if math.isfinite(value):
+                    return float(value)
+            except OverflowError:  # an integer beyond float range
+                pass
+        # nan passes every range check (nan < 0 is false), so it is refused here with inf.
+        return problems.append(_type_error(name, "a finite number", value, "write e.g. 2.5"))
     if origin is list:
         if not isinstance(value, list):
             return problems.append(_type_error(name, "a list of strings", value, "write a YAML list: [line one, line two]"))
@@ -261,7 +265,8 @@ def profile_from_dict(raw: tp.Any, source: str = "profile", stem: tp.Optional[st
     ``stem`` is the file name without ``.yaml``: the default ``name``, which an explicit name must match.
     """
     if not isinstance(raw, dict):
-        raise ProfileError([f"top level: expected a mapping of profile fields, got {type(raw).__name__}"], source)
+        raise ProfileError([f"top level: expected a mapping of profile fields, got {type(raw).__name__} "
+                            "-> write `field: value` lines (partition, gpus_per_node, ...) as in slurm/profiles/dev.yaml"], source)
     problems: list[str] = []
     hints = tp.get_type_hints(SlurmProfile)
     names = [f.name for f in dataclasses.fields(SlurmProfile)]
@@ -317,8 +322,7 @@ def load_profile(name_or_path: str | os.PathLike) -> SlurmProfile:
         fix = f"did you mean {close[0]!r}?" if close else f"shipped profiles: {', '.join(known) or 'none'}"
         what = "is a directory" if path.is_dir() else "does not exist"
         raise ProfileError([f"profile: {str(path)!r} {what} -> {fix} (or give the path of a YAML file)"], str(path))
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ProfileError([f"profile: {path} is not valid YAML: {exc}"], str(path)) from None
+    raw, problem = read_yaml(path, "profile", "slurm/profiles/example-a100.yaml")
+    if problem:
+        raise ProfileError([problem], str(path))
     return profile_from_dict(raw if raw is not None else {}, source=str(path), stem=path.stem)

@@ -38,6 +38,7 @@ import os
 import shlex
 import shutil
 import sys
+import tempfile
 import typing as tp
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,7 +164,11 @@ def _memory_problems(cfg: ExperimentConfig, p: SlurmProfile) -> tuple[list[str],
     for i, m in enumerate(cfg.methods):
         if m.resources.gpus_per_node == 0:
             continue  # CPU job: GPU memory does not apply
-        est = memory.estimate(shape, m, cfg.model.max_seq_len, repo_root=REPO_ROOT)
+        try:
+            est = memory.estimate(shape, m, cfg.model.max_seq_len, repo_root=REPO_ROOT)
+        except (ValueError, OSError) as exc:  # e.g. an unreadable DeepSpeed JSON, already reported
+            lines.append(f"{m.name}: not estimated ({exc})")
+            continue
         lines.append(est.line())
         for problem in memory.fit_problems(est, p.gpu_mem_gb, m, gpus_per_node_max=p.gpus_per_node):
             problems.append(problem.replace(f"methods.{m.name}.", f"methods[{i}] ({m.name}).", 1))
@@ -193,13 +198,16 @@ def check(config_path: str, overrides: tp.Sequence[str], profile_name: str) -> C
     """
     from launch.experiment import resolve_paths
 
+    def labelled(prefix: str, items: tp.Iterable[str]) -> list[str]:
+        return [x if x.startswith(prefix) else f"{prefix}: {x}" for x in items]
+
     cfg, problems = check_config(config_path, overrides)
-    problems = [f"config: {x}" for x in problems]
+    problems = labelled("config", problems)
     try:
         profile: SlurmProfile | None = load_profile(profile_name)
     except ProfileError as exc:
         profile = None
-        problems += [f"profile: {x}" for x in exc.problems]
+        problems += labelled("profile", exc.problems)
     memory_lines: list[str] = []
     if cfg is not None:
         cfg = resolve_paths(cfg)
@@ -396,22 +404,24 @@ def submit(
 ) -> Submitted:
     """Create the experiment, submit every job, record the ids; returns without waiting.
 
-    ``cfg`` must have passed :func:`check`. A data problem removes the new
-    experiment directory and raises :class:`~launch.data.DataError` before any job
-    is submitted. When ``sbatch`` refuses a job, the jobs already submitted are
+    ``cfg`` must have passed :func:`check`. The data split is prepared first, in a
+    temporary directory: a problem there raises :class:`~launch.data.DataError` before
+    the experiment directory exists or any job is submitted. When ``sbatch`` refuses a job, the jobs already submitted are
     cancelled, the manifest records it, and the error is raised.
     """
     from launch import experiment
-    from launch.data import DataError, prepare_splits
+    from launch.data import prepare_splits
     from launch.jobs import EvalJob, TrainJob
     from launch import slurm
 
-    exp_dir = experiment.create(cfg, config_path, overrides)
+    # The data first, outside the output directory: a data problem must leave nothing behind.
+    staging = Path(tempfile.mkdtemp(prefix="cyberft-data-"))
     try:
-        prepare_splits(cfg.data, exp_dir / "data", progress=progress)
-    except DataError:
-        shutil.rmtree(exp_dir)  # ours, just made: leave nothing half-prepared behind
-        raise
+        prepare_splits(cfg.data, staging / "data", progress=progress)
+        exp_dir = experiment.create(cfg, config_path, overrides)
+        shutil.move(str(staging / "data"), str(exp_dir / "data"))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     code_dir = snapshot_code(exp_dir)
     _freeze_deepspeed(cfg, code_dir)
     atomic_write_text(exp_dir / "config.yaml", _dump(cfg))

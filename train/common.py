@@ -11,6 +11,8 @@ DDP or, when the method names a DeepSpeed JSON, ZeRO-2/3.
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import json
 import math
 import os
 import random
@@ -298,25 +300,38 @@ def train_loop(
     progress_path: Path | None = None,
     log: tp.Callable[[dict, int], None] | None = None,
     progress: bool = True,
+    checkpoint_dir: Path | None = None,
 ) -> TrainResult:
     """AdamW + linear warm-up/decay over ``examples``; returns steps, tokens, losses.
 
-    ``progress_path`` gets ``{"step", "total_steps", "loss"}`` atomically every
-    few steps, so the launcher can show progress of a job it does not run.
+    ``progress_path`` gets ``{"step", "total_steps", "loss", "logged_step"}``
+    atomically at every step, so the launcher can show progress of a job it does
+    not run, and a restarted job knows what the tracker already has.
+
+    With ``checkpoint_dir`` the loop is resumable (see :mod:`train.checkpoint`): it
+    starts from the latest complete checkpoint there, saves one every
+    ``method.checkpoint.every_steps`` steps or ``every_min`` minutes, and on SIGUSR2
+    saves at the next step boundary and hands over to submitit's requeue. The data
+    order of epoch ``e`` depends only on ``seed`` and ``e``, and a resumed epoch skips
+    the batches already consumed, so a resumed run takes the same steps as one that
+    was never interrupted.
     """
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
 
+    from train import checkpoint
+
     n_steps = total_steps(method, len(examples), accelerator.num_processes)
     # Every rank builds the same shuffled loader; accelerate shards its batches
     # across ranks, so the global batch is micro_batch x grad_accum x world size.
+    order = torch.Generator()
     loader = DataLoader(
         examples,
         batch_size=method.micro_batch_size,
         shuffle=True,
-        generator=torch.Generator().manual_seed(seed),
-        collate_fn=lambda b: collate(b, pad_id),
+        generator=order,
+        collate_fn=functools.partial(collate, pad_id=pad_id),
     )
     params = [p for p in model.parameters() if p.requires_grad]
     # torch AdamW also under ZeRO (the JSONs allow an "untested" optimizer): DeepSpeed's
@@ -331,13 +346,36 @@ def train_loop(
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     model.train()
 
-    result = TrainResult(model=model)
-    every = max(1, n_steps // 50)
-    bar = tqdm(total=n_steps, desc=f"train {method.name}", disable=not (progress and accelerator.is_main_process))
+    state = checkpoint.TrainerState()
+    settings = method.checkpoint
+    found = checkpoint.latest(checkpoint_dir) if checkpoint_dir is not None else None
+    if found is not None:
+        partly_frozen = any(not p.requires_grad for p in model.parameters())
+        state = checkpoint.load(accelerator, found, partly_frozen=partly_frozen)
+        if not accelerator.is_main_process:
+            state.tokens = 0  # the saved count is the sum over ranks; rank 0 carries it
+        if accelerator.is_main_process:
+            print(f"[train] resumed from {found} (step {state.step}/{n_steps})", flush=True)
+    # W&B may have lost what an earlier attempt logged after its last clean flush (a SIGKILL
+    # loses the offline writer's buffer): log those steps again from the checkpoint's history.
+    # W&B keeps one record per step of a resumed run (a step not above the run's last is
+    # dropped), so a step that did survive is not duplicated.
+    flushed = _flushed_step(progress_path)
+    if log is not None:
+        for s in range(flushed + 1, state.step + 1):
+            log({"train/loss": state.losses[s - 1], "train/lr": state.lrs[s - 1]}, s)
+    stop = checkpoint.StopSignal().install() if checkpoint_dir is not None else None
+    last_save = time.monotonic()
+
+    result = TrainResult(model=model, steps=state.step, losses=list(state.losses))
+    bar = tqdm(total=n_steps, initial=state.step, desc=f"train {method.name}", disable=not (progress and accelerator.is_main_process))
     t0 = time.perf_counter()
     window: list[float] = []
-    while result.steps < n_steps:
-        for batch in loader:
+    while state.step < n_steps:
+        order.manual_seed(seed + state.epoch)  # the epoch's order, whatever happened before
+        epoch_loader = accelerator.skip_first_batches(loader, state.batches_in_epoch) if state.batches_in_epoch else loader
+        for batch in epoch_loader:
+            state.batches_in_epoch += 1
             with accelerator.accumulate(model):
                 out = model(**batch)
                 accelerator.backward(out.loss)
@@ -346,27 +384,77 @@ def train_loop(
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-            result.tokens += int(batch["attention_mask"].sum())
+            state.tokens += int(batch["attention_mask"].sum())
             window.append(float(out.loss.detach()))
             if not accelerator.sync_gradients:
                 continue
-            result.steps += 1
+            state.step += 1
             loss = global_mean(accelerator, sum(window) / len(window))
             window.clear()
-            result.losses.append(loss)
+            state.losses.append(loss)
+            state.lrs.append(scheduler.get_last_lr()[0])
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
             if log is not None:
-                log({"train/loss": loss, "train/lr": scheduler.get_last_lr()[0]}, result.steps)
-            if progress_path is not None and (result.steps % every == 0 or result.steps == n_steps):
-                atomic_write_json(progress_path, {"step": result.steps, "total_steps": n_steps, "loss": loss, "updated_at": now_iso()})
-            if result.steps >= n_steps:
+                log({"train/loss": loss, "train/lr": state.lrs[-1]}, state.step)
+            if progress_path is not None:
+                atomic_write_json(progress_path, {"step": state.step, "total_steps": n_steps, "loss": loss,
+                                                  "flushed_step": flushed, "updated_at": now_iso()})
+            if state.step >= n_steps:
                 break
+            stopping = stop is not None and stop.requested(accelerator)
+            if checkpoint_dir is not None and (stopping or _due(settings, state.step, last_save, accelerator)):
+                state.train_s += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                checkpoint.save(accelerator, checkpoint_dir, _for_checkpoint(state, accelerator), settings.keep)
+                last_save = time.monotonic()
+                if stopping:
+                    bar.close()
+                    stop.hand_over(accelerator)
+        else:
+            state.epoch += 1
+            state.batches_in_epoch = 0
     bar.close()
-    result.train_s = time.perf_counter() - t0
-    result.tokens = int(accelerator.reduce(torch.tensor(result.tokens, device=accelerator.device), "sum"))
+    if stop is not None:
+        stop.uninstall()
+    result.steps, result.losses = state.step, state.losses
+    result.train_s = state.train_s + time.perf_counter() - t0
+    result.tokens = int(accelerator.reduce(torch.tensor(state.tokens, device=accelerator.device), "sum"))
     result.final_loss = sum(result.losses[-10:]) / max(1, len(result.losses[-10:]))
     return result
+
+
+def _flushed_step(progress_path: Path | None) -> int:
+    """The last step an earlier attempt's tracker run closed cleanly with (0 when none did)."""
+    if progress_path is None or not progress_path.is_file():
+        return 0
+    try:
+        return int(json.loads(progress_path.read_text(encoding="utf-8")).get("flushed_step", 0))
+    except (OSError, ValueError, TypeError):
+        return 0
+
+
+def _due(settings: tp.Any, step: int, last_save: float, accelerator: tp.Any) -> bool:
+    """Whether a periodic checkpoint is due (the clock decided by rank 0, so ranks agree)."""
+    if settings.every_steps and step % settings.every_steps == 0:
+        return True
+    if not settings.every_min:
+        return False
+    due = time.monotonic() - last_save >= settings.every_min * 60
+    if accelerator.num_processes == 1:
+        return due
+    flag = torch.tensor(1.0 if (due and accelerator.is_main_process) else 0.0, device=accelerator.device)
+    return bool(accelerator.reduce(flag, "sum").item() > 0)
+
+
+def _for_checkpoint(state: tp.Any, accelerator: tp.Any) -> tp.Any:
+    """The state to save: tokens summed over ranks (the main process writes the file)."""
+    import copy
+
+    saved = copy.deepcopy(state)
+    if accelerator.num_processes > 1:
+        saved.tokens = int(accelerator.reduce(torch.tensor(state.tokens, device=accelerator.device), "sum"))
+    return saved
 
 
 # --------------------------------------------------------------------------- metrics
@@ -503,6 +591,7 @@ class Job:
         if self.method.kind != kind:
             raise ValueError(f"method {method_name!r} is kind {self.method.kind!r}, this entrypoint runs {kind!r}")
         self.out_dir = method_dir(self.exp_dir, self.method.name)
+        self.checkpoint_dir = self.out_dir / "checkpoints"
         self.threads = threads or torch.get_num_threads()
         self.started_at = now_iso()
         self.phases: dict[str, float] = {}
@@ -535,6 +624,7 @@ class Job:
             model, examples, self.method, self.accelerator, tokenizer.pad_token_id, self.cfg.seed,
             progress_path=self.out_dir / "progress.json" if self.accelerator.is_main_process else None,
             log=self.tracker.log,
+            checkpoint_dir=self.checkpoint_dir,
         )
         self.params = param_counts(self.accelerator.unwrap_model(model))
         self.mark("train")
@@ -548,12 +638,32 @@ class Job:
         )
         if self.accelerator.is_main_process:
             atomic_write_json(self.out_dir / "metrics.json", metrics)
+            # The final model is saved and recorded: the resumable states (for a full SFT of a
+            # large model, several times its size) have done their job.
+            import shutil
+
+            shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
         self.tracker.summary(metrics)
         self.tracker.finish()
         return metrics
 
     def fail(self, exc: BaseException) -> None:
-        """Record the failure (metrics.json status failed) and close the W&B run."""
+        """Record the failure (metrics.json status failed) and close the W&B run.
+
+        Stopping to be requeued (SIGUSR2 after a checkpoint: submitit exits with
+        ``SystemExit``) is not a failure: nothing is recorded, and the W&B run is
+        left to be resumed by the next attempt.
+        """
+        from train.checkpoint import Preempted
+
+        if isinstance(exc, (SystemExit, Preempted, KeyboardInterrupt)):
+            self.tracker.finish(exit_code=0)
+            progress = self.out_dir / "progress.json"
+            if self.accelerator.is_main_process and progress.is_file():
+                # Every step logged so far is now on disk: the next attempt need not log it again.
+                data = json.loads(progress.read_text(encoding="utf-8"))
+                atomic_write_json(progress, dict(data, flushed_step=data.get("step", 0)))
+            return
         if self.accelerator.is_main_process:
             write_failure(self.exp_dir, self.method, exc, self.started_at)
         self.tracker.finish(exit_code=1)

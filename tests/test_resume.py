@@ -1,0 +1,190 @@
+"""Resumable training: killed, signalled and restarted runs end with the same weights as an
+uninterrupted one, from complete checkpoints only, and log every step to W&B exactly once.
+
+Each run is a fresh process (what a requeued Slurm job is) calling the entrypoint's main();
+the Slurm side (scontrol requeue, USR2 through submitit) is in tests/test_requeue_slurm.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from launch import experiment
+from launch.config import load_config
+from launch.data import prepare_splits
+from launch.wandb_offline import find_runs, read_run
+from train import checkpoint
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+STEPS = 120
+RUN = (
+    "import sys; from launch.experiment import load; from launch.jobs import ENTRYPOINTS; import importlib;"
+    "exp, name = sys.argv[1], sys.argv[2];"
+    "importlib.import_module(ENTRYPOINTS[load(exp).method(name).kind]).main(load(exp), name, exp, threads=1)"
+)
+
+
+def make_experiment(tmp_path: Path, tiny_model: Path, method: str) -> Path:
+    overrides = [
+        f"model.name_or_path={tiny_model}", f"output_dir={tmp_path / 'runs'}", "data.max_train=64", "data.max_eval=16",
+        f"methods.{method}.max_steps={STEPS}", f"methods.{method}.micro_batch_size=8",
+        f"methods.{method}.checkpoint.every_steps=10", f"methods.{method}.checkpoint.keep=2",
+        "tracking.mode=offline",
+    ]
+    cfg = experiment.resolve_paths(load_config(REPO / "configs" / "smoke.yaml", overrides))
+    exp = experiment.create(cfg, str(REPO / "configs" / "smoke.yaml"), overrides)
+    prepare_splits(cfg.data, exp / "data", progress=False)
+    return exp
+
+
+def start(exp: Path, method: str) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
+    return subprocess.Popen([sys.executable, "-c", RUN, str(exp), method], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def step_of(exp: Path, method: str) -> int:
+    try:
+        return json.loads((exp / "methods" / method / "progress.json").read_text())["step"]
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def interrupt_at(proc: subprocess.Popen, exp: Path, method: str, step: int, sig: int) -> str:
+    """Send ``sig`` once the run has passed ``step``; return its output."""
+    deadline = time.monotonic() + 300
+    while step_of(exp, method) < step:
+        assert proc.poll() is None, "the run ended before it could be interrupted:\n" + proc.stdout.read()
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    proc.send_signal(sig)
+    out = proc.communicate(timeout=300)[0]
+    assert proc.returncode != 0, out
+    return out
+
+
+def finish(proc: subprocess.Popen) -> str:
+    out = proc.communicate(timeout=600)[0]
+    assert proc.returncode == 0, out[-4000:]
+    return out
+
+
+def weights(exp: Path, method: str) -> dict[str, torch.Tensor]:
+    d = exp / "methods" / method
+    f = d / "model" / "model.safetensors" if (d / "model").is_dir() else d / "adapter" / "adapter_model.safetensors"
+    return load_file(str(f))
+
+
+def max_diff(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+
+
+def effective_steps(exp: Path) -> tuple[list[int], list[str]]:
+    """The steps the resumed W&B run ends up with, and the run ids of the attempts.
+
+    Attempts are replayed in time order the way W&B applies them to one resumed run (online,
+    or at ``wandb sync``): a record whose step is not above the run's last step is dropped.
+    """
+    steps: list[int] = []
+    ids = []
+    for path in sorted(find_runs(exp / "wandb"), key=lambda p: str(p)):  # offline-run-<time>-<id>
+        run = read_run(path)
+        ids.append(run.run_id)
+        for h in run.history:
+            if "train/loss" in h and (not steps or h["_step"] > steps[-1]):
+                steps.append(h["_step"])
+    return steps, ids
+
+
+@pytest.mark.parametrize("method", ["full_sft", "lora"])
+def test_killed_and_signalled_runs_end_like_an_uninterrupted_one(tmp_path, tiny_model, method):
+    reference = make_experiment(tmp_path / "ref", tiny_model, method)
+    finish(start(reference, method))
+
+    exp = make_experiment(tmp_path / "int", tiny_model, method)
+    # 1. killed outright (a node failure, or `scontrol requeue`: no signal reaches the job)
+    interrupt_at(start(exp, method), exp, method, 35, signal.SIGKILL)
+    assert checkpoint.latest(exp / "methods" / method / "checkpoints").name >= "step-00000030"
+    # 2. SIGUSR2 (time limit / preemption): saved at the next step boundary, then stops
+    out = interrupt_at(start(exp, method), exp, method, 75, signal.SIGUSR2)
+    assert "resumed from" in out and "(step 30/120)" in out, out[-3000:]
+    assert "stopped on SIGUSR2 after saving a checkpoint" in out, out[-3000:]
+    saved = checkpoint.latest(exp / "methods" / method / "checkpoints")
+    signalled_at = int(saved.name.split("-")[1])
+    assert signalled_at >= 75, saved  # saved where the signal was seen, not at the last periodic one
+    assert not (exp / "methods" / method / "metrics.json").exists(), "a stop to be requeued is not a failure"
+    # 3. the last attempt resumes from exactly that step and completes
+    out = finish(start(exp, method))
+    assert f"(step {signalled_at}/{STEPS})" in out, out[-3000:]
+
+    diff = max_diff(weights(reference, method), weights(exp, method))
+    print(f"{method}: max |w_interrupted - w_reference| = {diff:.3g}")
+    assert diff <= 1e-6
+    metrics = json.loads((exp / "methods" / method / "metrics.json").read_text())
+    ref_metrics = json.loads((reference / "methods" / method / "metrics.json").read_text())
+    assert metrics["steps"] == STEPS and metrics["final_loss"] == pytest.approx(ref_metrics["final_loss"], abs=1e-6)
+    assert metrics["train_tokens"] == ref_metrics["train_tokens"]
+    # W&B: one run id over all attempts (the SIGKILLed attempt's offline file may be empty:
+    # its buffer died with it, and the next attempt logged those steps again), every step once.
+    steps, ids = effective_steps(exp)
+    assert len(ids) == 3 and {i for i in ids if i} == {f"{exp.name}-{method}"}
+    assert steps == list(range(1, STEPS + 1)), "a step is missing or out of order"
+    ref_steps, _ = effective_steps(reference)
+    assert ref_steps == steps
+    # Checkpoints are removed once the final model is saved.
+    assert not (exp / "methods" / method / "checkpoints").exists()
+
+
+class _FakeAccelerator:
+    """Just enough of an Accelerator for checkpoint.save: one process; save_state can be made to die."""
+
+    is_main_process = True
+    num_processes = 1
+
+    def __init__(self, die: bool = False) -> None:
+        self.die = die
+
+    def wait_for_everyone(self) -> None:
+        pass
+
+    def register_save_state_pre_hook(self, hook):
+        class Handle:
+            def remove(self):
+                pass
+
+        return Handle()
+
+    def save_state(self, out: str) -> None:
+        Path(out).mkdir(parents=True)
+        (Path(out) / "model.safetensors").write_bytes(b"half a file")
+        if self.die:
+            raise KeyboardInterrupt("SIGKILL while writing the checkpoint")
+
+
+def test_a_checkpoint_killed_while_written_is_never_loaded(tmp_path):
+    root = tmp_path / "checkpoints"
+    checkpoint.save(_FakeAccelerator(), root, checkpoint.TrainerState(step=10), keep=2)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save(_FakeAccelerator(die=True), root, checkpoint.TrainerState(step=20), keep=2)
+    assert (root / ".tmp-step-00000020").is_dir()
+    # A directory that looks final but lacks the marker (e.g. copied by hand) is not trusted either.
+    (root / "step-00000030").mkdir()
+    assert checkpoint.latest(root) == root / "step-00000010"
+    # The next save replaces the leftover and keeps the newest two complete ones.
+    checkpoint.save(_FakeAccelerator(), root, checkpoint.TrainerState(step=20), keep=2)
+    checkpoint.save(_FakeAccelerator(), root, checkpoint.TrainerState(step=40), keep=2)
+    assert [p.name for p in checkpoint.complete_checkpoints(root)] == ["step-00000020", "step-00000040"]
+    assert not list(root.glob(".tmp-*"))
+    assert json.loads((root / "step-00000040" / "trainer_state.json").read_text())["step"] == 40
