@@ -91,7 +91,7 @@ def max_diff(a: dict, b: dict) -> float:
     return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
 
 
-def effective_steps(exp: Path) -> tuple[list[int], list[str]]:
+def effective_steps(exp: Path, method: str = "") -> tuple[list[int], list[str]]:
     """The steps the resumed W&B run ends up with, and the run ids of the attempts.
 
     Attempts are replayed in time order the way W&B applies them to one resumed run (online,
@@ -100,6 +100,8 @@ def effective_steps(exp: Path) -> tuple[list[int], list[str]]:
     steps: list[int] = []
     ids = []
     for path in sorted(find_runs(exp / "wandb"), key=lambda p: str(p)):  # offline-run-<time>-<id>
+        if method and not str(path).rstrip("/").endswith(f"-{method}"):
+            continue  # another job's run (the evaluation)
         run = read_run(path)
         ids.append(run.run_id)
         for h in run.history:
@@ -188,3 +190,37 @@ def test_a_checkpoint_killed_while_written_is_never_loaded(tmp_path):
     assert [p.name for p in checkpoint.complete_checkpoints(root)] == ["step-00000020", "step-00000040"]
     assert not list(root.glob(".tmp-*"))
     assert json.loads((root / "step-00000040" / "trainer_state.json").read_text())["step"] == 40
+
+
+SLOW_SAVE = (
+    "import time, accelerate; from pathlib import Path; real = accelerate.Accelerator.save_state\n"
+    "def slow(self, out, *a, **k):\n"
+    "    r = real(self, out, *a, **k)\n"
+    "    if Path(out).parent.name == '.tmp-step-00000040': time.sleep(120)  # the kill lands here\n"
+    "    return r\n"
+    "accelerate.Accelerator.save_state = slow\n"
+)
+
+
+def test_sigkill_while_writing_a_checkpoint_resumes_from_the_previous_complete_one(tmp_path, tiny_model):
+    method = "full_sft"
+    reference = make_experiment(tmp_path / "ref", tiny_model, method)
+    finish(start(reference, method))
+
+    exp = make_experiment(tmp_path / "int", tiny_model, method)
+    root = exp / "methods" / method / "checkpoints"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_SAVE + RUN, str(exp), method], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 300
+    while not (root / ".tmp-step-00000040" / "accelerate").is_dir():  # step 40's state is being written
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.poll() is not None else ""
+        time.sleep(0.01)
+    proc.kill()
+    proc.communicate(timeout=60)
+    assert checkpoint.latest(root) == root / "step-00000030"
+    assert (root / ".tmp-step-00000040").is_dir() and not (root / "step-00000040").exists()
+
+    out = finish(start(exp, method))
+    assert "(step 30/120)" in out, out[-3000:]
+    assert max_diff(weights(reference, method), weights(exp, method)) <= 1e-6
