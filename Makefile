@@ -5,6 +5,7 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
 TINY := .cache/tiny-llama
 
 # torch: a CUDA build where an NVIDIA driver is present, otherwise the CPU build.
@@ -16,11 +17,12 @@ else
   TORCH_ARGS := torch==$(TORCH_VERSION)
 endif
 
-.PHONY: install smoke test test-fast clean help
+.PHONY: install smoke test test-fast bench clean help
 
 help:
 	@echo "make smoke   run the local smoke experiment (full SFT, LoRA, QLoRA of a tiny model + evaluation)"
 	@echo "make test    run the test suite"
+	@echo "make bench   run the benchmarks (bench/run_all.py): one table, bench/results/latest.json"
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PY) >/dev/null || { echo "need $(PY) (set PY=python3.x, 3.11+)"; exit 2; }
@@ -44,6 +46,18 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow and not slurm" tests
+
+# The bench extra (lm-eval, the evaluator's baseline) on top of the install above. torch is already
+# there and pinned by constraints.txt, so pip keeps it; the check fails loudly if anything replaced it.
+$(BENCH_STAMP): $(STAMP) pyproject.toml constraints.txt
+	@before=$$($(BIN)/python -c 'import torch; print(torch.__version__)'); \
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[train,test,bench]' && \
+	after=$$($(BIN)/python -c 'import torch; print(torch.__version__)') && \
+	if [ "$$before" != "$$after" ]; then echo "installing .[bench] replaced torch $$before with $$after"; exit 1; fi
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python bench/run_all.py
 
 clean:
 	rm -rf $(VENV) .cache runs

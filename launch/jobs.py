@@ -135,5 +135,12 @@ class EvalJob:
 
         return evaluate.main(load(self.exp_dir), self.exp_dir, threads=self.threads)
 
+    def checkpoint(self, *args: tp.Any, **kwargs: tp.Any) -> tp.Any:
+        """On SIGUSR2 (time limit, preemption) requeue the same job: it keeps every model and
+        every chunk of questions already scored (``train.evaluate.score_in_chunks``)."""
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(EvalJob(self.exp_dir, self.threads))
+
     def __repr__(self) -> str:
         return f"EvalJob({self.exp_dir!r})"
