@@ -56,8 +56,9 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml constraints.txt
 	if [ "$$before" != "$$after" ]; then echo "installing .[bench] replaced torch $$before with $$after"; exit 1; fi
 	touch $(BENCH_STAMP)
 
+# BENCH_ARGS: passed to run_all.py, e.g. make bench BENCH_ARGS="--only eval cli"
 bench: $(BENCH_STAMP)
-	$(BIN)/python bench/run_all.py
+	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .cache runs

@@ -26,7 +26,7 @@ import torch
 
 from launch.config import ExperimentConfig, MethodConfig
 from launch.fsio import atomic_write_json
-from train import prompting
+from train import packing, prompting
 
 
 # --------------------------------------------------------------------------- runtime
@@ -304,6 +304,12 @@ def train_loop(
 ) -> TrainResult:
     """AdamW + linear warm-up/decay over ``examples``; returns steps, tokens, losses.
 
+    A micro-batch is ``method.micro_batch_size`` examples whatever ``method.batching``:
+    ``padded`` right-pads them into a (examples x longest) tensor, ``packed`` lays them end
+    to end in one row (see :mod:`train.packing`; the model runs per-example attention for the
+    duration of the loop, restored when it returns). The loss is the mean over the answer
+    tokens of the micro-batch either way.
+
     ``progress_path`` gets ``{"step", "total_steps", "loss", "logged_step"}``
     atomically at every step, so the launcher can show progress of a job it does
     not run, and a restarted job knows what the tracker already has.
@@ -316,6 +322,22 @@ def train_loop(
     the batches already consumed, so a resumed run takes the same steps as one that
     was never interrupted.
     """
+    with packing.padding_free_attention(model, enabled=method.batching == "packed"):
+        return _train_loop(model, examples, method, accelerator, pad_id, seed, progress_path, log, progress, checkpoint_dir)
+
+
+def _train_loop(
+    model: torch.nn.Module,
+    examples: list[Example],
+    method: MethodConfig,
+    accelerator: tp.Any,
+    pad_id: int,
+    seed: int,
+    progress_path: Path | None,
+    log: tp.Callable[[dict, int], None] | None,
+    progress: bool,
+    checkpoint_dir: Path | None,
+) -> TrainResult:
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
@@ -325,13 +347,15 @@ def train_loop(
     n_steps = total_steps(method, len(examples), accelerator.num_processes)
     # Every rank builds the same shuffled loader; accelerate shards its batches
     # across ranks, so the global batch is micro_batch x grad_accum x world size.
+    # Packing happens in collate_fn, after sampling: the order, the sharding across ranks and
+    # skip_first_batches act on the same micro-batches of examples in both layouts.
     order = torch.Generator()
     loader = DataLoader(
         examples,
         batch_size=method.micro_batch_size,
         shuffle=True,
         generator=order,
-        collate_fn=functools.partial(collate, pad_id=pad_id),
+        collate_fn=functools.partial(packing.collate_packed if method.batching == "packed" else collate, pad_id=pad_id),
     )
     params = [p for p in model.parameters() if p.requires_grad]
     # torch AdamW also under ZeRO (the JSONs allow an "untested" optimizer): DeepSpeed's
@@ -377,15 +401,15 @@ def train_loop(
         for batch in epoch_loader:
             state.batches_in_epoch += 1
             with accelerator.accumulate(model):
-                out = model(**batch)
-                accelerator.backward(out.loss)
+                loss = packing.answer_loss(model, batch)
+                accelerator.backward(loss)
                 if accelerator.sync_gradients and method.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(params, method.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-            state.tokens += int(batch["attention_mask"].sum())
-            window.append(float(out.loss.detach()))
+            state.tokens += packing.batch_tokens(batch)
+            window.append(float(loss.detach()))
             if not accelerator.sync_gradients:
                 continue
             state.step += 1

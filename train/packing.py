@@ -1,0 +1,215 @@
+"""Padding-free batching: the examples of a micro-batch laid end to end in one row.
+
+What a micro-batch is does not change: ``micro_batch_size`` examples, drawn by the same
+shuffled sampler (so the data order is still a function of the seed and the epoch, accelerate
+still shards and skips whole micro-batches, and every rank gets one row per micro-batch). Only
+the tensors differ. ``batching: padded`` (``collate``) right-pads the examples to the longest
+one; ``batching: packed`` (:func:`collate_packed`) concatenates them::
+
+    input_ids     [ a0 a1 a2 a3 | b0 b1 b2 | c0 c1 c2 c3 c4 ]        shape (1, 12), no padding
+    position_ids  [ 0  1  2  3  | 0  1  2  | 0  1  2  3  4  ]        restart at every example
+    labels        [ -100 ...  | -100 ... | -100 ...           ]      each example's first label -100
+
+The first label of an example is never a target of its own (causal LMs shift labels by one), so
+setting it to -100 only removes the one target that would cross a boundary: the last token of an
+example predicting the first token of the next.
+
+Attention stays within each example, from one of two places:
+
+* **varlen SDPA** (this module, used when the model runs ``sdpa``): :func:`padding_free_attention`
+  switches the model to :data:`VARLEN_SDPA` for the duration of training. It cuts each row at the
+  positions where ``position_ids`` restart and runs causal SDPA on every example separately,
+  like flash-attention's varlen kernels: no mask is built, no attention is computed across
+  examples (the cost stays that of unpadded examples, not of one long row).
+* **transformers' own packed-sequence masks** otherwise (``eager``, ``flex_attention``):
+  ``masking_utils.find_packed_sequence_indices`` turns restarting ``position_ids`` into a
+  block-diagonal causal mask, provided ``attention_mask`` is None and there is no KV cache.
+  ``flash_attention_2/3`` read the same ``position_ids`` as varlen boundaries. Hence
+  ``use_cache=False`` in :func:`answer_loss`: Llama defaults ``use_cache`` to the config's
+  True, and with a cache transformers skips the packed-sequence detection and the examples
+  would attend to each other.
+
+:func:`answer_loss` also asks the model for logits only where a label is set (the answer
+tokens, ``logits_to_keep``): the loss is the same mean cross-entropy over the micro-batch's
+answer tokens as ``model(**batch).loss``, without projecting every prompt token onto the
+vocabulary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import typing as tp
+
+import torch
+import torch.nn.functional as F
+
+if tp.TYPE_CHECKING:  # train.common imports this module
+    from train.common import Example
+
+VARLEN_SDPA = "cyberft_varlen_sdpa"
+"""Name of the per-example SDPA attention in transformers' ``AttentionInterface``."""
+
+MODEL_KEYS = ("input_ids", "attention_mask", "position_ids")
+
+
+# --------------------------------------------------------------------------- collate
+
+
+def collate_packed(batch: list["Example"], pad_id: int | None = None) -> dict[str, torch.Tensor]:
+    """One row holding every example of ``batch`` (``pad_id`` unused: there is no padding)."""
+    ids: list[int] = []
+    labels: list[int] = []
+    positions: list[int] = []
+    for e in batch:
+        n = len(e.input_ids)
+        ids += e.input_ids
+        labels += [-100] + list(e.labels[1:n])
+        positions += range(n)
+    return {
+        "input_ids": torch.tensor([ids], dtype=torch.long),
+        "labels": torch.tensor([labels], dtype=torch.long),
+        "position_ids": torch.tensor([positions], dtype=torch.long),
+    }
+
+
+def batch_tokens(batch: dict[str, torch.Tensor]) -> int:
+    """Real (non-padding) tokens of a padded or packed batch."""
+    if "attention_mask" in batch:
+        return int(batch["attention_mask"].sum())
+    return int(batch["input_ids"].numel())
+
+
+# --------------------------------------------------------------------------- loss
+
+
+def answer_loss(model: tp.Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean next-token cross-entropy over the labelled (answer) tokens of ``batch``.
+
+    The same value as ``model(**batch).loss`` (transformers' causal-LM loss: labels shifted by
+    one, -100 ignored, fp32 logits), but logits are computed at the labelled positions only.
+    """
+    labels = batch["labels"]
+    targets = F.pad(labels[:, 1:], (0, 1), value=-100)  # what position t must predict
+    keep = targets != -100
+    inputs = {k: batch[k] for k in MODEL_KEYS if k in batch}
+    logits = model(**inputs, use_cache=False, logits_to_keep=keep).logits
+    if logits.dim() == 3:  # a model that ignores logits_to_keep returns every position
+        logits = logits[keep]
+    return F.cross_entropy(logits.float(), targets[keep])
+
+
+# --------------------------------------------------------------------------- attention
+
+
+_bounds_cache: list[tp.Any] = [None, None]  # (position_ids tensor, its segment bounds): one forward's layers share them
+
+
+def segment_bounds(position_ids: torch.Tensor) -> list[int]:
+    """Start offsets of the examples in a one-row ``position_ids``, plus its length."""
+    if _bounds_cache[0] is position_ids:
+        return _bounds_cache[1]
+    row = position_ids[0]
+    starts = torch.nonzero(row[1:] != row[:-1] + 1).flatten().add(1).tolist()
+    bounds = [0] + starts + [row.numel()]
+    _bounds_cache[0], _bounds_cache[1] = position_ids, bounds
+    return bounds
+
+
+def varlen_sdpa_forward(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    **kwargs: tp.Any,
+) -> tuple[torch.Tensor, None]:
+    """transformers' SDPA attention, run separately on each example of a packed row.
+
+    Examples are delimited where ``position_ids`` stop counting up by one (as
+    ``find_packed_sequence_indices`` does). Anything else (a mask, no position ids, several rows,
+    a KV cache) goes to the stock SDPA attention unchanged.
+    """
+    from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+
+    position_ids = kwargs.get("position_ids")
+    if (
+        attention_mask is not None or position_ids is None or query.shape[0] != 1
+        or query.shape[2] != key.shape[2] or not getattr(module, "is_causal", True)
+    ):
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+    if position_ids.dim() == 1:
+        position_ids = position_ids[None]
+    bounds = segment_bounds(position_ids)
+    groups = getattr(module, "num_key_value_groups", 1)
+    if groups > 1:
+        key, value = repeat_kv(key, groups), repeat_kv(value, groups)
+    lengths = [e - s for s, e in zip(bounds[:-1], bounds[1:])]
+    # split, not slicing: its backward is one concatenation, not a zero-filled copy per example
+    outs = [
+        F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True, scale=scaling)
+        for q, k, v in zip(query.split(lengths, dim=2), key.split(lengths, dim=2), value.split(lengths, dim=2))
+    ]
+    out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
+    return out.transpose(1, 2).contiguous(), None  # (1, seq, heads, head_dim), like sdpa_attention_forward
+
+
+def register() -> None:
+    """Make :data:`VARLEN_SDPA` known to transformers (idempotent)."""
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(VARLEN_SDPA, varlen_sdpa_forward)
+
+
+def _hf_model(model: tp.Any) -> tp.Any:
+    """The transformers model inside a peft wrapper (or the model itself)."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
+def varlen_applies(model: tp.Any) -> bool:
+    """Whether the per-example SDPA can stand in for this model's attention.
+
+    Only for models running ``sdpa`` whose attention is plain causal attention over the whole
+    example: no sliding window, no logit soft-capping (those need transformers' masks).
+    """
+    hf = _hf_model(model)
+    config = getattr(hf, "config", None)
+    if config is None or getattr(config, "_attn_implementation", None) != "sdpa":
+        return False
+    if getattr(config, "sliding_window", None) or getattr(config, "attn_logit_softcapping", None):
+        return False
+    return callable(getattr(hf, "set_attn_implementation", None))
+
+
+@contextlib.contextmanager
+def padding_free_attention(model: tp.Any, enabled: bool = True) -> tp.Iterator[bool]:
+    """Run ``model`` with per-example SDPA inside the block (when it applies); yields whether it does.
+
+    The model's own implementation is restored on exit, so what is saved afterwards (and the
+    evaluation that loads it) sees the original ``sdpa``. Models it does not apply to keep their
+    attention and isolate packed examples through transformers' masks (see the module docstring).
+
+    Inside the block transformers builds no attention mask (it has none for this implementation
+    name): feed it packed rows or unpadded sequences only, as the training loop does.
+    """
+    if not enabled or not varlen_applies(model):
+        yield False
+        return
+    register()
+    hf = _hf_model(model)
+    original = hf.config._attn_implementation
+    try:
+        hf.set_attn_implementation(VARLEN_SDPA)
+    except (ValueError, TypeError, AttributeError):  # a model class that refuses custom attention functions
+        yield False
+        return
+    if hf.config._attn_implementation != VARLEN_SDPA:  # refused with a warning only
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        hf.set_attn_implementation(original)
+        _bounds_cache[0] = _bounds_cache[1] = None
