@@ -53,6 +53,8 @@ DEV = yaml.safe_load((REPO / "slurm" / "profiles" / "dev.yaml").read_text(encodi
 SAMPLE = json.loads((REPO / "data" / "sample" / "cyber_mcq.json").read_text(encoding="utf-8"))["questions"]
 N_RECORDS = 40  # a slice of the sample keeps each case fast; every mutation works on any size >= 4
 LETTERS = ("A", "B", "C", "D")
+from test_submit import install_fake_slurm  # noqa: E402
+
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
 FAKE_SBATCH = """#!/bin/sh
@@ -60,9 +62,6 @@ n=$(cat "$FAKE_SLURM/count" 2>/dev/null || echo 5000)
 n=$((n+1)); echo $n > "$FAKE_SLURM/count"
 cp "$1" "$FAKE_SLURM/script-$n.sh"
 echo "Submitted batch job $n"
-"""
-FAKE_SCANCEL = """#!/bin/sh
-echo "$@" >> "$FAKE_SLURM/scancel"
 """
 
 
@@ -998,14 +997,7 @@ def _access_by_mode_bits(path: tp.Any, mode: int, **kwargs: tp.Any) -> bool:
 @pytest.fixture
 def harness(tmp_path, tiny_model, monkeypatch, capsys):
     """Fake Slurm commands on PATH; a function that builds a case, mutates it, runs submit, checks."""
-    bin_dir, state = tmp_path / "bin", tmp_path / "fake-slurm"
-    bin_dir.mkdir()
-    state.mkdir()
-    for name, text in (("sbatch", FAKE_SBATCH), ("scancel", FAKE_SCANCEL), ("srun", "#!/bin/sh\nexit 0\n")):
-        (bin_dir / name).write_text(text)
-        (bin_dir / name).chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
-    monkeypatch.setenv("FAKE_SLURM", str(state))
+    state = install_fake_slurm(tmp_path, monkeypatch, sbatch=FAKE_SBATCH)
     monkeypatch.chdir(REPO)
 
     def run(kind_name: str | None, pick: Pick) -> tuple[int, str]:

@@ -48,17 +48,22 @@ def run_cli(*argv: str, env: dict | None = None) -> subprocess.CompletedProcess:
                           env={**os.environ, **(env or {})}, timeout=120)
 
 
-@pytest.fixture
-def fake_slurm(tmp_path, monkeypatch):
+def install_fake_slurm(tmp_path: Path, monkeypatch, sbatch: str = FAKE_SBATCH) -> Path:
+    """Fake sbatch/scancel/srun first on PATH; returns the directory where they record calls."""
     bin_dir, state = tmp_path / "bin", tmp_path / "fake-slurm"
     bin_dir.mkdir()
     state.mkdir()
-    for name, text in (("sbatch", FAKE_SBATCH), ("scancel", FAKE_SCANCEL), ("srun", "#!/bin/sh\nexit 0\n")):
+    for name, text in (("sbatch", sbatch), ("scancel", FAKE_SCANCEL), ("srun", "#!/bin/sh\nexit 0\n")):
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_SLURM", str(state))
     return state
+
+
+@pytest.fixture
+def fake_slurm(tmp_path, monkeypatch):
+    return install_fake_slurm(tmp_path, monkeypatch)
 
 
 def test_dry_run_matches_golden_file_and_is_fast():

@@ -143,6 +143,16 @@ def load(accelerator: tp.Any, path: Path, partly_frozen: bool = False) -> Traine
     return TrainerState(**raw)
 
 
+def any_rank(accelerator: tp.Any, flag: bool) -> bool:
+    """True on every rank when ``flag`` is true on at least one (a decision all ranks share)."""
+    if accelerator.num_processes == 1:
+        return flag
+    import torch
+
+    total = accelerator.reduce(torch.tensor(1.0 if flag else 0.0, device=accelerator.device), "sum")
+    return bool(total.item() > 0)
+
+
 class StopSignal:
     """SIGUSR2 (Slurm's warning before a time limit or preemption) as a flag the loop polls.
 
@@ -168,12 +178,7 @@ class StopSignal:
 
     def requested(self, accelerator: tp.Any) -> bool:
         """Whether any rank got the signal (all ranks agree, so they stop at the same step)."""
-        if accelerator.num_processes == 1:
-            return self.received
-        import torch
-
-        flag = torch.tensor(1.0 if self.received else 0.0, device=accelerator.device)
-        return bool(accelerator.reduce(flag, "sum").item() > 0)
+        return any_rank(accelerator, self.received)
 
     def hand_over(self, accelerator: tp.Any) -> tp.NoReturn:
         """After the checkpoint: let submitit requeue the job (rank 0), or wait to be stopped."""

@@ -26,7 +26,7 @@ import torch
 
 from launch.config import ExperimentConfig, MethodConfig
 from launch.fsio import atomic_write_json
-from train import packing, prompting
+from train import checkpoint, packing, prompting
 
 
 # --------------------------------------------------------------------------- runtime
@@ -310,7 +310,7 @@ def train_loop(
     duration of the loop, restored when it returns). The loss is the mean over the answer
     tokens of the micro-batch either way.
 
-    ``progress_path`` gets ``{"step", "total_steps", "loss", "logged_step"}``
+    ``progress_path`` gets ``{"step", "total_steps", "loss", "flushed_step"}``
     atomically at every step, so the launcher can show progress of a job it does
     not run, and a restarted job knows what the tracker already has.
 
@@ -342,7 +342,6 @@ def _train_loop(
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
 
-    from train import checkpoint
 
     n_steps = total_steps(method, len(examples), accelerator.num_processes)
     # Every rank builds the same shuffled loader; accelerate shards its batches
@@ -465,10 +464,7 @@ def _due(settings: tp.Any, step: int, last_save: float, accelerator: tp.Any) -> 
     if not settings.every_min:
         return False
     due = time.monotonic() - last_save >= settings.every_min * 60
-    if accelerator.num_processes == 1:
-        return due
-    flag = torch.tensor(1.0 if (due and accelerator.is_main_process) else 0.0, device=accelerator.device)
-    return bool(accelerator.reduce(flag, "sum").item() > 0)
+    return checkpoint.any_rank(accelerator, due and accelerator.is_main_process)
 
 
 def _for_checkpoint(state: tp.Any, accelerator: tp.Any) -> tp.Any:
