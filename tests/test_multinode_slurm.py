@@ -48,7 +48,9 @@ def test_two_node_zero3_sft_is_trained_saved_and_evaluated(tmp_path, tiny_model)
         sub = cyberft("submit", str(config), "--profile", "dev")
         assert sub.returncode == 0, sub.stdout + sub.stderr
         exp = Path(re.search(r"^experiment: (.+)$", sub.stdout, re.M).group(1))
-        script = next((exp / "jobs").glob("*/*_submission.sh")).read_text()
+        # The training job's own script, by its id: a glob over jobs/ also finds the eval job's script.
+        sft_id = json.loads((exp / "manifest.json").read_text())["jobs"]["full_sft"]["job_id"]
+        script = (exp / "jobs" / sft_id / f"{sft_id}_submission.sh").read_text()
         assert "#SBATCH --nodes=2" in script and "#SBATCH --ntasks-per-node=1" in script and "--kill-on-bad-exit=1" in script
 
         waited = cyberft("status", str(exp), "--wait", "--interval", "2", timeout=900)
