@@ -2,16 +2,19 @@
 
 Same model object, same questions, same prompt tokens, same batch size, in one process:
 
-* **ours**: ``score_loglik`` (renders each prompt, tokenizes it, batches by length, one forward
-  per batch keeping only the last position's logits, log-softmax, argmax). The questions are loaded
-  beforehand, as the evaluation job loads them once for every model it scores.
+* **ours**: ``score_loglik`` (renders each prompt, tokenizes it, batches by length, runs the prompt
+  prefix every question shares once and reuses its KV cache, one forward per batch keeping only the
+  last position's logits, log-softmax, argmax). The questions are loaded beforehand, as the
+  evaluation job loads them once for every model it scores. **ours without the prefix cache** is the
+  same with ``share_prefix=False``: what the shared prefix buys.
 * **lm-eval end to end**: what a user of the harness pays: ``TaskManager(include_path=...)``
   (which also indexes the built-in tasks), ``HFLM(pretrained=<the model object>)`` and
   ``simple_evaluate`` on a local ``multiple_choice`` task whose context is our scoring context,
   decoded (so it re-tokenises to exactly our ids), with choices ``" A"``..``" D"``.
   **lm-eval loglikelihood only** is the time inside ``HFLM.loglikelihood`` in those same runs.
-* **bare forward (ceiling)**: the model's forward over our exact batches (prebuilt tensors, same
-  left padding, ``logits_to_keep=1``), nothing else: no evaluator can be faster than this.
+* **bare forward (ceiling)**: the model's forward over the full contexts in our batches (prebuilt
+  tensors, same left padding, ``logits_to_keep=1``, no KV cache built), nothing else: no evaluator that runs every
+  prompt token through the model can be faster than this. Ours can, by the shared prefix it skips.
 
 Predictions are compared question by question; every run must agree (the count is reported).
 
@@ -92,13 +95,13 @@ def load(path: Path, limit: int) -> list:
 # --------------------------------------------------------------------------- the three contenders
 
 
-def run_ours(model: tp.Any, tok: tp.Any, questions: list) -> tuple[float, list[dict]]:
+def run_ours(model: tp.Any, tok: tp.Any, questions: list, share_prefix: bool = True) -> tuple[float, list[dict]]:
     """score_loglik alone. The questions are loaded once per evaluation job for every model it
     scores (train.evaluate.main), so loading them (~0.15 ms a question) is not part of this time."""
     from train.evaluate import score_loglik
 
     t = time.perf_counter()
-    scored = score_loglik(model, tok, questions, BATCH_SIZE, MAX_LEN, progress=False)
+    scored = score_loglik(model, tok, questions, BATCH_SIZE, MAX_LEN, progress=False, share_prefix=share_prefix)
     return time.perf_counter() - t, scored
 
 
@@ -115,13 +118,20 @@ def forward_batches(tok: tp.Any, questions: list) -> list[dict]:
             for j in range(0, len(order), BATCH_SIZE)]
 
 
+def shared_prefix_tokens(tok: tp.Any, questions: list) -> int:
+    from train import evaluate, prompting
+
+    codec = prompting.AnswerCodec(tok)
+    return evaluate.shared_prefix_len([prompting.scoring_context(tok, codec, q, MAX_LEN) for q in questions])
+
+
 def run_ceiling(model: tp.Any, batches: list[dict]) -> float:
     import torch
 
     t = time.perf_counter()
     with torch.no_grad():
         for b in batches:
-            model(**b, logits_to_keep=1)
+            model(**b, logits_to_keep=1, use_cache=False)  # as score_loglik: no KV cache is built
     return time.perf_counter() - t
 
 
@@ -218,9 +228,10 @@ def measure(bench: Bench, tag: str, label: str, sizes: dict, limit: int, runs: i
     task_dir = Path(_CACHE) / f"task-{tag}"
     tok_check = write_task(task_dir, tok, questions)
     n = len(questions)
+    shared_prefix = shared_prefix_tokens(tok, questions)
     params = sum(p.numel() for p in model.parameters())
     log(NAME, f"[{label}] {params / 1e6:.2f}M params (fp32, {torch.get_num_threads()} threads), {n} questions of {path.name}, "
-              f"{tokens} tokens ({padded} with padding) in {len(batches)} batch(es) of {BATCH_SIZE}; setup {time.perf_counter() - t0:.1f}s")
+              f"{tokens} tokens ({padded} with padding; {shared_prefix} shared by every prompt) in {len(batches)} batch(es) of {BATCH_SIZE}; setup {time.perf_counter() - t0:.1f}s")
     log(NAME, f"[{label}] tokens lm-eval will see: context identical to ours {tok_check['context_tokens_identical']}/{n}, "
               f"context + each letter identical {tok_check['continuation_tokens_identical']}/{n}")
 
@@ -230,27 +241,32 @@ def measure(bench: Bench, tag: str, label: str, sizes: dict, limit: int, runs: i
     run_lmeval(model, tok, task_dir, limit=1)
     log(NAME, f"[{label}] warm-up done")
 
-    ours_s, ceil_s, lm_s, lm_ll_s, diffs, worst = [], [], [], [], [], 0.0
+    ours_s, plain_s, ceil_s, lm_s, lm_ll_s, diffs, worst = [], [], [], [], [], [], 0.0
     ours_scored: list[dict] = []
+    rotation = ["ours", "ceiling", "plain"]
     for i in range(runs):
-        # lm-eval first; then ours and the bare forward back to back (the pair sees the same load),
-        # in alternating order: whichever runs first after lm-eval pays for the memory it freed.
-        # gc.collect() before each: no contender pays for the garbage another one left.
+        # lm-eval first; then ours, the bare forward and ours without the prefix cache back to
+        # back (they see the same load), in a rotating order: whichever runs first after lm-eval
+        # pays for the memory it freed. gc.collect() before each: no contender pays for the
+        # garbage another one left.
         gc.collect()
         dt_lm, dt_ll, lm_scored = run_lmeval(model, tok, task_dir)
-        for which in (("ours", "ceiling") if i % 2 == 0 else ("ceiling", "ours")):
+        for which in rotation[i % 3:] + rotation[:i % 3]:
             gc.collect()
             if which == "ours":
                 dt_ours, ours_scored = run_ours(model, tok, questions)
+            elif which == "plain":
+                dt_plain, plain_scored = run_ours(model, tok, questions, share_prefix=False)
             else:
                 dt_ceil = run_ceiling(model, batches)
         d, w = disagreements(ours_scored, lm_scored)
-        diffs.append(d)
-        worst = max(worst, w)
-        ours_s.append(dt_ours); lm_s.append(dt_lm); lm_ll_s.append(dt_ll); ceil_s.append(dt_ceil)  # noqa: E702
-        log(NAME, f"[{label}] run {i + 1}/{runs}: ours {n / dt_ours:.1f} q/s ({dt_ours:.2f}s), lm-eval {n / dt_lm:.1f} q/s "
-                  f"({dt_lm:.2f}s, of which loglikelihood {dt_ll:.2f}s), bare forward {n / dt_ceil:.1f} q/s ({dt_ceil:.2f}s), "
-                  f"disagreements {d}")
+        d_plain, w_plain = disagreements(plain_scored, lm_scored)
+        diffs.append(d + d_plain)
+        worst = max(worst, w, w_plain)
+        ours_s.append(dt_ours); plain_s.append(dt_plain); lm_s.append(dt_lm); lm_ll_s.append(dt_ll); ceil_s.append(dt_ceil)  # noqa: E702
+        log(NAME, f"[{label}] run {i + 1}/{runs}: ours {n / dt_ours:.1f} q/s ({dt_ours:.2f}s; without the prefix cache "
+                  f"{dt_plain:.2f}s), lm-eval {n / dt_lm:.1f} q/s ({dt_lm:.2f}s, of which loglikelihood {dt_ll:.2f}s), "
+                  f"bare forward {n / dt_ceil:.1f} q/s ({dt_ceil:.2f}s), disagreements {d + d_plain}")
 
     def qps(xs: list[float]) -> list[float]:
         return [n / x for x in xs]
@@ -262,6 +278,7 @@ def measure(bench: Bench, tag: str, label: str, sizes: dict, limit: int, runs: i
         Row(k("ours"), f"{label}: ours (score_loglik)", "q/s", qps(ours_s), True, baseline=k("lmeval"),
             targets=[Target(">=2x lm-eval", "ratio_min", 2.0, ref=k("lmeval")),
                      Target(">=0.85x forward", "ratio_min", 0.85, ref=k("ceiling"))]),
+        Row(k("ours_plain"), f"{label}: ours without the prefix cache", "q/s", qps(plain_s), True, baseline=k("lmeval")),
         Row(k("ceiling"), f"{label}: bare forward (ceiling)", "q/s", qps(ceil_s), True, baseline=k("lmeval")),
     ]
     setup = sorted(a - b for a, b in zip(lm_s, lm_ll_s))[len(lm_s) // 2]
@@ -272,7 +289,8 @@ def measure(bench: Bench, tag: str, label: str, sizes: dict, limit: int, runs: i
         "disagreements_per_run": diffs, "max_abs_logprob_diff": worst,
         "accuracy_ours": sum(s["pred"] == q.solution for s, q in zip(ours_scored, questions)) / n,
         "lmeval_outside_loglikelihood_s_median": setup,
-        "seconds": {"ours": ours_s, "lmeval": lm_s, "lmeval_loglikelihood": lm_ll_s, "ceiling": ceil_s},
+        "shared_prefix_tokens": shared_prefix,
+        "seconds": {"ours": ours_s, "ours_without_prefix_cache": plain_s, "lmeval": lm_s, "lmeval_loglikelihood": lm_ll_s, "ceiling": ceil_s},
     }
     bench.notes.append(
         f"{label}: {n} questions of {path.name} ({tokens} prompt tokens), batch {BATCH_SIZE}; prediction disagreements "

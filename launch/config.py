@@ -193,6 +193,11 @@ class Resources:
     time_min: int = 60
     """Wall-clock limit of the job in minutes."""
 
+    max_timeouts: int = 3
+    """How many times the job may run into ``time_min`` and be requeued to continue from its
+    last checkpoint (submitit's ``max_num_timeout``); preemptions are not counted. A run
+    longer than the partition allows needs ``time_min x (max_timeouts + 1)`` to cover it."""
+
 
 @dataclass
 class MethodConfig:
@@ -689,6 +694,8 @@ def _validate_resources(r: Resources, where: str, problems: list[str]) -> None:
             problems.append(f"{where}.{key}: {v} -> at least 1")
     if r.gpus_per_node < 0:
         problems.append(f"{where}.gpus_per_node: {r.gpus_per_node} -> 0 (CPU) or more")
+    if r.max_timeouts < 0:
+        problems.append(f"{where}.max_timeouts: {r.max_timeouts} -> 0 (never requeue on the time limit) or more")
 
 
 def _validate_method(m: MethodConfig, where: str, seen: set[str], problems: list[str]) -> None:

@@ -728,25 +728,26 @@ def _ds_configs(root: Path) -> list[tuple[str, ZeroSettings]]:
     return sorted(out, key=lambda t: (t[1].offload_optimizer or t[1].offload_params, t[1].stage, t[1].offload_params))
 
 
-def _layouts(nodes: int, gpus: int, gpus_max: int) -> list[tuple[int, int]]:
-    """Bigger (nodes, gpus_per_node) layouts, fewest GPUs first."""
+def _layouts(nodes: int, gpus: int, gpus_max: int, max_nodes: int | None = None) -> list[tuple[int, int]]:
+    """Bigger (nodes, gpus_per_node) layouts, fewest GPUs first, up to ``max_nodes`` (else :data:`MAX_NODES`)."""
     out = set()
     for g in range(gpus + 1, gpus_max + 1):
         out.add((nodes, g))
-    for n in range(nodes + 1, MAX_NODES + 1):
+    for n in range(nodes + 1, min(MAX_NODES, max_nodes or MAX_NODES) + 1):
         out.add((n, gpus_max))
     return sorted(out, key=lambda t: (t[0] * t[1], t[0]))
 
 
 def fixes(
-    est: MemoryEstimate, gpu_mem_gb: float, method: MethodConfig, gpus_per_node_max: int | None = None
+    est: MemoryEstimate, gpu_mem_gb: float, method: MethodConfig, gpus_per_node_max: int | None = None,
+    max_nodes: int | None = None,
 ) -> list[tuple[str, MemoryEstimate]]:
     """Changes to ``method`` that would fit ``gpu_mem_gb``, each with its re-estimate.
 
     Tried one at a time, least disruptive first: gradient checkpointing, a smaller micro batch
     (same global batch), each shipped DeepSpeed config on the same GPUs (the lightest
     non-offload one and the lightest offload one that fit), more GPUs under ZeRO (same GPUs per
-    node, or up to ``gpus_per_node_max``, at most :data:`MAX_NODES` nodes), ``kind: lora``,
+    node, or up to ``gpus_per_node_max``, at most ``max_nodes`` or :data:`MAX_NODES` nodes), ``kind: lora``,
     ``kind: qlora`` on one GPU. If none fits alone, each structural change is tried again with
     gradient checkpointing on and the largest micro batch that fits.
 
@@ -825,7 +826,7 @@ def fixes(
         if ds is not None:
             cands = [
                 (f"{label}more GPUs: {n} node{'s' if n > 1 else ''} x {g}", with_res(dataclasses.replace(method, deepspeed=ds), nodes=n, gpus_per_node=g))
-                for n, g in _layouts(max(r.nodes, 1), max(r.gpus_per_node, 1), g_max)
+                for n, g in _layouts(max(r.nodes, 1), max(r.gpus_per_node, 1), g_max, max_nodes)
             ]
             structural.append((cands, lambda t, e: f"{t} ({e.world_size} GPUs, {e.total_gb:.1f} GB)"))
     if method.kind == "full_sft":
@@ -851,7 +852,8 @@ def fixes(
 
 
 def fit_problems(
-    est: MemoryEstimate, gpu_mem_gb: float, method: MethodConfig, gpus_per_node_max: int | None = None
+    est: MemoryEstimate, gpu_mem_gb: float, method: MethodConfig, gpus_per_node_max: int | None = None,
+    max_nodes: int | None = None,
 ) -> list[str]:
     """Whether the estimate fits one GPU, as problem lines in the project's format.
 
@@ -866,6 +868,8 @@ def fit_problems(
     gpus_per_node_max:
         GPUs in one node of the site (``SlurmProfile.gpus_per_node``), for "more GPUs" fixes;
         None: keep the method's gpus_per_node and add nodes.
+    max_nodes:
+        The most nodes a job may use at the site (``SlurmProfile.max_nodes``); None: :data:`MAX_NODES`.
 
     Returns
     -------
@@ -887,14 +891,14 @@ def fit_problems(
         f"{est.optimizer_gb:.1f}, activations {est.activations_gb:.1f}, overhead {est.overhead_gb:.1f} "
         f"on {gpus}, {est.setup}"
     )
-    found = fixes(est, gpu_mem_gb, method, gpus_per_node_max)
+    found = fixes(est, gpu_mem_gb, method, gpus_per_node_max, max_nodes)
     if found:
         fix = "would fit: " + "; or ".join(text for text, _ in found)
     elif est.shape is None:
         fix = "use more GPUs with DeepSpeed ZeRO-3, gradient_checkpointing: true, a smaller micro_batch_size, or kind: qlora"
     else:
         fix = (
-            f"nothing tried fits on {gpu_mem_gb:g} GB GPUs (ZeRO-3, CPU offload, up to {MAX_NODES} nodes, "
+            f"nothing tried fits on {gpu_mem_gb:g} GB GPUs (ZeRO-3, CPU offload, up to {min(MAX_NODES, max_nodes or MAX_NODES)} nodes, "
             "LoRA, QLoRA, gradient checkpointing, micro_batch_size 1): use GPUs with more memory or a smaller model"
         )
     return [f"methods.{method.name or method.kind}.resources: does not fit in GPU memory ({numbers}) -> {fix}"]

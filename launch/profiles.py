@@ -95,6 +95,11 @@ class SlurmProfile:
     gpus_per_node: int = 1
     """GPUs in one node of the partition: the most one job may ask for per node."""
 
+    max_nodes: tp.Optional[int] = None
+    """The most nodes one job may ask for: the partition's node count or the QoS's ``MaxNodes``
+    (``sinfo -s``, ``sacctmgr show qos``). Jobs asking for more are refused before submission
+    instead of pending forever; null: not checked."""
+
     gpu_type: str = ""
     """GPU model (``a100``, ``h100``, ``fake``), for reports and cost tables. Not sent to Slurm:
     select nodes with ``constraint``, or, where the site wants typed GRES, set
@@ -247,6 +252,8 @@ def _validate(p: SlurmProfile, stem: tp.Optional[str], problems: list[str]) -> N
         v = getattr(p, key)
         if v < 1:
             problems.append(f"{key}: {v} -> a positive whole number")
+    if p.max_nodes is not None and p.max_nodes < 1:
+        problems.append(f"max_nodes: {p.max_nodes} -> a positive whole number, or null for no limit")
     if p.price_per_gpu_hour < 0:
         problems.append(f"price_per_gpu_hour: {p.price_per_gpu_hour} -> 0 or more")
     for i, line in enumerate(p.setup):

@@ -75,6 +75,8 @@ class JobSpec:
         Tasks in the job: one per GPU over every node (1 for single-device jobs).
     depends_on:
         Names of the jobs this one waits for (``afterany``).
+    max_timeouts:
+        Requeues on reaching the time limit (submitit's ``max_num_timeout``).
     """
 
     name: str
@@ -83,6 +85,7 @@ class JobSpec:
     threads: int
     world_size: int
     depends_on: list[str] = field(default_factory=list)
+    max_timeouts: int = 3
 
 
 # --------------------------------------------------------------------------- validation
@@ -113,6 +116,11 @@ def _resources_problems(r: Resources, where: str, p: SlurmProfile) -> list[str]:
                 f"node, but a node of {p.name!r} has {p.mem_gb_per_gpu} x {p.gpus_per_node} = {node_mem} GB -> at "
                 f"most {node_mem // gpus} GB per GPU (the site's share is {p.mem_gb_per_gpu})"
             )
+    if p.max_nodes is not None and r.nodes > p.max_nodes:
+        problems.append(
+            f"{where}.nodes: {r.nodes}, but a job on {p.name!r} may use at most {p.max_nodes} node(s) "
+            f"-> at most {p.max_nodes} (up to {p.max_nodes * p.gpus_per_node} GPUs with gpus_per_node: {p.gpus_per_node})"
+        )
     if r.time_min > p.max_time_min:
         problems.append(
             f"{where}.time_min: {r.time_min} min, but partition {p.partition!r} of {p.name!r} allows "
@@ -170,7 +178,7 @@ def _memory_problems(cfg: ExperimentConfig, p: SlurmProfile) -> tuple[list[str],
             lines.append(f"{m.name}: not estimated ({exc})")
             continue
         lines.append(est.line())
-        for problem in memory.fit_problems(est, p.gpu_mem_gb, m, gpus_per_node_max=p.gpus_per_node):
+        for problem in memory.fit_problems(est, p.gpu_mem_gb, m, gpus_per_node_max=p.gpus_per_node, max_nodes=p.max_nodes):
             problems.append(problem.replace(f"methods.{m.name}.", f"methods[{i}] ({m.name}).", 1))
     return lines, problems
 
@@ -275,14 +283,15 @@ def plan(cfg: ExperimentConfig, profile: SlurmProfile, exp_dir: Path) -> list[Jo
         if world > 1:
             # A rank that dies must end the job: the others would wait in a collective until the time limit.
             params["srun_args"] = ["--kill-on-bad-exit=1"]
-        specs.append(JobSpec(m.name, m.kind, params, threads=r.cpus_per_gpu, world_size=world))
+        specs.append(JobSpec(m.name, m.kind, params, threads=r.cpus_per_gpu, world_size=world, max_timeouts=r.max_timeouts))
     # The evaluation is one process: it gets every CPU of its GPUs.
     r = cfg.eval.resources
     params = _base_params(r, profile, job_name(cfg, "eval"), 1)
     params["cpus_per_task"] = threads = r.cpus_per_gpu * max(1, r.gpus_per_node)
     params["setup"] = setup
     params["additional_parameters"] = dict(profile.additional_parameters)
-    specs.append(JobSpec("eval", "eval", params, threads=threads, world_size=1, depends_on=[m.name for m in cfg.methods]))
+    specs.append(JobSpec("eval", "eval", params, threads=threads, world_size=1, depends_on=[m.name for m in cfg.methods],
+                         max_timeouts=r.max_timeouts))
     return specs
 
 
@@ -319,7 +328,8 @@ def dependency_graph(specs: list[JobSpec]) -> str:
     lines = []
     for s in specs:
         gpus = s.params.get("gpus_per_node", 0)
-        shape = f"{s.params['nodes']} node(s) x {gpus} GPU(s), {s.world_size} task(s), {s.params['time']} min"
+        shape = (f"{s.params['nodes']} node(s) x {gpus} GPU(s), {s.world_size} task(s), {s.params['time']} min, "
+                 f"requeued on the time limit up to {s.max_timeouts}x")
         wait = f"  <- afterany: {', '.join(s.depends_on)}" if s.depends_on else ""
         lines.append(f"  {s.name:<12} [{s.kind}] {shape}{wait}")
     return "\n".join(lines)
@@ -382,7 +392,7 @@ def _freeze_deepspeed(cfg: ExperimentConfig, code_dir: Path) -> None:
 def _executor(exp_dir: Path, spec: JobSpec, profile: SlurmProfile, dep: str | None) -> tp.Any:
     import submitit
 
-    ex = submitit.SlurmExecutor(folder=str(job_folder(exp_dir)), python=job_python(profile))
+    ex = submitit.SlurmExecutor(folder=str(job_folder(exp_dir)), python=job_python(profile), max_num_timeout=spec.max_timeouts)
     params = dict(spec.params)
     if dep:
         params["additional_parameters"] = dict(params["additional_parameters"], dependency=dep)

@@ -413,6 +413,13 @@ def _(case: Case, pick: Pick) -> list[str]:
     return [rf"config: {where}\.time_min: -?\d+ -> at least 1"]
 
 
+@kind("negative_max_timeouts")
+def _(case: Case, pick: Pick) -> list[str]:
+    r, where = _resources(case, pick)
+    r["max_timeouts"] = pick(-1, st.integers(-10**6, -1))
+    return [rf"config: {where}\.max_timeouts: -\d+ -> 0 \(never requeue"]
+
+
 @kind("non_positive_nodes")
 def _(case: Case, pick: Pick) -> list[str]:
     r, where = _resources(case, pick)
@@ -745,6 +752,13 @@ def _(case: Case, pick: Pick) -> list[str]:
     return [rf"{where}\.gpus_per_node: \d+ GPUs per node, but a node of profile"]
 
 
+@kind("nodes_above_profile")
+def _(case: Case, pick: Pick) -> list[str]:
+    r, where = _resources(case, pick)
+    r["nodes"] = pick(DEV["max_nodes"] + 1, st.integers(DEV["max_nodes"] + 1, 10**4))
+    return [rf"{where}\.nodes: \d+, but a job on 'dev' may use at most {DEV['max_nodes']} node\(s\) -> at most"]
+
+
 @kind("cpus_or_memory_above_profile")
 def _(case: Case, pick: Pick) -> list[str]:
     r, where = _resources(case, pick)
@@ -762,6 +776,12 @@ def _(case: Case, pick: Pick) -> list[str]:
     key = pick("gpus_per_node", st.sampled_from(["gpus_per_node", "gpu_mem_gb", "cpus_per_gpu", "mem_gb_per_gpu", "max_time_min"]))
     case.profile[key] = pick(0, NON_POSITIVE_INT)
     return [rf"profile: {key}: -?\d+ -> a positive whole number"]
+
+
+@kind("profile_non_positive_max_nodes")
+def _(case: Case, pick: Pick) -> list[str]:
+    case.profile["max_nodes"] = pick(0, NON_POSITIVE_INT)
+    return [r"profile: max_nodes: -?\d+ -> a positive whole number, or null"]
 
 
 @kind("profile_wrong_type")

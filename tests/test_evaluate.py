@@ -47,6 +47,46 @@ def test_scores_match_a_plain_forward(model_and_questions):
         assert got["logprobs"][k] == pytest.approx(float(logp[codec.letter_ids[k][0]]), abs=1e-5)
 
 
+def test_shared_prefix_is_the_system_turn_and_leaves_each_question_a_token(model_and_questions):
+    _, tokenizer, questions = model_and_questions
+    codec = prompting.AnswerCodec(tokenizer)
+    ctxs = [prompting.scoring_context(tokenizer, codec, q, 256) for q in questions]
+    n = evaluate.shared_prefix_len(ctxs)
+    assert n >= evaluate.SHARED_PREFIX_MIN and all(c[:n] == ctxs[0][:n] for c in ctxs)
+    assert len({c[n] for c in ctxs}) > 1  # the first token after it differs somewhere
+    assert prompting.SYSTEM_PROMPT in tokenizer.decode(ctxs[0][:n])
+    assert evaluate.shared_prefix_len([[1, 2, 3], [1, 2, 3]]) == 2  # identical contexts keep their last token
+    assert evaluate.shared_prefix_len([ctxs[0]]) == 0
+
+
+@pytest.mark.parametrize("batch_size", [1, 5, 12])
+def test_shared_prefix_cache_gives_the_scores_of_full_contexts(model_and_questions, batch_size):
+    """Reusing the prefix's keys and values (padding between prefix and question) changes no score."""
+    model, tokenizer, questions = model_and_questions
+    shared = evaluate.score_loglik(model, tokenizer, questions, batch_size=batch_size, max_len=256, progress=False)
+    full = evaluate.score_loglik(model, tokenizer, questions, batch_size=batch_size, max_len=256, progress=False, share_prefix=False)
+    codec = prompting.AnswerCodec(tokenizer)
+    assert evaluate.PrefixCache.build(model, [prompting.scoring_context(tokenizer, codec, q, 256) for q in questions]) is not None
+    for a, b in zip(shared, full):
+        assert a["pred"] == b["pred"]
+        assert [a["logprobs"][k] for k in "ABCD"] == pytest.approx([b["logprobs"][k] for k in "ABCD"], abs=1e-4)
+
+
+def test_shared_prefix_cache_on_a_4bit_adapter_model(tiny_model, model_and_questions):
+    """The QLoRA model as the eval job loads it (NF4 base + PeftModel): same scores with and without the cache."""
+    from peft import LoraConfig, get_peft_model
+
+    from train import quant
+
+    _, tokenizer, questions = model_and_questions
+    base = quant.load_4bit(str(tiny_model), torch.float32)
+    model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    shared = evaluate.score_loglik(model, tokenizer, questions[:6], batch_size=3, max_len=256, progress=False)
+    full = evaluate.score_loglik(model, tokenizer, questions[:6], batch_size=3, max_len=256, progress=False, share_prefix=False)
+    for a, b in zip(shared, full):
+        assert [a["logprobs"][k] for k in "ABCD"] == pytest.approx([b["logprobs"][k] for k in "ABCD"], abs=1e-3)
+
+
 def test_letters_are_single_tokens_for_the_tiny_tokenizer(model_and_questions):
     _, tokenizer, _ = model_and_questions
     codec = prompting.AnswerCodec(tokenizer)
@@ -58,7 +98,8 @@ def test_multi_token_path_agrees_with_fast_path(model_and_questions):
     model, tokenizer, questions = model_and_questions
     codec = prompting.AnswerCodec(tokenizer)
     ctxs = [prompting.scoring_context(tokenizer, codec, q, 256) for q in questions[:4]]
-    slow = evaluate._multi_token_logp(model, ctxs, [codec.letter_ids[k] for k in "ABCD"], tokenizer.pad_token_id)
+    with torch.no_grad():
+        slow = evaluate._multi_token_logp(model, ctxs, [codec.letter_ids[k] for k in "ABCD"], tokenizer.pad_token_id)
     fast = evaluate.score_loglik(model, tokenizer, questions[:4], batch_size=4, max_len=256, progress=False)
     for row, f in zip(slow, fast):
         assert [float(x) for x in row] == pytest.approx([f["logprobs"][k] for k in "ABCD"], abs=1e-4)

@@ -1,8 +1,6 @@
 """The per-GPU memory estimate: shapes, bytes per parameter, DeepSpeed's formula, the fit check."""
 
 from __future__ import annotations
-
-import dataclasses
 import json
 import os
 import subprocess
@@ -323,6 +321,23 @@ def test_more_gpus_fix_uses_the_site_node_size(shape8b):
     texts = [t for t, _ in fixes(est, 40, method, gpus_per_node_max=8)]
     more = [t for t in texts if "more GPUs" in t]
     assert more and "deepspeed: ds_configs/zero3.json and more GPUs: 1 node x " in more[0]
+
+
+def test_more_gpus_fixes_stay_within_the_site_node_limit(shape8b):
+    """A site whose jobs may use at most 2 nodes is never told to use 3."""
+    import re
+
+    method = full_sft("ds_configs/zero3.json", nodes=1, gpus=2, micro_batch_size=8)
+    est = estimate(shape8b, method, 512, REPO)
+    unlimited = [t for t, _ in fixes(est, 24, method, gpus_per_node_max=2)]
+    limited = [t for t, _ in fixes(est, 24, method, gpus_per_node_max=2, max_nodes=2)]
+
+    def nodes(texts: list[str]) -> list[int]:
+        return [int(m.group(1)) for t in texts for m in [re.search(r"more GPUs: (\d+) node", t)] if m]
+
+    assert nodes(unlimited) and max(nodes(unlimited)) > 2, unlimited
+    assert nodes(limited) == [n for n in nodes(unlimited) if n <= 2]
+    assert all(n <= 2 for n in nodes(limited))
 
 
 def test_70b_full_sft_on_one_16gb_gpu_lists_only_fixes_that_fit(no_hf_cache):

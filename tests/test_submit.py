@@ -99,6 +99,7 @@ def test_dry_run_of_a_valid_plan_exits_0_and_creates_nothing(tmp_path, tiny_mode
     [
         ("methods.full_sft.resources.gpus_per_node=4", "gpus_per_node: 4 GPUs per node, but a node of profile 'dev' has 2"),
         ("methods.lora.resources.time_min=600", "time_min: 600 min, but partition 'debug' of 'dev' allows 120"),
+        ("methods.full_sft.resources.nodes=3", "nodes: 3, but a job on 'dev' may use at most 2 node(s) -> at most 2"),
         ("methods.lora.resources.cpus_per_gpu=3", "cpus_per_gpu: 3 x 1 GPU(s) = 3 CPUs per node"),
         ("eval.resources.mem_gb_per_gpu=64", "eval.resources.mem_gb_per_gpu: 64 GB x 1 GPU(s) = 64 GB per node"),
         ("methods.qlora.resources.nodes=2", "qlora runs on one GPU"),
@@ -164,6 +165,20 @@ def test_submit_with_fake_sbatch_records_ids_dependency_and_scripts(fake_slurm, 
     text = capsys.readouterr().out
     assert f"cyberft status {exp}" in text and "job 5004" in text
     assert result.problems == []
+
+
+def test_each_job_is_requeued_on_its_time_limit_as_often_as_its_config_says(fake_slurm, tmp_path, tiny_model):
+    """resources.max_timeouts reaches submitit's pickled submission (its timeout countdown)."""
+    from submitit.core.utils import DelayedSubmission
+
+    out = tmp_path / "runs"
+    rc = cli.main(["submit", "configs/smoke.yaml", "--profile", "dev", f"model.name_or_path={tiny_model}",
+                   f"output_dir={out}", "methods.lora.resources.max_timeouts=9", "eval.resources.max_timeouts=0"])
+    assert rc == 0
+    (exp,) = out.iterdir()
+    ids = {name: rec["job_id"] for name, rec in read_json(exp / "manifest.json")["jobs"].items()}
+    countdown = {name: DelayedSubmission.load(exp / "jobs" / i / f"{i}_submitted.pkl")._timeout_countdown for name, i in ids.items()}
+    assert countdown == {"full_sft": 3, "lora": 9, "qlora": 3, "eval": 0}
 
 
 def test_a_refused_sbatch_cancels_the_jobs_already_submitted(fake_slurm, tmp_path, tiny_model, monkeypatch):

@@ -18,8 +18,10 @@ parses ``ANSWER: X`` strictly (anything else is a parse failure, counted wrong).
 
 from __future__ import annotations
 
+import copy
 import gc
 import json
+import os
 import shutil
 import sys
 import time
@@ -63,13 +65,76 @@ def _device(model: torch.nn.Module) -> torch.device:
 # --------------------------------------------------------------------------- scoring
 
 
+SHARED_PREFIX_MIN = 8
+"""Below this many shared tokens, the extra prefix forward and the per-batch cache copy are not worth it."""
+
+
+def shared_prefix_len(contexts: list[list[int]]) -> int:
+    """How many leading tokens every context shares, leaving each at least its last token.
+
+    Every question's prompt starts with the same system turn and ``Question:``; their
+    keys and values do not depend on the question, so they are computed once.
+    """
+    if len(contexts) < 2:
+        return 0
+    common = os.path.commonprefix(contexts)  # element-wise, so it works on lists of ids
+    return min(len(common), min(len(c) for c in contexts) - 1)
+
+
+class PrefixCache:
+    """The KV cache of the shared prefix, computed once and copied into each batch.
+
+    A copy per batch, because the forward appends the batch's own keys and values to
+    the cache it is given. ``None`` from :meth:`build` means: score without it (no
+    shared prefix worth caching, or a model whose cache cannot be repeated per row).
+    """
+
+    def __init__(self, prefix_ids: list[int], past: tp.Any) -> None:
+        self.prefix_ids = prefix_ids
+        self.past = past
+
+    @classmethod
+    def build(cls, model: tp.Any, contexts: list[list[int]]) -> "PrefixCache | None":
+        n = shared_prefix_len(contexts)
+        if n < SHARED_PREFIX_MIN or getattr(getattr(model, "config", None), "sliding_window", None):
+            return None
+        prefix = contexts[0][:n]
+        past = model(input_ids=torch.tensor([prefix], device=_device(model)), use_cache=True, logits_to_keep=1).past_key_values
+        if not hasattr(past, "batch_repeat_interleave"):
+            return None
+        return cls(prefix, past)
+
+    def extend(self, batch: dict[str, torch.Tensor]) -> dict[str, tp.Any]:
+        """``batch`` (the contexts without the prefix, left-padded) made to follow the cached prefix."""
+        rows, n = batch["input_ids"].shape[0], len(self.prefix_ids)
+        past = copy.deepcopy(self.past)
+        past.batch_repeat_interleave(rows)
+        mask = batch["attention_mask"]
+        # Padding sits between the prefix and each row's own tokens: masked out, and the
+        # positions continue from the prefix, so every row computes what it would alone.
+        return {"input_ids": batch["input_ids"], "past_key_values": past, "use_cache": True,
+                "attention_mask": torch.cat([mask.new_ones(rows, n), mask], dim=1),
+                "position_ids": batch["position_ids"] + n}
+
+
+def last_logits(model: tp.Any, rows: list[list[int]], pad_id: int, prefix: PrefixCache | None) -> torch.Tensor:
+    """Logits at the last position of each context (float32), one forward for the batch."""
+    if prefix is None:
+        batch: dict[str, tp.Any] = {**left_pad(rows, pad_id, _device(model)), "use_cache": False}
+    else:
+        n = len(prefix.prefix_ids)
+        batch = prefix.extend(left_pad([r[n:] for r in rows], pad_id, _device(model)))
+    return model(**batch, logits_to_keep=1).logits[:, -1, :].float()
+
+
 @torch.no_grad()
-def score_loglik(model: tp.Any, tokenizer: tp.Any, questions: list, batch_size: int, max_len: int, desc: str = "eval", progress: bool = True) -> list[dict]:
+def score_loglik(model: tp.Any, tokenizer: tp.Any, questions: list, batch_size: int, max_len: int, desc: str = "eval", progress: bool = True, share_prefix: bool = True) -> list[dict]:
     """Log-likelihood of each answer letter after ``ANSWER:``; the argmax is the prediction.
 
-    Questions are batched by length (less padding) and only the last position's
-    logits are computed (``logits_to_keep=1``): with a 128k vocabulary the full
-    logits of a batch would take gigabytes.
+    Questions are batched by length (less padding), the prompt prefix they all share
+    is run once and its KV cache reused (``share_prefix``), and only the last
+    position's logits are computed (``logits_to_keep=1``): with a 128k vocabulary
+    the full logits of a batch would take gigabytes.
     """
     from tqdm.auto import tqdm
 
@@ -77,16 +142,17 @@ def score_loglik(model: tp.Any, tokenizer: tp.Any, questions: list, batch_size: 
     codec = prompting.AnswerCodec(tokenizer)
     contexts = [prompting.scoring_context(tokenizer, codec, q, max_len) for q in questions]
     letter_rows = [codec.letter_ids[k] for k in LETTERS]
+    letter_cols = [r[0] for r in letter_rows]
+    prefix = PrefixCache.build(model, contexts) if share_prefix and codec.single_token else None
     out: list[dict | None] = [None] * len(questions)
     order = sorted(range(len(questions)), key=lambda i: len(contexts[i]))
     bar = tqdm(total=len(questions), desc=desc, disable=not progress, mininterval=1.0)
     for idx in _batches(order, batch_size):
+        rows = [contexts[i] for i in idx]
         if codec.single_token:
-            batch = left_pad([contexts[i] for i in idx], tokenizer.pad_token_id, _device(model))
-            logits = model(**batch, logits_to_keep=1).logits[:, -1, :].float()
-            logp = torch.log_softmax(logits, dim=-1)[:, [r[0] for r in letter_rows]]
+            logp = torch.log_softmax(last_logits(model, rows, tokenizer.pad_token_id, prefix), dim=-1)[:, letter_cols]
         else:  # a tokenizer that splits " A": score each letter's tokens in full
-            logp = _multi_token_logp(model, [contexts[i] for i in idx], letter_rows, tokenizer.pad_token_id)
+            logp = _multi_token_logp(model, rows, letter_rows, tokenizer.pad_token_id)
         for row, i in enumerate(idx):
             scores = [float(x) for x in logp[row]]
             pred = LETTERS[max(range(4), key=scores.__getitem__)]
