@@ -227,3 +227,43 @@ def machine_info() -> dict:
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     return {"cpus": os.cpu_count(), "loadavg": [round(x, 2) for x in load] if load else None,
             "python": platform.python_version(), "platform": platform.platform()}
+
+
+MATMUL_N = 2048
+"""Side of the square fp32 matmul that measures the machine's ceiling (2 x 2048^3 = 17 GFLOP)."""
+
+
+def matmul_gflops(n: int = MATMUL_N, reps: int = 3) -> float:
+    """The hardware ceiling, measured: fp32 GFLOP/s of an ``n x n x n`` matmul (best of ``reps``).
+
+    On the device and with the threads the benchmark's model uses (torch's defaults), so a model's
+    achieved FLOP/s divided by this is its fraction of what this machine does at best, measured in
+    the same run rather than taken from a datasheet.
+    """
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    torch.mm(a, b)  # warm-up: kernel choice, allocation
+    best = float("inf")
+    for _ in range(reps):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        torch.mm(a, b)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best / 1e9
+
+
+def matmul_params(model: tp.Any) -> int:
+    """Parameters of the transformer blocks' matmuls: everything but embeddings, norms and the LM head.
+
+    The model FLOP count used against :func:`matmul_gflops` is 2 x this per token for a forward and
+    6 x this for forward + backward (attention scores and the LM head are not counted, so the
+    fraction is a lower bound).
+    """
+    return sum(p.numel() for name, p in model.named_parameters()
+               if p.dim() == 2 and ".layers." in name and "norm" not in name)

@@ -21,10 +21,10 @@ Predictions are compared question by question; every run must agree (the count i
 Two cases, each with its own rows:
 
 * **40M** (the bench-sized model): a randomly initialised Llama of about 40M parameters (hidden
-  512, 8 layers, 8 heads, MLP 2560), fp32 on CPU, on the first ``--limit`` questions (default 32,
-  one batch: on 2 shared cores one pass over all 500 takes 1-3 minutes, and the benchmark makes 15
-  of them). The forward dominates here, as it does for a real model; the notes scale the result
-  to all the questions from the measured per-question and fixed costs.
+  512, 8 layers, 8 heads, MLP 2560), fp32 on CPU, on all the questions (``--limit N``: the first N;
+  on 2 cores one pass over the 500 takes about 45 s, a run of the four contenders about 3 minutes).
+  The forward dominates here, as it does for a real model. With ``--limit`` the notes also scale the
+  result to all the questions from the measured per-question and fixed costs.
 * **0.7M** (the smoke test's tiny model shape) on all the questions: the forward is cheap, so
   every evaluator's own overhead shows.
 
@@ -54,7 +54,8 @@ for _k, _v in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_
 _CACHE = ""
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, Bench, Row, Target, bench_main, log, machine_info, parse_args  # noqa: E402
+from _common import (MATMUL_N, REPO, Bench, Row, Target, bench_main, log, machine_info, matmul_gflops,  # noqa: E402
+                     matmul_params, parse_args)
 
 NAME = "eval"
 CM500 = REPO.parent / "shared" / "data" / "cybermetric" / "CyberMetric-500-v1.json"
@@ -62,7 +63,7 @@ SAMPLE = REPO / "data" / "sample" / "cyber_mcq.json"
 TASK = "cyberft_bench_mcq"
 BATCH_SIZE = 32
 MAX_LEN = 2048
-DEFAULT_LIMIT = 32
+DEFAULT_LIMIT = 0
 BENCH_SIZES = dict(hidden_size=512, intermediate_size=2560, num_hidden_layers=8, num_attention_heads=8,
                    num_key_value_heads=8, max_position_embeddings=MAX_LEN)
 """The bench-sized model: about 40M parameters, so the forward dominates (as for a real model on a GPU)."""
@@ -230,6 +231,7 @@ def measure(bench: Bench, tag: str, label: str, sizes: dict, limit: int, runs: i
     n = len(questions)
     shared_prefix = shared_prefix_tokens(tok, questions)
     params = sum(p.numel() for p in model.parameters())
+    flops = 2 * matmul_params(model) * tokens  # the forward's matmuls over every prompt token
     log(NAME, f"[{label}] {params / 1e6:.2f}M params (fp32, {torch.get_num_threads()} threads), {n} questions of {path.name}, "
               f"{tokens} tokens ({padded} with padding; {shared_prefix} shared by every prompt) in {len(batches)} batch(es) of {BATCH_SIZE}; setup {time.perf_counter() - t0:.1f}s")
     log(NAME, f"[{label}] tokens lm-eval will see: context identical to ours {tok_check['context_tokens_identical']}/{n}, "
@@ -241,7 +243,7 @@ def measure(bench: Bench, tag: str, label: str, sizes: dict, limit: int, runs: i
     run_lmeval(model, tok, task_dir, limit=1)
     log(NAME, f"[{label}] warm-up done")
 
-    ours_s, plain_s, ceil_s, lm_s, lm_ll_s, diffs, worst = [], [], [], [], [], [], 0.0
+    ours_s, plain_s, ceil_s, lm_s, lm_ll_s, peak, diffs, worst = [], [], [], [], [], [], [], 0.0
     ours_scored: list[dict] = []
     rotation = ["ours", "ceiling", "plain"]
     for i in range(runs):
@@ -250,6 +252,7 @@ def measure(bench: Bench, tag: str, label: str, sizes: dict, limit: int, runs: i
         # pays for the memory it freed. gc.collect() before each: no contender pays for the
         # garbage another one left.
         gc.collect()
+        peak.append(matmul_gflops())
         dt_lm, dt_ll, lm_scored = run_lmeval(model, tok, task_dir)
         for which in rotation[i % 3:] + rotation[:i % 3]:
             gc.collect()
@@ -280,6 +283,9 @@ def measure(bench: Bench, tag: str, label: str, sizes: dict, limit: int, runs: i
                      Target(">=0.85x forward", "ratio_min", 0.85, ref=k("ceiling"))]),
         Row(k("ours_plain"), f"{label}: ours without the prefix cache", "q/s", qps(plain_s), True, baseline=k("lmeval")),
         Row(k("ceiling"), f"{label}: bare forward (ceiling)", "q/s", qps(ceil_s), True, baseline=k("lmeval")),
+        Row(k("peak"), f"{label}: fp32 matmul {MATMUL_N}^3 (hardware ceiling)", "GFLOP/s", peak, True, baseline=k("peak")),
+        Row(k("ours_flops"), f"{label}: ours, model FLOP/s (vs = fraction of the matmul)", "GFLOP/s",
+            [flops / x / 1e9 for x in ours_s], True, baseline=k("peak")),
     ]
     setup = sorted(a - b for a, b in zip(lm_s, lm_ll_s))[len(lm_s) // 2]
     bench.info[tag] = {
@@ -290,6 +296,7 @@ def measure(bench: Bench, tag: str, label: str, sizes: dict, limit: int, runs: i
         "accuracy_ours": sum(s["pred"] == q.solution for s, q in zip(ours_scored, questions)) / n,
         "lmeval_outside_loglikelihood_s_median": setup,
         "shared_prefix_tokens": shared_prefix,
+        "matmul_gflops": peak, "model_flops_per_pass": flops,
         "seconds": {"ours": ours_s, "ours_without_prefix_cache": plain_s, "lmeval": lm_s, "lmeval_loglikelihood": lm_ll_s, "ceiling": ceil_s},
     }
     bench.notes.append(

@@ -52,7 +52,8 @@ for _k, _v in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_
     os.environ.setdefault(_k, _v)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, Bench, Row, Target, bench_main, log, machine_info, parse_args  # noqa: E402
+from _common import (MATMUL_N, REPO, Bench, Row, Target, bench_main, log, machine_info, matmul_gflops,  # noqa: E402
+                     matmul_params, parse_args)
 
 sys.path.insert(0, str(REPO))
 
@@ -229,6 +230,8 @@ def build(args: tp.Any) -> Bench:
     tmp = Path(tempfile.mkdtemp(prefix="cyberft-bench-train-"))
     contenders = ["trainer", "packed", "ceiling"] + (["padded"] if args.padded else [])
     samples: dict[str, list[float]] = {name: [] for name in contenders}
+    peak: list[float] = []
+    flops = 6 * matmul_params(setup["model"]) * useful  # forward + backward matmuls over the useful tokens
     loss_diffs: list[float] = []
     try:
         # Warm-up, untimed: imports, allocator, oneDNN kernels, the first Accelerator and Trainer.
@@ -243,6 +246,7 @@ def build(args: tp.Any) -> Bench:
             k = i % len(contenders)
             turn = contenders[k:] + contenders[:k]
             seconds: dict[str, float] = {}
+            peak.append(matmul_gflops())
             ours_losses: list[float] = []
             ceiling_losses: list[float] = []
             for name in turn:
@@ -272,6 +276,9 @@ def build(args: tp.Any) -> Bench:
             targets=[Target(">=1.5x Trainer", "ratio_min", 1.5, ref="trainer"),
                      Target(">=0.8x bare loop", "ratio_min", 0.8, ref="ceiling")]),
         Row("ceiling", "bare torch loop on ours' packed batches (ceiling)", "tok/s", samples["ceiling"], True, baseline="trainer"),
+        Row("peak", f"fp32 matmul {MATMUL_N}^3 (hardware ceiling)", "GFLOP/s", peak, True, baseline="peak"),
+        Row("ours_flops", "ours, model FLOP/s (vs = fraction of the matmul)", "GFLOP/s",
+            [flops * tps / useful / 1e9 for tps in samples["packed"]], True, baseline="peak"),
     ]
     if args.padded:
         bench.rows.insert(2, Row("ours_padded", "ours: train_loop, batching padded", "tok/s", samples["padded"], True,
@@ -285,6 +292,7 @@ def build(args: tp.Any) -> Bench:
         "first_batch_loss": {"hf_padded": hf_loss, "ours_packed": packed_loss},
         "max_abs_loss_diff_ours_vs_bare_loop_per_run": loss_diffs,
         "threads": torch.get_num_threads(),
+        "matmul_gflops": peak, "model_flops_timed": flops,
     })
     bench.notes.append(
         f"{steps} timed steps (after {warmup} untimed) of {mb} {setup['path'].name} examples each: {useful} useful tokens, "
