@@ -394,8 +394,40 @@ def render_chart(rows: list[Row], title: str) -> bytes:
 # --------------------------------------------------------------------------- files
 
 
-def _markdown_report(rows: list[Row], title: str) -> str:
+def evaluation_cost(results: tp.Mapping[str, dict], gpus: int, threads: int, price_per_gpu_hour: float | None) -> dict:
+    """What the shared evaluation job spent, from each model's own load and scoring timers.
+
+    The timers are stored with each model's result, so a requeued evaluation job still
+    counts the models scored by its earlier attempts. ``gpus`` is what the job holds
+    (0 on CPU: then only CPU-hours, ``threads`` cores).
+    """
+    seconds = sum((_num(r.get("load_s")) or 0.0) + (_num(r.get("eval_s")) or 0.0) for r in results.values())
+    gpu_hours = seconds * gpus / 3600 if gpus else None
+    return {
+        "models": len(results),
+        "seconds": round(seconds, 3),
+        "gpus": gpus,
+        "gpu_hours": round(gpu_hours, 6) if gpu_hours is not None else None,
+        "cpu_hours": round(seconds * threads / 3600, 6),
+        "cost": round(gpu_hours * price_per_gpu_hour, 4) if gpu_hours is not None and price_per_gpu_hour else None,
+        "source": "eval job timers (load + scoring per model)",
+    }
+
+
+def evaluation_line(ev: dict | None) -> str:
+    """One sentence for the reports: the evaluation's own cost, shared by every row."""
+    if not ev:
+        return ""
+    hours = f"{ev['gpu_hours']:.4g} GPU-h" if ev.get("gpu_hours") is not None else f"{ev['cpu_hours']:.4g} CPU-h"
+    money = f", cost {ev['cost']:.4g}" if ev.get("cost") is not None else ""
+    return (f"Evaluation job: {ev['models']} model(s) loaded and scored in {ev['seconds']:.0f} s ({hours}{money}); "
+            "shared by every row, not included in any row's cost.")
+
+
+def _markdown_report(rows: list[Row], title: str, evaluation: dict | None = None) -> str:
     parts = [f"# {title}", "", format_markdown(rows), "", METRIC_NOTE, ""]
+    if evaluation:
+        parts += [evaluation_line(evaluation), ""]
     problems = _problems(rows)
     if problems:
         parts += ["Rows that did not complete:", ""] + [f"- {p}" for p in problems] + [""]
@@ -403,7 +435,7 @@ def _markdown_report(rows: list[Row], title: str) -> str:
     return "\n".join(parts)
 
 
-def _html_report(rows: list[Row], title: str, png: bytes) -> str:
+def _html_report(rows: list[Row], title: str, png: bytes, evaluation: dict | None = None) -> str:
     """One self-contained page: table, notes and the chart inlined as base64."""
     e = html.escape
     head = "".join(f"<th>{e(h)}</th>" for _, h in COLUMNS)
@@ -431,13 +463,15 @@ td.n {{ text-align: right; font-variant-numeric: tabular-nums; }}
 {body}</tbody>
 </table>
 <p>{e(METRIC_NOTE)}</p>
+{f"<p>{e(evaluation_line(evaluation))}</p>" if evaluation else ""}
 {f"<p>Rows that did not complete:</p><ul>{problems}</ul>" if problems else ""}
 <img alt="accuracy vs compute" src="data:image/png;base64,{img}">
 </body></html>
 """
 
 
-def write_reports(exp_dir: Path, rows: list[Row], title: str, extra: dict | None = None) -> dict[str, Path]:
+def write_reports(exp_dir: Path, rows: list[Row], title: str, extra: dict | None = None,
+                  evaluation: dict | None = None) -> dict[str, Path]:
     """Write ``summary.json``, ``report.md``, ``chart.png`` and ``report.html``.
 
     Parameters
@@ -450,6 +484,8 @@ def write_reports(exp_dir: Path, rows: list[Row], title: str, extra: dict | None
         Report heading and chart title.
     extra:
         More top-level keys for ``summary.json`` (config hash, eval mode...).
+    evaluation:
+        From :func:`evaluation_cost`: ``summary.json``'s ``evaluation`` and a line in the reports.
 
     Returns
     -------
@@ -464,8 +500,11 @@ def write_reports(exp_dir: Path, rows: list[Row], title: str, extra: dict | None
         "chart": exp_dir / "chart.png",
         "html": exp_dir / "report.html",
     }
-    atomic_write_json(paths["summary"], {"title": title, "rows": rows, **(extra or {})})
-    atomic_write_text(paths["markdown"], _markdown_report(rows, title))
+    summary = {"title": title, "rows": rows, **(extra or {})}
+    if evaluation:
+        summary["evaluation"] = evaluation
+    atomic_write_json(paths["summary"], summary)
+    atomic_write_text(paths["markdown"], _markdown_report(rows, title, evaluation))
     atomic_write_bytes(paths["chart"], png)
-    atomic_write_text(paths["html"], _html_report(rows, title, png))
+    atomic_write_text(paths["html"], _html_report(rows, title, png, evaluation))
     return paths

@@ -201,6 +201,24 @@ def test_write_reports(tmp_path, results):
     assert "src=\"http" not in page  # self-contained
 
 
+def test_evaluation_cost_counts_every_models_timers_and_reaches_every_report(tmp_path, results):
+    evals, train = results
+    timed = {"base": {"load_s": 10.0, "eval_s": 50.0}, "full": {"load_s": 20.0, "eval_s": 100.0}, "lora": {"eval_s": 0.0}}
+    ev = report.evaluation_cost(timed, gpus=2, threads=16, price_per_gpu_hour=3.0)
+    assert ev["models"] == 3 and ev["seconds"] == 180.0
+    assert ev["gpu_hours"] == pytest.approx(180 * 2 / 3600) and ev["cost"] == pytest.approx(180 * 2 / 3600 * 3.0)
+    assert ev["cpu_hours"] == pytest.approx(180 * 16 / 3600)
+    on_cpu = report.evaluation_cost(timed, gpus=0, threads=2, price_per_gpu_hour=3.0)
+    assert on_cpu["gpu_hours"] is None and on_cpu["cost"] is None and on_cpu["cpu_hours"] == pytest.approx(0.1)
+    assert "0.1 CPU-h" in report.evaluation_line(on_cpu)
+
+    rows = build_rows(METHODS, evals, train, price_per_gpu_hour=3.0)
+    paths = write_reports(tmp_path, rows, "with eval cost", evaluation=ev)
+    assert json.loads(paths["summary"].read_text())["evaluation"] == ev
+    line = "Evaluation job: 3 model(s) loaded and scored in 180 s (0.1 GPU-h, cost 0.3)"
+    assert line in paths["markdown"].read_text() and line in paths["html"].read_text()
+
+
 def test_chart_axis_choice(results):
     evals, train = results
     rows = build_rows(METHODS, evals, train)

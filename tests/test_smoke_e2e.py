@@ -67,6 +67,12 @@ def test_every_method_beats_base_and_the_best_by_20_points(smoke_run):
         assert r["cpu_hours"] > 0 and r["cost_source"] == "local" and r["trainable_params"] > 0
     best = max(rows[n]["accuracy"] for n in ("full_sft", "lora", "qlora"))
     assert best >= base + 0.20, f"best {best:.3f} vs base {base:.3f}"
+    # The evaluation's own cost, shared by the rows: every model's load + scoring time.
+    ev = json.loads((exp_dir / "summary.json").read_text())["evaluation"]
+    results = [json.loads((exp_dir / "eval" / "results" / f"{n}.json").read_text()) for n in rows]
+    assert ev["models"] == 4 and ev["seconds"] == pytest.approx(sum(r["load_s"] + r["eval_s"] for r in results), abs=0.01)
+    assert ev["seconds"] > 0 and ev["gpu_hours"] is None and ev["cpu_hours"] > 0
+    assert "Evaluation job: 4 model(s)" in (exp_dir / "report.md").read_text()
 
 
 def test_experiment_directory_holds_everything(smoke_run):

@@ -340,12 +340,17 @@ def main(cfg: ExperimentConfig, exp_dir: str | Path, threads: int | None = None,
     rows = report.build_rows([(m.name, m.kind) for m in cfg.methods], results, metrics,
                              price_per_gpu_hour=price, slurm_accounts=accounts)
     print(f"[eval] cost source: {cost_note}", flush=True)
-    paths = report.write_reports(exp_dir, rows, title=f"{cfg.name}: accuracy vs cost", extra={"experiment": exp_dir.name, "eval_mode": cfg.eval.mode, "n_eval": len(questions)})
-    log_to_wandb(cfg.tracking, exp_dir, rows, paths)
+    r = cfg.eval.resources
+    evaluation = report.evaluation_cost(results, r.nodes * r.gpus_per_node if common.on_gpu() else 0,
+                                        threads or torch.get_num_threads(), price)
+    print(f"[eval] {report.evaluation_line(evaluation)}", flush=True)
+    paths = report.write_reports(exp_dir, rows, title=f"{cfg.name}: accuracy vs cost", evaluation=evaluation,
+                                 extra={"experiment": exp_dir.name, "eval_mode": cfg.eval.mode, "n_eval": len(questions)})
+    log_to_wandb(cfg.tracking, exp_dir, rows, paths, evaluation)
     return rows
 
 
-def log_to_wandb(tracking: TrackingConfig, exp_dir: Path, rows: list[dict], paths: dict) -> None:
+def log_to_wandb(tracking: TrackingConfig, exp_dir: Path, rows: list[dict], paths: dict, evaluation: dict | None = None) -> None:
     """One W&B run for the evaluation: per-method accuracy, the comparison table, the chart."""
     from train.tracking import Tracker
 
@@ -355,6 +360,8 @@ def log_to_wandb(tracking: TrackingConfig, exp_dir: Path, rows: list[dict], path
     tracker.log_table("comparison", rows, columns)
     tracker.log_image("accuracy_vs_cost", paths["chart"])
     tracker.summary({f"accuracy/{r['method']}": r["accuracy"] for r in rows if r.get("accuracy") is not None})
+    if evaluation:
+        tracker.summary({f"evaluation/{k}": v for k, v in evaluation.items() if isinstance(v, (int, float))})
     tracker.finish()
 
 
