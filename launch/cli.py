@@ -203,6 +203,25 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_resume(args: argparse.Namespace) -> int:
+    """Resubmit the training jobs that ended unfinished, and a new evaluation job after them."""
+    from launch import resume, slurm
+
+    exp = _exp_dir(args.exp_dir)
+    plan = resume.plan_resume(exp)
+    print(plan.describe())
+    if args.dry_run or not (plan.resubmit or plan.eval_needed):
+        return EXIT_OK
+    if not slurm.available("sbatch"):
+        _err("sbatch not found on PATH; nothing was submitted -> run on the Slurm login node")
+        return EXIT_BAD_INPUT
+    new = resume.resume(exp, plan)
+    for name, job_id in new.items():
+        print(f"  {name:<12} job {job_id}")
+    print(f"resubmitted {len(new)} job(s); follow them with:\n  cyberft status {exp} --wait")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cyberft",
@@ -263,6 +282,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("exp_dir")
     p.add_argument("jobs", nargs="*", help="method names (and/or eval); default: every job")
     p.set_defaults(func=cmd_cancel)
+
+    p = sub.add_parser("resume", help="resubmit the jobs that ended unfinished (from their checkpoints) and a new evaluation")
+    p.add_argument("exp_dir")
+    p.add_argument("--dry-run", action="store_true", help="say what would be resubmitted; submit nothing")
+    p.set_defaults(func=cmd_resume)
 
     p = sub.add_parser("report", help="print an experiment's comparison table")
     p.add_argument("exp_dir")

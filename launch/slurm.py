@@ -265,10 +265,16 @@ def experiment_accounts(exp_dir: "os.PathLike[str] | str", timeout_s: float = 60
         import yaml
 
         price = (yaml.safe_load(profile_file.read_text(encoding="utf-8")) or {}).get("price_per_gpu_hour")
-    jobs = {name: rec["job_id"] for name, rec in manifest.get("jobs", {}).items() if name != "eval"}
+    # A method resubmitted by `cyberft resume` ran as several jobs: its cost is all of them.
+    jobs = {name: [*rec.get("previous_job_ids", []), rec["job_id"]]
+            for name, rec in manifest.get("jobs", {}).items() if name != "eval"}
     try:
-        accounts = wait_accounted(list(jobs.values()), timeout_s=timeout_s)
+        accounts = wait_accounted([i for ids in jobs.values() for i in ids], timeout_s=timeout_s)
     except SlurmError as exc:
         return None, f"sacct unavailable: {exc}"
-    out = {name: accounts[job_id].summary(price) for name, job_id in jobs.items() if job_id in accounts}
+    out = {}
+    for name, ids in jobs.items():
+        if ids[-1] in accounts:
+            attempts = [a for i in ids if i in accounts for a in accounts[i].attempts]
+            out[name] = {**JobAccount(ids[-1], attempts).summary(price), "jobs": len([i for i in ids if i in accounts])}
     return out, "sacct"

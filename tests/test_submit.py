@@ -244,3 +244,50 @@ def test_plan_that_will_not_fit_gpu_memory_is_refused_with_what_would_fit(tmp_pa
     assert any(fix in line for fix in ("zero3_offload.json", "more GPUs", "kind: qlora"))
     assert "methods[1] (lora).resources: does not fit in GPU memory" in res.stderr
     assert not (fake_slurm / "count").exists() and not (tmp_path / "runs").exists()
+
+
+def test_resume_of_a_local_experiment_is_refused_with_the_fix(tmp_path):
+    exp = tmp_path / "smoke-20260101-000000"
+    exp.mkdir()
+    (exp / "manifest.json").write_text('{"executor": "local", "jobs": {}}')
+    res = run_cli("resume", str(exp))
+    assert res.returncode == 2
+    assert "ran locally -> `cyberft run` the config again" in res.stderr
+
+
+@pytest.mark.parametrize(
+    "states, resubmit, waiting, cancel_eval, eval_needed",
+    [
+        # (state, ended, ok) per job: full_sft, lora, eval
+        ({"full_sft": ("COMPLETED", True, True), "lora": ("CANCELLED", True, False), "eval": ("COMPLETED", True, True)},
+         ["lora"], [], None, True),
+        ({"full_sft": ("RUNNING", False, False), "lora": ("TIMEOUT", True, False), "eval": ("PENDING", False, False)},
+         ["lora"], ["full_sft"], "9003", True),
+        ({"full_sft": ("COMPLETED", True, True), "lora": ("COMPLETED", True, True), "eval": ("FAILED", True, False)},
+         [], [], None, True),
+        ({"full_sft": ("COMPLETED", True, True), "lora": ("COMPLETED", True, True), "eval": ("COMPLETED", True, True)},
+         [], [], None, False),
+        ({"full_sft": ("RUNNING", False, False), "lora": ("COMPLETED", True, True), "eval": ("PENDING", False, False)},
+         [], ["full_sft"], None, False),  # the pending evaluation already waits for what is left
+    ],
+)
+def test_resume_plan_sends_only_what_ended_unfinished(tmp_path, monkeypatch, states, resubmit, waiting, cancel_eval, eval_needed):
+    from launch import resume, status
+
+    (tmp_path / "manifest.json").write_text('{"executor": "slurm", "jobs": {}}')
+    ids = {"full_sft": "9001", "lora": "9002", "eval": "9003"}
+    fake = [status.JobStatus(n, ids[n], st, ended=ended, ok=ok) for n, (st, ended, ok) in states.items()]
+    monkeypatch.setattr(status, "job_statuses", lambda exp: fake)
+    plan = resume.plan_resume(tmp_path)
+    assert (plan.resubmit, plan.waiting_on, plan.cancel_eval, plan.eval_needed) == (resubmit, waiting, cancel_eval, eval_needed)
+
+
+def test_resume_waits_for_a_running_evaluation(tmp_path, monkeypatch):
+    from launch import resume, status
+    from launch.config import InputError
+
+    (tmp_path / "manifest.json").write_text('{"executor": "slurm", "jobs": {}}')
+    monkeypatch.setattr(status, "job_statuses", lambda exp: [
+        status.JobStatus("lora", "1", "FAILED", ended=True), status.JobStatus("eval", "2", "RUNNING")])
+    with pytest.raises(InputError, match=r"eval: job 2 is RUNNING -> wait until it ends"):
+        resume.plan_resume(tmp_path)

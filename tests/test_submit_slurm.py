@@ -6,7 +6,8 @@ tests/slurm_cluster.py. One single-node cluster with accounting serves the modul
 Checked end to end: submit returns at once, the evaluation waits on its dependency while
 training runs, ``status --wait`` ends with exit 0, the report's GPU-hours equal what ``sacct``
 says for each job (every attempt), a method that fails still gets its row while the others are
-evaluated, ``cancel`` cancels, and planted secrets appear in no file.
+evaluated, ``cancel`` cancels, ``resume`` continues a cancelled method from its checkpoint, and
+planted secrets appear in no file.
 """
 
 from __future__ import annotations
@@ -152,3 +153,54 @@ def test_cancel_cancels_every_job(cluster, tmp_path, tiny_model):
     assert all(line.split()[2] == "CANCELLED" for line in final), final
     manifest = json.loads((exp / "manifest.json").read_text())
     assert sorted(manifest["cancelled"]) == sorted(ids.values())
+
+
+def test_a_cancelled_method_is_resumed_from_its_checkpoint_and_costs_both_jobs(cluster, tmp_path, tiny_model):
+    """Cancel one method mid-run; the evaluation reports it failed; `cyberft resume` sends it again,
+    it continues from its newest complete checkpoint into the same W&B run, a new evaluation scores
+    it, and its GPU-hours are both jobs' (sacct)."""
+    from test_resume import effective_steps
+
+    base, env = cluster
+    steps = 60
+    exp, ids, _ = submit(env, tmp_path, tiny_model, *FAST, f"methods.lora.max_steps={steps}",
+                         "methods.lora.checkpoint.every_steps=10")
+    ckpts = exp / "methods" / "lora" / "checkpoints"
+    deadline = time.monotonic() + 600
+    while not any((d / "COMPLETE").is_file() for d in (ckpts.iterdir() if ckpts.is_dir() else [])):
+        assert time.monotonic() < deadline, "lora wrote no complete checkpoint in 10 minutes"
+        time.sleep(0.5)
+    assert cyberft(env, "cancel", str(exp), "lora").returncode == 0
+
+    waited = cyberft(env, "status", str(exp), "--wait", "--interval", "1", timeout=900)
+    assert waited.returncode == 1 and "not completed: lora" in waited.stderr, waited.stdout + waited.stderr
+    rows = {r["method"]: r for r in json.loads((exp / "summary.json").read_text())["rows"]}
+    assert rows["lora"]["accuracy"] is None and rows["lora"]["slurm_state"] == "CANCELLED", rows["lora"]
+
+    dry = cyberft(env, "resume", str(exp), "--dry-run")
+    assert dry.returncode == 0 and "resubmit lora" in dry.stdout and "resubmit full_sft" not in dry.stdout, dry.stdout
+    assert json.loads((exp / "manifest.json").read_text())["jobs"]["lora"]["job_id"] == ids["lora"]  # dry: nothing sent
+    res = cyberft(env, "resume", str(exp))
+    assert res.returncode == 0, res.stdout + res.stderr
+    new = dict(re.findall(r"^  (\S+)\s+job (\d+)$", res.stdout, re.M))
+    assert set(new) == {"lora", "eval"} and new["lora"] != ids["lora"]
+    manifest = json.loads((exp / "manifest.json").read_text())
+    assert manifest["jobs"]["lora"]["previous_job_ids"] == [ids["lora"]]
+    assert manifest["jobs"]["full_sft"]["job_id"] == ids["full_sft"]  # a completed method is not sent again
+
+    waited = cyberft(env, "status", str(exp), "--wait", "--interval", "1", timeout=900)
+    assert waited.returncode == 0, waited.stdout + waited.stderr
+    out = cyberft(env, "logs", str(exp), "lora", "--stream", "out").stdout
+    resumed_at = [int(s) for s in re.findall(r"resumed from \S+ \(step (\d+)/", out)]
+    assert resumed_at and resumed_at[0] >= 10, out[-2000:]
+    rows = {r["method"]: r for r in json.loads((exp / "summary.json").read_text())["rows"]}
+    assert all(rows[m]["status"] == "completed" and rows[m]["accuracy"] is not None for m in rows), rows
+    lora = rows["lora"]
+    both = sacct_gpu_hours(ids["lora"], env) + sacct_gpu_hours(new["lora"], env)
+    assert lora["job_id"] == new["lora"] and lora["gpu_hours"] == pytest.approx(both, abs=1e-6)
+    assert lora["restarts"] >= 1 and lora["attempts"] >= 2
+    logged, run_ids = effective_steps(exp, "lora")
+    assert logged == list(range(1, steps + 1)), logged
+    # One W&B run; a job cancelled before its offline writer flushed the run record reads as "".
+    assert {i for i in run_ids if i} == {f"{exp.name}-lora"}
+    assert scan_for_canaries(exp) == []

@@ -1,0 +1,124 @@
+"""``cyberft resume EXP``: send again the jobs of a submitted experiment that ended unfinished.
+
+A training job that ran out of requeues (``resources.max_timeouts``), was cancelled, hit a node
+failure Slurm did not requeue, or failed on a transient error is submitted again as the same
+method: it starts from its newest complete checkpoint (``train.common`` looks there on every
+start), logs to the same W&B run, and runs the code frozen in ``EXP/code`` with the resolved
+``config.yaml`` and ``profile.yaml`` of the experiment, never the checkout's current ones. A new
+evaluation job follows with ``afterany`` on every training job that has not ended; it scores
+only the models not scored yet (their results are kept), then rewrites the report.
+
+Nothing is lost: the manifest keeps each method's earlier job ids (``previous_job_ids``), and the
+report's sacct cost adds the GPU-hours of every job a method ever ran as (see
+:func:`launch.slurm.experiment_accounts`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from launch import experiment, slurm, status
+from launch.config import InputError
+from launch.fsio import read_json
+
+
+@dataclass
+class ResumePlan:
+    """What :func:`resume` would do.
+
+    Attributes
+    ----------
+    resubmit:
+        Training methods to submit again (ended, and not completed).
+    waiting_on:
+        Training methods still pending or running: the new evaluation job waits for them too.
+    cancel_eval:
+        The evaluation job to cancel first (pending: it would score without the resumed methods).
+    eval_needed:
+        Whether a new evaluation job is submitted.
+    """
+
+    resubmit: list[str] = field(default_factory=list)
+    waiting_on: list[str] = field(default_factory=list)
+    cancel_eval: str | None = None
+    eval_needed: bool = False
+
+    def describe(self) -> str:
+        if not self.resubmit and not self.eval_needed:
+            return "nothing to resume: every job completed"
+        lines = [f"  resubmit {name} (from its newest complete checkpoint)" for name in self.resubmit]
+        if self.cancel_eval:
+            lines.append(f"  cancel the pending evaluation job {self.cancel_eval}")
+        after = self.resubmit + self.waiting_on
+        lines.append("  submit a new evaluation job" + (f" after: {', '.join(after)}" if after else ""))
+        return "\n".join(lines)
+
+
+def plan_resume(exp_dir: Path) -> ResumePlan:
+    """Decide from Slurm's and the jobs' own state; raise :class:`InputError` when resuming now is wrong."""
+    manifest = read_json(exp_dir / "manifest.json")
+    if manifest.get("executor") != "slurm":
+        raise InputError([f"experiment {str(exp_dir)!r}: ran locally -> `cyberft run` the config again; "
+                          "`cyberft resume` resubmits Slurm jobs"], "arguments")
+    plan = ResumePlan()
+    eval_ok = True
+    for st in status.job_statuses(exp_dir):
+        if st.name == "eval":
+            if st.state == "PENDING":
+                plan.cancel_eval = st.job_id
+            elif not st.ended:
+                raise InputError([f"eval: job {st.job_id} is {st.state} -> wait until it ends "
+                                  f"(`cyberft status {exp_dir} --wait`), then resume"], "arguments")
+            eval_ok = st.ok
+        elif not st.ended:
+            plan.waiting_on.append(st.name)
+        elif not st.ok:
+            plan.resubmit.append(st.name)
+    plan.eval_needed = bool(plan.resubmit) or not eval_ok
+    if not plan.resubmit and plan.cancel_eval:  # the pending evaluation already waits for the rest
+        plan.cancel_eval, plan.eval_needed = None, False
+    return plan
+
+
+def resume(exp_dir: Path, plan: ResumePlan) -> dict[str, str]:
+    """Carry out ``plan``; return ``{job name: new job id}``. The manifest is updated after each sbatch."""
+    from launch.jobs import EvalJob, TrainJob
+    from launch.submit import _executor, experiment_config, load_experiment_profile, plan as plan_jobs
+
+    cfg = experiment_config(exp_dir)
+    profile = load_experiment_profile(exp_dir)
+    if profile is None:
+        raise InputError([f"experiment {str(exp_dir)!r}: no profile.yaml -> was it submitted with `cyberft submit`?"], "arguments")
+    if plan.cancel_eval:
+        slurm.scancel([plan.cancel_eval])
+    manifest = read_json(exp_dir / "manifest.json")
+    jobs: dict[str, dict] = manifest["jobs"]
+    specs = {s.name: s for s in plan_jobs(cfg, profile, exp_dir)}
+    new: dict[str, str] = {}
+
+    def record(name: str, job_id: str) -> None:
+        old = jobs[name]
+        jobs[name] = {**old, "job_id": job_id, "previous_job_ids": [*old.get("previous_job_ids", []), old["job_id"]]}
+        experiment.update_manifest(exp_dir, jobs=jobs)  # after each: a crash never loses an id
+
+    for name in plan.resubmit:
+        spec = specs[name]
+        job = _executor(exp_dir, spec, profile, None).submit(TrainJob(exp_dir, name, spec.threads))
+        new[name] = job.job_id
+        record(name, job.job_id)
+    if plan.eval_needed:
+        spec = specs["eval"]
+        after = [jobs[n]["job_id"] for n in plan.resubmit + plan.waiting_on]
+        dep = "afterany:" + ":".join(after) if after else None
+        job = _executor(exp_dir, spec, profile, dep).submit(EvalJob(exp_dir, spec.threads))
+        new["eval"] = job.job_id
+        record("eval", job.job_id)
+    resumed = read_json(exp_dir / "manifest.json").get("resumed", [])
+    experiment.update_manifest(exp_dir, resumed=[*resumed, {
+        "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "jobs": new,
+        **({"cancelled_eval": plan.cancel_eval} if plan.cancel_eval else {}),
+    }])
+    return new
+
