@@ -92,7 +92,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     """Validate config + profile, then submit every training job and the chained evaluation."""
     import time
 
-    from launch import slurm, submit
+    from launch import submit
     from launch.data import DataError
 
     t0 = time.monotonic()
@@ -105,9 +105,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if result.problems:
         _err(f"{len(result.problems)} problem(s); nothing was submitted:\n" + "\n".join(f"  - {p}" for p in result.problems))
         return EXIT_BAD_INPUT
-    if not slurm.available("sbatch"):
-        _err("sbatch not found on PATH; nothing was submitted -> run on a Slurm login node, "
-             "or use --dry-run to see the jobs, or `cyberft run` to run locally")
+    if not _sbatch_found("or use --dry-run to see the jobs, or `cyberft run` to run locally"):
         return EXIT_BAD_INPUT
     try:
         done = submit.submit(result.cfg, result.profile, args.config, args.overrides)
@@ -128,6 +126,16 @@ def cmd_submit(args: argparse.Namespace) -> int:
     print(f"  cyberft cancel {exp}")
     print(f"  cyberft report {exp}            # once the eval job has finished")
     return EXIT_OK
+
+
+def _sbatch_found(alternatives: str = "") -> bool:
+    """Whether sbatch is on PATH; if not, says so (nothing was submitted) with the fix."""
+    from launch import slurm
+
+    if slurm.available("sbatch"):
+        return True
+    _err("sbatch not found on PATH; nothing was submitted -> run on a Slurm login node" + (f", {alternatives}" if alternatives else ""))
+    return False
 
 
 def _exp_dir(path: str) -> Path:
@@ -205,15 +213,14 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     """Resubmit the training jobs that ended unfinished, and a new evaluation job after them."""
-    from launch import resume, slurm
+    from launch import resume
 
     exp = _exp_dir(args.exp_dir)
     plan = resume.plan_resume(exp)
     print(plan.describe())
     if args.dry_run or not (plan.resubmit or plan.eval_needed):
         return EXIT_OK
-    if not slurm.available("sbatch"):
-        _err("sbatch not found on PATH; nothing was submitted -> run on the Slurm login node")
+    if not _sbatch_found():
         return EXIT_BAD_INPUT
     new = resume.resume(exp, plan)
     for name, job_id in new.items():

@@ -728,12 +728,17 @@ def _ds_configs(root: Path) -> list[tuple[str, ZeroSettings]]:
     return sorted(out, key=lambda t: (t[1].offload_optimizer or t[1].offload_params, t[1].stage, t[1].offload_params))
 
 
+def _node_limit(max_nodes: int | None) -> int:
+    """The most nodes a suggestion may use: the site's ``max_nodes``, never above :data:`MAX_NODES`."""
+    return min(MAX_NODES, max_nodes or MAX_NODES)
+
+
 def _layouts(nodes: int, gpus: int, gpus_max: int, max_nodes: int | None = None) -> list[tuple[int, int]]:
     """Bigger (nodes, gpus_per_node) layouts, fewest GPUs first, up to ``max_nodes`` (else :data:`MAX_NODES`)."""
     out = set()
     for g in range(gpus + 1, gpus_max + 1):
         out.add((nodes, g))
-    for n in range(nodes + 1, min(MAX_NODES, max_nodes or MAX_NODES) + 1):
+    for n in range(nodes + 1, _node_limit(max_nodes) + 1):
         out.add((n, gpus_max))
     return sorted(out, key=lambda t: (t[0] * t[1], t[0]))
 
@@ -898,7 +903,7 @@ def fit_problems(
         fix = "use more GPUs with DeepSpeed ZeRO-3, gradient_checkpointing: true, a smaller micro_batch_size, or kind: qlora"
     else:
         fix = (
-            f"nothing tried fits on {gpu_mem_gb:g} GB GPUs (ZeRO-3, CPU offload, up to {min(MAX_NODES, max_nodes or MAX_NODES)} nodes, "
+            f"nothing tried fits on {gpu_mem_gb:g} GB GPUs (ZeRO-3, CPU offload, up to {_node_limit(max_nodes)} nodes, "
             "LoRA, QLoRA, gradient checkpointing, micro_batch_size 1): use GPUs with more memory or a smaller model"
         )
     return [f"methods.{method.name or method.kind}.resources: does not fit in GPU memory ({numbers}) -> {fix}"]

@@ -84,8 +84,7 @@ def plan_resume(exp_dir: Path) -> ResumePlan:
 
 def resume(exp_dir: Path, plan: ResumePlan) -> dict[str, str]:
     """Carry out ``plan``; return ``{job name: new job id}``. The manifest is updated after each sbatch."""
-    from launch.jobs import EvalJob, TrainJob
-    from launch.submit import _executor, experiment_config, load_experiment_profile, plan as plan_jobs
+    from launch.submit import experiment_config, load_experiment_profile, plan as plan_jobs, submit_spec
 
     cfg = experiment_config(exp_dir)
     profile = load_experiment_profile(exp_dir)
@@ -104,17 +103,12 @@ def resume(exp_dir: Path, plan: ResumePlan) -> dict[str, str]:
         experiment.update_manifest(exp_dir, jobs=jobs)  # after each: a crash never loses an id
 
     for name in plan.resubmit:
-        spec = specs[name]
-        job = _executor(exp_dir, spec, profile, None).submit(TrainJob(exp_dir, name, spec.threads))
-        new[name] = job.job_id
-        record(name, job.job_id)
+        new[name] = submit_spec(exp_dir, specs[name], profile, None)
+        record(name, new[name])
     if plan.eval_needed:
-        spec = specs["eval"]
         after = [jobs[n]["job_id"] for n in plan.resubmit + plan.waiting_on]
-        dep = "afterany:" + ":".join(after) if after else None
-        job = _executor(exp_dir, spec, profile, dep).submit(EvalJob(exp_dir, spec.threads))
-        new["eval"] = job.job_id
-        record("eval", job.job_id)
+        new["eval"] = submit_spec(exp_dir, specs["eval"], profile, "afterany:" + ":".join(after) if after else None)
+        record("eval", new["eval"])
     resumed = read_json(exp_dir / "manifest.json").get("resumed", [])
     experiment.update_manifest(exp_dir, resumed=[*resumed, {
         "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "jobs": new,

@@ -276,5 +276,5 @@ def experiment_accounts(exp_dir: "os.PathLike[str] | str", timeout_s: float = 60
     for name, ids in jobs.items():
         if ids[-1] in accounts:
             attempts = [a for i in ids if i in accounts for a in accounts[i].attempts]
-            out[name] = {**JobAccount(ids[-1], attempts).summary(price), "jobs": len([i for i in ids if i in accounts])}
+            out[name] = JobAccount(ids[-1], attempts).summary(price)
     return out, "sacct"

@@ -400,6 +400,14 @@ def _executor(exp_dir: Path, spec: JobSpec, profile: SlurmProfile, dep: str | No
     return ex
 
 
+def submit_spec(exp_dir: Path, spec: JobSpec, profile: SlurmProfile, dep: str | None) -> str:
+    """sbatch one planned job (its module-level job object, pickled by submitit); return its id."""
+    from launch.jobs import EvalJob, TrainJob
+
+    fn = EvalJob(exp_dir, spec.threads) if spec.kind == "eval" else TrainJob(exp_dir, spec.name, spec.threads)
+    return _executor(exp_dir, spec, profile, dep).submit(fn).job_id
+
+
 @dataclass
 class Submitted:
     """What :func:`submit` did."""
@@ -421,7 +429,6 @@ def submit(
     """
     from launch import experiment
     from launch.data import prepare_splits
-    from launch.jobs import EvalJob, TrainJob
     from launch import slurm
 
     # The data first, outside the output directory: a data problem must leave nothing behind.
@@ -445,12 +452,9 @@ def submit(
     jobs_record: dict[str, dict] = {}
     try:
         for spec in plan(cfg, profile, exp_dir):
-            dep = dependency(spec, ids)
-            ex = _executor(exp_dir, spec, profile, dep)
-            fn = EvalJob(exp_dir, spec.threads) if spec.kind == "eval" else TrainJob(exp_dir, spec.name, spec.threads)
-            job = ex.submit(fn)
-            ids[spec.name] = job.job_id
-            jobs_record[spec.name] = {"job_id": job.job_id, "executor": "slurm", "kind": spec.kind,
+            job_id = submit_spec(exp_dir, spec, profile, dependency(spec, ids))
+            ids[spec.name] = job_id
+            jobs_record[spec.name] = {"job_id": job_id, "executor": "slurm", "kind": spec.kind,
                                       "depends_on": spec.depends_on, "world_size": spec.world_size}
             experiment.update_manifest(exp_dir, jobs=jobs_record)  # after each: a crash never loses an id
     except Exception as exc:
