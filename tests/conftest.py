@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from launch.gpus import cuda_hidden
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_CYBERMETRIC = REPO.parent / "shared" / "data" / "cybermetric"
 
@@ -16,8 +18,12 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
-os.environ.setdefault("DS_ACCELERATOR", "cpu")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# DeepSpeed on its CPU accelerator only where torch sees no GPU either (`make test` hides CUDA:
+# CUDA_VISIBLE_DEVICES= runs this suite on the CPU of a GPU machine too); forcing it while
+# accelerate picks CUDA would put the two on different devices.
+if cuda_hidden():
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
 
 @pytest.fixture(scope="session")
