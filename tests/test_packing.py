@@ -55,8 +55,12 @@ def token_weighted_loss(model: tp.Any, examples: list[Example], pad_id: int) -> 
 def test_collate_packed_layout(examples, tok):
     batch = examples[:3]
     packed = packing.collate_packed(batch, tok.pad_token_id)
-    assert set(packed) == {"input_ids", "labels", "position_ids"}  # no attention_mask: nothing is padding
+    # no attention_mask: nothing is padding; the boundaries as flash-attention's varlen kwargs
+    assert set(packed) == {"input_ids", "labels", "position_ids", *packing.VARLEN_KEYS}
     lengths = [len(e.input_ids) for e in batch]
+    assert packed["cu_seq_lens_q"].dtype == torch.int32 and packed["cu_seq_lens_q"] is packed["cu_seq_lens_k"]
+    assert packed["cu_seq_lens_q"].tolist() == [0, lengths[0], lengths[0] + lengths[1], sum(lengths)]
+    assert packed["max_length_q"] == packed["max_length_k"] == max(lengths)
     assert packed["input_ids"].shape == (1, sum(lengths))
     assert packed["input_ids"][0].tolist() == sum((e.input_ids for e in batch), [])
     starts = [sum(lengths[:i]) for i in range(len(batch))]
