@@ -100,10 +100,10 @@ def multi_device_warnings(cfg: ExperimentConfig) -> list[str]:
         world = r.nodes * max(1, r.gpus_per_node)
         if world > 1:
             out.append(
-                f"{m.name}: resources ask for {r.nodes} node(s) x {r.gpus_per_node} GPU(s), but `cyberft run` runs each "
-                f"method as one process on this machine (one device): its global batch is 1/{world} of the planned one "
-                "and a model sized for several GPUs may not fit one -> `cyberft submit` for multi-GPU methods, or set "
-                f"methods.{m.name}.resources.nodes=1 and gpus_per_node=1 (or 0) to silence this"
+                f"{m.name}: resources ask for {r.nodes} node(s) x {r.gpus_per_node} GPU(s), but `cyberft run` runs "
+                f"each method as one process on this machine (one device): its global batch is 1/{world} of the "
+                "planned one and a model sized for several GPUs may not fit one -> `cyberft submit` for multi-GPU "
+                f"methods, or set methods.{m.name}.resources.nodes=1 and gpus_per_node=1 (or 0) to silence this"
             )
     return out
 

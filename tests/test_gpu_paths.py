@@ -106,7 +106,8 @@ def test_weights_dtype_by_method():
     from launch.config import MethodConfig
 
     assert common.weights_dtype("bfloat16", MethodConfig(kind="full_sft")) == torch.float32
-    assert common.weights_dtype("bfloat16", MethodConfig(kind="full_sft", deepspeed="ds_configs/zero2.json")) == torch.bfloat16
+    zero2 = MethodConfig(kind="full_sft", deepspeed="ds_configs/zero2.json")
+    assert common.weights_dtype("bfloat16", zero2) == torch.bfloat16
     assert common.weights_dtype("bfloat16", MethodConfig(kind="lora")) == torch.bfloat16
 
 
@@ -168,7 +169,8 @@ def test_explicit_bf16_on_a_gpu_that_only_emulates_it_is_refused(v100):
     with pytest.raises(ValueError) as err:
         common.check_bf16("bfloat16", "bf16")
     text = str(err.value)
-    assert text.startswith("precision: bf16 and model.dtype: bfloat16, but Tesla V100-SXM2-32GB (compute capability 7.0)")
+    assert text.startswith("precision: bf16 and model.dtype: bfloat16, but Tesla V100-SXM2-32GB "
+                           "(compute capability 7.0)")
     assert "-> precision: fp16 or fp32" in text
 
 
@@ -215,7 +217,7 @@ def fake_varlen_attn(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, ret
 
 
 def older_varlen_attn(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, is_causal=False, return_aux=None):
-    """The torch 2.10 signature: ``is_causal``, no ``window_size``, ``scale`` or ``enable_gqa`` (K/V heads must match)."""
+    """torch 2.10's signature: ``is_causal``; no ``window_size``, ``scale`` or ``enable_gqa`` (K/V heads must match)."""
     assert key.shape[1] == query.shape[1], "older varlen_attn needs repeated K/V heads"
     return fake_varlen_attn(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k,
                             window_size=(-1, 0) if is_causal else (-1, -1))
@@ -248,7 +250,8 @@ def packed_loss_and_grads(model: tp.Any, batch: dict) -> tuple[float, torch.Tens
     return float(loss.detach()), grads
 
 
-@pytest.mark.parametrize("kernel", [fake_varlen_attn, older_varlen_attn], ids=["torch-2.13-signature", "torch-2.10-signature"])
+@pytest.mark.parametrize("kernel", [fake_varlen_attn, older_varlen_attn],
+                         ids=["torch-2.13-signature", "torch-2.10-signature"])
 def test_packed_attention_through_the_varlen_kernel_equals_the_per_example_loop(tiny_model, examples, tok, monkeypatch,
                                                                                kernel):
     batch = packing.collate_packed(examples[:8], tok.pad_token_id)
@@ -322,7 +325,8 @@ def test_letter_scores_are_projected_in_fp32(bf16_model_and_questions, tok):
     cols = [codec.letter_ids[k][0] for k in "ABCD"]
     got = evaluate.score_loglik(model, tok, questions, batch_size=1, max_len=256, progress=False, share_prefix=False)
     for q, g in zip(questions, got):
-        batch = evaluate.left_pad([prompting.scoring_context(tok, codec, q, 256)], tok.pad_token_id, torch.device("cpu"))
+        context = prompting.scoring_context(tok, codec, q, 256)
+        batch = evaluate.left_pad([context], tok.pad_token_id, torch.device("cpu"))
         with torch.no_grad():
             hidden = model.model(**batch, use_cache=False).last_hidden_state[:, -1]
             lse = torch.logsumexp(model.lm_head(hidden).float(), dim=-1)

@@ -105,9 +105,9 @@ def test_two_ranks_that_each_see_one_gpu_stop_with_the_reason_before_training(tm
         env = {k: v for k, v in os.environ.items() if k != "DS_ACCELERATOR"}
         env.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", LOCAL_WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
                    MASTER_PORT=port, CUDA_VISIBLE_DEVICES="0", OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-        procs.append(subprocess.Popen([sys.executable, str(ENTRY), "train", str(exp_dir), "full_sft", str(tmp_path / "out")],
-                                      cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                      start_new_session=True))
+        cmd = [sys.executable, str(ENTRY), "train", str(exp_dir), "full_sft", str(tmp_path / "out")]
+        procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      text=True, start_new_session=True))
     outputs = []
     for p in procs:
         try:
@@ -155,7 +155,8 @@ def _plan(tiny_model: Path, tmp_path: Path, *extra: str, profile: str = "dev") -
 
 
 def test_sbatch_gives_srun_the_cpus_and_multi_gpu_tasks_every_gpu_of_their_node(tmp_path, tiny_model):
-    specs = _plan(tiny_model, tmp_path, "methods.full_sft.resources.nodes=2", "methods.full_sft.resources.gpus_per_node=2")
+    specs = _plan(tiny_model, tmp_path, "methods.full_sft.resources.nodes=2",
+                  "methods.full_sft.resources.gpus_per_node=2")
     ids = {name: f"<{name}>" for name in specs}
     for name, spec in specs.items():
         text = submit.sbatch_script(spec, tmp_path, "python3", ids)
@@ -225,7 +226,8 @@ def test_hub_model_not_in_the_cache_gets_a_prefetch_note_and_no_offline_flag(tmp
                  {"config.json": "{}", "model.safetensors": "x"})
     result = submit.check("configs/llama3-8b-cybermetric.yaml", [data], str(profile))
     assert not [n for n in result.notes if n.startswith("model.name_or_path")]
-    assert all("export HF_HUB_OFFLINE=1" in s.params["setup"] for s in submit.plan(result.cfg, result.profile, tmp_path))
+    specs = submit.plan(result.cfg, result.profile, tmp_path)
+    assert all("export HF_HUB_OFFLINE=1" in s.params["setup"] for s in specs)
 
 
 # --------------------------------------------------------------------------- B3, C12: the plan's memory

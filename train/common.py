@@ -26,6 +26,7 @@ import torch
 
 from launch.config import ExperimentConfig, MethodConfig
 from launch.fsio import atomic_write_json
+from launch.gpus import check_gpu_binding
 from train import checkpoint, packing, prompting
 
 
@@ -94,7 +95,8 @@ def check_bf16(model_dtype: str, precision: str) -> None:
     """
     if not on_gpu() or bf16_native():
         return
-    asked = [f"{k}: {v}" for k, v in (("precision", precision), ("model.dtype", model_dtype)) if v in ("bf16", "bfloat16")]
+    fields = (("precision", precision), ("model.dtype", model_dtype))
+    asked = [f"{k}: {v}" for k, v in fields if v in ("bf16", "bfloat16")]
     if not asked:
         return
     major, minor = torch.cuda.get_device_capability()
@@ -221,9 +223,6 @@ def make_accelerator(method: MethodConfig) -> tp.Any:
     """
     from accelerate import Accelerator
 
-    from launch.gpus import check_gpu_binding
-
-    check_gpu_binding()  # every rank sees its node's GPUs, or stop before any CUDA call
     plugin = deepspeed_plugin(method)
     if plugin is not None:
         ensure_single_process_env()
@@ -740,6 +739,7 @@ class Job:
         self._t = time.perf_counter()
         setup_runtime(cfg.seed, threads)
         try:
+            check_gpu_binding()  # every rank sees its node's GPUs, or all stop here, before any CUDA call
             check_bf16(cfg.model.dtype, self.method.precision)
             self.accelerator = make_accelerator(self.method)
         except (ValueError, RuntimeError) as exc:  # bf16 on an old GPU, GPUs bound per task: say why in the report

@@ -169,8 +169,8 @@ def varlen_sdpa_forward(
         cu, longest = kwargs.get("cu_seq_lens_q"), kwargs.get("max_length_q")
         if cu is None or longest is None:
             cu, longest = _offsets(segment_bounds(position_ids), query.device)
-        out = call_varlen(kernel, query.to(dtype), key.to(dtype), value.to(dtype), cu.to(query.device), int(longest), scaling)
-        return out, None
+        q, k, v = query.to(dtype), key.to(dtype), value.to(dtype)
+        return call_varlen(kernel, q, k, v, cu.to(query.device), int(longest), scaling), None
     bounds = segment_bounds(position_ids)
     groups = getattr(module, "num_key_value_groups", 1)
     if groups > 1:
@@ -224,7 +224,8 @@ def varlen_kernel(device: torch.device, dtype: torch.dtype) -> tp.Callable[..., 
         from torch.nn.attention.varlen import varlen_attn
     except ImportError:  # a torch before the varlen API
         return None
-    return varlen_attn if _flash_capable(device.index if device.index is not None else torch.cuda.current_device()) else None
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return varlen_attn if _flash_capable(index) else None
 
 
 def call_varlen(
