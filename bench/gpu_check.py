@@ -581,19 +581,12 @@ def step_lora(ctx: Ctx) -> None:
     from train import common, evaluate
 
     tiny = ctx.model(TINY)
-    exp = make_experiment(ctx, "lora", tiny, "lora", "model.dtype=bfloat16", "methods.lora.precision=bf16",
-                          "methods.lora.gradient_checkpointing=true", "methods.lora.max_steps=30",
-                          "methods.lora.micro_batch_size=8")
-    out = ctx.work / "lora-probe"
-    code, output = run_probe(exp, "lora", out, timeout=time_left())
-    if not ctx.rec.check("run completed", code == 0, tail(output)):
+    trained = _train_adapter(ctx, "lora", tiny)
+    if trained is None:
         return
-    probe = read_probe(out)
+    probe, adapter = trained
     ctx.rec.check("adapters fp32, base bf16", probe["trainable_dtypes"] == ["torch.float32"]
                   and "torch.bfloat16" in probe["frozen_dtypes"], [probe["trainable_dtypes"], probe["frozen_dtypes"]])
-    ctx.rec.check("loss goes down", losses_fall(probe["losses"]), probe["losses"][::5])
-    adapter = exp / "methods" / "lora" / "adapter"
-    ctx.rec.check("adapter saved", (adapter / "adapter_model.safetensors").is_file())
     tok = common.load_tokenizer(str(tiny))
     questions = load_questions(200)
 
@@ -606,6 +599,22 @@ def step_lora(ctx: Ctx) -> None:
                                    256, progress=False)
     agree = agreement(merged, unmerged)
     ctx.rec.check(f"merged vs unmerged agree on >={AGREEMENT:.0%}", agree >= AGREEMENT, agree)
+
+
+def _train_adapter(ctx: Ctx, kind: str, model: Path) -> tuple[dict, Path] | None:
+    """30 steps of ``kind`` (lora or qlora) in bf16, packed, with checkpointing: (probe, adapter), or None if it failed."""
+    exp = make_experiment(ctx, kind, model, kind, "model.dtype=bfloat16", f"methods.{kind}.precision=bf16",
+                          f"methods.{kind}.gradient_checkpointing=true", f"methods.{kind}.max_steps=30",
+                          f"methods.{kind}.micro_batch_size=8")
+    out = ctx.work / f"{kind}-probe"
+    code, output = run_probe(exp, kind, out, timeout=time_left())
+    if not ctx.rec.check("run completed", code == 0, tail(output)):
+        return None
+    probe = read_probe(out)
+    ctx.rec.check("loss goes down", losses_fall(probe["losses"]), probe["losses"][::5])
+    adapter = exp / "methods" / kind / "adapter"
+    ctx.rec.check("adapter saved", (adapter / "adapter_model.safetensors").is_file())
+    return probe, adapter
 
 
 def step_qlora(ctx: Ctx) -> None:
@@ -639,17 +648,10 @@ def step_qlora(ctx: Ctx) -> None:
         ctx.rec.check(f"lora_A gradients non-zero and finite in layer {layer}",
                       g and all(bool(torch.isfinite(x).all()) and float(x.abs().sum()) > 0 for x in g), len(g))
     del model
-    exp = make_experiment(ctx, "qlora", tiny, "qlora", "model.dtype=bfloat16", "methods.qlora.precision=bf16",
-                          "methods.qlora.gradient_checkpointing=true", "methods.qlora.max_steps=30",
-                          "methods.qlora.micro_batch_size=8")
-    out = ctx.work / "qlora-probe"
-    code, output = run_probe(exp, "qlora", out, timeout=time_left())
-    if not ctx.rec.check("run completed", code == 0, tail(output)):
+    trained = _train_adapter(ctx, "qlora", tiny)
+    if trained is None:
         return
-    probe = read_probe(out)
-    ctx.rec.check("loss goes down", losses_fall(probe["losses"]), probe["losses"][::5])
-    adapter = exp / "methods" / "qlora" / "adapter"
-    ctx.rec.check("adapter saved", (adapter / "adapter_model.safetensors").is_file())
+    _, adapter = trained
     questions = load_questions(200)
     as_evaluated = PeftModel.from_pretrained(quant.load_4bit(str(tiny), torch.bfloat16), adapter)
     plain = evaluate.score_loglik(as_evaluated, tok, questions, 16, 256, progress=False)

@@ -23,7 +23,7 @@ Example
 >>> shape = model_shape("meta-llama/Meta-Llama-3-8B-Instruct")
 >>> est = estimate(shape, cfg.method("full_sft"), cfg.model.max_seq_len)
 >>> print(est.line())
-full_sft: 15.3 GB/GPU (weights 1.9, grads 1.9, optimizer 5.6, activations 3.9, overhead 2.0) on 16 GPUs, ZeRO-3
+full_sft: 62.9 GB/GPU (weights 15.0, grads 1.9, optimizer 11.2, activations 32.9, overhead 2.0) on 8 GPUs, ZeRO-2
 >>> fit_problems(est, profile.gpu_mem_gb, cfg.method("full_sft"))
 []
 

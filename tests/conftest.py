@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import typing as tp
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,26 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from train.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-llama", seed=0, pretrain_steps=0)
+
+
+@pytest.fixture(scope="session")
+def tok(tiny_model: Path) -> tp.Any:
+    """The tiny model's tokenizer (with a pad token)."""
+    from train import common
+
+    return common.load_tokenizer(str(tiny_model))
+
+
+@pytest.fixture(scope="session")
+def examples(tok: tp.Any) -> list:
+    """The first 40 bundled sample questions, encoded as training examples."""
+    from launch.config import DataSource
+    from launch.data import load_questions
+    from train import common
+    from train.tiny_model import DEFAULT_DATA
+
+    questions = load_questions(DataSource(path=str(DEFAULT_DATA)))[:40]
+    return common.encode_examples(tok, questions, max_len=256, progress=False)
 
 
 @pytest.fixture

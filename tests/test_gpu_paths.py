@@ -25,7 +25,7 @@ from launch.config import DataSource, load_config
 from launch.data import load_questions, prepare_splits
 from launch.jobs import ENTRYPOINTS
 from train import common, evaluate, packing, prompting
-from train.common import Example, collate
+from train.common import collate
 from train.tiny_model import DEFAULT_DATA
 
 REPO = Path(__file__).resolve().parents[1]
@@ -221,17 +221,6 @@ def older_varlen_attn(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, is_ca
     assert key.shape[1] == query.shape[1], "older varlen_attn needs repeated K/V heads"
     return fake_varlen_attn(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k,
                             window_size=(-1, 0) if is_causal else (-1, -1))
-
-
-@pytest.fixture(scope="module")
-def tok(tiny_model) -> tp.Any:
-    return common.load_tokenizer(str(tiny_model))
-
-
-@pytest.fixture(scope="module")
-def examples(tok) -> list[Example]:
-    questions = load_questions(DataSource(path=str(DEFAULT_DATA)))[:16]
-    return common.encode_examples(tok, questions, max_len=256, progress=False)
 
 
 def fresh_model(tiny_model: Path) -> tp.Any:
