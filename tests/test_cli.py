@@ -63,8 +63,8 @@ def test_bad_config_exits_2_lists_every_problem_and_starts_nothing(tmp_path):
     assert res.returncode == 2, res.stdout + res.stderr
     err = res.stderr
     assert "5 problem(s)" in err
-    assert "methods[0].learnig_rate: unknown key -> did you mean 'learning_rate'?" in err
-    assert "methods[1].max_steps: expected an integer" in err
+    assert "methods[0] (full_sft).learnig_rate: unknown key -> did you mean 'learning_rate'?" in err
+    assert "methods[1] (lora).max_steps: expected an integer" in err
     assert "qlora runs on one GPU" in err
     assert "data.train.path:" in err and "does not exist" in err
     assert "model.name_or_path:" in err and "cyberft tiny-model" in err
