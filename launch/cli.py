@@ -142,10 +142,10 @@ def _refused(exc: tp.Any) -> int:
     fix = ("-> check the profile's partition, account, qos, constraint and additional_parameters against "
            "`sinfo -s` and `sacctmgr show assoc user=$USER`, then submit again")
     if exc.exp_dir is None:
-        _err(f"sbatch refused job {exc.job}: {exc.message}\n  nothing was submitted and no experiment was created {fix}")
+        _err(f"sbatch refused job {exc.job}: {exc.message}; nothing was submitted and no experiment was created {fix}")
         return EXIT_BAD_INPUT
-    _err(f"sbatch refused job {exc.job}: {exc.message}\n  the {len(exc.cancelled)} job(s) submitted before it were "
-         f"cancelled ({', '.join(exc.cancelled)}); {exc.exp_dir} records the refusal {fix}")
+    _err(f"sbatch refused job {exc.job}: {exc.message}; the {len(exc.cancelled)} job(s) submitted before it were "
+         f"cancelled ({', '.join(exc.cancelled)}) and {exc.exp_dir} records the refusal {fix}")
     return EXIT_JOB_FAILED
 
 

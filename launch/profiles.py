@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from launch import scriptsafe, yamlio
-from launch.redact import SHELL_FIX, assigned_credentials, is_credential_name, short
+from launch.redact import SHELL_FIX, assigned_credentials, is_credential_name, secret_problem, short
 from launch.schema import NAME_RE, InputError, Range, build, key_label
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -239,6 +239,8 @@ def _validate(p: SlurmProfile, stem: tp.Optional[str], problems: list[str]) -> N
             problems.append(f"shared_dirs[{i}]: {short(d)} is not an absolute path -> e.g. /scratch")
     problems += _env_problems(p.env) + _setup_problems(p.setup)
     problems += [x for x in map(option_problem, p.additional_parameters) if x]
+    problems += [x for k, v in p.additional_parameters.items() if (x := secret_problem(f"additional_parameters.{k}", v,
+                                                                                         "the profile"))]
     problems += scriptsafe.profile_problems(p)
 
 

@@ -18,7 +18,8 @@ sbatch than by bash. What reaches the script, and the rule each follows:
   ``gpu_type`` (typed GPU requests) are names (:data:`NAME_RULES`); ``additional_parameters``
   keys are option names, their values text without quotes, backslashes or control characters.
 * Paths (the experiment directory under ``output_dir``): no control characters, and none of
-  ``% \\ ' "``: sbatch expands ``%j``-style patterns in log paths.
+  ``% : \\ ' "``: sbatch expands ``%j``-style patterns in log paths, and the code snapshot goes
+  into ``PYTHONPATH``, whose separator is ``:``.
 * Shell lines: ``setup`` lines are the profile author's own shell, one line each (no control
   characters but tab); ``env`` names are identifiers and values are quoted with ``shlex.quote``
   by :mod:`launch.submit`; ``python`` is a command whose words use no shell syntax.
@@ -55,10 +56,14 @@ NAME_RULES: dict[str, tuple[re.Pattern[str], str]] = {
 
 OPTION_RE = re.compile(r"[a-z][a-z0-9]*([_-][a-z0-9]+)*")
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+SHELL_MANAGED = frozenset({"_", "IFS", "PS4", "PWD", "OLDPWD", "UID", "EUID", "PPID", "GROUPS", "RANDOM", "SECONDS",
+                           "LINENO", "FUNCNAME", "SHELLOPTS", "SUBMITIT_EXECUTOR"})
+"""Variables bash (or the job script) sets itself: a profile value for them would not hold, or would
+change how the script is read (IFS)."""
 PYTHON_WORD_RE = re.compile(r"[A-Za-z0-9_./:=+@%,{}$~-]+")
 """A word of the ``python`` command: paths, options, ``$VAR``/``${VAR}``; no quotes, ``;&|<>()#`` or backticks."""
 
-_PATH_UNSAFE = set("%\\'\"")
+_PATH_UNSAFE = set("%:\\'\"")
 _VALUE_UNSAFE = set("\\'\"")
 
 
@@ -103,7 +108,7 @@ def path_problem(where: str, path: str) -> str | None:
     bad = sorted(set(path) & _PATH_UNSAFE)
     if bad:
         return (f"{where}: {short(path)} holds {' '.join(bad)}; sbatch reads % as a log-file pattern and quotes "
-                "and backslashes its own way -> use a directory without these characters")
+                "and backslashes its own way, and : separates PYTHONPATH entries -> use a directory without them")
     return None
 
 
@@ -155,10 +160,15 @@ def profile_problems(p: "SlurmProfile") -> list[str]:
         problems.append(_name_problem("gpu_type", p.gpu_type) if p.typed_gpus else control_problem("gpu_type", p.gpu_type))
     for i, line in enumerate(p.setup):
         problems.append(control_problem(f"setup[{i}]", line, allow_tab=True))
+        if line.lstrip().startswith("#"):  # sbatch would read a leading "#SBATCH ..." line as an option
+            problems.append(f"setup[{i}]: a comment line -> remove it (a setup line is a command; sbatch reads "
+                            "#SBATCH lines anywhere before the first command)")
     for name, value in p.env.items():
         if not ENV_NAME_RE.fullmatch(name):
             problems.append(f"env.{short(name, 40)}: not a valid variable name -> letters, digits and '_', "
                             "not starting with a digit")
+        elif name in SHELL_MANAGED or name.startswith("BASH"):
+            problems.append(f"env.{name}: bash or the job script sets this variable itself -> remove it")
         else:
             problems.append(control_problem(f"env.{name}", value))
     if p.python is not None:

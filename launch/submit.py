@@ -206,8 +206,8 @@ def _memory_problems(cfg: ExperimentConfig, p: SlurmProfile) -> tuple[list[str],
 
 
 def job_python(profile: SlurmProfile) -> str:
-    """The shell command that starts Python in the jobs."""
-    return profile.python or shlex.quote(sys.executable)
+    """The shell command that starts Python in the jobs (the profile's words, one space apart)."""
+    return " ".join(profile.python.split()) if profile.python else shlex.quote(sys.executable)
 
 
 @dataclass

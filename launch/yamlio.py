@@ -250,7 +250,10 @@ def read(path: Path, what: str, example: str) -> tuple[tp.Any, str | None]:
 
 
 class _Dumper(yaml.SafeDumper):
-    """Quotes a string whenever YAML 1.1 *or* 1.2 would read it as something else."""
+    """Quotes a string whenever YAML 1.1 *or* 1.2 would read it as something else; writes no anchors."""
+
+    def ignore_aliases(self, data: tp.Any) -> bool:
+        return True
 
     def resolve(self, kind: type, value: tp.Any, implicit: tp.Any) -> str:
         tag = super().resolve(kind, value, implicit)
@@ -261,6 +264,23 @@ class _Dumper(yaml.SafeDumper):
         return tag
 
 
+_LINE_BREAKS = re.compile("[\x85\u2028\u2029]")
+
+
+def _has_line_break(obj: tp.Any) -> bool:
+    if isinstance(obj, str):
+        return bool(_LINE_BREAKS.search(obj))
+    if isinstance(obj, dict):
+        return any(_has_line_break(k) or _has_line_break(v) for k, v in obj.items())
+    if isinstance(obj, (list, tuple)):
+        return any(map(_has_line_break, obj))
+    return False
+
+
 def dump(obj: tp.Any) -> str:
-    """YAML text of plain data (keys in insertion order) that :func:`parse` reads back equal."""
-    return yaml.dump(obj, Dumper=_Dumper, sort_keys=False, allow_unicode=True)
+    """YAML text of plain data (keys in insertion order) that :func:`parse` reads back equal.
+
+    Text is written as UTF-8, except when a string holds a Unicode line break (NEL, U+2028/9):
+    PyYAML's emitter writes those raw, and readers fold them, so then everything non-ASCII is escaped.
+    """
+    return yaml.dump(obj, Dumper=_Dumper, sort_keys=False, allow_unicode=not _has_line_break(obj))
