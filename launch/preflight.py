@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from launch.config import DataSource, ExperimentConfig, MethodConfig
-from launch.redact import short
+from launch.redact import short, short_path
 from launch.yamlio import read_bytes
 
 PSEUDO_FILESYSTEMS = ("/proc", "/sys", "/dev")
@@ -80,10 +80,10 @@ def _check_model(name: str, problems: list[str]) -> None:
         return
     mp = Path(name).expanduser()
     if not mp.exists():
-        problems.append(f"model.name_or_path: {short(name)} does not exist -> check the path (relative to "
+        problems.append(f"model.name_or_path: {short_path(name)} does not exist -> check the path (relative to "
                         f"{os.getcwd()}), give a hub name, or build a tiny local model with `cyberft tiny-model DIR`")
     elif not (mp / "config.json").is_file():
-        problems.append(f"model.name_or_path: {short(name)} has no config.json -> a directory written by "
+        problems.append(f"model.name_or_path: {short_path(name)} has no config.json -> a directory written by "
                         "save_pretrained (build a tiny one with `cyberft tiny-model DIR`)")
 
 
@@ -92,15 +92,15 @@ def _check_source(src: DataSource, where: str, problems: list[str]) -> None:
         return  # reported by the config's value checks
     p = Path(src.path).expanduser()
     if looks_local(src.path) and not p.exists():
-        problems.append(f"{where}.path: {short(src.path)} does not exist -> check the path (relative to {os.getcwd()})")
+        problems.append(f"{where}.path: {short_path(src.path)} does not exist -> check the path (relative to {os.getcwd()})")
     elif p.is_dir() and src.format in ("cybermetric", "jsonl"):
-        problems.append(f"{where}.path: {short(src.path)} is a directory but format is {src.format!r} -> give a file "
+        problems.append(f"{where}.path: {short_path(src.path)} is a directory but format is {src.format!r} -> give a file "
                         "or set format: hf")
     elif p.exists() and not p.is_dir() and (
         src.format == "hf" or (src.format == "auto" and p.suffix.lower() not in (".json", ".jsonl"))
     ):
         # hf reads a save_to_disk directory or a hub name, never a file
-        problems.append(f"{where}.path: {short(src.path)} is a file, read as a Hugging Face dataset (format "
+        problems.append(f"{where}.path: {short_path(src.path)} is a file, read as a Hugging Face dataset (format "
                         f"{src.format!r}) -> name it .json (CyberMetric) or .jsonl, or set format: cybermetric or jsonl")
 
 
@@ -125,7 +125,7 @@ def _check_output_dir(output_dir: str, problems: list[str]) -> None:
     where = "output_dir"
     if not output_dir:
         return  # reported by the config's value checks
-    shown = short(output_dir)
+    shown = short_path(output_dir)
     p = Path(output_dir).expanduser().absolute()
     root = _pseudo_fs(p)
     if root:
@@ -139,16 +139,16 @@ def _check_output_dir(output_dir: str, problems: list[str]) -> None:
                                 "missing), e.g. runs")
             elif not os.access(p, os.W_OK | os.X_OK):
                 problems.append(f"{where}: {shown} is not writable by this user -> give a directory you can write to, "
-                                f"or fix its permissions (chmod u+w {short(str(p))})")
+                                f"or fix its permissions (chmod u+w {short_path(p)})")
             return
         existing = p.parent
         while not existing.exists() and existing != existing.parent:
             existing = existing.parent
         if not existing.is_dir():
-            problems.append(f"{where}: {shown} cannot be created: {short(str(existing))} is a file, not a directory "
+            problems.append(f"{where}: {shown} cannot be created: {short_path(existing)} is a file, not a directory "
                             "-> give a path under a directory")
         elif not os.access(existing, os.W_OK | os.X_OK):
-            problems.append(f"{where}: {shown} cannot be created: {short(str(existing))} is not writable by this "
+            problems.append(f"{where}: {shown} cannot be created: {short_path(existing)} is not writable by this "
                             "user -> give a directory you can write to")
     except OSError as exc:  # e.g. a parent that may not be searched, or a name too long
         problems.append(f"{where}: {shown} cannot be checked ({exc.strerror or exc}) -> give a directory you can "
@@ -161,7 +161,7 @@ def _check_output_dir(output_dir: str, problems: list[str]) -> None:
 def read_deepspeed(path: str) -> tuple[dict | None, str | None]:
     """The DeepSpeed JSON at ``path`` as a mapping, or None and why not (what follows the field name)."""
     p = Path(path).expanduser()
-    shown = short(path)
+    shown = short_path(path)
     if not p.is_file():
         what = "is a directory" if p.is_dir() else "does not exist" if not p.exists() else "is not a regular file"
         return None, f"{shown} {what} -> {DEEPSPEED_FIX}"
@@ -180,7 +180,7 @@ def deepspeed_problems(m: MethodConfig) -> list[str]:
     raw, problem = read_deepspeed(m.deepspeed or "")
     if raw is None:
         return [problem or ""]
-    shown = short(m.deepspeed)
+    shown = short_path(m.deepspeed)
     zero = raw.get("zero_optimization")
     if zero is not None:
         if not isinstance(zero, dict):

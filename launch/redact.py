@@ -28,6 +28,8 @@ import typing as tp
 
 SHORT_LIMIT = 80
 """Longest echoed value in a message, in characters."""
+PATH_LIMIT = 240
+"""... and of an echoed path (long paths are common and worth seeing whole)."""
 
 CREDENTIAL_WORDS = frozenset({
     "token", "secret", "secrets", "password", "passwd", "passphrase", "pwd", "pass", "apikey",
@@ -40,13 +42,14 @@ TOKEN_SHAPES: tuple[tuple[str, re.Pattern[str]], ...] = tuple((label, re.compile
     # 40 hex digits alone: a W&B key (a git commit looks the same, but sits in no config); next to a
     # slash it is a path component, e.g. a Hugging Face cache snapshot directory, and is not matched.
     ("W&B API key", r"(?<![0-9A-Za-z/])(?:local-)?[0-9a-f]{40}(?![0-9A-Za-z/])"),
-    ("Hugging Face token", r"(?<![0-9A-Za-z])hf_[A-Za-z0-9]{30,}"),
-    ("GitHub token", r"(?<![0-9A-Za-z])(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,})"),
+    # Prefixed tokens are found even glued to other text ("Bearerhf_..."): the prefixes are rare in words.
+    ("Hugging Face token", r"hf_[A-Za-z0-9]{30,}"),
+    ("GitHub token", r"gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,}"),
     ("AWS access key id", r"(?<![0-9A-Z])(?:AKIA|ASIA)[0-9A-Z]{16}(?![0-9A-Z])"),
     ("private key", r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY( BLOCK)?-----"),
-    ("API key (sk-...)", r"(?<![0-9A-Za-z])sk-[A-Za-z0-9_-]{20,}"),
-    ("Slack token", r"(?<![0-9A-Za-z])xox[abposr]-[A-Za-z0-9-]{10,}"),
-    ("GitLab token", r"(?<![0-9A-Za-z])glpat-[A-Za-z0-9_-]{20,}"),
+    ("API key (sk-...)", r"(?<![0-9A-Za-z])sk-[A-Za-z0-9_-]{20,}"),  # not in "task-..." or "disk-..."
+    ("Slack token", r"xox[abposr]-[A-Za-z0-9-]{10,}"),
+    ("GitLab token", r"glpat-[A-Za-z0-9_-]{20,}"),
     # Bounded and anchored after a non-scheme character: linear time on a megabyte of letters.
     ("password in a URL", r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]{0,30}://[^/\s:@]{1,256}:[^/\s@]{1,256}@"),
 ))
@@ -107,6 +110,11 @@ def secret_problem(where: str, value: tp.Any, what: str = "the experiment") -> s
         return None
     return (f"{where}: holds what looks like a {kind} (not shown); {what} is copied into the experiment "
             f"directory and job scripts -> remove it; {SHELL_FIX}")
+
+
+def short_path(path: tp.Any) -> str:
+    """A path as messages echo it: :func:`short` with room for a long path."""
+    return short(str(path), PATH_LIMIT)
 
 
 def scrub(text: str) -> str:

@@ -39,7 +39,7 @@ import shlex
 import typing as tp
 import unicodedata
 
-from launch.redact import short
+from launch.redact import short, short_path
 
 if tp.TYPE_CHECKING:  # pragma: no cover
     from launch.config import ExperimentConfig
@@ -107,7 +107,7 @@ def path_problem(where: str, path: str) -> str | None:
         return problem
     bad = sorted(set(path) & _PATH_UNSAFE)
     if bad:
-        return (f"{where}: {short(path)} holds {' '.join(bad)}; sbatch reads % as a log-file pattern and quotes "
+        return (f"{where}: {short_path(path)} holds {' '.join(bad)}; sbatch reads % as a log-file pattern and quotes "
                 "and backslashes its own way, and : separates PYTHONPATH entries -> use a directory without them")
     return None
 
@@ -145,7 +145,7 @@ def config_problems(cfg: "ExperimentConfig") -> list[str]:
     problem = path_problem("output_dir", cfg.output_dir)
     if problem is None:  # the script holds the absolute path: the current directory counts too
         resolved = os.path.abspath(os.path.expanduser(cfg.output_dir))
-        problem = path_problem(f"output_dir (absolute: {short(resolved)})", resolved)
+        problem = path_problem(f"output_dir (absolute: {short_path(resolved)})", resolved)
     return [problem] if problem else []
 
 

@@ -48,7 +48,7 @@ from launch.config import ExperimentConfig, Resources, check_config, config_hash
 from launch import yamlio
 from launch.fsio import atomic_write_text, read_json
 from launch.profiles import ProfileError, SlurmProfile, load_profile
-from launch.redact import short
+from launch.redact import short_path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CODE_DIRS = ("launch", "train", "ds_configs")
@@ -151,12 +151,13 @@ def _shared_problem(where: str, path: str, p: SlurmProfile, follow_links: bool, 
     written = os.path.abspath(os.path.expanduser(path))
     resolved = os.path.realpath(written)
     if not _under(written, p.shared_dirs):
-        via = f" (a link to {short(resolved)})" if resolved != written else ""
-        return (f"{where}: {short(written)}{what}{via} is not under the shared directories of profile {p.name!r} "
+        notes = [x for x in (what, f"a link to {short_path(resolved)}" if resolved != written else "") if x]
+        about = f" ({'; '.join(notes)})" if notes else ""
+        return (f"{where}: {short_path(written)}{about} is not under the shared directories of profile {p.name!r} "
                 f"({shared}); compute nodes would not see it -> {fix}")
     real_dirs = [*p.shared_dirs, *(os.path.realpath(d) for d in p.shared_dirs)]
     if follow_links and not _under(resolved, real_dirs):
-        return (f"{where}: {short(written)} is under {shared} but resolves to {short(resolved)}, which is not; "
+        return (f"{where}: {short_path(written)} is under {shared} but resolves to {short_path(resolved)}, which is not; "
                 "compute nodes would not see it there -> point it at shared storage, or add that directory to "
                 "shared_dirs if every node sees it")
     return None
@@ -175,7 +176,7 @@ def _shared_path_problems(cfg: ExperimentConfig, p: SlurmProfile, python: str) -
     exe = python.split()[0] if python.split() else ""
     if exe.startswith("/"):
         problems.append(_shared_problem("python", exe, p, follow_links=False,
-                                        what=" (the interpreter the jobs would run)",
+                                        what="the interpreter the jobs would run",
                                         fix="create the venv on shared storage, or set `python:` in the profile"))
     return [x for x in problems if x]
 
