@@ -153,8 +153,8 @@ def _read_text(path: str, fmt: str) -> str:
     except OSError as exc:
         raise DataError([f"{path}: cannot read: {exc.strerror or exc} -> check that it is a file you may read"], path) from None
     except ValueError as exc:  # not a regular file, or too large
-        raise DataError([f"{path}: {exc} -> give a CyberMetric JSON or JSONL file of at most {MAX_DATA_BYTES >> 20} MiB"],
-                        path) from None
+        fix = f"give a CyberMetric JSON or JSONL file of at most {MAX_DATA_BYTES >> 20} MiB"
+        raise DataError([f"{path}: {exc} -> {fix}"], path) from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -374,7 +374,8 @@ def _check_answers(rec: Mapping, where: str, problems: list[str]) -> dict[str, s
             continue
         text = ans[k]
         if not isinstance(text, str):
-            problems.append(f"{where}: answers[{k!r}] is {_kind(text)} {_echo(text)}, not text -> write the option as a string")
+            problems.append(f"{where}: answers[{k!r}] is {_kind(text)} {_echo(text)}, not text -> write the option "
+                            "as a string")
         elif not text.strip():
             problems.append(f"{where}: answers[{k!r}] is empty -> write the option text")
     if len(problems) > before:

@@ -92,16 +92,18 @@ def _check_source(src: DataSource, where: str, problems: list[str]) -> None:
         return  # reported by the config's value checks
     p = Path(src.path).expanduser()
     if looks_local(src.path) and not p.exists():
-        problems.append(f"{where}.path: {short_path(src.path)} does not exist -> check the path (relative to {os.getcwd()})")
+        problems.append(f"{where}.path: {short_path(src.path)} does not exist -> check the path (relative to "
+                        f"{os.getcwd()})")
     elif p.is_dir() and src.format in ("cybermetric", "jsonl"):
-        problems.append(f"{where}.path: {short_path(src.path)} is a directory but format is {src.format!r} -> give a file "
-                        "or set format: hf")
+        problems.append(f"{where}.path: {short_path(src.path)} is a directory but format is {src.format!r} -> give a "
+                        "file or set format: hf")
     elif p.exists() and not p.is_dir() and (
         src.format == "hf" or (src.format == "auto" and p.suffix.lower() not in (".json", ".jsonl"))
     ):
         # hf reads a save_to_disk directory or a hub name, never a file
         problems.append(f"{where}.path: {short_path(src.path)} is a file, read as a Hugging Face dataset (format "
-                        f"{src.format!r}) -> name it .json (CyberMetric) or .jsonl, or set format: cybermetric or jsonl")
+                        f"{src.format!r}) -> name it .json (CyberMetric) or .jsonl, or set format: cybermetric or "
+                        "jsonl")
 
 
 # --------------------------------------------------------------------------- output directory
@@ -170,7 +172,7 @@ def read_deepspeed(path: str) -> tuple[dict | None, str | None]:
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         return None, f"{shown} is not a readable JSON file ({short(str(exc), 120)}) -> fix it, or use {DEEPSPEED_FIX}"
     if not isinstance(raw, dict):
-        return None, f"{shown} holds {type(raw).__name__}, not a JSON object -> a DeepSpeed config like ds_configs/zero3.json"
+        return None, f"{shown} holds {type(raw).__name__}, not a JSON object -> a DeepSpeed config like {DEEPSPEED_FIX}"
     return raw, None
 
 
@@ -214,8 +216,8 @@ def _value_conflicts(raw: dict, m: MethodConfig) -> list[str]:
                             "value then comes from the config), or the config's value")
     for key in ("optimizer", "scheduler"):
         if key in raw:
-            problems.append(f"has an {key!r} section -> remove it: training builds AdamW and its warm-up/decay schedule "
-                            "from learning_rate, weight_decay and warmup_ratio")
+            problems.append(f"has an {key!r} section -> remove it: training builds AdamW and its warm-up/decay "
+                            "schedule from learning_rate, weight_decay and warmup_ratio")
     problems += _precision_conflicts(raw, m.precision)
     return problems
 

@@ -223,7 +223,8 @@ def _validate(p: SlurmProfile, stem: tp.Optional[str], problems: list[str]) -> N
     elif not NAME_RE.fullmatch(p.name):
         problems.append(f"name: {short(p.name)} -> letters, digits, '_', '.', '-'")
     elif stem is not None and p.name != stem:
-        problems.append(f"name: {short(p.name)} differs from the file name {stem!r} -> rename the file or remove the name")
+        problems.append(f"name: {short(p.name)} differs from the file name {stem!r} -> rename the file or remove "
+                        "the name")
     if not p.partition:
         problems.append("partition: missing or empty -> the partition with the GPU nodes (see `sinfo -s`)")
     for key in ("account", "qos", "constraint"):

@@ -157,7 +157,8 @@ def profile_problems(p: "SlurmProfile") -> list[str]:
         if value:
             problems.append(_name_problem(field, value))
     if p.gpu_type:
-        problems.append(_name_problem("gpu_type", p.gpu_type) if p.typed_gpus else control_problem("gpu_type", p.gpu_type))
+        typed = p.typed_gpus  # then it is sent as a GRES type; otherwise it only labels reports
+        problems.append(_name_problem("gpu_type", p.gpu_type) if typed else control_problem("gpu_type", p.gpu_type))
     for i, line in enumerate(p.setup):
         problems.append(control_problem(f"setup[{i}]", line, allow_tab=True))
         if line.lstrip().startswith("#"):  # sbatch would read a leading "#SBATCH ..." line as an option

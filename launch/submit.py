@@ -157,8 +157,8 @@ def _shared_problem(where: str, path: str, p: SlurmProfile, follow_links: bool, 
                 f"({shared}); compute nodes would not see it -> {fix}")
     real_dirs = [*p.shared_dirs, *(os.path.realpath(d) for d in p.shared_dirs)]
     if follow_links and not _under(resolved, real_dirs):
-        return (f"{where}: {short_path(written)} is under {shared} but resolves to {short_path(resolved)}, which is not; "
-                "compute nodes would not see it there -> point it at shared storage, or add that directory to "
+        return (f"{where}: {short_path(written)} is under {shared} but resolves to {short_path(resolved)}, which is "
+                "not; compute nodes would not see it there -> point it at shared storage, or add that directory to "
                 "shared_dirs if every node sees it")
     return None
 

@@ -19,6 +19,7 @@ def test_launch_and_help_load_no_torch():
     code = (
         "import sys, contextlib, io\n"
         "import launch, launch.cli, launch.config, launch.experiment, launch.jobs, launch.local, launch.fsio\n"
+        "import launch.preflight, launch.scriptsafe, launch.redact, launch.schema, launch.yamlio, launch.submit\n"
         "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
         "    try:\n"
         "        launch.cli.main(['--help'])\n"

@@ -83,7 +83,8 @@ def test_config_and_profile_read_numbers_alike():
     problems = build_config({"name": "t", "model": {"name_or_path": "m"}, "data": {"train": {"path": "d.json"}},
                              "methods": [{"name": "l", "learning_rate": yamlio.parse("x: 1e-3")["x"]}]})[1]
     assert problems == []
-    assert profile_from_dict(yamlio.parse("partition: gpu\nprice_per_gpu_hour: 1e-3\n"), stem="p").price_per_gpu_hour == 0.001
+    profile = profile_from_dict(yamlio.parse("partition: gpu\nprice_per_gpu_hour: 1e-3\n"), stem="p")
+    assert profile.price_per_gpu_hour == 0.001
     for raw_value, field in (("'1e-3'", "learning_rate"), ("yes", "learning_rate")):
         problems = build_config({"methods": [{"name": "l", field: yamlio.parse(f"x: {raw_value}")["x"]}]})[1]
         assert any(p.startswith("methods[0] (l).learning_rate: expected a number, got str") for p in problems)

@@ -37,8 +37,8 @@ SMOKE = yamlio.parse((REPO / "configs" / "smoke.yaml").read_text())
 DEV = yamlio.parse((REPO / "slurm" / "profiles" / "dev.yaml").read_text())
 IDS = {"full_sft": "101", "lora": "102", "qlora": "103", "eval": "104"}
 
-HOSTILE = st.text(alphabet=st.sampled_from(list("ab09 \t\n\r'\"\\$`;|&#%(){}[]<>*?!~=:,.-_/@+")
-                                           + ["\u2028", "\x00", "\x1b", "\x85", "\u202e", "é"]), min_size=1, max_size=16)
+ALPHABET = list("ab09 \t\n\r'\"\\$`;|&#%(){}[]<>*?!~=:,.-_/@+") + ["\u2028", "\x00", "\x1b", "\x85", "\u202e", "é"]
+HOSTILE = st.text(alphabet=st.sampled_from(ALPHABET), min_size=1, max_size=16)
 FIELDS = ("partition", "account", "qos", "constraint", "gpu_type", "env_value", "env_name", "python", "setup",
           "option_key", "option_value", "output_dir")
 
@@ -216,7 +216,8 @@ def check_field(field: str, value: str, run_bash: bool = True) -> bool:
     for spec in submit.plan(cfg, profile, exp_dir):
         gpus = (cfg.eval if spec.name == "eval" else cfg.method(spec.name)).resources.gpus_per_node
         # A setup line is the profile author's own shell, run as written: its lines, not its commands, are checked.
-        assert_script_is_meant(spec, profile, exp_dir, gpus, run_bash=run_bash and field != "setup" and spec.name == "eval")
+        bash = run_bash and field != "setup" and spec.name == "eval"  # bash once per case: the eval job's script
+        assert_script_is_meant(spec, profile, exp_dir, gpus, run_bash=bash)
     return True
 
 

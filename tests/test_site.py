@@ -13,13 +13,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from launch import cli, experiment, status, submit
 from launch.fsio import read_json
 from launch.jobs import TrainJob
 from launch.slurm import parse_sacct
-from support.fake_slurm import install_fake_slurm
+from support.fake_slurm import install_fake_slurm, write_profile
 
 REPO = Path(__file__).resolve().parents[1]
 REFUSAL = "sbatch: error: Batch job submission failed: Invalid partition name specified"
@@ -29,14 +28,6 @@ REFUSAL = "sbatch: error: Batch job submission failed: Invalid partition name sp
 def fake_slurm(tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
     return install_fake_slurm(tmp_path, monkeypatch)
-
-
-def _profile(tmp_path: Path, **changes) -> Path:
-    profile = yaml.safe_load((REPO / "slurm/profiles/dev.yaml").read_text())
-    profile.update(name="site", **changes)
-    path = tmp_path / "site.yaml"
-    path.write_text(yaml.safe_dump(profile))
-    return path
 
 
 def _submit(tiny_model: Path, out: Path, profile: str | Path = "dev", *overrides: str) -> int:
@@ -72,7 +63,7 @@ def test_a_refused_later_job_is_reported_by_status_and_resume(fake_slurm, tmp_pa
 
 
 def test_typed_gpus_are_requested_by_the_profiles_gpu_type(fake_slurm, tmp_path, tiny_model):
-    profile = _profile(tmp_path, gpu_type="a100", typed_gpus=True)
+    profile = write_profile(tmp_path, gpu_type="a100", typed_gpus=True)
     assert _submit(tiny_model, tmp_path / "runs", profile) == 0
     scripts = [(fake_slurm / f"script-{n}.sh").read_text() for n in range(5001, 5005)]
     assert all("#SBATCH --gpus-per-node=a100:1\n" in s for s in scripts)
@@ -80,7 +71,7 @@ def test_typed_gpus_are_requested_by_the_profiles_gpu_type(fake_slurm, tmp_path,
 
 
 def test_gres_in_additional_parameters_is_refused_with_the_typed_gpu_fix(tmp_path, tiny_model, capsys):
-    profile = _profile(tmp_path, additional_parameters={"gres": "gpu:a100:2"})
+    profile = write_profile(tmp_path, additional_parameters={"gres": "gpu:a100:2"})
     assert _submit(tiny_model, tmp_path / "runs", profile, "--dry-run") == 2
     out = capsys.readouterr().out
     assert "additional_parameters.gres: the launcher sets this option itself -> use resources.gpus_per_node" in out
@@ -108,7 +99,7 @@ def test_a_venv_under_shared_dirs_is_accepted_though_its_python_links_outside(fa
                                                                              venv_on_shared):
     model = venv_on_shared / "model"
     shutil.copytree(tiny_model, model)
-    profile = _profile(tmp_path, shared_dirs=[str(venv_on_shared)], python=str(venv_on_shared / "venv/bin/python"))
+    profile = write_profile(tmp_path, shared_dirs=[str(venv_on_shared)], python=str(venv_on_shared / "venv/bin/python"))
     result = submit.check("configs/smoke.yaml", [f"model.name_or_path={model}",
                                                  f"output_dir={venv_on_shared / 'runs'}"], str(profile))
     assert result.problems == []
@@ -118,7 +109,7 @@ def test_paths_outside_shared_dirs_name_where_they_resolve(fake_slurm, tmp_path,
     local = tmp_path / "node-local"
     local.mkdir()
     (venv_on_shared / "runs").symlink_to(local)  # looks shared, is not
-    profile = _profile(tmp_path, shared_dirs=[str(venv_on_shared)], python=sys.executable)
+    profile = write_profile(tmp_path, shared_dirs=[str(venv_on_shared)], python=sys.executable)
     result = submit.check("configs/smoke.yaml", [f"model.name_or_path={tiny_model}",
                                                  f"output_dir={venv_on_shared / 'runs'}"], str(profile))
     text = "\n".join(result.problems)

@@ -15,8 +15,8 @@ import re
 from pathlib import Path
 
 import pytest
-import yaml
 
+from support.fake_slurm import write_profile
 from slurm_cluster import cluster_or_skip, make_base, run, stop_all, stop_cluster
 from test_submit_slurm import FAST, cyberft, sacct_gpu_hours
 
@@ -34,19 +34,11 @@ def typed_cluster():
         stop_cluster(base, remove=True)
 
 
-def _profile(tmp_path: Path, **changes) -> Path:
-    profile = yaml.safe_load((REPO / "slurm/profiles/dev.yaml").read_text())
-    profile.update(name="site", **changes)
-    path = tmp_path / "site.yaml"
-    path.write_text(yaml.safe_dump(profile))
-    return path
-
-
 def test_typed_gpus_run_end_to_end_and_are_counted_once(typed_cluster, tmp_path, tiny_model):
     _, env = typed_cluster
     marker = tmp_path / "pwned"
     comment = f"x $(touch {marker}) ; touch {marker} # `touch {marker}`"
-    profile = _profile(tmp_path, gpu_type="fake", typed_gpus=True, additional_parameters={"comment": comment})
+    profile = write_profile(tmp_path, gpu_type="fake", typed_gpus=True, additional_parameters={"comment": comment})
     res = cyberft(env, "submit", "configs/smoke.yaml", "--profile", str(profile), f"model.name_or_path={tiny_model}",
                   f"output_dir={tmp_path / 'runs'}", *FAST)
     assert res.returncode == 0, res.stdout + res.stderr
@@ -71,7 +63,7 @@ def test_typed_gpus_run_end_to_end_and_are_counted_once(typed_cluster, tmp_path,
 def test_a_partition_the_site_lacks_is_refused_by_sbatch_and_leaves_nothing(typed_cluster, tmp_path, tiny_model):
     _, env = typed_cluster
     out = tmp_path / "runs"
-    res = cyberft(env, "submit", "configs/smoke.yaml", "--profile", str(_profile(tmp_path, partition="nope")),
+    res = cyberft(env, "submit", "configs/smoke.yaml", "--profile", str(write_profile(tmp_path, partition="nope")),
                   f"model.name_or_path={tiny_model}", f"output_dir={out}")
     assert res.returncode == 2, res.stdout + res.stderr
     assert res.stderr.count("Invalid partition name specified") == 1, res.stderr

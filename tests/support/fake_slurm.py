@@ -36,3 +36,15 @@ def install_fake_slurm(tmp_path: Path, monkeypatch, sbatch: str = FAKE_SBATCH) -
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_SLURM", str(state))
     return state
+
+
+def write_profile(tmp_path: Path, base: str = "dev", **changes) -> Path:
+    """A site profile ``site.yaml`` in ``tmp_path``: a shipped one with ``changes``."""
+    import yaml
+
+    repo = Path(__file__).resolve().parents[2]
+    profile = yaml.safe_load((repo / "slurm" / "profiles" / f"{base}.yaml").read_text())
+    profile.update(name="site", **changes)
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump(profile))
+    return path
