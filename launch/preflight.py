@@ -42,6 +42,8 @@ def check(cfg: ExperimentConfig, data: bool = True) -> Preflight:
     from launch.data import DataError, plan_splits
 
     out = Preflight()
+    if _nul_bytes(cfg, out.problems):
+        return out  # no such file can exist, and the OS refuses to look such a path up
     _check_model(cfg.model.name_or_path, out.problems)
     _check_output_dir(cfg.output_dir, out.problems)
     before = len(out.problems)
@@ -66,6 +68,16 @@ def check(cfg: ExperimentConfig, data: bool = True) -> Preflight:
 
 
 # --------------------------------------------------------------------------- model, data sources
+
+
+def _nul_bytes(cfg: ExperimentConfig, problems: list[str]) -> bool:
+    """Report every path holding a NUL byte (YAML can write one, no file name can hold it)."""
+    paths = {"model.name_or_path": cfg.model.name_or_path, "output_dir": cfg.output_dir,
+             "data.train.path": cfg.data.train.path, "data.eval.path": cfg.data.eval.path if cfg.data.eval else ""}
+    paths.update({f"methods[{i}] ({m.name}).deepspeed": m.deepspeed or "" for i, m in enumerate(cfg.methods)})
+    bad = [where for where, path in paths.items() if "\x00" in path]
+    problems += [f"{where}: holds a NUL byte, which no file name can -> remove it" for where in bad]
+    return bool(bad)
 
 
 def looks_local(path: str) -> bool:

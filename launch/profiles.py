@@ -290,7 +290,7 @@ def profile_path(name_or_path: str | os.PathLike) -> Path:
 def load_profile(name_or_path: str | os.PathLike) -> SlurmProfile:
     """Load and validate a profile by name (``dev``) or path; raise :class:`ProfileError` with every problem."""
     path = profile_path(name_or_path)
-    if not path.is_file():
+    if not path.exists() or path.is_dir():  # a device or pipe is refused by the reader, with its own words
         known = list_profiles()
         close = difflib.get_close_matches(os.fspath(name_or_path), known, n=1)
         fix = f"did you mean {close[0]!r}?" if close else f"shipped profiles: {', '.join(known) or 'none'}"

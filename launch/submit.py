@@ -147,6 +147,8 @@ def _shared_problem(where: str, path: str, p: SlurmProfile, follow_links: bool, 
     through, such as the output directory) a path under a shared directory that resolves outside
     every shared directory is refused too, naming where it resolves.
     """
+    if "\x00" in path:
+        return None  # reported by the preflight: no file name holds a NUL byte
     shared = ", ".join(p.shared_dirs)
     written = os.path.abspath(os.path.expanduser(path))
     resolved = os.path.realpath(written)
