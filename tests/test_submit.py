@@ -20,7 +20,7 @@ import yaml
 
 from launch import cli, submit
 from launch.fsio import read_json
-from support.fake_slurm import FAKE_SBATCH, install_fake_slurm  # noqa: F401 (other test modules import them here)
+from support.fake_slurm import install_fake_slurm
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = REPO / "tests" / "golden" / "dryrun_llama3_dev.txt"
