@@ -243,11 +243,17 @@ def _jsonl_records(path: str, problems: list[str]) -> list[tuple[str, tp.Any]]:
 def _hf_dataset(source: DataSource) -> tp.Any:
     """The ``datasets.Dataset`` for ``source`` (a save_to_disk directory or a hub name)."""
     name = source.path
+    p = Path(name).expanduser()
+    if p.exists() and not p.is_dir():  # before importing datasets (seconds): a file, a device, a pipe
+        raise DataError(
+            [f"{name}: a {p.suffix or 'extensionless'} file is not a supported format -> use CyberMetric .json, "
+             ".jsonl, or a directory written by datasets' save_to_disk"],
+            name,
+        )
     try:
         import datasets  # lazy: heavy, and only needed for this format
     except ImportError:
         raise DataError([f"{name}: reading Hugging Face datasets needs the 'datasets' package -> pip install datasets"], name) from None
-    p = Path(name).expanduser()
     if p.is_dir():
         try:
             ds = datasets.load_from_disk(str(p))
@@ -263,12 +269,6 @@ def _hf_dataset(source: DataSource) -> tp.Any:
                 raise DataError([f"{name}: no split {source.split!r} (splits: {splits}) -> set split to one of them"], name)
             ds = ds[source.split]
         return ds
-    if p.exists():
-        raise DataError(
-            [f"{name}: a {p.suffix or 'extensionless'} file is not a supported format -> use CyberMetric .json, "
-             ".jsonl, or a directory written by datasets' save_to_disk"],
-            name,
-        )
     if _looks_like_path(name):
         raise DataError([f"{name}: not found -> check the path (relative to {os.getcwd()})"], name)
     try:
