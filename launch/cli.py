@@ -15,23 +15,32 @@ import sys
 import typing as tp
 from pathlib import Path
 
-from launch.config import InputError, dump_yaml, load_config
+from launch.config import ConfigError, InputError, check_config, dump_yaml
+from launch.redact import scrub
 from launch.slurm import SlurmError
 
 EXIT_OK, EXIT_JOB_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 
 def _err(msg: str) -> None:
-    print(f"cyberft: {msg}", file=sys.stderr, flush=True)
+    print(f"cyberft: {scrub(msg)}", file=sys.stderr, flush=True)
 
 
-def _load(args: argparse.Namespace) -> tp.Any:
-    return load_config(args.config, args.overrides)
+def _load(args: argparse.Namespace) -> tuple[tp.Any, tp.Any]:
+    """The config and its data split, after every check ``submit`` also makes of them (exit 2 otherwise)."""
+    from launch import preflight
+
+    cfg, problems = check_config(args.config, args.overrides)
+    found = preflight.check(cfg) if cfg is not None else preflight.Preflight()
+    problems += found.problems + [f"data: {p}" for p in found.data_problems]
+    if problems or cfg is None:
+        raise ConfigError(problems, args.config)
+    return cfg, found.split
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    """Load and validate a config; print the resolved config."""
-    cfg = _load(args)
+    """Load and validate a config (its files and data too); print the resolved config."""
+    cfg, _ = _load(args)
     print(dump_yaml(cfg), end="")
     print(f"# OK: {len(cfg.methods)} method(s): {', '.join(f'{m.name} ({m.kind})' for m in cfg.methods)}")
     return EXIT_OK
@@ -42,10 +51,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from launch import experiment, local, report
     from launch.data import DataError, prepare_splits
 
-    cfg = experiment.resolve_paths(_load(args))
+    cfg, split = _load(args)
+    cfg = experiment.resolve_paths(cfg)
     exp_dir = experiment.create(cfg, args.config, args.overrides)
     try:
-        prepared = prepare_splits(cfg.data, exp_dir / "data", progress=not args.no_progress)
+        prepared = prepare_splits(cfg.data, exp_dir / "data", progress=not args.no_progress, split=split)
     except DataError as exc:
         shutil.rmtree(exp_dir)  # ours, just made: leave nothing half-prepared behind
         _err(f"{len(exc.problems)} problem(s) in the data:\n" + "\n".join(f"  - {p}" for p in exc.problems))
@@ -110,13 +120,12 @@ def cmd_submit(args: argparse.Namespace) -> int:
     for note in result.notes:
         _err(f"note: {note}")
     try:
-        done = submit.submit(result.cfg, result.profile, args.config, args.overrides)
+        done = submit.submit(result.cfg, result.profile, args.config, args.overrides, split=result.split)
     except DataError as exc:
         _err(f"{len(exc.problems)} problem(s) in the data; nothing was submitted:\n" + "\n".join(f"  - {p}" for p in exc.problems))
         return EXIT_BAD_INPUT
-    except Exception as exc:  # sbatch refused a job: the others were cancelled (see submit.submit)
-        _err(f"submission failed: {exc}")
-        return EXIT_JOB_FAILED
+    except submit.Refused as exc:
+        return _refused(exc)
     exp = done.exp_dir
     print(f"experiment: {exp}")
     for name, job_id in done.job_ids.items():
@@ -128,6 +137,18 @@ def cmd_submit(args: argparse.Namespace) -> int:
     print(f"  cyberft cancel {exp}")
     print(f"  cyberft report {exp}            # once the eval job has finished")
     return EXIT_OK
+
+
+def _refused(exc: tp.Any) -> int:
+    """Say once what Slurm said; exit 2 when nothing was started, 1 when jobs had to be cancelled."""
+    fix = ("-> check the profile's partition, account, qos, constraint and additional_parameters against "
+           "`sinfo -s` and `sacctmgr show assoc user=$USER`, then submit again")
+    if exc.exp_dir is None:
+        _err(f"sbatch refused job {exc.job}: {exc.message}; nothing was submitted and no experiment was created {fix}")
+        return EXIT_BAD_INPUT
+    _err(f"sbatch refused job {exc.job}: {exc.message}; the {len(exc.cancelled)} job(s) submitted before it were "
+         f"cancelled ({', '.join(exc.cancelled)}) and {exc.exp_dir} records the refusal {fix}")
+    return EXIT_JOB_FAILED
 
 
 def _sbatch_found(alternatives: str = "") -> bool:
@@ -155,6 +176,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     from launch import status
 
     exp = _exp_dir(args.exp_dir)
+    refusal = status.refusal(exp)
+    if refusal:
+        print(status.format_statuses(status.job_statuses(exp)))
+        _err(refusal)
+        return EXIT_JOB_FAILED
     if args.wait:
         statuses = status.wait(exp, poll_s=args.interval)
     else:

@@ -5,9 +5,13 @@ here. The module is standard library + PyYAML so that the login node, the
 compute nodes and the tests all read configs the same way, without torch.
 
 Loading collects *every* problem (unknown keys with a did-you-mean, wrong
-types, bad values, cross-field conflicts, missing files) and raises one
-:class:`ConfigError` listing them all, each naming the field, the value and
-the fix.
+types, numbers out of range, cross-field conflicts, values that cannot go into
+a job script, token-shaped values) and raises one :class:`ConfigError` listing
+them all, each naming the field, the value (shortened, secrets never shown) and
+the fix. YAML is read by :mod:`launch.yamlio` and typed by :mod:`launch.schema`,
+as site profiles are. Whether the files a config names exist and hold usable
+data is checked separately (:mod:`launch.preflight`), by the commands that start
+something, never by a job reloading its experiment's frozen config.
 
 Example
 -------
@@ -20,49 +24,28 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
 import hashlib
 import json
-import math
 import os
-import re
-import types
 import typing as tp
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
+from launch import yamlio
+from launch.redact import short
+from launch.schema import NAME_RE, InputError, Range, build, key_label
+
 METHOD_KINDS = ("full_sft", "lora", "qlora")
 MAX_NAME_LEN = 100
 """Longest experiment or method name: each names directories (``<name>-<UTC time>``,
 ``methods/<name>``) and Slurm jobs (``<experiment>.<method>``), and file names stop at 255 bytes."""
 LETTERS = ("A", "B", "C", "D")
-
-
-class InputError(ValueError):
-    """Every problem found in one input (config, profile, dataset), raised once.
-
-    The CLI turns it into exit code 2 before anything is started.
-
-    Parameters
-    ----------
-    problems:
-        One line each: ``field or record: what is wrong (value) -> fix``.
-    source:
-        Where the input came from, for the header line.
-    max_lines:
-        Problems shown in the message (all stay in ``.problems``).
-    """
-
-    def __init__(self, problems: tp.Sequence[str], source: str = "input", max_lines: int | None = None) -> None:
-        self.problems = list(problems)
-        self.source = source
-        shown = self.problems[:max_lines]
-        lines = "\n".join(f"  - {p}" for p in shown)
-        more = len(self.problems) - len(shown)
-        tail = f"\n  ... and {more} more (see .problems)" if more else ""
-        super().__init__(f"{len(self.problems)} problem(s) in {source}:\n{lines}{tail}")
+BIG = 10**9
+"""Upper bound of counts that have no natural limit (steps, examples): far above any real run, far
+below what would overflow the arithmetic that uses them."""
+FRACTION = Range(0, 1, "a fraction strictly between 0 and 1", lo_open=True, hi_open=True)
 
 
 class ConfigError(InputError):
@@ -88,7 +71,7 @@ class ModelConfig:
     trust_remote_code: bool = False
     """Passed to ``from_pretrained``; leave off unless the model needs it."""
 
-    max_seq_len: int = 512
+    max_seq_len: tp.Annotated[int, Range(16, 1 << 20)] = 512
     """Prompts plus answers longer than this are truncated from the left of the
     prompt (the answer is always kept)."""
 
@@ -119,20 +102,20 @@ class DataConfig:
     eval: tp.Optional[DataSource] = None
     """Held-out questions. ``null``: split ``eval_fraction`` off ``train``."""
 
-    eval_fraction: float = 0.2
+    eval_fraction: tp.Annotated[float, FRACTION] = 0.2
     """Fraction of ``train`` held out when ``eval`` is null (0 < x < 1)."""
 
-    seed: int = 0
+    seed: tp.Annotated[int, Range(0, 2**32 - 1, f"a whole number from 0 to {2**32 - 1}")] = 0
     """Seed of the train/eval split; the same seed gives the same split."""
 
     dedup: bool = True
     """Drop training questions whose normalised text also appears in the eval set
     (CyberMetric-500 and -2000 share 130 questions)."""
 
-    max_train: tp.Optional[int] = None
+    max_train: tp.Optional[tp.Annotated[int, Range(1, BIG, "a positive number, or null for all")]] = None
     """Keep at most this many training questions (after the split), for quick runs."""
 
-    max_eval: tp.Optional[int] = None
+    max_eval: tp.Optional[tp.Annotated[int, Range(1, BIG, "a positive number, or null for all")]] = None
     """Keep at most this many eval questions, for quick runs."""
 
 
@@ -140,13 +123,13 @@ class DataConfig:
 class LoraSettings:
     """LoRA adapter settings, used by ``lora`` and ``qlora`` methods."""
 
-    r: int = 16
+    r: tp.Annotated[int, Range(1, 65536)] = 16
     """Adapter rank."""
 
-    alpha: int = 32
+    alpha: tp.Annotated[int, Range(1, 1 << 20)] = 32
     """Scaling numerator (``alpha / r`` multiplies the adapter output)."""
 
-    dropout: float = 0.0
+    dropout: tp.Annotated[float, Range(0, 1, "between 0 and 1", hi_open=True)] = 0.0
     """Dropout on the adapter input."""
 
     target_modules: tp.List[str] = field(
@@ -164,13 +147,13 @@ class CheckpointSettings:
     ``scontrol requeue``, a node failure) continues from the newest complete one; on SIGUSR2 the
     job also saves one right away. They are deleted once the final model is saved."""
 
-    every_steps: tp.Optional[int] = None
+    every_steps: tp.Optional[tp.Annotated[int, Range(1, BIG, "at least 1, or null to save by time only")]] = None
     """Save every this many optimizer steps; null: by time only."""
 
-    every_min: float = 30.0
+    every_min: tp.Annotated[float, Range(0, 10**6, "0 (by steps only) or more minutes")] = 30.0
     """Save when this many minutes of training passed since the last save; 0: by steps only."""
 
-    keep: int = 2
+    keep: tp.Annotated[int, Range(1, 1000, "at least 1 (the newest complete checkpoint)")] = 2
     """Complete checkpoints kept (older ones are deleted once a newer one is complete)."""
 
 
@@ -178,22 +161,22 @@ class CheckpointSettings:
 class Resources:
     """What one method's job asks of the cluster (Slurm) or the machine (local)."""
 
-    nodes: int = 1
+    nodes: tp.Annotated[int, Range(1, 100_000)] = 1
     """Number of nodes."""
 
-    gpus_per_node: int = 1
+    gpus_per_node: tp.Annotated[int, Range(0, 1024, "0 (CPU) or more")] = 1
     """GPUs per node; 0 runs on CPU."""
 
-    cpus_per_gpu: int = 8
+    cpus_per_gpu: tp.Annotated[int, Range(1, 100_000)] = 8
     """CPU cores per GPU (per task on CPU-only runs)."""
 
-    mem_gb_per_gpu: int = 64
+    mem_gb_per_gpu: tp.Annotated[int, Range(1, 100_000)] = 64
     """Host memory per GPU in GiB."""
 
-    time_min: int = 60
+    time_min: tp.Annotated[int, Range(1, 10**7)] = 60
     """Wall-clock limit of the job in minutes."""
 
-    max_timeouts: int = 3
+    max_timeouts: tp.Annotated[int, Range(0, 1000, "0 (never requeue on the time limit) or more")] = 3
     """How many times the job may run into ``time_min`` and be requeued to continue from its
     last checkpoint (submitit's ``max_num_timeout``); preemptions are not counted. A run
     longer than the partition allows needs ``time_min x (max_timeouts + 1)`` to cover it."""
@@ -211,16 +194,16 @@ class MethodConfig:
     """``full_sft`` (all weights, accelerate; ZeRO via ``deepspeed``), ``lora`` (peft
     adapters on a frozen model) or ``qlora`` (4-bit NF4 base + LoRA, one GPU)."""
 
-    learning_rate: float = 2e-4
+    learning_rate: tp.Annotated[float, Range(0, 10, "a positive number such as 2e-4", lo_open=True)] = 2e-4
     """Peak learning rate (linear warm-up, then linear decay to 0)."""
 
-    epochs: float = 1.0
+    epochs: tp.Annotated[float, Range(0, 10**6, "positive, or set max_steps")] = 1.0
     """Passes over the training set; ignored when ``max_steps`` is set."""
 
-    max_steps: tp.Optional[int] = None
+    max_steps: tp.Optional[tp.Annotated[int, Range(1, BIG, "at least 1, or null to use epochs")]] = None
     """Optimizer steps to run; overrides ``epochs``."""
 
-    micro_batch_size: int = 4
+    micro_batch_size: tp.Annotated[int, Range(1, 1 << 20)] = 4
     """Examples (questions) per device per forward pass, in either ``batching`` layout."""
 
     batching: tp.Literal["packed", "padded"] = "packed"
@@ -232,17 +215,17 @@ class MethodConfig:
     answer tokens) either way; ``packed`` computes no padding: 1.66x the tokens/s of
     ``padded`` in ``bench/bench_train.py`` (16 CyberMetric-500 questions per micro-batch, CPU)."""
 
-    grad_accum_steps: int = 1
+    grad_accum_steps: tp.Annotated[int, Range(1, 1 << 20)] = 1
     """Micro-batches accumulated per optimizer step. Global batch =
     micro_batch_size x grad_accum_steps x nodes x gpus_per_node."""
 
-    warmup_ratio: float = 0.03
+    warmup_ratio: tp.Annotated[float, Range(0, 1, "between 0 and 1", hi_open=True)] = 0.03
     """Fraction of steps spent warming the learning rate up."""
 
-    weight_decay: float = 0.0
+    weight_decay: tp.Annotated[float, Range(0, 100, "0 or more")] = 0.0
     """AdamW weight decay."""
 
-    max_grad_norm: float = 1.0
+    max_grad_norm: tp.Annotated[float, Range(0, 10**9, "0 (no clipping) or more")] = 1.0
     """Gradient clipping norm; 0 disables clipping."""
 
     precision: tp.Literal["auto", "fp32", "bf16", "fp16"] = "auto"
@@ -274,13 +257,13 @@ class EvalConfig:
     greedy generation parsed strictly as ``ANSWER: X`` (parse failures count as
     wrong and are reported)."""
 
-    batch_size: int = 32
+    batch_size: tp.Annotated[int, Range(1, 1 << 20)] = 32
     """Questions per forward pass."""
 
     include_base: bool = True
     """Also score the un-tuned base model (the ``base`` row)."""
 
-    max_new_tokens: int = 8
+    max_new_tokens: tp.Annotated[int, Range(4, 1 << 16, "at least 4 ('ANSWER: X')")] = 8
     """Generation budget in ``generate`` mode."""
 
     resources: Resources = field(default_factory=Resources)
@@ -310,10 +293,10 @@ class TrackingConfig:
 class LocalConfig:
     """Local execution (``cyberft run``)."""
 
-    max_parallel: int = 0
+    max_parallel: tp.Annotated[int, Range(0, 1024, "0 (automatic) or more")] = 0
     """Training jobs run at once; 0: one per 1-thread CPU slot on CPU, 1 on a GPU."""
 
-    threads_per_job: int = 1
+    threads_per_job: tp.Annotated[int, Range(1, 1024)] = 1
     """torch threads per job on CPU."""
 
 
@@ -327,7 +310,7 @@ class ExperimentConfig:
     output_dir: str = "runs"
     """Where experiment directories are created (shared storage on a cluster)."""
 
-    seed: int = 0
+    seed: tp.Annotated[int, Range(0, 2**32 - 1, f"a whole number from 0 to {2**32 - 1}")] = 0
     """Seed for model init, data order and dropout."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -356,132 +339,23 @@ class ExperimentConfig:
         raise KeyError(f"no method {name!r}; known: {[m.name for m in self.methods]}")
 
 
-# --------------------------------------------------------------------------- typed loading
-
-
-def _is_dataclass_type(t: tp.Any) -> bool:
-    return isinstance(t, type) and dataclasses.is_dataclass(t)
-
-
-def _type_name(t: tp.Any) -> str:
-    origin = tp.get_origin(t)
-    if origin is tp.Literal:
-        return " | ".join(repr(a) for a in tp.get_args(t))
-    if origin in (tp.Union, types.UnionType):
-        return " | ".join(_type_name(a) for a in tp.get_args(t))
-    if origin in (list, tp.List):
-        return f"list of {_type_name(tp.get_args(t)[0])}"
-    if t is type(None):
-        return "null"
-    if _is_dataclass_type(t):
-        return "mapping"
-    return getattr(t, "__name__", str(t))
-
-
-def _hints(cls: type) -> dict[str, tp.Any]:
-    return tp.get_type_hints(cls)
-
-
-def _convert(value: tp.Any, t: tp.Any, where: str, problems: list[str]) -> tp.Any:
-    """Convert ``value`` to type ``t``; append a problem and return None when it does not fit."""
-    origin = tp.get_origin(t)
-    if origin in (tp.Union, types.UnionType):
-        args = tp.get_args(t)
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        if len(inner) == 1:
-            return _convert(value, inner[0], where, problems)
-    if origin is tp.Literal:
-        allowed = tp.get_args(t)
-        if value in allowed:
-            return value
-        hint = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
-        fix = f"did you mean {hint[0]!r}?" if hint else f"use one of {', '.join(map(repr, allowed))}"
-        problems.append(f"{where}: {value!r} is not allowed -> {fix}")
-        return None
-    if origin in (list, tp.List):
-        if not isinstance(value, list):
-            problems.append(f"{where}: expected a list, got {type(value).__name__} {value!r} -> write it as a YAML list")
-            return None
-        (item_t,) = tp.get_args(t)
-        items = [_convert(v, item_t, f"{where}[{i}]", problems) for i, v in enumerate(value)]
-        return [v for v in items if v is not None]
-    if _is_dataclass_type(t):
-        if not isinstance(value, dict):
-            keys = ", ".join(f.name for f in dataclasses.fields(t))
-            problems.append(
-                f"{where}: expected a mapping of {t.__name__} fields, got {type(value).__name__} {value!r} "
-                f"-> write it as `key: value` lines indented under {where.rsplit('.', 1)[-1]}: (keys: {keys})"
-            )
-            return None
-        return _build(t, value, where, problems)
-    if t is bool:
-        if isinstance(value, bool):
-            return value
-        problems.append(f"{where}: expected true or false, got {type(value).__name__} {value!r} -> write true or false")
-        return None
-    if t is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        problems.append(f"{where}: expected an integer, got {type(value).__name__} {value!r} -> write a whole number")
-        return None
-    if t is float:
-        number: float | None = None
-        is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if is_number or isinstance(value, str):  # YAML reads "1e-3" (no dot) as a string
-            try:
-                number = float(value)
-            except ValueError:
-                pass
-            except OverflowError:  # an integer beyond float range
-                is_number = True
-        if number is not None and math.isfinite(number):
-            return number
-        # nan and inf pass every range check (nan < 0 is false), so they are refused here.
-        what = "a finite number" if number is not None or is_number else "a number"
-        problems.append(f"{where}: expected {what}, got {type(value).__name__} {value!r} -> write a number such as 2e-4 or 0.1")
-        return None
-    if t is str:
-        if isinstance(value, str):
-            return value
-        problems.append(f"{where}: expected a string, got {type(value).__name__} {value!r} -> quote it")
-        return None
-    raise TypeError(f"unsupported schema type {t!r} at {where}")  # a bug in the schema, not user input
-
-
-def _build(cls: type, raw: dict, where: str, problems: list[str]) -> tp.Any:
-    """Build dataclass ``cls`` from ``raw``, reporting unknown keys with a did-you-mean."""
-    hints = _hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    kwargs = {}
-    for key, value in raw.items():
-        path = f"{where}.{key}" if where else str(key)
-        if key not in hints:
-            hint = difflib.get_close_matches(str(key), names, n=1)
-            fix = f"did you mean {hint[0]!r}?" if hint else f"known keys: {', '.join(names)}"
-            problems.append(f"{path}: unknown key -> {fix}")
-            continue
-        before = len(problems)
-        converted = _convert(value, hints[key], path, problems)
-        # A bad scalar keeps its default so later checks still run; nested
-        # mappings and lists come back with their own bad fields defaulted.
-        if converted is not None or len(problems) == before:
-            kwargs[key] = converted
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:  # pragma: no cover - all fields have defaults
-        problems.append(f"{where or 'config'}: {exc}")
-        return cls()
-
-
 # --------------------------------------------------------------------------- overrides
 
 
-def _parse_scalar(text: str) -> tp.Any:
-    """Parse an override value the way YAML would (``1e-3``, ``true``, ``[a, b]``, ``null``)."""
+_UNUSABLE = object()  # an override value refused by the YAML reader: not applied
+
+
+def _parse_value(text: str, key: str, problems: list[str]) -> tp.Any:
+    """An override value read as YAML (``1e-3``, ``true``, ``[a, b]``, ``null``) by the config's reader.
+
+    Text that is not valid YAML is taken as the string it is (``name=a: b``); a value the reader
+    refuses (aliases expanding too far, duplicate keys, too deep) is a problem.
+    """
     try:
-        return yaml.safe_load(text)
+        return yamlio.parse(text)
+    except yamlio.YamlProblem as exc:
+        problems.append(f"override {key_label(key)}: {exc}")
+        return _UNUSABLE
     except (yaml.YAMLError, ValueError, RecursionError):  # ValueError: e.g. an integer of 5000 digits
         return text
 
@@ -494,250 +368,109 @@ def apply_overrides(raw: dict, overrides: tp.Sequence[str], problems: list[str])
     """
     for item in overrides:
         if "=" not in item:
-            problems.append(f"override {item!r}: expected key=value -> e.g. methods.lora.learning_rate=1e-4")
+            problems.append(f"override {short(item)}: expected key=value -> e.g. methods.lora.learning_rate=1e-4")
             continue
         key, text = item.split("=", 1)
-        parts = key.strip().split(".")
-        node: tp.Any = raw
-        ok = True
-        for i, part in enumerate(parts[:-1]):
-            if isinstance(node, list):
-                node, ok = _list_child(node, part, ".".join(parts[: i + 1]), problems)
-            elif isinstance(node, dict):
-                node = node.setdefault(part, {})
-            else:
-                ok = False
-                problems.append(f"override {key}: {'.'.join(parts[:i + 1])} is {_kind_of(node)}, not a mapping -> "
-                                f"set it as a whole ({'.'.join(parts[:i + 1])}=...), or check the key")
-            if not ok:
-                break
-        if not ok:
-            continue
-        last = parts[-1]
-        if isinstance(node, list):
-            idx, ok = _list_index(node, last, key, problems)
-            if ok:
-                node[idx] = _parse_scalar(text)
-        elif isinstance(node, dict):
-            node[last] = _parse_scalar(text)
-        else:  # e.g. name.x=1: never drop an override silently
-            parent = ".".join(parts[:-1])
-            problems.append(f"override {key}: {parent} is {_kind_of(node)}, not a mapping -> set it as a whole "
-                            f"({parent}=...), or check the key")
+        value = _parse_value(text, key, problems)
+        if value is not _UNUSABLE:
+            _set(raw, key, value, problems)
     return raw
 
 
+def _set(raw: dict, key: str, value: tp.Any, problems: list[str]) -> None:
+    """Put ``value`` at the dotted ``key`` of ``raw``, creating mappings on the way."""
+    parts = key.strip().split(".")
+    node: tp.Any = raw
+    for i, part in enumerate(parts):
+        here = ".".join(parts[: i + 1])
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            idx = _list_index(node, part, key if last else here, problems)
+            if idx is None:
+                return
+            if last:
+                node[idx] = value
+            node = node[idx]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                node = node.setdefault(part, {})
+        else:  # e.g. name.x=1: never drop an override silently
+            parent = ".".join(parts[:i])
+            problems.append(f"override {key_label(key)}: {key_label(parent)} is {_kind_of(node)}, not a mapping -> "
+                            f"set it as a whole ({key_label(parent)}=...), or check the key")
+            return
+
+
 def _kind_of(value: tp.Any) -> str:
-    return "null" if value is None else f"{type(value).__name__} {value!r}"
+    return "null" if value is None else f"{type(value).__name__} {short(value)}"
 
 
-def _list_index(items: list, part: str, where: str, problems: list[str]) -> tuple[int, bool]:
+def _list_index(items: list, part: str, where: str, problems: list[str]) -> int | None:
     if part.isdigit() and int(part) < len(items):
-        return int(part), True
+        return int(part)
     for i, item in enumerate(items):
         if isinstance(item, dict) and item.get("name") == part:
-            return i, True
+            return i
     names = [it.get("name") for it in items if isinstance(it, dict)]
-    problems.append(f"override {where}: no list item {part!r} -> use an index or one of {names}")
-    return 0, False
+    problems.append(f"override {key_label(where)}: no list item {short(part)} -> use an index or one of {short(names)}")
+    return None
 
 
-def _list_child(items: list, part: str, where: str, problems: list[str]) -> tuple[tp.Any, bool]:
-    idx, ok = _list_index(items, part, where, problems)
-    return (items[idx] if ok else None), ok
+# --------------------------------------------------------------------------- value checks
 
 
-# --------------------------------------------------------------------------- semantic checks
-
-
-def _looks_local(path: str) -> bool:
-    """A hub name is ``org/name`` or ``name``; anything else (or anything that exists) is a path."""
-    if os.path.exists(path):
-        return True
-    return path.startswith((".", "/", "~")) or path.count("/") > 1 or path.endswith((".json", ".jsonl"))
-
-
-def _check_source(src: DataSource, where: str, problems: list[str]) -> None:
-    if not src.path:
-        problems.append(f"{where}.path: empty -> give a CyberMetric JSON, a JSONL file or a dataset directory")
-        return
-    p = Path(src.path).expanduser()
-    if _looks_local(src.path) and not p.exists():
-        problems.append(f"{where}.path: {src.path!r} does not exist -> check the path (relative to {os.getcwd()})")
-    elif p.is_dir() and src.format in ("cybermetric", "jsonl"):
-        problems.append(f"{where}.path: {src.path!r} is a directory but format is {src.format!r} -> give a file or set format: hf")
-    elif p.exists() and not p.is_dir() and (
-        src.format == "hf" or (src.format == "auto" and p.suffix.lower() not in (".json", ".jsonl"))
-    ):
-        # hf reads a save_to_disk directory or a hub name, never a file
-        problems.append(f"{where}.path: {src.path!r} is a file, read as a Hugging Face dataset (format {src.format!r}) "
-                        "-> name it .json (CyberMetric) or .jsonl, or set format: cybermetric or jsonl")
+def _name_problem(where: str, name: str) -> str | None:
+    if not NAME_RE.fullmatch(name or ""):
+        return f"{where}: {short(name)} -> use letters, digits, '_', '.', '-' (it names a directory)"
+    if len(name) > MAX_NAME_LEN:
+        return (f"{where}: {len(name)} characters ({short(name[:20])}...) -> at most {MAX_NAME_LEN}: it names a "
+                "directory, and file names have a length limit")
+    return None
 
 
 def validate(cfg: ExperimentConfig, problems: list[str]) -> None:
-    """Cross-field and value checks; appends to ``problems``."""
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", cfg.name or ""):
-        problems.append(f"name: {cfg.name!r} -> use letters, digits, '_', '.', '-' (it names a directory)")
-    elif len(cfg.name) > MAX_NAME_LEN:
-        problems.append(f"name: {len(cfg.name)} characters ({cfg.name[:20]!r}...) -> at most {MAX_NAME_LEN}: "
-                        "with the time stamp it names a directory, and file names have a length limit")
-    if not 0 <= cfg.seed < 2**32:  # numpy (np.random.seed in every job) takes no other seed
-        problems.append(f"seed: {cfg.seed} -> a whole number from 0 to {2**32 - 1}")
+    """Cross-field and value checks that need no file system; appends to ``problems``.
+
+    Ranges of single numbers are checked while loading (:class:`~launch.schema.Range`); what is
+    on disk (data, model, output directory, DeepSpeed JSON) is :mod:`launch.preflight`'s job, so a
+    job reloading its frozen ``config.yaml`` never depends on the original files.
+    """
+    from launch import scriptsafe
+
+    problem = _name_problem("name", cfg.name)
+    if problem:
+        problems.append(problem)
     if not cfg.model.name_or_path:
         problems.append("model.name_or_path: empty -> a hub name (meta-llama/Meta-Llama-3-8B) or a local model directory")
-    elif _looks_local(cfg.model.name_or_path):
-        mp = Path(cfg.model.name_or_path).expanduser()
-        if not mp.exists():
-            problems.append(
-                f"model.name_or_path: {cfg.model.name_or_path!r} does not exist -> check the path (relative to "
-                f"{os.getcwd()}), give a hub name, or build a tiny local model with `cyberft tiny-model DIR`"
-            )
-        elif not (mp / "config.json").is_file():
-            problems.append(
-                f"model.name_or_path: {cfg.model.name_or_path!r} has no config.json -> "
-                "a directory written by save_pretrained (build a tiny one with `cyberft tiny-model DIR`)"
-            )
-    _check_output_dir(cfg.output_dir, problems)
-    if cfg.model.max_seq_len < 16:
-        problems.append(f"model.max_seq_len: {cfg.model.max_seq_len} -> at least 16")
-    _check_source(cfg.data.train, "data.train", problems)
-    if cfg.data.eval is not None:
-        _check_source(cfg.data.eval, "data.eval", problems)
-    elif not 0.0 < cfg.data.eval_fraction < 1.0:
-        problems.append(f"data.eval_fraction: {cfg.data.eval_fraction} -> a fraction strictly between 0 and 1")
-    for key in ("max_train", "max_eval"):
-        v = getattr(cfg.data, key)
-        if v is not None and v < 1:
-            problems.append(f"data.{key}: {v} -> a positive number, or null for all")
+    if not cfg.output_dir:
+        problems.append("output_dir: empty -> the directory that receives experiment directories, e.g. runs")
+    for src, where in ((cfg.data.train, "data.train"), (cfg.data.eval, "data.eval")):
+        if src is not None and not src.path:
+            problems.append(f"{where}.path: empty -> give a CyberMetric JSON, a JSONL file or a dataset directory")
     if not cfg.methods:
         problems.append("methods: empty -> list at least one method (kind: full_sft | lora | qlora)")
     seen: set[str] = set()
     for i, m in enumerate(cfg.methods):
         _validate_method(m, f"methods[{i}]", seen, problems)
-    if cfg.eval.batch_size < 1:
-        problems.append(f"eval.batch_size: {cfg.eval.batch_size} -> at least 1")
-    if cfg.eval.max_new_tokens < 4:
-        problems.append(f"eval.max_new_tokens: {cfg.eval.max_new_tokens} -> at least 4 ('ANSWER: X')")
-    _validate_resources(cfg.eval.resources, "eval.resources", problems)
-    if cfg.local.max_parallel < 0 or cfg.local.threads_per_job < 1:
-        problems.append(
-            f"local: max_parallel={cfg.local.max_parallel}, threads_per_job={cfg.local.threads_per_job} "
-            "-> max_parallel >= 0 (0 = automatic), threads_per_job >= 1"
-        )
-
-
-def _check_output_dir(output_dir: str, problems: list[str]) -> None:
-    """``output_dir`` must be a writable directory, or creatable (with its parents) under one.
-
-    Checked before anything is written, so ``run`` and ``submit`` refuse instead of failing
-    half-way. Writability uses :func:`os.access`: root passes on read-only mode bits, as it
-    would when writing.
-    """
-    where = "output_dir"
-    if not output_dir:
-        problems.append(f"{where}: empty -> the directory that receives experiment directories, e.g. runs")
-        return
-    p = Path(output_dir).expanduser().absolute()
-    try:
-        if p.exists():
-            if not p.is_dir():
-                problems.append(f"{where}: {output_dir!r} is a file, not a directory -> give a directory (it is "
-                                "created if missing), e.g. runs")
-            elif not os.access(p, os.W_OK | os.X_OK):
-                problems.append(f"{where}: {output_dir!r} is not writable by this user -> give a directory you can "
-                                f"write to, or fix its permissions (chmod u+w {p})")
-            return
-        existing = p.parent
-        while not existing.exists() and existing != existing.parent:
-            existing = existing.parent
-        if not existing.is_dir():
-            problems.append(f"{where}: {output_dir!r} cannot be created: {str(existing)!r} is a file, not a directory "
-                            "-> give a path under a directory")
-        elif not os.access(existing, os.W_OK | os.X_OK):
-            problems.append(f"{where}: {output_dir!r} cannot be created: {str(existing)!r} is not writable by this "
-                            "user -> give a directory you can write to")
-    except OSError as exc:  # e.g. a parent that may not be searched
-        problems.append(f"{where}: {output_dir!r} cannot be checked ({exc.strerror or exc}) -> give a directory you "
-                        "can write to")
-
-
-def _deepspeed_problem(path: str) -> str | None:
-    """Why the DeepSpeed JSON ``path`` cannot be used (what follows the field name), or None."""
-    p = Path(path).expanduser()
-    if not p.is_file():
-        what = "is a directory" if p.is_dir() else "does not exist"
-        return f"{path!r} {what} -> one of ds_configs/zero2.json, zero3.json, zero3_offload.json"
-    try:
-        raw = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
-        return f"{path!r} is not a readable JSON file ({exc}) -> fix it, or use one of ds_configs/*.json"
-    if not isinstance(raw, dict):
-        return f"{path!r} holds {type(raw).__name__}, not a JSON object -> a DeepSpeed config like ds_configs/zero3.json"
-    zero = raw.get("zero_optimization")
-    if zero is None:
-        return None
-    if not isinstance(zero, dict):
-        return f"{path!r}: zero_optimization is {zero!r}, not an object -> e.g. {{\"stage\": 3}}"
-    stage = zero.get("stage", 0)
-    if stage not in ("0", "1", "2", "3") and (isinstance(stage, bool) or not isinstance(stage, int) or not 0 <= stage <= 3):
-        return f"{path!r}: zero_optimization.stage is {stage!r} -> 0, 1, 2 or 3"
-    for key in ("offload_optimizer", "offload_param"):
-        if zero.get(key) is not None and not isinstance(zero[key], dict):
-            return f"{path!r}: zero_optimization.{key} is {zero[key]!r}, not an object -> e.g. {{\"device\": \"cpu\"}}"
-    return None
-
-
-def _validate_resources(r: Resources, where: str, problems: list[str]) -> None:
-    for key in ("nodes", "cpus_per_gpu", "mem_gb_per_gpu", "time_min"):
-        v = getattr(r, key)
-        if v < 1:
-            problems.append(f"{where}.{key}: {v} -> at least 1")
-    if r.gpus_per_node < 0:
-        problems.append(f"{where}.gpus_per_node: {r.gpus_per_node} -> 0 (CPU) or more")
-    if r.max_timeouts < 0:
-        problems.append(f"{where}.max_timeouts: {r.max_timeouts} -> 0 (never requeue on the time limit) or more")
+    problems.extend(scriptsafe.config_problems(cfg))
 
 
 def _validate_method(m: MethodConfig, where: str, seen: set[str], problems: list[str]) -> None:
-    label = f"{where} ({m.name})" if m.name else where
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", m.name or ""):
-        problems.append(f"{label}.name: {m.name!r} -> letters, digits, '_', '.', '-' (it names a directory)")
-    elif len(m.name) > MAX_NAME_LEN:
-        problems.append(f"{where}.name: {len(m.name)} characters ({m.name[:20]!r}...) -> at most {MAX_NAME_LEN}: it "
-                        "names a directory, and file names have a length limit")
+    label = f"{where} ({m.name})" if NAME_RE.fullmatch(m.name or "") and len(m.name) <= MAX_NAME_LEN else where
+    problem = _name_problem(f"{label}.name", m.name)
+    if problem:
+        problems.append(problem)
     elif m.name == "base":
         problems.append(f"{label}.name: 'base' is reserved for the un-tuned model row -> pick another name")
     elif m.name in seen:
         problems.append(f"{label}.name: {m.name!r} is used twice -> method names must be unique")
     seen.add(m.name)
-    if m.learning_rate <= 0:
-        problems.append(f"{label}.learning_rate: {m.learning_rate} -> a positive number such as 2e-4")
     if m.max_steps is None and m.epochs <= 0:
         problems.append(f"{label}.epochs: {m.epochs} -> positive, or set max_steps")
-    if m.max_steps is not None and m.max_steps < 1:
-        problems.append(f"{label}.max_steps: {m.max_steps} -> at least 1, or null to use epochs")
-    for key in ("micro_batch_size", "grad_accum_steps"):
-        if getattr(m, key) < 1:
-            problems.append(f"{label}.{key}: {getattr(m, key)} -> at least 1")
-    if not 0 <= m.warmup_ratio < 1:
-        problems.append(f"{label}.warmup_ratio: {m.warmup_ratio} -> between 0 and 1")
-    if m.weight_decay < 0 or m.max_grad_norm < 0:
-        problems.append(f"{label}: weight_decay={m.weight_decay}, max_grad_norm={m.max_grad_norm} -> both >= 0")
-    if m.kind in ("lora", "qlora"):
-        if m.lora.r < 1 or m.lora.alpha < 1:
-            problems.append(f"{label}.lora: r={m.lora.r}, alpha={m.lora.alpha} -> both at least 1")
-        if not 0 <= m.lora.dropout < 1:
-            problems.append(f"{label}.lora.dropout: {m.lora.dropout} -> between 0 and 1")
-        if not m.lora.target_modules:
-            problems.append(f"{label}.lora.target_modules: empty -> e.g. [q_proj, v_proj]")
-    ck = m.checkpoint
-    if ck.every_steps is not None and ck.every_steps < 1:
-        problems.append(f"{label}.checkpoint.every_steps: {ck.every_steps} -> at least 1, or null to save by time only")
-    if ck.every_min < 0:
-        problems.append(f"{label}.checkpoint.every_min: {ck.every_min} -> 0 (by steps only) or more minutes")
-    if ck.keep < 1:
-        problems.append(f"{label}.checkpoint.keep: {ck.keep} -> at least 1 (the newest complete checkpoint)")
-    _validate_resources(m.resources, f"{label}.resources", problems)
+    if m.kind in ("lora", "qlora") and not m.lora.target_modules:
+        problems.append(f"{label}.lora.target_modules: empty -> e.g. [q_proj, v_proj]")
     r = m.resources
     world = r.nodes * max(r.gpus_per_node, 1)
     if m.kind == "qlora" and (r.nodes != 1 or r.gpus_per_node > 1):
@@ -746,16 +479,8 @@ def _validate_method(m: MethodConfig, where: str, seen: set[str], problems: list
             f"{r.gpus_per_node} = {world} devices -> set resources.nodes=1 and resources.gpus_per_node=1, "
             "or use kind: lora for several GPUs"
         )
-    if m.deepspeed is not None:
-        if m.kind != "full_sft":
-            problems.append(f"{label}.deepspeed: set for kind {m.kind!r} -> DeepSpeed ZeRO is for full_sft; remove it")
-        else:
-            problem = _deepspeed_problem(m.deepspeed)
-            if problem:
-                problems.append(f"{label}.deepspeed: {problem}")
-                # Like a bad scalar, back to its default: later checks (the memory estimate reads
-                # the file) run on a config that is safe to use.
-                m.deepspeed = None
+    if m.deepspeed is not None and m.kind != "full_sft":
+        problems.append(f"{label}.deepspeed: set for kind {m.kind!r} -> DeepSpeed ZeRO is for full_sft; remove it")
 
 
 # --------------------------------------------------------------------------- entry points
@@ -773,10 +498,10 @@ def build_config(raw: tp.Any, overrides: tp.Sequence[str] = ()) -> tuple[Experim
     if not isinstance(raw, dict):
         return None, [f"top level: expected a mapping of config keys, got {type(raw).__name__} "
                       "-> write `key: value` lines (name, model, data, methods, ...) as in configs/smoke.yaml"]
-    # A deep copy, not a JSON round trip: YAML also gives dates, sets and non-string keys, and
-    # those must become problems below, not a TypeError here.
+    # A deep copy, not a JSON round trip: YAML also gives sets and non-string keys, and those must
+    # become problems below, not a TypeError here. (The YAML reader already unshared aliases.)
     raw = apply_overrides(copy.deepcopy(raw), overrides, problems)
-    cfg = _build(ExperimentConfig, raw, "", problems)
+    cfg = build(ExperimentConfig, raw, "", problems)
     validate(cfg, problems)  # bad values were left at their defaults, so this is safe
     return cfg, problems
 
@@ -794,44 +519,15 @@ def read_raw(path: str | os.PathLike) -> tp.Any:
     p = Path(path)
     if p.is_dir():
         raise ConfigError([f"config: {str(p)!r} is a directory -> give a YAML file such as configs/smoke.yaml"], str(p))
-    if not p.is_file():
+    if not p.exists():
         raise ConfigError([f"config: {str(p)!r} does not exist -> check the path; shipped configs are in configs/"], str(p))
-    raw, problem = read_yaml(p, "config", "configs/smoke.yaml")
+    raw, problem = yamlio.read(p, "config", "configs/smoke.yaml")
     if problem:
         raise ConfigError([problem], str(p))
     if raw is None:
         raise ConfigError([f"config: {str(p)!r} is empty -> write the experiment's settings (name, model, data, "
                            "methods, ...); start from a copy of configs/smoke.yaml"], str(p))
     return raw
-
-
-def read_yaml(path: Path, what: str, example: str) -> tuple[tp.Any, str | None]:
-    """The parsed YAML file ``path``, or None and why it cannot be read (one line, with the fix).
-
-    ``what`` names the input in the message (``config``, ``profile``); ``example`` is a good file to copy.
-    """
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        return None, f"{what}: {str(path)!r} cannot be read ({exc.strerror or exc}) -> check that it is a readable file"
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        return None, (f"{what}: {str(path)!r} is not valid YAML: not valid UTF-8 at byte offset {exc.start} (line {line}, "
-                      f"byte 0x{data[exc.start]:02x}) -> re-save the file as UTF-8")
-    try:
-        return yaml.safe_load(text), None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        at = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
-        detail = " ".join(str(getattr(exc, "problem", None) or exc).split())
-        return None, (f"{what}: {str(path)!r} is not valid YAML{at}: {detail} -> fix the syntax there (indent with "
-                      f"spaces, not tabs; close every [ and {{; quote values containing ': ' or ' #'); compare with {example}")
-    except RecursionError:
-        return None, f"{what}: {str(path)!r} is nested too deeply to read -> write a plain YAML file like {example}"
-    except ValueError as exc:  # a value YAML parses but Python refuses, e.g. an integer of 5000 digits
-        return None, f"{what}: {str(path)!r} is not valid YAML: {' '.join(str(exc).split())} -> fix that value"
 
 
 def check_config(path: str | os.PathLike, overrides: tp.Sequence[str] = ()) -> tuple[ExperimentConfig | None, list[str]]:
@@ -844,7 +540,12 @@ def check_config(path: str | os.PathLike, overrides: tp.Sequence[str] = ()) -> t
 
 
 def load_config(path: str | os.PathLike, overrides: tp.Sequence[str] = ()) -> ExperimentConfig:
-    """Load a YAML experiment config, apply overrides, validate; raise :class:`ConfigError`."""
+    """Load a YAML experiment config, apply overrides, validate; raise :class:`ConfigError`.
+
+    Schema and value checks only: the files the config names are checked by
+    :func:`launch.preflight.check` (``validate``, ``run``, ``submit``), never when a job reloads the
+    frozen ``EXP/config.yaml``.
+    """
     return from_dict(read_raw(path), overrides, source=str(path))
 
 
@@ -854,8 +555,8 @@ def to_dict(cfg: tp.Any) -> dict:
 
 
 def dump_yaml(cfg: ExperimentConfig) -> str:
-    """The resolved config as YAML text."""
-    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    """The resolved config as YAML text (read back equal by :func:`load_config`)."""
+    return yamlio.dump(to_dict(cfg))
 
 
 def config_hash(cfg: ExperimentConfig) -> str:

@@ -34,8 +34,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from launch.config import LETTERS, DataConfig, DataSource, InputError
+from launch.config import LETTERS, DataConfig, DataSource
 from launch.fsio import atomic_write_json, atomic_write_jsonl
+from launch.redact import short
+from launch.schema import InputError
+from launch.yamlio import read_bytes
+
+MAX_DATA_BYTES = 512 << 20
+"""The largest data file read (512 MiB; CyberMetric-10000 is about 4 MB). Larger files, and
+anything that is not a regular file (a FIFO, ``/dev/zero``), are refused before reading."""
 
 _LETTER_LIST = ", ".join(LETTERS)
 _RECORD_SHAPE = '{"question": ..., "answers": {"A": ..., "B": ..., "C": ..., "D": ...}, "solution": "A"}'
@@ -142,9 +149,12 @@ def _read_text(path: str, fmt: str) -> str:
             path,
         )
     try:
-        data = p.read_bytes()
+        data = read_bytes(p, MAX_DATA_BYTES)
     except OSError as exc:
         raise DataError([f"{path}: cannot read: {exc.strerror or exc} -> check that it is a file you may read"], path) from None
+    except ValueError as exc:  # not a regular file, or too large
+        fix = f"give a CyberMetric JSON or JSONL file of at most {MAX_DATA_BYTES >> 20} MiB"
+        raise DataError([f"{path}: {exc} -> {fix}"], path) from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -158,11 +168,32 @@ def _read_text(path: str, fmt: str) -> str:
     return text.removeprefix("\ufeff")
 
 
+class _Record(dict):
+    """A JSON object as read, remembering the keys it gave more than once (JSON keeps the last)."""
+
+    duplicates: tuple[str, ...] = ()
+
+
+def _object(pairs: list[tuple[str, tp.Any]]) -> _Record:
+    obj = _Record(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        obj.duplicates = tuple(dict.fromkeys(k for k, _ in pairs if k in seen or seen.add(k)))
+    return obj
+
+
+def _duplicate_keys(rec: tp.Any, where: str, problems: list[str]) -> None:
+    for obj, inside in ((rec, ""), (rec.get("answers"), " in 'answers'")):
+        for key in getattr(obj, "duplicates", ()):
+            problems.append(f"{where}: key {short(key, 40)}{inside} appears twice (JSON keeps the last one silently) "
+                            "-> keep one")
+
+
 def _cybermetric_records(path: str) -> list[tuple[str, tp.Any]]:
     """``(where, raw record)`` pairs of a CyberMetric JSON file."""
     text = _read_text(path, "cybermetric")
     try:
-        obj = json.loads(text)
+        obj = json.loads(text, object_pairs_hook=_object)
     except json.JSONDecodeError as exc:
         raise DataError(
             [f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg} "
@@ -178,7 +209,7 @@ def _cybermetric_records(path: str) -> list[tuple[str, tp.Any]]:
     if not isinstance(obj, dict):
         raise DataError([f"{path}: top level is {_kind(obj)}, {shape} -> put the records in {{\"questions\": [...]}}"], path)
     if "questions" not in obj:
-        keys = ", ".join(map(repr, list(obj)[:10])) or "none"
+        keys = ", ".join(map(_echo, list(obj)[:10])) or "none"
         raise DataError([f"{path}: top level has no 'questions' key (keys: {keys}), {shape} -> put the records "
                          "under a 'questions' key (JSON Lines, one record per line? use a .jsonl file or format: jsonl)"], path)
     records = obj["questions"]
@@ -198,7 +229,7 @@ def _jsonl_records(path: str, problems: list[str]) -> list[tuple[str, tp.Any]]:
             continue
         where = f"{path} record {len(out)} (line {lineno})"
         try:
-            out.append((where, json.loads(line)))
+            out.append((where, json.loads(line, object_pairs_hook=_object)))
         except json.JSONDecodeError as exc:
             problems.append(f"{where}: invalid JSON at column {exc.colno}: {exc.msg} -> one JSON object per line")
             out.append((where, _UNPARSED))
@@ -212,11 +243,17 @@ def _jsonl_records(path: str, problems: list[str]) -> list[tuple[str, tp.Any]]:
 def _hf_dataset(source: DataSource) -> tp.Any:
     """The ``datasets.Dataset`` for ``source`` (a save_to_disk directory or a hub name)."""
     name = source.path
+    p = Path(name).expanduser()
+    if p.exists() and not p.is_dir():  # before importing datasets (seconds): a file, a device, a pipe
+        raise DataError(
+            [f"{name}: a {p.suffix or 'extensionless'} file is not a supported format -> use CyberMetric .json, "
+             ".jsonl, or a directory written by datasets' save_to_disk"],
+            name,
+        )
     try:
         import datasets  # lazy: heavy, and only needed for this format
     except ImportError:
         raise DataError([f"{name}: reading Hugging Face datasets needs the 'datasets' package -> pip install datasets"], name) from None
-    p = Path(name).expanduser()
     if p.is_dir():
         try:
             ds = datasets.load_from_disk(str(p))
@@ -232,12 +269,6 @@ def _hf_dataset(source: DataSource) -> tp.Any:
                 raise DataError([f"{name}: no split {source.split!r} (splits: {splits}) -> set split to one of them"], name)
             ds = ds[source.split]
         return ds
-    if p.exists():
-        raise DataError(
-            [f"{name}: a {p.suffix or 'extensionless'} file is not a supported format -> use CyberMetric .json, "
-             ".jsonl, or a directory written by datasets' save_to_disk"],
-            name,
-        )
     if _looks_like_path(name):
         raise DataError([f"{name}: not found -> check the path (relative to {os.getcwd()})"], name)
     try:
@@ -284,19 +315,18 @@ def _read_records(source: DataSource, problems: list[str]) -> list[tuple[str, tp
 # --------------------------------------------------------------------------- validation
 
 
+def _echo(value: tp.Any) -> str:
+    """A value as a data problem echoes it (secrets replaced, cut to about 40 characters)."""
+    return short(value, 40)
+
+
 def _kind(value: tp.Any) -> str:
     """A short description of a value's type for messages."""
     if value is None:
         return "null"
-    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(
-        type(value), f"a {type(value).__name__}"
-    )
-
-
-def _short(value: tp.Any) -> str:
-    """``repr`` cut to a readable length."""
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+    if isinstance(value, Mapping):
+        return "a mapping"
+    return {list: "a list", str: "a string", bool: "a boolean"}.get(type(value), f"a {type(value).__name__}")
 
 
 def _check_question(rec: Mapping, where: str, problems: list[str]) -> str | None:
@@ -305,7 +335,7 @@ def _check_question(rec: Mapping, where: str, problems: list[str]) -> str | None
         return None
     q = rec["question"]
     if not isinstance(q, str):
-        problems.append(f"{where}: 'question' is {_kind(q)} {_short(q)}, not text -> write it as a string")
+        problems.append(f"{where}: 'question' is {_kind(q)} {_echo(q)}, not text -> write it as a string")
         return None
     if not q.strip():
         problems.append(f"{where}: 'question' is empty -> write the question text")
@@ -331,7 +361,7 @@ def _check_answers(rec: Mapping, where: str, problems: list[str]) -> dict[str, s
         detail = "; ".join(
             part for part in (
                 f"missing {', '.join(missing)}" if missing else "",
-                f"unexpected {', '.join(map(repr, extra))}" if extra else "",
+                f"unexpected {', '.join(map(_echo, extra[:10]))}" if extra else "",
             ) if part
         )
         hint = " (use upper-case letters)" if any(str(k).strip().upper() in LETTERS for k in extra) else ""
@@ -344,7 +374,8 @@ def _check_answers(rec: Mapping, where: str, problems: list[str]) -> dict[str, s
             continue
         text = ans[k]
         if not isinstance(text, str):
-            problems.append(f"{where}: answers[{k!r}] is {_kind(text)} {_short(text)}, not text -> write the option as a string")
+            problems.append(f"{where}: answers[{k!r}] is {_kind(text)} {_echo(text)}, not text -> write the option "
+                            "as a string")
         elif not text.strip():
             problems.append(f"{where}: answers[{k!r}] is empty -> write the option text")
     if len(problems) > before:
@@ -366,7 +397,7 @@ def _check_solution(rec: Mapping, where: str, problems: list[str]) -> str | None
         fix = f"write the letter, e.g. {LETTERS[sol]!r} if {sol} is a 0-based option index"
     else:
         fix = "give the letter of the correct option"
-    problems.append(f"{where}: solution {_short(sol)} is not one of {_LETTER_LIST} -> {fix}")
+    problems.append(f"{where}: solution {_echo(sol)} is not one of {_LETTER_LIST} -> {fix}")
     return None
 
 
@@ -383,12 +414,25 @@ def validate_record(raw: tp.Any, where: str) -> tuple[Question | None, list[str]
     if not isinstance(raw, Mapping):
         return None, [f"{where}: expected a mapping {_RECORD_SHAPE}, got {_kind(raw)} -> write the record as such a mapping"]
     problems: list[str] = []
+    _duplicate_keys(raw, where, problems)
     q = _check_question(raw, where, problems)
     answers = _check_answers(raw, where, problems)
     sol = _check_solution(raw, where, problems)
+    if answers is not None and sol is not None:
+        _check_distinct(answers, sol, where, problems)
     if problems or q is None or answers is None or sol is None:
         return None, problems
     return Question(question=q, answers=answers, solution=sol), []
+
+
+def _check_distinct(answers: dict[str, str], sol: str, where: str, problems: list[str]) -> None:
+    """The correct option must differ from every other: a model could not pick it, nor be scored."""
+    right = normalize_question(answers[sol])
+    same = [k for k in LETTERS if k != sol and normalize_question(answers[k]) == right]
+    if same:
+        problems.append(f"{where}: the correct answer {sol} {_echo(answers[sol])} is also option(s) {', '.join(same)} "
+                        "(compared ignoring case, spacing and end punctuation) -> make every option differ from the "
+                        "correct one")
 
 
 def _progress(items: list, desc: str, enabled: bool) -> tp.Iterable:
@@ -420,8 +464,8 @@ def _contradicts(a: Question, b: Question) -> bool:
 def _contradiction(where: str, q: Question, other: str, first: Question) -> str:
     return (
         f"{where}: same question as {other} (compared ignoring case, spacing and end punctuation) but another "
-        f"correct answer: {q.solution} {_short(q.answers[q.solution])} here, {first.solution} "
-        f"{_short(first.answers[first.solution])} there -> one of them is wrong: fix it, or remove one of the two"
+        f"correct answer: {q.solution} {_echo(q.answers[q.solution])} here, {first.solution} "
+        f"{_echo(first.answers[first.solution])} there -> one of them is wrong: fix it, or remove one of the two"
     )
 
 
@@ -610,27 +654,39 @@ def _load_sources(cfg: DataConfig, progress: bool) -> tuple[list[Question], list
     return train or [], eval_
 
 
-def prepare_splits(cfg: DataConfig, out_dir: str | os.PathLike, progress: bool = True) -> PreparedData:
-    """Load, split, deduplicate and cap the data; write the files the jobs read.
+@dataclass
+class Split:
+    """The train/eval questions an experiment will use, before anything is written.
 
-    Writes (atomically) ``out_dir/train.jsonl``, ``out_dir/eval.jsonl`` (CyberMetric
-    records, one per line) and ``out_dir/data_report.json`` (sources and counts).
-
-    Parameters
+    Attributes
     ----------
-    cfg:
-        The data section of the experiment config.
-    out_dir:
-        Directory to write to (created if needed).
-    progress:
-        Show tqdm bars while validating records.
+    train, eval:
+        The questions, deduplicated and capped.
+    overlap, repeats:
+        Training questions dropped for appearing in the eval set, and as repeats inside train.
+    n_train_all, n_eval_all:
+        Counts before the ``max_train``/``max_eval`` caps.
+    """
+
+    train: list[Question]
+    eval: list[Question]
+    overlap: int
+    repeats: int
+    n_train_all: int
+    n_eval_all: int
+
+
+def plan_splits(cfg: DataConfig, progress: bool = False) -> Split:
+    """Load, validate, split, deduplicate and cap the data; write nothing.
+
+    ``validate``, ``run``, ``submit`` and the dry run call this before anything is created, so a
+    data problem stops them all alike (exit 2) and no experiment directory is left behind.
 
     Raises
     ------
     DataError
         With every problem of both sources, or when nothing is left to train on.
     """
-    out_dir = Path(out_dir)
     train, eval_ = _load_sources(cfg, progress)
     if eval_ is None:
         try:
@@ -649,18 +705,48 @@ def prepare_splits(cfg: DataConfig, out_dir: str | os.PathLike, progress: bool =
     n_train_all, n_eval_all = len(train), len(eval_)
     train = _take(train, cfg.max_train, cfg.seed, "max_train")
     eval_ = _take(eval_, cfg.max_eval, cfg.seed, "max_eval")
+    return Split(train, eval_, overlap, repeats, n_train_all, n_eval_all)
+
+
+def prepare_splits(
+    cfg: DataConfig, out_dir: str | os.PathLike, progress: bool = True, split: Split | None = None,
+) -> PreparedData:
+    """Write the files the jobs read: the split of :func:`plan_splits` (computed here unless given).
+
+    Writes (atomically) ``out_dir/train.jsonl``, ``out_dir/eval.jsonl`` (CyberMetric
+    records, one per line) and ``out_dir/data_report.json`` (sources and counts).
+
+    Parameters
+    ----------
+    cfg:
+        The data section of the experiment config.
+    out_dir:
+        Directory to write to (created if needed).
+    progress:
+        Show tqdm bars while validating records.
+    split:
+        The split already planned from ``cfg`` (the preflight's), so the data is read once.
+
+    Raises
+    ------
+    DataError
+        With every problem of both sources, or when nothing is left to train on.
+    """
+    out_dir = Path(out_dir)
+    s = split if split is not None else plan_splits(cfg, progress)
     prepared = PreparedData(
         train_path=out_dir / "train.jsonl",
         eval_path=out_dir / "eval.jsonl",
-        n_train=len(train),
-        n_eval=len(eval_),
-        n_dropped_duplicates=overlap + repeats,
-        letter_counts_train=letter_counts(train),
-        letter_counts_eval=letter_counts(eval_),
+        n_train=len(s.train),
+        n_eval=len(s.eval),
+        n_dropped_duplicates=s.overlap + s.repeats,
+        letter_counts_train=letter_counts(s.train),
+        letter_counts_eval=letter_counts(s.eval),
     )
-    atomic_write_jsonl(prepared.train_path, (q.to_record() for q in train))
-    atomic_write_jsonl(prepared.eval_path, (q.to_record() for q in eval_))
-    atomic_write_json(out_dir / "data_report.json", _report(cfg, prepared, overlap, repeats, n_train_all, n_eval_all))
+    atomic_write_jsonl(prepared.train_path, (q.to_record() for q in s.train))
+    atomic_write_jsonl(prepared.eval_path, (q.to_record() for q in s.eval))
+    atomic_write_json(out_dir / "data_report.json",
+                      _report(cfg, prepared, s.overlap, s.repeats, s.n_train_all, s.n_eval_all))
     return prepared
 
 

@@ -30,13 +30,17 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 def _absolute(path: str) -> str:
     """A local path made absolute; a hub name left as it is."""
     p = Path(path).expanduser()
-    return str(p.resolve()) if p.exists() else path
+    return os.path.abspath(p) if p.exists() else path
 
 
 def resolve_paths(cfg: ExperimentConfig) -> ExperimentConfig:
-    """A copy of ``cfg`` whose local paths are absolute, so jobs do not depend on their cwd."""
+    """A copy of ``cfg`` whose local paths are absolute, so jobs do not depend on their cwd.
+
+    Links are not followed: ``/scratch/runs`` stays ``/scratch/runs`` when /scratch links to
+    /lustre/scratch, which is the name the compute nodes know it by.
+    """
     cfg = copy.deepcopy(cfg)
-    cfg.output_dir = str(Path(cfg.output_dir).expanduser().resolve())
+    cfg.output_dir = os.path.abspath(os.path.expanduser(cfg.output_dir))
     cfg.model.name_or_path = _absolute(cfg.model.name_or_path)
     for src in (cfg.data.train, cfg.data.eval):
         if src is not None:

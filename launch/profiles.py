@@ -1,13 +1,15 @@
 """Slurm site profiles: what differs between clusters, as data (``slurm/profiles/<site>.yaml``).
 
 A profile says where jobs go (partition, account, QoS, constraint), what one node
-offers (GPUs, GPU memory, CPUs and host memory per GPU), the site's time limit,
-the shell lines that prepare a job (``module load``, activating a venv), extra
-environment variables, the price of a GPU-hour and any site-specific sbatch
-options. Standard library + PyYAML only, like :mod:`launch.config`.
+offers (GPUs and their GRES type, GPU memory, CPUs and host memory per GPU), the
+site's time limit, the shell lines that prepare a job (``module load``, activating a
+venv), extra environment variables, the price of a GPU-hour and any site-specific
+sbatch options. Standard library + PyYAML only, like :mod:`launch.config`, and read
+by the same YAML reader (:mod:`launch.yamlio`) and typed loader (:mod:`launch.schema`).
 
 Loading collects *every* problem (unknown keys with a did-you-mean, wrong types,
-non-positive numbers, secret-looking environment variables) and raises one
+numbers out of range, credentials in ``env`` or ``setup``, values that cannot go into
+a job script, sbatch options the launcher sets itself) and raises one
 :class:`ProfileError` listing them all, each naming the field, the value and the fix.
 
 Example
@@ -20,46 +22,67 @@ Example
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
-import math
 import os
-import re
 import typing as tp
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from launch.config import InputError, read_yaml
+from launch import scriptsafe, yamlio
+from launch.redact import SHELL_FIX, assigned_credentials, is_credential_name, secret_problem, short
+from launch.schema import NAME_RE, InputError, Range, build, key_label
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PROFILES_DIR = REPO_ROOT / "slurm" / "profiles"
 
-SECRET_WORDS = ("TOKEN", "KEY", "SECRET", "PASSWORD")
-"""An ``env`` name containing one of these (any case) is refused: profiles are committed and
-their values end up in every sbatch script."""
-
-SECRET_VALUE_PREFIXES = ("hf_", "sk-", "ghp_", "github_pat_", "xoxb-", "xoxp-")
-"""Values starting like a well-known API token are refused as well."""
-
-RESERVED_SBATCH = {
-    "partition": "partition",
-    "account": "account",
-    "qos": "qos",
-    "constraint": "constraint",
-    "time": "max_time_min (each job sets its own time, checked against it)",
-    "gpus_per_node": "gpus_per_node",
-    "gpus": "gpus_per_node",
-    "cpus_per_gpu": "cpus_per_gpu",
-    "cpus_per_task": "cpus_per_gpu",
-    "mem": "mem_gb_per_gpu",
-    "mem_per_gpu": "mem_gb_per_gpu",
-    "nodes": "the experiment config's resources.nodes",
-    "ntasks_per_node": "nothing: the launcher sets it from the GPUs",
-    "job_name": "nothing: the launcher names jobs",
-    "output": "nothing: the launcher puts logs in the experiment directory",
-    "error": "nothing: the launcher puts logs in the experiment directory",
+_TASKS = "nothing: one task per GPU, from resources.gpus_per_node"
+_GPUS = ("resources.gpus_per_node in the config, and for typed GRES (gpu:a100:N) the profile's "
+         "gpu_type with typed_gpus: true")
+_LOGS = "nothing: the launcher writes each job's logs into EXP/jobs/<id>/"
+_SBATCH_READS = "nothing: it changes what sbatch does or prints, and the launcher reads the job id from it"
+LAUNCHER_OWNED: dict[str, str] = {
+    "partition": "partition", "account": "account", "qos": "qos", "constraint": "constraint",
+    "time": "resources.time_min in the config (checked against max_time_min)",
+    "time-min": "resources.time_min in the config (checked against max_time_min)",
+    "nodes": "resources.nodes in the config",
+    "ntasks": _TASKS, "ntasks-per-node": _TASKS, "ntasks-per-core": _TASKS, "ntasks-per-socket": _TASKS,
+    "ntasks-per-gpu": _TASKS,
+    "gres": _GPUS, "gpus": _GPUS, "gpus-per-node": _GPUS, "gpus-per-task": _GPUS, "gpus-per-socket": _GPUS,
+    "tres-per-task": _GPUS,
+    "cpus-per-task": "resources.cpus_per_gpu in the config (the site's share: cpus_per_gpu)",
+    "cpus-per-gpu": "resources.cpus_per_gpu in the config (the site's share: cpus_per_gpu)",
+    "mincpus": "resources.cpus_per_gpu in the config (the site's share: cpus_per_gpu)",
+    "mem": "resources.mem_gb_per_gpu in the config (the site's share: mem_gb_per_gpu)",
+    "mem-per-cpu": "resources.mem_gb_per_gpu in the config (the site's share: mem_gb_per_gpu)",
+    "mem-per-gpu": "resources.mem_gb_per_gpu in the config (the site's share: mem_gb_per_gpu)",
+    "job-name": "nothing: the launcher names jobs <experiment>.<method>",
+    "output": _LOGS, "error": _LOGS, "input": _LOGS, "open-mode": _LOGS,
+    "signal": "nothing: the launcher asks for USR2 before the time limit to checkpoint and requeue",
+    "array": "nothing: the launcher submits one job per method",
+    "dependency": "nothing: the launcher chains the evaluation after every training job (afterany)",
+    "kill-on-invalid-dep": "nothing: the launcher chains the evaluation after every training job (afterany)",
+    "requeue": "resources.max_timeouts in the config (jobs checkpoint and requeue themselves)",
+    "no-requeue": "resources.max_timeouts in the config (jobs checkpoint and requeue themselves)",
+    "export": "env (the jobs need the submitting environment: the W&B key, HF token, SLURM_CONF)",
+    "export-file": "env (the jobs need the submitting environment: the W&B key, HF token, SLURM_CONF)",
+    "wrap": "nothing: the launcher writes the job script",
+    "clusters": "nothing: status and cancel talk to the local cluster; submit from that cluster's login node",
+    "parsable": _SBATCH_READS, "test-only": _SBATCH_READS, "wait": _SBATCH_READS, "help": _SBATCH_READS,
+    "usage": _SBATCH_READS, "version": _SBATCH_READS, "quiet": _SBATCH_READS, "verbose": _SBATCH_READS,
 }
-"""sbatch options that ``additional_parameters`` may not set, and the field to use instead."""
+"""sbatch options the launcher sets or depends on, refused in ``additional_parameters``: the field to use."""
+
+SBATCH_OPTIONS = frozenset(LAUNCHER_OWNED) | frozenset("""
+    acctg-freq batch bb bbf begin chdir cluster-constraint comment container container-id contiguous core-spec
+    cores-per-socket cpu-freq deadline delay-boot distribution exclude exclusive extra-node-info get-user-env gid
+    gpu-bind gpu-freq gres-flags hint hold ignore-pbs licenses mail-type mail-user mcs-label mem-bind network nice
+    no-kill nodefile nodelist overcommit oversubscribe power priority profile propagate reboot reservation segment
+    sockets-per-node spread-job stepmgr switches thread-spec threads-per-core tmp tres-bind uid use-min-nodes
+    wait-all-nodes wckey
+""".split())
+"""Long options of sbatch (Slurm 22.05 to 24.11). getopt accepts any unambiguous prefix of one
+(``--part`` is ``--partition``), so a key must be a full name: an abbreviation could set an option
+the launcher owns."""
 
 
 class ProfileError(InputError):
@@ -70,6 +93,8 @@ class ProfileError(InputError):
 
 
 # --------------------------------------------------------------------------- schema
+
+_POSITIVE = "a positive whole number"
 
 
 @dataclass
@@ -92,42 +117,48 @@ class SlurmProfile:
     constraint: tp.Optional[str] = None
     """Node features the jobs need (``--constraint``, e.g. ``a100`` or ``a100&ib``); null: any node."""
 
-    gpus_per_node: int = 1
+    gpus_per_node: tp.Annotated[int, Range(1, 1024, _POSITIVE)] = 1
     """GPUs in one node of the partition: the most one job may ask for per node."""
 
-    max_nodes: tp.Optional[int] = None
+    max_nodes: tp.Optional[tp.Annotated[int, Range(1, 100_000, f"{_POSITIVE}, or null for no limit")]] = None
     """The most nodes one job may ask for: the partition's node count or the QoS's ``MaxNodes``
     (``sinfo -s``, ``sacctmgr show qos``). Jobs asking for more are refused before submission
     instead of pending forever; null: not checked."""
 
     gpu_type: str = ""
-    """GPU model (``a100``, ``h100``, ``fake``), for reports and cost tables. Not sent to Slurm:
-    select nodes with ``constraint``, or, where the site wants typed GRES, set
-    ``additional_parameters: {gres: "gpu:a100:8"}``."""
+    """GPU model (``a100``, ``h100``, ``fake``), for reports and cost tables; with ``typed_gpus``
+    also the GRES type the jobs request."""
 
-    gpu_mem_gb: int = 16
+    typed_gpus: bool = False
+    """Request GPUs by type: ``--gpus-per-node=<gpu_type>:N`` instead of ``--gpus-per-node=N``. For
+    sites whose GRES is typed (``sinfo -o %G`` shows ``gpu:a100:8``) and whose partition mixes GPU
+    models or requires the type; a plain count is granted any type."""
+
+    gpu_mem_gb: tp.Annotated[int, Range(1, 100_000, _POSITIVE)] = 16
     """Memory of one GPU in GB, to check that a method fits before submitting."""
 
-    cpus_per_gpu: int = 8
+    cpus_per_gpu: tp.Annotated[int, Range(1, 100_000, _POSITIVE)] = 8
     """CPU cores a job gets per GPU (the site's fair share: node cores / GPUs)."""
 
-    mem_gb_per_gpu: int = 32
+    mem_gb_per_gpu: tp.Annotated[int, Range(1, 100_000, _POSITIVE)] = 32
     """Host memory in GB a job gets per GPU (the site's fair share: node memory / GPUs)."""
 
-    max_time_min: int = 60
+    max_time_min: tp.Annotated[int, Range(1, 10**7, _POSITIVE)] = 60
     """The partition's (or QoS's) wall-clock limit in minutes; jobs asking for more are refused
     before submission."""
 
     setup: tp.List[str] = field(default_factory=list)
     """Shell lines run at the start of every job script, before the job, e.g.
-    ``module load cuda/12.4`` and ``source ~/venvs/cyberft/bin/activate``."""
+    ``module load cuda/12.4`` and ``source ~/venvs/cyberft/bin/activate``. Never a credential:
+    a line assigning one (``export WANDB_API_KEY=...``) is refused."""
 
     env: tp.Dict[str, str] = field(default_factory=dict)
-    """Environment variables set for every job (``NCCL_DEBUG: WARN``). Never secrets: a name with
-    TOKEN, KEY, SECRET or PASSWORD is refused; export those in your shell (sbatch passes the
-    submitting environment on) so they are read on the compute node."""
+    """Environment variables set for every job (``NCCL_DEBUG: WARN``). Never secrets: a name that
+    names a credential (TOKEN, KEY, SECRET, PASSWORD, PASSWD, ...) or a token-shaped value is
+    refused; export those in your shell (sbatch passes the submitting environment on) so they
+    are read on the compute node."""
 
-    price_per_gpu_hour: float = 0.0
+    price_per_gpu_hour: tp.Annotated[float, Range(0, 10**6, "0 or more")] = 0.0
     """Price of one GPU-hour in your currency, for cost estimates; 0 when free."""
 
     python: tp.Optional[str] = None
@@ -137,133 +168,81 @@ class SlurmProfile:
 
     shared_dirs: tp.List[str] = field(default_factory=list)
     """Directories every compute node sees at the same path (``/home``, ``/scratch``). When set, the
-    experiment's output directory, local model and data paths and the job Python must lie under
-    one of them (node-local paths such as /tmp fail only once the job starts). Empty: not checked
-    (single-machine clusters such as ``dev``)."""
+    experiment's output directory, a local model directory and the job Python must lie under one
+    of them, as written (node-local paths such as /tmp fail only once the job starts). Data files
+    need not: they are copied into the experiment. Empty: not checked (single-machine clusters
+    such as ``dev``)."""
 
     additional_parameters: tp.Dict[str, tp.Any] = field(default_factory=dict)
     """Other sbatch options for this site, passed to submitit's ``slurm_additional_parameters``:
-    the option name without ``--`` (``mail_type: FAIL``, ``exclusive: true``, ``gres: gpu:a100:8``).
-    Options that have a field above are refused (use the field)."""
+    the full option name without ``--`` (``mail_type: FAIL``, ``exclusive: true``,
+    ``reservation: my-resv``). Options the launcher sets itself (:data:`LAUNCHER_OWNED`: time,
+    GPUs, CPUs, memory, tasks, logs, signal, array, dependency, requeue, export, ...) are refused
+    with the field that controls each."""
 
 
-# --------------------------------------------------------------------------- typed loading
+# --------------------------------------------------------------------------- checks
 
 
-def _type_error(where: str, want: str, value: tp.Any, fix: str) -> str:
-    return f"{where}: expected {want}, got {type(value).__name__} {value!r} -> {fix}"
+def _env_problems(env: dict[str, str]) -> list[str]:
+    return [f"env.{key_label(k)}: names a credential (value not shown); profiles are committed and copied into "
+            f"every job script -> remove it; {SHELL_FIX}" for k in env if is_credential_name(k)]
 
 
-def _convert(name: str, value: tp.Any, hint: tp.Any, problems: list[str]) -> tp.Any:
-    """``value`` checked against field type ``hint``; appends a problem and returns None when it does not fit."""
-    origin, args = tp.get_origin(hint), tp.get_args(hint)
-    if origin is tp.Union:  # Optional[str]
-        if value is None:
-            return None
-        hint = next(a for a in args if a is not type(None))
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        return problems.append(_type_error(name, "a string", value, "quote it"))
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        return problems.append(_type_error(name, "a whole number", value, "write e.g. 8"))
-    if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            try:
-                if math.isfinite(value):
-                    return float(value)
-            except OverflowError:  # an integer beyond float range
-                pass
-        # nan passes every range check (nan < 0 is false), so it is refused here with inf.
-        return problems.append(_type_error(name, "a finite number", value, "write e.g. 2.5"))
-    if origin is list:
-        if not isinstance(value, list):
-            return problems.append(_type_error(name, "a list of strings", value, "write a YAML list: [line one, line two]"))
-        bad = [i for i, v in enumerate(value) if not isinstance(v, str)]
-        for i in bad:
-            problems.append(_type_error(f"{name}[{i}]", "a string", value[i], "quote the shell line"))
-        return None if bad else list(value)
-    if origin is dict:
-        if not isinstance(value, dict):
-            return problems.append(_type_error(name, "a mapping", value, "write NAME: value pairs, or {} for none"))
-        return dict(value)  # entries are checked in _check_env / _check_additional
-    raise TypeError(f"unsupported schema type {hint!r} for {name}")  # a bug in the schema, not user input
+def _setup_problems(setup: list[str]) -> list[str]:
+    problems = []
+    for i, line in enumerate(setup):
+        if not line.strip():
+            problems.append(f"setup[{i}]: empty line -> remove it")
+        for name in assigned_credentials(line):
+            problems.append(f"setup[{i}]: sets {name}, a credential (value not shown); profiles are committed and "
+                            f"copied into every job script -> remove the line; {SHELL_FIX}")
+    return problems
 
 
-def _check_env(env: dict, problems: list[str]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for key, value in env.items():
-        where = f"env.{key}"
-        if not isinstance(key, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
-            problems.append(f"{where}: {key!r} is not a valid variable name -> letters, digits and '_', not starting with a digit")
-            continue
-        if any(w in key.upper() for w in SECRET_WORDS):
-            problems.append(
-                f"{where}: looks like a secret (name contains {'/'.join(SECRET_WORDS)}); profiles are committed and "
-                "copied into every job script -> remove it; export it in your shell; it is read on the compute node"
-            )
-            continue
-        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-            problems.append(_type_error(where, "a string", value, "quote it, e.g. \"1\" or \"true\""))
-            continue
-        if isinstance(value, str) and value.startswith(SECRET_VALUE_PREFIXES):
-            problems.append(
-                f"{where}: the value looks like an API token -> remove it; export it in your shell; "
-                "it is read on the compute node"
-            )
-            continue
-        out[key] = str(value)
-    return out
-
-
-def _check_additional(params: dict, problems: list[str]) -> dict[str, tp.Any]:
-    out: dict[str, tp.Any] = {}
-    for key, value in params.items():
-        where = f"additional_parameters.{key}"
-        if not isinstance(key, str) or not re.fullmatch(r"[a-z][a-z0-9_-]*", key):
-            problems.append(f"{where}: {key!r} is not an sbatch option name -> e.g. mail_type (without the leading --)")
-            continue
-        norm = key.replace("-", "_")
-        if norm in RESERVED_SBATCH:
-            problems.append(f"{where}: has its own field -> use {RESERVED_SBATCH[norm]} instead")
-            continue
-        if value is not None and not isinstance(value, (str, int, float, bool)):
-            problems.append(_type_error(where, "a string, number or true", value, "write the option's value as text"))
-            continue
-        out[key] = value
-    return out
+def option_problem(key: str) -> str | None:
+    """Why ``key`` cannot be an ``additional_parameters`` option (None when it can)."""
+    where = f"additional_parameters.{key}"
+    option = key.replace("_", "-")
+    if option in LAUNCHER_OWNED:
+        return f"{where}: the launcher sets this option itself -> use {LAUNCHER_OWNED[option]} instead"
+    if option in SBATCH_OPTIONS:
+        return None
+    longer = sorted(o for o in SBATCH_OPTIONS if o.startswith(option))
+    if longer:
+        return (f"{where}: sbatch would read it as an abbreviation of --{' or --'.join(longer[:3])} -> write the full "
+                "option name")
+    close = difflib.get_close_matches(option, sorted(SBATCH_OPTIONS), n=1)
+    fix = f"did you mean {close[0].replace('-', '_')!r}?" if close else "see `man sbatch` for the options"
+    return f"{where}: not an sbatch option -> {fix}"
 
 
 def _validate(p: SlurmProfile, stem: tp.Optional[str], problems: list[str]) -> None:
     if not p.name:
         problems.append("name: empty -> name the profile, or load it from a file (the name defaults to the file name)")
-    elif not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", p.name):
-        problems.append(f"name: {p.name!r} -> letters, digits, '_', '.', '-'")
+    elif not NAME_RE.fullmatch(p.name):
+        problems.append(f"name: {short(p.name)} -> letters, digits, '_', '.', '-'")
     elif stem is not None and p.name != stem:
-        problems.append(f"name: {p.name!r} differs from the file name {stem!r} -> rename the file or remove the name")
+        problems.append(f"name: {short(p.name)} differs from the file name {stem!r} -> rename the file or remove "
+                        "the name")
     if not p.partition:
         problems.append("partition: missing or empty -> the partition with the GPU nodes (see `sinfo -s`)")
     for key in ("account", "qos", "constraint"):
         if getattr(p, key) == "":
             problems.append(f"{key}: empty string -> write null for the site default")
-    for key in ("gpus_per_node", "gpu_mem_gb", "cpus_per_gpu", "mem_gb_per_gpu", "max_time_min"):
-        v = getattr(p, key)
-        if v < 1:
-            problems.append(f"{key}: {v} -> a positive whole number")
-    if p.max_nodes is not None and p.max_nodes < 1:
-        problems.append(f"max_nodes: {p.max_nodes} -> a positive whole number, or null for no limit")
-    if p.price_per_gpu_hour < 0:
-        problems.append(f"price_per_gpu_hour: {p.price_per_gpu_hour} -> 0 or more")
-    for i, line in enumerate(p.setup):
-        if not line.strip():
-            problems.append(f"setup[{i}]: empty line -> remove it")
+    if p.typed_gpus and not p.gpu_type:
+        problems.append("typed_gpus: true without a gpu_type -> set gpu_type to the GRES type (`sinfo -o %G` shows "
+                        "gpu:<type>:<count>), or typed_gpus: false")
     if p.python is not None and not p.python.strip():
         problems.append("python: empty string -> write null to use the interpreter running cyberft")
     for i, d in enumerate(p.shared_dirs):
         if not d.startswith("/"):
-            problems.append(f"shared_dirs[{i}]: {d!r} is not an absolute path -> e.g. /scratch")
+            problems.append(f"shared_dirs[{i}]: {short(d)} is not an absolute path -> e.g. /scratch")
+    problems += _env_problems(p.env) + _setup_problems(p.setup)
+    problems += [x for x in map(option_problem, p.additional_parameters) if x]
+    problems += [x for k, v in p.additional_parameters.items() if (x := secret_problem(f"additional_parameters.{k}", v,
+                                                                                         "the profile"))]
+    problems += scriptsafe.profile_problems(p)
 
 
 def profile_from_dict(raw: tp.Any, source: str = "profile", stem: tp.Optional[str] = None) -> SlurmProfile:
@@ -273,28 +252,16 @@ def profile_from_dict(raw: tp.Any, source: str = "profile", stem: tp.Optional[st
     """
     if not isinstance(raw, dict):
         raise ProfileError([f"top level: expected a mapping of profile fields, got {type(raw).__name__} "
-                            "-> write `field: value` lines (partition, gpus_per_node, ...) as in slurm/profiles/dev.yaml"], source)
+                            "-> write `field: value` lines (partition, gpus_per_node, ...) as in "
+                            "slurm/profiles/dev.yaml"], source)
+    env = raw.get("env")
+    if isinstance(env, dict):  # numbers are fine as variable values: written as text
+        raw = {**raw, "env": {k: str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+                              for k, v in env.items()}}
     problems: list[str] = []
-    hints = tp.get_type_hints(SlurmProfile)
-    names = [f.name for f in dataclasses.fields(SlurmProfile)]
-    kwargs: dict[str, tp.Any] = {}
-    for key, value in raw.items():
-        if key not in hints:
-            close = difflib.get_close_matches(str(key), names, n=1)
-            fix = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(names)}"
-            problems.append(f"{key}: unknown key -> {fix}")
-            continue
-        before = len(problems)
-        converted = _convert(key, value, hints[key], problems)
-        if len(problems) == before:  # a bad value keeps its default so the checks below still run
-            kwargs[key] = converted
-    if "env" in kwargs:
-        kwargs["env"] = _check_env(kwargs["env"], problems)
-    if "additional_parameters" in kwargs:
-        kwargs["additional_parameters"] = _check_additional(kwargs["additional_parameters"], problems)
-    if not kwargs.get("name") and stem:
-        kwargs["name"] = stem
-    profile = SlurmProfile(**kwargs)
+    profile = build(SlurmProfile, raw, "", problems)
+    if not profile.name and stem:
+        profile.name = stem
     _validate(profile, stem, problems)
     if problems:
         raise ProfileError(problems, source)
@@ -323,13 +290,13 @@ def profile_path(name_or_path: str | os.PathLike) -> Path:
 def load_profile(name_or_path: str | os.PathLike) -> SlurmProfile:
     """Load and validate a profile by name (``dev``) or path; raise :class:`ProfileError` with every problem."""
     path = profile_path(name_or_path)
-    if not path.is_file():
+    if not path.exists() or path.is_dir():  # a device or pipe is refused by the reader, with its own words
         known = list_profiles()
         close = difflib.get_close_matches(os.fspath(name_or_path), known, n=1)
         fix = f"did you mean {close[0]!r}?" if close else f"shipped profiles: {', '.join(known) or 'none'}"
         what = "is a directory" if path.is_dir() else "does not exist"
         raise ProfileError([f"profile: {str(path)!r} {what} -> {fix} (or give the path of a YAML file)"], str(path))
-    raw, problem = read_yaml(path, "profile", "slurm/profiles/example-a100.yaml")
+    raw, problem = yamlio.read(path, "profile", "slurm/profiles/example-a100.yaml")
     if problem:
         raise ProfileError([problem], str(path))
     return profile_from_dict(raw if raw is not None else {}, source=str(path), stem=path.stem)

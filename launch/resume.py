@@ -62,6 +62,9 @@ def plan_resume(exp_dir: Path) -> ResumePlan:
     if manifest.get("executor") != "slurm":
         raise InputError([f"experiment {str(exp_dir)!r}: ran locally -> `cyberft run` the config again; "
                           "`cyberft resume` resubmits Slurm jobs"], "arguments")
+    refused = status.refusal(exp_dir)
+    if refused:
+        raise InputError([f"experiment {str(exp_dir)!r}: {refused}"], "arguments")
     plan = ResumePlan()
     eval_ok = True
     for st in status.job_statuses(exp_dir):

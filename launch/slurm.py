@@ -103,7 +103,11 @@ class Attempt:
 
     @property
     def gpus(self) -> int:
-        return _count(self.tres.get("gres/gpu"))
+        """GPUs held: ``gres/gpu``. A site that also accounts typed GRES lists the same GPUs again as
+        ``gres/gpu:a100``, so the typed entries count only where the untyped one is missing."""
+        if "gres/gpu" in self.tres:
+            return _count(self.tres["gres/gpu"])
+        return sum(_count(v) for k, v in self.tres.items() if k.startswith("gres/gpu:"))
 
     @property
     def cpus(self) -> int:
@@ -262,9 +266,9 @@ def experiment_accounts(exp_dir: "os.PathLike[str] | str", timeout_s: float = 60
     price = None
     profile_file = exp_dir / "profile.yaml"
     if profile_file.is_file():
-        import yaml
+        from launch import yamlio
 
-        price = (yaml.safe_load(profile_file.read_text(encoding="utf-8")) or {}).get("price_per_gpu_hour")
+        price = (yamlio.parse(profile_file.read_text(encoding="utf-8")) or {}).get("price_per_gpu_hour")
     # A method resubmitted by `cyberft resume` ran as several jobs: its cost is all of them.
     jobs = {name: [*rec.get("previous_job_ids", []), rec["job_id"]]
             for name, rec in manifest.get("jobs", {}).items() if name != "eval"}

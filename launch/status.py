@@ -68,6 +68,19 @@ def _eval_detail(exp_dir: Path) -> tuple[str, str | None]:
     return (f"scored: {', '.join(results)}" if results else ""), None
 
 
+def refusal(exp_dir: Path) -> str | None:
+    """Why the experiment was never fully submitted (sbatch refused a job), or None.
+
+    Such an experiment has no evaluation job and its other jobs were cancelled: it is not an
+    experiment in progress, and ``status``/``resume`` say so instead of showing an empty table.
+    """
+    error = read_json(Path(exp_dir) / "manifest.json").get("submit_error")
+    if not error:
+        return None
+    return (f"this experiment was never fully submitted: {error}; the jobs submitted before were cancelled "
+            "-> fix the profile and `cyberft submit` the config again")
+
+
 def job_statuses(exp_dir: Path) -> list[JobStatus]:
     """The state of every job in the experiment's manifest."""
     exp_dir = Path(exp_dir)

@@ -31,6 +31,7 @@ wrong, and requeue/checkpoint signals reach every rank the same way.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -44,8 +45,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from launch.config import ExperimentConfig, Resources, check_config, config_hash
+from launch import yamlio
 from launch.fsio import atomic_write_text, read_json
 from launch.profiles import ProfileError, SlurmProfile, load_profile
+from launch.redact import short_path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CODE_DIRS = ("launch", "train", "ds_configs")
@@ -129,33 +132,55 @@ def _resources_problems(r: Resources, where: str, p: SlurmProfile) -> list[str]:
     return problems
 
 
-def _under(path: str, dirs: tp.Sequence[str]) -> bool:
-    resolved = os.path.realpath(path)
-    return any(resolved == d.rstrip("/") or resolved.startswith(d.rstrip("/") + "/") for d in dirs)
+def _under(path: str, dirs: tp.Iterable[str]) -> bool:
+    """Whether ``path`` is one of ``dirs`` or inside one, by its name (no links followed)."""
+    path = os.path.normpath(path)
+    return any(path == d.rstrip("/") or path.startswith(d.rstrip("/") + "/") for d in dirs)
+
+
+def _shared_problem(where: str, path: str, p: SlurmProfile, follow_links: bool, what: str = "",
+                    fix: str = "move it under one of them") -> str | None:
+    """Why compute nodes would not see ``path`` at the same place (None when they would).
+
+    The path counts as written: ``/scratch/venv/bin/python`` is on shared storage even though it
+    links to a base Python elsewhere. With ``follow_links`` (directories the jobs write or read
+    through, such as the output directory) a path under a shared directory that resolves outside
+    every shared directory is refused too, naming where it resolves.
+    """
+    if "\x00" in path:
+        return None  # reported by the preflight: no file name holds a NUL byte
+    shared = ", ".join(p.shared_dirs)
+    written = os.path.abspath(os.path.expanduser(path))
+    resolved = os.path.realpath(written)
+    if not _under(written, p.shared_dirs):
+        notes = [x for x in (what, f"a link to {short_path(resolved)}" if resolved != written else "") if x]
+        about = f" ({'; '.join(notes)})" if notes else ""
+        return (f"{where}: {short_path(written)}{about} is not under the shared directories of profile {p.name!r} "
+                f"({shared}); compute nodes would not see it -> {fix}")
+    real_dirs = [*p.shared_dirs, *(os.path.realpath(d) for d in p.shared_dirs)]
+    if follow_links and not _under(resolved, real_dirs):
+        return (f"{where}: {short_path(written)} is under {shared} but resolves to {short_path(resolved)}, which is "
+                "not; compute nodes would not see it there -> point it at shared storage, or add that directory to "
+                "shared_dirs if every node sees it")
+    return None
 
 
 def _shared_path_problems(cfg: ExperimentConfig, p: SlurmProfile, python: str) -> list[str]:
+    """Paths the jobs use on the compute nodes: the output directory, a local model, the interpreter.
+
+    Data files are not among them: the split is copied into the experiment directory.
+    """
     if not p.shared_dirs:
         return []
-    shared = ", ".join(p.shared_dirs)
-    checks = [("output_dir", cfg.output_dir, True), ("model.name_or_path", cfg.model.name_or_path, False),
-              ("data.train.path", cfg.data.train.path, False)]
-    if cfg.data.eval is not None:
-        checks.append(("data.eval.path", cfg.data.eval.path, False))
-    problems = []
-    for where, path, always_local in checks:
-        if (always_local or Path(path).exists()) and not _under(path, p.shared_dirs):
-            problems.append(
-                f"{where}: {path!r} is not under the shared directories of profile {p.name!r} ({shared}); "
-                f"compute nodes would not see it -> move it under one of them"
-            )
-    exe = shlex.split(python)[0] if python else ""
-    if exe.startswith("/") and not _under(exe, p.shared_dirs):
-        problems.append(
-            f"python: {exe!r} (the interpreter the jobs would run) is not under {shared} -> create the venv on "
-            f"shared storage, or set `python:` in the profile"
-        )
-    return problems
+    problems = [_shared_problem("output_dir", cfg.output_dir, p, follow_links=True)]
+    if Path(cfg.model.name_or_path).expanduser().exists():
+        problems.append(_shared_problem("model.name_or_path", cfg.model.name_or_path, p, follow_links=True))
+    exe = python.split()[0] if python.split() else ""
+    if exe.startswith("/"):
+        problems.append(_shared_problem("python", exe, p, follow_links=False,
+                                        what="the interpreter the jobs would run",
+                                        fix="create the venv on shared storage, or set `python:` in the profile"))
+    return [x for x in problems if x]
 
 
 def _memory_problems(cfg: ExperimentConfig, p: SlurmProfile) -> tuple[list[str], list[str]]:
@@ -204,13 +229,18 @@ def _notes(cfg: ExperimentConfig, p: SlurmProfile) -> list[str]:
 
 
 def job_python(profile: SlurmProfile) -> str:
-    """The shell command that starts Python in the jobs."""
-    return profile.python or shlex.quote(sys.executable)
+    """The shell command that starts Python in the jobs (the profile's words, one space apart)."""
+    return " ".join(profile.python.split()) if profile.python else shlex.quote(sys.executable)
 
 
 @dataclass
 class Check:
-    """The result of :func:`check`: what was loaded, what is wrong, and notes for the dry run."""
+    """The result of :func:`check`: what was loaded, what is wrong, and notes for the dry run.
+
+    ``split`` is the data as the experiment will use it (None when the data has a problem);
+    ``scripts_safe`` is False when a config value cannot be written into a job script, so the
+    dry run does not show scripts built from it.
+    """
 
     cfg: ExperimentConfig | None
     profile: SlurmProfile | None
@@ -218,26 +248,35 @@ class Check:
     memory_lines: list[str]
     notes: list[str] = field(default_factory=list)
     """Not problems (the plan may be submitted): advice shown by the dry run and by ``submit``."""
+    split: tp.Any = None
+    scripts_safe: bool = True
+
+
+def _labelled(prefix: str, items: tp.Iterable[str]) -> list[str]:
+    return [x if x.startswith(prefix) else f"{prefix}: {x}" for x in items]
 
 
 def check(config_path: str, overrides: tp.Sequence[str], profile_name: str) -> Check:
     """Load and cross-check a config and a profile; collect every problem, raise nothing.
 
-    The config's and the profile's own problems come first, then the checks that need
-    both: resources against the profile's nodes and partition, shared paths, memory.
+    Everything ``submit`` would refuse is found here, so the dry run exits 2 exactly where
+    ``submit`` would: the config's and the profile's own problems, the config's files
+    (:mod:`launch.preflight`), then the checks that need both (resources against the profile's
+    nodes and partition, shared paths, the job interpreter, memory), then the data, read and
+    split as the experiment will use it.
     """
+    from launch import preflight, scriptsafe
     from launch.experiment import resolve_paths
 
-    def labelled(prefix: str, items: tp.Iterable[str]) -> list[str]:
-        return [x if x.startswith(prefix) else f"{prefix}: {x}" for x in items]
-
     cfg, problems = check_config(config_path, overrides)
-    problems = labelled("config", problems)
+    problems = _labelled("config", problems)
+    found = preflight.check(cfg) if cfg is not None else preflight.Preflight()
+    problems += _labelled("config", found.problems)
     try:
         profile: SlurmProfile | None = load_profile(profile_name)
     except ProfileError as exc:
         profile = None
-        problems += labelled("profile", exc.problems)
+        problems += _labelled("profile", exc.problems)
     memory_lines: list[str] = []
     notes: list[str] = []
     if cfg is not None:
@@ -247,10 +286,14 @@ def check(config_path: str, overrides: tp.Sequence[str], profile_name: str) -> C
             problems += _resources_problems(m.resources, f"methods[{i}] ({m.name}).resources", profile)
         problems += _resources_problems(cfg.eval.resources, "eval.resources", profile)
         problems += _shared_path_problems(cfg, profile, job_python(profile))
+        if profile.python is None:
+            problems += [x for x in [scriptsafe.interpreter_problem(sys.executable)] if x]
         memory_lines, mem_problems = _memory_problems(cfg, profile)
         problems += mem_problems
         notes = _notes(cfg, profile)
-    return Check(cfg, profile, problems, memory_lines, notes)
+    problems += _labelled("data", found.data_problems)
+    safe = cfg is not None and not scriptsafe.config_problems(cfg)
+    return Check(cfg, profile, problems, memory_lines, notes, split=found.split, scripts_safe=safe)
 
 
 # --------------------------------------------------------------------------- plan
@@ -271,7 +314,8 @@ def _base_params(r: Resources, p: SlurmProfile, job_name: str, tasks_per_node: i
         "signal_delay_s": SIGNAL_DELAY_S,
     }
     if gpus:
-        params["gpus_per_node"] = gpus
+        # Typed GRES sites: "a100:2" asks for that model; a plain count is granted any GPU type.
+        params["gpus_per_node"] = f"{p.gpu_type}:{gpus}" if p.typed_gpus else gpus
     for key in ("account", "qos", "constraint"):
         value = getattr(p, key)
         if value:
@@ -390,7 +434,9 @@ def dry_run_text(result: Check, exp_dir: Path) -> str:
         ids = {s.name: DEPENDENCY_PLACEHOLDER.format(name=s.name) for s in specs}
         out += ["# ---- jobs and dependencies", dependency_graph(specs)]
         python = job_python(profile)
-        for s in specs:
+        if not result.scripts_safe:
+            out += ["# ---- sbatch scripts not shown: a value below cannot be written into a job script"]
+        for s in specs if result.scripts_safe else []:
             out += [f"# ---- sbatch script: {s.name}", sbatch_script(s, exp_dir, python, ids).rstrip()]
     if result.problems:
         out += [f"# ---- {len(result.problems)} problem(s): submit would refuse this plan"]
@@ -437,12 +483,48 @@ def _executor(exp_dir: Path, spec: JobSpec, profile: SlurmProfile, dep: str | No
     return ex
 
 
+class Refused(RuntimeError):
+    """``sbatch`` refused a job (a partition, account or GRES the site does not accept, ...).
+
+    Attributes
+    ----------
+    job:
+        The planned job that was refused (a method name or ``eval``).
+    message:
+        Slurm's own words (``sbatch: error: ...``), once.
+    exp_dir:
+        The experiment directory when jobs had been submitted before (they are cancelled and the
+        manifest records the refusal); None when the first job was refused: then nothing was
+        started and no experiment directory is left.
+    cancelled:
+        Ids of the jobs submitted before the refusal, now cancelled.
+    """
+
+    def __init__(self, job: str, message: str) -> None:
+        super().__init__(f"sbatch refused job {job}: {message}")
+        self.job, self.message = job, message
+        self.exp_dir: Path | None = None
+        self.cancelled: list[str] = []
+
+
 def submit_spec(exp_dir: Path, spec: JobSpec, profile: SlurmProfile, dep: str | None) -> str:
-    """sbatch one planned job (its module-level job object, pickled by submitit); return its id."""
+    """sbatch one planned job (its module-level job object, pickled by submitit); return its id.
+
+    Raises :class:`Refused` with Slurm's message when sbatch refuses it. submitit also prints
+    sbatch's stderr as it fails; that copy is kept back so the message is shown once.
+    """
+    import io
+
     from launch.jobs import EvalJob, TrainJob
 
     fn = EvalJob(exp_dir, spec.threads) if spec.kind == "eval" else TrainJob(exp_dir, spec.name, spec.threads)
-    return _executor(exp_dir, spec, profile, dep).submit(fn).job_id
+    echoed = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(echoed):
+            return _executor(exp_dir, spec, profile, dep).submit(fn).job_id
+    except Exception as exc:  # submitit's FailedJobError holds sbatch's stderr; anything else: its text
+        message = " ".join(str(exc).split()) or " ".join(echoed.getvalue().split()) or type(exc).__name__
+        raise Refused(spec.name, message) from None
 
 
 @dataclass
@@ -453,25 +535,37 @@ class Submitted:
     job_ids: dict[str, str]
 
 
+def _missing_dirs(path: Path) -> list[Path]:
+    """``path`` and its ancestors that do not exist yet, deepest first."""
+    out = []
+    while not path.exists() and path != path.parent:
+        out.append(path)
+        path = path.parent
+    return out
+
+
 def submit(
     cfg: ExperimentConfig, profile: SlurmProfile, config_path: str, overrides: tp.Sequence[str],
-    progress: bool = False,
+    progress: bool = False, split: tp.Any = None,
 ) -> Submitted:
     """Create the experiment, submit every job, record the ids; returns without waiting.
 
-    ``cfg`` must have passed :func:`check`. The data split is prepared first, in a
-    temporary directory: a problem there raises :class:`~launch.data.DataError` before
-    the experiment directory exists or any job is submitted. When ``sbatch`` refuses a job, the jobs already submitted are
-    cancelled, the manifest records it, and the error is raised.
+    ``cfg`` must have passed :func:`check` (``split`` is its data split; read again when not
+    given). The data is written first, in a temporary directory: a problem there raises
+    :class:`~launch.data.DataError` before the experiment directory exists or any job is
+    submitted. When ``sbatch`` refuses a job, :class:`Refused` is raised: if it was the first,
+    the experiment directory (and any output directory made for it) is removed, so nothing that
+    looks like an experiment is left; otherwise the jobs already submitted are cancelled and the
+    manifest records the refusal (``status`` and ``resume`` report it).
     """
     from launch import experiment
     from launch.data import prepare_splits
-    from launch import slurm
 
+    made = _missing_dirs(Path(cfg.output_dir))
     # The data first, outside the output directory: a data problem must leave nothing behind.
     staging = Path(tempfile.mkdtemp(prefix="cyberft-data-"))
     try:
-        prepare_splits(cfg.data, staging / "data", progress=progress)
+        prepare_splits(cfg.data, staging / "data", progress=progress, split=split)
         exp_dir = experiment.create(cfg, config_path, overrides)
         shutil.move(str(staging / "data"), str(exp_dir / "data"))
     finally:
@@ -484,25 +578,40 @@ def submit(
         exp_dir, config_hash=config_hash(cfg), executor="slurm", profile=profile.name, code_snapshot=str(code_dir),
         submitted_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     )
+    try:
+        return Submitted(exp_dir, _submit_all(cfg, profile, exp_dir))
+    except Refused as exc:
+        if exc.cancelled:
+            experiment.update_manifest(exp_dir, submit_error=str(exc), cancelled=exc.cancelled)
+            exc.exp_dir = exp_dir
+        else:  # nothing was started: ours, just made, and referenced by no job
+            shutil.rmtree(exp_dir, ignore_errors=True)
+            for d in made:
+                with contextlib.suppress(OSError):
+                    d.rmdir()
+        raise
+
+
+def _submit_all(cfg: ExperimentConfig, profile: SlurmProfile, exp_dir: Path) -> dict[str, str]:
+    """sbatch every planned job in order, recording each id in the manifest as soon as it is known."""
+    from launch import experiment, slurm
 
     ids: dict[str, str] = {}
     jobs_record: dict[str, dict] = {}
-    try:
-        for spec in plan(cfg, profile, exp_dir):
+    for spec in plan(cfg, profile, exp_dir):
+        try:
             job_id = submit_spec(exp_dir, spec, profile, dependency(spec, ids))
-            ids[spec.name] = job_id
-            jobs_record[spec.name] = {"job_id": job_id, "executor": "slurm", "kind": spec.kind,
-                                      "depends_on": spec.depends_on, "world_size": spec.world_size}
-            experiment.update_manifest(exp_dir, jobs=jobs_record)  # after each: a crash never loses an id
-    except Exception as exc:
-        if ids:
-            try:
-                slurm.scancel(list(ids.values()))
-            except slurm.SlurmError:
-                pass
-        experiment.update_manifest(exp_dir, submit_error=f"{type(exc).__name__}: {exc}", cancelled=list(ids.values()))
-        raise
-    return Submitted(exp_dir, ids)
+        except Refused as exc:
+            if ids:
+                with contextlib.suppress(slurm.SlurmError):
+                    slurm.scancel(list(ids.values()))
+            exc.cancelled = list(ids.values())
+            raise
+        ids[spec.name] = job_id
+        jobs_record[spec.name] = {"job_id": job_id, "executor": "slurm", "kind": spec.kind,
+                                  "depends_on": spec.depends_on, "world_size": spec.world_size}
+        experiment.update_manifest(exp_dir, jobs=jobs_record)  # after each: a crash never loses an id
+    return ids
 
 
 def _dump(cfg: ExperimentConfig) -> str:
@@ -512,20 +621,20 @@ def _dump(cfg: ExperimentConfig) -> str:
 
 
 def _dump_profile(profile: SlurmProfile) -> str:
-    import yaml
-
-    return yaml.safe_dump(dataclasses.asdict(profile), sort_keys=False)
+    return yamlio.dump(dataclasses.asdict(profile))
 
 
 def load_experiment_profile(exp_dir: Path) -> SlurmProfile | None:
     """The profile an experiment was submitted with (None for local runs)."""
     from launch.profiles import profile_from_dict
-    import yaml
 
     path = Path(exp_dir) / "profile.yaml"
     if not path.is_file():
         return None
-    return profile_from_dict(yaml.safe_load(path.read_text(encoding="utf-8")), source=str(path))
+    raw, problem = yamlio.read(path, "profile", "the experiment's profile.yaml")
+    if problem:
+        raise ProfileError([problem], str(path))
+    return profile_from_dict(raw, source=str(path))
 
 
 def experiment_config(exp_dir: Path) -> ExperimentConfig:

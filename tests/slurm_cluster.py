@@ -73,15 +73,18 @@ def unavailable_reason(acct: str = "dbd") -> tp.Optional[str]:
 
 
 def start_cluster(
-    base: Path, topo: str = "single", acct: str = "dbd", port_base: tp.Optional[int] = None, timeout: float = 300
+    base: Path, topo: str = "single", acct: str = "dbd", port_base: tp.Optional[int] = None, timeout: float = 300,
+    gpu_type: str = "",
 ) -> dict[str, str]:
     """Run ``up`` with ``BASE=base``; return the environment variables to use (``{"SLURM_CONF": ...}``).
 
     ``port_base`` defaults to a free range, so a developer's own dev cluster on the default ports is
-    left alone. Raises :class:`ClusterUnavailable` when the packages cannot be installed and
-    ``RuntimeError`` (with up's output) for any other failure.
+    left alone; ``gpu_type`` makes the fake GPUs typed GRES (``gpu:<type>:2``). Raises
+    :class:`ClusterUnavailable` when the packages cannot be installed and ``RuntimeError`` (with
+    up's output) for any other failure.
     """
-    env = dict(os.environ, BASE=str(base), TOPO=topo, ACCT=acct, PORT_BASE=str(port_base or free_port_base()))
+    env = dict(os.environ, BASE=str(base), TOPO=topo, ACCT=acct, PORT_BASE=str(port_base or free_port_base()),
+               GPU_TYPE=gpu_type)
     env.pop("SLURM_CONF", None)
     t0 = time.monotonic()
     proc = subprocess.run([str(UP)], env=env, capture_output=True, text=True, timeout=timeout)

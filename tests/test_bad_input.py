@@ -4,24 +4,37 @@ Every kind of bad input in :data:`KINDS` mutates one valid experiment (``configs
 the session's tiny model, a copy of the bundled sample questions, a copy of the ``dev`` profile,
 an output directory that already holds an earlier experiment), runs
 ``cyberft submit CONFIG [key=value ...] --profile PROFILE`` in-process with fake
-``sbatch``/``srun``/``scancel`` on PATH (as in tests/test_submit.py), and checks that
+``sbatch``/``srun``/``scancel`` on PATH (tests/support/fake_slurm.py), then the same command with
+``--dry-run``, and checks that
 
-* the exit code is 2 (no traceback, no exit 1);
-* stderr has a problem line that names the field or record (``methods[1] (lora).learning_rate``,
-  ``record 3``, ``line 5``, ``profile: gpus_per_node``) *and* carries its fix (``->``) on that line;
-* ``sbatch`` was never called;
+* the exit code is 2 (no traceback, no exit 1), for submit and for the dry run alike: the dry
+  run runs every check submit runs (a few kinds document another code, e.g. a refusal only
+  Slurm can make, or input that is accepted on purpose);
+* stderr (stdout for the dry run) has a problem line that names the field or record
+  (``methods[1] (lora).learning_rate``, ``record 3``, ``line 5``, ``profile: gpus_per_node``)
+  *and* carries its fix (``->``) on that line;
+* ``sbatch`` was never called, and each command returned within 2 s;
 * nothing already on disk changed: every file under the case directory (config, profile, data,
   model, the output directory with the earlier experiment) keeps its bytes, mode and mtime, and
-  no file or directory appeared or vanished.
+  no file or directory appeared or vanished;
+* no secret the case planted appears in any output, and no message line is longer than
+  :data:`MAX_LINE` (long values are shortened).
+
+The classes: config types, keys, ranges and numbers beyond any range; config and profile files
+(syntax, encoding, size, not regular files); overrides; config x profile; profile values; data
+records and files; values that would reach a job script unescaped (control characters, shell
+syntax, sbatch's own quoting); secrets (credential names, token-shaped values, in env, setup
+lines, config strings, overrides); YAML tricks (alias bombs, recursive aliases, duplicate keys,
+YAML 1.1 base-60 numbers and yes/no booleans, depth); sbatch options the launcher owns or
+abbreviations of them; DeepSpeed values that contradict the config; unfamiliar sites (paths off
+shared storage, a submission Slurm refuses).
 
 :func:`test_each_kind_is_refused` runs every kind once with its canonical bad value;
 :func:`test_random_bad_input_is_refused` lets hypothesis pick the kind and the details (which
 method or record, which bad value) from strategies (``BAD_INPUT_EXAMPLES=2000`` for a longer hunt).
 
-Directory mtimes are not compared: data problems are found by ``submit.submit()`` after it has
-made a new experiment directory in ``output_dir``, which it removes again (the earlier experiment
-and every file stay as they were). Running as root, where mode bits do not stop writes, the
-read-only output directory is checked with ``os.access`` answering as for another user.
+Running as root, where mode bits do not stop writes, the read-only output directory is checked
+with ``os.access`` answering as for another user.
 """
 
 from __future__ import annotations
@@ -34,6 +47,7 @@ import re
 import shutil
 import stat
 import tempfile
+import time
 import typing as tp
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,9 +57,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from launch import cli
+from launch import cli, yamlio
 from launch.config import METHOD_KINDS
-from launch.profiles import SECRET_VALUE_PREFIXES, SECRET_WORDS
+from launch.profiles import LAUNCHER_OWNED
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = yaml.safe_load((REPO / "configs" / "smoke.yaml").read_text(encoding="utf-8"))
@@ -53,16 +67,12 @@ DEV = yaml.safe_load((REPO / "slurm" / "profiles" / "dev.yaml").read_text(encodi
 SAMPLE = json.loads((REPO / "data" / "sample" / "cyber_mcq.json").read_text(encoding="utf-8"))["questions"]
 N_RECORDS = 40  # a slice of the sample keeps each case fast; every mutation works on any size >= 4
 LETTERS = ("A", "B", "C", "D")
-from test_submit import install_fake_slurm  # noqa: E402
+from support.fake_slurm import install_fake_slurm  # noqa: E402
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
-
-FAKE_SBATCH = """#!/bin/sh
-n=$(cat "$FAKE_SLURM/count" 2>/dev/null || echo 5000)
-n=$((n+1)); echo $n > "$FAKE_SLURM/count"
-cp "$1" "$FAKE_SLURM/script-$n.sh"
-echo "Submitted batch job $n"
-"""
+MAX_LINE = 2000
+"""The longest message line (stderr, the dry run's problem list) a case may print: long values are shortened."""
+MAX_SECONDS = 2.0
 
 
 # --------------------------------------------------------------------------- one case
@@ -87,6 +97,12 @@ class Case:
     files: dict[Path, bytes | None] = field(default_factory=dict)  # extra files; None: a directory
     chmods: list[tuple[Path, int]] = field(default_factory=list)
     as_non_root: bool = False  # run with os.access honouring mode bits, as for a user other than root
+    secrets: list[str] = field(default_factory=lambda: ["s3cr3t"])  # must appear in no output
+    env: dict[str, str] = field(default_factory=dict)  # extra environment (the fake sbatch's behaviour)
+    patches: list[tuple[tp.Any, str, tp.Any]] = field(default_factory=list)  # (object, attribute, value)
+    rc: int = 2  # the documented exit code of submit
+    dry_rc: int | None = None  # ... and of the dry run (None: the same)
+    verify: tp.Callable[[Path], None] | None = None  # for accepted input: checks on the fake sbatch's records
 
     def __post_init__(self) -> None:
         self.config = copy.deepcopy(SMOKE)
@@ -151,17 +167,13 @@ class Case:
 
 
 def _yaml(obj: tp.Any) -> bytes:
-    text = yaml.safe_dump(obj, sort_keys=False, allow_unicode=True)
-    assert yaml.safe_dump(yaml.safe_load(text), sort_keys=False, allow_unicode=True) == text  # the harness writes what it means
+    text = yamlio.dump(obj)
+    assert yamlio.dump(yamlio.parse(text)) == text  # the harness writes what it means
     return text.encode("utf-8")
 
 
 def _yaml_fails(text: str) -> bool:
-    try:
-        yaml.safe_load(text)
-    except yaml.YAMLError:
-        return True
-    return False
+    return yamlio.parse_problem(text)[1] is not None
 
 
 class Pick:
@@ -200,9 +212,48 @@ NOT_FINITE = st.sampled_from([math.nan, math.inf, -math.inf])
 IDENT = st.from_regex(r"[a-z][a-z0-9_]{0,10}", fullmatch=True)
 
 
+ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+TOKENS = {  # the canonical token of each shape, and a strategy drawing others of the same shape
+    "wandb": ("0123456789abcdef" * 3)[:40],
+    "hf": "hf_" + "s3cr3t" + "A" * 28,
+    "github": "ghp_" + "s3cr3t" + "b" * 30,
+    "github_pat": "github_pat_" + "s3cr3t" + "C" * 40,
+    "aws": "AKIA" + "S3CR3T" + "Q" * 10,
+    "openai": "sk-" + "s3cr3t" + "d" * 30,
+    "slack": "xoxb-" + "1234567890-s3cr3t",
+    "private_key": "-----BEGIN RSA PRIVATE KEY-----",
+    "url": "https://alice:s3cr3t@example.org/x",
+}
+TOKEN_SHAPES = {
+    "wandb": st.text("0123456789abcdef", min_size=40, max_size=40),
+    "hf": st.text(ALNUM, min_size=34, max_size=40).map(lambda t: "hf_" + t),
+    "github": st.text(ALNUM, min_size=36, max_size=36).map(lambda t: "ghp_" + t),
+    "github_pat": st.text(ALNUM + "_", min_size=60, max_size=82).map(lambda t: "github_pat_" + t),
+    "aws": st.text("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", min_size=16, max_size=16).map(lambda t: "AKIA" + t),
+    "openai": st.text(ALNUM, min_size=40, max_size=48).map(lambda t: "sk-" + t),
+    "slack": st.text("0123456789", min_size=10, max_size=13).map(lambda t: f"xoxp-{t}-{t}"),
+    "private_key": st.sampled_from(["RSA ", "EC ", "OPENSSH ", ""]).map(lambda t: f"-----BEGIN {t}PRIVATE KEY-----"),
+    "url": st.text(ALNUM, min_size=6, max_size=12).map(lambda t: f"postgres://bob:{t}@db.example.org/x"),
+}
+CREDENTIAL_NAME = st.tuples(
+    st.sampled_from(["", "HF_", "WANDB_", "DB_", "MY_APP_", "AWS_", "hf_", "Github"]),
+    st.sampled_from(["TOKEN", "SECRET", "PASSWORD", "PASSWD", "PWD", "API_KEY", "APIKEY", "CREDENTIALS",
+                     "ACCESS_KEY", "PRIVATE_KEY", "AUTH", "Token", "secret", "Key"]),
+).filter(lambda t: t[0] or t[1] != "Key").map("".join)
+"""Variable names that name a credential (by their words: HF_TOKEN, DB_PASSWD, GithubToken...)."""
+
+
+def _token(case: "Case", pick: Pick) -> str:
+    """A token-shaped value (of a shape picked too), registered as a secret no output may show."""
+    shape = pick("hf", st.sampled_from(sorted(TOKENS)))
+    token = pick(TOKENS[shape], TOKEN_SHAPES[shape])
+    case.secrets.append(token)
+    return token
+
+
 def _where(where: str) -> str:
-    """Regex for a dotted config path as problems spell it: ``methods.1.kind`` -> ``methods\\[1\\]\\.kind``."""
-    parts = [rf"\[{p}\]" if p.isdigit() else re.escape(p) for p in where.split(".")]
+    """Regex for a dotted config path as problems spell it: ``methods.1.kind`` -> ``methods\\[1\\] (lora)\\.kind``."""
+    parts = [rf"\[{p}\](?: \([^)]*\))?" if p.isdigit() else re.escape(p) for p in where.split(".")]
     return r"\.".join(parts).replace(r"\.\[", r"\[")
 
 
@@ -294,13 +345,18 @@ def _(case: Case, pick: Pick) -> list[str]:
     return [rf"config: {case.label(1)}\.lora\.target_modules: expected a list"]
 
 
-@kind("yaml_date_for_string")
+@kind("yaml11_surprise")
 def _(case: Case, pick: Pick) -> list[str]:
-    key = pick("name", st.sampled_from(["name", "output_dir"]))
-    text = _yaml(case.config).decode()
-    line = next(ln for ln in text.splitlines() if ln.startswith(f"{key}:"))
-    case.config_bytes = text.replace(line, f"{key}: 2024-05-01", 1).encode()  # YAML reads a date, not text
-    return [rf"config: {key}: expected a string"]
+    """What YAML 1.1 reads as a number or a boolean is text here, and the field refuses it."""
+    where, text, needle = pick(("methods.1.resources.time_min", "2:00:00", "expected an integer"), st.sampled_from([
+        ("methods.0.resources.time_min", "1:30", "expected an integer"),
+        ("data.dedup", "yes", "expected true or false"), ("data.dedup", "off", "expected true or false"),
+        ("model.trust_remote_code", "on", "expected true or false"), ("methods.2.learning_rate", "1_000",
+                                                                       "expected a number"),
+        ("eval.include_base", "No", "expected true or false"),
+    ]))
+    case.overrides.append(f"{where}={text}")
+    return [rf"config: {_where(where)}: {needle}, got str"]
 
 
 @kind("unknown_literal")
@@ -347,7 +403,7 @@ def _(case: Case, pick: Pick) -> list[str]:
     pos = pick(5, st.integers(0, len(key) - 1))
     typo = key[:pos] + key[pos + 1:]
     case.method(i)[typo] = case.method(i).pop(key)
-    return [rf"config: methods\[{i}\]\.{re.escape(typo)}: unknown key -> did you mean {key!r}\?"]
+    return [rf"config: {case.label(i)}\.{re.escape(typo)}: unknown key -> did you mean {key!r}\?"]
 
 
 @kind("unknown_key")
@@ -452,7 +508,7 @@ def _(case: Case, pick: Pick) -> list[str]:
     digits = "9" * pick(5000, st.integers(4301, 6000))  # Python refuses to parse more than 4300 digits
     where = pick("config", st.sampled_from(["config", "override", "data", "jsonl"]))
     if where == "config":
-        case.config_bytes = _yaml(case.config) + f"local: {{max_parallel: {digits}}}\n".encode()
+        case.config_bytes = _yaml(case.config) + f"colour: {digits}\n".encode()
         return [r"config: .* is not valid YAML: .*4300 digits"]
     if where == "override":
         case.overrides.append(f"seed={digits}")
@@ -510,7 +566,7 @@ def _(case: Case, pick: Pick) -> list[str]:
 def _(case: Case, pick: Pick) -> list[str]:
     i = pick(1, METHOD)
     case.method(i)["kind"] = pick("lroa", st.one_of(ANY_TEXT, st.integers()).filter(lambda v: v not in METHOD_KINDS))
-    return [rf"config: methods\[{i}\]\.kind: .* is not allowed -> "]
+    return [rf"config: {case.label(i)}\.kind: .* is not allowed -> "]
 
 
 @kind("duplicate_method_names")
@@ -809,26 +865,26 @@ def _(case: Case, pick: Pick) -> list[str]:
 
 @kind("profile_secret_env")
 def _(case: Case, pick: Pick) -> list[str]:
-    word = pick("TOKEN", st.sampled_from([*SECRET_WORDS, *(w.lower() for w in SECRET_WORDS)]))
-    name = pick("HF_", st.from_regex(r"[A-Z_]{0,4}", fullmatch=True)) + word + pick("", st.from_regex(r"[A-Z0-9_]{0,4}", fullmatch=True))
+    name = pick("HF_TOKEN", CREDENTIAL_NAME)
     case.profile["env"] = {"NCCL_DEBUG": "WARN", name: "s3cr3t-" + pick("abc123", st.from_regex(r"[A-Za-z0-9]{4,12}", fullmatch=True))}
-    return [rf"profile: env\.{re.escape(name)}: looks like a secret"]
+    return [rf"profile: env\.{re.escape(name)}: names a credential \(value not shown\)"]
 
 
 @kind("profile_secret_value")
 def _(case: Case, pick: Pick) -> list[str]:
-    name = pick("HUB_AUTH", st.from_regex(r"[A-Z][A-Z_]{0,8}", fullmatch=True).filter(lambda n: not any(w in n for w in SECRET_WORDS)))
-    case.profile["env"] = {name: pick("hf_", st.sampled_from(SECRET_VALUE_PREFIXES)) + "s3cr3tvalue"}
-    return [rf"profile: env\.{re.escape(name)}: the value looks like an API token"]
+    name = pick("HUB_AUTH_MODE", st.sampled_from(["NCCL_DEBUG", "HF_HOME", "MY_SETTING", "HUB"]))
+    token = _token(case, pick)
+    case.profile["env"] = {name: pick("", st.sampled_from(["  ", "x=", "Bearer ", "\t"])) + token}
+    return [rf"profile: env\.{re.escape(name)}: holds what looks like a .* \(not shown\)"]
 
 
 @kind("profile_reserved_sbatch_option")
 def _(case: Case, pick: Pick) -> list[str]:
-    key = pick("time", st.sampled_from(["partition", "gres_flags", "nodes", "mem", "job-name", "output"]))
-    case.profile["additional_parameters"] = {key: 1}
-    if key == "gres_flags":  # not reserved: fine on its own; make the value bad instead
-        case.profile["additional_parameters"] = {key: ["a", "b"]}
-    return [rf"profile: additional_parameters\.{re.escape(key)}: "]
+    option = pick("time", st.sampled_from(sorted(LAUNCHER_OWNED)))
+    key = option.replace("-", "_") if pick(False, st.booleans()) else option
+    case.profile["additional_parameters"] = {"mail_type": "FAIL", key: pick(1, st.sampled_from(["x", True, 2]))}
+    field_ = re.escape(LAUNCHER_OWNED[option].split(" ")[0])
+    return [rf"profile: additional_parameters\.{re.escape(key)}: the launcher sets this option itself -> use {field_}"]
 
 
 @kind("profile_yaml_syntax_error")
@@ -985,6 +1041,448 @@ def _(case: Case, pick: Pick) -> list[str]:
     return [r"no training questions left"]
 
 
+# ---- values that would reach a job script
+
+
+CONTROL = st.sampled_from(["\n", "\r", "\u2028", "\x00", "\x1b", "\x85", "\u202e", "\x0b"])
+SHELL_SYNTAX = st.sampled_from([" ; rm -rf ~", "$(id)", "`id`", " && id", "'", '"', "\\", " x", "|id", "a b"])
+
+
+@kind("control_char_in_sbatch_field")
+def _(case: Case, pick: Pick) -> list[str]:
+    where = pick("partition", st.sampled_from(["partition", "account", "qos", "constraint"]))
+    value = pick("gpu", st.sampled_from(["gpu", "a100", "x"]))
+    at = pick(3, st.integers(0, len(value)))
+    case.profile[where] = value[:at] + pick("\n#SBATCH --array=1-1000\n", CONTROL) + value[at:]
+    return [rf"profile: {where}: holds a control character"]
+
+
+@kind("shell_syntax_in_sbatch_name")
+def _(case: Case, pick: Pick) -> list[str]:
+    where = pick("account", st.sampled_from(["partition", "account", "qos", "constraint"]))
+    case.profile[where] = "proj" + pick(" ; touch /tmp/x", SHELL_SYNTAX)
+    return [rf"profile: {where}: .* is not a Slurm name ->"]
+
+
+@kind("control_char_in_output_dir")
+def _(case: Case, pick: Pick) -> list[str]:
+    case.config["output_dir"] = str(case.output_dir) + pick("\necho injected", CONTROL)
+    return [r"config: output_dir: holds a control character"]
+
+
+@kind("nul_byte_in_a_path")
+def _(case: Case, pick: Pick) -> list[str]:
+    where = pick("data.train.path", st.sampled_from(["model.name_or_path", "output_dir", "methods.0.deepspeed"]))
+    *parents, key = where.split(".")
+    node: tp.Any = case.config
+    for p in parents:
+        node = node[int(p)] if isinstance(node, list) else node[p]
+    node[key] = str(case.root / "x\x00y.json")
+    return [rf"config: {_where(where)}: holds a NUL byte, which no file name can -> remove it"]
+
+
+@kind("sbatch_syntax_in_output_dir")
+def _(case: Case, pick: Pick) -> list[str]:
+    char = pick("%", st.sampled_from(["%", ":", "'", '"', "\\"]))
+    case.config["output_dir"] = str(case.root / f"runs{char}x")
+    return [r"config: output_dir: .* holds .* -> use a directory without them"]
+
+
+@kind("control_char_in_setup_line")
+def _(case: Case, pick: Pick) -> list[str]:
+    case.profile["setup"] = ["module load cuda/12.4", "source /opt/env.sh" + pick("\ntouch /tmp/pwned", CONTROL)]
+    return [r"profile: setup\[1\]: holds a control character"]
+
+
+@kind("setup_line_read_by_sbatch")
+def _(case: Case, pick: Pick) -> list[str]:
+    case.profile["setup"] = [pick("#SBATCH --array=1-1000", st.sampled_from(["# a note", "  #SLURM --x", "#!"]))]
+    return [r"profile: setup\[0\]: a comment line"]
+
+
+@kind("control_char_in_env_value")
+def _(case: Case, pick: Pick) -> list[str]:
+    case.profile["env"] = {"NCCL_DEBUG": "WARN" + pick("\necho injected", CONTROL)}
+    return [r"profile: env\.NCCL_DEBUG: holds a control character"]
+
+
+@kind("bad_env_name")
+def _(case: Case, pick: Pick) -> list[str]:
+    case.profile["env"] = {pick("A-B", st.sampled_from(["1X", "A B", "$(id)", "X;Y", "A\nB", "é"])): "1"}
+    return [r"profile: env\..*: not a valid variable name"]
+
+
+@kind("shell_managed_env_name")
+def _(case: Case, pick: Pick) -> list[str]:
+    name = pick("IFS", st.sampled_from(["_", "BASH_ENV", "SHELLOPTS", "SUBMITIT_EXECUTOR", "PWD"]))
+    case.profile["env"] = {name: "x"}
+    return [rf"profile: env\.{re.escape(name)}: bash or the job script sets this variable itself"]
+
+
+@kind("python_with_shell_syntax")
+def _(case: Case, pick: Pick) -> list[str]:
+    case.profile["python"] = "/opt/venv/bin/python" + pick("; touch /tmp/pwned", st.sampled_from(
+        [" && id", " $(id)", " `id`", " # rest", " 'x'", " > /tmp/x", " | tee", "\ntouch /tmp/x"]))
+    return [r"profile: python: "]
+
+
+@kind("option_name_not_sbatch_syntax")
+def _(case: Case, pick: Pick) -> list[str]:
+    case.profile["additional_parameters"] = {pick("mail type", st.sampled_from(
+        ["--mail-type", "Mail_Type", "x\n#SBATCH --array", "a;b", "_x", "comment="])): "x"}
+    return [r"profile: additional_parameters\..*: not an sbatch option name"]
+
+
+@kind("option_value_unsafe")
+def _(case: Case, pick: Pick) -> list[str]:
+    value = pick("x\n#SBATCH --array=1-9", st.one_of(
+        CONTROL.map(lambda c: f"a{c}b"), st.sampled_from(["a'b", 'a"b', "a\\b", " lead", "trail ", "", False])))
+    case.profile["additional_parameters"] = {"comment": value}
+    return [r"profile: additional_parameters\.comment: "]
+
+
+@kind("typed_gpus_bad_type")
+def _(case: Case, pick: Pick) -> list[str]:
+    if pick("bad", st.sampled_from(["bad", "missing"])) == "missing":
+        case.profile.update(typed_gpus=True, gpu_type="")
+        return [r"profile: typed_gpus: true without a gpu_type"]
+    case.profile.update(typed_gpus=True, gpu_type=pick("a100 80GB", st.sampled_from(["a100:2", "a100,h100", "x$y"])))
+    return [r"profile: gpu_type: .* is not a Slurm name"]
+
+
+# ---- secrets
+
+
+@kind("setup_line_sets_a_credential")
+def _(case: Case, pick: Pick) -> list[str]:
+    name = pick("WANDB_API_KEY", CREDENTIAL_NAME)
+    form = pick("export {n}={v}", st.sampled_from(["{n}={v}", "export {n}='{v}'", "module load x; export {n}={v}",
+                                                    "declare -x {n}=\"{v}\""]))
+    case.profile["setup"] = ["module load cuda/12.4", form.format(n=name, v="s3cr3t0123")]
+    return [rf"profile: setup\[1\]: sets {re.escape(name)}, a credential \(value not shown\)"]
+
+
+@kind("token_in_setup_line")
+def _(case: Case, pick: Pick) -> list[str]:
+    case.profile["setup"] = [f"huggingface-cli login --token {_token(case, pick)}"]
+    return [r"profile: setup\[0\]: holds what looks like a"]
+
+
+@kind("token_in_config_string")
+def _(case: Case, pick: Pick) -> list[str]:
+    where = pick("tracking.entity", st.sampled_from(["tracking.project", "model.name_or_path",
+                                                     "methods.1.lora.target_modules"]))
+    token = _token(case, pick)
+    if where.endswith("target_modules"):
+        case.method(1)["lora"]["target_modules"] = ["q_proj", token]
+        return [rf"config: {case.label(1)}\.lora\.target_modules\[1\]: holds what looks like a"]
+    section, key = where.split(".")
+    case.config[section][key] = pick("", st.sampled_from(["  ", "team-"])) + token
+    return [rf"config: {re.escape(where)}: holds what looks like a"]
+
+
+@kind("token_in_override")
+def _(case: Case, pick: Pick) -> list[str]:
+    token = _token(case, pick)
+    where = pick("tracking.entity", st.sampled_from(["tracking.project", "name", "data.train.split", "tracking.mode",
+                                                     "seed"]))
+    case.overrides.append(f"{where}={token}")
+    if where == "tracking.mode":  # not allowed, and the message does not show it
+        return [r"config: tracking\.mode: '<redacted: .*>' is not allowed"]
+    if where == "seed":
+        return [r"config: seed: expected an integer, got str '<redacted"]
+    if where == "name":
+        return [r"config: name: "]
+    return [rf"config: {re.escape(where)}: holds what looks like a"]
+
+
+@kind("token_as_a_key")
+def _(case: Case, pick: Pick) -> list[str]:
+    token = _token(case, pick)
+    if pick("config", st.sampled_from(["config", "override"])) == "config":
+        case.config["tracking"][token] = 1
+    else:
+        case.overrides.append(f"tracking.{token}=1")
+    return [r"config: tracking\.'<redacted.*: unknown key"]
+
+
+@kind("token_in_sbatch_option")
+def _(case: Case, pick: Pick) -> list[str]:
+    case.profile["additional_parameters"] = {"comment": _token(case, pick)}
+    return [r"profile: additional_parameters\.comment: holds what looks like a"]
+
+
+# ---- YAML
+
+
+def _alias_bomb(levels: int, width: int) -> str:
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * width)}]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+@kind("alias_bomb")
+def _(case: Case, pick: Pick) -> list[str]:
+    bomb = _alias_bomb(pick(9, st.integers(5, 30)), pick(10, st.integers(6, 12)))
+    where = pick("config", st.sampled_from(["config", "profile", "override"]))
+    nested = ("bomb:\n" + "".join(f"  {ln}\n" for ln in bomb.splitlines())).encode()
+    if where == "config":  # an unknown key holding it: the reader refuses before any key is looked at
+        case.config_bytes = _yaml(case.config) + nested
+    elif where == "profile":
+        case.profile_bytes = _yaml(case.profile) + nested
+    else:
+        flow = "{" + ", ".join(bomb.splitlines()) + "}"
+        case.overrides.append(f"methods.lora.lora={flow}")
+        return [r"config: override methods\.lora\.lora: expands to [\d,]+ values, more than"]
+    return [rf"{where}: .* is not valid YAML: expands to [\d,]+ values, more than .*line \d+"]
+
+
+@kind("recursive_alias")
+def _(case: Case, pick: Pick) -> list[str]:
+    case.config_bytes = _yaml(case.config) + pick(b"loop: &a [1, *a]\n", st.sampled_from([b"loop: &a {x: *a}\n"]))
+    return [r"config: .* is not valid YAML: line \d+: an alias refers to a value that contains it"]
+
+
+@kind("duplicate_key")
+def _(case: Case, pick: Pick) -> list[str]:
+    where = pick("config", st.sampled_from(["config", "profile", "override", "method"]))
+    if where == "config":  # a second `methods:` would silently drop the first list
+        case.config_bytes = _yaml(case.config) + b"methods:\n- {name: only, kind: lora}\n"
+        return [r"config: .* is not valid YAML: line \d+: key 'methods' appears twice in one mapping \(first at line"]
+    if where == "profile":
+        case.profile_bytes = _yaml(case.profile) + b"partition: other\n"
+        return [r"profile: .* is not valid YAML: line \d+: key 'partition' appears twice"]
+    if where == "method":
+        text = _yaml(case.config).decode().replace("  learning_rate:", "  learning_rate: 0.5\n  learning_rate:", 1)
+        case.config_bytes = text.encode()
+        return [r"config: .* is not valid YAML: line \d+: key 'learning_rate' appears twice"]
+    case.overrides.append("methods.lora.lora={r: 4, r: 64}")
+    return [r"config: override methods\.lora\.lora: line 1: key 'r' appears twice"]
+
+
+@kind("nested_too_deep")
+def _(case: Case, pick: Pick) -> list[str]:
+    depth = pick(70, st.integers(65, 400))
+    case.config_bytes = _yaml(case.config) + ("deep: " + "[" * depth + "]" * depth + "\n").encode()
+    return [r"config: .* is not valid YAML: (line \d+: nested more than 64 levels|nested too deeply)"]
+
+
+@kind("config_file_not_regular")
+def _(case: Case, pick: Pick) -> list[str]:
+    which = pick("config", st.sampled_from(["config", "profile"]))
+    path = pick("/dev/zero", st.sampled_from(["/dev/null", "/dev/urandom"]))
+    if which == "config":
+        case.config_arg = path
+    else:
+        case.profile_arg = path
+    return [rf"{which}: '{path}' is not a regular file"]
+
+
+@kind("config_file_too_large")
+def _(case: Case, pick: Pick) -> list[str]:
+    padding = b"# " + b"x" * 1000 + b"\n"
+    case.config_bytes = _yaml(case.config) + padding * pick(1100, st.integers(1050, 1500))
+    return [r"config: .* is larger than 1,048,576 bytes"]
+
+
+# ---- plan checks
+
+
+@kind("abbreviated_sbatch_option")
+def _(case: Case, pick: Pick) -> list[str]:
+    key = pick("part", st.sampled_from(["time_mi", "gpus_per", "mem_per", "ntasks_per", "dep", "sig", "arr", "p", "n"]))
+    case.profile["additional_parameters"] = {key: "x"}
+    return [rf"profile: additional_parameters\.{key}: sbatch would read it as an abbreviation of --"]
+
+
+@kind("unknown_sbatch_option")
+def _(case: Case, pick: Pick) -> list[str]:
+    key = pick("mailtype", st.sampled_from(["reservations", "exclusiv_e", "qoss", "mail_types"]))
+    case.profile["additional_parameters"] = {key: "x"}
+    return [rf"profile: additional_parameters\.{key}: not an sbatch option -> "]
+
+
+DS_CONFLICTS = {
+    "train_micro_batch_size_per_gpu": (99, r"train_micro_batch_size_per_gpu is 99 but the config's micro_batch_size"),
+    "gradient_accumulation_steps": (7, r"gradient_accumulation_steps is 7 but the config's grad_accum_steps"),
+    "train_batch_size": (1024, r"train_batch_size is 1024 but the config's micro_batch_size x grad_accum_steps"),
+    "gradient_clipping": (3.0, r"gradient_clipping is 3\.0 but the config's max_grad_norm"),
+    "bf16": ({"enabled": True}, r"bf16\.enabled is true but the config's precision is "),
+    "fp16": ({"enabled": "yes"}, r"fp16\.enabled is 'yes' -> true, false or \"auto\""),
+    "optimizer": ({"type": "AdamW", "params": {"lr": 0.1}}, r"has an 'optimizer' section -> remove it"),
+    "scheduler": ({"type": "WarmupLR"}, r"has an 'scheduler' section -> remove it"),
+}
+
+
+@kind("deepspeed_value_contradicts_config")
+def _(case: Case, pick: Pick) -> list[str]:
+    key = pick("gradient_accumulation_steps", st.sampled_from(sorted(DS_CONFLICTS)))
+    value, needle = DS_CONFLICTS[key]
+    ds = json.loads((REPO / "ds_configs" / "zero2.json").read_text())
+    ds[key] = value
+    path = case.root / "ds" / "mine.json"
+    case.files[path] = json.dumps(ds).encode()
+    case.method(0)["deepspeed"] = str(path)
+    return [rf"config: methods\[0\] \(full_sft\)\.deepspeed: .*{needle}"]
+
+
+@kind("output_dir_on_a_kernel_file_system")
+def _(case: Case, pick: Pick) -> list[str]:
+    root = pick("/proc", st.sampled_from(["/sys", "/dev"]))
+    case.config["output_dir"] = root + pick("/self/runs", st.sampled_from(["", "/runs", "/x/y"]))
+    return [rf"config: output_dir: .* is under {root}, a kernel file system"]
+
+
+# ---- numbers beyond any range
+
+
+INT_FIELDS = ["methods.1.lora.r", "methods.1.lora.alpha", "methods.0.micro_batch_size", "methods.0.grad_accum_steps",
+              "methods.0.max_steps", "methods.0.resources.nodes", "methods.0.resources.gpus_per_node",
+              "methods.1.resources.time_min", "methods.2.checkpoint.keep", "eval.batch_size", "model.max_seq_len",
+              "data.max_train", "seed", "local.threads_per_job", "eval.resources.mem_gb_per_gpu"]
+
+
+@kind("huge_integer")
+def _(case: Case, pick: Pick) -> list[str]:
+    digits = pick(300, st.integers(20, 4000))
+    where = pick("methods.1.lora.r", st.sampled_from(INT_FIELDS))
+    case.overrides.append(f"{where}={'9' * digits}")
+    return [rf"config: {_where(where)}: .* -> at most \d+"]
+
+
+@kind("profile_huge_integer")
+def _(case: Case, pick: Pick) -> list[str]:
+    key = pick("gpus_per_node", st.sampled_from(["gpu_mem_gb", "cpus_per_gpu", "mem_gb_per_gpu", "max_time_min",
+                                                   "max_nodes"]))
+    case.profile[key] = 10 ** pick(300, st.integers(10, 4000))
+    return [rf"profile: {key}: .* -> at most \d+"]
+
+
+# ---- data
+
+
+@kind("correct_option_repeated")
+def _(case: Case, pick: Pick) -> list[str]:
+    k = pick(3, RECORD)
+    rec = case.records[k]
+    right = rec["answers"][rec["solution"]]
+    others = [x for x in LETTERS if x != rec["solution"]]
+    for x in pick(others, st.lists(st.sampled_from(others), min_size=1, max_size=3, unique=True)):
+        same = pick(lambda t: t, st.sampled_from([lambda t: t.upper(), lambda t: f" {t}.", lambda t: t]))
+        rec["answers"][x] = same(right)
+    return [rf"record {k}\b.*: the correct answer {rec['solution']} .* is also option"]
+
+
+@kind("duplicate_key_in_record")
+def _(case: Case, pick: Pick) -> list[str]:
+    k = pick(3, RECORD)
+    if pick("json", st.sampled_from(["json", "jsonl"])) == "jsonl":
+        case.use_jsonl()
+    key = pick("solution", st.sampled_from(["question", "answers", "A"]))
+    text = case.data_text()
+    starts = [m.start() for m in re.finditer(r'"question": ', text)]
+    at = text.index(f'"{key}": ', starts[k])
+    case.data_bytes = (text[:at] + f'"{key}": "dropped", ' + text[at:]).encode()
+    inside = " in 'answers'" if key == "A" else ""
+    return [rf"record {k}\b.*: key '{key}'{inside} appears twice \(JSON keeps the last one silently\)"]
+
+
+@kind("huge_value_is_shortened")
+def _(case: Case, pick: Pick) -> list[str]:
+    k = pick(3, RECORD)
+    field_ = pick("solution", st.sampled_from(["solution", "answers"]))
+    huge = "X" * pick(10**6, st.integers(10**4, 2 * 10**6))
+    if field_ == "solution":
+        case.records[k]["solution"] = huge
+        return [rf"record {k}\b.*: solution 'X+'\.\.\.\(\d+ chars\) is not one of A, B, C, D"]
+    case.records[k]["answers"] = huge
+    return [rf"record {k}\b.*: 'answers' is a string, expected a mapping"]
+
+
+@kind("data_file_not_regular")
+def _(case: Case, pick: Pick) -> list[str]:
+    case.config["data"]["train"]["path"] = pick("/dev/zero", st.sampled_from(["/dev/urandom", "/dev/null"]))
+    case.config["data"]["train"]["format"] = pick("cybermetric", st.sampled_from(["jsonl"]))
+    return [r"/dev/\w+: is not a regular file \(a device, pipe or socket\) -> give a CyberMetric JSON"]
+
+
+@kind("data_file_too_large")
+def _(case: Case, pick: Pick) -> list[str]:
+    import launch.data
+
+    case.patches.append((launch.data, "MAX_DATA_BYTES", pick(4096, st.integers(1024, 8192))))
+    return [r"cyber_mcq\.json: is larger than [\d,]+ bytes -> give a CyberMetric JSON or JSONL file of at most"]
+
+
+# ---- unfamiliar sites
+
+
+@kind("python_not_on_shared_storage")
+def _(case: Case, pick: Pick) -> list[str]:
+    shared = case.root
+    case.profile["shared_dirs"] = [str(shared)]
+    case.profile["python"] = pick("/opt/venv/bin/python", st.sampled_from(["/usr/bin/python3", "/tmp/x/bin/python"]))
+    return [r"python: '.*' \(the interpreter the jobs would run(; a link to .*)?\) is not under the shared directories"]
+
+
+@kind("output_dir_not_on_shared_storage")
+def _(case: Case, pick: Pick) -> list[str]:
+    case.profile["shared_dirs"] = [pick("/scratch", st.sampled_from(["/lustre", "/home/nobody"]))]
+    case.profile["python"] = None
+    return [r"output_dir: .* is not under the shared directories of profile 'dev'"]
+
+
+@kind("slurm_refuses_the_first_job")
+def _(case: Case, pick: Pick) -> list[str]:
+    message = pick("Invalid partition name specified", st.sampled_from([
+        "Invalid account or account/partition combination specified",
+        "Requested node configuration is not available",
+        "Invalid generic resource (gres) specification"]))
+    case.env = {"FAKE_SBATCH_FAIL_AT": "5001",
+                "FAKE_SBATCH_MESSAGE": f"sbatch: error: Batch job submission failed: {message}"}
+    case.dry_rc = 0  # only Slurm can refuse this: the dry run has nothing to object to
+    case.verify = None
+    return [rf"sbatch refused job full_sft: .*{re.escape(message)}"]
+
+
+# ---- accepted on purpose (exit 0, documented)
+
+
+@kind("anchored_resources_stay_separate")
+def _(case: Case, pick: Pick) -> list[str]:
+    """One `resources: &res` anchor used by every method: overriding one method changes that one only."""
+    cfg = copy.deepcopy(case.config)
+    shared = cfg["methods"][0]["resources"]
+    for m in cfg["methods"]:
+        m["resources"] = "@@RES@@"
+    text = _yaml(cfg).decode().replace("resources: '@@RES@@'", f"resources: &res {json.dumps(shared)}", 1)
+    case.config_bytes = text.replace("resources: '@@RES@@'", "resources: *res").encode()
+    minutes = str(pick(7, st.integers(2, 19)))
+    case.overrides.append(f"methods.lora.resources.time_min={minutes}")
+    case.rc = 0
+
+    def verify(state: Path) -> None:
+        scripts = [(state / f"script-{n}.sh").read_text() for n in range(5001, 5004)]
+        times = [re.search(r"#SBATCH --time=(\d+)", text).group(1) for text in scripts]
+        assert times == [str(shared["time_min"]), minutes, str(shared["time_min"])], times
+    case.verify = verify
+    return []
+
+
+@kind("yaml12_date_is_text")
+def _(case: Case, pick: Pick) -> list[str]:
+    """YAML 1.1 read `name: 2024-05-01` as a date (refused as not a string); it is the name it looks like."""
+    text = _yaml(case.config).decode()
+    name = pick("2024-05-01", st.sampled_from(["1999-12-31", "2030-01-02"]))
+    case.config_bytes = text.replace("name: smoke\n", f"name: {name}\n", 1).encode()
+    case.rc = 0
+
+    def verify(state: Path) -> None:
+        assert re.search(rf"#SBATCH --job-name={name}\.full_sft\n", (state / "script-5001.sh").read_text())
+    case.verify = verify
+    return []
+
+
 # --------------------------------------------------------------------------- running one case
 
 
@@ -1016,38 +1514,73 @@ def _access_by_mode_bits(path: tp.Any, mode: int, **kwargs: tp.Any) -> bool:
 
 @pytest.fixture
 def harness(tmp_path, tiny_model, monkeypatch, capsys):
-    """Fake Slurm commands on PATH; a function that builds a case, mutates it, runs submit, checks."""
-    state = install_fake_slurm(tmp_path, monkeypatch, sbatch=FAKE_SBATCH)
+    """Fake Slurm commands on PATH; a function that builds a case, mutates it, runs submit and the dry run, checks."""
+    state = install_fake_slurm(tmp_path, monkeypatch)
     monkeypatch.chdir(REPO)
+
+    def command(case: Case, argv: list[str]) -> tuple[int, str, str, float]:
+        capsys.readouterr()
+        with monkeypatch.context() as mp:
+            if case.as_non_root:
+                mp.setattr(os, "access", _access_by_mode_bits)
+            for name, value in case.env.items():
+                mp.setenv(name, value)
+            for obj, attr, value in case.patches:
+                mp.setattr(obj, attr, value)
+            t0 = time.perf_counter()
+            try:
+                rc = cli.main(argv)
+            except SystemExit as exc:  # argparse refusing the command line
+                rc = exc.code
+            wall = time.perf_counter() - t0
+        out = capsys.readouterr()
+        return rc, out.out, out.err, wall
+
+    def check_refusal(kind_name: str, case: Case, what: str, text: str, needles: list[str]) -> None:
+        lines = text.split("\n")  # not splitlines(): a quoted value may hold U+2028 and friends
+        for needle in needles:
+            hits = [ln for ln in lines if re.search(needle, ln)]
+            assert hits, f"{kind_name} ({what}): no line matches {needle!r} in\n{text[-6000:]}"
+            assert any("->" in ln for ln in hits), f"{kind_name} ({what}): no fix ('->') on {hits}"
+
+    def check_output(kind_name: str, case: Case, what: str, out: str, err: str, wall: float) -> None:
+        assert "Traceback" not in err + out, f"{kind_name} ({what}): a traceback\n{err}"
+        for secret in case.secrets:
+            assert secret not in err + out, f"{kind_name} ({what}): a secret value was echoed\n{err}{out[-3000:]}"
+        # Messages shorten what they echo: stderr, and the dry run's problem list (not the plan it prints).
+        messages = err.split("\n") + [ln for ln in out.split("\n") if ln.startswith("  - ")]
+        longest = max(map(len, messages), default=0)
+        assert longest <= MAX_LINE, f"{kind_name} ({what}): a message line of {longest} characters"
+        assert wall < MAX_SECONDS, f"{kind_name} ({what}): took {wall:.2f} s"
 
     def run(kind_name: str | None, pick: Pick) -> tuple[int, str]:
         root = Path(tempfile.mkdtemp(dir=tmp_path, prefix="case-"))
         case = Case(root=root, model=tiny_model)
+        for recorded in state.iterdir():  # hypothesis runs many cases in one test: each starts with no sbatch call
+            recorded.unlink()
         try:
             needles = KINDS[kind_name](case, pick) if kind_name else []
             case.write()
             before = _snapshot(root)
-            capsys.readouterr()
-            with monkeypatch.context() as mp:
-                if case.as_non_root:
-                    mp.setattr(os, "access", _access_by_mode_bits)
-                try:
-                    rc = cli.main(case.argv())
-                except SystemExit as exc:  # argparse refusing the command line
-                    rc = exc.code
-            err = capsys.readouterr().err
+            rc, out, err, wall = command(case, case.argv())
             if kind_name is None:
                 return rc, err
-            assert rc == 2, f"{kind_name}: exit {rc}\n{err}"
-            assert not (state / "count").exists(), f"{kind_name}: sbatch was called"
-            assert _snapshot(root) == before, f"{kind_name}: files under {root} changed"
-            lines = err.split("\n")  # not splitlines(): a quoted value may hold U+2028 and friends
-            for needle in needles:
-                hits = [ln for ln in lines if re.search(needle, ln)]
-                assert hits, f"{kind_name}: no line matches {needle!r} in\n{err}"
-                assert any("->" in ln for ln in hits), f"{kind_name}: no fix ('->') on {hits}"
-            assert "Traceback" not in err
-            assert "s3cr3t" not in err, f"{kind_name}: a secret value was echoed\n{err}"
+            assert rc == case.rc, f"{kind_name}: exit {rc}, expected {case.rc}\n{err}"
+            check_output(kind_name, case, "submit", out, err, wall)
+            if case.verify is not None:
+                case.verify(state)
+                return rc, err
+            if case.rc == 2:
+                assert not (state / "count").exists() or case.env, f"{kind_name}: sbatch was called"
+                assert _snapshot(root) == before, f"{kind_name}: files under {root} changed"
+                check_refusal(kind_name, case, "submit", err, needles)
+            dry_rc, out, err, wall = command(case, case.argv() + ["--dry-run"])
+            expected = case.rc if case.dry_rc is None else case.dry_rc
+            assert dry_rc == expected, f"{kind_name}: the dry run exited {dry_rc}, not {expected}\n{err}{out[-3000:]}"
+            check_output(kind_name, case, "dry run", out, err, wall)
+            assert _snapshot(root) == before, f"{kind_name}: the dry run changed files under {root}"
+            if dry_rc == 2:
+                check_refusal(kind_name, case, "dry run", out + err, needles)
             return rc, err
         finally:
             for path, _ in case.chmods:
@@ -1061,7 +1594,7 @@ def harness(tmp_path, tiny_model, monkeypatch, capsys):
 
 
 def test_catalogue_is_large_enough():
-    assert len(KINDS) >= 30, sorted(KINDS)
+    assert len(KINDS) >= 120, len(KINDS)
 
 
 def test_the_unmutated_case_is_submitted(harness, tmp_path):

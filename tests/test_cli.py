@@ -19,6 +19,7 @@ def test_launch_and_help_load_no_torch():
     code = (
         "import sys, contextlib, io\n"
         "import launch, launch.cli, launch.config, launch.experiment, launch.jobs, launch.local, launch.fsio\n"
+        "import launch.preflight, launch.scriptsafe, launch.redact, launch.schema, launch.yamlio, launch.submit\n"
         "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
         "    try:\n"
         "        launch.cli.main(['--help'])\n"
@@ -63,8 +64,8 @@ def test_bad_config_exits_2_lists_every_problem_and_starts_nothing(tmp_path):
     assert res.returncode == 2, res.stdout + res.stderr
     err = res.stderr
     assert "5 problem(s)" in err
-    assert "methods[0].learnig_rate: unknown key -> did you mean 'learning_rate'?" in err
-    assert "methods[1].max_steps: expected an integer" in err
+    assert "methods[0] (full_sft).learnig_rate: unknown key -> did you mean 'learning_rate'?" in err
+    assert "methods[1] (lora).max_steps: expected an integer" in err
     assert "qlora runs on one GPU" in err
     assert "data.train.path:" in err and "does not exist" in err
     assert "model.name_or_path:" in err and "cyberft tiny-model" in err

@@ -167,10 +167,13 @@ def test_several_problems_in_one_record_are_all_reported(tmp_path):
     assert "'B' if 1 is a 0-based option index" in problems[2]
 
 
-def test_duplicate_options_are_fine(tmp_path):
-    rec = _record(0)
-    rec["answers"] = {"A": "same", "B": "same", "C": "same", "D": "other"}
+def test_repeated_wrong_options_are_fine_but_a_repeated_correct_one_is_refused(tmp_path):
+    rec = _record(0)  # solution A
+    rec["answers"] = {"A": "right", "B": "same", "C": "same", "D": "other"}
     assert len(load_questions(DataSource(path=str(_write_json(tmp_path / "q.json", [rec]))))) == 1
+    rec["answers"] = {"A": "same", "B": "Same.", "C": "same", "D": "other"}  # no option could be told apart
+    problems = _problems(DataSource(path=str(_write_json(tmp_path / "q.json", [rec]))))
+    assert len(problems) == 1 and "record 0: the correct answer A 'same' is also option(s) B, C" in problems[0]
 
 
 def test_jsonl_bad_line_reports_line_and_other_records_still_checked(tmp_path):

@@ -54,14 +54,14 @@ def test_bad_profile_reports_every_problem(tmp_path):
     assert len(problems) == 8, text
     assert "gpu_per_node: unknown key -> did you mean 'gpus_per_node'?" in text
     assert "gpus_per_node: -2 -> a positive whole number" in text
-    assert "cpus_per_gpu: expected a whole number, got str 'eight'" in text
+    assert "cpus_per_gpu: expected an integer, got str 'eight'" in text  # the config's typed loader, same words
     assert "max_time_min: 0" in text
     assert "setup: expected a list" in text
     for key in ("env.WANDB_API_KEY", "env.HF_TOKEN"):
         line = next(p for p in problems if p.startswith(key))
-        assert "export it in your shell; it is read on the compute node" in line
+        assert "export it in your shell" in line and "the job reads it on the compute node" in line
         assert "abc123" not in line  # the secret is not echoed back
-    assert "additional_parameters.partition: has its own field" in text
+    assert "additional_parameters.partition: the launcher sets this option itself -> use partition instead" in text
     assert str(bad) in str(info.value)
 
 

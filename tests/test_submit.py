@@ -20,23 +20,10 @@ import yaml
 
 from launch import cli, submit
 from launch.fsio import read_json
+from support.fake_slurm import install_fake_slurm
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = REPO / "tests" / "golden" / "dryrun_llama3_dev.txt"
-
-FAKE_SBATCH = """#!/bin/sh
-n=$(cat "$FAKE_SLURM/count" 2>/dev/null || echo 5000)
-n=$((n+1)); echo $n > "$FAKE_SLURM/count"
-cp "$1" "$FAKE_SLURM/script-$n.sh"
-if [ -n "$FAKE_SBATCH_FAIL_AT" ] && [ "$n" = "$FAKE_SBATCH_FAIL_AT" ]; then
-  echo "sbatch: error: Batch job submission failed: Invalid qos specification" >&2; exit 1
-fi
-echo "Submitted batch job $n"
-"""
-FAKE_SCANCEL = """#!/bin/sh
-echo "$@" >> "$FAKE_SLURM/scancel"
-"""
-
 
 def normalise(text: str) -> str:
     """Machine-specific paths replaced, so the golden file holds on any checkout."""
@@ -46,19 +33,6 @@ def normalise(text: str) -> str:
 def run_cli(*argv: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "launch.cli", *argv], cwd=REPO, capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, timeout=120)
-
-
-def install_fake_slurm(tmp_path: Path, monkeypatch, sbatch: str = FAKE_SBATCH) -> Path:
-    """Fake sbatch/scancel/srun first on PATH; returns the directory where they record calls."""
-    bin_dir, state = tmp_path / "bin", tmp_path / "fake-slurm"
-    bin_dir.mkdir()
-    state.mkdir()
-    for name, text in (("sbatch", sbatch), ("scancel", FAKE_SCANCEL), ("srun", "#!/bin/sh\nexit 0\n")):
-        (bin_dir / name).write_text(text)
-        (bin_dir / name).chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
-    monkeypatch.setenv("FAKE_SLURM", str(state))
-    return state
 
 
 @pytest.fixture

@@ -7,9 +7,10 @@ unconditionally. Which rank tracks is the caller's business (rank 0 only).
 What is never logged
 --------------------
 * Config keys that name a credential (``api_key``, ``hf_token``, ``password``,
-  ``client_secret``... at any depth) and any string equal to (or containing)
+  ``client_secret``... at any depth), any string equal to (or containing)
   the live value of ``WANDB_API_KEY``, ``HF_TOKEN`` or
-  ``HUGGING_FACE_HUB_TOKEN``. Scrubbing happens *before* ``wandb.init``
+  ``HUGGING_FACE_HUB_TOKEN``, and any string shaped like a known token; both
+  rules are :mod:`launch.redact`'s, the launcher's one secret detector. Scrubbing happens *before* ``wandb.init``
   because W&B copies the config into ``logs/debug.log`` at once.
 * Environment variables, command-line arguments, host metadata, git state,
   code and console output: ``x_disable_meta`` drops the run's environment
@@ -23,9 +24,10 @@ is cheap and works where wandb is not installed (with tracking off).
 from __future__ import annotations
 
 import os
-import re
 import typing as tp
 from pathlib import Path
+
+from launch.redact import is_credential_name, token_kind
 
 if tp.TYPE_CHECKING:  # pragma: no cover
     from launch.config import TrackingConfig
@@ -35,10 +37,6 @@ SECRET_ENV_VARS = ("WANDB_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 
 REDACTED = "<redacted>"
 
-# Key words that name a credential. Matched against the words of a key
-# (``hf_token`` -> hf, token; ``apiKey`` -> api, key) rather than as
-# substrings, so that ``max_new_tokens`` or ``train_tokens`` survive.
-_SECRET_WORDS = {"token", "secret", "secrets", "password", "passwd", "apikey", "credential", "credentials"}
 _MIN_SECRET_LEN = 8  # shorter env values would redact ordinary strings by accident
 
 # Where W&B stages table/media copies for a later `wandb sync` (default
@@ -50,25 +48,16 @@ _data_dir_we_set: str | None = None
 # --------------------------------------------------------------------------- scrubbing
 
 
-def _key_words(key: str) -> list[str]:
-    """``"hfToken"`` -> ``["hf", "token"]``; ``"WANDB_API_KEY"`` -> ``["wandb", "api", "key"]``."""
-    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", str(key))
-    return [w for w in re.split(r"[^A-Za-z0-9]+", spaced.lower()) if w]
-
-
 def is_secret_key(key: tp.Any) -> bool:
-    """Whether a config key names a credential.
+    """Whether a config key names a credential (:func:`launch.redact.is_credential_name`: by its
+    words, so ``max_new_tokens`` or ``train_tokens`` survive).
 
     Examples
     --------
     >>> [is_secret_key(k) for k in ("api_key", "HF_TOKEN", "apiKey", "max_new_tokens", "lr")]
     [True, True, True, False, False]
     """
-    words = _key_words(str(key))
-    if any(w in _SECRET_WORDS for w in words):
-        return True
-    # "api" followed by "key" (api_key, API-Key, apiKey)
-    return any(a == "api" and b == "key" for a, b in zip(words, words[1:]))
+    return is_credential_name(key)
 
 
 def secret_values(env: tp.Mapping[str, str] | None = None) -> list[str]:
@@ -78,7 +67,8 @@ def secret_values(env: tp.Mapping[str, str] | None = None) -> list[str]:
 
 
 def _is_secret_value(value: tp.Any, secrets: tp.Sequence[str]) -> bool:
-    return isinstance(value, str) and any(s in value for s in secrets)
+    """A live credential's value, or anything shaped like a known token (:func:`launch.redact.token_kind`)."""
+    return isinstance(value, str) and (any(s in value for s in secrets) or token_kind(value) is not None)
 
 
 _DROP = object()

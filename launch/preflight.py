@@ -1,0 +1,250 @@
+"""Login-side checks of what a config names on disk, run by ``validate``, ``run`` and ``submit``.
+
+:func:`launch.config.load_config` checks a config's schema and values only. Whether its files
+are usable is checked here, before anything is created: the model directory, the data (read,
+validated, split and deduplicated exactly as the experiment will, without writing), the output
+directory and each DeepSpeed JSON (including its explicit values against the config). Jobs and
+``cyberft resume`` never run these checks: they read the experiment's frozen ``config.yaml``,
+data split and DeepSpeed copy, so moving or deleting the original files after submitting
+changes nothing for them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import typing as tp
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from launch.config import DataSource, ExperimentConfig, MethodConfig
+from launch.redact import short, short_path
+from launch.yamlio import read_bytes
+
+PSEUDO_FILESYSTEMS = ("/proc", "/sys", "/dev")
+"""Kernel file systems: writable-looking for root, but nothing written there is kept."""
+
+MAX_DEEPSPEED_BYTES = 1 << 20
+DEEPSPEED_FIX = "one of ds_configs/zero2.json, zero3.json, zero3_offload.json"
+
+
+@dataclass
+class Preflight:
+    """What :func:`check` found: problems with the config's files, with its data, and the data split."""
+
+    problems: list[str] = field(default_factory=list)
+    data_problems: list[str] = field(default_factory=list)
+    split: tp.Any = None  # launch.data.Split when the data is usable
+
+
+def check(cfg: ExperimentConfig, data: bool = True) -> Preflight:
+    """Every login-side check of ``cfg``'s files; ``data=False`` skips reading the data."""
+    from launch.data import DataError, plan_splits
+
+    out = Preflight()
+    if _nul_bytes(cfg, out.problems):
+        return out  # no such file can exist, and the OS refuses to look such a path up
+    _check_model(cfg.model.name_or_path, out.problems)
+    _check_output_dir(cfg.output_dir, out.problems)
+    before = len(out.problems)
+    _check_source(cfg.data.train, "data.train", out.problems)
+    if cfg.data.eval is not None:
+        _check_source(cfg.data.eval, "data.eval", out.problems)
+    sources_ok = len(out.problems) == before
+    for i, m in enumerate(cfg.methods):
+        if m.deepspeed and m.kind == "full_sft":
+            problems = deepspeed_problems(m)
+            out.problems += [f"methods[{i}] ({m.name}).deepspeed: {p}" for p in problems]
+            if problems:
+                # Like a bad scalar, back to its default: later checks (the memory estimate reads
+                # the file) run on a config that is safe to use.
+                m.deepspeed = None
+    if data and sources_ok and cfg.data.train.path:
+        try:
+            out.split = plan_splits(cfg.data)
+        except DataError as exc:
+            out.data_problems = list(exc.problems)
+    return out
+
+
+# --------------------------------------------------------------------------- model, data sources
+
+
+def _nul_bytes(cfg: ExperimentConfig, problems: list[str]) -> bool:
+    """Report every path holding a NUL byte (YAML can write one, no file name can hold it)."""
+    paths = {"model.name_or_path": cfg.model.name_or_path, "output_dir": cfg.output_dir,
+             "data.train.path": cfg.data.train.path, "data.eval.path": cfg.data.eval.path if cfg.data.eval else ""}
+    paths.update({f"methods[{i}] ({m.name}).deepspeed": m.deepspeed or "" for i, m in enumerate(cfg.methods)})
+    bad = [where for where, path in paths.items() if "\x00" in path]
+    problems += [f"{where}: holds a NUL byte, which no file name can -> remove it" for where in bad]
+    return bool(bad)
+
+
+def looks_local(path: str) -> bool:
+    """A hub name is ``org/name`` or ``name``; anything else (or anything that exists) is a path."""
+    if os.path.exists(path):
+        return True
+    return path.startswith((".", "/", "~")) or path.count("/") > 1 or path.endswith((".json", ".jsonl"))
+
+
+def _check_model(name: str, problems: list[str]) -> None:
+    if not name or not looks_local(name):
+        return
+    mp = Path(name).expanduser()
+    if not mp.exists():
+        problems.append(f"model.name_or_path: {short_path(name)} does not exist -> check the path (relative to "
+                        f"{os.getcwd()}), give a hub name, or build a tiny local model with `cyberft tiny-model DIR`")
+    elif not (mp / "config.json").is_file():
+        problems.append(f"model.name_or_path: {short_path(name)} has no config.json -> a directory written by "
+                        "save_pretrained (build a tiny one with `cyberft tiny-model DIR`)")
+
+
+def _check_source(src: DataSource, where: str, problems: list[str]) -> None:
+    if not src.path:
+        return  # reported by the config's value checks
+    p = Path(src.path).expanduser()
+    if looks_local(src.path) and not p.exists():
+        problems.append(f"{where}.path: {short_path(src.path)} does not exist -> check the path (relative to "
+                        f"{os.getcwd()})")
+    elif p.is_dir() and src.format in ("cybermetric", "jsonl"):
+        problems.append(f"{where}.path: {short_path(src.path)} is a directory but format is {src.format!r} -> give a "
+                        "file or set format: hf")
+    elif p.exists() and not p.is_dir() and (
+        src.format == "hf" or (src.format == "auto" and p.suffix.lower() not in (".json", ".jsonl"))
+    ):
+        # hf reads a save_to_disk directory or a hub name, never a file
+        problems.append(f"{where}.path: {short_path(src.path)} is a file, read as a Hugging Face dataset (format "
+                        f"{src.format!r}) -> name it .json (CyberMetric) or .jsonl, or set format: cybermetric or "
+                        "jsonl")
+
+
+# --------------------------------------------------------------------------- output directory
+
+
+def _pseudo_fs(p: Path) -> str | None:
+    for path in (str(p), os.path.realpath(p)):
+        for root in PSEUDO_FILESYSTEMS:
+            if path == root or path.startswith(root + "/"):
+                return root
+    return None
+
+
+def _check_output_dir(output_dir: str, problems: list[str]) -> None:
+    """``output_dir`` must be a writable directory, or creatable (with its parents) under one.
+
+    Checked before anything is written, so ``run`` and ``submit`` refuse instead of failing
+    half-way. Writability uses :func:`os.access`: root passes on read-only mode bits, as it
+    would when writing, but not under a kernel file system (``/proc``, ``/sys``, ``/dev``).
+    """
+    where = "output_dir"
+    if not output_dir:
+        return  # reported by the config's value checks
+    shown = short_path(output_dir)
+    p = Path(output_dir).expanduser().absolute()
+    root = _pseudo_fs(p)
+    if root:
+        problems.append(f"{where}: {shown} is under {root}, a kernel file system that keeps nothing -> give a "
+                        "directory on real storage, e.g. runs")
+        return
+    try:
+        if p.exists():
+            if not p.is_dir():
+                problems.append(f"{where}: {shown} is a file, not a directory -> give a directory (it is created if "
+                                "missing), e.g. runs")
+            elif not os.access(p, os.W_OK | os.X_OK):
+                problems.append(f"{where}: {shown} is not writable by this user -> give a directory you can write to, "
+                                f"or fix its permissions (chmod u+w {short_path(p)})")
+            return
+        existing = p.parent
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            problems.append(f"{where}: {shown} cannot be created: {short_path(existing)} is a file, not a directory "
+                            "-> give a path under a directory")
+        elif not os.access(existing, os.W_OK | os.X_OK):
+            problems.append(f"{where}: {shown} cannot be created: {short_path(existing)} is not writable by this "
+                            "user -> give a directory you can write to")
+    except OSError as exc:  # e.g. a parent that may not be searched, or a name too long
+        problems.append(f"{where}: {shown} cannot be checked ({exc.strerror or exc}) -> give a directory you can "
+                        "write to")
+
+
+# --------------------------------------------------------------------------- DeepSpeed
+
+
+def read_deepspeed(path: str) -> tuple[dict | None, str | None]:
+    """The DeepSpeed JSON at ``path`` as a mapping, or None and why not (what follows the field name)."""
+    p = Path(path).expanduser()
+    shown = short_path(path)
+    if not p.is_file():
+        what = "is a directory" if p.is_dir() else "does not exist" if not p.exists() else "is not a regular file"
+        return None, f"{shown} {what} -> {DEEPSPEED_FIX}"
+    try:
+        raw = json.loads(read_bytes(p, MAX_DEEPSPEED_BYTES).decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        return None, f"{shown} is not a readable JSON file ({short(str(exc), 120)}) -> fix it, or use {DEEPSPEED_FIX}"
+    if not isinstance(raw, dict):
+        return None, f"{shown} holds {type(raw).__name__}, not a JSON object -> a DeepSpeed config like {DEEPSPEED_FIX}"
+    return raw, None
+
+
+def deepspeed_problems(m: MethodConfig) -> list[str]:
+    """Why ``m``'s DeepSpeed JSON cannot be used: unreadable, a bad ZeRO section, or explicit values
+    that contradict the experiment config (see ``ds_configs/README.md``)."""
+    raw, problem = read_deepspeed(m.deepspeed or "")
+    if raw is None:
+        return [problem or ""]
+    shown = short_path(m.deepspeed)
+    zero = raw.get("zero_optimization")
+    if zero is not None:
+        if not isinstance(zero, dict):
+            return [f"{shown}: zero_optimization is {short(zero)}, not an object -> e.g. {{\"stage\": 3}}"]
+        stage = zero.get("stage", 0)
+        if stage not in ("0", "1", "2", "3") and (isinstance(stage, bool) or not isinstance(stage, int)
+                                                  or not 0 <= stage <= 3):
+            return [f"{shown}: zero_optimization.stage is {short(stage)} -> 0, 1, 2 or 3"]
+        for key in ("offload_optimizer", "offload_param"):
+            if zero.get(key) is not None and not isinstance(zero[key], dict):
+                return [f"{shown}: zero_optimization.{key} is {short(zero[key])}, not an object -> e.g. "
+                        "{\"device\": \"cpu\"}"]
+    return [f"{shown}: {p}" for p in _value_conflicts(raw, m)]
+
+
+def _value_conflicts(raw: dict, m: MethodConfig) -> list[str]:
+    """Explicit DeepSpeed values that disagree with the config: each must be ``"auto"`` or equal."""
+    world = m.resources.nodes * max(1, m.resources.gpus_per_node)
+    wanted = {
+        "train_micro_batch_size_per_gpu": (m.micro_batch_size, "micro_batch_size"),
+        "gradient_accumulation_steps": (m.grad_accum_steps, "grad_accum_steps"),
+        "train_batch_size": (m.micro_batch_size * m.grad_accum_steps * world,
+                             "micro_batch_size x grad_accum_steps x nodes x gpus_per_node"),
+        "gradient_clipping": (m.max_grad_norm, "max_grad_norm"),
+    }
+    problems = []
+    for key, (value, source) in wanted.items():
+        given = raw.get(key, "auto")
+        if given != "auto" and (isinstance(given, bool) or not isinstance(given, (int, float)) or given != value):
+            problems.append(f"{key} is {short(given)} but the config's {source} gives {value} -> write \"auto\" (the "
+                            "value then comes from the config), or the config's value")
+    for key in ("optimizer", "scheduler"):
+        if key in raw:
+            problems.append(f"has an {key!r} section -> remove it: training builds AdamW and its warm-up/decay "
+                            "schedule from learning_rate, weight_decay and warmup_ratio")
+    problems += _precision_conflicts(raw, m.precision)
+    return problems
+
+
+def _precision_conflicts(raw: dict, precision: str) -> list[str]:
+    problems = []
+    for key in ("bf16", "fp16"):
+        section = raw.get(key)
+        enabled = section.get("enabled", "auto") if isinstance(section, dict) else section
+        if section is None or enabled == "auto":
+            continue
+        if not isinstance(enabled, bool):
+            problems.append(f"{key}.enabled is {short(enabled)} -> true, false or \"auto\"")
+        elif enabled != (precision == key) or precision == "auto":
+            said = "auto (decided on the node)" if precision == "auto" else repr(precision)
+            problems.append(f"{key}.enabled is {str(enabled).lower()} but the config's precision is {said} -> write "
+                            f"\"auto\" (it follows precision), or set precision: {key if enabled else 'fp32'}")
+    return problems
