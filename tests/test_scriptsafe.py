@@ -137,7 +137,8 @@ def _expected_options(spec: submit.JobSpec, profile: tp.Any, exp_dir: Path, gpus
     return meant
 
 
-def assert_script_is_meant(spec: submit.JobSpec, profile: tp.Any, exp_dir: Path, gpus: int, run_bash: bool) -> None:
+def assert_script_is_meant(spec: submit.JobSpec, profile: tp.Any, exp_dir: Path, gpus: int, run_bash: bool,
+                           model: str) -> None:
     python = submit.job_python(profile)
     script = submit.sbatch_script(spec, exp_dir, python, IDS)
     per_line, stop = sbatch_options(script)
@@ -149,7 +150,7 @@ def assert_script_is_meant(spec: submit.JobSpec, profile: tp.Any, exp_dir: Path,
         options[key] = value if "=" in arg else None
     for key, value in _expected_options(spec, profile, exp_dir, gpus).items():
         assert options[key] == value, (key, options[key], value)
-    setup = submit._setup_lines(profile, exp_dir)
+    setup = submit._setup_lines(profile, exp_dir, model)
     body = [ln for ln in script.split("\n")[stop:] if ln.strip() and not ln.lstrip().startswith("#")]
     assert body[:len(setup)] == setup and len(body) == len(setup) + 2, body  # + SUBMITIT_EXECUTOR export, srun
     if not run_bash:
@@ -217,7 +218,7 @@ def check_field(field: str, value: str, run_bash: bool = True) -> bool:
         gpus = (cfg.eval if spec.name == "eval" else cfg.method(spec.name)).resources.gpus_per_node
         # A setup line is the profile author's own shell, run as written: its lines, not its commands, are checked.
         bash = run_bash and field != "setup" and spec.name == "eval"  # bash once per case: the eval job's script
-        assert_script_is_meant(spec, profile, exp_dir, gpus, run_bash=bash)
+        assert_script_is_meant(spec, profile, exp_dir, gpus, run_bash=bash, model=cfg.model.name_or_path)
     return True
 
 
