@@ -75,6 +75,13 @@ def cmd_tiny_model(args: argparse.Namespace) -> int:
     return tiny_model.main(argv)
 
 
+def cmd_import_gguf(args: argparse.Namespace) -> int:
+    """Convert a GGUF checkpoint into a Hugging Face model directory (imports torch)."""
+    from train import gguf_import
+
+    return gguf_import.main([args.file, args.out_dir, "--dtype", args.dtype])
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     """Print an experiment's comparison table from its summary.json."""
     from launch import report
@@ -263,6 +270,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=str(Path(__file__).resolve().parents[1] / "data" / "sample" / "cyber_mcq.json"))
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_tiny_model)
+
+    p = sub.add_parser("import-gguf", help="convert a GGUF checkpoint into a model directory (offline, verified)")
+    p.add_argument("file", help="the .gguf file, e.g. the SmolLM2 one `make real-model` imports")
+    p.add_argument("out_dir", help="model directory to write (safetensors, config, tokenizer with chat template)")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="weights dtype (default float32)")
+    p.set_defaults(func=cmd_import_gguf)
 
     p = sub.add_parser("submit", help="submit an experiment to Slurm (training jobs + chained evaluation)")
     with_config(p)
