@@ -68,10 +68,10 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
 
 def cmd_tiny_model(args: argparse.Namespace) -> int:
-    """Build a tiny local Llama model and tokenizer (imports torch)."""
+    """Build a tiny local model (``--arch``) and tokenizer (imports torch)."""
     from train import tiny_model
 
-    argv = [args.out_dir, "--data", args.data, "--seed", str(args.seed)]
+    argv = [args.out_dir, "--data", args.data, "--seed", str(args.seed), "--arch", args.arch]
     return tiny_model.main(argv)
 
 
@@ -265,8 +265,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--split", default="train", help="split of a Hugging Face dataset")
     c.set_defaults(func=cmd_data_check)
 
-    p = sub.add_parser("tiny-model", help="build a tiny local Llama model + tokenizer (no hub)")
+    p = sub.add_parser("tiny-model", help="build a tiny local model + tokenizer of a common architecture (no hub)")
     p.add_argument("out_dir")
+    p.add_argument("--arch", default="llama-tied", help="llama, llama-tied (default), qwen2, qwen3, mistral, gemma2, "
+                   "gemma3, phi3, gpt-neox, olmo2")
     p.add_argument("--data", default=str(Path(__file__).resolve().parents[1] / "data" / "sample" / "cyber_mcq.json"))
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_tiny_model)

@@ -149,10 +149,13 @@ class LoraSettings:
     dropout: float = 0.0
     """Dropout on the adapter input."""
 
-    target_modules: tp.List[str] = field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    )
-    """Module names that get adapters (all Llama linear projections by default)."""
+    target_modules: tp.Union[tp.Literal["all-linear"], tp.List[str]] = "all-linear"
+    """Modules that get adapters. ``all-linear`` (peft's name): every linear layer of the decoder,
+    whatever the architecture calls them (Llama's ``q_proj``..``down_proj``, Phi-3's fused ``qkv_proj``
+    and ``gate_up_proj``, GPT-NeoX's ``query_key_value``...), not the output layer. Or a list of module
+    names, matched as peft does (a name or its last dotted parts), e.g. ``[q_proj, v_proj]``; an entry
+    that matches no linear layer of the model stops the job before its first step, listing the names
+    the model has."""
 
 
 @dataclass
@@ -392,6 +395,13 @@ def _convert(value: tp.Any, t: tp.Any, where: str, problems: list[str]) -> tp.An
         inner = [a for a in args if a is not type(None)]
         if len(inner) == 1:
             return _convert(value, inner[0], where, problems)
+        for alternative in inner:  # the first alternative the value fits, e.g. 'all-linear' or a list
+            trial: list[str] = []
+            converted = _convert(value, alternative, where, trial)
+            if not trial:
+                return converted
+        problems.append(f"{where}: {value!r} is not {_type_name(t)} -> write one of those")
+        return None
     if origin is tp.Literal:
         allowed = tp.get_args(t)
         if value in allowed:
@@ -729,7 +739,11 @@ def _validate_method(m: MethodConfig, where: str, seen: set[str], problems: list
         if not 0 <= m.lora.dropout < 1:
             problems.append(f"{label}.lora.dropout: {m.lora.dropout} -> between 0 and 1")
         if not m.lora.target_modules:
-            problems.append(f"{label}.lora.target_modules: empty -> e.g. [q_proj, v_proj]")
+            problems.append(f"{label}.lora.target_modules: empty -> all-linear (every linear layer), or names "
+                            "such as [q_proj, v_proj]")
+        elif isinstance(m.lora.target_modules, list) and "all-linear" in m.lora.target_modules:
+            problems.append(f"{label}.lora.target_modules: {m.lora.target_modules!r} -> all-linear stands alone: "
+                            "write target_modules: all-linear (not in a list), or list module names only")
     ck = m.checkpoint
     if ck.every_steps is not None and ck.every_steps < 1:
         problems.append(f"{label}.checkpoint.every_steps: {ck.every_steps} -> at least 1, or null to save by time only")

@@ -96,7 +96,10 @@ class PrefixCache:
     @classmethod
     def build(cls, model: tp.Any, contexts: list[list[int]]) -> "PrefixCache | None":
         n = shared_prefix_len(contexts)
-        if n < SHARED_PREFIX_MIN or getattr(getattr(model, "config", None), "sliding_window", None):
+        # Under a sliding window the padding between the prefix and a row's own tokens would count as
+        # distance: exact only while every context fits in the window (Mistral's 4096, Gemma's 4096).
+        window = getattr(getattr(model, "config", None), "sliding_window", None)
+        if n < SHARED_PREFIX_MIN or (window and max(map(len, contexts)) > window):
             return None
         prefix = contexts[0][:n]
         past = model(input_ids=torch.tensor([prefix], device=_device(model)), use_cache=True, logits_to_keep=1).past_key_values
