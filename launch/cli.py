@@ -19,6 +19,7 @@ from launch.config import InputError, dump_yaml, load_config
 from launch.slurm import SlurmError
 
 EXIT_OK, EXIT_JOB_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_READER_GONE = 128 + 13  # as if killed by SIGPIPE, what `yes | head` reports for yes
 
 
 def _err(msg: str) -> None:
@@ -334,6 +335,22 @@ def main(argv: tp.Sequence[str] | None = None) -> int:
     except SlurmError as exc:  # squeue/sacct/scancel unreachable
         _err(str(exc))
         return EXIT_JOB_FAILED
+    except BrokenPipeError:  # `cyberft report EXP | head`: the reader has all it wanted
+        return _reader_gone()
+
+
+def _reader_gone() -> int:
+    """End quietly after stdout's reader went away; the exit status a shell gives SIGPIPE (141).
+
+    Python would otherwise print a BrokenPipeError traceback, and then again fail to flush stdout
+    at exit ("Exception ignored ..."): stdout is pointed at /dev/null so that flush succeeds.
+    """
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_READER_GONE
 
 
 if __name__ == "__main__":

@@ -131,13 +131,13 @@ def last_logits(model: tp.Any, rows: list[list[int]], pad_id: int, prefix: Prefi
 
 
 @torch.no_grad()
-def score_loglik(model: tp.Any, tokenizer: tp.Any, questions: list, batch_size: int, max_len: int, desc: str = "eval", progress: bool = True, share_prefix: bool = True) -> list[dict]:
+def score_loglik(model: tp.Any, tokenizer: tp.Any, questions: list, batch_size: int, max_len: int, desc: str = "eval", progress: bool = True, share_prefix: bool = True, on_batch: tp.Callable[[int], None] | None = None) -> list[dict]:
     """Log-likelihood of each answer letter after ``ANSWER:``; the argmax is the prediction.
 
     Questions are batched by length (less padding), the prompt prefix they all share
     is run once and its KV cache reused (``share_prefix``), and only the last
     position's logits are computed (``logits_to_keep=1``): with a 128k vocabulary
-    the full logits of a batch would take gigabytes.
+    the full logits of a batch would take gigabytes. ``on_batch(n)`` is told each batch's size.
     """
     from tqdm.auto import tqdm
 
@@ -161,6 +161,8 @@ def score_loglik(model: tp.Any, tokenizer: tp.Any, questions: list, batch_size: 
             pred = LETTERS[max(range(4), key=scores.__getitem__)]
             out[i] = {"pred": pred, "logprobs": dict(zip(LETTERS, scores))}
         bar.update(len(idx))
+        if on_batch is not None:
+            on_batch(len(idx))
     bar.close()
     return tp.cast(list[dict], out)
 
@@ -178,7 +180,7 @@ def _multi_token_logp(model: tp.Any, contexts: list[list[int]], letters: list[li
 
 
 @torch.no_grad()
-def score_generate(model: tp.Any, tokenizer: tp.Any, questions: list, batch_size: int, max_len: int, max_new_tokens: int, desc: str = "eval", progress: bool = True) -> list[dict]:
+def score_generate(model: tp.Any, tokenizer: tp.Any, questions: list, batch_size: int, max_len: int, max_new_tokens: int, desc: str = "eval", progress: bool = True, on_batch: tp.Callable[[int], None] | None = None) -> list[dict]:
     """Greedy generation parsed strictly as ``ANSWER: X``; ``pred`` is None on a parse failure."""
     from tqdm.auto import tqdm
 
@@ -196,6 +198,8 @@ def score_generate(model: tp.Any, tokenizer: tp.Any, questions: list, batch_size
             text = tokenizer.decode(new[row], skip_special_tokens=True)
             out[i] = {"pred": prompting.parse_answer(text), "generated": text}
         bar.update(len(idx))
+        if on_batch is not None:
+            on_batch(len(idx))
     bar.close()
     return tp.cast(list[dict], out)
 
@@ -228,7 +232,7 @@ def load_for_eval(cfg: ExperimentConfig, name: str, exp_dir: Path) -> tp.Any:
     return PeftModel.from_pretrained(base, out / "adapter").merge_and_unload()
 
 
-def evaluate_model(cfg: ExperimentConfig, name: str, exp_dir: Path, questions: list, tokenizer: tp.Any, progress: bool = True) -> dict:
+def evaluate_model(cfg: ExperimentConfig, name: str, exp_dir: Path, questions: list, tokenizer: tp.Any, progress: bool = True, on_batch: tp.Callable[[int], None] | None = None) -> dict:
     """Score one model, write its predictions and result; return the result."""
     t0 = time.perf_counter()
     model = load_for_eval(cfg, name, exp_dir)
@@ -237,8 +241,8 @@ def evaluate_model(cfg: ExperimentConfig, name: str, exp_dir: Path, questions: l
 
     def score(chunk: list) -> list[dict]:
         if cfg.eval.mode == "generate":
-            return score_generate(model, tokenizer, chunk, cfg.eval.batch_size, cfg.model.max_seq_len, cfg.eval.max_new_tokens, f"eval {name}", progress)
-        return score_loglik(model, tokenizer, chunk, cfg.eval.batch_size, cfg.model.max_seq_len, f"eval {name}", progress)
+            return score_generate(model, tokenizer, chunk, cfg.eval.batch_size, cfg.model.max_seq_len, cfg.eval.max_new_tokens, f"eval {name}", progress, on_batch)
+        return score_loglik(model, tokenizer, chunk, cfg.eval.batch_size, cfg.model.max_seq_len, f"eval {name}", progress, on_batch=on_batch)
 
     partial_dir = exp_dir / "eval" / "partial" / name
     scored = score_in_chunks(score, questions, partial_dir, chunk_size=max(256, 8 * cfg.eval.batch_size))
@@ -313,6 +317,40 @@ def models_to_score(cfg: ExperimentConfig, exp_dir: Path) -> list[str]:
     return names
 
 
+class EvalProgress:
+    """``EXP/eval/progress.json``: the model being scored and how far, for the launcher to show.
+
+    ``{"model", "index", "models", "done", "total", "finished": [{"model", "accuracy"}], "updated_at"}``,
+    written atomically when a model starts and ends, and at most every :attr:`EVERY_S` seconds between.
+    """
+
+    EVERY_S = 1.0
+
+    def __init__(self, path: Path, models: list[str], total: int) -> None:
+        self.path, self.models, self.total = path, models, total
+        self.state: dict[str, tp.Any] = {"model": None, "index": 0, "models": len(models), "done": 0,
+                                         "total": total, "finished": []}
+        self._written = 0.0
+
+    def start(self, name: str) -> None:
+        self.state.update(model=name, index=self.models.index(name) + 1, done=0)
+        self._write()
+
+    def advance(self, n: int) -> None:
+        self.state["done"] += n
+        if time.monotonic() - self._written >= self.EVERY_S:
+            self._write()
+
+    def finish(self, accuracy: float) -> None:
+        self.state["done"] = self.total
+        self.state["finished"].append({"model": self.state["model"], "accuracy": accuracy})
+        self._write()
+
+    def _write(self) -> None:
+        self._written = time.monotonic()
+        atomic_write_json(self.path, {**self.state, "updated_at": common.now_iso()})
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -329,9 +367,14 @@ def main(cfg: ExperimentConfig, exp_dir: str | Path, threads: int | None = None,
 
     # --- score each model (skipping those already scored: the job is idempotent)
     results: dict[str, dict] = {}
-    for name in models_to_score(cfg, exp_dir):
+    names = models_to_score(cfg, exp_dir)
+    tracker = EvalProgress(exp_dir / "eval" / "progress.json", names, len(questions))
+    for name in names:
         done = results_dir / f"{name}.json"
-        results[name] = read_json(done) if done.exists() else evaluate_model(cfg, name, exp_dir, questions, tokenizer, progress)
+        tracker.start(name)
+        results[name] = read_json(done) if done.exists() else evaluate_model(
+            cfg, name, exp_dir, questions, tokenizer, progress, on_batch=tracker.advance)
+        tracker.finish(results[name]["accuracy"])
         print(f"[eval] {name}: accuracy {results[name]['accuracy']:.3f} on {results[name]['n']} questions", flush=True)
 
     # --- report: summary.json, report.md, report.html, and the W&B comparison run
