@@ -30,7 +30,7 @@ Two cases, each with its own rows:
 
 Both use the tiny model's tokenizer (``train.tiny_model.build_tokenizer`` on the bundled sample
 questions). ``--model DIR`` instead checks a real model with its own tokenizer and chat template
-(``make real-model``'s SmolLM2: ``--model .cache/smollm2-135m-instruct --limit 100 --runs 1``): that
+(``make real-model``'s SmolLM2: ``--model .cache/smollm2-135m-instruct --limit 100``, one run): that
 each answer letter is one token after ``ANSWER:`` in the context lm-eval re-tokenises, and that our
 predictions equal lm-eval's on the same model, prompt and questions. Data: CyberMetric-500 from ``../shared/data/cybermetric`` (the bundled
 ``data/sample/cyber_mcq.json`` when absent).

@@ -201,6 +201,24 @@ def test_lora_targets_that_match_nothing_stop_the_job_before_any_step(arch_model
     assert json.loads((exp_dir / "methods" / "lora" / "metrics.json").read_text())["status"] == "failed"
 
 
+@pytest.mark.parametrize("arch", ARCHS)
+def test_memory_estimate_reads_each_architectures_shape_exactly(arch, arch_model):
+    """launch/memory.py (no torch) counts the parameters and names the linear layers of each model."""
+    from transformers import AutoModelForCausalLM
+
+    from launch import memory
+
+    model_dir = arch_model(arch)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    shape = memory.model_shape(str(model_dir))
+    assert shape.n_params == sum(p.numel() for p in model.parameters())
+    assert shape.tie_embeddings == model.config.tie_word_embeddings
+    output = model.get_output_embeddings()
+    linears = {name.rsplit(".", 1)[-1]: (m.in_features, m.out_features) for name, m in model.named_modules()
+               if isinstance(m, torch.nn.Linear) and m is not output}
+    assert shape.linear_shapes() == linears
+
+
 @pytest.mark.parametrize("arch", ["phi3", "gpt-neox"])
 def test_all_linear_adapts_every_linear_layer_and_matches_the_memory_estimate(arch, arch_model):
     """The default target (all-linear) covers the fused projections; the estimate counts the same adapters."""

@@ -559,8 +559,14 @@ def _usual_permissions(directory: Path) -> None:
             f.chmod(0o666 & ~mask)
 
 
-def save_model_atomic(model: tp.Any, tokenizer: tp.Any, out: Path, **save_kwargs: tp.Any) -> Path:
-    """``save_pretrained`` model (or adapter) and tokenizer into ``out`` via a temp dir + rename."""
+def save_model_atomic(
+    model: tp.Any, tokenizer: tp.Any, out: Path, verify: tp.Callable[[Path], None] | None = None, **save_kwargs: tp.Any
+) -> Path:
+    """``save_pretrained`` model (or adapter) and tokenizer into ``out`` via a temp dir + rename.
+
+    ``verify(tmp_dir)``, when given, checks the written directory before it replaces ``out`` (and may
+    add files to it); if it raises, ``out`` is left as it was.
+    """
     import shutil
     import tempfile
 
@@ -569,6 +575,8 @@ def save_model_atomic(model: tp.Any, tokenizer: tp.Any, out: Path, **save_kwargs
     try:
         model.save_pretrained(tmp, safe_serialization=True, **save_kwargs)
         tokenizer.save_pretrained(tmp)
+        if verify is not None:
+            verify(tmp)
         _usual_permissions(tmp)
         if out.exists():
             shutil.rmtree(out)

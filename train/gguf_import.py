@@ -18,8 +18,8 @@ What it takes care of:
   saved once, and checked again on the reloaded one.
 * **Verification before publishing.** The directory is written to a temporary sibling, reloaded
   with ``from_pretrained`` and its logits on a probe prompt (through the chat template) compared with
-  the loaded model's; only then is it renamed to ``OUT_DIR``. A failed import leaves ``OUT_DIR`` as
-  it was.
+  the loaded model's; only then is it renamed to ``OUT_DIR`` (``train.common.save_model_atomic``). A
+  failed import leaves ``OUT_DIR`` as it was.
 
 A file that is not GGUF, or a GGUF of an architecture transformers cannot load, raises
 :class:`~launch.config.InputError` naming what is supported (the CLI exits 2).
@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import shutil
 import time
 import typing as tp
 from pathlib import Path
@@ -194,12 +193,12 @@ def import_gguf(gguf_path: str | os.PathLike, out_dir: str | os.PathLike, dtype:
     tied = check_tied(model)
     expected = probe_logits(model, tokenizer)
 
-    staging = out.parent / f".{out.name}.importing"
-    shutil.rmtree(staging, ignore_errors=True)  # a leftover of an import killed earlier
-    try:
-        save_model_atomic(model, tokenizer, staging)
-        reloaded = AutoModelForCausalLM.from_pretrained(staging, dtype=getattr(torch, dtype)).eval()
-        reloaded_tok = AutoTokenizer.from_pretrained(staging)
+    record: dict = {}
+
+    def verify(saved: Path) -> None:
+        """The directory about to become ``out`` reloads to the model that was loaded."""
+        reloaded = AutoModelForCausalLM.from_pretrained(saved, dtype=getattr(torch, dtype)).eval()
+        reloaded_tok = AutoTokenizer.from_pretrained(saved)
         if check_tied(reloaded) != tied:
             raise RuntimeError(f"tied embeddings: {tied} when loaded, {not tied} after saving")
         if reloaded_tok.chat_template != tokenizer.chat_template:
@@ -208,20 +207,16 @@ def import_gguf(gguf_path: str | os.PathLike, out_dir: str | os.PathLike, dtype:
         diff = float((got - expected).abs().max()) if got.shape == expected.shape else float("inf")
         if diff != 0.0:
             raise RuntimeError(f"the saved model's logits differ from the loaded one's by {diff} on the probe prompt")
-        record = {
+        record.update({
             "source": str(src.resolve()), "sha256": sha256(src), "architecture": arch,
             "model_type": model.config.model_type, "dtype": dtype,
             "params": sum(p.numel() for p in model.parameters()), "tied_embeddings": tied,
             "chat_template": bool(tokenizer.chat_template), "max_logit_diff": diff,
             "seconds": round(time.perf_counter() - t0, 2),
-        }
-        atomic_write_json(staging / "gguf_import.json", record)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        })
+        atomic_write_json(saved / "gguf_import.json", record)
+
+    save_model_atomic(model, tokenizer, out, verify=verify)
     return record
 
 
