@@ -56,7 +56,8 @@ def score(predictions: Path) -> dict:
         lp = r["logprobs"]
         norm = math.log(sum(math.exp(v) for v in lp.values()))
         gold.append(lp[r["gold"]] - norm)
-    return {"n": len(rows), "accuracy": sum(r["correct"] for r in rows) / len(rows), "gold_logprob": sum(gold) / len(gold)}
+    n = len(rows)
+    return {"n": n, "accuracy": sum(r["correct"] for r in rows) / n, "gold_logprob": sum(gold) / n}
 
 
 def run_point(i: int, train_jsonl: Path, work: Path) -> dict:
@@ -71,11 +72,14 @@ def run_point(i: int, train_jsonl: Path, work: Path) -> dict:
     subprocess.run([sys.executable, "-m", "launch.cli", "run", str(CONFIG), "--no-progress", *overrides],
                    cwd=REPO, check=True, stdout=subprocess.DEVNULL)
     exp = next(out.iterdir())
-    results = {name: score(p) for name in ["base", *GRID] if (p := exp / "eval" / "predictions" / f"{name}.jsonl").is_file()}
+    predictions = exp / "eval" / "predictions"
+    results = {name: score(predictions / f"{name}.jsonl") for name in ["base", *GRID]
+               if (predictions / f"{name}.jsonl").is_file()}
     print(f"point {i} ({time.perf_counter() - t:.0f} s): " + ", ".join(
         f"{m} lr {GRID[m][i] if m in GRID else '-'}: acc {r['accuracy']:.3f} gold logp {r['gold_logprob']:.3f}"
         for m, r in results.items()), flush=True)
-    return {"learning_rates": {m: lrs[i] for m, lrs in GRID.items()}, "scores": results, "seconds": time.perf_counter() - t}
+    return {"learning_rates": {m: lrs[i] for m, lrs in GRID.items()}, "scores": results,
+            "seconds": time.perf_counter() - t}
 
 
 def main() -> int:

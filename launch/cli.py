@@ -277,7 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("import-gguf", help="convert a GGUF checkpoint into a model directory (offline, verified)")
     p.add_argument("file", help="the .gguf file, e.g. the SmolLM2 one `make real-model` imports")
     p.add_argument("out_dir", help="model directory to write (safetensors, config, tokenizer with chat template)")
-    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="weights dtype (default float32)")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                   help="weights dtype (default float32)")
     p.set_defaults(func=cmd_import_gguf)
 
     p = sub.add_parser("submit", help="submit an experiment to Slurm (training jobs + chained evaluation)")

@@ -336,7 +336,8 @@ _ARCH: dict[str, tuple[str, bool, tp.Callable[..., int], tp.Callable[..., int]]]
     "gemma2": ("llama", True, lambda h, q, kv, d, i: 4 * h, lambda h: h),  # pre/post norms around both blocks
     "gemma3_text": ("llama", True, lambda h, q, kv, d, i: 4 * h + 2 * d, lambda h: h),
     "phi3": ("phi3", False, lambda h, q, kv, d, i: 2 * h, lambda h: h),
-    "gpt_neox": ("gpt_neox", False, lambda h, q, kv, d, i: 4 * h + 3 * q + h + i + h, lambda h: 2 * h),  # LayerNorms, biases
+    # two LayerNorms (weight and bias) per layer, biases on every linear layer, a LayerNorm at the end
+    "gpt_neox": ("gpt_neox", False, lambda h, q, kv, d, i: 4 * h + 3 * q + h + i + h, lambda h: 2 * h),
 }
 TESTED_MODEL_TYPES = tuple(_ARCH)
 """model_types whose parameter count this module reproduces exactly (tests/test_architectures.py)."""

@@ -253,8 +253,9 @@ def test_zero3_on_two_processes_saves_the_weights_of_one_process(arch, arch_mode
     ds = repo / "ds_configs" / "zero3.json"
     entry = Path(__file__).with_name("dist_train_entry.py")
     saved = {}
-    for key, nproc, extra in (("one", 1, ["methods.full_sft.micro_batch_size=4"]),
-                              ("zero3", 2, [f"methods.full_sft.deepspeed={ds}", "methods.full_sft.micro_batch_size=2"])):
+    runs = (("one", 1, ["methods.full_sft.micro_batch_size=4"]),
+            ("zero3", 2, [f"methods.full_sft.deepspeed={ds}", "methods.full_sft.micro_batch_size=2"]))
+    for key, nproc, extra in runs:
         _, exp_dir = make_experiment(repo, arch_model(arch), tmp_path / key, extra)
         probe = tmp_path / key / "probe"
         probe.mkdir()

