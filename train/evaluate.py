@@ -251,7 +251,8 @@ def evaluate_model(
     def score(chunk: list) -> list[dict]:
         size, max_len, desc = cfg.eval.batch_size, cfg.model.max_seq_len, f"eval {name}"
         if cfg.eval.mode == "generate":
-            return score_generate(model, tokenizer, chunk, size, max_len, cfg.eval.max_new_tokens, desc, progress, on_batch)
+            new_tokens = cfg.eval.max_new_tokens
+            return score_generate(model, tokenizer, chunk, size, max_len, new_tokens, desc, progress, on_batch)
         return score_loglik(model, tokenizer, chunk, size, max_len, desc, progress, on_batch=on_batch)
 
     partial_dir = exp_dir / "eval" / "partial" / name
