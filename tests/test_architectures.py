@@ -183,6 +183,22 @@ def test_prefix_cache_is_used_where_exact_and_scores_equal_full_contexts(arch, a
         assert [a["logprobs"][k] for k in "ABCD"] == pytest.approx([b["logprobs"][k] for k in "ABCD"], abs=1e-4)
 
 
+@pytest.mark.parametrize("arch", ["mistral", "gemma2", "gemma3"])
+def test_prefix_cache_under_a_window_longer_than_the_prompts_is_used_and_exact(arch, arch_model, sample_questions):
+    """Real sliding windows (Mistral's and Gemma's 4096) exceed CyberMetric prompts: the cache applies."""
+    from transformers import AutoModelForCausalLM
+
+    model_dir = arch_model(arch)
+    tok = common.load_tokenizer(str(model_dir))
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, sliding_window=4096).eval()
+    codec = prompting.AnswerCodec(tok)
+    assert evaluate.PrefixCache.build(model, [prompting.scoring_context(tok, codec, q, 256) for q in sample_questions])
+    shared = evaluate.score_loglik(model, tok, sample_questions, batch_size=5, max_len=256, progress=False)
+    want = plain_scores(model, tok, sample_questions)
+    worst = max(abs(g["logprobs"][k] - w[i]) for g, w in zip(shared, want) for i, k in enumerate("ABCD"))
+    assert worst <= 1e-4, (arch, worst)
+
+
 # --------------------------------------------------------------------------- LoRA targets
 
 
