@@ -115,6 +115,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     if not _sbatch_found("or use --dry-run to see the jobs, or `cyberft run` to run locally"):
         return EXIT_BAD_INPUT
+    for note in result.notes:
+        _err(f"note: {note}")
     try:
         done = submit.submit(result.cfg, result.profile, args.config, args.overrides)
     except DataError as exc:

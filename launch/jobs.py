@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import os
 import typing as tp
-from pathlib import Path
+from launch.gpus import check_gpu_binding, cuda_hidden
 
 ENTRYPOINTS = {"full_sft": "train.full_sft", "lora": "train.lora", "qlora": "train.qlora"}
 
@@ -22,15 +22,22 @@ def _compute_env(threads: int | None) -> None:
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ[var] = str(threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    if not os.environ.get("CUDA_VISIBLE_DEVICES") and not Path("/dev/nvidiactl").exists():
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")  # silences DeepSpeed's accelerator probe on CPU
+    # Only where CUDA is off: DeepSpeed on its CPU accelerator while torch sees a GPU would
+    # put the two on different devices. On CPU it also silences DeepSpeed's accelerator probe.
+    if cuda_hidden():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+
+MASTER_PORTS = range(20000, 32000)
+"""Rendezvous ports: below Linux's ephemeral range (32768-60999 by default), where an outgoing
+connection of any process on the master node could already hold the port (EADDRINUSE)."""
 
 
 def master_port(job_id: str) -> int:
     """The rendezvous port of a job: from its id, so every rank (and every requeued attempt) agrees
-    without talking, and two jobs sharing a node rarely collide (20000-59999)."""
+    without talking, and two jobs sharing a node rarely collide (one of :data:`MASTER_PORTS`)."""
     digits = "".join(ch for ch in job_id if ch.isdigit()) or "0"
-    return 20000 + int(digits) % 40000
+    return MASTER_PORTS.start + int(digits) % len(MASTER_PORTS)
 
 
 def resolvable_address(host: str) -> str:
@@ -51,15 +58,21 @@ def resolvable_address(host: str) -> str:
     return match.group(1)
 
 
+DISTRIBUTED_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+"""torch's env:// rendezvous variables."""
+
+
 def export_distributed_env() -> None:
     """Export torch's env:// rendezvous variables for this Slurm task (one task per GPU).
 
-    Does nothing for a single-task job. The first node of the allocation is the
-    master, by address (``MASTER_ADDR``); the port comes from the job id. Values
-    exported in the submitting shell (sbatch passes its environment on) are
-    overwritten: they belong to another job.
+    The first node of the allocation is the master, by address (``MASTER_ADDR``); the port
+    comes from the job id. Values exported in the submitting shell (sbatch passes its
+    environment on) are overwritten, and removed for a single-task job: they belong to another
+    job, and a lone process that found ``RANK``/``WORLD_SIZE`` would wait for ranks that never come.
+    Then every rank checks that it sees all the GPUs of its node (:func:`launch.gpus.check_gpu_binding`).
     """
     if int(os.environ.get("SLURM_NTASKS", "1")) <= 1:
+        drop_distributed_env()
         return
     import submitit
 
@@ -68,6 +81,13 @@ def export_distributed_env() -> None:
     env.master_port = master_port(os.environ.get("SLURM_JOB_ID", "0"))
     # Every rank sees all of the node's GPUs and picks cuda:LOCAL_RANK, so NCCL can use peer access.
     env.export(set_cuda_visible_devices=False, overwrite=True)
+    check_gpu_binding()
+
+
+def drop_distributed_env() -> None:
+    """Remove rendezvous variables a single-process job inherited from the shell that started it."""
+    for key in DISTRIBUTED_VARS:
+        os.environ.pop(key, None)
 
 
 class TrainJob:
@@ -92,6 +112,8 @@ class TrainJob:
         _compute_env(self.threads)
         if os.environ.get("SUBMITIT_EXECUTOR") == "slurm":
             export_distributed_env()
+        else:  # the local runner: one process per method
+            drop_distributed_env()
         from launch.experiment import load
 
         cfg = load(self.exp_dir)

@@ -109,8 +109,26 @@ class _Progress:
         self.bars.clear()
 
 
+def multi_device_warnings(cfg: ExperimentConfig) -> list[str]:
+    """One warning per method whose resources ask for more than one device: locally it gets one process."""
+    out = []
+    for m in cfg.methods:
+        r = m.resources
+        world = r.nodes * max(1, r.gpus_per_node)
+        if world > 1:
+            out.append(
+                f"{m.name}: resources ask for {r.nodes} node(s) x {r.gpus_per_node} GPU(s), but `cyberft run` runs "
+                f"each method as one process on this machine (one device): its global batch is 1/{world} of the "
+                "planned one and a model sized for several GPUs may not fit one -> `cyberft submit` for multi-GPU "
+                f"methods, or set methods.{m.name}.resources.nodes=1 and gpus_per_node=1 (or 0) to silence this"
+            )
+    return out
+
+
 def run_training(cfg: ExperimentConfig, exp_dir: Path, progress: bool = True) -> dict[str, str]:
     """Run every method's training job; return ``{method: state}`` (``completed`` or ``failed: ...``)."""
+    for warning in multi_device_warnings(cfg):
+        print(f"[cyberft] warning: {warning}", file=sys.stderr, flush=True)
     slots = parallel_slots(cfg)
     threads = None if _has_gpu() else cfg.local.threads_per_job
     pending = list(cfg.methods)

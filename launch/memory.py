@@ -23,7 +23,7 @@ Example
 >>> shape = model_shape("meta-llama/Meta-Llama-3-8B-Instruct")
 >>> est = estimate(shape, cfg.method("full_sft"), cfg.model.max_seq_len)
 >>> print(est.line())
-full_sft: 15.3 GB/GPU (weights 1.9, grads 1.9, optimizer 5.6, activations 3.9, overhead 2.0) on 16 GPUs, ZeRO-3
+full_sft: 62.9 GB/GPU (weights 15.0, grads 1.9, optimizer 11.2, activations 32.9, overhead 2.0) on 8 GPUs, ZeRO-2
 >>> fit_problems(est, profile.gpu_mem_gb, cfg.method("full_sft"))
 []
 
@@ -36,12 +36,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import re
 import typing as tp
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from launch import hub
 from launch.config import MethodConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -76,6 +75,12 @@ FP32_GRAD_BYTES = 4
 
 FP32_OPTIMIZER_BYTES = 8
 """precision: fp32: Adam m and v only (no separate master weights)."""
+
+AMP_CAST_BYTES = 2
+"""Full SFT without DeepSpeed in bf16/fp16: the model holds fp32 master weights (4 + 4 + 8 B as in
+fp32) and accelerate's autocast makes a 16-bit copy of each weight for the matmuls, which autograd
+keeps until backward has used it (train/full_sft.py loads fp32 weights there; pure bf16 weights
+under AdamW would round most updates of a 1e-5 learning rate away)."""
 
 ADAPTER_BYTES = 16
 """Per LoRA adapter parameter: peft up-casts adapters to fp32 (``autocast_adapter_dtype=True``),
@@ -392,31 +397,13 @@ def _read_config(path: Path) -> ModelShape | None:
 
 def hf_hub_cache() -> Path:
     """The Hugging Face hub cache directory, as ``huggingface_hub`` resolves it."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
-    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg).expanduser() / "huggingface" / "hub"
+    return hub.hub_cache()
 
 
 def _cached_config(repo_id: str) -> Path | None:
     """``config.json`` of ``repo_id`` in the hub cache: the ``refs/main`` snapshot, else the newest."""
-    root = hf_hub_cache() / ("models--" + repo_id.replace("/", "--"))
-    snaps = root / "snapshots"
-    if not snaps.is_dir():
-        return None
-    ref = root / "refs" / "main"
-    if ref.is_file():
-        cand = snaps / ref.read_text(encoding="utf-8").strip() / "config.json"
-        if cand.is_file():
-            return cand
-    found = [p for p in snaps.glob("*/config.json") if p.is_file()]
-    return max(found, key=lambda p: p.stat().st_mtime) if found else None
-
-
-def _looks_like_hub_id(name: str) -> bool:
-    return bool(re.fullmatch(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?", name)) and ".." not in name
+    snap = hub.snapshot_dir(repo_id, hf_hub_cache())
+    return snap / "config.json" if snap is not None else None
 
 
 def model_shape(name_or_path: str) -> ModelShape | None:
@@ -441,7 +428,7 @@ def model_shape(name_or_path: str) -> ModelShape | None:
         return _read_config(p / "config.json") if (p / "config.json").is_file() else None
     if p.is_file():
         return _read_config(p) if p.name.endswith(".json") else None
-    if not _looks_like_hub_id(name_or_path):
+    if not hub.looks_like_hub_id(name_or_path):
         return None  # a path that does not exist
     cached = _cached_config(name_or_path)
     if cached is not None:
@@ -629,6 +616,9 @@ def activation_bytes(
     Per token: layers x (24h + 8kv + 8i) bytes without checkpointing, or layers x 2h plus one
     layer's full activations with it; plus ``LOGITS_BYTES`` x vocab for the logits and loss.
     Sequences are taken at full ``max_seq_len`` (batches are padded to the longest one).
+    ``fp32`` doubles the per-layer terms: fp32 training, and QLoRA, whose residual stream is fp32
+    after ``prepare_model_for_kbit_training`` (fp32 embeddings and norms, and ``Linear4bit`` casts
+    its output back to its input's dtype), with an fp32 lm_head and logits.
     """
     tokens = micro_batch_size * seq_len
     scale = 2 if fp32 else 1
@@ -672,13 +662,13 @@ def estimate(shape: ModelShape, method: MethodConfig, max_seq_len: int, repo_roo
     (weights and gradient, as DeepSpeed's estimator counts it). offload_optimizer moves the
     optimizer (and, from stage 2, the gradient partition) to host memory; offload_param (stage 3)
     the weight partition. Without DeepSpeed on several GPUs, DDP adds a gradient copy.
-    Plain accelerate keeps the dtype the model was loaded in: with ``model.dtype: bfloat16`` and
-    no DeepSpeed, Adam runs in bf16 without master weights (8 B/param), so 16 B is an upper bound
-    there.
+    Without DeepSpeed in mixed precision the weights are fp32 masters under autocast:
+    4 + 4 + 8 B plus :data:`AMP_CAST_BYTES` for autocast's 16-bit copies.
 
     lora: frozen 16-bit base (2 B/param; 4 in fp32) + adapters at 16 B/param. qlora: quantised
-    linears at :data:`NF4_BYTES`, the other parameters at 4 B (fp32), adapters as LoRA. LoRA and
-    QLoRA replicate everything on every GPU (no ZeRO).
+    linears at :data:`NF4_BYTES`, the other parameters at 4 B (fp32), adapters as LoRA, activations
+    at fp32 size (see :func:`activation_bytes`). LoRA and QLoRA replicate everything on every GPU
+    (no ZeRO).
     """
     world = _world(method)
     P, L = shape.n_params, shape.largest_layer_params
@@ -697,6 +687,8 @@ def estimate(shape: ModelShape, method: MethodConfig, max_seq_len: int, repo_roo
         if method.deepspeed:
             z = read_zero(method.deepspeed, repo_root)
             stage, off_opt, off_par = z.stage, z.offload_optimizer, z.offload_params
+        elif not fp32:
+            wb, gb, ob = FP32_WEIGHT_BYTES + AMP_CAST_BYTES, FP32_GRAD_BYTES, FP32_OPTIMIZER_BYTES
         s = stage or 0
         weights = wb * P / (world if s >= 3 else 1)
         grads = gb * P / (world if s >= 2 else 1)
@@ -733,7 +725,8 @@ def estimate(shape: ModelShape, method: MethodConfig, max_seq_len: int, repo_roo
     else:
         raise ValueError(f"unknown method kind {method.kind!r}; expected full_sft, lora or qlora")
     act = activation_bytes(
-        shape, method.micro_batch_size, max_seq_len, method.gradient_checkpointing, fp32, dropout_inputs
+        shape, method.micro_batch_size, max_seq_len, method.gradient_checkpointing,
+        fp32 or method.kind == "qlora", dropout_inputs,
     )
     return MemoryEstimate(
         method=method.name or method.kind,
@@ -967,3 +960,24 @@ def fit_problems(
             "LoRA, QLoRA, gradient checkpointing, micro_batch_size 1): use GPUs with more memory or a smaller model"
         )
     return [f"methods.{method.name or method.kind}.resources: does not fit in GPU memory ({numbers}) -> {fix}"]
+
+
+def checkpointing_advice(est: MemoryEstimate, gpu_mem_gb: float, method: MethodConfig) -> str | None:
+    """A note when ``method`` turns gradient checkpointing on although its plan fits without it.
+
+    Checkpointing recomputes every layer's forward in backward: about a third more compute per
+    step, for memory the GPU has anyway. None when checkpointing is off, the method runs on CPU,
+    or the plan would no longer fit (host memory for offload included).
+    """
+    if not method.gradient_checkpointing or method.resources.gpus_per_node < 1 or est.shape is None:
+        return None
+    off = dataclasses.replace(method, gradient_checkpointing=False)
+    e = estimate(est.shape, off, est.max_seq_len, est.repo_root)
+    fits, extra = _fits(e, gpu_mem_gb, off)
+    if not fits or extra:
+        return None
+    return (
+        f"methods.{method.name or method.kind}.gradient_checkpointing: true, but the plan fits without it "
+        f"({e.total_gb:.1f} GB per GPU of {usable_gb(gpu_mem_gb):.1f} usable, {est.total_gb:.1f} with it) -> "
+        "gradient_checkpointing: false skips recomputing every layer in backward (about a third of a step's compute)"
+    )

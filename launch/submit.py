@@ -184,6 +184,26 @@ def _memory_problems(cfg: ExperimentConfig, p: SlurmProfile) -> tuple[list[str],
     return lines, problems
 
 
+def _notes(cfg: ExperimentConfig, p: SlurmProfile) -> list[str]:
+    """What would not stop the plan but costs time or GPU-hours: a model to download, needless recompute."""
+    from launch import hub, memory
+
+    download = hub.prefetch_note(cfg.model.name_or_path, hub.job_env(p.env))
+    notes = [download] if download else []
+    shape = memory.model_shape(cfg.model.name_or_path)
+    if shape is None:
+        return notes
+    for m in cfg.methods:
+        try:
+            est = memory.estimate(shape, m, cfg.model.max_seq_len, repo_root=REPO_ROOT)
+        except (ValueError, OSError):  # already reported by the memory check
+            continue
+        advice = memory.checkpointing_advice(est, p.gpu_mem_gb, m)
+        if advice:
+            notes.append(advice)
+    return notes
+
+
 def job_python(profile: SlurmProfile) -> str:
     """The shell command that starts Python in the jobs."""
     return profile.python or shlex.quote(sys.executable)
@@ -197,6 +217,8 @@ class Check:
     profile: SlurmProfile | None
     problems: list[str]
     memory_lines: list[str]
+    notes: list[str] = field(default_factory=list)
+    """Not problems (the plan may be submitted): advice shown by the dry run and by ``submit``."""
 
 
 def check(config_path: str, overrides: tp.Sequence[str], profile_name: str) -> Check:
@@ -218,6 +240,7 @@ def check(config_path: str, overrides: tp.Sequence[str], profile_name: str) -> C
         profile = None
         problems += labelled("profile", exc.problems)
     memory_lines: list[str] = []
+    notes: list[str] = []
     if cfg is not None:
         cfg = resolve_paths(cfg)
     if cfg is not None and profile is not None:
@@ -227,7 +250,8 @@ def check(config_path: str, overrides: tp.Sequence[str], profile_name: str) -> C
         problems += _shared_path_problems(cfg, profile, job_python(profile))
         memory_lines, mem_problems = _memory_problems(cfg, profile)
         problems += mem_problems
-    return Check(cfg, profile, problems, memory_lines)
+        notes = _notes(cfg, profile)
+    return Check(cfg, profile, problems, memory_lines, notes)
 
 
 # --------------------------------------------------------------------------- plan
@@ -256,9 +280,16 @@ def _base_params(r: Resources, p: SlurmProfile, job_name: str, tasks_per_node: i
     return params
 
 
-def _setup_lines(p: SlurmProfile, exp_dir: Path) -> list[str]:
+def _setup_lines(p: SlurmProfile, exp_dir: Path, model: str) -> list[str]:
+    from launch import hub
+
     code = shlex.quote(str(exp_dir / "code"))
-    lines = list(p.setup)
+    # Slurm 22.05+ no longer passes --cpus-per-task from sbatch to srun: without this every task
+    # would run on one core. First, so that a profile's own setup or env can still override it.
+    lines = ["export SRUN_CPUS_PER_TASK=$SLURM_CPUS_PER_TASK"]
+    if "HF_HUB_OFFLINE" not in p.env and hub.offline_ok(model, hub.job_env(p.env)):
+        lines.append("export HF_HUB_OFFLINE=1")  # the model is on disk: no rank asks the hub anything
+    lines += list(p.setup)
     lines += [f"export {k}={shlex.quote(v)}" for k, v in sorted(p.env.items())]
     # The jobs import launch/ and train/ from the experiment's frozen copy, not from the checkout,
     # so editing the code after submitting never changes a queued job.
@@ -272,7 +303,7 @@ def job_name(cfg: ExperimentConfig, name: str) -> str:
 
 def plan(cfg: ExperimentConfig, profile: SlurmProfile, exp_dir: Path) -> list[JobSpec]:
     """The Slurm jobs of an experiment: one per method, then ``eval`` depending on all of them."""
-    setup = _setup_lines(profile, exp_dir)
+    setup = _setup_lines(profile, exp_dir, cfg.model.name_or_path)
     specs: list[JobSpec] = []
     for m in cfg.methods:
         r = m.resources
@@ -284,6 +315,10 @@ def plan(cfg: ExperimentConfig, profile: SlurmProfile, exp_dir: Path) -> list[Jo
         if world > 1:
             # A rank that dies must end the job: the others would wait in a collective until the time limit.
             params["srun_args"] = ["--kill-on-bad-exit=1"]
+            if r.gpus_per_node:
+                # Every rank must see all GPUs of its node (it opens cuda:LOCAL_RANK), whatever the
+                # site's default binding of GPUs to tasks; launch.gpus checks it on each rank.
+                params["srun_args"].append("--gpu-bind=none")
         specs.append(JobSpec(m.name, m.kind, params, threads=r.cpus_per_gpu, world_size=world, max_timeouts=r.max_timeouts))
     # The evaluation is one process: it gets every CPU of its GPUs.
     r = cfg.eval.resources
@@ -349,6 +384,8 @@ def dry_run_text(result: Check, exp_dir: Path) -> str:
                 json.dumps(dataclasses.asdict(profile), sort_keys=True, indent=1).rstrip()]
     if result.memory_lines:
         out += ["# ---- estimated memory per GPU"] + [f"  {line}" for line in result.memory_lines]
+    if result.notes:
+        out += ["# ---- notes (not problems)"] + [f"  - {note}" for note in result.notes]
     if cfg is not None and profile is not None:
         specs = plan(cfg, profile, exp_dir)
         ids = {s.name: DEPENDENCY_PLACEHOLDER.format(name=s.name) for s in specs}

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import typing as tp
 from pathlib import Path
 
 import pytest
+
+from launch.gpus import cuda_hidden
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_CYBERMETRIC = REPO.parent / "shared" / "data" / "cybermetric"
@@ -16,8 +19,12 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
-os.environ.setdefault("DS_ACCELERATOR", "cpu")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# DeepSpeed on its CPU accelerator only where torch sees no GPU either (`make test` hides CUDA:
+# CUDA_VISIBLE_DEVICES= runs this suite on the CPU of a GPU machine too); forcing it while
+# accelerate picks CUDA would put the two on different devices.
+if cuda_hidden():
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
 
 @pytest.fixture(scope="session")
@@ -31,6 +38,26 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from train.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-llama", seed=0, pretrain_steps=0)
+
+
+@pytest.fixture(scope="session")
+def tok(tiny_model: Path) -> tp.Any:
+    """The tiny model's tokenizer (with a pad token)."""
+    from train import common
+
+    return common.load_tokenizer(str(tiny_model))
+
+
+@pytest.fixture(scope="session")
+def examples(tok: tp.Any) -> list:
+    """The first 40 bundled sample questions, encoded as training examples."""
+    from launch.config import DataSource
+    from launch.data import load_questions
+    from train import common
+    from train.tiny_model import DEFAULT_DATA
+
+    questions = load_questions(DataSource(path=str(DEFAULT_DATA)))[:40]
+    return common.encode_examples(tok, questions, max_len=256, progress=False)
 
 
 @pytest.fixture

@@ -34,7 +34,7 @@ def test_llama3_config_validates_except_for_the_unshipped_data(repo, monkeypatch
         assert len(err.value.problems) == 1 and err.value.problems[0].startswith("data.train.path:")
     cfg = load_config(path, ["data.train.path=data/sample/cyber_mcq.json"])
     sft = cfg.method("full_sft")
-    assert (sft.resources.nodes, sft.resources.gpus_per_node, sft.deepspeed) == (2, 8, "ds_configs/zero3.json")
+    assert (sft.resources.nodes, sft.resources.gpus_per_node, sft.deepspeed) == (1, 8, "ds_configs/zero2.json")
     assert cfg.method("qlora").resources.gpus_per_node == 1
     assert cfg.model.name_or_path == "meta-llama/Meta-Llama-3-8B-Instruct"  # hub names are not path-checked
 

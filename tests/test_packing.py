@@ -10,11 +10,9 @@ import typing as tp
 import pytest
 import torch
 
-from launch.config import DataSource, MethodConfig
-from launch.data import load_questions
+from launch.config import MethodConfig
 from train import common, packing, prompting
 from train.common import Example, collate
-from train.tiny_model import DEFAULT_DATA
 
 # Packed and unpacked runs do the same arithmetic in a different layout (one row vs one row per
 # example, per-example vs masked attention): they agree to float32 rounding. Measured ~1e-6 on
@@ -22,15 +20,7 @@ from train.tiny_model import DEFAULT_DATA
 TOL = 1e-5
 
 
-@pytest.fixture(scope="module")
-def tok(tiny_model) -> tp.Any:
-    return common.load_tokenizer(str(tiny_model))
-
-
-@pytest.fixture(scope="module")
-def examples(tok) -> list[Example]:
-    questions = load_questions(DataSource(path=str(DEFAULT_DATA)))[:40]
-    return common.encode_examples(tok, questions, max_len=256, progress=False)
+# tok, examples: the tiny tokenizer and the first 40 sample questions encoded (conftest.py)
 
 
 def fresh_model(tiny_model, impl: str = "sdpa") -> tp.Any:
@@ -55,8 +45,12 @@ def token_weighted_loss(model: tp.Any, examples: list[Example], pad_id: int) -> 
 def test_collate_packed_layout(examples, tok):
     batch = examples[:3]
     packed = packing.collate_packed(batch, tok.pad_token_id)
-    assert set(packed) == {"input_ids", "labels", "position_ids"}  # no attention_mask: nothing is padding
+    # no attention_mask: nothing is padding; the boundaries as flash-attention's varlen kwargs
+    assert set(packed) == {"input_ids", "labels", "position_ids", *packing.VARLEN_KEYS}
     lengths = [len(e.input_ids) for e in batch]
+    assert packed["cu_seq_lens_q"].dtype == torch.int32 and packed["cu_seq_lens_q"] is packed["cu_seq_lens_k"]
+    assert packed["cu_seq_lens_q"].tolist() == [0, lengths[0], lengths[0] + lengths[1], sum(lengths)]
+    assert packed["max_length_q"] == packed["max_length_k"] == max(lengths)
     assert packed["input_ids"].shape == (1, sum(lengths))
     assert packed["input_ids"][0].tolist() == sum((e.input_ids for e in batch), [])
     starts = [sum(lengths[:i]) for i in range(len(batch))]

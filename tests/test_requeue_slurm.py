@@ -49,7 +49,9 @@ def test_three_interruptions_end_like_no_interruption(tmp_path, tiny_model):
     base = make_base("cyberft-slurm-rq-")
     try:
         env = cluster_or_skip(base, topo="single", acct="dbd")
-        full_env = {**os.environ, **env, **CANARIES, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+        # progress.json at every step: the test interrupts the job at given steps
+        full_env = {**os.environ, **env, **CANARIES, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline",
+                    "CYBERFT_PROGRESS_EVERY_S": "0"}
 
         def cyberft(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess:
             return subprocess.run([sys.executable, "-m", "launch.cli", *argv], cwd=REPO, env=full_env,

@@ -28,6 +28,8 @@ from train import checkpoint
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 STEPS = 120
+# Bit-for-bit on CPU; on a GPU (CUDA visible to the suite) atomic-add kernels reorder sums between runs.
+WEIGHT_TOL = 1e-3 if torch.cuda.is_available() else 1e-6
 RUN = (
     "import sys; from launch.experiment import load; from launch.jobs import ENTRYPOINTS; import importlib;"
     "exp, name = sys.argv[1], sys.argv[2];"
@@ -49,7 +51,9 @@ def make_experiment(tmp_path: Path, tiny_model: Path, method: str) -> Path:
 
 
 def start(exp: Path, method: str) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
+    # progress.json at every step: the test interrupts the run at given steps
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1",
+           "CYBERFT_PROGRESS_EVERY_S": "0"}
     return subprocess.Popen([sys.executable, "-c", RUN, str(exp), method], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -133,10 +137,11 @@ def test_killed_and_signalled_runs_end_like_an_uninterrupted_one(tmp_path, tiny_
 
     diff = max_diff(weights(reference, method), weights(exp, method))
     print(f"{method}: max |w_interrupted - w_reference| = {diff:.3g}")
-    assert diff <= 1e-6
+    assert diff <= WEIGHT_TOL
     metrics = json.loads((exp / "methods" / method / "metrics.json").read_text())
     ref_metrics = json.loads((reference / "methods" / method / "metrics.json").read_text())
-    assert metrics["steps"] == STEPS and metrics["final_loss"] == pytest.approx(ref_metrics["final_loss"], abs=1e-6)
+    assert metrics["steps"] == STEPS
+    assert metrics["final_loss"] == pytest.approx(ref_metrics["final_loss"], abs=WEIGHT_TOL)
     assert metrics["train_tokens"] == ref_metrics["train_tokens"]
     # W&B: one run id over all attempts (the SIGKILLed attempt's offline file may be empty:
     # its buffer died with it, and the next attempt logged those steps again), every step once.

@@ -29,6 +29,7 @@ import torch
 
 from launch import experiment
 from launch.config import load_config
+from launch.gpus import cuda_hidden
 from launch.data import prepare_splits
 
 pytestmark = pytest.mark.slow
@@ -47,6 +48,8 @@ N_TRAIN = 64
 # steps. 1e-4 leaves 30x headroom, while the bugs this guards against move the
 # loss by 1e-2 or more (e.g. an LR schedule stepped once per rank: 0.38).
 LOSS_TOL = 1e-4
+# Exact on CPU (see the test); on a GPU the trained and the reloaded forwards may pick other kernels.
+RELOAD_TOL = 1e-3 if torch.cuda.is_available() else 0.0
 
 
 @dataclass
@@ -87,22 +90,31 @@ RUNS: dict[str, tuple[str, int, list[str]]] = {
 PREPARES_OWN_DATA = {"zero3"}
 
 
-def child_env() -> dict[str, str]:
-    """This environment for a training child, as the launcher sets it on a CPU machine."""
+def child_env(**extra: str) -> dict[str, str]:
+    """This environment for a training child, as the launcher sets it (on a CPU machine: DeepSpeed on CPU)."""
     env = dict(os.environ)
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)  # torchrun sets them
-    env.update(DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
+    env.update(OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", **extra)
+    if cuda_hidden(env):
+        env["DS_ACCELERATOR"] = "cpu"
     return env
 
 
-def run_child(args: list[str], cwd: Path, timeout: float = 240) -> None:
-    """Run a child process; fail with the tail of its output when it fails.
+def needs_devices(nproc: int) -> None:
+    """Skip a run of ``nproc`` ranks where CUDA is visible with fewer GPUs: NCCL refuses two ranks on one GPU."""
+    if torch.cuda.is_available() and torch.cuda.device_count() < nproc:
+        pytest.skip(f"{nproc} ranks need {nproc} GPUs while CUDA is visible ({torch.cuda.device_count()} here): "
+                    "run the CPU suite with CUDA hidden (`make test` sets CUDA_VISIBLE_DEVICES=)")
+
+
+def run_child(args: list[str], cwd: Path, timeout: float = 240, env: dict[str, str] | None = None) -> tuple[int, str]:
+    """Run a child process; return its exit status and output (stdout and stderr together).
 
     The child gets its own session so that, if a collective hangs (the process
     group waits 30 min), the timeout kills torchrun and both ranks together.
     """
-    proc = subprocess.Popen(args, cwd=cwd, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen(args, cwd=cwd, env=env or child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
     try:
         output, _ = proc.communicate(timeout=timeout)
@@ -110,7 +122,13 @@ def run_child(args: list[str], cwd: Path, timeout: float = 240) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
         output, _ = proc.communicate()
         pytest.fail(f"{' '.join(args)} still running after {timeout} s:\n{output[-4000:]}")
-    assert proc.returncode == 0, f"{' '.join(args)} exited {proc.returncode}:\n{output[-4000:]}"
+    return proc.returncode, output
+
+
+def run_ok(args: list[str], cwd: Path, timeout: float = 240) -> None:
+    """:func:`run_child` that must succeed; fails with the tail of its output otherwise."""
+    code, output = run_child(args, cwd, timeout)
+    assert code == 0, f"{' '.join(args)} exited {code}:\n{output[-4000:]}"
 
 
 def entry_module() -> tp.Any:
@@ -154,8 +172,9 @@ class Runs:
         if nproc == 1:
             entry_module().train(exp_dir, method, out)
         else:
+            needs_devices(nproc)
             torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
-            run_child(torchrun + [str(ENTRY), "train", str(exp_dir), method, str(out)], self.repo)
+            run_ok(torchrun + [str(ENTRY), "train", str(exp_dir), method, str(out)], self.repo)
         return Run(exp_dir, method, out)
 
 
@@ -207,11 +226,11 @@ def test_consolidated_checkpoint_reloads_to_the_trained_logits(key, runs, repo):
     run = runs[key]
     reloaded = run.out.parent / "reloaded"
     reloaded.mkdir(exist_ok=True)
-    run_child([sys.executable, str(ENTRY), "logits", str(run.method_dir / "model"), str(reloaded)], repo)
+    run_ok([sys.executable, str(ENTRY), "logits", str(run.method_dir / "model"), str(reloaded)], repo)
     trained, loaded = run.logits, torch.load(reloaded / "logits.pt")
     diff = float((trained - loaded).abs().max())
     print(f"{key}: max |logit difference| trained vs reloaded = {diff}")
-    assert trained.shape == loaded.shape and diff == 0.0
+    assert trained.shape == loaded.shape and diff <= RELOAD_TOL
 
 
 def test_lora_on_two_processes_saves_an_adapter(runs):

@@ -143,19 +143,11 @@ def load(accelerator: tp.Any, path: Path, partly_frozen: bool = False) -> Traine
     return TrainerState(**raw)
 
 
-def any_rank(accelerator: tp.Any, flag: bool) -> bool:
-    """True on every rank when ``flag`` is true on at least one (a decision all ranks share)."""
-    if accelerator.num_processes == 1:
-        return flag
-    import torch
-
-    total = accelerator.reduce(torch.tensor(1.0 if flag else 0.0, device=accelerator.device), "sum")
-    return bool(total.item() > 0)
-
-
 class StopSignal:
     """SIGUSR2 (Slurm's warning before a time limit or preemption) as a flag the loop polls.
 
+    ``received`` is this rank's; the loop shares it with the other ranks in its once-per-step
+    all-reduce (``train.common.step_stats``), so all of them stop at the same step.
     ``install()`` keeps the previous handler (submitit's checkpoint-and-requeue) to
     call once the loop has saved: :meth:`hand_over`.
     """
@@ -175,10 +167,6 @@ class StopSignal:
 
     def _on_signal(self, signum: int, frame: tp.Any) -> None:
         self.received = True
-
-    def requested(self, accelerator: tp.Any) -> bool:
-        """Whether any rank got the signal (all ranks agree, so they stop at the same step)."""
-        return any_rank(accelerator, self.received)
 
     def hand_over(self, accelerator: tp.Any) -> tp.NoReturn:
         """After the checkpoint: let submitit requeue the job (rank 0), or wait to be stopped."""

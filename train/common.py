@@ -26,6 +26,7 @@ import torch
 
 from launch.config import ExperimentConfig, MethodConfig
 from launch.fsio import atomic_write_json
+from launch.gpus import check_gpu_binding
 from train import checkpoint, packing, prompting
 
 
@@ -54,20 +55,84 @@ def on_gpu() -> bool:
     return torch.cuda.is_available()
 
 
+def bf16_native() -> bool:
+    """Whether this GPU computes bf16 in hardware (Ampere, sm80, or newer); False on CPU.
+
+    ``torch.cuda.is_bf16_supported()`` also says yes where bf16 is only emulated (V100, T4),
+    many times slower than fp16 or even fp32 there.
+    """
+    if not on_gpu():
+        return False
+    try:
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    except TypeError:  # a torch without the argument
+        return torch.cuda.get_device_capability()[0] >= 8
+
+
 def resolve_precision(precision: str) -> str:
-    """accelerate's ``mixed_precision`` for a config precision: bf16 on capable GPUs, fp32 on CPU."""
+    """accelerate's ``mixed_precision`` for a config precision: bf16 on GPUs with native bf16, fp32 on CPU."""
     if precision == "auto":
-        return "bf16" if on_gpu() and torch.cuda.is_bf16_supported() else "no"
+        return "bf16" if bf16_native() else "no"
     if precision in ("bf16", "fp16") and not on_gpu():
         return "no"  # CPU autocast would only slow the tiny smoke models down
     return {"fp32": "no"}.get(precision, precision)
 
 
 def resolve_dtype(dtype: str) -> torch.dtype:
-    """Weights dtype for ``from_pretrained``."""
+    """Weights dtype for ``from_pretrained``: ``auto`` is bf16 on GPUs with native bf16, else fp32."""
     if dtype == "auto":
-        return torch.bfloat16 if on_gpu() and torch.cuda.is_bf16_supported() else torch.float32
+        return torch.bfloat16 if bf16_native() else torch.float32
     return getattr(torch, dtype)
+
+
+def check_bf16(model_dtype: str, precision: str) -> None:
+    """Refuse an explicit bf16 on a GPU that would only emulate it, before anything is loaded.
+
+    Raises
+    ------
+    ValueError
+        Naming the fields, the GPU and its compute capability, and what to use instead.
+    """
+    if not on_gpu() or bf16_native():
+        return
+    fields = (("precision", precision), ("model.dtype", model_dtype))
+    asked = [f"{k}: {v}" for k, v in fields if v in ("bf16", "bfloat16")]
+    if not asked:
+        return
+    major, minor = torch.cuda.get_device_capability()
+    raise ValueError(
+        f"{' and '.join(asked)}, but {torch.cuda.get_device_name()} (compute capability {major}.{minor}) has no "
+        "native bf16 (8.0, Ampere, or newer): torch would emulate it, many times slower -> precision: fp16 or fp32 "
+        "and model.dtype: float16, float32 or auto (auto is float32 here), or GPUs of compute capability 8.0+"
+    )
+
+
+def weights_dtype(model_dtype: str, method: MethodConfig) -> torch.dtype:
+    """The dtype a method's trainable model is loaded in.
+
+    Full SFT without DeepSpeed loads fp32 master weights and trains them under autocast (bf16/fp16
+    as ``precision`` says): accelerate keeps no master copy outside DeepSpeed, and AdamW on bf16
+    weights rounds a 1e-5 update of most of them away (bf16 has 8 significant bits). DeepSpeed
+    keeps fp32 master partitions itself, and peft keeps adapters in fp32, so the others load in
+    ``model.dtype``. The saved model is in ``model.dtype`` either way (:func:`save_consolidated`).
+    """
+    if method.kind == "full_sft" and not method.deepspeed:
+        return torch.float32
+    return resolve_dtype(model_dtype)
+
+
+def enable_checkpointing(model: tp.Any) -> None:
+    """Non-reentrant activation checkpointing on a transformers model, under its current name.
+
+    transformers 5 renamed ``gradient_checkpointing_enable`` (now a deprecated alias that warns)
+    to ``activation_checkpointing_enable``; both default to ``use_reentrant=False`` only when given
+    no kwargs, so it is passed explicitly.
+    """
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:  # transformers before the rename
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 # Generous on purpose: while rank 0 prepares the data split, tokenises, or writes a
@@ -263,11 +328,33 @@ def collate(batch: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
 # --------------------------------------------------------------------------- the loop
 
 
-def global_mean(accelerator: tp.Any, value: float) -> float:
-    """``value`` averaged over ranks (itself on one process), so logs do not depend on the world size."""
-    if accelerator.num_processes == 1:
-        return value
-    return float(accelerator.reduce(torch.tensor(value, dtype=torch.float64, device=accelerator.device), "mean"))
+PROGRESS_EVERY_S = 10.0
+"""How often the loop rewrites ``progress.json`` (also at the last step and at each checkpoint):
+an fsync'd rename on shared storage at every step would cost more than a fast step.
+``CYBERFT_PROGRESS_EVERY_S`` in the job's environment overrides it (0: every step)."""
+
+
+def progress_every_s() -> float:
+    """:data:`PROGRESS_EVERY_S`, or the job environment's ``CYBERFT_PROGRESS_EVERY_S``."""
+    try:
+        return max(0.0, float(os.environ.get("CYBERFT_PROGRESS_EVERY_S", PROGRESS_EVERY_S)))
+    except ValueError:
+        return PROGRESS_EVERY_S
+
+
+def step_stats(accelerator: tp.Any, loss: torch.Tensor, *flags: bool) -> tuple[float, ...]:
+    """The step's loss averaged over ranks, and each flag true if it is true on any rank.
+
+    One collective and one host sync per optimizer step, whatever the number of flags: the
+    loss stays a tensor on the device until here, and the flags (stop requested, checkpoint
+    due) ride in the same all-reduce, so every rank takes the same decisions at the same step.
+    """
+    packed = torch.cat([loss.detach().float().reshape(1), torch.tensor(flags, dtype=torch.float32).to(loss.device)])
+    if accelerator.num_processes > 1:
+        packed = accelerator.reduce(packed, "sum")
+        packed[0] /= accelerator.num_processes
+    values = packed.tolist()
+    return (values[0], *(v > 0 for v in values[1:]))
 
 
 @dataclass
@@ -338,10 +425,10 @@ def _train_loop(
     progress: bool,
     checkpoint_dir: Path | None,
 ) -> TrainResult:
+    from accelerate.utils import DistributedType
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
-
 
     n_steps = total_steps(method, len(examples), accelerator.num_processes)
     # Every rank builds the same shuffled loader; accelerate shards its batches
@@ -392,8 +479,13 @@ def _train_loop(
 
     result = TrainResult(model=model, steps=state.step, losses=list(state.losses))
     bar = tqdm(total=n_steps, initial=state.step, desc=f"train {method.name}", disable=not (progress and accelerator.is_main_process))
+    # DeepSpeed clips by itself (gradient_clipping in its config); accelerate's call there only syncs.
+    clip = method.max_grad_norm > 0 and accelerator.distributed_type != DistributedType.DEEPSPEED
+    every_s, last_progress = progress_every_s(), -math.inf
     t0 = time.perf_counter()
-    window: list[float] = []
+    window_loss: tp.Any = 0.0  # summed on the device: no host sync per micro-batch
+    window_n = 0
+    tokens: tp.Any = 0
     while state.step < n_steps:
         order.manual_seed(seed + state.epoch)  # the epoch's order, whatever happened before
         epoch_loader = accelerator.skip_first_batches(loader, state.batches_in_epoch) if state.batches_in_epoch else loader
@@ -402,31 +494,37 @@ def _train_loop(
             with accelerator.accumulate(model):
                 loss = packing.answer_loss(model, batch)
                 accelerator.backward(loss)
-                if accelerator.sync_gradients and method.max_grad_norm > 0:
+                if clip and accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(params, method.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-            state.tokens += packing.batch_tokens(batch)
-            window.append(float(loss.detach()))
+            tokens = tokens + packing.batch_tokens(batch)
+            window_loss, window_n = window_loss + loss.detach(), window_n + 1
             if not accelerator.sync_gradients:
                 continue
             state.step += 1
-            loss = global_mean(accelerator, sum(window) / len(window))
-            window.clear()
+            clock_due = checkpoint_dir is not None and _clock_due(settings, last_save) and accelerator.is_main_process
+            loss, stopping, clock_due = step_stats(accelerator, window_loss / window_n,
+                                                   stop is not None and stop.received, clock_due)
+            window_loss, window_n = 0.0, 0
             state.losses.append(loss)
             state.lrs.append(scheduler.get_last_lr()[0])
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
             if log is not None:
                 log({"train/loss": loss, "train/lr": state.lrs[-1]}, state.step)
-            if progress_path is not None:
+            final = state.step >= n_steps
+            saving = checkpoint_dir is not None and not final and (
+                stopping or clock_due or bool(settings.every_steps and state.step % settings.every_steps == 0))
+            if progress_path is not None and (final or saving or time.monotonic() - last_progress >= every_s):
                 atomic_write_json(progress_path, {"step": state.step, "total_steps": n_steps, "loss": loss,
                                                   "flushed_step": flushed, "updated_at": now_iso()})
-            if state.step >= n_steps:
+                last_progress = time.monotonic()
+            if final:
                 break
-            stopping = stop is not None and stop.requested(accelerator)
-            if checkpoint_dir is not None and (stopping or _due(settings, state.step, last_save, accelerator)):
+            if saving:
+                state.tokens, tokens = state.tokens + int(tokens), 0
                 state.train_s += time.perf_counter() - t0
                 t0 = time.perf_counter()
                 checkpoint.save(accelerator, checkpoint_dir, _for_checkpoint(state, accelerator), settings.keep)
@@ -440,6 +538,7 @@ def _train_loop(
     bar.close()
     if stop is not None:
         stop.uninstall()
+    state.tokens += int(tokens)
     result.steps, result.losses = state.step, state.losses
     result.train_s = state.train_s + time.perf_counter() - t0
     result.tokens = int(accelerator.reduce(torch.tensor(state.tokens, device=accelerator.device), "sum"))
@@ -457,14 +556,9 @@ def _flushed_step(progress_path: Path | None) -> int:
         return 0
 
 
-def _due(settings: tp.Any, step: int, last_save: float, accelerator: tp.Any) -> bool:
-    """Whether a periodic checkpoint is due (the clock decided by rank 0, so ranks agree)."""
-    if settings.every_steps and step % settings.every_steps == 0:
-        return True
-    if not settings.every_min:
-        return False
-    due = time.monotonic() - last_save >= settings.every_min * 60
-    return checkpoint.any_rank(accelerator, due and accelerator.is_main_process)
+def _clock_due(settings: tp.Any, last_save: float) -> bool:
+    """Whether ``checkpoint.every_min`` has passed since the last save (rank 0's clock decides, see step_stats)."""
+    return bool(settings.every_min) and time.monotonic() - last_save >= settings.every_min * 60
 
 
 def _for_checkpoint(state: tp.Any, accelerator: tp.Any) -> tp.Any:
@@ -500,6 +594,7 @@ def build_metrics(
         "device": "cuda" if on_gpu() else "cpu",
         "n_devices": n_devices,
         "threads": threads,
+        **runtime_info(method),
         "phases_s": {k: round(v, 3) for k, v in phases.items()},
         "wall_s": round(wall, 3),
         "train_tokens": result.tokens,
@@ -517,6 +612,19 @@ def build_metrics(
         "started_at": started_at,
         "ended_at": now_iso(),
     }
+
+
+def runtime_info(method: MethodConfig) -> dict:
+    """What this process ran with: usable CPUs (a Slurm task bound to one core shows 1), precision, GPU."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    info: dict[str, tp.Any] = {"cpu_affinity": cpus, "mixed_precision": resolve_precision(method.precision)}
+    if on_gpu():
+        major, minor = torch.cuda.get_device_capability()
+        info.update(gpu_name=torch.cuda.get_device_name(), gpu_capability=f"{major}.{minor}", bf16_native=bf16_native())
+    return info
 
 
 def write_failure(exp_dir: Path, method: MethodConfig, error: BaseException, started_at: str) -> None:
@@ -560,10 +668,13 @@ def _usual_permissions(directory: Path) -> None:
 
 
 def save_model_atomic(
-    model: tp.Any, tokenizer: tp.Any, out: Path, verify: tp.Callable[[Path], None] | None = None, **save_kwargs: tp.Any
+    model: tp.Any, tokenizer: tp.Any, out: Path, config_dtype: torch.dtype | None = None,
+    verify: tp.Callable[[Path], None] | None = None, **save_kwargs: tp.Any,
 ) -> Path:
     """``save_pretrained`` model (or adapter) and tokenizer into ``out`` via a temp dir + rename.
 
+    ``config_dtype``: the dtype of the tensors in ``save_kwargs["state_dict"]`` when it is not the
+    model's own (``save_pretrained`` records the model's in config.json, which ``dtype="auto"`` loads).
     ``verify(tmp_dir)``, when given, checks the written directory before it replaces ``out`` (and may
     add files to it); if it raises, ``out`` is left as it was.
     """
@@ -574,6 +685,9 @@ def save_model_atomic(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         model.save_pretrained(tmp, safe_serialization=True, **save_kwargs)
+        if config_dtype is not None:
+            config = json.loads((tmp / "config.json").read_text(encoding="utf-8"))
+            atomic_write_json(tmp / "config.json", dict(config, dtype=str(config_dtype).removeprefix("torch.")))
         tokenizer.save_pretrained(tmp)
         if verify is not None:
             verify(tmp)
@@ -587,7 +701,8 @@ def save_model_atomic(
     return out
 
 
-def save_consolidated(accelerator: tp.Any, model: tp.Any, tokenizer: tp.Any, out: Path) -> None:
+def save_consolidated(accelerator: tp.Any, model: tp.Any, tokenizer: tp.Any, out: Path,
+                      dtype: torch.dtype | None = None) -> None:
     """Save one full model + tokenizer into ``out``, however it was trained; every rank calls it.
 
     ``model`` is the prepared model. ``get_state_dict`` is collective: under
@@ -595,10 +710,14 @@ def save_consolidated(accelerator: tp.Any, model: tp.Any, tokenizer: tp.Any, out
     training dtype on the main process (``stage3_gather_16bit_weights_on_model_save``
     in the JSON); only the main process writes. ``save_pretrained`` then drops
     the tied ``lm_head`` copy of the embeddings, which safetensors refuses.
+    ``dtype``: floating-point tensors are saved in it (``model.dtype``: the fp32 master
+    weights of a run without DeepSpeed are not what the evaluation loads).
     """
     state = accelerator.get_state_dict(model)
     if accelerator.is_main_process:
-        save_model_atomic(accelerator.unwrap_model(model), tokenizer, out, state_dict=state)
+        if dtype is not None:
+            state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+        save_model_atomic(accelerator.unwrap_model(model), tokenizer, out, config_dtype=dtype, state_dict=state)
     accelerator.wait_for_everyone()  # nobody reports success before the model is on disk
 
 
@@ -625,7 +744,14 @@ class Job:
         self.phases: dict[str, float] = {}
         self._t = time.perf_counter()
         setup_runtime(cfg.seed, threads)
-        self.accelerator = make_accelerator(self.method)
+        try:
+            check_gpu_binding()  # every rank sees its node's GPUs, or all stop here, before any CUDA call
+            check_bf16(cfg.model.dtype, self.method.precision)
+            self.accelerator = make_accelerator(self.method)
+        except (ValueError, RuntimeError) as exc:  # bf16 on an old GPU, GPUs bound per task: say why in the report
+            if os.environ.get("RANK", "0") == "0":  # no accelerator to ask yet; the environment's rank 0 writes
+                write_failure(self.exp_dir, self.method, exc, self.started_at)
+            raise
         tracking = cfg.tracking if self.accelerator.is_main_process else TrackingConfig(backend="none")
         self.tracker = Tracker.start(
             tracking, run_dir=self.exp_dir, name=self.method.name, group=self.exp_dir.name, job_type="train",
@@ -654,7 +780,9 @@ class Job:
             log=self.tracker.log,
             checkpoint_dir=self.checkpoint_dir,
         )
-        self.params = param_counts(self.accelerator.unwrap_model(model))
+        unwrapped = self.accelerator.unwrap_model(model)
+        self.params = param_counts(unwrapped)
+        self.trainable_dtype = next((str(p.dtype) for p in unwrapped.parameters() if p.requires_grad), None)
         self.mark("train")
         return result
 
@@ -664,6 +792,7 @@ class Job:
         metrics = build_metrics(
             self.method, self.phases, result, *self.params, self.accelerator.num_processes, self.threads, self.started_at
         )
+        metrics["trainable_dtype"] = self.trainable_dtype  # fp32 masters for full SFT without DeepSpeed
         if self.accelerator.is_main_process:
             atomic_write_json(self.out_dir / "metrics.json", metrics)
             # The final model is saved and recorded: the resumable states (for a full SFT of a

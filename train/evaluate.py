@@ -120,14 +120,57 @@ class PrefixCache:
                 "position_ids": batch["position_ids"] + n}
 
 
-def last_logits(model: tp.Any, rows: list[list[int]], pad_id: int, prefix: PrefixCache | None) -> torch.Tensor:
-    """Logits at the last position of each context (float32), one forward for the batch."""
+def letter_logprobs(model: tp.Any, rows: list[list[int]], pad_id: int, prefix: PrefixCache | None,
+                    letter_cols: list[int]) -> torch.Tensor:
+    """Log-probabilities of the answer letters after each context, (rows, 4) in float32; one forward.
+
+    The letters' logits are the last hidden state projected onto their 4 rows of the output
+    layer in fp32: a bf16 model's logits of 16-32 are 0.125 apart, so close letters would tie
+    (and the first would win), and which ones tie would depend on the batch. The normaliser
+    (logsumexp over the vocabulary) comes from the model's own logits, upcast: it is the same
+    for the 4 letters, so its rounding never changes a prediction.
+    """
     if prefix is None:
         batch: dict[str, tp.Any] = {**left_pad(rows, pad_id, _device(model)), "use_cache": False}
     else:
         n = len(prefix.prefix_ids)
         batch = prefix.extend(left_pad([r[n:] for r in rows], pad_id, _device(model)))
-    return model(**batch, logits_to_keep=1).logits[:, -1, :].float()
+    head = _plain_output_layer(model)
+    seen: list[torch.Tensor] = []
+    hook = head.register_forward_hook(lambda m, args, out: seen.append(args[0])) if head is not None else None
+    try:
+        logits = model(**batch, logits_to_keep=1).logits[:, -1, :]
+    finally:
+        if hook is not None:
+            hook.remove()
+    lse = torch.logsumexp(logits.float(), dim=-1, keepdim=True)
+    if head is None or len(seen) != 1:
+        return logits[:, letter_cols].float() - lse
+    weight = head.weight[letter_cols].float()
+    letters = seen[0][:, -1, :].float() @ weight.T
+    if head.bias is not None:
+        letters = letters + head.bias[letter_cols].float()
+    return letters - lse
+
+
+def _plain_output_layer(model: tp.Any) -> torch.nn.Linear | None:
+    """The model's output layer when its logits are exactly ``hidden @ W.T (+ b)``, else None.
+
+    None for layers wrapped by peft (an adapter on ``lm_head``) or quantised, and for models that
+    transform logits after the projection (soft-capping, a logit scale).
+    """
+    config = getattr(model, "config", None)
+    if getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None) not in (None, 1, 1.0):
+        return None
+    get = getattr(model, "get_output_embeddings", None)
+    head = get() if callable(get) else None
+    return head if type(head) is torch.nn.Linear else None
+
+
+def count_ties(scores: list[float]) -> int:
+    """How many letters share the best score (1: a clear winner)."""
+    best = max(scores)
+    return sum(x == best for x in scores)
 
 
 @torch.no_grad()
@@ -140,7 +183,9 @@ def score_loglik(
     Questions are batched by length (less padding), the prompt prefix they all share
     is run once and its KV cache reused (``share_prefix``), and only the last
     position's logits are computed (``logits_to_keep=1``): with a 128k vocabulary
-    the full logits of a batch would take gigabytes. ``on_batch(n)`` is told each batch's size.
+    the full logits of a batch would take gigabytes. The letters are scored in fp32
+    (:func:`letter_logprobs`); ``tie`` marks a question whose best score two letters
+    share (the first of them is the prediction). ``on_batch(n)`` is told each batch's size.
     """
     from tqdm.auto import tqdm
 
@@ -156,13 +201,13 @@ def score_loglik(
     for idx in _batches(order, batch_size):
         rows = [contexts[i] for i in idx]
         if codec.single_token:
-            logp = torch.log_softmax(last_logits(model, rows, tokenizer.pad_token_id, prefix), dim=-1)[:, letter_cols]
+            logp = letter_logprobs(model, rows, tokenizer.pad_token_id, prefix, letter_cols)
         else:  # a tokenizer that splits " A": score each letter's tokens in full
             logp = _multi_token_logp(model, rows, letter_rows, tokenizer.pad_token_id)
         for row, i in enumerate(idx):
             scores = [float(x) for x in logp[row]]
             pred = LETTERS[max(range(4), key=scores.__getitem__)]
-            out[i] = {"pred": pred, "logprobs": dict(zip(LETTERS, scores))}
+            out[i] = {"pred": pred, "logprobs": dict(zip(LETTERS, scores)), "tie": count_ties(scores) > 1}
         bar.update(len(idx))
         if on_batch is not None:
             on_batch(len(idx))
@@ -274,6 +319,8 @@ def evaluate_model(
         "n": n,
         "correct": correct,
         "parse_failures": sum(p["pred"] is None for p in predictions) if cfg.eval.mode == "generate" else None,
+        # Questions whose best letter score two letters share (loglik; chunks scored before ties were recorded count 0).
+        "ties": sum(bool(p.get("tie")) for p in predictions) if cfg.eval.mode == "loglik" else None,
         "mode": cfg.eval.mode,
         "load_s": round(load_s, 3),
         "eval_s": round(eval_s, 3),

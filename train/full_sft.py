@@ -27,21 +27,23 @@ def main(cfg: ExperimentConfig, method_name: str, exp_dir: str | Path, threads: 
         tokenizer, examples = job.load_data()
 
         # --- model: under ZeRO-3 each rank loads only its shard (zero.Init), because
-        # the Accelerator made in Job already registered the DeepSpeed config
+        # the Accelerator made in Job already registered the DeepSpeed config. Without
+        # DeepSpeed the weights are fp32 masters trained under autocast (see weights_dtype).
         from transformers import AutoModelForCausalLM
 
         model = AutoModelForCausalLM.from_pretrained(
-            cfg.model.name_or_path, dtype=common.resolve_dtype(cfg.model.dtype),
+            cfg.model.name_or_path, dtype=common.weights_dtype(cfg.model.dtype, job.method),
             trust_remote_code=cfg.model.trust_remote_code,
         )
         if job.method.gradient_checkpointing:
-            model.gradient_checkpointing_enable()
+            common.enable_checkpointing(model)
 
         # --- train
         result = job.train(model, examples, tokenizer)
 
         # --- save: one consolidated checkpoint (gathered from every rank under ZeRO-3)
-        common.save_consolidated(job.accelerator, result.model, tokenizer, job.out_dir / "model")
+        common.save_consolidated(job.accelerator, result.model, tokenizer, job.out_dir / "model",
+                                 dtype=common.resolve_dtype(cfg.model.dtype))
         return job.finish(result)
     except BaseException as exc:
         job.fail(exc)

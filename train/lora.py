@@ -83,8 +83,7 @@ def main(cfg: ExperimentConfig, method_name: str, exp_dir: str | Path, threads: 
             trust_remote_code=cfg.model.trust_remote_code,
         )
         if job.method.gradient_checkpointing:
-            base.gradient_checkpointing_enable()
-            base.enable_input_require_grads()  # checkpointed blocks need a grad-requiring input
+            common.enable_checkpointing(base)
         check_targets(base, job.method.lora, f"methods.{method_name}")
         model = get_peft_model(base, lora_config(job.method.lora))
 

@@ -16,11 +16,15 @@ example predicting the first token of the next.
 
 Attention stays within each example, from one of two places:
 
-* **varlen SDPA** (this module, used when the model runs ``sdpa``): :func:`padding_free_attention`
-  switches the model to :data:`VARLEN_SDPA` for the duration of training. It cuts each row at the
-  positions where ``position_ids`` restart and runs causal SDPA on every example separately,
-  like flash-attention's varlen kernels: no mask is built, no attention is computed across
-  examples (the cost stays that of unpadded examples, not of one long row).
+* **varlen attention** (this module, used when the model runs ``sdpa``): :func:`padding_free_attention`
+  switches the model to :data:`VARLEN_SDPA` for the duration of training. On a CUDA GPU in
+  bf16/fp16 (autocast included) it calls torch's variable-length flash kernel
+  (``torch.nn.attention.varlen.varlen_attn``) once per layer on the whole packed row, with the
+  examples' cumulative offsets (``cu_seq_lens_q``) that :func:`collate_packed` computed on the host,
+  so no step waits for the GPU to find them. Elsewhere (CPU, fp32, a torch without the kernel) it
+  cuts the row where ``position_ids`` restart and runs causal SDPA on every example separately.
+  Either way no mask is built and no attention is computed across examples (the cost stays that
+  of unpadded examples, not of one long row).
 * **transformers' own packed-sequence masks** otherwise (``eager``, ``flex_attention``):
   ``masking_utils.find_packed_sequence_indices`` turns restarting ``position_ids`` into a
   block-diagonal causal mask, provided ``attention_mask`` is None and there is no KV cache.
@@ -38,6 +42,7 @@ vocabulary.
 from __future__ import annotations
 
 import contextlib
+import functools
 import typing as tp
 
 import torch
@@ -49,33 +54,49 @@ if tp.TYPE_CHECKING:  # train.common imports this module
 VARLEN_SDPA = "cyberft_varlen_sdpa"
 """Name of the per-example SDPA attention in transformers' ``AttentionInterface``."""
 
-MODEL_KEYS = ("input_ids", "attention_mask", "position_ids")
+VARLEN_KEYS = ("cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k")
+"""Example boundaries of a packed row under the names transformers' flash-attention kwargs use:
+``flash_attention_2`` reads them as they are, and :func:`varlen_sdpa_forward` gets them the same way."""
+
+MODEL_KEYS = ("input_ids", "attention_mask", "position_ids") + VARLEN_KEYS
 
 
 # --------------------------------------------------------------------------- collate
 
 
 def collate_packed(batch: list["Example"], pad_id: int | None = None) -> dict[str, torch.Tensor]:
-    """One row holding every example of ``batch`` (``pad_id`` unused: there is no padding)."""
+    """One row holding every example of ``batch`` (``pad_id`` unused: there is no padding).
+
+    Also the examples' boundaries (:data:`VARLEN_KEYS`): int32 cumulative offsets
+    ``[0, n0, n0 + n1, ...]`` and the longest example, as the varlen kernels take them.
+    """
     ids: list[int] = []
     labels: list[int] = []
     positions: list[int] = []
+    offsets = [0]
     for e in batch:
         n = len(e.input_ids)
         ids += e.input_ids
         labels += [-100] + list(e.labels[1:n])
         positions += range(n)
+        offsets.append(offsets[-1] + n)
+    cu = torch.tensor(offsets, dtype=torch.int32)
+    longest = max(b - a for a, b in zip(offsets[:-1], offsets[1:]))
     return {
         "input_ids": torch.tensor([ids], dtype=torch.long),
         "labels": torch.tensor([labels], dtype=torch.long),
         "position_ids": torch.tensor([positions], dtype=torch.long),
+        "cu_seq_lens_q": cu,
+        "cu_seq_lens_k": cu,
+        "max_length_q": longest,
+        "max_length_k": longest,
     }
 
 
-def batch_tokens(batch: dict[str, torch.Tensor]) -> int:
-    """Real (non-padding) tokens of a padded or packed batch."""
+def batch_tokens(batch: dict[str, tp.Any]) -> torch.Tensor | int:
+    """Real (non-padding) tokens of a padded (a tensor on the batch's device: no host sync) or packed batch (an int)."""
     if "attention_mask" in batch:
-        return int(batch["attention_mask"].sum())
+        return batch["attention_mask"].sum()
     return int(batch["input_ids"].numel())
 
 
@@ -125,9 +146,10 @@ def varlen_sdpa_forward(
     scaling: float | None = None,
     **kwargs: tp.Any,
 ) -> tuple[torch.Tensor, None]:
-    """transformers' SDPA attention, run separately on each example of a packed row.
+    """Causal attention within each example of a packed row: torch's varlen kernel, else SDPA per example.
 
-    Examples are delimited where ``position_ids`` stop counting up by one (as
+    Examples are delimited by ``cu_seq_lens_q`` / ``max_length_q`` when the batch brings them
+    (:func:`collate_packed`), else where ``position_ids`` stop counting up by one (as
     ``find_packed_sequence_indices`` does). Anything else (a mask, no position ids, several rows,
     a KV cache) goes to the stock SDPA attention unchanged.
     """
@@ -141,6 +163,14 @@ def varlen_sdpa_forward(
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
     if position_ids.dim() == 1:
         position_ids = position_ids[None]
+    dtype = compute_dtype(query)
+    kernel = varlen_kernel(query.device, dtype) if dropout == 0.0 else None
+    if kernel is not None:
+        cu, longest = kwargs.get("cu_seq_lens_q"), kwargs.get("max_length_q")
+        if cu is None or longest is None:
+            cu, longest = _offsets(segment_bounds(position_ids), query.device)
+        q, k, v = query.to(dtype), key.to(dtype), value.to(dtype)
+        return call_varlen(kernel, q, k, v, cu.to(query.device), int(longest), scaling), None
     bounds = segment_bounds(position_ids)
     groups = getattr(module, "num_key_value_groups", 1)
     if groups > 1:
@@ -153,6 +183,89 @@ def varlen_sdpa_forward(
     ]
     out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
     return out.transpose(1, 2).contiguous(), None  # (1, seq, heads, head_dim), like sdpa_attention_forward
+
+
+def _offsets(bounds: list[int], device: torch.device) -> tuple[torch.Tensor, int]:
+    """Cumulative offsets (int32, on ``device``) and the longest example, from segment bounds."""
+    return torch.tensor(bounds, dtype=torch.int32, device=device), max(b - a for a, b in zip(bounds[:-1], bounds[1:]))
+
+
+def compute_dtype(query: torch.Tensor) -> torch.dtype:
+    """The dtype attention computes in: autocast's, when it is on for the query's device.
+
+    With fp32 weights under autocast (full SFT's master weights) RoPE leaves q and k in fp32;
+    SDPA is on autocast's list and would run in bf16, the varlen kernel is not, so it is cast here.
+    """
+    if torch.is_autocast_enabled(query.device.type):
+        return torch.get_autocast_dtype(query.device.type)
+    return query.dtype
+
+
+FLASH_DTYPES = (torch.float16, torch.bfloat16)
+"""What the flash kernel behind ``varlen_attn`` computes in."""
+
+FLASH_MIN_CAPABILITY = (8, 0)
+"""torch's flash attention needs an Ampere (sm80) or newer GPU."""
+
+
+@functools.lru_cache(maxsize=None)
+def _flash_capable(device_index: int) -> bool:
+    return torch.cuda.get_device_capability(device_index) >= FLASH_MIN_CAPABILITY
+
+
+def varlen_kernel(device: torch.device, dtype: torch.dtype) -> tp.Callable[..., torch.Tensor] | None:
+    """torch's ``varlen_attn`` where it runs (a CUDA GPU of sm80 or newer, bf16/fp16), else None.
+
+    It has no CPU kernel (``aten::_flash_attention_forward`` is CUDA only) and no fp32 one.
+    """
+    if device.type != "cuda" or dtype not in FLASH_DTYPES:
+        return None
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:  # a torch before the varlen API
+        return None
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return varlen_attn if _flash_capable(index) else None
+
+
+def call_varlen(
+    kernel: tp.Callable[..., torch.Tensor], query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+    cu: torch.Tensor, longest: int, scaling: float | None,
+) -> torch.Tensor:
+    """``kernel`` (``varlen_attn``'s signature) on one packed row in transformers' layout.
+
+    Takes (1, heads, tokens, head_dim) tensors as attention functions get them and returns
+    (1, tokens, heads, head_dim) as they return it. Causal is ``window_size=(-1, 0)`` from torch
+    2.11 (``is_causal=True`` in 2.10, where the API appeared); grouped-query K/V go in unrepeated
+    (``enable_gqa``) where the signature has it, else are repeated first; a kernel without
+    ``scale`` gets the query pre-scaled when the model's scaling is not the default.
+    """
+    params = _kernel_params(kernel)
+    q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))  # (tokens, heads, head_dim), last dim contiguous
+    extra: dict[str, tp.Any] = {}
+    default_scale = q.shape[-1] ** -0.5
+    if "scale" in params:
+        extra["scale"] = scaling
+    elif scaling is not None and abs(scaling - default_scale) > 1e-6 * default_scale:
+        q = q * (scaling / default_scale)  # a kernel without ``scale`` applies head_dim ** -0.5
+    if "window_size" in params:
+        extra["window_size"] = (-1, 0)  # a tuple: varlen_attn compares it with (-1, 0) to decide causality
+    else:
+        extra["is_causal"] = True
+    if k.shape[1] != q.shape[1]:
+        if "enable_gqa" in params:
+            extra["enable_gqa"] = True
+        else:
+            groups = q.shape[1] // k.shape[1]
+            k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+    return kernel(q, k, v, cu, cu, longest, longest, **extra).unsqueeze(0)
+
+
+@functools.lru_cache(maxsize=None)
+def _kernel_params(kernel: tp.Callable[..., torch.Tensor]) -> frozenset[str]:
+    import inspect
+
+    return frozenset(inspect.signature(kernel).parameters)
 
 
 def register() -> None:

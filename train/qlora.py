@@ -33,7 +33,11 @@ def main(cfg: ExperimentConfig, method_name: str, exp_dir: str | Path, threads: 
 
         base = quant.load_4bit(cfg.model.name_or_path, common.resolve_dtype(cfg.model.dtype), cfg.model.trust_remote_code)
         check_targets(base, job.method.lora, f"methods.{method_name}")
-        base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=job.method.gradient_checkpointing)
+        # peft would enable checkpointing with empty kwargs, which makes torch fall back to the
+        # reentrant implementation (with a warning): enable the non-reentrant one here instead.
+        base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=False)
+        if job.method.gradient_checkpointing:
+            common.enable_checkpointing(base)
         model = get_peft_model(base, lora_config(job.method.lora))
 
         # --- train
