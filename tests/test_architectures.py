@@ -13,7 +13,8 @@ parameters with the shared locally trained tokenizer:
   whatever the architecture's attention: sliding windows, soft-capping, fused projections);
 * ZeRO-3 on 2 processes saves the weights one process trains, for Llama, Qwen2, Gemma 2 and Phi-3.
 
-Nothing is skipped. About 1 minute on 2 cores (52 s measured for the 70 tests; ``-m slow`` selects it, ``make test`` runs it).
+Nothing is skipped. About 1 minute on 2 cores (52 s measured for the 70 tests; ``-m slow`` selects
+it, ``make test`` runs it).
 """
 
 from __future__ import annotations
