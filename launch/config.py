@@ -132,10 +132,13 @@ class LoraSettings:
     dropout: tp.Annotated[float, Range(0, 1, "between 0 and 1", hi_open=True)] = 0.0
     """Dropout on the adapter input."""
 
-    target_modules: tp.List[str] = field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    )
-    """Module names that get adapters (all Llama linear projections by default)."""
+    target_modules: tp.Union[tp.Literal["all-linear"], tp.List[str]] = "all-linear"
+    """Modules that get adapters. ``all-linear`` (peft's name): every linear layer of the decoder,
+    whatever the architecture calls them (Llama's ``q_proj``..``down_proj``, Phi-3's fused ``qkv_proj``
+    and ``gate_up_proj``, GPT-NeoX's ``query_key_value``...), not the output layer. Or a list of module
+    names, matched as peft does (a name or its last dotted parts), e.g. ``[q_proj, v_proj]``; an entry
+    that matches no linear layer of the model stops the job before its first step, listing the names
+    the model has."""
 
 
 @dataclass
@@ -469,8 +472,13 @@ def _validate_method(m: MethodConfig, where: str, seen: set[str], problems: list
     seen.add(m.name)
     if m.max_steps is None and m.epochs <= 0:
         problems.append(f"{label}.epochs: {m.epochs} -> positive, or set max_steps")
-    if m.kind in ("lora", "qlora") and not m.lora.target_modules:
-        problems.append(f"{label}.lora.target_modules: empty -> e.g. [q_proj, v_proj]")
+    if m.kind in ("lora", "qlora"):
+        if not m.lora.target_modules:
+            problems.append(f"{label}.lora.target_modules: empty -> all-linear (every linear layer), or names "
+                            "such as [q_proj, v_proj]")
+        elif isinstance(m.lora.target_modules, list) and "all-linear" in m.lora.target_modules:
+            problems.append(f"{label}.lora.target_modules: {m.lora.target_modules!r} -> all-linear stands alone: "
+                            "write target_modules: all-linear (not in a list), or list module names only")
     r = m.resources
     world = r.nodes * max(r.gpus_per_node, 1)
     if m.kind == "qlora" and (r.nodes != 1 or r.gpus_per_node > 1):

@@ -44,45 +44,61 @@ def _executor(folder: Path, time_min: int) -> tp.Any:
     return ex
 
 
-class _Progress:
-    """Each job's progress, read from its own ``progress.json``.
+def describe_train(p: dict) -> tuple[int, int, str]:
+    """(done, total, detail) of a training job's ``progress.json``."""
+    return p["step"], p["total_steps"], f"step {p['step']}/{p['total_steps']} loss {p['loss']:.4f}"
 
-    On a terminal: one tqdm bar per job. Elsewhere (CI, a log file): one plain
-    line per job every ``LINE_EVERY_S`` seconds and when it ends, so logs stay
-    readable.
+
+def describe_eval(p: dict) -> tuple[int, int, str]:
+    """(done, total, detail) of the evaluation's ``eval/progress.json`` (see ``train.evaluate.EvalProgress``)."""
+    scored = ", ".join(f"{f['model']} {f['accuracy']:.3f}" for f in p.get("finished", []))
+    detail = f"model {p['index']}/{p['models']} ({p['model']}): {p['done']}/{p['total']} questions"
+    return p["done"], p["total"], detail + (f"; accuracy so far: {scored}" if scored else "")
+
+
+class _Progress:
+    """Each job's progress, read from the progress file it writes.
+
+    On a terminal: one tqdm bar per job. Elsewhere (CI, a log file, a pipe): a job's
+    "starting" line once, then a line at most every ``LINE_EVERY_S`` seconds when its
+    progress moved, and one when it ends, so logs stay readable.
     """
 
     LINE_EVERY_S = 15.0
 
-    def __init__(self, enabled: bool) -> None:
+    def __init__(self, enabled: bool, tty: bool | None = None) -> None:
         self.enabled = enabled
-        self.tty = sys.stdout.isatty()
+        self.tty = sys.stdout.isatty() if tty is None else tty
         self.bars: dict[str, tp.Any] = {}
         self.last_line: dict[str, float] = {}
+        self.last_text: dict[str, str] = {}
 
-    def update(self, name: str, progress_file: Path, final: str = "") -> None:
+    def update(self, name: str, progress_file: Path, final: str = "",
+               describe: tp.Callable[[dict], tuple[int, int, str]] = describe_train) -> None:
         if not self.enabled:
             return
         try:
-            p = read_json(progress_file)
-        except (FileNotFoundError, ValueError):  # not started yet, or written by an older job
+            p = describe(read_json(progress_file))
+        except (FileNotFoundError, ValueError, KeyError, TypeError):  # not started yet, or another writer's file
             p = None
         if self.tty:
             self._bar(name, p, final)
-        elif final or time.monotonic() - self.last_line.get(name, 0.0) >= self.LINE_EVERY_S:
-            self.last_line[name] = time.monotonic()
-            step = f"step {p['step']}/{p['total_steps']} loss {p['loss']:.4f}" if p else "starting"
-            print(f"[cyberft] {name}: {step}{' ' + final if final else ''}", flush=True)
+            return
+        text = p[2] if p else "starting"
+        due = time.monotonic() - self.last_line.get(name, float("-inf")) >= self.LINE_EVERY_S
+        if final or (text != self.last_text.get(name) and (due or name not in self.last_text)):
+            self.last_line[name], self.last_text[name] = time.monotonic(), text
+            print(f"[cyberft] {name}: {text}{' ' + final if final else ''}", flush=True)
 
-    def _bar(self, name: str, p: dict | None, final: str) -> None:
+    def _bar(self, name: str, p: tuple[int, int, str] | None, final: str) -> None:
         from tqdm.auto import tqdm
 
         bar = self.bars.get(name)
         if bar is None:
             bar = self.bars[name] = tqdm(total=1, desc=f"{name:>10}", position=len(self.bars), file=sys.stdout)
         if p:
-            bar.total, bar.n = p["total_steps"], p["step"]
-            bar.set_postfix_str(f"loss {p['loss']:.4f}", refresh=False)
+            bar.n, bar.total = p[0], p[1]
+            bar.set_postfix_str(p[2].split(" ", 2)[-1] if p[2].startswith("step") else p[2], refresh=False)
         if final:
             bar.set_postfix_str(f"{bar.postfix or ''} {final}".strip(), refresh=False)
         bar.refresh()
@@ -90,6 +106,7 @@ class _Progress:
     def close(self) -> None:
         for bar in self.bars.values():
             bar.close()
+        self.bars.clear()
 
 
 def multi_device_warnings(cfg: ExperimentConfig) -> list[str]:
@@ -154,17 +171,23 @@ def update_manifest_job(exp_dir: Path, name: str, job_id: str) -> None:
     update_manifest(exp_dir, jobs=jobs)
 
 
-def run_evaluation(cfg: ExperimentConfig, exp_dir: Path) -> list[dict]:
-    """The evaluation job, after training; returns the report rows."""
+def run_evaluation(cfg: ExperimentConfig, exp_dir: Path, progress: bool = True) -> list[dict]:
+    """The evaluation job, after training, its progress shown as it scores; returns the report rows."""
     print("[cyberft] evaluating base and trained methods", flush=True)
     threads = None if _has_gpu() else max(1, os.cpu_count() or 1)
     job = _executor(exp_dir / "jobs", cfg.eval.resources.time_min).submit(EvalJob(exp_dir, threads))
     update_manifest_job(exp_dir, "eval", job.job_id)
+    bars, progress_file = _Progress(progress), exp_dir / "eval" / "progress.json"
+    while not job.done():
+        bars.update("eval", progress_file, describe=describe_eval)
+        time.sleep(POLL_S)
+    bars.update("eval", progress_file, final=_outcome(job).split(":")[0], describe=describe_eval)
+    bars.close()
     return job.result()
 
 
 def run(cfg: ExperimentConfig, exp_dir: Path, progress: bool = True) -> tuple[list[dict], dict[str, str]]:
     """Training then evaluation; returns the report rows and the training states."""
     states = run_training(cfg, exp_dir, progress)
-    rows = run_evaluation(cfg, exp_dir)
+    rows = run_evaluation(cfg, exp_dir, progress)
     return rows, states

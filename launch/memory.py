@@ -177,11 +177,19 @@ class ModelShape:
     head_dim:
         Attention head size; 0: ``hidden_size // num_heads`` (Llama, Mistral).
 
+    layout:
+        How the layer's linear projections are laid out and named: ``llama`` (separate
+        ``q/k/v/o_proj``, SwiGLU ``gate/up/down_proj``: Llama, Mistral, Qwen2/3, Gemma, OLMo 2),
+        ``phi3`` (fused ``qkv_proj`` and ``gate_up_proj``) or ``gpt_neox`` (fused
+        ``query_key_value``, ``dense``, a two-matrix GELU MLP ``dense_h_to_4h``/``dense_4h_to_h``).
+    extra_params_per_layer:
+        Parameters of one layer outside its linear weights: norms (and q/k norms), biases.
+    final_norm_params:
+        Parameters of the final norm (``hidden_size`` for RMSNorm, twice that for LayerNorm).
+
     Notes
     -----
-    The counts assume a dense Llama-style decoder: no biases, SwiGLU MLP, RMSNorm. Models with
-    attention biases (Qwen2) come out a few thousand parameters short per layer; mixture-of-experts
-    configs are not turned into shapes at all.
+    Dense decoders only: mixture-of-experts configs are not turned into shapes at all.
     """
 
     hidden_size: int
@@ -193,6 +201,9 @@ class ModelShape:
     tie_embeddings: bool
     source: str
     head_dim: int = 0
+    layout: str = "llama"
+    extra_params_per_layer: int | None = None
+    final_norm_params: int | None = None
 
     @property
     def head_size(self) -> int:
@@ -210,8 +221,14 @@ class ModelShape:
         return self.num_kv_heads * self.head_size
 
     def linear_shapes(self) -> dict[str, tuple[int, int]]:
-        """(in_features, out_features) of each linear projection in one decoder layer."""
+        """(in_features, out_features) of each linear projection in one decoder layer, by module name."""
         h, i = self.hidden_size, self.intermediate_size
+        if self.layout == "phi3":
+            return {"qkv_proj": (h, self.q_dim + 2 * self.kv_dim), "o_proj": (self.q_dim, h),
+                    "gate_up_proj": (h, 2 * i), "down_proj": (i, h)}
+        if self.layout == "gpt_neox":
+            return {"query_key_value": (h, 3 * self.q_dim), "dense": (self.q_dim, h),
+                    "dense_h_to_4h": (h, i), "dense_4h_to_h": (i, h)}
         return {
             "q_proj": (h, self.q_dim),
             "k_proj": (h, self.kv_dim),
@@ -223,8 +240,13 @@ class ModelShape:
         }
 
     @property
+    def gated_mlp(self) -> bool:
+        """SwiGLU/GeGLU (three matrices, 8i bytes of activations) rather than a plain two-matrix MLP."""
+        return self.layout != "gpt_neox"
+
+    @property
     def linear_params_per_layer(self) -> int:
-        """Weights of one layer's linear projections (Llama has no biases)."""
+        """Weights of one layer's linear projections."""
         return sum(a * b for a, b in self.linear_shapes().values())
 
     @property
@@ -236,12 +258,13 @@ class ModelShape:
     def n_params(self) -> int:
         """Total parameters of the Llama-style model, each shared tensor counted once.
 
-        Embedding (+ lm_head unless tied) + per layer (q, k, v, o with GQA, MLP gate, up,
-        down, two RMSNorm weights) + the final RMSNorm. Llama-3 8B: 8,030,261,248.
+        Embedding (+ lm_head unless tied) + per layer (the linear projections, plus norms and biases:
+        two RMSNorm weights for Llama) + the final norm. Llama-3 8B: 8,030,261,248.
         """
-        per_layer = self.linear_params_per_layer + 2 * self.hidden_size
+        extra = 2 * self.hidden_size if self.extra_params_per_layer is None else self.extra_params_per_layer
+        final = self.hidden_size if self.final_norm_params is None else self.final_norm_params
         heads = self.embedding_params * (1 if self.tie_embeddings else 2)
-        return heads + self.num_layers * per_layer + self.hidden_size
+        return heads + self.num_layers * (self.linear_params_per_layer + extra) + final
 
     @property
     def largest_layer_params(self) -> int:
@@ -304,8 +327,33 @@ BUILTIN_SHAPES: dict[str, tuple[int, int, int, int, int, int, bool]] = {
 for when neither a local directory nor the Hugging Face cache has the config."""
 
 
+# Per model_type: the layout of the linear projections, the default of tie_word_embeddings when
+# config.json leaves it out (the config class's), and what a layer holds besides its linear weights.
+# h: hidden, q: q_dim, kv: kv_dim, d: head_dim, i: intermediate. Counted from transformers' modules.
+_ARCH: dict[str, tuple[str, bool, tp.Callable[..., int], tp.Callable[..., int]]] = {
+    # model_type: (layout, tied by default, extra params per layer (h, q, kv, d, i), final norm (h))
+    "llama": ("llama", False, lambda h, q, kv, d, i: 2 * h, lambda h: h),
+    "mistral": ("llama", False, lambda h, q, kv, d, i: 2 * h, lambda h: h),
+    "qwen2": ("llama", False, lambda h, q, kv, d, i: 2 * h + q + 2 * kv, lambda h: h),  # q, k, v biases
+    "qwen3": ("llama", False, lambda h, q, kv, d, i: 2 * h + 2 * d, lambda h: h),  # q/k RMSNorm per head
+    "olmo2": ("llama", False, lambda h, q, kv, d, i: 2 * h + q + kv, lambda h: h),  # q/k RMSNorm over all heads
+    "gemma": ("llama", True, lambda h, q, kv, d, i: 2 * h, lambda h: h),
+    "gemma2": ("llama", True, lambda h, q, kv, d, i: 4 * h, lambda h: h),  # pre/post norms around both blocks
+    "gemma3_text": ("llama", True, lambda h, q, kv, d, i: 4 * h + 2 * d, lambda h: h),
+    "phi3": ("phi3", False, lambda h, q, kv, d, i: 2 * h, lambda h: h),
+    # two LayerNorms (weight and bias) per layer, biases on every linear layer, a LayerNorm at the end
+    "gpt_neox": ("gpt_neox", False, lambda h, q, kv, d, i: 4 * h + 3 * q + h + i + h, lambda h: 2 * h),
+}
+TESTED_MODEL_TYPES = tuple(_ARCH)
+"""model_types whose parameter count this module reproduces exactly (tests/test_architectures.py)."""
+
+
 def _shape_from_config(cfg: tp.Any, source: str) -> ModelShape | None:
-    """A :class:`ModelShape` from a parsed config.json; None when it lacks the Llama-style sizes."""
+    """A :class:`ModelShape` from a parsed config.json; None when it lacks a dense decoder's sizes.
+
+    Known ``model_type`` values (:data:`TESTED_MODEL_TYPES`) get their own layout, tie default,
+    norms and biases; any other config with Llama's size keys is read as a Llama-style decoder.
+    """
     if not isinstance(cfg, dict):
         return None
     if "hidden_size" not in cfg and isinstance(cfg.get("text_config"), dict):
@@ -313,21 +361,29 @@ def _shape_from_config(cfg: tp.Any, source: str) -> ModelShape | None:
     for key in ("num_local_experts", "num_experts", "n_routed_experts"):
         if isinstance(cfg.get(key), int) and cfg[key] > 1:
             return None  # mixture of experts: the dense Llama count would be several times too small
+    model_type = cfg.get("model_type")
+    layout, tied_default, extra, final = _ARCH.get(model_type, _ARCH["llama"])
     try:
         heads = int(cfg["num_attention_heads"])
+        hidden = int(cfg["hidden_size"])
+        kv_heads = int(cfg.get("num_key_value_heads") or heads)
+        head_dim = int(cfg.get("head_dim") or 0) or hidden // heads
+        inter = int(cfg["intermediate_size"])
         return ModelShape(
-            hidden_size=int(cfg["hidden_size"]),
+            hidden_size=hidden,
             num_layers=int(cfg["num_hidden_layers"]),
             vocab_size=int(cfg["vocab_size"]),
-            intermediate_size=int(cfg["intermediate_size"]),
+            intermediate_size=inter,
             num_heads=heads,
-            num_kv_heads=int(cfg.get("num_key_value_heads") or heads),
-            # Absent: LlamaConfig's (and MistralConfig's) default, False.
-            tie_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+            num_kv_heads=kv_heads,
+            tie_embeddings=bool(cfg.get("tie_word_embeddings", tied_default)),
             source=source,
             head_dim=int(cfg.get("head_dim") or 0),
+            layout=layout,
+            extra_params_per_layer=extra(hidden, heads * head_dim, kv_heads * head_dim, head_dim, inter),
+            final_norm_params=final(hidden),
         )
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
         return None
 
 
@@ -519,13 +575,16 @@ def _world(method: MethodConfig) -> int:
 def lora_params(shape: ModelShape, lora: tp.Any) -> tuple[int, int]:
     """(adapter parameters, input features of all adapted modules per layer) for LoRA settings.
 
-    ``r * (in + out)`` per adapted linear per layer. Names are matched like peft matches
-    ``target_modules`` (the module name's last component); ``lm_head`` and ``embed_tokens``
-    are adapted once, not per layer. Other names (no such module in a Llama) add nothing.
+    ``r * (in + out)`` per adapted linear per layer. ``all-linear`` adapts every linear layer of
+    the decoder (:meth:`ModelShape.linear_shapes`, by the architecture's own names), as peft does.
+    Names are matched like peft matches ``target_modules`` (the module name's last component);
+    ``lm_head`` and ``embed_tokens`` are adapted once, not per layer. Other names (no such module in
+    this architecture: the training job refuses them) add nothing.
     """
     linears = shape.linear_shapes()
     params = inputs = 0
-    for name in dict.fromkeys(lora.target_modules):
+    targets = list(linears) if lora.target_modules == "all-linear" else lora.target_modules
+    for name in dict.fromkeys(targets):
         name = name.split(".")[-1]
         if name in linears:
             fan_in, fan_out = linears[name]
@@ -564,7 +623,8 @@ def activation_bytes(
     tokens = micro_batch_size * seq_len
     scale = 2 if fp32 else 1
     per_layer = scale * (
-        ACT_HIDDEN_BYTES * shape.hidden_size + ACT_KV_BYTES * shape.kv_dim + ACT_MLP_BYTES * shape.intermediate_size
+        ACT_HIDDEN_BYTES * shape.hidden_size + ACT_KV_BYTES * shape.kv_dim
+        + ACT_MLP_BYTES * shape.intermediate_size // (1 if shape.gated_mlp else 2)
     ) + LORA_DROPOUT_BYTES * lora_dropout_inputs
     if gradient_checkpointing:
         layers = shape.num_layers * scale * ACT_CHECKPOINT_BYTES * shape.hidden_size + per_layer

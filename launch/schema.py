@@ -152,6 +152,13 @@ def convert(value: tp.Any, t: tp.Any, where: str, problems: list[str]) -> tp.Any
         inner = [a for a in args if a is not type(None)]
         if len(inner) == 1:
             return convert(value, inner[0], where, problems)
+        for alternative in inner:  # the first alternative the value fits, e.g. 'all-linear' or a list
+            trial: list[str] = []
+            converted = convert(value, alternative, where, trial)
+            if not trial:
+                return converted
+        problems.append(f"{where}: {short(value)} is not {type_name(t)} -> write one of those")
+        return None
     if origin is tp.Literal:
         return _literal(value, tp.get_args(t), where, problems)
     if origin in (list, tp.List):

@@ -191,8 +191,9 @@ def _memory_problems(cfg: ExperimentConfig, p: SlurmProfile) -> tuple[list[str],
         return [], []
     shape = memory.model_shape(cfg.model.name_or_path)
     if shape is None:
-        return [f"memory: no config.json for {cfg.model.name_or_path!r} here (not a local path, not in the "
-                "Hugging Face cache, not a built-in model): the per-GPU memory check is skipped"], []
+        return [f"memory: no usable config.json for {cfg.model.name_or_path!r} here (not a local path, not in the "
+                "Hugging Face cache, not a built-in model; or a mixture-of-experts or non-decoder config, which the "
+                "estimate does not cover): the per-GPU memory check is skipped"], []
     lines, problems = [], []
     for i, m in enumerate(cfg.methods):
         if m.resources.gpus_per_node == 0:

@@ -667,12 +667,16 @@ def _usual_permissions(directory: Path) -> None:
             f.chmod(0o666 & ~mask)
 
 
-def save_model_atomic(model: tp.Any, tokenizer: tp.Any, out: Path, config_dtype: torch.dtype | None = None,
-                      **save_kwargs: tp.Any) -> Path:
+def save_model_atomic(
+    model: tp.Any, tokenizer: tp.Any, out: Path, config_dtype: torch.dtype | None = None,
+    verify: tp.Callable[[Path], None] | None = None, **save_kwargs: tp.Any,
+) -> Path:
     """``save_pretrained`` model (or adapter) and tokenizer into ``out`` via a temp dir + rename.
 
     ``config_dtype``: the dtype of the tensors in ``save_kwargs["state_dict"]`` when it is not the
     model's own (``save_pretrained`` records the model's in config.json, which ``dtype="auto"`` loads).
+    ``verify(tmp_dir)``, when given, checks the written directory before it replaces ``out`` (and may
+    add files to it); if it raises, ``out`` is left as it was.
     """
     import shutil
     import tempfile
@@ -685,6 +689,8 @@ def save_model_atomic(model: tp.Any, tokenizer: tp.Any, out: Path, config_dtype:
             config = json.loads((tmp / "config.json").read_text(encoding="utf-8"))
             atomic_write_json(tmp / "config.json", dict(config, dtype=str(config_dtype).removeprefix("torch.")))
         tokenizer.save_pretrained(tmp)
+        if verify is not None:
+            verify(tmp)
         _usual_permissions(tmp)
         if out.exists():
             shutil.rmtree(out)

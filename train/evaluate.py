@@ -96,7 +96,10 @@ class PrefixCache:
     @classmethod
     def build(cls, model: tp.Any, contexts: list[list[int]]) -> "PrefixCache | None":
         n = shared_prefix_len(contexts)
-        if n < SHARED_PREFIX_MIN or getattr(getattr(model, "config", None), "sliding_window", None):
+        # Under a sliding window the padding between the prefix and a row's own tokens would count as
+        # distance: exact only while every context fits in the window (Mistral's 4096, Gemma's 4096).
+        window = getattr(getattr(model, "config", None), "sliding_window", None)
+        if n < SHARED_PREFIX_MIN or (window and max(map(len, contexts)) > window):
             return None
         prefix = contexts[0][:n]
         past = model(input_ids=torch.tensor([prefix], device=_device(model)), use_cache=True, logits_to_keep=1).past_key_values
@@ -171,7 +174,10 @@ def count_ties(scores: list[float]) -> int:
 
 
 @torch.no_grad()
-def score_loglik(model: tp.Any, tokenizer: tp.Any, questions: list, batch_size: int, max_len: int, desc: str = "eval", progress: bool = True, share_prefix: bool = True) -> list[dict]:
+def score_loglik(
+    model: tp.Any, tokenizer: tp.Any, questions: list, batch_size: int, max_len: int, desc: str = "eval",
+    progress: bool = True, share_prefix: bool = True, on_batch: tp.Callable[[int], None] | None = None,
+) -> list[dict]:
     """Log-likelihood of each answer letter after ``ANSWER:``; the argmax is the prediction.
 
     Questions are batched by length (less padding), the prompt prefix they all share
@@ -179,7 +185,7 @@ def score_loglik(model: tp.Any, tokenizer: tp.Any, questions: list, batch_size: 
     position's logits are computed (``logits_to_keep=1``): with a 128k vocabulary
     the full logits of a batch would take gigabytes. The letters are scored in fp32
     (:func:`letter_logprobs`); ``tie`` marks a question whose best score two letters
-    share (the first of them is the prediction).
+    share (the first of them is the prediction). ``on_batch(n)`` is told each batch's size.
     """
     from tqdm.auto import tqdm
 
@@ -203,6 +209,8 @@ def score_loglik(model: tp.Any, tokenizer: tp.Any, questions: list, batch_size: 
             pred = LETTERS[max(range(4), key=scores.__getitem__)]
             out[i] = {"pred": pred, "logprobs": dict(zip(LETTERS, scores)), "tie": count_ties(scores) > 1}
         bar.update(len(idx))
+        if on_batch is not None:
+            on_batch(len(idx))
     bar.close()
     return tp.cast(list[dict], out)
 
@@ -220,7 +228,10 @@ def _multi_token_logp(model: tp.Any, contexts: list[list[int]], letters: list[li
 
 
 @torch.no_grad()
-def score_generate(model: tp.Any, tokenizer: tp.Any, questions: list, batch_size: int, max_len: int, max_new_tokens: int, desc: str = "eval", progress: bool = True) -> list[dict]:
+def score_generate(
+    model: tp.Any, tokenizer: tp.Any, questions: list, batch_size: int, max_len: int, max_new_tokens: int,
+    desc: str = "eval", progress: bool = True, on_batch: tp.Callable[[int], None] | None = None,
+) -> list[dict]:
     """Greedy generation parsed strictly as ``ANSWER: X``; ``pred`` is None on a parse failure."""
     from tqdm.auto import tqdm
 
@@ -238,6 +249,8 @@ def score_generate(model: tp.Any, tokenizer: tp.Any, questions: list, batch_size
             text = tokenizer.decode(new[row], skip_special_tokens=True)
             out[i] = {"pred": prompting.parse_answer(text), "generated": text}
         bar.update(len(idx))
+        if on_batch is not None:
+            on_batch(len(idx))
     bar.close()
     return tp.cast(list[dict], out)
 
@@ -270,7 +283,10 @@ def load_for_eval(cfg: ExperimentConfig, name: str, exp_dir: Path) -> tp.Any:
     return PeftModel.from_pretrained(base, out / "adapter").merge_and_unload()
 
 
-def evaluate_model(cfg: ExperimentConfig, name: str, exp_dir: Path, questions: list, tokenizer: tp.Any, progress: bool = True) -> dict:
+def evaluate_model(
+    cfg: ExperimentConfig, name: str, exp_dir: Path, questions: list, tokenizer: tp.Any, progress: bool = True,
+    on_batch: tp.Callable[[int], None] | None = None,
+) -> dict:
     """Score one model, write its predictions and result; return the result."""
     t0 = time.perf_counter()
     model = load_for_eval(cfg, name, exp_dir)
@@ -278,9 +294,11 @@ def evaluate_model(cfg: ExperimentConfig, name: str, exp_dir: Path, questions: l
     t1 = time.perf_counter()
 
     def score(chunk: list) -> list[dict]:
+        size, max_len, desc = cfg.eval.batch_size, cfg.model.max_seq_len, f"eval {name}"
         if cfg.eval.mode == "generate":
-            return score_generate(model, tokenizer, chunk, cfg.eval.batch_size, cfg.model.max_seq_len, cfg.eval.max_new_tokens, f"eval {name}", progress)
-        return score_loglik(model, tokenizer, chunk, cfg.eval.batch_size, cfg.model.max_seq_len, f"eval {name}", progress)
+            new_tokens = cfg.eval.max_new_tokens
+            return score_generate(model, tokenizer, chunk, size, max_len, new_tokens, desc, progress, on_batch)
+        return score_loglik(model, tokenizer, chunk, size, max_len, desc, progress, on_batch=on_batch)
 
     partial_dir = exp_dir / "eval" / "partial" / name
     scored = score_in_chunks(score, questions, partial_dir, chunk_size=max(256, 8 * cfg.eval.batch_size))
@@ -357,6 +375,40 @@ def models_to_score(cfg: ExperimentConfig, exp_dir: Path) -> list[str]:
     return names
 
 
+class EvalProgress:
+    """``EXP/eval/progress.json``: the model being scored and how far, for the launcher to show.
+
+    ``{"model", "index", "models", "done", "total", "finished": [{"model", "accuracy"}], "updated_at"}``,
+    written atomically when a model starts and ends, and at most every :attr:`EVERY_S` seconds between.
+    """
+
+    EVERY_S = 1.0
+
+    def __init__(self, path: Path, models: list[str], total: int) -> None:
+        self.path, self.models, self.total = path, models, total
+        self.state: dict[str, tp.Any] = {"model": None, "index": 0, "models": len(models), "done": 0,
+                                         "total": total, "finished": []}
+        self._written = 0.0
+
+    def start(self, name: str) -> None:
+        self.state.update(model=name, index=self.models.index(name) + 1, done=0)
+        self._write()
+
+    def advance(self, n: int) -> None:
+        self.state["done"] += n
+        if time.monotonic() - self._written >= self.EVERY_S:
+            self._write()
+
+    def finish(self, accuracy: float) -> None:
+        self.state["done"] = self.total
+        self.state["finished"].append({"model": self.state["model"], "accuracy": accuracy})
+        self._write()
+
+    def _write(self) -> None:
+        self._written = time.monotonic()
+        atomic_write_json(self.path, {**self.state, "updated_at": common.now_iso()})
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -373,9 +425,14 @@ def main(cfg: ExperimentConfig, exp_dir: str | Path, threads: int | None = None,
 
     # --- score each model (skipping those already scored: the job is idempotent)
     results: dict[str, dict] = {}
-    for name in models_to_score(cfg, exp_dir):
+    names = models_to_score(cfg, exp_dir)
+    tracker = EvalProgress(exp_dir / "eval" / "progress.json", names, len(questions))
+    for name in names:
         done = results_dir / f"{name}.json"
-        results[name] = read_json(done) if done.exists() else evaluate_model(cfg, name, exp_dir, questions, tokenizer, progress)
+        tracker.start(name)
+        results[name] = read_json(done) if done.exists() else evaluate_model(
+            cfg, name, exp_dir, questions, tokenizer, progress, on_batch=tracker.advance)
+        tracker.finish(results[name]["accuracy"])
         print(f"[eval] {name}: accuracy {results[name]['accuracy']:.3f} on {results[name]['n']} questions", flush=True)
 
     # --- report: summary.json, report.md, report.html, and the W&B comparison run

@@ -12,20 +12,58 @@ Writes ``EXP/methods/<name>/adapter`` (peft adapter + tokenizer) and
 from __future__ import annotations
 
 import sys
+import typing as tp
 from pathlib import Path
+
+import torch
 
 from launch.config import ExperimentConfig
 from train import common
 
 
 def lora_config(settings) -> "peft.LoraConfig":  # noqa: F821 - peft is imported lazily
-    """peft's ``LoraConfig`` from the experiment's ``LoraSettings``."""
+    """peft's ``LoraConfig`` from the experiment's ``LoraSettings`` (``all-linear`` passes through)."""
     from peft import LoraConfig
 
+    targets = settings.target_modules
     return LoraConfig(
         r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
-        target_modules=list(settings.target_modules), task_type="CAUSAL_LM",
+        target_modules=targets if isinstance(targets, str) else list(targets), task_type="CAUSAL_LM",
     )
+
+
+def linear_module_names(model: torch.nn.Module) -> list[str]:
+    """Full names of the linear layers LoRA can adapt (4-bit ones included), without the output layer."""
+    linear_types: tuple[type, ...] = (torch.nn.Linear,)
+    try:
+        import bitsandbytes as bnb
+
+        linear_types += (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt)
+    except ImportError:  # no bitsandbytes: no quantised layers either
+        pass
+    output = model.get_output_embeddings()
+    return [name for name, module in model.named_modules() if isinstance(module, linear_types) and module is not output]
+
+
+def check_targets(model: torch.nn.Module, settings: tp.Any, where: str) -> None:
+    """Fail before training when a ``target_modules`` entry matches no linear layer of ``model``.
+
+    peft adapts the modules a list names and ignores an entry that matches nothing (it fails only
+    when nothing at all matches): a list written for Llama would silently adapt a fraction of a
+    Phi-3 or no layer of a GPT-NeoX. Entries are matched as peft matches them, by the whole name or
+    its last dotted parts.
+    """
+    targets = settings.target_modules
+    if isinstance(targets, str):  # all-linear: peft finds the layers itself
+        return
+    names = linear_module_names(model)
+    unmatched = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+    if unmatched:
+        kinds = ", ".join(dict.fromkeys(n.rsplit(".", 1)[-1] for n in names))
+        raise ValueError(
+            f"{where}.lora.target_modules: {unmatched} match(es) no linear layer of this "
+            f"{type(model).__name__} -> use all-linear, or names from its linear layers: {kinds}"
+        )
 
 
 def main(cfg: ExperimentConfig, method_name: str, exp_dir: str | Path, threads: int | None = None) -> dict:
@@ -46,6 +84,7 @@ def main(cfg: ExperimentConfig, method_name: str, exp_dir: str | Path, threads: 
         )
         if job.method.gradient_checkpointing:
             common.enable_checkpointing(base)
+        check_targets(base, job.method.lora, f"methods.{method_name}")
         model = get_peft_model(base, lora_config(job.method.lora))
 
         # --- train

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from launch.config import ExperimentConfig
 from train import common, quant
-from train.lora import lora_config
+from train.lora import check_targets, lora_config
 
 
 def main(cfg: ExperimentConfig, method_name: str, exp_dir: str | Path, threads: int | None = None) -> dict:
@@ -32,6 +32,7 @@ def main(cfg: ExperimentConfig, method_name: str, exp_dir: str | Path, threads: 
         from peft import get_peft_model, prepare_model_for_kbit_training
 
         base = quant.load_4bit(cfg.model.name_or_path, common.resolve_dtype(cfg.model.dtype), cfg.model.trust_remote_code)
+        check_targets(base, job.method.lora, f"methods.{method_name}")
         # peft would enable checkpointing with empty kwargs, which makes torch fall back to the
         # reentrant implementation (with a warning): enable the non-reentrant one here instead.
         base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=False)

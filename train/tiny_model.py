@@ -1,15 +1,17 @@
-"""Build a tiny Llama-architecture model and a tokenizer trained locally.
+"""Build a tiny model of a common architecture and a tokenizer trained locally.
 
 Nothing here touches a model hub: the tokenizer is a byte-level BPE trained
 with ``tokenizers`` on the project's sample questions (rendered through the
-same prompt template as training), the model is a randomly initialised
-``LlamaForCausalLM`` from a small config, and both are written with
-``save_pretrained`` so they load back with ``from_pretrained(path)``.
+same prompt template as training), the model is randomly initialised from a
+small config of one of :data:`ARCHITECTURES` (transformers' own config classes:
+Llama, Qwen2/3, Mistral, Gemma 2/3, Phi-3, GPT-NeoX, OLMo 2), and both are
+written with ``save_pretrained`` so they load back with ``from_pretrained(path)``.
+Every architecture shares the tokenizer, so one test can run them all.
 
 Run::
 
-    cyberft tiny-model .cache/tiny-llama            # or
-    python -m train.tiny_model .cache/tiny-llama
+    cyberft tiny-model .cache/tiny-llama                    # or
+    python -m train.tiny_model .cache/tiny-qwen2 --arch qwen2
 """
 
 from __future__ import annotations
@@ -75,26 +77,77 @@ def build_tokenizer(texts: tp.Sequence[str], vocab_size: int = 2048) -> tp.Any:
     return fast
 
 
-def build_model(vocab_size: int, bos_id: int, eos_id: int, pad_id: int, seed: int = 0, **sizes: int) -> tp.Any:
-    """A small ``LlamaForCausalLM`` (about 0.7M parameters by default)."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+def _llama_like(config_cls: str, **extra: tp.Any) -> tp.Callable[[dict], tp.Any]:
+    """A builder for a decoder with Llama's size keys (hidden, MLP, heads, KV heads)."""
 
-    cfg = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=sizes.get("hidden_size", 128),
-        intermediate_size=sizes.get("intermediate_size", 256),
-        num_hidden_layers=sizes.get("num_hidden_layers", 4),
-        num_attention_heads=sizes.get("num_attention_heads", 4),
-        num_key_value_heads=sizes.get("num_key_value_heads", 2),
-        max_position_embeddings=sizes.get("max_position_embeddings", 512),
-        tie_word_embeddings=True,
-        bos_token_id=bos_id,
-        eos_token_id=eos_id,
-        pad_token_id=pad_id,
-    )
+    def build(sizes: dict) -> tp.Any:
+        import transformers
+
+        keys = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                "num_key_value_heads", "max_position_embeddings", "bos_token_id", "eos_token_id", "pad_token_id")
+        kw = {k: sizes[k] for k in keys}
+        kw.update({k: v(sizes) if callable(v) else v for k, v in extra.items()})
+        return getattr(transformers, config_cls)(**kw)
+
+    return build
+
+
+def _head_dim(sizes: dict) -> int:
+    return sizes["hidden_size"] // sizes["num_attention_heads"]
+
+
+def _gpt_neox(sizes: dict) -> tp.Any:
+    from transformers import GPTNeoXConfig
+
+    keys = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+            "max_position_embeddings", "bos_token_id", "eos_token_id", "pad_token_id")
+    return GPTNeoXConfig(**{k: sizes[k] for k in keys}, tie_word_embeddings=False)
+
+
+SLIDING_WINDOW = 32
+"""Window of the tiny sliding-window models: shorter than a sample prompt (about 60-90 tokens with the
+tiny tokenizer), so the window really cuts attention in tests."""
+
+ARCHITECTURES: dict[str, tp.Callable[[dict], tp.Any]] = {
+    "llama": _llama_like("LlamaConfig", tie_word_embeddings=False),
+    "llama-tied": _llama_like("LlamaConfig", tie_word_embeddings=True),  # SmolLM2's shape
+    "qwen2": _llama_like("Qwen2Config", tie_word_embeddings=False),  # biases on q, k, v
+    "qwen3": _llama_like("Qwen3Config", tie_word_embeddings=False, head_dim=_head_dim),  # q/k RMSNorm
+    "mistral": _llama_like("MistralConfig", tie_word_embeddings=False, sliding_window=SLIDING_WINDOW),
+    # local/global layers, attention and final logit soft-capping, embeddings scaled by sqrt(hidden)
+    "gemma2": _llama_like("Gemma2Config", tie_word_embeddings=True, head_dim=_head_dim,
+                          query_pre_attn_scalar=_head_dim, sliding_window=SLIDING_WINDOW),
+    "gemma3": _llama_like("Gemma3TextConfig", tie_word_embeddings=True, head_dim=_head_dim,
+                          query_pre_attn_scalar=_head_dim, sliding_window=SLIDING_WINDOW,
+                          layer_types=lambda s: ["sliding_attention", "full_attention"] * (s["num_hidden_layers"] // 2)
+                          + ["sliding_attention"] * (s["num_hidden_layers"] % 2)),
+    "phi3": _llama_like("Phi3Config", tie_word_embeddings=False),  # fused qkv_proj and gate_up_proj
+    "gpt-neox": _gpt_neox,  # query_key_value, dense_h_to_4h, parallel residual, partial rotary, LayerNorm
+    "olmo2": _llama_like("Olmo2Config", tie_word_embeddings=False),  # post-norm blocks, q/k RMSNorm
+}
+"""Tiny random-weight configs of the architectures the project is tested on, by name."""
+
+DEFAULT_ARCH = "llama-tied"
+
+
+def build_model(
+    vocab_size: int, bos_id: int, eos_id: int, pad_id: int, seed: int = 0, arch: str = DEFAULT_ARCH, **sizes: int
+) -> tp.Any:
+    """A small causal LM of architecture ``arch`` (about 0.7M parameters by default) with random weights."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"architecture {arch!r}: not one of {', '.join(ARCHITECTURES)}")
+    full = {
+        "vocab_size": vocab_size, "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 4,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 512,
+        "bos_token_id": bos_id, "eos_token_id": eos_id, "pad_token_id": pad_id,
+    }
+    full.update(sizes)
+    cfg = ARCHITECTURES[arch](full)
     torch.manual_seed(seed)
-    return LlamaForCausalLM(cfg)
+    return AutoModelForCausalLM.from_config(cfg)
 
 
 def pretrain(model: tp.Any, tokenizer: tp.Any, data_path: Path, steps: int, seed: int = 0, batch_size: int = 32) -> list[float]:
@@ -141,14 +194,18 @@ def pretrain(model: tp.Any, tokenizer: tp.Any, data_path: Path, steps: int, seed
 
 def build_tiny_model(
     out_dir: str | os.PathLike, data_path: str | os.PathLike = DEFAULT_DATA, seed: int = 0,
-    pretrain_steps: int = 150, **sizes: int,
+    pretrain_steps: int = 150, arch: str = DEFAULT_ARCH, tokenizer: tp.Any = None, **sizes: int,
 ) -> Path:
-    """Train the tokenizer, build (and briefly pretrain) the model, save both to ``out_dir`` atomically."""
+    """Train the tokenizer (or reuse ``tokenizer``), build (and briefly pretrain) the model, save both
+    to ``out_dir`` atomically."""
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tokenizer(_corpus(Path(data_path)), vocab_size=sizes.pop("vocab_size", 2048))
+    vocab_target = sizes.pop("vocab_size", 2048)
+    if tokenizer is None:
+        tokenizer = build_tokenizer(_corpus(Path(data_path)), vocab_size=vocab_target)
     model = build_model(
-        len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id, seed=seed, **sizes
+        len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id, seed=seed, arch=arch,
+        **sizes,
     )
     if pretrain_steps:
         pretrain(model, tokenizer, Path(data_path), pretrain_steps, seed=seed)
@@ -162,6 +219,8 @@ def main(argv: tp.Sequence[str] | None = None) -> int:
     parser.add_argument("out_dir", help="directory to write the model and tokenizer to")
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="questions the tokenizer is trained on")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--arch", choices=list(ARCHITECTURES), default=DEFAULT_ARCH,
+                        help=f"architecture (default {DEFAULT_ARCH}: Llama with tied embeddings, SmolLM2's shape)")
     parser.add_argument("--hidden-size", type=int, default=128)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--pretrain-steps", type=int, default=150, help="LM steps on the prompts (no answers); 0: random weights")
@@ -170,8 +229,9 @@ def main(argv: tp.Sequence[str] | None = None) -> int:
     out = build_tiny_model(
         args.out_dir, args.data, seed=args.seed, hidden_size=args.hidden_size,
         intermediate_size=2 * args.hidden_size, num_hidden_layers=args.layers, pretrain_steps=args.pretrain_steps,
+        arch=args.arch,
     )
-    print(f"tiny model written to {out} in {time.perf_counter() - t0:.1f} s", flush=True)
+    print(f"tiny {args.arch} model written to {out} in {time.perf_counter() - t0:.1f} s", flush=True)
     return 0
 
 

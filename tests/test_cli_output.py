@@ -1,0 +1,76 @@
+"""What a user sees when piping or logging the CLI: one "starting" per job, the evaluation's
+progress, and a quiet end when the reader of stdout goes away."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from launch import local
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def quiet_progress() -> local._Progress:
+    """Progress lines as written to a log or a pipe, with no time between lines required."""
+    bars = local._Progress(True)
+    bars.tty = False
+    bars.LINE_EVERY_S = 0.0  # so only repetition, never the clock, can hold a line back
+    return bars
+
+
+def test_a_job_that_has_not_started_says_starting_once(tmp_path, capsys):
+    bars = quiet_progress()
+    missing = tmp_path / "methods" / "lora" / "progress.json"
+    for _ in range(5):  # the launcher polls twice a second while the job loads its model
+        bars.update("lora", missing)
+    progress = {"step": 3, "total_steps": 10, "loss": 0.5, "flushed_step": 0}
+    missing.parent.mkdir(parents=True)
+    missing.write_text(json.dumps(progress))
+    for _ in range(3):
+        bars.update("lora", missing)
+    bars.update("lora", missing, final="completed")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == ["[cyberft] lora: starting", "[cyberft] lora: step 3/10 loss 0.5000",
+                     "[cyberft] lora: step 3/10 loss 0.5000 completed"]
+
+
+def test_the_evaluation_reports_its_progress(tmp_path, capsys):
+    from train.evaluate import EvalProgress
+
+    path = tmp_path / "eval" / "progress.json"
+    tracker = EvalProgress(path, ["base", "lora"], total=200)
+    tracker.EVERY_S = 0.0
+    bars = quiet_progress()
+    bars.update("eval", path, describe=local.describe_eval)  # before the job wrote anything
+    tracker.start("base")
+    tracker.advance(16)
+    bars.update("eval", path, describe=local.describe_eval)
+    tracker.advance(184)
+    tracker.finish(0.265)
+    tracker.start("lora")
+    tracker.advance(32)
+    bars.update("eval", path, describe=local.describe_eval)
+    assert capsys.readouterr().out.splitlines() == [
+        "[cyberft] eval: starting",
+        "[cyberft] eval: model 1/2 (base): 16/200 questions",
+        "[cyberft] eval: model 2/2 (lora): 32/200 questions; accuracy so far: base 0.265",
+    ]
+
+
+def test_report_into_a_pipe_that_closes_ends_quietly(tmp_path):
+    """`cyberft report EXP | head -n 2` with a table far larger than the pipe holds."""
+    row = {"method": "m", "kind": "lora", "accuracy": 0.5, "ci95": [0.4, 0.6], "status": "completed"}
+    rows = [dict(row, method=f"method-{i:05d}") for i in range(20000)]  # about 2 MB of table
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "summary.json").write_text(json.dumps({"rows": rows}))
+    script = f"{sys.executable} -m launch.cli report {exp} | head -n 2; echo \"status=${{PIPESTATUS[0]}}\" >&2"
+    res = subprocess.run(["bash", "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert res.stdout.splitlines()[0].startswith("method")
+    assert len(res.stdout.splitlines()) == 2
+    for noise in ("Traceback", "BrokenPipe", "Exception ignored"):
+        assert noise not in res.stderr, res.stderr
+    assert res.stderr.strip() == "status=141"
