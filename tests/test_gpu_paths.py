@@ -62,9 +62,11 @@ def train_capturing(cfg: tp.Any, exp_dir: Path, kind: str) -> tuple[dict, common
 
 @pytest.fixture
 def bf16_accelerator_state():
-    """accelerate keeps one AcceleratorState per process: the bf16 run's must not reach later tests."""
+    """accelerate keeps one AcceleratorState per process: an earlier test's (fp32) must not reach the bf16
+    run, which would then refuse its precision, and the bf16 run's must not reach later tests."""
     from accelerate.state import AcceleratorState
 
+    AcceleratorState._reset_state(reset_partial_state=True)
     yield
     AcceleratorState._reset_state(reset_partial_state=True)
 
