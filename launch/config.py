@@ -401,8 +401,10 @@ def _set(raw: dict, key: str, value: tp.Any, problems: list[str]) -> None:
                 node = node.setdefault(part, {})
         else:  # e.g. name.x=1: never drop an override silently
             parent = ".".join(parts[:i])
-            problems.append(f"override {key_label(key)}: {key_label(parent)} is {_kind_of(node)}, not a mapping -> "
-                            f"set it as a whole ({key_label(parent)}=...), or check the key")
+            problems.append(
+                f"override {key_label(key)}: {key_label(parent)} is {_kind_of(node)}, not a mapping -> "
+                f"set it as a whole ({key_label(parent)}=...), or check the key"
+            )
             return
 
 
@@ -428,8 +430,10 @@ def _name_problem(where: str, name: str) -> str | None:
     if not NAME_RE.fullmatch(name or ""):
         return f"{where}: {short(name)} -> use letters, digits, '_', '.', '-' (it names a directory)"
     if len(name) > MAX_NAME_LEN:
-        return (f"{where}: {len(name)} characters ({short(name[:20])}...) -> at most {MAX_NAME_LEN}: it names a "
-                "directory, and file names have a length limit")
+        return (
+            f"{where}: {len(name)} characters ({short(name[:20])}...) -> at most {MAX_NAME_LEN}: it names a "
+            "directory, and file names have a length limit"
+        )
     return None
 
 
@@ -446,7 +450,9 @@ def validate(cfg: ExperimentConfig, problems: list[str]) -> None:
     if problem:
         problems.append(problem)
     if not cfg.model.name_or_path:
-        problems.append("model.name_or_path: empty -> a hub name (meta-llama/Meta-Llama-3-8B) or a local model directory")
+        problems.append(
+            "model.name_or_path: empty -> a hub name (meta-llama/Meta-Llama-3-8B) or a local model directory"
+        )
     if not cfg.output_dir:
         problems.append("output_dir: empty -> the directory that receives experiment directories, e.g. runs")
     for src, where in ((cfg.data.train, "data.train"), (cfg.data.eval, "data.eval")):
@@ -474,11 +480,15 @@ def _validate_method(m: MethodConfig, where: str, seen: set[str], problems: list
         problems.append(f"{label}.epochs: {m.epochs} -> positive, or set max_steps")
     if m.kind in ("lora", "qlora"):
         if not m.lora.target_modules:
-            problems.append(f"{label}.lora.target_modules: empty -> all-linear (every linear layer), or names "
-                            "such as [q_proj, v_proj]")
+            problems.append(
+                f"{label}.lora.target_modules: empty -> all-linear (every linear layer), or names "
+                "such as [q_proj, v_proj]"
+            )
         elif isinstance(m.lora.target_modules, list) and "all-linear" in m.lora.target_modules:
-            problems.append(f"{label}.lora.target_modules: {m.lora.target_modules!r} -> all-linear stands alone: "
-                            "write target_modules: all-linear (not in a list), or list module names only")
+            problems.append(
+                f"{label}.lora.target_modules: {m.lora.target_modules!r} -> all-linear stands alone: "
+                "write target_modules: all-linear (not in a list), or list module names only"
+            )
     r = m.resources
     world = r.nodes * max(r.gpus_per_node, 1)
     if m.kind == "qlora" and (r.nodes != 1 or r.gpus_per_node > 1):
@@ -504,8 +514,10 @@ def build_config(raw: tp.Any, overrides: tp.Sequence[str] = ()) -> tuple[Experim
     """
     problems: list[str] = []
     if not isinstance(raw, dict):
-        return None, [f"top level: expected a mapping of config keys, got {type(raw).__name__} "
-                      "-> write `key: value` lines (name, model, data, methods, ...) as in configs/smoke.yaml"]
+        return None, [
+            f"top level: expected a mapping of config keys, got {type(raw).__name__} "
+            "-> write `key: value` lines (name, model, data, methods, ...) as in configs/smoke.yaml"
+        ]
     # A deep copy, not a JSON round trip: YAML also gives sets and non-string keys, and those must
     # become problems below, not a TypeError here. (The YAML reader already unshared aliases.)
     raw = apply_overrides(copy.deepcopy(raw), overrides, problems)
@@ -528,17 +540,26 @@ def read_raw(path: str | os.PathLike) -> tp.Any:
     if p.is_dir():
         raise ConfigError([f"config: {str(p)!r} is a directory -> give a YAML file such as configs/smoke.yaml"], str(p))
     if not p.exists():
-        raise ConfigError([f"config: {str(p)!r} does not exist -> check the path; shipped configs are in configs/"], str(p))
+        raise ConfigError(
+            [f"config: {str(p)!r} does not exist -> check the path; shipped configs are in configs/"], str(p)
+        )
     raw, problem = yamlio.read(p, "config", "configs/smoke.yaml")
     if problem:
         raise ConfigError([problem], str(p))
     if raw is None:
-        raise ConfigError([f"config: {str(p)!r} is empty -> write the experiment's settings (name, model, data, "
-                           "methods, ...); start from a copy of configs/smoke.yaml"], str(p))
+        raise ConfigError(
+            [
+                f"config: {str(p)!r} is empty -> write the experiment's settings (name, model, data, "
+                "methods, ...); start from a copy of configs/smoke.yaml"
+            ],
+            str(p),
+        )
     return raw
 
 
-def check_config(path: str | os.PathLike, overrides: tp.Sequence[str] = ()) -> tuple[ExperimentConfig | None, list[str]]:
+def check_config(
+    path: str | os.PathLike, overrides: tp.Sequence[str] = ()
+) -> tuple[ExperimentConfig | None, list[str]]:
     """:func:`build_config` for a file: (config or None, every problem)."""
     try:
         raw = read_raw(path)

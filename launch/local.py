@@ -73,8 +73,13 @@ class _Progress:
         self.last_line: dict[str, float] = {}
         self.last_text: dict[str, str] = {}
 
-    def update(self, name: str, progress_file: Path, final: str = "",
-               describe: tp.Callable[[dict], tuple[int, int, str]] = describe_train) -> None:
+    def update(
+        self,
+        name: str,
+        progress_file: Path,
+        final: str = "",
+        describe: tp.Callable[[dict], tuple[int, int, str]] = describe_train,
+    ) -> None:
         if not self.enabled:
             return
         try:

@@ -224,11 +224,19 @@ class ModelShape:
         """(in_features, out_features) of each linear projection in one decoder layer, by module name."""
         h, i = self.hidden_size, self.intermediate_size
         if self.layout == "phi3":
-            return {"qkv_proj": (h, self.q_dim + 2 * self.kv_dim), "o_proj": (self.q_dim, h),
-                    "gate_up_proj": (h, 2 * i), "down_proj": (i, h)}
+            return {
+                "qkv_proj": (h, self.q_dim + 2 * self.kv_dim),
+                "o_proj": (self.q_dim, h),
+                "gate_up_proj": (h, 2 * i),
+                "down_proj": (i, h),
+            }
         if self.layout == "gpt_neox":
-            return {"query_key_value": (h, 3 * self.q_dim), "dense": (self.q_dim, h),
-                    "dense_h_to_4h": (h, i), "dense_4h_to_h": (i, h)}
+            return {
+                "query_key_value": (h, 3 * self.q_dim),
+                "dense": (self.q_dim, h),
+                "dense_h_to_4h": (h, i),
+                "dense_4h_to_h": (i, h),
+            }
         return {
             "q_proj": (h, self.q_dim),
             "k_proj": (h, self.kv_dim),
@@ -622,10 +630,15 @@ def activation_bytes(
     """
     tokens = micro_batch_size * seq_len
     scale = 2 if fp32 else 1
-    per_layer = scale * (
-        ACT_HIDDEN_BYTES * shape.hidden_size + ACT_KV_BYTES * shape.kv_dim
-        + ACT_MLP_BYTES * shape.intermediate_size // (1 if shape.gated_mlp else 2)
-    ) + LORA_DROPOUT_BYTES * lora_dropout_inputs
+    per_layer = (
+        scale
+        * (
+            ACT_HIDDEN_BYTES * shape.hidden_size
+            + ACT_KV_BYTES * shape.kv_dim
+            + ACT_MLP_BYTES * shape.intermediate_size // (1 if shape.gated_mlp else 2)
+        )
+        + LORA_DROPOUT_BYTES * lora_dropout_inputs
+    )
     if gradient_checkpointing:
         layers = shape.num_layers * scale * ACT_CHECKPOINT_BYTES * shape.hidden_size + per_layer
     else:
@@ -634,7 +647,9 @@ def activation_bytes(
     return tokens * (layers + logits)
 
 
-def estimate(shape: ModelShape, method: MethodConfig, max_seq_len: int, repo_root: Path | None = None) -> MemoryEstimate:
+def estimate(
+    shape: ModelShape, method: MethodConfig, max_seq_len: int, repo_root: Path | None = None
+) -> MemoryEstimate:
     """Per-GPU memory of training ``method`` on a model of ``shape``.
 
     Parameters
@@ -725,8 +740,12 @@ def estimate(shape: ModelShape, method: MethodConfig, max_seq_len: int, repo_roo
     else:
         raise ValueError(f"unknown method kind {method.kind!r}; expected full_sft, lora or qlora")
     act = activation_bytes(
-        shape, method.micro_batch_size, max_seq_len, method.gradient_checkpointing,
-        fp32 or method.kind == "qlora", dropout_inputs,
+        shape,
+        method.micro_batch_size,
+        max_seq_len,
+        method.gradient_checkpointing,
+        fp32 or method.kind == "qlora",
+        dropout_inputs,
     )
     return MemoryEstimate(
         method=method.name or method.kind,
@@ -797,7 +816,10 @@ def _layouts(nodes: int, gpus: int, gpus_max: int, max_nodes: int | None = None)
 
 
 def fixes(
-    est: MemoryEstimate, gpu_mem_gb: float, method: MethodConfig, gpus_per_node_max: int | None = None,
+    est: MemoryEstimate,
+    gpu_mem_gb: float,
+    method: MethodConfig,
+    gpus_per_node_max: int | None = None,
     max_nodes: int | None = None,
 ) -> list[tuple[str, MemoryEstimate]]:
     """Changes to ``method`` that would fit ``gpu_mem_gb``, each with its re-estimate.
@@ -839,7 +861,9 @@ def fixes(
 
     found: list[tuple[str, MemoryEstimate]] = []
 
-    def first_fit(cands: tp.Iterable[tuple[str, MethodConfig]], describe: tp.Callable[[str, MemoryEstimate], str]) -> bool:
+    def first_fit(
+        cands: tp.Iterable[tuple[str, MethodConfig]], describe: tp.Callable[[str, MemoryEstimate], str]
+    ) -> bool:
         for text, m in cands:
             e = redo(m)
             ok, extra = _fits(e, gpu_mem_gb, m)
@@ -865,11 +889,16 @@ def fixes(
         configs = [
             (p, z)
             for p, z in _ds_configs(root)
-            if current is None or (z.stage, z.offload_optimizer, z.offload_params) != (current.stage, current.offload_optimizer, current.offload_params)
+            if current is None
+            or (z.stage, z.offload_optimizer, z.offload_params)
+            != (current.stage, current.offload_optimizer, current.offload_params)
         ]
         for offload in (False, True):
             cands = [
-                (f"deepspeed: {p} (ZeRO-{z.stage}{' with CPU offload' if offload else ''} on {where}", dataclasses.replace(method, deepspeed=p))
+                (
+                    f"deepspeed: {p} (ZeRO-{z.stage}{' with CPU offload' if offload else ''} on {where}",
+                    dataclasses.replace(method, deepspeed=p),
+                )
                 for p, z in configs
                 if (z.offload_optimizer or z.offload_params) == offload
                 and (current is None or z.stage > current.stage or (z.stage == current.stage and offload))
@@ -883,12 +912,25 @@ def fixes(
             ds, label = (z3[0], f"deepspeed: {z3[0]} and ") if z3 else (None, "")
         if ds is not None:
             cands = [
-                (f"{label}more GPUs: {n} node{'s' if n > 1 else ''} x {g}", with_res(dataclasses.replace(method, deepspeed=ds), nodes=n, gpus_per_node=g))
+                (
+                    f"{label}more GPUs: {n} node{'s' if n > 1 else ''} x {g}",
+                    with_res(dataclasses.replace(method, deepspeed=ds), nodes=n, gpus_per_node=g),
+                )
                 for n, g in _layouts(max(r.nodes, 1), max(r.gpus_per_node, 1), g_max, max_nodes)
             ]
             structural.append((cands, lambda t, e: f"{t} ({e.world_size} GPUs, {e.total_gb:.1f} GB)"))
     if method.kind == "full_sft":
-        structural.append(([("kind: lora" + (", no deepspeed" if method.deepspeed else ""), dataclasses.replace(method, kind="lora", deepspeed=None))], gb))
+        structural.append(
+            (
+                [
+                    (
+                        "kind: lora" + (", no deepspeed" if method.deepspeed else ""),
+                        dataclasses.replace(method, kind="lora", deepspeed=None),
+                    )
+                ],
+                gb,
+            )
+        )
     if method.kind in ("full_sft", "lora"):
         q = with_res(dataclasses.replace(method, kind="qlora", deepspeed=None), nodes=1, gpus_per_node=1)
         structural.append(([("kind: qlora on 1 GPU" + (", no deepspeed" if method.deepspeed else ""), q)], gb))
@@ -910,7 +952,10 @@ def fixes(
 
 
 def fit_problems(
-    est: MemoryEstimate, gpu_mem_gb: float, method: MethodConfig, gpus_per_node_max: int | None = None,
+    est: MemoryEstimate,
+    gpu_mem_gb: float,
+    method: MethodConfig,
+    gpus_per_node_max: int | None = None,
     max_nodes: int | None = None,
 ) -> list[str]:
     """Whether the estimate fits one GPU, as problem lines in the project's format.

@@ -173,8 +173,22 @@ def _method_status(train_status: str | None, evaluated: bool) -> str:
 def _slurm_fields(account: dict) -> Row:
     """Cost columns from Slurm's accounting (see :meth:`launch.slurm.JobAccount.summary`): they
     replace the job's own estimate, since they are what the site bills, every attempt included."""
-    keys = ("gpu_hours", "cpu_hours", "cost", "restarts", "cost_source", "job_id", "slurm_state",
-            "slurm_exit_code", "slurm_reason", "attempts", "queue_wait_s", "elapsed_s", "nodes", "gpus")
+    keys = (
+        "gpu_hours",
+        "cpu_hours",
+        "cost",
+        "restarts",
+        "cost_source",
+        "job_id",
+        "slurm_state",
+        "slurm_exit_code",
+        "slurm_reason",
+        "attempts",
+        "queue_wait_s",
+        "elapsed_s",
+        "nodes",
+        "gpus",
+    )
     return {k: account.get(k) for k in keys}
 
 
@@ -232,7 +246,9 @@ def build_rows(
         row.update(_eval_fields(result))
         row["status"] = _method_status(metrics.get("status"), evaluated=bool(result))
         if account and account.get("slurm_state") not in (None, "COMPLETED"):
-            why = ", ".join(str(x) for x in (f"exit {account.get('slurm_exit_code')}", account.get("slurm_reason")) if x)
+            why = ", ".join(
+                str(x) for x in (f"exit {account.get('slurm_exit_code')}", account.get("slurm_reason")) if x
+            )
             row["status"] = f"{row['status']}: Slurm {account['slurm_state']} ({why})"
         rows.append(row)
     return rows
@@ -304,10 +320,7 @@ def format_table(rows: list[Row]) -> str:
     widths = [max(len(c) for c in col) for col in zip(headers, *body)]
 
     def line(cells: list[str]) -> str:
-        parts = [
-            c.ljust(w) if key in _TEXT_KEYS else c.rjust(w)
-            for c, w, (key, _) in zip(cells, widths, COLUMNS)
-        ]
+        parts = [c.ljust(w) if key in _TEXT_KEYS else c.rjust(w) for c, w, (key, _) in zip(cells, widths, COLUMNS)]
         return "  ".join(parts).rstrip()
 
     rule = "  ".join("-" * w for w in widths)
@@ -420,8 +433,10 @@ def evaluation_line(ev: dict | None) -> str:
         return ""
     hours = f"{ev['gpu_hours']:.4g} GPU-h" if ev.get("gpu_hours") is not None else f"{ev['cpu_hours']:.4g} CPU-h"
     money = f", cost {ev['cost']:.4g}" if ev.get("cost") is not None else ""
-    return (f"Evaluation job: {ev['models']} model(s) loaded and scored in {ev['seconds']:.0f} s ({hours}{money}); "
-            "shared by every row, not included in any row's cost.")
+    return (
+        f"Evaluation job: {ev['models']} model(s) loaded and scored in {ev['seconds']:.0f} s ({hours}{money}); "
+        "shared by every row, not included in any row's cost."
+    )
 
 
 def _markdown_report(rows: list[Row], title: str, evaluation: dict | None = None) -> str:
@@ -440,9 +455,9 @@ def _html_report(rows: list[Row], title: str, png: bytes, evaluation: dict | Non
     e = html.escape
     head = "".join(f"<th>{e(h)}</th>" for _, h in COLUMNS)
     body = "".join(
-        "<tr>" + "".join(
-            f'<td class="{"t" if key in _TEXT_KEYS else "n"}">{e(c)}</td>' for c, (key, _) in zip(cells, COLUMNS)
-        ) + "</tr>\n"
+        "<tr>"
+        + "".join(f'<td class="{"t" if key in _TEXT_KEYS else "n"}">{e(c)}</td>' for c, (key, _) in zip(cells, COLUMNS))
+        + "</tr>\n"
         for cells in _cells(rows)
     )
     problems = "".join(f"<li>{e(p)}</li>" for p in _problems(rows))
@@ -470,8 +485,9 @@ td.n {{ text-align: right; font-variant-numeric: tabular-nums; }}
 """
 
 
-def write_reports(exp_dir: Path, rows: list[Row], title: str, extra: dict | None = None,
-                  evaluation: dict | None = None) -> dict[str, Path]:
+def write_reports(
+    exp_dir: Path, rows: list[Row], title: str, extra: dict | None = None, evaluation: dict | None = None
+) -> dict[str, Path]:
     """Write ``summary.json``, ``report.md``, ``chart.png`` and ``report.html``.
 
     Parameters

@@ -60,8 +60,13 @@ def plan_resume(exp_dir: Path) -> ResumePlan:
     """Decide from Slurm's and the jobs' own state; raise :class:`InputError` when resuming now is wrong."""
     manifest = read_json(exp_dir / "manifest.json")
     if manifest.get("executor") != "slurm":
-        raise InputError([f"experiment {str(exp_dir)!r}: ran locally -> `cyberft run` the config again; "
-                          "`cyberft resume` resubmits Slurm jobs"], "arguments")
+        raise InputError(
+            [
+                f"experiment {str(exp_dir)!r}: ran locally -> `cyberft run` the config again; "
+                "`cyberft resume` resubmits Slurm jobs"
+            ],
+            "arguments",
+        )
     refused = status.refusal(exp_dir)
     if refused:
         raise InputError([f"experiment {str(exp_dir)!r}: {refused}"], "arguments")
@@ -72,8 +77,13 @@ def plan_resume(exp_dir: Path) -> ResumePlan:
             if st.state == "PENDING":
                 plan.cancel_eval = st.job_id
             elif not st.ended:
-                raise InputError([f"eval: job {st.job_id} is {st.state} -> wait until it ends "
-                                  f"(`cyberft status {exp_dir} --wait`), then resume"], "arguments")
+                raise InputError(
+                    [
+                        f"eval: job {st.job_id} is {st.state} -> wait until it ends "
+                        f"(`cyberft status {exp_dir} --wait`), then resume"
+                    ],
+                    "arguments",
+                )
             eval_ok = st.ok
         elif not st.ended:
             plan.waiting_on.append(st.name)
@@ -92,7 +102,9 @@ def resume(exp_dir: Path, plan: ResumePlan) -> dict[str, str]:
     cfg = experiment_config(exp_dir)
     profile = load_experiment_profile(exp_dir)
     if profile is None:
-        raise InputError([f"experiment {str(exp_dir)!r}: no profile.yaml -> was it submitted with `cyberft submit`?"], "arguments")
+        raise InputError(
+            [f"experiment {str(exp_dir)!r}: no profile.yaml -> was it submitted with `cyberft submit`?"], "arguments"
+        )
     if plan.cancel_eval:
         slurm.scancel([plan.cancel_eval])
     manifest = read_json(exp_dir / "manifest.json")
@@ -113,9 +125,15 @@ def resume(exp_dir: Path, plan: ResumePlan) -> dict[str, str]:
         new["eval"] = submit_spec(exp_dir, specs["eval"], profile, "afterany:" + ":".join(after) if after else None)
         record("eval", new["eval"])
     resumed = read_json(exp_dir / "manifest.json").get("resumed", [])
-    experiment.update_manifest(exp_dir, resumed=[*resumed, {
-        "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "jobs": new,
-        **({"cancelled_eval": plan.cancel_eval} if plan.cancel_eval else {}),
-    }])
+    experiment.update_manifest(
+        exp_dir,
+        resumed=[
+            *resumed,
+            {
+                "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                "jobs": new,
+                **({"cancelled_eval": plan.cancel_eval} if plan.cancel_eval else {}),
+            },
+        ],
+    )
     return new
-

@@ -173,8 +173,10 @@ def convert(value: tp.Any, t: tp.Any, where: str, problems: list[str]) -> tp.Any
     if _is_dataclass_type(t):
         if not isinstance(value, dict):
             keys = ", ".join(f.name for f in dataclasses.fields(t))
-            problems.append(f"{where}: expected a mapping of {t.__name__} fields, {_got(value)} -> write it as "
-                            f"`key: value` lines indented under {where.rsplit('.', 1)[-1]}: (keys: {keys})")
+            problems.append(
+                f"{where}: expected a mapping of {t.__name__} fields, {_got(value)} -> write it as "
+                f"`key: value` lines indented under {where.rsplit('.', 1)[-1]}: (keys: {keys})"
+            )
             return None
         return build(t, value, where, problems)
     if t is tp.Any:

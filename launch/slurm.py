@@ -21,12 +21,37 @@ import typing as tp
 from dataclasses import dataclass, field
 
 ACTIVE_STATES = frozenset(
-    {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD",
-     "RESIZING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD", "SPECIAL_EXIT"}
+    {
+        "PENDING",
+        "CONFIGURING",
+        "RUNNING",
+        "COMPLETING",
+        "REQUEUED",
+        "REQUEUE_FED",
+        "REQUEUE_HOLD",
+        "RESIZING",
+        "SUSPENDED",
+        "STOPPED",
+        "SIGNALING",
+        "STAGE_OUT",
+        "RESV_DEL_HOLD",
+        "SPECIAL_EXIT",
+    }
 )
 """States of a job that has not ended: it may still run (again)."""
 
-SACCT_FIELDS = ("JobIDRaw", "State", "ElapsedRaw", "AllocTRES", "Submit", "Start", "End", "NodeList", "ExitCode", "Reason")
+SACCT_FIELDS = (
+    "JobIDRaw",
+    "State",
+    "ElapsedRaw",
+    "AllocTRES",
+    "Submit",
+    "Start",
+    "End",
+    "NodeList",
+    "ExitCode",
+    "Reason",
+)
 
 
 class SlurmError(RuntimeError):
@@ -209,8 +234,18 @@ def parse_sacct(out: str) -> dict[str, JobAccount]:
             continue
         job_id, state, elapsed, tres, submit, start, end, nodes, exit_code, reason = parts
         base_id = job_id.split(".")[0]
-        attempt = Attempt(base_id, state, int(elapsed) if elapsed.isdigit() else 0, parse_tres(tres),
-                          submit, start, end, nodes, exit_code, reason)
+        attempt = Attempt(
+            base_id,
+            state,
+            int(elapsed) if elapsed.isdigit() else 0,
+            parse_tres(tres),
+            submit,
+            start,
+            end,
+            nodes,
+            exit_code,
+            reason,
+        )
         accounts.setdefault(base_id, JobAccount(base_id)).attempts.append(attempt)
     return accounts
 
@@ -270,8 +305,11 @@ def experiment_accounts(exp_dir: "os.PathLike[str] | str", timeout_s: float = 60
 
         price = (yamlio.parse(profile_file.read_text(encoding="utf-8")) or {}).get("price_per_gpu_hour")
     # A method resubmitted by `cyberft resume` ran as several jobs: its cost is all of them.
-    jobs = {name: [*rec.get("previous_job_ids", []), rec["job_id"]]
-            for name, rec in manifest.get("jobs", {}).items() if name != "eval"}
+    jobs = {
+        name: [*rec.get("previous_job_ids", []), rec["job_id"]]
+        for name, rec in manifest.get("jobs", {}).items()
+        if name != "eval"
+    }
     try:
         accounts = wait_accounted([i for ids in jobs.values() for i in ids], timeout_s=timeout_s)
     except SlurmError as exc:

@@ -57,7 +57,10 @@ def _train_detail(exp_dir: Path, name: str) -> tuple[str, str | None]:
         return f"{status}: {str(metrics.get('error', ''))[:160]}", status
     progress = _read(exp_dir / "methods" / name / "progress.json")
     if progress is not None:
-        return f"step {progress.get('step')}/{progress.get('total_steps')} loss {progress.get('loss', float('nan')):.4f}", None
+        return (
+            f"step {progress.get('step')}/{progress.get('total_steps')} loss {progress.get('loss', float('nan')):.4f}",
+            None,
+        )
     return "", None
 
 
@@ -77,8 +80,10 @@ def refusal(exp_dir: Path) -> str | None:
     error = read_json(Path(exp_dir) / "manifest.json").get("submit_error")
     if not error:
         return None
-    return (f"this experiment was never fully submitted: {error}; the jobs submitted before were cancelled "
-            "-> fix the profile and `cyberft submit` the config again")
+    return (
+        f"this experiment was never fully submitted: {error}; the jobs submitted before were cancelled "
+        "-> fix the profile and `cyberft submit` the config again"
+    )
 
 
 def job_statuses(exp_dir: Path) -> list[JobStatus]:
@@ -114,7 +119,11 @@ def job_statuses(exp_dir: Path) -> list[JobStatus]:
             st.ended = acc.ended
             if acc.ended and acc.state != "COMPLETED":
                 last = acc.attempts[-1]
-                st.detail = f"exit {last.exit_code}" + (f", {last.reason}" if last.reason not in ("None", "") else "") + (f"; {detail}" if detail else "")
+                st.detail = (
+                    f"exit {last.exit_code}"
+                    + (f", {last.reason}" if last.reason not in ("None", "") else "")
+                    + (f"; {detail}" if detail else "")
+                )
             if acc.restarts:
                 st.detail += f" ({acc.restarts} restart(s))"
         elif file_status is not None:
@@ -135,7 +144,9 @@ def format_statuses(statuses: list[JobStatus]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows)
 
 
-def wait(exp_dir: Path, poll_s: float = 5.0, print_every_s: float = 30.0, out: tp.TextIO = sys.stdout) -> list[JobStatus]:
+def wait(
+    exp_dir: Path, poll_s: float = 5.0, print_every_s: float = 30.0, out: tp.TextIO = sys.stdout
+) -> list[JobStatus]:
     """Block until every job has ended, printing the table when it changes (or every ``print_every_s``)."""
     last_text, last_states, last_print = "", None, 0.0
     while True:

@@ -138,8 +138,9 @@ def _under(path: str, dirs: tp.Iterable[str]) -> bool:
     return any(path == d.rstrip("/") or path.startswith(d.rstrip("/") + "/") for d in dirs)
 
 
-def _shared_problem(where: str, path: str, p: SlurmProfile, follow_links: bool, what: str = "",
-                    fix: str = "move it under one of them") -> str | None:
+def _shared_problem(
+    where: str, path: str, p: SlurmProfile, follow_links: bool, what: str = "", fix: str = "move it under one of them"
+) -> str | None:
     """Why compute nodes would not see ``path`` at the same place (None when they would).
 
     The path counts as written: ``/scratch/venv/bin/python`` is on shared storage even though it
@@ -155,13 +156,17 @@ def _shared_problem(where: str, path: str, p: SlurmProfile, follow_links: bool, 
     if not _under(written, p.shared_dirs):
         notes = [x for x in (what, f"a link to {short_path(resolved)}" if resolved != written else "") if x]
         about = f" ({'; '.join(notes)})" if notes else ""
-        return (f"{where}: {short_path(written)}{about} is not under the shared directories of profile {p.name!r} "
-                f"({shared}); compute nodes would not see it -> {fix}")
+        return (
+            f"{where}: {short_path(written)}{about} is not under the shared directories of profile {p.name!r} "
+            f"({shared}); compute nodes would not see it -> {fix}"
+        )
     real_dirs = [*p.shared_dirs, *(os.path.realpath(d) for d in p.shared_dirs)]
     if follow_links and not _under(resolved, real_dirs):
-        return (f"{where}: {short_path(written)} is under {shared} but resolves to {short_path(resolved)}, which is "
-                "not; compute nodes would not see it there -> point it at shared storage, or add that directory to "
-                "shared_dirs if every node sees it")
+        return (
+            f"{where}: {short_path(written)} is under {shared} but resolves to {short_path(resolved)}, which is "
+            "not; compute nodes would not see it there -> point it at shared storage, or add that directory to "
+            "shared_dirs if every node sees it"
+        )
     return None
 
 
@@ -177,9 +182,16 @@ def _shared_path_problems(cfg: ExperimentConfig, p: SlurmProfile, python: str) -
         problems.append(_shared_problem("model.name_or_path", cfg.model.name_or_path, p, follow_links=True))
     exe = python.split()[0] if python.split() else ""
     if exe.startswith("/"):
-        problems.append(_shared_problem("python", exe, p, follow_links=False,
-                                        what="the interpreter the jobs would run",
-                                        fix="create the venv on shared storage, or set `python:` in the profile"))
+        problems.append(
+            _shared_problem(
+                "python",
+                exe,
+                p,
+                follow_links=False,
+                what="the interpreter the jobs would run",
+                fix="create the venv on shared storage, or set `python:` in the profile",
+            )
+        )
     return [x for x in problems if x]
 
 
@@ -191,9 +203,11 @@ def _memory_problems(cfg: ExperimentConfig, p: SlurmProfile) -> tuple[list[str],
         return [], []
     shape = memory.model_shape(cfg.model.name_or_path)
     if shape is None:
-        return [f"memory: no usable config.json for {cfg.model.name_or_path!r} here (not a local path, not in the "
-                "Hugging Face cache, not a built-in model; or a mixture-of-experts or non-decoder config, which the "
-                "estimate does not cover): the per-GPU memory check is skipped"], []
+        return [
+            f"memory: no usable config.json for {cfg.model.name_or_path!r} here (not a local path, not in the "
+            "Hugging Face cache, not a built-in model; or a mixture-of-experts or non-decoder config, which the "
+            "estimate does not cover): the per-GPU memory check is skipped"
+        ], []
     lines, problems = [], []
     for i, m in enumerate(cfg.methods):
         if m.resources.gpus_per_node == 0:
@@ -204,7 +218,9 @@ def _memory_problems(cfg: ExperimentConfig, p: SlurmProfile) -> tuple[list[str],
             lines.append(f"{m.name}: not estimated ({exc})")
             continue
         lines.append(est.line())
-        for problem in memory.fit_problems(est, p.gpu_mem_gb, m, gpus_per_node_max=p.gpus_per_node, max_nodes=p.max_nodes):
+        for problem in memory.fit_problems(
+            est, p.gpu_mem_gb, m, gpus_per_node_max=p.gpus_per_node, max_nodes=p.max_nodes
+        ):
             problems.append(problem.replace(f"methods.{m.name}.", f"methods[{i}] ({m.name}).", 1))
     return lines, problems
 
@@ -363,15 +379,26 @@ def plan(cfg: ExperimentConfig, profile: SlurmProfile, exp_dir: Path) -> list[Jo
                 # Every rank must see all GPUs of its node (it opens cuda:LOCAL_RANK), whatever the
                 # site's default binding of GPUs to tasks; launch.gpus checks it on each rank.
                 params["srun_args"].append("--gpu-bind=none")
-        specs.append(JobSpec(m.name, m.kind, params, threads=r.cpus_per_gpu, world_size=world, max_timeouts=r.max_timeouts))
+        specs.append(
+            JobSpec(m.name, m.kind, params, threads=r.cpus_per_gpu, world_size=world, max_timeouts=r.max_timeouts)
+        )
     # The evaluation is one process: it gets every CPU of its GPUs.
     r = cfg.eval.resources
     params = _base_params(r, profile, job_name(cfg, "eval"), 1)
     params["cpus_per_task"] = threads = r.cpus_per_gpu * max(1, r.gpus_per_node)
     params["setup"] = setup
     params["additional_parameters"] = dict(profile.additional_parameters)
-    specs.append(JobSpec("eval", "eval", params, threads=threads, world_size=1, depends_on=[m.name for m in cfg.methods],
-                         max_timeouts=r.max_timeouts))
+    specs.append(
+        JobSpec(
+            "eval",
+            "eval",
+            params,
+            threads=threads,
+            world_size=1,
+            depends_on=[m.name for m in cfg.methods],
+            max_timeouts=r.max_timeouts,
+        )
+    )
     return specs
 
 
@@ -408,8 +435,10 @@ def dependency_graph(specs: list[JobSpec]) -> str:
     lines = []
     for s in specs:
         gpus = s.params.get("gpus_per_node", 0)
-        shape = (f"{s.params['nodes']} node(s) x {gpus} GPU(s), {s.world_size} task(s), {s.params['time']} min, "
-                 f"requeued on the time limit up to {s.max_timeouts}x")
+        shape = (
+            f"{s.params['nodes']} node(s) x {gpus} GPU(s), {s.world_size} task(s), {s.params['time']} min, "
+            f"requeued on the time limit up to {s.max_timeouts}x"
+        )
         wait = f"  <- afterany: {', '.join(s.depends_on)}" if s.depends_on else ""
         lines.append(f"  {s.name:<12} [{s.kind}] {shape}{wait}")
     return "\n".join(lines)
@@ -424,8 +453,10 @@ def dry_run_text(result: Check, exp_dir: Path) -> str:
     if cfg is not None:
         out += ["# ---- resolved config", dump_yaml(cfg).rstrip()]
     if profile is not None:
-        out += [f"# ---- profile {profile.name}",
-                json.dumps(dataclasses.asdict(profile), sort_keys=True, indent=1).rstrip()]
+        out += [
+            f"# ---- profile {profile.name}",
+            json.dumps(dataclasses.asdict(profile), sort_keys=True, indent=1).rstrip(),
+        ]
     if result.memory_lines:
         out += ["# ---- estimated memory per GPU"] + [f"  {line}" for line in result.memory_lines]
     if result.notes:
@@ -476,7 +507,9 @@ def _freeze_deepspeed(cfg: ExperimentConfig, code_dir: Path) -> None:
 def _executor(exp_dir: Path, spec: JobSpec, profile: SlurmProfile, dep: str | None) -> tp.Any:
     import submitit
 
-    ex = submitit.SlurmExecutor(folder=str(job_folder(exp_dir)), python=job_python(profile), max_num_timeout=spec.max_timeouts)
+    ex = submitit.SlurmExecutor(
+        folder=str(job_folder(exp_dir)), python=job_python(profile), max_num_timeout=spec.max_timeouts
+    )
     params = dict(spec.params)
     if dep:
         params["additional_parameters"] = dict(params["additional_parameters"], dependency=dep)
@@ -546,8 +579,12 @@ def _missing_dirs(path: Path) -> list[Path]:
 
 
 def submit(
-    cfg: ExperimentConfig, profile: SlurmProfile, config_path: str, overrides: tp.Sequence[str],
-    progress: bool = False, split: tp.Any = None,
+    cfg: ExperimentConfig,
+    profile: SlurmProfile,
+    config_path: str,
+    overrides: tp.Sequence[str],
+    progress: bool = False,
+    split: tp.Any = None,
 ) -> Submitted:
     """Create the experiment, submit every job, record the ids; returns without waiting.
 
@@ -576,7 +613,11 @@ def submit(
     atomic_write_text(exp_dir / "config.yaml", _dump(cfg))
     atomic_write_text(exp_dir / "profile.yaml", _dump_profile(profile))
     experiment.update_manifest(
-        exp_dir, config_hash=config_hash(cfg), executor="slurm", profile=profile.name, code_snapshot=str(code_dir),
+        exp_dir,
+        config_hash=config_hash(cfg),
+        executor="slurm",
+        profile=profile.name,
+        code_snapshot=str(code_dir),
         submitted_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     )
     try:
@@ -609,8 +650,13 @@ def _submit_all(cfg: ExperimentConfig, profile: SlurmProfile, exp_dir: Path) -> 
             exc.cancelled = list(ids.values())
             raise
         ids[spec.name] = job_id
-        jobs_record[spec.name] = {"job_id": job_id, "executor": "slurm", "kind": spec.kind,
-                                  "depends_on": spec.depends_on, "world_size": spec.world_size}
+        jobs_record[spec.name] = {
+            "job_id": job_id,
+            "executor": "slurm",
+            "kind": spec.kind,
+            "depends_on": spec.depends_on,
+            "world_size": spec.world_size,
+        }
         experiment.update_manifest(exp_dir, jobs=jobs_record)  # after each: a crash never loses an id
     return ids
 

@@ -67,9 +67,21 @@ def entry_module() -> tp.Any:
 
 
 def make_experiment(repo: Path, model: Path, root: Path, extra: tp.Sequence[str] = ()) -> tuple[tp.Any, Path]:
-    overrides = [f"model.name_or_path={model}", f"output_dir={root}", "tracking.backend=none", "data.max_train=16",
-                 "data.max_eval=8"] + [f"methods.{m}.{k}" for m in ("full_sft", "lora", "qlora")
-                                       for k in (f"max_steps={STEPS}", "micro_batch_size=4")] + list(extra)
+    overrides = (
+        [
+            f"model.name_or_path={model}",
+            f"output_dir={root}",
+            "tracking.backend=none",
+            "data.max_train=16",
+            "data.max_eval=8",
+        ]
+        + [
+            f"methods.{m}.{k}"
+            for m in ("full_sft", "lora", "qlora")
+            for k in (f"max_steps={STEPS}", "micro_batch_size=4")
+        ]
+        + list(extra)
+    )
     cfg = experiment.resolve_paths(load_config(repo / "configs" / "smoke.yaml", overrides))
     exp_dir = experiment.create(cfg, str(repo / "configs" / "smoke.yaml"), overrides)
     prepare_splits(cfg.data, exp_dir / "data", progress=False)
@@ -152,8 +164,9 @@ def test_packed_rows_train_like_separate_examples(arch, arch_model, sample_quest
 
     # Reference: each example alone (no padding, no packing), weighted by its answer tokens.
     n_answer = [sum(label != -100 for label in e.labels[1:]) for e in examples]
-    ref_loss = sum(packing.answer_loss(model, common.collate([e], tok.pad_token_id)) * n
-                   for e, n in zip(examples, n_answer)) / sum(n_answer)
+    ref_loss = sum(
+        packing.answer_loss(model, common.collate([e], tok.pad_token_id)) * n for e, n in zip(examples, n_answer)
+    ) / sum(n_answer)
     ref_grads = grads_of(ref_loss)
     with packing.padding_free_attention(model):
         loss = packing.answer_loss(model, packing.collate_packed(examples))
@@ -178,8 +191,9 @@ def test_prefix_cache_is_used_where_exact_and_scores_equal_full_contexts(arch, a
     # as distance: the cache is refused then, and used everywhere else.
     assert (cache is None) == bool(window and window < max(map(len, contexts))), (arch, window)
     shared = evaluate.score_loglik(model, tok, sample_questions, batch_size=5, max_len=256, progress=False)
-    full = evaluate.score_loglik(model, tok, sample_questions, batch_size=5, max_len=256, progress=False,
-                                 share_prefix=False)
+    full = evaluate.score_loglik(
+        model, tok, sample_questions, batch_size=5, max_len=256, progress=False, share_prefix=False
+    )
     for a, b in zip(shared, full):
         assert [a["logprobs"][k] for k in "ABCD"] == pytest.approx([b["logprobs"][k] for k in "ABCD"], abs=1e-4)
 
@@ -207,8 +221,9 @@ def test_lora_targets_that_match_nothing_stop_the_job_before_any_step(arch_model
     """Llama's projection names on GPT-NeoX: refused at job start, naming the model's linear layers."""
     from train import lora
 
-    cfg, exp_dir = make_experiment(repo, arch_model("gpt-neox"), tmp_path / "runs",
-                                   ["methods.lora.lora.target_modules=[q_proj, v_proj]"])
+    cfg, exp_dir = make_experiment(
+        repo, arch_model("gpt-neox"), tmp_path / "runs", ["methods.lora.lora.target_modules=[q_proj, v_proj]"]
+    )
     with pytest.raises(ValueError) as info:
         lora.main(cfg, "lora", exp_dir, threads=1)
     message = str(info.value)
@@ -231,8 +246,11 @@ def test_memory_estimate_reads_each_architectures_shape_exactly(arch, arch_model
     assert shape.n_params == sum(p.numel() for p in model.parameters())
     assert shape.tie_embeddings == model.config.tie_word_embeddings
     output = model.get_output_embeddings()
-    linears = {name.rsplit(".", 1)[-1]: (m.in_features, m.out_features) for name, m in model.named_modules()
-               if isinstance(m, torch.nn.Linear) and m is not output}
+    linears = {
+        name.rsplit(".", 1)[-1]: (m.in_features, m.out_features)
+        for name, m in model.named_modules()
+        if isinstance(m, torch.nn.Linear) and m is not output
+    }
     assert shape.linear_shapes() == linears
 
 
@@ -250,8 +268,11 @@ def test_all_linear_adapts_every_linear_layer_and_matches_the_memory_estimate(ar
     base = AutoModelForCausalLM.from_pretrained(model_dir)
     linears = linear_module_names(base)
     model = get_peft_model(base, lora_config(LoraSettings()))
-    adapted = {n.rsplit(".lora_A", 1)[0].removeprefix("base_model.model.") for n, _ in model.named_modules()
-               if n.endswith(".lora_A")}
+    adapted = {
+        n.rsplit(".lora_A", 1)[0].removeprefix("base_model.model.")
+        for n, _ in model.named_modules()
+        if n.endswith(".lora_A")
+    }
     assert adapted == set(linears)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert memory.lora_params(memory.model_shape(str(model_dir)), LoraSettings())[0] == trainable
@@ -270,8 +291,10 @@ def test_zero3_on_two_processes_saves_the_weights_of_one_process(arch, arch_mode
     ds = repo / "ds_configs" / "zero3.json"
     entry = Path(__file__).with_name("dist_train_entry.py")
     saved = {}
-    runs = (("one", 1, ["methods.full_sft.micro_batch_size=4"]),
-            ("zero3", 2, [f"methods.full_sft.deepspeed={ds}", "methods.full_sft.micro_batch_size=2"]))
+    runs = (
+        ("one", 1, ["methods.full_sft.micro_batch_size=4"]),
+        ("zero3", 2, [f"methods.full_sft.deepspeed={ds}", "methods.full_sft.micro_batch_size=2"]),
+    )
     for key, nproc, extra in runs:
         _, exp_dir = make_experiment(repo, arch_model(arch), tmp_path / key, extra)
         probe = tmp_path / key / "probe"
@@ -279,8 +302,21 @@ def test_zero3_on_two_processes_saves_the_weights_of_one_process(arch, arch_mode
         if nproc == 1:
             entry_module().train(exp_dir, "full_sft", probe)
         else:
-            run_child([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-                       str(entry), "train", str(exp_dir), "full_sft", str(probe)], repo)
+            run_child(
+                [
+                    sys.executable,
+                    "-m",
+                    "torch.distributed.run",
+                    "--standalone",
+                    f"--nproc_per_node={nproc}",
+                    str(entry),
+                    "train",
+                    str(exp_dir),
+                    "full_sft",
+                    str(probe),
+                ],
+                repo,
+            )
         saved[key] = load_file(exp_dir / "methods" / "full_sft" / "model" / "model.safetensors")
     assert saved["one"].keys() == saved["zero3"].keys()
     worst = max(float((saved["one"][k] - saved["zero3"][k]).abs().max()) for k in saved["one"])

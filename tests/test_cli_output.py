@@ -33,8 +33,11 @@ def test_a_job_that_has_not_started_says_starting_once(tmp_path, capsys):
         bars.update("lora", missing)
     bars.update("lora", missing, final="completed")
     lines = capsys.readouterr().out.splitlines()
-    assert lines == ["[cyberft] lora: starting", "[cyberft] lora: step 3/10 loss 0.5000",
-                     "[cyberft] lora: step 3/10 loss 0.5000 completed"]
+    assert lines == [
+        "[cyberft] lora: starting",
+        "[cyberft] lora: step 3/10 loss 0.5000",
+        "[cyberft] lora: step 3/10 loss 0.5000 completed",
+    ]
 
 
 def test_the_evaluation_reports_its_progress(tmp_path, capsys):
@@ -67,7 +70,7 @@ def test_report_into_a_pipe_that_closes_ends_quietly(tmp_path):
     exp = tmp_path / "exp"
     exp.mkdir()
     (exp / "summary.json").write_text(json.dumps({"rows": rows}))
-    script = f"{sys.executable} -m launch.cli report {exp} | head -n 2; echo \"status=${{PIPESTATUS[0]}}\" >&2"
+    script = f'{sys.executable} -m launch.cli report {exp} | head -n 2; echo "status=${{PIPESTATUS[0]}}" >&2'
     res = subprocess.run(["bash", "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert res.stdout.splitlines()[0].startswith("method")
     assert len(res.stdout.splitlines()) == 2

@@ -27,7 +27,9 @@ def test_batched_scores_equal_single_scores(model_and_questions):
     model, tokenizer, questions = model_and_questions
     batched = evaluate.score_loglik(model, tokenizer, questions, batch_size=5, max_len=256, progress=False)
     single = evaluate.score_loglik(model, tokenizer, questions, batch_size=1, max_len=256, progress=False)
-    assert len({len(prompting.prompt_ids(tokenizer, q)) for q in questions}) > 1, "need prompts of different lengths to exercise padding"
+    assert len({len(prompting.prompt_ids(tokenizer, q)) for q in questions}) > 1, (
+        "need prompts of different lengths to exercise padding"
+    )
     for b, s in zip(batched, single):
         assert b["pred"] == s["pred"]
         for k in "ABCD":
@@ -64,9 +66,14 @@ def test_shared_prefix_cache_gives_the_scores_of_full_contexts(model_and_questio
     """Reusing the prefix's keys and values (padding between prefix and question) changes no score."""
     model, tokenizer, questions = model_and_questions
     shared = evaluate.score_loglik(model, tokenizer, questions, batch_size=batch_size, max_len=256, progress=False)
-    full = evaluate.score_loglik(model, tokenizer, questions, batch_size=batch_size, max_len=256, progress=False, share_prefix=False)
+    full = evaluate.score_loglik(
+        model, tokenizer, questions, batch_size=batch_size, max_len=256, progress=False, share_prefix=False
+    )
     codec = prompting.AnswerCodec(tokenizer)
-    assert evaluate.PrefixCache.build(model, [prompting.scoring_context(tokenizer, codec, q, 256) for q in questions]) is not None
+    assert (
+        evaluate.PrefixCache.build(model, [prompting.scoring_context(tokenizer, codec, q, 256) for q in questions])
+        is not None
+    )
     for a, b in zip(shared, full):
         assert a["pred"] == b["pred"]
         assert [a["logprobs"][k] for k in "ABCD"] == pytest.approx([b["logprobs"][k] for k in "ABCD"], abs=1e-4)
@@ -82,7 +89,9 @@ def test_shared_prefix_cache_on_a_4bit_adapter_model(tiny_model, model_and_quest
     base = quant.load_4bit(str(tiny_model), torch.float32)
     model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
     shared = evaluate.score_loglik(model, tokenizer, questions[:6], batch_size=3, max_len=256, progress=False)
-    full = evaluate.score_loglik(model, tokenizer, questions[:6], batch_size=3, max_len=256, progress=False, share_prefix=False)
+    full = evaluate.score_loglik(
+        model, tokenizer, questions[:6], batch_size=3, max_len=256, progress=False, share_prefix=False
+    )
     for a, b in zip(shared, full):
         assert [a["logprobs"][k] for k in "ABCD"] == pytest.approx([b["logprobs"][k] for k in "ABCD"], abs=1e-3)
 
@@ -107,7 +116,16 @@ def test_multi_token_path_agrees_with_fast_path(model_and_questions):
 
 @pytest.mark.parametrize(
     "text, letter",
-    [("ANSWER: B", "B"), (" ANSWER:C", "C"), ("ANSWER: D because", "D"), ("answer: B", None), ("B", None), ("The ANSWER: A", None), ("ANSWER: E", None), ("ANSWER: AB", None)],
+    [
+        ("ANSWER: B", "B"),
+        (" ANSWER:C", "C"),
+        ("ANSWER: D because", "D"),
+        ("answer: B", None),
+        ("B", None),
+        ("The ANSWER: A", None),
+        ("ANSWER: E", None),
+        ("ANSWER: AB", None),
+    ],
 )
 def test_strict_answer_parsing(text, letter):
     assert prompting.parse_answer(text) == letter
@@ -115,7 +133,9 @@ def test_strict_answer_parsing(text, letter):
 
 def test_generation_mode_reports_parse_failures(model_and_questions):
     model, tokenizer, questions = model_and_questions
-    out = evaluate.score_generate(model, tokenizer, questions[:4], batch_size=2, max_len=256, max_new_tokens=6, progress=False)
+    out = evaluate.score_generate(
+        model, tokenizer, questions[:4], batch_size=2, max_len=256, max_new_tokens=6, progress=False
+    )
     assert len(out) == 4
     for o in out:  # an untrained model produces noise: parse failures are None, never a guess
         assert o["pred"] in (None, "A", "B", "C", "D")
@@ -129,7 +149,7 @@ def test_training_and_scoring_use_the_same_prompt(model_and_questions):
     ids, labels = prompting.encode_training_example(tokenizer, codec, q, 256)
     ctx = prompting.scoring_context(tokenizer, codec, q, 256)
     assert ids[: len(ctx)] == ctx
-    assert ids[len(ctx): len(ctx) + 1] == codec.letter_ids[q.solution]
+    assert ids[len(ctx) : len(ctx) + 1] == codec.letter_ids[q.solution]
     assert all(x == -100 for x in labels[: len(ctx) - len(codec.prefix_ids)])
     assert labels[-1] == tokenizer.eos_token_id
     assert "<|assistant|>" in tokenizer.decode(ids) and "Question:" in tokenizer.decode(ids)

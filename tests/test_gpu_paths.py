@@ -32,8 +32,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def make_experiment(tmp_path: Path, tiny_model: Path, *extra: str) -> tuple[tp.Any, Path]:
-    overrides = [f"model.name_or_path={tiny_model}", f"output_dir={tmp_path / 'runs'}", "tracking.backend=none",
-                 "data.max_train=48", "data.max_eval=8", *extra]
+    overrides = [
+        f"model.name_or_path={tiny_model}",
+        f"output_dir={tmp_path / 'runs'}",
+        "tracking.backend=none",
+        "data.max_train=48",
+        "data.max_eval=8",
+        *extra,
+    ]
     cfg = experiment.resolve_paths(load_config(REPO / "configs" / "smoke.yaml", overrides))
     exp_dir = experiment.create(cfg, str(REPO / "configs" / "smoke.yaml"), overrides)
     prepare_splits(cfg.data, exp_dir / "data", progress=False)
@@ -69,8 +75,9 @@ def bf16_accelerator_state():
     AcceleratorState._reset_state(reset_partial_state=True)
 
 
-def test_bf16_full_sft_without_deepspeed_keeps_fp32_master_weights(tmp_path, tiny_model, monkeypatch,
-                                                                   bf16_accelerator_state):
+def test_bf16_full_sft_without_deepspeed_keeps_fp32_master_weights(
+    tmp_path, tiny_model, monkeypatch, bf16_accelerator_state
+):
     """model.dtype bfloat16, precision bf16, lr 1e-5, no DeepSpeed: every update must land in the weights.
 
     The GPU path is forced on CPU (accelerate's bf16 autocast). The old code loaded bf16 weights and let
@@ -78,9 +85,16 @@ def test_bf16_full_sft_without_deepspeed_keeps_fp32_master_weights(tmp_path, tin
     they were and the run "completed".
     """
     monkeypatch.setattr(common, "resolve_precision", lambda precision: "bf16")
-    cfg, exp_dir = make_experiment(tmp_path, tiny_model, "model.dtype=bfloat16", "methods.full_sft.precision=bf16",
-                                   "methods.full_sft.learning_rate=1e-5", "methods.full_sft.max_steps=8",
-                                   "methods.full_sft.micro_batch_size=6", "methods.full_sft.warmup_ratio=0")
+    cfg, exp_dir = make_experiment(
+        tmp_path,
+        tiny_model,
+        "model.dtype=bfloat16",
+        "methods.full_sft.precision=bf16",
+        "methods.full_sft.learning_rate=1e-5",
+        "methods.full_sft.max_steps=8",
+        "methods.full_sft.micro_batch_size=6",
+        "methods.full_sft.warmup_ratio=0",
+    )
     metrics, result = train_capturing(cfg, exp_dir, "full_sft")
     from transformers import AutoModelForCausalLM
 
@@ -115,8 +129,9 @@ def test_weights_dtype_by_method():
 
 
 def test_progress_json_is_throttled_and_metrics_record_the_cpus(tmp_path, tiny_model, monkeypatch):
-    cfg, exp_dir = make_experiment(tmp_path, tiny_model, "methods.full_sft.max_steps=6",
-                                   "methods.full_sft.micro_batch_size=4")
+    cfg, exp_dir = make_experiment(
+        tmp_path, tiny_model, "methods.full_sft.max_steps=6", "methods.full_sft.micro_batch_size=4"
+    )
     writes: list[dict] = []
     real = common.atomic_write_json
 
@@ -131,8 +146,9 @@ def test_progress_json_is_throttled_and_metrics_record_the_cpus(tmp_path, tiny_m
     assert [w["step"] for w in writes] == [1, 6]  # the first and the last step (the old loop wrote all 6)
     assert metrics["cpu_affinity"] == len(os.sched_getaffinity(0)) and metrics["mixed_precision"] == "no"
 
-    cfg, exp_dir = make_experiment(tmp_path / "again", tiny_model, "methods.full_sft.max_steps=3",
-                                   "methods.full_sft.micro_batch_size=4")
+    cfg, exp_dir = make_experiment(
+        tmp_path / "again", tiny_model, "methods.full_sft.max_steps=3", "methods.full_sft.micro_batch_size=4"
+    )
     writes.clear()
     monkeypatch.setenv("CYBERFT_PROGRESS_EVERY_S", "0")
     train_capturing(cfg, exp_dir, "full_sft")
@@ -169,8 +185,9 @@ def test_explicit_bf16_on_a_gpu_that_only_emulates_it_is_refused(v100):
     with pytest.raises(ValueError) as err:
         common.check_bf16("bfloat16", "bf16")
     text = str(err.value)
-    assert text.startswith("precision: bf16 and model.dtype: bfloat16, but Tesla V100-SXM2-32GB "
-                           "(compute capability 7.0)")
+    assert text.startswith(
+        "precision: bf16 and model.dtype: bfloat16, but Tesla V100-SXM2-32GB (compute capability 7.0)"
+    )
     assert "-> precision: fp16 or fp32" in text
 
 
@@ -181,8 +198,13 @@ def test_explicit_bf16_on_a_gpu_that_only_emulates_it_is_refused(v100):
 def test_checkpointing_is_non_reentrant_and_uses_the_current_api(tmp_path, tiny_model, kind):
     """peft's prepare_model_for_kbit_training enabled QLoRA's checkpointing with empty kwargs, so torch fell
     back to the reentrant implementation (with a warning); LoRA and full SFT called the deprecated name."""
-    cfg, exp_dir = make_experiment(tmp_path, tiny_model, f"methods.{kind}.max_steps=2",
-                                   f"methods.{kind}.micro_batch_size=4", f"methods.{kind}.gradient_checkpointing=true")
+    cfg, exp_dir = make_experiment(
+        tmp_path,
+        tiny_model,
+        f"methods.{kind}.max_steps=2",
+        f"methods.{kind}.micro_batch_size=4",
+        f"methods.{kind}.gradient_checkpointing=true",
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         _, result = train_capturing(cfg, exp_dir, kind)
@@ -198,8 +220,23 @@ def test_checkpointing_is_non_reentrant_and_uses_the_current_api(tmp_path, tiny_
 # --------------------------------------------------------------------------- B1: varlen attention
 
 
-def fake_varlen_attn(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, return_aux=None, scale=None,
-                     window_size=(-1, -1), enable_gqa=False, seqused_k=None, block_table=None, num_splits=None):
+def fake_varlen_attn(
+    query,
+    key,
+    value,
+    cu_seq_q,
+    cu_seq_k,
+    max_q,
+    max_k,
+    *,
+    return_aux=None,
+    scale=None,
+    window_size=(-1, -1),
+    enable_gqa=False,
+    seqused_k=None,
+    block_table=None,
+    num_splits=None,
+):
     """torch's ``varlen_attn`` contract computed on CPU another way: one masked attention over the whole row.
 
     (tokens, heads, head_dim) in and out; causal only for ``window_size == (-1, 0)``, as torch decides it.
@@ -219,8 +256,9 @@ def fake_varlen_attn(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, ret
 def older_varlen_attn(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, is_causal=False, return_aux=None):
     """torch 2.10's signature: ``is_causal``; no ``window_size``, ``scale`` or ``enable_gqa`` (K/V heads must match)."""
     assert key.shape[1] == query.shape[1], "older varlen_attn needs repeated K/V heads"
-    return fake_varlen_attn(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k,
-                            window_size=(-1, 0) if is_causal else (-1, -1))
+    return fake_varlen_attn(
+        query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, window_size=(-1, 0) if is_causal else (-1, -1)
+    )
 
 
 def fresh_model(tiny_model: Path) -> tp.Any:
@@ -239,10 +277,12 @@ def packed_loss_and_grads(model: tp.Any, batch: dict) -> tuple[float, torch.Tens
     return float(loss.detach()), grads
 
 
-@pytest.mark.parametrize("kernel", [fake_varlen_attn, older_varlen_attn],
-                         ids=["torch-2.13-signature", "torch-2.10-signature"])
-def test_packed_attention_through_the_varlen_kernel_equals_the_per_example_loop(tiny_model, examples, tok, monkeypatch,
-                                                                               kernel):
+@pytest.mark.parametrize(
+    "kernel", [fake_varlen_attn, older_varlen_attn], ids=["torch-2.13-signature", "torch-2.10-signature"]
+)
+def test_packed_attention_through_the_varlen_kernel_equals_the_per_example_loop(
+    tiny_model, examples, tok, monkeypatch, kernel
+):
     batch = packing.collate_packed(examples[:8], tok.pad_token_id)
     loop_loss, loop_grads = packed_loss_and_grads(fresh_model(tiny_model), batch)
 
@@ -271,8 +311,10 @@ def test_a_wrong_causal_flag_would_be_caught(tiny_model, examples, tok, monkeypa
     """The stand-in honours window_size: a kernel called without causality changes the loss (so the test above
     would see a layout that lost it)."""
     batch = packing.collate_packed(examples[:4], tok.pad_token_id)
-    def non_causal(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, scale=None, window_size=(-1, -1),
-                   enable_gqa=False):
+
+    def non_causal(
+        query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, scale=None, window_size=(-1, -1), enable_gqa=False
+    ):
         return fake_varlen_attn(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, scale=scale, enable_gqa=enable_gqa)
 
     monkeypatch.setattr(packing, "varlen_kernel", lambda device, dtype: non_causal)

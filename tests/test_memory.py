@@ -51,7 +51,11 @@ def full_sft(deepspeed: str | None = None, nodes: int = 1, gpus: int = 1, **kw) 
     kw.setdefault("precision", "bf16")
     kw.setdefault("gradient_checkpointing", True)
     return MethodConfig(
-        name="full_sft", kind="full_sft", deepspeed=deepspeed, resources=Resources(nodes=nodes, gpus_per_node=gpus), **kw
+        name="full_sft",
+        kind="full_sft",
+        deepspeed=deepspeed,
+        resources=Resources(nodes=nodes, gpus_per_node=gpus),
+        **kw,
     )
 
 
@@ -168,7 +172,9 @@ def _deepspeed_estimators():
     stage3 = pytest.importorskip("deepspeed.runtime.zero.stage3")
     from deepspeed.runtime.zero import stage_1_and_2
 
-    return stage3.estimate_zero3_model_states_mem_needs, getattr(stage_1_and_2, "estimate_zero2_model_states_mem_needs", None)
+    return stage3.estimate_zero3_model_states_mem_needs, getattr(
+        stage_1_and_2, "estimate_zero2_model_states_mem_needs", None
+    )
 
 
 def test_acceptance_8b_zero3_on_16_gpus_matches_deepspeed(shape8b, seed_config):
@@ -188,8 +194,10 @@ def test_acceptance_8b_zero3_on_16_gpus_matches_deepspeed(shape8b, seed_config):
         zero_init=True,
     )
     theirs = gpu_bytes / GB
-    print(f"\n8B ZeRO-3 on 16 GPUs, model states per GPU: ours {est.model_states_gb:.2f} GB, DeepSpeed {theirs:.2f} GB "
-          f"(ratio {est.model_states_gb / theirs:.3f}); total with activations and overhead {est.total_gb:.2f} GB")
+    print(
+        f"\n8B ZeRO-3 on 16 GPUs, model states per GPU: ours {est.model_states_gb:.2f} GB, DeepSpeed {theirs:.2f} GB "
+        f"(ratio {est.model_states_gb / theirs:.3f}); total with activations and overhead {est.total_gb:.2f} GB"
+    )
     assert abs(est.model_states_gb - theirs) / theirs < 0.15
 
 
@@ -201,8 +209,10 @@ def test_8b_zero2_on_16_gpus_matches_deepspeed(shape8b):
     assert est.zero_stage == 2
     _, gpu_bytes = zero2(total_params=shape8b.n_params, num_gpus_per_node=8, num_nodes=2, cpu_offload=False)
     theirs = gpu_bytes / GB
-    print(f"\n8B ZeRO-2 on 16 GPUs, model states per GPU: ours {est.model_states_gb:.2f} GB, DeepSpeed {theirs:.2f} GB "
-          f"(ratio {est.model_states_gb / theirs:.3f})")
+    print(
+        f"\n8B ZeRO-2 on 16 GPUs, model states per GPU: ours {est.model_states_gb:.2f} GB, DeepSpeed {theirs:.2f} GB "
+        f"(ratio {est.model_states_gb / theirs:.3f})"
+    )
     assert abs(est.model_states_gb - theirs) / theirs < 0.15
 
 
@@ -355,7 +365,12 @@ def test_70b_full_sft_on_one_16gb_gpu_lists_only_fixes_that_fit(no_hf_cache):
             assert alt.offloaded_gb <= 256, text
         if not found:
             assert "nothing tried fits on 16 GB GPUs" in problems[0]
-    assert "nothing tried fits" in fit_problems(estimate(shape, full_sft("ds_configs/zero3.json"), 512, REPO), 16, full_sft("ds_configs/zero3.json"))[0]
+    assert (
+        "nothing tried fits"
+        in fit_problems(
+            estimate(shape, full_sft("ds_configs/zero3.json"), 512, REPO), 16, full_sft("ds_configs/zero3.json")
+        )[0]
+    )
 
 
 def test_cpu_runs_are_not_checked(shape8b):

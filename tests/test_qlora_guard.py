@@ -33,7 +33,11 @@ def _batch(tokenizer) -> dict:
 
     qs = [
         Question("Which port does HTTPS use by default?", {"A": "80", "B": "443", "C": "22", "D": "25"}, "B"),
-        Question("What is the digest size of SHA-256?", {"A": "128 bits", "B": "160 bits", "C": "256 bits", "D": "512 bits"}, "C"),
+        Question(
+            "What is the digest size of SHA-256?",
+            {"A": "128 bits", "B": "160 bits", "C": "256 bits", "D": "512 bits"},
+            "C",
+        ),
     ]
     codec = prompting.AnswerCodec(tokenizer)
     examples = [common.Example(*prompting.encode_training_example(tokenizer, codec, q, 256)) for q in qs]
@@ -68,7 +72,9 @@ def _reference(path: Path, qmodel) -> torch.nn.Module:
     for name, m in qmodel.base_model.model.named_modules():
         if isinstance(m, bnb.nn.Linear4bit):
             w = bnb.functional.dequantize_4bit(m.weight.data, m.weight.quant_state).to(torch.float32)
-            ref_modules[name.removesuffix(".base_layer")].weight.data.copy_(w.reshape(ref_modules[name.removesuffix(".base_layer")].weight.shape))
+            ref_modules[name.removesuffix(".base_layer")].weight.data.copy_(
+                w.reshape(ref_modules[name.removesuffix(".base_layer")].weight.shape)
+            )
             n += 1
     assert n > 0
     ref = get_peft_model(ref, lora_config(LoraSettings(r=4, alpha=8)))

@@ -18,16 +18,42 @@ METHODS = [("full", "full_sft"), ("lora", "lora"), ("qlora", "qlora"), ("late", 
 
 def _eval(name: str, correct: int, n: int = 96) -> dict:
     lo, hi = wilson_interval(correct, n)
-    return {"method": name, "accuracy": correct / n, "ci95": [lo, hi], "n": n, "correct": correct,
-            "parse_failures": None, "mode": "loglik", "eval_s": 1.3}
+    return {
+        "method": name,
+        "accuracy": correct / n,
+        "ci95": [lo, hi],
+        "n": n,
+        "correct": correct,
+        "parse_failures": None,
+        "mode": "loglik",
+        "eval_s": 1.3,
+    }
 
 
 def _metrics(name: str, kind: str, **over) -> dict:
-    m = {"method": name, "kind": kind, "status": "completed", "device": "cuda", "n_devices": 1, "threads": 1,
-         "phases_s": {"load": 1.2, "train": 30.5, "save": 0.3}, "wall_s": 32.0, "train_tokens": 123456,
-         "tokens_per_s": 4047.7, "peak_mem_bytes": 3 * 2**30, "peak_mem_kind": "cuda", "trainable_params": 131072,
-         "total_params": 806144, "final_loss": 0.12, "steps": 300, "gpu_hours": 0.5, "cpu_hours": 0.0089,
-         "cost_source": "slurm", "started_at": "2026-11-22T03:00:00Z", "ended_at": "2026-11-22T03:00:32Z"}
+    m = {
+        "method": name,
+        "kind": kind,
+        "status": "completed",
+        "device": "cuda",
+        "n_devices": 1,
+        "threads": 1,
+        "phases_s": {"load": 1.2, "train": 30.5, "save": 0.3},
+        "wall_s": 32.0,
+        "train_tokens": 123456,
+        "tokens_per_s": 4047.7,
+        "peak_mem_bytes": 3 * 2**30,
+        "peak_mem_kind": "cuda",
+        "trainable_params": 131072,
+        "total_params": 806144,
+        "final_loss": 0.12,
+        "steps": 300,
+        "gpu_hours": 0.5,
+        "cpu_hours": 0.0089,
+        "cost_source": "slurm",
+        "started_at": "2026-11-22T03:00:00Z",
+        "ended_at": "2026-11-22T03:00:32Z",
+    }
     m.update(over)
     return m
 
@@ -39,8 +65,14 @@ def results() -> tuple[dict, dict]:
     train = {
         "full": _metrics("full", "full_sft", gpu_hours=2.0, trainable_params=806144),
         "lora": _metrics("lora", "lora", gpu_hours=0.25),
-        "qlora": {"method": "qlora", "kind": "qlora", "status": "failed", "error": "CUDA out of memory",
-                  "gpu_hours": None, "cpu_hours": None},
+        "qlora": {
+            "method": "qlora",
+            "kind": "qlora",
+            "status": "failed",
+            "error": "CUDA out of memory",
+            "gpu_hours": None,
+            "cpu_hours": None,
+        },
         "late": _metrics("late", "lora", gpu_hours=0.3),
     }
     return evals, train
@@ -77,8 +109,22 @@ def test_wilson_symmetry_and_z():
 
 def test_columns_order():
     keys = [k for k, _ in COLUMNS]
-    assert keys == ["method", "kind", "accuracy", "ci95", "gpu_hours", "cpu_hours", "cost", "wall_s",
-                    "tokens_per_s", "peak_mem_gb", "trainable_params", "status", "restarts", "cost_source"]
+    assert keys == [
+        "method",
+        "kind",
+        "accuracy",
+        "ci95",
+        "gpu_hours",
+        "cpu_hours",
+        "cost",
+        "wall_s",
+        "tokens_per_s",
+        "peak_mem_gb",
+        "trainable_params",
+        "status",
+        "restarts",
+        "cost_source",
+    ]
 
 
 def test_build_rows_keeps_every_method(results):
@@ -197,13 +243,17 @@ def test_write_reports(tmp_path, results):
     page = paths["html"].read_text()
     assert page.lstrip().startswith("<!DOCTYPE html>")
     assert "data:image/png;base64," + base64.b64encode(png).decode() in page
-    assert "<td class=\"t\">qlora</td>" in page
-    assert "src=\"http" not in page  # self-contained
+    assert '<td class="t">qlora</td>' in page
+    assert 'src="http' not in page  # self-contained
 
 
 def test_evaluation_cost_counts_every_models_timers_and_reaches_every_report(tmp_path, results):
     evals, train = results
-    timed = {"base": {"load_s": 10.0, "eval_s": 50.0}, "full": {"load_s": 20.0, "eval_s": 100.0}, "lora": {"eval_s": 0.0}}
+    timed = {
+        "base": {"load_s": 10.0, "eval_s": 50.0},
+        "full": {"load_s": 20.0, "eval_s": 100.0},
+        "lora": {"eval_s": 0.0},
+    }
     ev = report.evaluation_cost(timed, gpus=2, threads=16, price_per_gpu_hour=3.0)
     assert ev["models"] == 3 and ev["seconds"] == 180.0
     assert ev["gpu_hours"] == pytest.approx(180 * 2 / 3600) and ev["cost"] == pytest.approx(180 * 2 / 3600 * 3.0)
@@ -250,8 +300,13 @@ def test_report_module_is_light():
     import subprocess
 
     code = "import sys, launch.report; print('torch' in sys.modules, 'matplotlib' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=Path(__file__).resolve().parents[1], check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+        check=True,
+    )
     assert out.stdout.split() == ["False", "False"]
 
 
@@ -269,11 +324,13 @@ def test_slurm_accounting_replaces_the_local_cost_and_names_the_failure(results)
     from launch.slurm import parse_sacct
 
     evals, train = results
-    out = "\n".join([
-        "101|REQUEUED|600|billing=2,cpu=2,gres/gpu=2,mem=8G,node=1|2026-01-01T10:00:00|2026-01-01T10:05:00|2026-01-01T10:15:00|n1|0:0|None",
-        "101|COMPLETED|1200|billing=2,cpu=2,gres/gpu=2,mem=8G,node=1|2026-01-01T10:15:00|2026-01-01T10:16:00|2026-01-01T10:36:00|n2|0:0|BeginTime",
-        "102|OUT_OF_MEMORY|30|billing=1,cpu=1,gres/gpu=1,node=1|2026-01-01T10:00:00|2026-01-01T10:00:10|2026-01-01T10:00:40|n1|0:125|None",
-    ])
+    out = "\n".join(
+        [
+            "101|REQUEUED|600|billing=2,cpu=2,gres/gpu=2,mem=8G,node=1|2026-01-01T10:00:00|2026-01-01T10:05:00|2026-01-01T10:15:00|n1|0:0|None",
+            "101|COMPLETED|1200|billing=2,cpu=2,gres/gpu=2,mem=8G,node=1|2026-01-01T10:15:00|2026-01-01T10:16:00|2026-01-01T10:36:00|n2|0:0|BeginTime",
+            "102|OUT_OF_MEMORY|30|billing=1,cpu=1,gres/gpu=1,node=1|2026-01-01T10:00:00|2026-01-01T10:00:10|2026-01-01T10:00:40|n1|0:125|None",
+        ]
+    )
     acc = parse_sacct(out)
     assert acc["101"].gpu_hours == (2 * 600 + 2 * 1200) / 3600
     assert acc["101"].restarts == 1 and acc["101"].queue_wait_s == 300 and acc["101"].state == "COMPLETED"
@@ -281,10 +338,16 @@ def test_slurm_accounting_replaces_the_local_cost_and_names_the_failure(results)
     accounts = {"full": acc["101"].summary(2.5), "lora": acc["102"].summary(2.5)}
     train = dict(train)
     train["lora"] = {"method": "lora", "status": "missing"}
-    rows = {r["method"]: r for r in build_rows([("full", "full_sft"), ("lora", "lora")], evals, train,
-                                                price_per_gpu_hour=2.5, slurm_accounts=accounts)}
+    rows = {
+        r["method"]: r
+        for r in build_rows(
+            [("full", "full_sft"), ("lora", "lora")], evals, train, price_per_gpu_hour=2.5, slurm_accounts=accounts
+        )
+    }
     sft = rows["full"]
-    assert sft["cost_source"] == "sacct" and sft["gpu_hours"] == pytest.approx(1.0) and sft["cost"] == pytest.approx(2.5)
+    assert (
+        sft["cost_source"] == "sacct" and sft["gpu_hours"] == pytest.approx(1.0) and sft["cost"] == pytest.approx(2.5)
+    )
     assert sft["restarts"] == 1 and sft["attempts"] == 2
     lora = rows["lora"]
     assert lora["status"] == "missing: Slurm OUT_OF_MEMORY (exit 0:125)"

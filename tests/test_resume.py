@@ -39,9 +39,14 @@ RUN = (
 
 def make_experiment(tmp_path: Path, tiny_model: Path, method: str) -> Path:
     overrides = [
-        f"model.name_or_path={tiny_model}", f"output_dir={tmp_path / 'runs'}", "data.max_train=64", "data.max_eval=16",
-        f"methods.{method}.max_steps={STEPS}", f"methods.{method}.micro_batch_size=8",
-        f"methods.{method}.checkpoint.every_steps=10", f"methods.{method}.checkpoint.keep=2",
+        f"model.name_or_path={tiny_model}",
+        f"output_dir={tmp_path / 'runs'}",
+        "data.max_train=64",
+        "data.max_eval=16",
+        f"methods.{method}.max_steps={STEPS}",
+        f"methods.{method}.micro_batch_size=8",
+        f"methods.{method}.checkpoint.every_steps=10",
+        f"methods.{method}.checkpoint.keep=2",
         "tracking.mode=offline",
     ]
     cfg = experiment.resolve_paths(load_config(REPO / "configs" / "smoke.yaml", overrides))
@@ -52,10 +57,21 @@ def make_experiment(tmp_path: Path, tiny_model: Path, method: str) -> Path:
 
 def start(exp: Path, method: str) -> subprocess.Popen:
     # progress.json at every step: the test interrupts the run at given steps
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1",
-           "CYBERFT_PROGRESS_EVERY_S": "0"}
-    return subprocess.Popen([sys.executable, "-c", RUN, str(exp), method], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "WANDB_MODE": "offline",
+        "HF_HUB_OFFLINE": "1",
+        "CYBERFT_PROGRESS_EVERY_S": "0",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-c", RUN, str(exp), method],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def step_of(exp: Path, method: str) -> int:
@@ -215,11 +231,19 @@ def test_sigkill_while_writing_a_checkpoint_resumes_from_the_previous_complete_o
     exp = make_experiment(tmp_path / "int", tiny_model, method)
     root = exp / "methods" / method / "checkpoints"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, "-c", SLOW_SAVE + RUN, str(exp), method], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLOW_SAVE + RUN, str(exp), method],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.monotonic() + 300
     while not (root / ".tmp-step-00000040" / "accelerate").is_dir():  # step 40's state is being written
-        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.poll() is not None else ""
+        assert proc.poll() is None and time.monotonic() < deadline, (
+            proc.stdout.read() if proc.poll() is not None else ""
+        )
         time.sleep(0.01)
     proc.kill()
     proc.communicate(timeout=60)

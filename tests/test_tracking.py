@@ -135,8 +135,9 @@ def test_offline_round_trip(wandb_env):
     tmp = wandb_env
     run_dir = tmp / "exp" / "methods" / "lora"
     cfg = TrackingConfig(backend="wandb", project="cyberft-test", mode="offline")
-    tracker = Tracker.start(cfg, run_dir=run_dir, name="lora", group="exp-1", job_type="train",
-                            config=_config(), run_id="exp1-lora")
+    tracker = Tracker.start(
+        cfg, run_dir=run_dir, name="lora", group="exp-1", job_type="train", config=_config(), run_id="exp1-lora"
+    )
     assert tracker.enabled and tracker.run_id == "exp1-lora"
     losses = [1.0 / (i + 1) for i in range(5)]
     for i, loss in enumerate(losses):

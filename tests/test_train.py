@@ -15,13 +15,31 @@ from launch.data import prepare_splits
 from launch.jobs import ENTRYPOINTS
 
 METRIC_KEYS = {
-    "method", "kind", "status", "device", "phases_s", "wall_s", "train_tokens", "tokens_per_s", "peak_mem_bytes",
-    "peak_mem_kind", "trainable_params", "total_params", "final_loss", "steps", "cpu_hours", "gpu_hours", "cost_source",
+    "method",
+    "kind",
+    "status",
+    "device",
+    "phases_s",
+    "wall_s",
+    "train_tokens",
+    "tokens_per_s",
+    "peak_mem_bytes",
+    "peak_mem_kind",
+    "trainable_params",
+    "total_params",
+    "final_loss",
+    "steps",
+    "cpu_hours",
+    "gpu_hours",
+    "cost_source",
 }
 
 
 def make_experiment(repo: Path, overrides: list[str], extra: list[str]) -> tuple:
-    cfg = load_config(repo / "configs" / "smoke.yaml", overrides + ["tracking.backend=none", "data.max_train=64", "data.max_eval=16"] + extra)
+    cfg = load_config(
+        repo / "configs" / "smoke.yaml",
+        overrides + ["tracking.backend=none", "data.max_train=64", "data.max_eval=16"] + extra,
+    )
     cfg = experiment.resolve_paths(cfg)
     exp_dir = experiment.create(cfg, str(repo / "configs" / "smoke.yaml"), [])
     prepare_splits(cfg.data, exp_dir / "data", progress=False)
@@ -30,7 +48,9 @@ def make_experiment(repo: Path, overrides: list[str], extra: list[str]) -> tuple
 
 @pytest.mark.parametrize("kind", ["full_sft", "lora", "qlora"])
 def test_entrypoint_trains_saves_and_writes_metrics(kind, repo, smoke_overrides, tiny_model):
-    cfg, exp_dir = make_experiment(repo, smoke_overrides, [f"methods.{kind}.max_steps=4", f"methods.{kind}.micro_batch_size=8"])
+    cfg, exp_dir = make_experiment(
+        repo, smoke_overrides, [f"methods.{kind}.max_steps=4", f"methods.{kind}.micro_batch_size=8"]
+    )
     metrics = importlib.import_module(ENTRYPOINTS[kind]).main(cfg, kind, exp_dir, threads=1)
 
     on_disk = json.loads((exp_dir / "methods" / kind / "metrics.json").read_text())
@@ -65,7 +85,11 @@ def test_entrypoint_trains_saves_and_writes_metrics(kind, repo, smoke_overrides,
 
 def test_loss_goes_down(repo, smoke_overrides):
     """40 full-SFT steps on 32 questions: the answer loss falls well below its start (~ln(vocab) = 7.6)."""
-    cfg, exp_dir = make_experiment(repo, smoke_overrides, ["methods.full_sft.max_steps=40", "methods.full_sft.micro_batch_size=8", "data.max_train=32"])
+    cfg, exp_dir = make_experiment(
+        repo,
+        smoke_overrides,
+        ["methods.full_sft.max_steps=40", "methods.full_sft.micro_batch_size=8", "data.max_train=32"],
+    )
     from train import common, full_sft
 
     seen = []

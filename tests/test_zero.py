@@ -80,9 +80,20 @@ class Run:
 # What each run is: method, 2 processes or 1, overrides. ZeRO-3 also accumulates
 # (2 x 2 per rank) and leaves the data split to the main rank to prepare.
 RUNS: dict[str, tuple[str, int, list[str]]] = {
-    "zero2": ("full_sft", 2, [f"methods.full_sft.deepspeed={DS_CONFIGS / 'zero2.json'}", "methods.full_sft.micro_batch_size=4"]),
-    "zero3": ("full_sft", 2, [f"methods.full_sft.deepspeed={DS_CONFIGS / 'zero3.json'}", "methods.full_sft.micro_batch_size=2",
-                              "methods.full_sft.grad_accum_steps=2"]),
+    "zero2": (
+        "full_sft",
+        2,
+        [f"methods.full_sft.deepspeed={DS_CONFIGS / 'zero2.json'}", "methods.full_sft.micro_batch_size=4"],
+    ),
+    "zero3": (
+        "full_sft",
+        2,
+        [
+            f"methods.full_sft.deepspeed={DS_CONFIGS / 'zero3.json'}",
+            "methods.full_sft.micro_batch_size=2",
+            "methods.full_sft.grad_accum_steps=2",
+        ],
+    ),
     "full_1proc": ("full_sft", 1, ["methods.full_sft.micro_batch_size=8"]),
     "lora_ddp": ("lora", 2, ["methods.lora.micro_batch_size=4"]),
     "lora_1proc": ("lora", 1, ["methods.lora.micro_batch_size=8"]),
@@ -104,8 +115,10 @@ def child_env(**extra: str) -> dict[str, str]:
 def needs_devices(nproc: int) -> None:
     """Skip a run of ``nproc`` ranks where CUDA is visible with fewer GPUs: NCCL refuses two ranks on one GPU."""
     if torch.cuda.is_available() and torch.cuda.device_count() < nproc:
-        pytest.skip(f"{nproc} ranks need {nproc} GPUs while CUDA is visible ({torch.cuda.device_count()} here): "
-                    "run the CPU suite with CUDA hidden (`make test` sets CUDA_VISIBLE_DEVICES=)")
+        pytest.skip(
+            f"{nproc} ranks need {nproc} GPUs while CUDA is visible ({torch.cuda.device_count()} here): "
+            "run the CPU suite with CUDA hidden (`make test` sets CUDA_VISIBLE_DEVICES=)"
+        )
 
 
 def run_child(args: list[str], cwd: Path, timeout: float = 240, env: dict[str, str] | None = None) -> tuple[int, str]:
@@ -114,8 +127,15 @@ def run_child(args: list[str], cwd: Path, timeout: float = 240, env: dict[str, s
     The child gets its own session so that, if a collective hangs (the process
     group waits 30 min), the timeout kills torchrun and both ranks together.
     """
-    proc = subprocess.Popen(args, cwd=cwd, env=env or child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        args,
+        cwd=cwd,
+        env=env or child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         output, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -155,8 +175,12 @@ class Runs:
 
     def _experiment(self, key: str, method: str, extra: list[str]) -> Path:
         overrides = [
-            f"model.name_or_path={self.tiny_model}", f"output_dir={self.root / key}", "tracking.backend=none",
-            f"data.max_train={N_TRAIN}", "data.max_eval=16", f"methods.{method}.max_steps={STEPS}",
+            f"model.name_or_path={self.tiny_model}",
+            f"output_dir={self.root / key}",
+            "tracking.backend=none",
+            f"data.max_train={N_TRAIN}",
+            "data.max_eval=16",
+            f"methods.{method}.max_steps={STEPS}",
         ] + extra
         cfg = experiment.resolve_paths(load_config(self.repo / "configs" / "smoke.yaml", overrides))
         exp_dir = experiment.create(cfg, str(self.repo / "configs" / "smoke.yaml"), overrides)
@@ -203,7 +227,9 @@ def test_zero_full_sft_on_two_processes_saves_one_model(key, runs):
     assert not list(run.method_dir.glob(".model.*")), "a temporary save directory was left behind"
 
 
-@pytest.mark.parametrize("key, reference", [("zero2", "full_1proc"), ("zero3", "full_1proc"), ("lora_ddp", "lora_1proc")])
+@pytest.mark.parametrize(
+    "key, reference", [("zero2", "full_1proc"), ("zero3", "full_1proc"), ("lora_ddp", "lora_1proc")]
+)
 def test_two_processes_follow_one_process_loss_curve(key, reference, runs):
     """Same seed and global batch (2 ranks x 4, or x 2 x 2 accumulated, vs 1 x 8): same losses."""
     two, one = runs[key].losses, runs[reference].losses

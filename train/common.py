@@ -161,8 +161,14 @@ def ensure_single_process_env() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1",
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}.items():
+    for key, value in {
+        "RANK": "0",
+        "LOCAL_RANK": "0",
+        "WORLD_SIZE": "1",
+        "LOCAL_WORLD_SIZE": "1",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+    }.items():
         os.environ.setdefault(key, value)
 
 
@@ -410,7 +416,9 @@ def train_loop(
     was never interrupted.
     """
     with packing.padding_free_attention(model, enabled=method.batching == "packed"):
-        return _train_loop(model, examples, method, accelerator, pad_id, seed, progress_path, log, progress, checkpoint_dir)
+        return _train_loop(
+            model, examples, method, accelerator, pad_id, seed, progress_path, log, progress, checkpoint_dir
+        )
 
 
 def _train_loop(
@@ -452,7 +460,9 @@ def _train_loop(
     # A prepared scheduler steps once per process at every optimizer step (accelerate
     # sizes schedules by one process's batches), so count its steps in those units.
     per_step = accelerator.num_processes
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(method.warmup_ratio * n_steps) * per_step, n_steps * per_step)
+    scheduler = get_linear_schedule_with_warmup(
+        optimizer, int(method.warmup_ratio * n_steps) * per_step, n_steps * per_step
+    )
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     model.train()
 
@@ -478,7 +488,12 @@ def _train_loop(
     last_save = time.monotonic()
 
     result = TrainResult(model=model, steps=state.step, losses=list(state.losses))
-    bar = tqdm(total=n_steps, initial=state.step, desc=f"train {method.name}", disable=not (progress and accelerator.is_main_process))
+    bar = tqdm(
+        total=n_steps,
+        initial=state.step,
+        desc=f"train {method.name}",
+        disable=not (progress and accelerator.is_main_process),
+    )
     # DeepSpeed clips by itself (gradient_clipping in its config); accelerate's call there only syncs.
     clip = method.max_grad_norm > 0 and accelerator.distributed_type != DistributedType.DEEPSPEED
     every_s, last_progress = progress_every_s(), -math.inf
@@ -488,7 +503,9 @@ def _train_loop(
     tokens: tp.Any = 0
     while state.step < n_steps:
         order.manual_seed(seed + state.epoch)  # the epoch's order, whatever happened before
-        epoch_loader = accelerator.skip_first_batches(loader, state.batches_in_epoch) if state.batches_in_epoch else loader
+        epoch_loader = (
+            accelerator.skip_first_batches(loader, state.batches_in_epoch) if state.batches_in_epoch else loader
+        )
         for batch in epoch_loader:
             state.batches_in_epoch += 1
             with accelerator.accumulate(model):
@@ -505,8 +522,9 @@ def _train_loop(
                 continue
             state.step += 1
             clock_due = checkpoint_dir is not None and _clock_due(settings, last_save) and accelerator.is_main_process
-            loss, stopping, clock_due = step_stats(accelerator, window_loss / window_n,
-                                                   stop is not None and stop.received, clock_due)
+            loss, stopping, clock_due = step_stats(
+                accelerator, window_loss / window_n, stop is not None and stop.received, clock_due
+            )
             window_loss, window_n = 0.0, 0
             state.losses.append(loss)
             state.lrs.append(scheduler.get_last_lr()[0])
@@ -515,11 +533,22 @@ def _train_loop(
             if log is not None:
                 log({"train/loss": loss, "train/lr": state.lrs[-1]}, state.step)
             final = state.step >= n_steps
-            saving = checkpoint_dir is not None and not final and (
-                stopping or clock_due or bool(settings.every_steps and state.step % settings.every_steps == 0))
+            saving = (
+                checkpoint_dir is not None
+                and not final
+                and (stopping or clock_due or bool(settings.every_steps and state.step % settings.every_steps == 0))
+            )
             if progress_path is not None and (final or saving or time.monotonic() - last_progress >= every_s):
-                atomic_write_json(progress_path, {"step": state.step, "total_steps": n_steps, "loss": loss,
-                                                  "flushed_step": flushed, "updated_at": now_iso()})
+                atomic_write_json(
+                    progress_path,
+                    {
+                        "step": state.step,
+                        "total_steps": n_steps,
+                        "loss": loss,
+                        "flushed_step": flushed,
+                        "updated_at": now_iso(),
+                    },
+                )
                 last_progress = time.monotonic()
             if final:
                 break
@@ -668,8 +697,12 @@ def _usual_permissions(directory: Path) -> None:
 
 
 def save_model_atomic(
-    model: tp.Any, tokenizer: tp.Any, out: Path, config_dtype: torch.dtype | None = None,
-    verify: tp.Callable[[Path], None] | None = None, **save_kwargs: tp.Any,
+    model: tp.Any,
+    tokenizer: tp.Any,
+    out: Path,
+    config_dtype: torch.dtype | None = None,
+    verify: tp.Callable[[Path], None] | None = None,
+    **save_kwargs: tp.Any,
 ) -> Path:
     """``save_pretrained`` model (or adapter) and tokenizer into ``out`` via a temp dir + rename.
 
@@ -701,8 +734,9 @@ def save_model_atomic(
     return out
 
 
-def save_consolidated(accelerator: tp.Any, model: tp.Any, tokenizer: tp.Any, out: Path,
-                      dtype: torch.dtype | None = None) -> None:
+def save_consolidated(
+    accelerator: tp.Any, model: tp.Any, tokenizer: tp.Any, out: Path, dtype: torch.dtype | None = None
+) -> None:
     """Save one full model + tokenizer into ``out``, however it was trained; every rank calls it.
 
     ``model`` is the prepared model. ``get_state_dict`` is collective: under
@@ -728,7 +762,9 @@ class Job:
     spells out what differs between methods: how the model is built and saved.
     """
 
-    def __init__(self, cfg: ExperimentConfig, method_name: str, exp_dir: str | Path, kind: str, threads: int | None) -> None:
+    def __init__(
+        self, cfg: ExperimentConfig, method_name: str, exp_dir: str | Path, kind: str, threads: int | None
+    ) -> None:
         from train.tracking import Tracker
         from launch.config import TrackingConfig
 
@@ -754,7 +790,11 @@ class Job:
             raise
         tracking = cfg.tracking if self.accelerator.is_main_process else TrackingConfig(backend="none")
         self.tracker = Tracker.start(
-            tracking, run_dir=self.exp_dir, name=self.method.name, group=self.exp_dir.name, job_type="train",
+            tracking,
+            run_dir=self.exp_dir,
+            name=self.method.name,
+            group=self.exp_dir.name,
+            job_type="train",
             config={"experiment": self.exp_dir.name, "model": cfg.model.name_or_path, "method": to_plain(self.method)},
             run_id=f"{self.exp_dir.name}-{self.method.name}",
         )
@@ -769,13 +809,20 @@ class Job:
         """Tokenizer and tokenised training examples."""
         tokenizer = load_tokenizer(self.cfg.model.name_or_path)
         questions = load_split(self.cfg, self.exp_dir, "train", self.accelerator)
-        return tokenizer, encode_examples(tokenizer, questions, self.cfg.model.max_seq_len, self.accelerator.is_main_process)
+        return tokenizer, encode_examples(
+            tokenizer, questions, self.cfg.model.max_seq_len, self.accelerator.is_main_process
+        )
 
     def train(self, model: torch.nn.Module, examples: list[Example], tokenizer: tp.Any) -> TrainResult:
         """Run the loop; its time becomes the ``train`` phase."""
         self.mark("load")
         result = train_loop(
-            model, examples, self.method, self.accelerator, tokenizer.pad_token_id, self.cfg.seed,
+            model,
+            examples,
+            self.method,
+            self.accelerator,
+            tokenizer.pad_token_id,
+            self.cfg.seed,
             progress_path=self.out_dir / "progress.json" if self.accelerator.is_main_process else None,
             log=self.tracker.log,
             checkpoint_dir=self.checkpoint_dir,
@@ -790,7 +837,13 @@ class Job:
         """Write ``metrics.json``, close the W&B run, return the metrics."""
         self.mark("save")
         metrics = build_metrics(
-            self.method, self.phases, result, *self.params, self.accelerator.num_processes, self.threads, self.started_at
+            self.method,
+            self.phases,
+            result,
+            *self.params,
+            self.accelerator.num_processes,
+            self.threads,
+            self.started_at,
         )
         metrics["trainable_dtype"] = self.trainable_dtype  # fp32 masters for full SFT without DeepSpeed
         if self.accelerator.is_main_process:

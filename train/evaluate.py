@@ -46,8 +46,8 @@ def left_pad(rows: list[list[int]], pad_id: int, device: torch.device) -> dict[s
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, r in enumerate(rows):
-        ids[i, width - len(r):] = torch.tensor(r)
-        mask[i, width - len(r):] = 1
+        ids[i, width - len(r) :] = torch.tensor(r)
+        mask[i, width - len(r) :] = 1
     # Explicit positions make a left-padded row compute exactly what it would alone.
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "position_ids": positions.to(device)}
@@ -55,7 +55,7 @@ def left_pad(rows: list[list[int]], pad_id: int, device: torch.device) -> dict[s
 
 def _batches(order: list[int], size: int) -> tp.Iterator[list[int]]:
     for i in range(0, len(order), size):
-        yield order[i:i + size]
+        yield order[i : i + size]
 
 
 def _device(model: torch.nn.Module) -> torch.device:
@@ -102,7 +102,9 @@ class PrefixCache:
         if n < SHARED_PREFIX_MIN or (window and max(map(len, contexts)) > window):
             return None
         prefix = contexts[0][:n]
-        past = model(input_ids=torch.tensor([prefix], device=_device(model)), use_cache=True, logits_to_keep=1).past_key_values
+        past = model(
+            input_ids=torch.tensor([prefix], device=_device(model)), use_cache=True, logits_to_keep=1
+        ).past_key_values
         if not hasattr(past, "batch_repeat_interleave"):
             return None
         return cls(prefix, past)
@@ -115,13 +117,18 @@ class PrefixCache:
         mask = batch["attention_mask"]
         # Padding sits between the prefix and each row's own tokens: masked out, and the
         # positions continue from the prefix, so every row computes what it would alone.
-        return {"input_ids": batch["input_ids"], "past_key_values": past, "use_cache": True,
-                "attention_mask": torch.cat([mask.new_ones(rows, n), mask], dim=1),
-                "position_ids": batch["position_ids"] + n}
+        return {
+            "input_ids": batch["input_ids"],
+            "past_key_values": past,
+            "use_cache": True,
+            "attention_mask": torch.cat([mask.new_ones(rows, n), mask], dim=1),
+            "position_ids": batch["position_ids"] + n,
+        }
 
 
-def letter_logprobs(model: tp.Any, rows: list[list[int]], pad_id: int, prefix: PrefixCache | None,
-                    letter_cols: list[int]) -> torch.Tensor:
+def letter_logprobs(
+    model: tp.Any, rows: list[list[int]], pad_id: int, prefix: PrefixCache | None, letter_cols: list[int]
+) -> torch.Tensor:
     """Log-probabilities of the answer letters after each context, (rows, 4) in float32; one forward.
 
     The letters' logits are the last hidden state projected onto their 4 rows of the output
@@ -175,8 +182,15 @@ def count_ties(scores: list[float]) -> int:
 
 @torch.no_grad()
 def score_loglik(
-    model: tp.Any, tokenizer: tp.Any, questions: list, batch_size: int, max_len: int, desc: str = "eval",
-    progress: bool = True, share_prefix: bool = True, on_batch: tp.Callable[[int], None] | None = None,
+    model: tp.Any,
+    tokenizer: tp.Any,
+    questions: list,
+    batch_size: int,
+    max_len: int,
+    desc: str = "eval",
+    progress: bool = True,
+    share_prefix: bool = True,
+    on_batch: tp.Callable[[int], None] | None = None,
 ) -> list[dict]:
     """Log-likelihood of each answer letter after ``ANSWER:``; the argmax is the prediction.
 
@@ -229,8 +243,15 @@ def _multi_token_logp(model: tp.Any, contexts: list[list[int]], letters: list[li
 
 @torch.no_grad()
 def score_generate(
-    model: tp.Any, tokenizer: tp.Any, questions: list, batch_size: int, max_len: int, max_new_tokens: int,
-    desc: str = "eval", progress: bool = True, on_batch: tp.Callable[[int], None] | None = None,
+    model: tp.Any,
+    tokenizer: tp.Any,
+    questions: list,
+    batch_size: int,
+    max_len: int,
+    max_new_tokens: int,
+    desc: str = "eval",
+    progress: bool = True,
+    on_batch: tp.Callable[[int], None] | None = None,
 ) -> list[dict]:
     """Greedy generation parsed strictly as ``ANSWER: X``; ``pred`` is None on a parse failure."""
     from tqdm.auto import tqdm
@@ -243,8 +264,10 @@ def score_generate(
     for idx in _batches(order, batch_size):
         batch = left_pad([prompts[i] for i in idx], tokenizer.pad_token_id, _device(model))
         batch.pop("position_ids")  # generate() derives positions from the mask itself
-        gen = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-        new = gen[:, batch["input_ids"].shape[1]:]
+        gen = model.generate(
+            **batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
+        )
+        new = gen[:, batch["input_ids"].shape[1] :]
         for row, i in enumerate(idx):
             text = tokenizer.decode(new[row], skip_special_tokens=True)
             out[i] = {"pred": prompting.parse_answer(text), "generated": text}
@@ -284,7 +307,12 @@ def load_for_eval(cfg: ExperimentConfig, name: str, exp_dir: Path) -> tp.Any:
 
 
 def evaluate_model(
-    cfg: ExperimentConfig, name: str, exp_dir: Path, questions: list, tokenizer: tp.Any, progress: bool = True,
+    cfg: ExperimentConfig,
+    name: str,
+    exp_dir: Path,
+    questions: list,
+    tokenizer: tp.Any,
+    progress: bool = True,
     on_batch: tp.Callable[[int], None] | None = None,
 ) -> dict:
     """Score one model, write its predictions and result; return the result."""
@@ -332,7 +360,9 @@ def evaluate_model(
     return result
 
 
-def score_in_chunks(score: tp.Callable[[list], list[dict]], questions: list, partial_dir: Path, chunk_size: int) -> list[dict]:
+def score_in_chunks(
+    score: tp.Callable[[list], list[dict]], questions: list, partial_dir: Path, chunk_size: int
+) -> list[dict]:
     """Score ``questions`` chunk by chunk, each chunk's scores saved atomically as it finishes.
 
     A restarted evaluation job (requeued, preempted, killed) reuses every chunk already on disk and
@@ -343,7 +373,7 @@ def score_in_chunks(score: tp.Callable[[list], list[dict]], questions: list, par
     n_chunks = (len(questions) + chunk_size - 1) // chunk_size
     reused = 0
     for c in range(n_chunks):
-        chunk = questions[c * chunk_size:(c + 1) * chunk_size]
+        chunk = questions[c * chunk_size : (c + 1) * chunk_size]
         path = partial_dir / f"chunk-{c:05d}-of-{n_chunks:05d}.jsonl"
         rows = _read_chunk(path, len(chunk))
         if rows is None:
@@ -386,8 +416,14 @@ class EvalProgress:
 
     def __init__(self, path: Path, models: list[str], total: int) -> None:
         self.path, self.models, self.total = path, models, total
-        self.state: dict[str, tp.Any] = {"model": None, "index": 0, "models": len(models), "done": 0,
-                                         "total": total, "finished": []}
+        self.state: dict[str, tp.Any] = {
+            "model": None,
+            "index": 0,
+            "models": len(models),
+            "done": 0,
+            "total": total,
+            "finished": [],
+        }
         self._written = 0.0
 
     def start(self, name: str) -> None:
@@ -430,8 +466,11 @@ def main(cfg: ExperimentConfig, exp_dir: str | Path, threads: int | None = None,
     for name in names:
         done = results_dir / f"{name}.json"
         tracker.start(name)
-        results[name] = read_json(done) if done.exists() else evaluate_model(
-            cfg, name, exp_dir, questions, tokenizer, progress, on_batch=tracker.advance)
+        results[name] = (
+            read_json(done)
+            if done.exists()
+            else evaluate_model(cfg, name, exp_dir, questions, tokenizer, progress, on_batch=tracker.advance)
+        )
         tracker.finish(results[name]["accuracy"])
         print(f"[eval] {name}: accuracy {results[name]['accuracy']:.3f} on {results[name]['n']} questions", flush=True)
 
@@ -441,25 +480,41 @@ def main(cfg: ExperimentConfig, exp_dir: str | Path, threads: int | None = None,
     accounts, cost_note = slurm.experiment_accounts(exp_dir)
     profile = load_experiment_profile(exp_dir)
     price = profile.price_per_gpu_hour if profile is not None else None
-    rows = report.build_rows([(m.name, m.kind) for m in cfg.methods], results, metrics,
-                             price_per_gpu_hour=price, slurm_accounts=accounts)
+    rows = report.build_rows(
+        [(m.name, m.kind) for m in cfg.methods], results, metrics, price_per_gpu_hour=price, slurm_accounts=accounts
+    )
     print(f"[eval] cost source: {cost_note}", flush=True)
     r = cfg.eval.resources
-    evaluation = report.evaluation_cost(results, r.nodes * r.gpus_per_node if common.on_gpu() else 0,
-                                        threads or torch.get_num_threads(), price)
+    evaluation = report.evaluation_cost(
+        results, r.nodes * r.gpus_per_node if common.on_gpu() else 0, threads or torch.get_num_threads(), price
+    )
     print(f"[eval] {report.evaluation_line(evaluation)}", flush=True)
-    paths = report.write_reports(exp_dir, rows, title=f"{cfg.name}: accuracy vs cost", evaluation=evaluation,
-                                 extra={"experiment": exp_dir.name, "eval_mode": cfg.eval.mode, "n_eval": len(questions)})
+    paths = report.write_reports(
+        exp_dir,
+        rows,
+        title=f"{cfg.name}: accuracy vs cost",
+        evaluation=evaluation,
+        extra={"experiment": exp_dir.name, "eval_mode": cfg.eval.mode, "n_eval": len(questions)},
+    )
     log_to_wandb(cfg.tracking, exp_dir, rows, paths, evaluation)
     return rows
 
 
-def log_to_wandb(tracking: TrackingConfig, exp_dir: Path, rows: list[dict], paths: dict, evaluation: dict | None = None) -> None:
+def log_to_wandb(
+    tracking: TrackingConfig, exp_dir: Path, rows: list[dict], paths: dict, evaluation: dict | None = None
+) -> None:
     """One W&B run for the evaluation: per-method accuracy, the comparison table, the chart."""
     from train.tracking import Tracker
 
-    tracker = Tracker.start(tracking, run_dir=exp_dir, name="eval", group=exp_dir.name, job_type="eval",
-                            config={"experiment": exp_dir.name}, run_id=f"{exp_dir.name}-eval")
+    tracker = Tracker.start(
+        tracking,
+        run_dir=exp_dir,
+        name="eval",
+        group=exp_dir.name,
+        job_type="eval",
+        config={"experiment": exp_dir.name},
+        run_id=f"{exp_dir.name}-eval",
+    )
     columns = [key for key, _ in report.COLUMNS]
     tracker.log_table("comparison", rows, columns)
     tracker.log_image("accuracy_vs_cost", paths["chart"])

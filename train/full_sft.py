@@ -32,7 +32,8 @@ def main(cfg: ExperimentConfig, method_name: str, exp_dir: str | Path, threads: 
         from transformers import AutoModelForCausalLM
 
         model = AutoModelForCausalLM.from_pretrained(
-            cfg.model.name_or_path, dtype=common.weights_dtype(cfg.model.dtype, job.method),
+            cfg.model.name_or_path,
+            dtype=common.weights_dtype(cfg.model.dtype, job.method),
             trust_remote_code=cfg.model.trust_remote_code,
         )
         if job.method.gradient_checkpointing:
@@ -42,8 +43,9 @@ def main(cfg: ExperimentConfig, method_name: str, exp_dir: str | Path, threads: 
         result = job.train(model, examples, tokenizer)
 
         # --- save: one consolidated checkpoint (gathered from every rank under ZeRO-3)
-        common.save_consolidated(job.accelerator, result.model, tokenizer, job.out_dir / "model",
-                                 dtype=common.resolve_dtype(cfg.model.dtype))
+        common.save_consolidated(
+            job.accelerator, result.model, tokenizer, job.out_dir / "model", dtype=common.resolve_dtype(cfg.model.dtype)
+        )
         return job.finish(result)
     except BaseException as exc:
         job.fail(exc)

@@ -27,8 +27,11 @@ def lora_config(settings) -> "peft.LoraConfig":  # noqa: F821 - peft is imported
 
     targets = settings.target_modules
     return LoraConfig(
-        r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
-        target_modules=targets if isinstance(targets, str) else list(targets), task_type="CAUSAL_LM",
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=targets if isinstance(targets, str) else list(targets),
+        task_type="CAUSAL_LM",
     )
 
 
@@ -79,7 +82,8 @@ def main(cfg: ExperimentConfig, method_name: str, exp_dir: str | Path, threads: 
         from transformers import AutoModelForCausalLM
 
         base = AutoModelForCausalLM.from_pretrained(
-            cfg.model.name_or_path, dtype=common.resolve_dtype(cfg.model.dtype),
+            cfg.model.name_or_path,
+            dtype=common.resolve_dtype(cfg.model.dtype),
             trust_remote_code=cfg.model.trust_remote_code,
         )
         if job.method.gradient_checkpointing:

@@ -157,10 +157,15 @@ def varlen_sdpa_forward(
 
     position_ids = kwargs.get("position_ids")
     if (
-        attention_mask is not None or position_ids is None or query.shape[0] != 1
-        or query.shape[2] != key.shape[2] or not getattr(module, "is_causal", True)
+        attention_mask is not None
+        or position_ids is None
+        or query.shape[0] != 1
+        or query.shape[2] != key.shape[2]
+        or not getattr(module, "is_causal", True)
     ):
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
     if position_ids.dim() == 1:
         position_ids = position_ids[None]
     dtype = compute_dtype(query)
@@ -229,8 +234,13 @@ def varlen_kernel(device: torch.device, dtype: torch.dtype) -> tp.Callable[..., 
 
 
 def call_varlen(
-    kernel: tp.Callable[..., torch.Tensor], query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-    cu: torch.Tensor, longest: int, scaling: float | None,
+    kernel: tp.Callable[..., torch.Tensor],
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    cu: torch.Tensor,
+    longest: int,
+    scaling: float | None,
 ) -> torch.Tensor:
     """``kernel`` (``varlen_attn``'s signature) on one packed row in transformers' layout.
 

@@ -31,7 +31,9 @@ def main(cfg: ExperimentConfig, method_name: str, exp_dir: str | Path, threads: 
         # --- model: NF4 base (guarded against CPU repacking) + trainable adapters
         from peft import get_peft_model, prepare_model_for_kbit_training
 
-        base = quant.load_4bit(cfg.model.name_or_path, common.resolve_dtype(cfg.model.dtype), cfg.model.trust_remote_code)
+        base = quant.load_4bit(
+            cfg.model.name_or_path, common.resolve_dtype(cfg.model.dtype), cfg.model.trust_remote_code
+        )
         check_targets(base, job.method.lora, f"methods.{method_name}")
         # peft would enable checkpointing with empty kwargs, which makes torch fall back to the
         # reentrant implementation (with a warning): enable the non-reentrant one here instead.
