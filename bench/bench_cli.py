@@ -57,7 +57,7 @@ def build(args: tp.Any) -> Bench:
     cmds = commands()
     samples: dict[str, list[float]] = {key: [] for key, _, _ in cmds}
     codes: dict[str, set[int]] = {key: set() for key, _, _ in cmds}
-    for key, label, cmd in cmds:  # warm-up: the page cache, .pyc files
+    for _key, label, cmd in cmds:  # warm-up: the page cache, .pyc files
         dt, rc, _, err = timed_subprocess(cmd)
         if rc not in (0, 2):
             raise RuntimeError(f"{label} failed (rc={rc}): {err[-2000:]}")
@@ -93,7 +93,8 @@ def build(args: tp.Any) -> Bench:
         "import_launch_cli_top_s": prof,
     }
     bench.notes = [
-        f"dry run exits {sorted(codes['dry_run'])}: {DRY_RUN_CONFIG}'s data file is not shipped (the plan is still rendered)",
+        f"dry run exits {sorted(codes['dry_run'])}: {DRY_RUN_CONFIG}'s data file is not shipped "
+        "(the plan is still rendered)",
         "import launch.cli, largest cumulative imports: " + ", ".join(f"{m} {s * 1000:.0f}ms" for m, s in prof[:4]),
     ]
     return bench

@@ -63,7 +63,7 @@ for _k, _v in {
 _CACHE = ""
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (
+from _common import (  # noqa: E402
     MATMUL_N,
     REPO,
     Bench,
@@ -72,7 +72,7 @@ from _common import (
     bench_main,
     log,
     machine_info,
-    matmul_gflops,  # noqa: E402
+    matmul_gflops,
     matmul_params,
     parse_args,
 )
@@ -276,8 +276,10 @@ def measure(bench: Bench, tag: str, label: str, sizes: dict, limit: int, runs: i
     flops = 2 * matmul_params(model) * tokens  # the forward's matmuls over every prompt token
     log(
         NAME,
-        f"[{label}] {params / 1e6:.2f}M params (fp32, {torch.get_num_threads()} threads), {n} questions of {path.name}, "
-        f"{tokens} tokens ({padded} with padding; {shared_prefix} shared by every prompt) in {len(batches)} batch(es) of {BATCH_SIZE}; setup {time.perf_counter() - t0:.1f}s",
+        f"[{label}] {params / 1e6:.2f}M params (fp32, {torch.get_num_threads()} threads), {n} questions of "
+        f"{path.name}, "
+        f"{tokens} tokens ({padded} with padding; {shared_prefix} shared by every prompt) in {len(batches)} "
+        f"batch(es) of {BATCH_SIZE}; setup {time.perf_counter() - t0:.1f}s",
     )
     log(
         NAME,

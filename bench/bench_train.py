@@ -59,7 +59,7 @@ for _k, _v in {
     os.environ.setdefault(_k, _v)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (
+from _common import (  # noqa: E402
     MATMUL_N,
     REPO,
     Bench,
@@ -68,7 +68,7 @@ from _common import (
     bench_main,
     log,
     machine_info,
-    matmul_gflops,  # noqa: E402
+    matmul_gflops,
     matmul_params,
     parse_args,
 )
@@ -287,7 +287,8 @@ def build(args: tp.Any) -> Bench:
         NAME,
         f"{params / 1e6:.1f}M params (fp32, {torch.get_num_threads()} threads), {len(setup['examples'])} examples of "
         f"{setup['path'].name}; {warmup}+{steps} steps x {mb} examples; timed: {useful} useful tokens "
-        f"({padded_tokens} with padding, {useful / padded_tokens:.0%} useful); first-batch loss HF padded {hf_loss:.6f} "
+        f"({padded_tokens} with padding, {useful / padded_tokens:.0%} useful); first-batch loss HF padded "
+        f"{hf_loss:.6f} "
         f"vs ours packed {packed_loss:.6f}; setup {time.perf_counter() - t0:.1f}s",
     )
 
@@ -411,7 +412,8 @@ def build(args: tp.Any) -> Bench:
         }
     )
     bench.notes.append(
-        f"{steps} timed steps (after {warmup} untimed) of {mb} {setup['path'].name} examples each: {useful} useful tokens, "
+        f"{steps} timed steps (after {warmup} untimed) of {mb} {setup['path'].name} examples each: "
+        f"{useful} useful tokens, "
         f"{useful / padded_tokens:.0%} of the padded batches' tokens; all contenders start from the same weights and "
         f"train on the same micro-batches (first-batch loss {hf_loss:.6f} padded vs {packed_loss:.6f} packed; ours vs "
         f"bare loop per-step losses within {max(loss_diffs):.1e})"

@@ -757,7 +757,7 @@ def step_lora(ctx: Ctx) -> None:
 
 
 def _train_adapter(ctx: Ctx, kind: str, model: Path) -> tuple[dict, Path] | None:
-    """30 steps of ``kind`` (lora or qlora) in bf16, packed, with checkpointing: (probe, adapter), or None if it failed."""
+    """30 steps of ``kind`` (lora or qlora) in bf16, packed, checkpointing on: (probe, adapter), or None on failure."""
     exp = make_experiment(
         ctx,
         kind,
@@ -863,7 +863,7 @@ def step_packing(ctx: Ctx) -> None:
             model = model.to(DEVICE).eval()
             calls = []
             real = packing.call_varlen
-            packing.call_varlen = lambda *a, **k: calls.append(1) or real(*a, **k)
+            packing.call_varlen = lambda *a, _calls=calls, _real=real, **k: _calls.append(1) or _real(*a, **k)
             try:
                 with torch.no_grad(), packing.padding_free_attention(model, enabled=impl == "sdpa") as varlen:
                     a, b = (_packed_logits(model, exs, tok) for exs in (examples, changed))
@@ -939,7 +939,6 @@ def step_eval(ctx: Ctx) -> None:
 
 
 def step_throughput(ctx: Ctx) -> None:
-    import torch
 
     from launch import memory
 
@@ -1219,7 +1218,7 @@ def main(argv: tp.Sequence[str] | None = None) -> int:
     atomic_write_json(
         args.out,
         {
-            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "commit": git_commit(),
             "wall_s": wall,
             "limit_s": total,

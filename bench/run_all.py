@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"unknown benchmark(s): {', '.join(sorted(unknown))} (have: {', '.join(n for n, _ in benches)})")
         benches = [(n, s) for n, s in benches if n in args.only]
 
-    started = dt.datetime.now(dt.timezone.utc)
+    started = dt.datetime.now(dt.UTC)
     machine_before = machine_info()
     results, failed = [], []
     t0 = time.perf_counter()
@@ -92,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(
         f"cyberft benchmarks, {started:%Y-%m-%d %H:%M} UTC, {machine['cpus']} CPUs, load average before/after "
-        f"{machine_before['loadavg'][0] if machine_before['loadavg'] else '?'}/{machine['loadavg'][0] if machine['loadavg'] else '?'}; "
+        f"{machine_before['loadavg'][0] if machine_before['loadavg'] else '?'}/"
+        f"{machine['loadavg'][0] if machine['loadavg'] else '?'}; "
         f"median of {args.runs} runs; vs baseline: times faster than the baseline row (>1 = faster)"
     )
     print(table)
@@ -112,8 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     from launch.fsio import atomic_write_json
 
     atomic_write_json(args.output, doc)
+    written = Path(args.output).resolve()
     print(
-        f"\nwritten: {Path(args.output).resolve().relative_to(REPO) if Path(args.output).resolve().is_relative_to(REPO) else args.output} "
+        f"\nwritten: {written.relative_to(REPO) if written.is_relative_to(REPO) else args.output} "
         f"(total {doc['wall_s']:.0f}s)"
     )
     return 1 if failed else 0

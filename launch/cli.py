@@ -63,7 +63,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     print(f"[cyberft] experiment {exp_dir}", flush=True)
     print(
-        f"[cyberft] data: {prepared.n_train} train, {prepared.n_eval} eval, {prepared.n_dropped_duplicates} duplicate(s) dropped",
+        f"[cyberft] data: {prepared.n_train} train, {prepared.n_eval} eval, "
+        f"{prepared.n_dropped_duplicates} duplicate(s) dropped",
         flush=True,
     )
     rows, states = local.run(cfg, exp_dir, progress=not args.no_progress)

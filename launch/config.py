@@ -99,7 +99,7 @@ class DataConfig:
     train: DataSource = field(default_factory=DataSource)
     """Training questions."""
 
-    eval: tp.Optional[DataSource] = None
+    eval: DataSource | None = None
     """Held-out questions. ``null``: split ``eval_fraction`` off ``train``."""
 
     eval_fraction: tp.Annotated[float, FRACTION] = 0.2
@@ -112,10 +112,10 @@ class DataConfig:
     """Drop training questions whose normalised text also appears in the eval set
     (CyberMetric-500 and -2000 share 130 questions)."""
 
-    max_train: tp.Optional[tp.Annotated[int, Range(1, BIG, "a positive number, or null for all")]] = None
+    max_train: tp.Annotated[int, Range(1, BIG, "a positive number, or null for all")] | None = None
     """Keep at most this many training questions (after the split), for quick runs."""
 
-    max_eval: tp.Optional[tp.Annotated[int, Range(1, BIG, "a positive number, or null for all")]] = None
+    max_eval: tp.Annotated[int, Range(1, BIG, "a positive number, or null for all")] | None = None
     """Keep at most this many eval questions, for quick runs."""
 
 
@@ -132,7 +132,7 @@ class LoraSettings:
     dropout: tp.Annotated[float, Range(0, 1, "between 0 and 1", hi_open=True)] = 0.0
     """Dropout on the adapter input."""
 
-    target_modules: tp.Union[tp.Literal["all-linear"], tp.List[str]] = "all-linear"
+    target_modules: tp.Literal["all-linear"] | list[str] = "all-linear"
     """Modules that get adapters. ``all-linear`` (peft's name): every linear layer of the decoder,
     whatever the architecture calls them (Llama's ``q_proj``..``down_proj``, Phi-3's fused ``qkv_proj``
     and ``gate_up_proj``, GPT-NeoX's ``query_key_value``...), not the output layer. Or a list of module
@@ -150,7 +150,7 @@ class CheckpointSettings:
     ``scontrol requeue``, a node failure) continues from the newest complete one; on SIGUSR2 the
     job also saves one right away. They are deleted once the final model is saved."""
 
-    every_steps: tp.Optional[tp.Annotated[int, Range(1, BIG, "at least 1, or null to save by time only")]] = None
+    every_steps: tp.Annotated[int, Range(1, BIG, "at least 1, or null to save by time only")] | None = None
     """Save every this many optimizer steps; null: by time only."""
 
     every_min: tp.Annotated[float, Range(0, 10**6, "0 (by steps only) or more minutes")] = 30.0
@@ -203,7 +203,7 @@ class MethodConfig:
     epochs: tp.Annotated[float, Range(0, 10**6, "positive, or set max_steps")] = 1.0
     """Passes over the training set; ignored when ``max_steps`` is set."""
 
-    max_steps: tp.Optional[tp.Annotated[int, Range(1, BIG, "at least 1, or null to use epochs")]] = None
+    max_steps: tp.Annotated[int, Range(1, BIG, "at least 1, or null to use epochs")] | None = None
     """Optimizer steps to run; overrides ``epochs``."""
 
     micro_batch_size: tp.Annotated[int, Range(1, 1 << 20)] = 4
@@ -240,7 +240,7 @@ class MethodConfig:
     lora: LoraSettings = field(default_factory=LoraSettings)
     """Adapter settings (``lora`` and ``qlora`` only)."""
 
-    deepspeed: tp.Optional[str] = None
+    deepspeed: str | None = None
     """Path of a DeepSpeed JSON in ``ds_configs/`` (``full_sft`` only); null: plain
     accelerate (DDP across GPUs)."""
 
@@ -284,7 +284,7 @@ class TrackingConfig:
     project: str = "cyberft"
     """W&B project."""
 
-    entity: tp.Optional[str] = None
+    entity: str | None = None
     """W&B entity (team or user); null: the key's default."""
 
     mode: tp.Literal["online", "offline", "disabled"] = "offline"
@@ -322,7 +322,7 @@ class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
     """Training and evaluation data."""
 
-    methods: tp.List[MethodConfig] = field(default_factory=list)
+    methods: list[MethodConfig] = field(default_factory=list)
     """The methods to compare (at least one)."""
 
     eval: EvalConfig = field(default_factory=EvalConfig)

@@ -307,8 +307,9 @@ def _hf_dataset(source: DataSource) -> tp.Any:
     except Exception as exc:  # network, auth, unknown name, unknown split: all surface here
         raise DataError(
             [
-                f"{name}: could not load Hugging Face hub dataset (split {source.split!r}): {type(exc).__name__}: {exc} "
-                "-> check the name, the split and network access; offline, save it with save_to_disk and give that directory"
+                f"{name}: could not load Hugging Face hub dataset (split {source.split!r}): "
+                f"{type(exc).__name__}: {exc} -> check the name, the split and network access; offline, save it with "
+                "save_to_disk and give that directory"
             ],
             name,
         ) from None

@@ -64,7 +64,7 @@ def create(cfg: ExperimentConfig, source: str, overrides: tp.Sequence[str]) -> P
     """Make a new ``output_dir/<name>-<UTC time>`` directory with the resolved config and manifest."""
     root = Path(cfg.output_dir)
     root.mkdir(parents=True, exist_ok=True)
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
     for i in range(100):  # two launches in the same second get distinct directories
         exp_dir = root / (f"{cfg.name}-{stamp}" + (f"-{i}" if i else ""))
         try:
@@ -79,7 +79,7 @@ def create(cfg: ExperimentConfig, source: str, overrides: tp.Sequence[str]) -> P
         exp_dir / "manifest.json",
         {
             "experiment": exp_dir.name,
-            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "config_hash": config_hash(cfg),
             "git_commit": git_commit(),
             "source_config": str(Path(source).resolve()),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import os
 import typing as tp
+
 from launch.gpus import check_gpu_binding, cuda_hidden
 
 ENTRYPOINTS = {"full_sft": "train.full_sft", "lora": "train.lora", "qlora": "train.qlora"}

@@ -998,7 +998,10 @@ def fit_problems(
     if found:
         fix = "would fit: " + "; or ".join(text for text, _ in found)
     elif est.shape is None:
-        fix = "use more GPUs with DeepSpeed ZeRO-3, gradient_checkpointing: true, a smaller micro_batch_size, or kind: qlora"
+        fix = (
+            "use more GPUs with DeepSpeed ZeRO-3, gradient_checkpointing: true, a smaller micro_batch_size, "
+            "or kind: qlora"
+        )
     else:
         fix = (
             f"nothing tried fits on {gpu_mem_gb:g} GB GPUs (ZeRO-3, CPU offload, up to {_node_limit(max_nodes)} nodes, "

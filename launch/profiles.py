@@ -131,19 +131,19 @@ class SlurmProfile:
     partition: str = ""
     """Partition (``sbatch --partition``) that has the GPU nodes. Required."""
 
-    account: tp.Optional[str] = None
+    account: str | None = None
     """Account charged for the jobs (``--account``); null: the user's default account."""
 
-    qos: tp.Optional[str] = None
+    qos: str | None = None
     """Quality of service (``--qos``); null: the partition's default."""
 
-    constraint: tp.Optional[str] = None
+    constraint: str | None = None
     """Node features the jobs need (``--constraint``, e.g. ``a100`` or ``a100&ib``); null: any node."""
 
     gpus_per_node: tp.Annotated[int, Range(1, 1024, _POSITIVE)] = 1
     """GPUs in one node of the partition: the most one job may ask for per node."""
 
-    max_nodes: tp.Optional[tp.Annotated[int, Range(1, 100_000, f"{_POSITIVE}, or null for no limit")]] = None
+    max_nodes: tp.Annotated[int, Range(1, 100_000, f"{_POSITIVE}, or null for no limit")] | None = None
     """The most nodes one job may ask for: the partition's node count or the QoS's ``MaxNodes``
     (``sinfo -s``, ``sacctmgr show qos``). Jobs asking for more are refused before submission
     instead of pending forever; null: not checked."""
@@ -170,12 +170,12 @@ class SlurmProfile:
     """The partition's (or QoS's) wall-clock limit in minutes; jobs asking for more are refused
     before submission."""
 
-    setup: tp.List[str] = field(default_factory=list)
+    setup: list[str] = field(default_factory=list)
     """Shell lines run at the start of every job script, before the job, e.g.
     ``module load cuda/12.4`` and ``source ~/venvs/cyberft/bin/activate``. Never a credential:
     a line assigning one (``export WANDB_API_KEY=...``) is refused."""
 
-    env: tp.Dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
     """Environment variables set for every job (``NCCL_DEBUG: WARN``). Never secrets: a name that
     names a credential (TOKEN, KEY, SECRET, PASSWORD, PASSWD, ...) or a token-shaped value is
     refused; export those in your shell (sbatch passes the submitting environment on) so they
@@ -184,19 +184,19 @@ class SlurmProfile:
     price_per_gpu_hour: tp.Annotated[float, Range(0, 10**6, "0 or more")] = 0.0
     """Price of one GPU-hour in your currency, for cost estimates; 0 when free."""
 
-    python: tp.Optional[str] = None
+    python: str | None = None
     """The Python that runs the jobs on the compute nodes (``/shared/venvs/cyberft/bin/python``, or a
     container command such as ``apptainer exec img.sif python``); null: the interpreter running
     ``cyberft submit``, which must then exist at the same path on the nodes."""
 
-    shared_dirs: tp.List[str] = field(default_factory=list)
+    shared_dirs: list[str] = field(default_factory=list)
     """Directories every compute node sees at the same path (``/home``, ``/scratch``). When set, the
     experiment's output directory, a local model directory and the job Python must lie under one
     of them, as written (node-local paths such as /tmp fail only once the job starts). Data files
     need not: they are copied into the experiment. Empty: not checked (single-machine clusters
     such as ``dev``)."""
 
-    additional_parameters: tp.Dict[str, tp.Any] = field(default_factory=dict)
+    additional_parameters: dict[str, tp.Any] = field(default_factory=dict)
     """Other sbatch options for this site, passed to submitit's ``slurm_additional_parameters``:
     the full option name without ``--`` (``mail_type: FAIL``, ``exclusive: true``,
     ``reservation: my-resv``). Options the launcher sets itself (:data:`LAUNCHER_OWNED`: time,
@@ -248,7 +248,7 @@ def option_problem(key: str) -> str | None:
     return f"{where}: not an sbatch option -> {fix}"
 
 
-def _validate(p: SlurmProfile, stem: tp.Optional[str], problems: list[str]) -> None:
+def _validate(p: SlurmProfile, stem: str | None, problems: list[str]) -> None:
     if not p.name:
         problems.append("name: empty -> name the profile, or load it from a file (the name defaults to the file name)")
     elif not NAME_RE.fullmatch(p.name):
@@ -282,7 +282,7 @@ def _validate(p: SlurmProfile, stem: tp.Optional[str], problems: list[str]) -> N
     problems += scriptsafe.profile_problems(p)
 
 
-def profile_from_dict(raw: tp.Any, source: str = "profile", stem: tp.Optional[str] = None) -> SlurmProfile:
+def profile_from_dict(raw: tp.Any, source: str = "profile", stem: str | None = None) -> SlurmProfile:
     """Build and validate a profile from a raw mapping; raise :class:`ProfileError` with every problem.
 
     ``stem`` is the file name without ``.yaml``: the default ``name``, which an explicit name must match.

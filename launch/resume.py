@@ -97,7 +97,8 @@ def plan_resume(exp_dir: Path) -> ResumePlan:
 
 def resume(exp_dir: Path, plan: ResumePlan) -> dict[str, str]:
     """Carry out ``plan``; return ``{job name: new job id}``. The manifest is updated after each sbatch."""
-    from launch.submit import experiment_config, load_experiment_profile, plan as plan_jobs, submit_spec
+    from launch.submit import experiment_config, load_experiment_profile, submit_spec
+    from launch.submit import plan as plan_jobs
 
     cfg = experiment_config(exp_dir)
     profile = load_experiment_profile(exp_dir)
@@ -130,7 +131,7 @@ def resume(exp_dir: Path, plan: ResumePlan) -> dict[str, str]:
         resumed=[
             *resumed,
             {
-                "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                 "jobs": new,
                 **({"cancelled_eval": plan.cancel_eval} if plan.cancel_eval else {}),
             },

@@ -163,7 +163,7 @@ def python_problem(where: str, command: str) -> str | None:
     return None
 
 
-def config_problems(cfg: "ExperimentConfig") -> list[str]:
+def config_problems(cfg: ExperimentConfig) -> list[str]:
     """The config's values that reach job scripts: the output directory (job names follow NAME_RE)."""
     if not cfg.output_dir:
         return []
@@ -174,7 +174,7 @@ def config_problems(cfg: "ExperimentConfig") -> list[str]:
     return [problem] if problem else []
 
 
-def profile_problems(p: "SlurmProfile") -> list[str]:
+def profile_problems(p: SlurmProfile) -> list[str]:
     """Every profile value that reaches a job script, checked by its rule."""
     problems = []
     for field in ("partition", "account", "qos", "constraint"):

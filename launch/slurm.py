@@ -283,7 +283,7 @@ def scancel(job_ids: tp.Sequence[str]) -> None:
 # --------------------------------------------------------------------------- experiments
 
 
-def experiment_accounts(exp_dir: "os.PathLike[str] | str", timeout_s: float = 60) -> tuple[dict[str, dict] | None, str]:
+def experiment_accounts(exp_dir: os.PathLike[str] | str, timeout_s: float = 60) -> tuple[dict[str, dict] | None, str]:
     """Slurm's accounting of each training job of a submitted experiment.
 
     Returns ``({method: JobAccount.summary(price)}, note)``; ``(None, why)`` for a local

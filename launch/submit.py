@@ -44,9 +44,9 @@ import typing as tp
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from launch.config import ExperimentConfig, Resources, check_config, config_hash
 from launch import yamlio
-from launch.fsio import atomic_write_text, read_json
+from launch.config import ExperimentConfig, Resources, check_config, config_hash
+from launch.fsio import atomic_write_text
 from launch.profiles import ProfileError, SlurmProfile, load_profile
 from launch.redact import short_path
 
@@ -122,7 +122,8 @@ def _resources_problems(r: Resources, where: str, p: SlurmProfile) -> list[str]:
     if p.max_nodes is not None and r.nodes > p.max_nodes:
         problems.append(
             f"{where}.nodes: {r.nodes}, but a job on {p.name!r} may use at most {p.max_nodes} node(s) "
-            f"-> at most {p.max_nodes} (up to {p.max_nodes * p.gpus_per_node} GPUs with gpus_per_node: {p.gpus_per_node})"
+            f"-> at most {p.max_nodes} (up to {p.max_nodes * p.gpus_per_node} GPUs with gpus_per_node: "
+            f"{p.gpus_per_node})"
         )
     if r.time_min > p.max_time_min:
         problems.append(
@@ -618,7 +619,7 @@ def submit(
         executor="slurm",
         profile=profile.name,
         code_snapshot=str(code_dir),
-        submitted_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        submitted_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     )
     try:
         return Submitted(exp_dir, _submit_all(cfg, profile, exp_dir))

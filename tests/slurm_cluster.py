@@ -58,7 +58,7 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def unavailable_reason(acct: str = "dbd") -> tp.Optional[str]:
+def unavailable_reason(acct: str = "dbd") -> str | None:
     """Why this machine cannot start the dev cluster, or None when it can (installing packages if needed)."""
     if os.geteuid() != 0:
         return "the dev Slurm cluster needs root (it runs slurmd, munged and mariadbd)"
@@ -76,7 +76,7 @@ def start_cluster(
     base: Path,
     topo: str = "single",
     acct: str = "dbd",
-    port_base: tp.Optional[int] = None,
+    port_base: int | None = None,
     timeout: float = 300,
     gpu_type: str = "",
 ) -> dict[str, str]:

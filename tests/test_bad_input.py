@@ -266,7 +266,7 @@ CREDENTIAL_NAME = (
 """Variable names that name a credential (by their words: HF_TOKEN, DB_PASSWD, GithubToken...)."""
 
 
-def _token(case: "Case", pick: Pick) -> str:
+def _token(case: Case, pick: Pick) -> str:
     """A token-shaped value (of a shape picked too), registered as a secret no output may show."""
     shape = pick("hf", st.sampled_from(sorted(TOKENS)))
     token = pick(TOKENS[shape], TOKEN_SHAPES[shape])

@@ -26,7 +26,8 @@ def test_launch_and_help_load_no_torch():
         "    except SystemExit as e:\n"
         "        assert e.code == 0\n"
         "assert 'cyberft' in out.getvalue()\n"
-        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in {'torch', 'transformers', 'peft', 'deepspeed', 'bitsandbytes', 'accelerate', 'wandb'})\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in\n"
+        "               {'torch', 'transformers', 'peft', 'deepspeed', 'bitsandbytes', 'accelerate', 'wandb'})\n"
         "print(heavy)\n"
         "assert not heavy, heavy\n"
     )

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from launch import preflight
-from launch.config import ConfigError, build_config, from_dict, load_config, config_hash, dump_yaml
+from launch.config import ConfigError, build_config, config_hash, dump_yaml, from_dict, load_config
 
 SHIPPED = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 

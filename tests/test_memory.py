@@ -1,6 +1,7 @@
 """The per-GPU memory estimate: shapes, bytes per parameter, DeepSpeed's formula, the fit check."""
 
 from __future__ import annotations
+
 import json
 import os
 import subprocess
@@ -84,7 +85,7 @@ def test_builtin_param_counts_match_the_published_ones(name, n, no_hf_cache):
 
 
 def test_every_builtin_is_consistent():
-    for name, (h, layers, vocab, inter, heads, kv, tie) in BUILTIN_SHAPES.items():
+    for name, (h, layers, vocab, inter, heads, kv, _tie) in BUILTIN_SHAPES.items():
         assert h % heads == 0 and heads % kv == 0 and layers > 0 and vocab > 0 and inter > h, name
 
 
@@ -389,7 +390,8 @@ def test_importing_launch_memory_loads_no_torch():
         "s = model_shape('meta-llama/Meta-Llama-3-8B')\n"
         "m = MethodConfig(name='x', kind='full_sft')\n"
         "fit_problems(estimate(s, m, 512), 16, m)\n"
-        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in {'torch', 'transformers', 'peft', 'deepspeed', 'bitsandbytes', 'accelerate'})\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in\n"
+        "               {'torch', 'transformers', 'peft', 'deepspeed', 'bitsandbytes', 'accelerate'})\n"
         "print(heavy)\n"
         "assert not heavy, heavy\n"
     )

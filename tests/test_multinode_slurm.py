@@ -70,7 +70,7 @@ def test_two_node_zero3_sft_is_trained_saved_and_evaluated(tmp_path, tiny_model)
         metrics = json.loads((exp / "methods" / "full_sft" / "metrics.json").read_text())
         assert metrics["status"] == "completed" and metrics["n_devices"] == 2 and metrics["steps"] == 8
         # Both ranks ran, one per node.
-        rank_logs = sorted((exp / "jobs").glob(f"*/*_1_log.err"))
+        rank_logs = sorted((exp / "jobs").glob("*/*_1_log.err"))
         assert rank_logs, "no log of task 1: the job did not run two tasks"
         model_dir = exp / "methods" / "full_sft" / "model"
         assert (model_dir / "model.safetensors").is_file() and (model_dir / "config.json").is_file()

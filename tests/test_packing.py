@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from launch.config import MethodConfig
-from train import common, packing, prompting
+from train import common, packing
 from train.common import Example, collate
 
 # Packed and unpacked runs do the same arithmetic in a different layout (one row vs one row per

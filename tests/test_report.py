@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -196,13 +195,13 @@ def test_format_table(results):
     lines = text.splitlines()
     assert len(lines) == 2 + len(rows)  # header, rule, one line per row
     assert lines[0].split()[:3] == ["method", "kind", "accuracy"]
-    full = next(l for l in lines if l.startswith("full "))
+    full = next(line for line in lines if line.startswith("full "))
     # Wilson 60/96 by hand: centre 0.6202, half-width 0.0951 -> [0.525, 0.715]
     assert "0.625" in full and "[0.53, 0.72]" in full
     assert "806,144" in full and "2 " in full
-    qlora = next(l for l in lines if l.startswith("qlora"))
+    qlora = next(line for line in lines if line.startswith("qlora"))
     assert "failed" in qlora and " - " in qlora
-    assert "not evaluated" in next(l for l in lines if l.startswith("late"))
+    assert "not evaluated" in next(line for line in lines if line.startswith("late"))
     # hours to 4 significant digits
     assert report._fmt("gpu_hours", 1.23456) == "1.235"
     assert report._fmt("cpu_hours", 0.000123456) == "0.0001235"

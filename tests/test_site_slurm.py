@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from support.fake_slurm import write_profile
 from slurm_cluster import cluster_or_skip, make_base, run, stop_all, stop_cluster
+from support.fake_slurm import write_profile
 from test_submit_slurm import FAST, cyberft, sacct_gpu_hours
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]

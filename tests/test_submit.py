@@ -7,7 +7,6 @@ records what it was asked to cancel, ``srun`` only exists (submitit checks for i
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess

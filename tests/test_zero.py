@@ -29,8 +29,8 @@ import torch
 
 from launch import experiment
 from launch.config import load_config
-from launch.gpus import cuda_hidden
 from launch.data import prepare_splits
+from launch.gpus import cuda_hidden
 
 pytestmark = pytest.mark.slow
 

@@ -157,7 +157,7 @@ class StopSignal:
         self.previous: tp.Any = None
         self.installed = False
 
-    def install(self) -> "StopSignal":
+    def install(self) -> StopSignal:
         try:
             self.previous = signal.signal(signal.SIGUSR2, self._on_signal)
             self.installed = True

@@ -29,12 +29,11 @@ from launch.fsio import atomic_write_json
 from launch.gpus import check_gpu_binding
 from train import checkpoint, packing, prompting
 
-
 # --------------------------------------------------------------------------- runtime
 
 
 def now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def setup_runtime(seed: int, threads: int | None = None) -> None:
@@ -765,8 +764,8 @@ class Job:
     def __init__(
         self, cfg: ExperimentConfig, method_name: str, exp_dir: str | Path, kind: str, threads: int | None
     ) -> None:
-        from train.tracking import Tracker
         from launch.config import TrackingConfig
+        from train.tracking import Tracker
 
         self.cfg = cfg
         self.exp_dir = Path(exp_dir)

@@ -31,11 +31,10 @@ from pathlib import Path
 import torch
 
 from launch import report, slurm
-from launch.submit import load_experiment_profile
 from launch.config import LETTERS, ExperimentConfig, TrackingConfig
 from launch.fsio import atomic_write_json, atomic_write_jsonl, read_json
+from launch.submit import load_experiment_profile
 from train import common, prompting
-
 
 # --------------------------------------------------------------------------- batching
 
@@ -94,7 +93,7 @@ class PrefixCache:
         self.past = past
 
     @classmethod
-    def build(cls, model: tp.Any, contexts: list[list[int]]) -> "PrefixCache | None":
+    def build(cls, model: tp.Any, contexts: list[list[int]]) -> PrefixCache | None:
         n = shared_prefix_len(contexts)
         # Under a sliding window the padding between the prefix and a row's own tokens would count as
         # distance: exact only while every context fits in the window (Mistral's 4096, Gemma's 4096).
@@ -331,7 +330,7 @@ def evaluate_model(
     partial_dir = exp_dir / "eval" / "partial" / name
     scored = score_in_chunks(score, questions, partial_dir, chunk_size=max(256, 8 * cfg.eval.batch_size))
     eval_s = time.perf_counter() - t1
-    del model
+    model = None  # free it before the next model loads (the scoring closure above holds the name)
     gc.collect()
     predictions = [
         {"index": i, "question": q.question, "gold": q.solution, **s, "correct": s["pred"] == q.solution}

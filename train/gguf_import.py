@@ -269,4 +269,4 @@ if __name__ == "__main__":
         raise SystemExit(main())
     except InputError as exc:
         print(f"cyberft: {exc}", file=sys.stderr)
-        raise SystemExit(2)
+        raise SystemExit(2) from None

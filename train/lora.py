@@ -21,7 +21,7 @@ from launch.config import ExperimentConfig
 from train import common
 
 
-def lora_config(settings) -> "peft.LoraConfig":  # noqa: F821 - peft is imported lazily
+def lora_config(settings) -> peft.LoraConfig:  # noqa: F821 - peft is imported lazily
     """peft's ``LoraConfig`` from the experiment's ``LoraSettings`` (``all-linear`` passes through)."""
     from peft import LoraConfig
 

@@ -64,7 +64,7 @@ MODEL_KEYS = ("input_ids", "attention_mask", "position_ids") + VARLEN_KEYS
 # --------------------------------------------------------------------------- collate
 
 
-def collate_packed(batch: list["Example"], pad_id: int | None = None) -> dict[str, torch.Tensor]:
+def collate_packed(batch: list[Example], pad_id: int | None = None) -> dict[str, torch.Tensor]:
     """One row holding every example of ``batch`` (``pad_id`` unused: there is no padding).
 
     Also the examples' boundaries (:data:`VARLEN_KEYS`): int32 cumulative offsets
@@ -213,7 +213,7 @@ FLASH_MIN_CAPABILITY = (8, 0)
 """torch's flash attention needs an Ampere (sm80) or newer GPU."""
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _flash_capable(device_index: int) -> bool:
     return torch.cuda.get_device_capability(device_index) >= FLASH_MIN_CAPABILITY
 
@@ -271,7 +271,7 @@ def call_varlen(
     return kernel(q, k, v, cu, cu, longest, longest, **extra).unsqueeze(0)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _kernel_params(kernel: tp.Callable[..., torch.Tensor]) -> frozenset[str]:
     import inspect
 

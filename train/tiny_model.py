@@ -34,8 +34,8 @@ SPECIAL_TOKENS = ["<s>", "</s>", "<pad>", "<|system|>", "<|user|>", "<|assistant
 
 def _corpus(data_path: Path) -> list[str]:
     """Texts the tokenizer learns from: every question through the prompt template, plus the answers."""
-    from launch.data import load_questions
     from launch.config import DataSource
+    from launch.data import load_questions
     from train import prompting
 
     questions = load_questions(DataSource(path=str(data_path)))

@@ -173,7 +173,7 @@ class Tracker:
     @classmethod
     def start(
         cls,
-        tracking: "TrackingConfig",
+        tracking: TrackingConfig,
         *,
         run_dir: Path,
         name: str,
@@ -181,7 +181,7 @@ class Tracker:
         job_type: str,
         config: dict,
         run_id: str | None = None,
-    ) -> "Tracker":
+    ) -> Tracker:
         """Start a W&B run, or return a disabled tracker.
 
         Parameters
@@ -259,7 +259,7 @@ class Tracker:
 
                 wandb.teardown(exit_code=exit_code)
 
-    def __enter__(self) -> "Tracker":
+    def __enter__(self) -> Tracker:
         return self
 
     def __exit__(self, exc_type: tp.Any, exc: tp.Any, tb: tp.Any) -> None:
