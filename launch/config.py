@@ -33,7 +33,7 @@ from pathlib import Path
 
 import yaml
 
-from launch import yamlio
+from launch import scriptsafe, yamlio
 from launch.redact import short
 from launch.schema import NAME_RE, InputError, Range, build, key_label
 
@@ -444,8 +444,6 @@ def validate(cfg: ExperimentConfig, problems: list[str]) -> None:
     on disk (data, model, output directory, DeepSpeed JSON) is :mod:`launch.preflight`'s job, so a
     job reloading its frozen ``config.yaml`` never depends on the original files.
     """
-    from launch import scriptsafe
-
     problem = _name_problem("name", cfg.name)
     if problem:
         problems.append(problem)
@@ -463,7 +461,7 @@ def validate(cfg: ExperimentConfig, problems: list[str]) -> None:
     seen: set[str] = set()
     for i, m in enumerate(cfg.methods):
         _validate_method(m, f"methods[{i}]", seen, problems)
-    problems.extend(scriptsafe.config_problems(cfg))
+    problems.extend(scriptsafe.output_dir_problems(cfg.output_dir))
 
 
 def _validate_method(m: MethodConfig, where: str, seen: set[str], problems: list[str]) -> None:

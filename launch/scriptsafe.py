@@ -25,7 +25,7 @@ sbatch than by bash. What reaches the script, and the rule each follows:
   by :mod:`launch.submit`; ``python`` is a command whose words use no shell syntax.
 * Job names (``<experiment>.<method>``) follow :data:`launch.schema.NAME_RE` already.
 
-The config and profile loaders call :func:`config_problems` and :func:`profile_problems`, so
+The config and profile loaders call :func:`output_dir_problems` and :func:`profile_problems`, so
 ``validate``, ``run``, ``submit`` and the dry run all refuse the same values, each problem naming
 its field and never printing the value raw. ``tests/test_scriptsafe.py`` renders scripts from
 hostile values that pass and parses them back: every line is one the launcher meant.
@@ -41,9 +41,25 @@ import unicodedata
 
 from launch.redact import short, short_path
 
-if tp.TYPE_CHECKING:  # pragma: no cover
-    from launch.config import ExperimentConfig
-    from launch.profiles import SlurmProfile
+
+class ScriptedProfile(tp.Protocol):
+    """The fields of a site profile (:class:`launch.profiles.SlurmProfile`) that reach a job script.
+
+    A protocol rather than the class itself: the profile module imports this one, and this one
+    needs only the fields.
+    """
+
+    partition: str
+    account: str | None
+    qos: str | None
+    constraint: str | None
+    gpu_type: str
+    typed_gpus: bool
+    setup: list[str]
+    env: dict[str, str]
+    python: str | None
+    additional_parameters: dict[str, tp.Any]
+
 
 NAME_RULES: dict[str, tuple[re.Pattern[str], str]] = {
     "partition": (re.compile(r"[A-Za-z0-9_.+-]+(,[A-Za-z0-9_.+-]+)*"), "letters, digits, _ . + - (several: a,b)"),
@@ -163,18 +179,18 @@ def python_problem(where: str, command: str) -> str | None:
     return None
 
 
-def config_problems(cfg: ExperimentConfig) -> list[str]:
-    """The config's values that reach job scripts: the output directory (job names follow NAME_RE)."""
-    if not cfg.output_dir:
+def output_dir_problems(output_dir: str) -> list[str]:
+    """The config's value that reaches job scripts: the output directory (job names follow NAME_RE)."""
+    if not output_dir:
         return []
-    problem = path_problem("output_dir", cfg.output_dir)
+    problem = path_problem("output_dir", output_dir)
     if problem is None:  # the script holds the absolute path: the current directory counts too
-        resolved = os.path.abspath(os.path.expanduser(cfg.output_dir))
+        resolved = os.path.abspath(os.path.expanduser(output_dir))
         problem = path_problem(f"output_dir (absolute: {short_path(resolved)})", resolved)
     return [problem] if problem else []
 
 
-def profile_problems(p: SlurmProfile) -> list[str]:
+def profile_problems(p: ScriptedProfile) -> list[str]:
     """Every profile value that reaches a job script, checked by its rule."""
     problems = []
     for field in ("partition", "account", "qos", "constraint"):

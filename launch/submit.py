@@ -310,7 +310,7 @@ def check(config_path: str, overrides: tp.Sequence[str], profile_name: str) -> C
         problems += mem_problems
         notes = _notes(cfg, profile)
     problems += _labelled("data", found.data_problems)
-    safe = cfg is not None and not scriptsafe.config_problems(cfg)
+    safe = cfg is not None and not scriptsafe.output_dir_problems(cfg.output_dir)
     return Check(cfg, profile, problems, memory_lines, notes, split=found.split, scripts_safe=safe)
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from launch import report
-from launch.report import COLUMNS, build_rows, format_table, load_train_metrics, wilson_interval, write_reports
+from launch.report import COLUMNS, build_rows, format_table, load_train_metrics, write_reports
+from launch.stats import wilson_interval
 
 METHODS = [("full", "full_sft"), ("lora", "lora"), ("qlora", "qlora"), ("late", "lora")]
 
