@@ -1,4 +1,4 @@
-"""Benchmark: our evaluator (``train.evaluate.score_loglik``) vs lm-evaluation-harness, and the bare forward.
+"""Benchmark: our evaluator (``train.scoring.score_loglik``) vs lm-evaluation-harness, and the bare forward.
 
 Same model object, same questions, same prompt tokens, same batch size, in one process:
 
@@ -131,7 +131,7 @@ def load(path: Path, limit: int) -> list:
 def run_ours(model: tp.Any, tok: tp.Any, questions: list, share_prefix: bool = True) -> tuple[float, list[dict]]:
     """score_loglik alone. The questions are loaded once per evaluation job for every model it
     scores (train.evaluate.main), so loading them (~0.15 ms a question) is not part of this time."""
-    from train.evaluate import score_loglik
+    from train.scoring import score_loglik
 
     t = time.perf_counter()
     scored = score_loglik(model, tok, questions, BATCH_SIZE, MAX_LEN, progress=False, share_prefix=share_prefix)
@@ -142,22 +142,22 @@ def forward_batches(tok: tp.Any, questions: list) -> list[dict]:
     """Exactly the batches score_loglik builds: contexts sorted by length, left-padded, on the model's device."""
     import torch
 
-    from train import evaluate, prompting
+    from train import prompting, scoring
 
     codec = prompting.AnswerCodec(tok)
     contexts = [prompting.scoring_context(tok, codec, q, MAX_LEN) for q in questions]
     order = sorted(range(len(contexts)), key=lambda i: len(contexts[i]))
     return [
-        evaluate.left_pad([contexts[i] for i in order[j : j + BATCH_SIZE]], tok.pad_token_id, torch.device("cpu"))
+        scoring.left_pad([contexts[i] for i in order[j : j + BATCH_SIZE]], tok.pad_token_id, torch.device("cpu"))
         for j in range(0, len(order), BATCH_SIZE)
     ]
 
 
 def shared_prefix_tokens(tok: tp.Any, questions: list) -> int:
-    from train import evaluate, prompting
+    from train import prompting, scoring
 
     codec = prompting.AnswerCodec(tok)
-    return evaluate.shared_prefix_len([prompting.scoring_context(tok, codec, q, MAX_LEN) for q in questions])
+    return scoring.shared_prefix_len([prompting.scoring_context(tok, codec, q, MAX_LEN) for q in questions])
 
 
 def run_ceiling(model: tp.Any, batches: list[dict]) -> float:
@@ -415,9 +415,9 @@ def measure_real(bench: Bench, model_dir: Path, limit: int) -> None:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from train import common, prompting
+    from train import batches, prompting
 
-    tok = common.load_tokenizer(str(model_dir))
+    tok = batches.load_tokenizer(str(model_dir))
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     questions = load(data_file(), limit)
     n = len(questions)

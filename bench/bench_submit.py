@@ -1,6 +1,6 @@
 """Benchmark: wall time of ``cyberft submit`` on a real (local) Slurm cluster.
 
-Starts the dev cluster (``slurm/dev-cluster/up`` through ``tests/slurm_cluster.py``: one node,
+Starts the dev cluster (``slurm/dev-cluster/up`` through ``tests/support/slurm_cluster.py``: one node,
 ``ACCT=dbd``, on free ports so a developer's own cluster is left alone), builds the tiny model
 once, then times, each run in a new process:
 
@@ -107,7 +107,7 @@ def submit_baseline(work: Path, env: dict) -> tuple[float, list[str]]:
 
 
 def build(args: tp.Any) -> Bench:
-    from tests import slurm_cluster as sc
+    from tests.support import slurm_cluster as sc
 
     bench = Bench(NAME)
     reason = sc.unavailable_reason("dbd")

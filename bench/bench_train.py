@@ -1,4 +1,4 @@
-"""Benchmark: our SFT loop (``train.common.train_loop``, as ``full_sft`` runs it) vs a plain HF ``Trainer``.
+"""Benchmark: our SFT loop (``train.loop.train_loop``, as ``full_sft`` runs it) vs a plain HF ``Trainer``.
 
 Useful (non-padding) tokens per second of training, fp32 on CPU, the same model weights, the same
 examples in the same micro-batches, the same effective batch, AdamW, linear warm-up/decay, gradient
@@ -30,7 +30,7 @@ takes 2-4 s per contender.
 Model: a randomly initialised Llama, hidden 512, 8 layers, 8 heads, MLP 1376 (about 26M parameters),
 with the tiny model's tokenizer (``train.tiny_model.build_tokenizer``, vocabulary 2048). Data:
 CyberMetric-500 from ``../shared/data/cybermetric`` (``data/sample/cyber_mcq.json`` when absent),
-encoded by ``train.common.encode_examples``, i.e. exactly as training encodes it.
+encoded by ``train.batches.encode_examples``, i.e. exactly as training encodes it.
 
     python bench/bench_train.py [--runs 5] [--steps 4] [--warmup 1] [--micro-batch 16] [--padded] [--json out.json]
 """
@@ -109,13 +109,13 @@ def build_setup(micro_batch: int, n_steps: int) -> dict:
 
     from launch.config import DataSource
     from launch.data import load_questions
-    from train import common
+    from train import batches
     from train.tiny_model import DEFAULT_DATA, _corpus, build_model, build_tokenizer
 
     tok = build_tokenizer(_corpus(DEFAULT_DATA))
     model = build_model(len(tok), tok.bos_token_id, tok.eos_token_id, tok.pad_token_id, seed=SEED, **SIZES)
     path = data_file()
-    examples = common.encode_examples(tok, load_questions(DataSource(path=str(path))), MAX_LEN, progress=False)
+    examples = batches.encode_examples(tok, load_questions(DataSource(path=str(path))), MAX_LEN, progress=False)
     if n_steps * micro_batch > len(examples):
         raise SystemExit(
             f"{n_steps} steps x {micro_batch} examples > the {len(examples)} examples of {path.name}: use fewer"
@@ -158,28 +158,28 @@ def run_ours(
     setup: dict, batching: str, micro_batch: int, warmup: int, n_steps: int, tmp: Path
 ) -> tuple[float, tp.Any]:
     """(timed seconds, TrainResult) of train_loop as full_sft calls it."""
-    from train import common
+    from launch.expdir import MethodDir
+    from train import loop, runtime
 
     model = copy.deepcopy(setup["model"])
     method = method_config(batching, micro_batch, n_steps)
-    accelerator = common.make_accelerator(method)
+    accelerator = runtime.make_accelerator(method)
     work = Path(tempfile.mkdtemp(prefix=f"ours-{batching}-", dir=tmp))
     stamps: dict[int, float] = {}
 
     def log_step(metrics: dict, step: int) -> None:  # train_loop calls it once per optimizer step
         stamps[step] = time.perf_counter()
 
-    result = common.train_loop(
+    result = loop.train_loop(
         model,
         setup["examples"],
         method,
         accelerator,
         setup["tok"].pad_token_id,
         SEED,
-        progress_path=work / "progress.json",
+        paths=MethodDir(work),
         log=log_step,
         progress=False,
-        checkpoint_dir=work / "checkpoints",
     )
     shutil.rmtree(work, ignore_errors=True)
     return window(stamps, warmup, n_steps), result
@@ -260,7 +260,8 @@ def run_ceiling(setup: dict, warmup: int, n_steps: int) -> tuple[float, list[flo
 def build(args: tp.Any) -> Bench:
     import torch
 
-    from train import common, packing
+    from train import packing
+    from train.batches import collate
 
     bench = Bench(NAME)
     bench.info["machine"] = machine_info()
@@ -279,7 +280,7 @@ def build(args: tp.Any) -> Bench:
     # The same loss in both layouts (first micro-batch, initial weights): the contenders do the same work.
     model = copy.deepcopy(setup["model"]).train()
     with torch.no_grad():
-        hf_loss = float(model(**common.collate(batches[0], tok.pad_token_id)).loss)
+        hf_loss = float(model(**collate(batches[0], tok.pad_token_id)).loss)
         with packing.padding_free_attention(model):
             packed_loss = float(packing.answer_loss(model, packing.collate_packed(batches[0])))
     del model

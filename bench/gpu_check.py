@@ -44,7 +44,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from launch.fsio import atomic_write_json  # noqa: E402  (standard library only)
+from launch.expdir import ExperimentDir  # noqa: E402  (standard library only)
+from launch.fsio import atomic_write_json  # noqa: E402
 
 DEFAULT_OUT = REPO / "bench" / "results" / "gpu-latest.json"
 TOTAL_S = 480
@@ -254,7 +255,7 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def make_experiment(ctx: Ctx, name: str, model: Path, method: str, *extra: str) -> tp.Any:
+def make_experiment(ctx: Ctx, name: str, model: Path, method: str, *extra: str) -> ExperimentDir:
     """An experiment directory for ``method`` on ``model`` from configs/smoke.yaml with ``extra`` overrides."""
     from launch import experiment
     from launch.config import load_config
@@ -270,9 +271,9 @@ def make_experiment(ctx: Ctx, name: str, model: Path, method: str, *extra: str) 
         *extra,
     ]
     cfg = experiment.resolve_paths(load_config(REPO / "configs" / "smoke.yaml", overrides))
-    exp_dir = experiment.create(cfg, str(REPO / "configs" / "smoke.yaml"), overrides)
-    prepare_splits(cfg.data, exp_dir / "data", progress=False)
-    return exp_dir
+    exp = experiment.create(cfg, str(REPO / "configs" / "smoke.yaml"), overrides)
+    prepare_splits(cfg.data, exp.data.root, progress=False)
+    return exp
 
 
 def probe_input(vocab_size: int) -> tp.Any:
@@ -281,7 +282,7 @@ def probe_input(vocab_size: int) -> tp.Any:
     return torch.randint(3, vocab_size, (2, 24), generator=torch.Generator().manual_seed(1234))
 
 
-def train_probe(exp_dir: Path, method: str, out: Path) -> None:
+def train_probe(exp_dir: str | os.PathLike, method: str, out: Path) -> None:
     """Run ``method``'s entrypoint (as the jobs do) and record, from the main process, what the checks need.
 
     ``out/probe.json``: losses, backend, device, dtypes of the trainable and of DeepSpeed's master
@@ -290,14 +291,13 @@ def train_probe(exp_dir: Path, method: str, out: Path) -> None:
     """
     import torch
 
-    from launch.experiment import load
     from launch.jobs import ENTRYPOINTS
-    from train import common
+    from train import loop
 
-    cfg = load(exp_dir)
-    real = common.train_loop
+    cfg = ExperimentDir(exp_dir).load_config()
+    real = loop.train_loop
 
-    def loop(model: tp.Any, examples: tp.Any, m: tp.Any, accelerator: tp.Any, *a: tp.Any, **k: tp.Any) -> tp.Any:
+    def probed(model: tp.Any, examples: tp.Any, m: tp.Any, accelerator: tp.Any, *a: tp.Any, **k: tp.Any) -> tp.Any:
         result = real(model, examples, m, accelerator, *a, **k)
         engine = result.model
         engine.eval()
@@ -332,11 +332,11 @@ def train_probe(exp_dir: Path, method: str, out: Path) -> None:
             )
         return result
 
-    common.train_loop = loop
+    loop.train_loop = probed
     try:
         importlib.import_module(ENTRYPOINTS[cfg.method(method).kind]).main(cfg, method, exp_dir, threads=None)
     finally:
-        common.train_loop = real
+        loop.train_loop = real
 
 
 def changed_fraction(model: tp.Any, start: str) -> float:
@@ -353,7 +353,7 @@ def changed_fraction(model: tp.Any, start: str) -> float:
     return changed / max(1, total)
 
 
-def run_probe(exp_dir: Path, method: str, out: Path, timeout: float, **env: str) -> tuple[int, str]:
+def run_probe(exp_dir: str | os.PathLike, method: str, out: Path, timeout: float, **env: str) -> tuple[int, str]:
     """:func:`train_probe` in a fresh process (what a job is); returns its exit status and output."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--train", str(exp_dir), method, str(out)]
     return _communicate(spawn(cmd, child_env(**env)), timeout)
@@ -476,14 +476,14 @@ def step_env(ctx: Ctx) -> None:
     if not torch.cuda.is_available():  # only with --allow-cpu: the runner does not start without a GPU
         rec.figure(gpu="none")
         return
-    from train import common
+    from train import runtime
 
     major, minor = torch.cuda.get_device_capability()
     rec.figure(
         gpu=torch.cuda.get_device_name(),
         capability=f"{major}.{minor}",
-        bf16_native=common.bf16_native(),
-        auto_precision=common.resolve_precision("auto"),
+        bf16_native=runtime.bf16_native(),
+        auto_precision=runtime.resolve_precision("auto"),
     )
     rec.check("torch sees a CUDA GPU", True, torch.cuda.get_device_name())
     if importlib.util.find_spec("bitsandbytes"):
@@ -559,7 +559,7 @@ def step_a1_full_sft_bf16(ctx: Ctx) -> None:
     ctx.rec.check(
         "trainable weights are fp32 masters", probe["trainable_dtypes"] == ["torch.float32"], probe["trainable_dtypes"]
     )
-    metrics = json.loads((exp / "methods" / "full_sft" / "metrics.json").read_text())
+    metrics = json.loads(exp.method("full_sft").metrics_file.read_text())
     ctx.rec.figure(mixed_precision=metrics.get("mixed_precision"), tokens_per_s=metrics.get("tokens_per_s"))
     changed = probe["changed_fraction"]  # the in-memory weights: the saved bf16 copy rounds 1e-5 updates away again
     ctx.rec.check(">95% of projection weights changed", changed is not None and changed > 0.95, changed)
@@ -656,7 +656,7 @@ def _zero_run(ctx: Ctx, stage: int, steps: int, resume: bool) -> None:
         "DeepSpeed keeps fp32 master partitions", probe["master_dtypes"] == ["torch.float32"], probe["master_dtypes"]
     )
     ctx.rec.check("loss goes down", losses_fall(probe["losses"]), probe["losses"])
-    model_dir = exp / "methods" / "full_sft" / "model"
+    model_dir = exp.method("full_sft").model_dir
     reloaded = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16).to(DEVICE).eval()
     with torch.no_grad():
         logits = reloaded(input_ids=probe_input(reloaded.config.vocab_size).to(DEVICE)).logits.float().cpu()
@@ -691,16 +691,16 @@ def _zero_run(ctx: Ctx, stage: int, steps: int, resume: bool) -> None:
         loss_diff,
     )
     a = load_file(str(model_dir / "model.safetensors"))
-    b = load_file(str(exp2 / "methods" / "full_sft" / "model" / "model.safetensors"))
+    b = load_file(str(exp2.method("full_sft").model_dir / "model.safetensors"))
     w_diff = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
     ctx.rec.figure(resume_loss_diff=loss_diff, resume_weight_diff=w_diff)
 
 
-def _run_until(exp: Path, method: str, out: Path, step: int, timeout: float) -> int:
+def _run_until(exp: ExperimentDir, method: str, out: Path, step: int, timeout: float) -> int:
     """Start a run, SIGKILL it once progress.json passes ``step``; return the step it had reached."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--train", str(exp), method, str(out)]
     proc = spawn(cmd, child_env(CYBERFT_PROGRESS_EVERY_S="0"), output=False)
-    progress = exp / "methods" / method / "progress.json"
+    progress = exp.method(method).progress_file
     deadline = time.monotonic() + timeout
     reached = 0
     try:
@@ -728,7 +728,7 @@ def step_lora(ctx: Ctx) -> None:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from train import common, evaluate
+    from train import batches, scoring
 
     tiny = ctx.model(TINY)
     trained = _train_adapter(ctx, "lora", tiny)
@@ -740,16 +740,14 @@ def step_lora(ctx: Ctx) -> None:
         probe["trainable_dtypes"] == ["torch.float32"] and "torch.bfloat16" in probe["frozen_dtypes"],
         [probe["trainable_dtypes"], probe["frozen_dtypes"]],
     )
-    tok = common.load_tokenizer(str(tiny))
+    tok = batches.load_tokenizer(str(tiny))
     questions = load_questions(200)
 
     def base() -> tp.Any:
         return AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.bfloat16).to(DEVICE)
 
-    unmerged = evaluate.score_loglik(
-        PeftModel.from_pretrained(base(), adapter), tok, questions, 16, 256, progress=False
-    )
-    merged = evaluate.score_loglik(
+    unmerged = scoring.score_loglik(PeftModel.from_pretrained(base(), adapter), tok, questions, 16, 256, progress=False)
+    merged = scoring.score_loglik(
         PeftModel.from_pretrained(base(), adapter).merge_and_unload(), tok, questions, 16, 256, progress=False
     )
     agree = agreement(merged, unmerged)
@@ -775,7 +773,7 @@ def _train_adapter(ctx: Ctx, kind: str, model: Path) -> tuple[dict, Path] | None
         return None
     probe = read_probe(out)
     ctx.rec.check("loss goes down", losses_fall(probe["losses"]), probe["losses"][::5])
-    adapter = exp / "methods" / kind / "adapter"
+    adapter = exp.method(kind).adapter_dir
     ctx.rec.check("adapter saved", (adapter / "adapter_model.safetensors").is_file())
     return probe, adapter
 
@@ -786,11 +784,11 @@ def step_qlora(ctx: Ctx) -> None:
     from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
 
     from launch.config import LoraSettings
-    from train import common, evaluate, quant
+    from train import batches, quant, scoring
     from train.lora import lora_config
 
     tiny = ctx.model(TINY)
-    tok = common.load_tokenizer(str(tiny))
+    tok = batches.load_tokenizer(str(tiny))
     model = quant.load_4bit(str(tiny), torch.bfloat16)
     layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
     ctx.rec.check(
@@ -825,39 +823,39 @@ def step_qlora(ctx: Ctx) -> None:
     _, adapter = trained
     questions = load_questions(200)
     as_evaluated = PeftModel.from_pretrained(quant.load_4bit(str(tiny), torch.bfloat16), adapter)
-    plain = evaluate.score_loglik(as_evaluated, tok, questions, 16, 256, progress=False)
+    plain = scoring.score_loglik(as_evaluated, tok, questions, 16, 256, progress=False)
     ctx.rec.check("evaluation's 4-bit load scores finitely", finite(plain))
     train_like = PeftModel.from_pretrained(
         prepare_model_for_kbit_training(quant.load_4bit(str(tiny), torch.bfloat16), use_gradient_checkpointing=False),
         adapter,
     )
     with torch.autocast(DEVICE, dtype=torch.bfloat16):
-        cast = evaluate.score_loglik(train_like, tok, questions, 16, 256, progress=False)
+        cast = scoring.score_loglik(train_like, tok, questions, 16, 256, progress=False)
     agree = agreement(plain, cast)
     ctx.rec.check(f"with vs without train-time casts agree on >={AGREEMENT:.0%}", agree >= AGREEMENT, agree)
 
 
 def _train_batch(tok: tp.Any) -> dict:
-    from train import common
+    from train import batches
 
     questions = load_questions(8)
-    return common.collate(common.encode_examples(tok, questions, 256, progress=False), tok.pad_token_id)
+    return batches.collate(batches.encode_examples(tok, questions, 256, progress=False), tok.pad_token_id)
 
 
 def step_packing(ctx: Ctx) -> None:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from train import common, packing
+    from train import batches, packing
 
     models = [("tiny", ctx.model(TINY))] + ([("smollm2", smollm2())] if smollm2() else [])
     impls = ["sdpa", "eager"] + (["flash_attention_2"] if importlib.util.find_spec("flash_attn") else [])
     ctx.rec.figure(implementations=impls)
     for label, path in models:
-        tok = common.load_tokenizer(str(path))
-        examples = common.encode_examples(tok, load_questions(3), 256, progress=False)
+        tok = batches.load_tokenizer(str(path))
+        examples = batches.encode_examples(tok, load_questions(3), 256, progress=False)
         changed = list(examples)
-        changed[1] = common.Example([tok.eos_token_id] * len(examples[1].input_ids), examples[1].labels)
+        changed[1] = batches.Example([tok.eos_token_id] * len(examples[1].input_ids), examples[1].labels)
         for impl in impls:
             model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16, attn_implementation=impl)
             model = model.to(DEVICE).eval()
@@ -897,16 +895,16 @@ def step_eval(ctx: Ctx) -> None:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from train import common, evaluate
+    from train import batches, scoring
 
     questions = load_questions(200)
     for label, path in [("tiny", ctx.model(TINY))] + ([("smollm2", smollm2())] if smollm2() else []):
-        tok = common.load_tokenizer(str(path))
+        tok = batches.load_tokenizer(str(path))
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16).to(DEVICE).eval()
         runs = {}
         for batch, prefix in ((1, False), (16, False), (16, True)):
             t0 = time.perf_counter()
-            runs[(batch, prefix)] = evaluate.score_loglik(
+            runs[(batch, prefix)] = scoring.score_loglik(
                 model, tok, questions, batch, 512, progress=False, share_prefix=prefix
             )
             ctx.rec.figure(
@@ -959,10 +957,8 @@ def step_throughput(ctx: Ctx) -> None:
         code, output = run_probe(exp, method, ctx.work / f"tp-{method}-probe", timeout=time_left())
         if not ctx.rec.check(f"{method}: run completed", code == 0, tail(output)):
             continue
-        from launch.experiment import load
-
-        metrics = json.loads((exp / "methods" / method / "metrics.json").read_text())
-        est = memory.estimate(shape, load(exp).method(method), 512)
+        metrics = json.loads(exp.method(method).metrics_file.read_text())
+        est = memory.estimate(shape, exp.load_config().method(method), 512)
         peak = metrics["peak_mem_bytes"] / 2**30
         ctx.rec.figure(
             **{
@@ -982,14 +978,14 @@ def _varlen_speed(ctx: Ctx, path: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from train import common, packing
+    from train import batches, packing
 
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16, attn_implementation="sdpa")
     model = model.to(DEVICE).train()
     gen = torch.Generator().manual_seed(0)
     lengths = [int(x) for x in torch.randint(200, 300, (8,), generator=gen)]
     examples = [
-        common.Example(
+        batches.Example(
             torch.randint(10, model.config.vocab_size, (n,), generator=gen).tolist(), [-100] * (n - 4) + [5, 6, 7, 8]
         )
         for n in lengths

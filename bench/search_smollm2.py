@@ -27,6 +27,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from launch.expdir import ExperimentDir  # noqa: E402
+
 CONFIG = REPO / "configs" / "smollm2-cybermetric.yaml"
 SHARED = REPO.parent / "shared" / "data" / "cybermetric" / "CyberMetric-500-v1.json"
 GRID = {  # one run per column: the three methods at their i-th learning rate
@@ -45,7 +47,7 @@ def study_train_split(data: Path, work: Path) -> Path:
     cfg = load_config(CONFIG, [f"data.train.path={data}", f"output_dir={work}"])
     prepared = prepare_splits(cfg.data, work / "study-data", progress=False)
     print(f"study split: {prepared.n_train} train, {prepared.n_eval} held out (not used here)", flush=True)
-    return work / "study-data" / "train.jsonl"
+    return prepared.train_path
 
 
 def score(predictions: Path) -> dict:
@@ -80,12 +82,11 @@ def run_point(i: int, train_jsonl: Path, work: Path) -> dict:
         check=True,
         stdout=subprocess.DEVNULL,
     )
-    exp = next(out.iterdir())
-    predictions = exp / "eval" / "predictions"
+    scored = ExperimentDir(next(out.iterdir())).eval
     results = {
-        name: score(predictions / f"{name}.jsonl")
+        name: score(scored.predictions_file(name))
         for name in ["base", *GRID]
-        if (predictions / f"{name}.jsonl").is_file()
+        if scored.predictions_file(name).is_file()
     }
     print(
         f"point {i} ({time.perf_counter() - t:.0f} s): "

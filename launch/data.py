@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from launch.config import LETTERS, DataConfig, DataSource
+from launch.expdir import DataFiles
 from launch.fsio import atomic_write_json, atomic_write_jsonl
 from launch.redact import short
 from launch.schema import InputError
@@ -782,11 +783,11 @@ def prepare_splits(
     DataError
         With every problem of both sources, or when nothing is left to train on.
     """
-    out_dir = Path(out_dir)
+    files = DataFiles(Path(out_dir))
     s = split if split is not None else plan_splits(cfg, progress)
     prepared = PreparedData(
-        train_path=out_dir / "train.jsonl",
-        eval_path=out_dir / "eval.jsonl",
+        train_path=files.train_file,
+        eval_path=files.eval_file,
         n_train=len(s.train),
         n_eval=len(s.eval),
         n_dropped_duplicates=s.overlap + s.repeats,
@@ -795,9 +796,7 @@ def prepare_splits(
     )
     atomic_write_jsonl(prepared.train_path, (q.to_record() for q in s.train))
     atomic_write_jsonl(prepared.eval_path, (q.to_record() for q in s.eval))
-    atomic_write_json(
-        out_dir / "data_report.json", _report(cfg, prepared, s.overlap, s.repeats, s.n_train_all, s.n_eval_all)
-    )
+    atomic_write_json(files.report_file, _report(cfg, prepared, s.overlap, s.repeats, s.n_train_all, s.n_eval_all))
     return prepared
 
 

@@ -40,10 +40,8 @@ import typing as tp
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from launch import hub
+from launch import REPO_ROOT, hub
 from launch.config import MethodConfig
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 GB = 2**30
 """Bytes in one "GB" of every figure here: GiB, like nvidia-smi, DeepSpeed's estimators and
@@ -815,7 +813,7 @@ def _layouts(nodes: int, gpus: int, gpus_max: int, max_nodes: int | None = None)
     return sorted(out, key=lambda t: (t[0] * t[1], t[0]))
 
 
-def fixes(
+def fitting_alternatives(
     est: MemoryEstimate,
     gpu_mem_gb: float,
     method: MethodConfig,
@@ -994,7 +992,7 @@ def fit_problems(
         f"{est.optimizer_gb:.1f}, activations {est.activations_gb:.1f}, overhead {est.overhead_gb:.1f} "
         f"on {gpus}, {est.setup}"
     )
-    found = fixes(est, gpu_mem_gb, method, gpus_per_node_max, max_nodes)
+    found = fitting_alternatives(est, gpu_mem_gb, method, gpus_per_node_max, max_nodes)
     if found:
         fix = "would fit: " + "; or ".join(text for text, _ in found)
     elif est.shape is None:

@@ -28,11 +28,10 @@ import typing as tp
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from launch import scriptsafe, yamlio
+from launch import REPO_ROOT, scriptsafe, yamlio
 from launch.redact import SHELL_FIX, assigned_credentials, is_credential_name, secret_problem, short
 from launch.schema import NAME_RE, InputError, Range, build, key_label
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 PROFILES_DIR = REPO_ROOT / "slurm" / "profiles"
 
 _TASKS = "nothing: one task per GPU, from resources.gpus_per_node"

@@ -1,9 +1,10 @@
 """The comparison report: accuracy (with 95% CI) against cost, one row per method.
 
-Inputs are the per-method ``EXP/methods/<name>/metrics.json`` written by the
-training jobs and the per-model dicts of the evaluation job. Outputs, written
-atomically into the experiment directory: ``summary.json`` (machine-readable),
-``report.md``, ``chart.png`` and a self-contained ``report.html``.
+Inputs are each method's training record and each model's evaluation result
+(:class:`~launch.expdir.TrainMetrics` and :class:`~launch.expdir.EvalResult`, as dicts:
+the rows survive odd or partial records). Outputs, written atomically into the
+experiment directory (:class:`~launch.expdir.ExperimentDir`): ``summary.json``
+(machine-readable), ``report.md``, ``chart.png`` and a self-contained ``report.html``.
 
 Every configured method gets a row, whatever happened to it: a failed or
 unevaluated method shows its status and ``-`` for the numbers, so a missing
@@ -18,11 +19,11 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import math
 import typing as tp
 from pathlib import Path
 
+from launch.expdir import ExperimentDir
 from launch.fsio import atomic_write_bytes, atomic_write_json, atomic_write_text
 from launch.stats import wilson_interval
 
@@ -170,7 +171,7 @@ def build_rows(
         Model name (``base`` included) -> the evaluation dict
         (``accuracy``, ``ci95``, ``n``, ``correct``, ...).
     train_metrics:
-        Method name -> its ``metrics.json`` (see :func:`load_train_metrics`).
+        Method name -> its training record (:meth:`launch.expdir.TrainMetrics.to_dict`).
     price_per_gpu_hour:
         Money per GPU-hour; gives the ``cost`` column (null without it, or for
         runs without GPU-hours).
@@ -213,31 +214,6 @@ def build_rows(
             row["status"] = f"{row['status']}: Slurm {account['slurm_state']} ({why})"
         rows.append(row)
     return rows
-
-
-def load_train_metrics(exp_dir: Path, names: list[str]) -> dict[str, dict]:
-    """Read ``EXP/methods/<name>/metrics.json`` for each method.
-
-    Returns
-    -------
-    dict
-        Name -> metrics; ``{"method": name, "status": "missing"}`` when the file
-        does not exist, ``status: "unreadable"`` (with ``error``) when it is not
-        valid JSON, so a broken job never breaks the report.
-    """
-    out: dict[str, dict] = {}
-    for name in names:
-        path = Path(exp_dir) / "methods" / name / "metrics.json"
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            data = {"method": name, "status": "missing"}
-        except (OSError, ValueError) as exc:
-            data = {"method": name, "status": "unreadable", "error": f"{path}: {exc}"}
-        if not isinstance(data, dict):
-            data = {"method": name, "status": "unreadable", "error": f"{path}: not a JSON object"}
-        out[name] = data
-    return out
 
 
 # --------------------------------------------------------------------------- text
@@ -447,13 +423,13 @@ td.n {{ text-align: right; font-variant-numeric: tabular-nums; }}
 
 
 def write_reports(
-    exp_dir: Path, rows: list[Row], title: str, extra: dict | None = None, evaluation: dict | None = None
+    exp: ExperimentDir, rows: list[Row], title: str, extra: dict | None = None, evaluation: dict | None = None
 ) -> dict[str, Path]:
     """Write ``summary.json``, ``report.md``, ``chart.png`` and ``report.html``.
 
     Parameters
     ----------
-    exp_dir:
+    exp:
         The experiment directory.
     rows:
         From :func:`build_rows`; written to ``summary.json`` unchanged.
@@ -469,14 +445,8 @@ def write_reports(
     dict
         ``{"summary": ..., "markdown": ..., "chart": ..., "html": ...}`` paths.
     """
-    exp_dir = Path(exp_dir)
     png = render_chart(rows, title)
-    paths = {
-        "summary": exp_dir / "summary.json",
-        "markdown": exp_dir / "report.md",
-        "chart": exp_dir / "chart.png",
-        "html": exp_dir / "report.html",
-    }
+    paths = {"summary": exp.summary_file, "markdown": exp.report_md, "chart": exp.chart_file, "html": exp.report_html}
     summary = {"title": title, "rows": rows, **(extra or {})}
     if evaluation:
         summary["evaluation"] = evaluation

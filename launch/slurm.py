@@ -13,12 +13,13 @@ each attempt held its GPUs).
 from __future__ import annotations
 
 import datetime as dt
-import os
 import shutil
 import subprocess
 import time
 import typing as tp
 from dataclasses import dataclass, field
+
+from launch.expdir import Manifest
 
 ACTIVE_STATES = frozenset(
     {
@@ -283,7 +284,9 @@ def scancel(job_ids: tp.Sequence[str]) -> None:
 # --------------------------------------------------------------------------- experiments
 
 
-def experiment_accounts(exp_dir: os.PathLike[str] | str, timeout_s: float = 60) -> tuple[dict[str, dict] | None, str]:
+def experiment_accounts(
+    manifest: Manifest, price_per_gpu_hour: float | None, timeout_s: float = 60
+) -> tuple[dict[str, dict] | None, str]:
     """Slurm's accounting of each training job of a submitted experiment.
 
     Returns ``({method: JobAccount.summary(price)}, note)``; ``(None, why)`` for a local
@@ -291,25 +294,10 @@ def experiment_accounts(exp_dir: os.PathLike[str] | str, timeout_s: float = 60) 
     ``cost_source: local``). Waits up to ``timeout_s`` for jobs that just ended to
     reach the accounting database.
     """
-    import json
-    from pathlib import Path
-
-    exp_dir = Path(exp_dir)
-    manifest = json.loads((exp_dir / "manifest.json").read_text(encoding="utf-8"))
-    if manifest.get("executor") != "slurm":
+    if not manifest.on_slurm:
         return None, "local run"
-    price = None
-    profile_file = exp_dir / "profile.yaml"
-    if profile_file.is_file():
-        from launch import yamlio
-
-        price = (yamlio.parse(profile_file.read_text(encoding="utf-8")) or {}).get("price_per_gpu_hour")
     # A method resubmitted by `cyberft resume` ran as several jobs: its cost is all of them.
-    jobs = {
-        name: [*rec.get("previous_job_ids", []), rec["job_id"]]
-        for name, rec in manifest.get("jobs", {}).items()
-        if name != "eval"
-    }
+    jobs = {name: rec.all_ids for name, rec in manifest.training_jobs().items()}
     try:
         accounts = wait_accounted([i for ids in jobs.values() for i in ids], timeout_s=timeout_s)
     except SlurmError as exc:
@@ -318,5 +306,5 @@ def experiment_accounts(exp_dir: os.PathLike[str] | str, timeout_s: float = 60) 
     for name, ids in jobs.items():
         if ids[-1] in accounts:
             attempts = [a for i in ids if i in accounts for a in accounts[i].attempts]
-            out[name] = JobAccount(ids[-1], attempts).summary(price)
+            out[name] = JobAccount(ids[-1], attempts).summary(price_per_gpu_hour)
     return out, "sacct"

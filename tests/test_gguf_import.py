@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from launch.config import InputError
-from tiny_gguf import write_llama_gguf
+from support.tiny_gguf import write_llama_gguf
 from train import gguf_import
 from train.tiny_model import ARCHITECTURES, DEFAULT_DATA, _corpus, build_tiny_model, build_tokenizer
 

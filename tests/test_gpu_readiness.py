@@ -19,10 +19,12 @@ import yaml
 
 from launch import hub, jobs, local, memory, submit
 from launch.config import LoraSettings, MethodConfig, Resources, load_config
+from launch.expdir import ExperimentDir
 from launch.gpus import GpuBindingError, check_gpu_binding, cuda_hidden, visible_devices
+from support.experiments import new_experiment
 
 REPO = Path(__file__).resolve().parents[1]
-ENTRY = REPO / "tests" / "dist_train_entry.py"
+ENTRY = REPO / "tests" / "support" / "dist_train_entry.py"
 
 
 # --------------------------------------------------------------------------- A2, A3: which GPUs a rank sees
@@ -93,9 +95,6 @@ def test_two_ranks_that_each_see_one_gpu_stop_with_the_reason_before_training(tm
     On a GPU node rank 1 used to die in init_process_group ("invalid device ordinal"); here, on CPU, the
     old code just trained. Both ranks must now stop with the binding error, before any model is loaded.
     """
-    from launch import experiment
-    from launch.data import prepare_splits
-
     overrides = [
         f"model.name_or_path={tiny_model}",
         f"output_dir={tmp_path / 'runs'}",
@@ -105,9 +104,7 @@ def test_two_ranks_that_each_see_one_gpu_stop_with_the_reason_before_training(tm
         "methods.full_sft.max_steps=2",
         f"methods.full_sft.deepspeed={REPO / 'ds_configs' / 'zero2.json'}",
     ]
-    cfg = experiment.resolve_paths(load_config(REPO / "configs" / "smoke.yaml", overrides))
-    exp_dir = experiment.create(cfg, str(REPO / "configs" / "smoke.yaml"), overrides)
-    prepare_splits(cfg.data, exp_dir / "data", progress=False)
+    cfg, exp_dir = new_experiment(overrides)
     port = str(_free_port())
     procs = []
     for rank in (0, 1):
@@ -146,9 +143,9 @@ def test_two_ranks_that_each_see_one_gpu_stop_with_the_reason_before_training(tm
         assert p.returncode != 0, f"rank {rank} trained although it sees one GPU of two:\n{out[-3000:]}"
         assert "GpuBindingError" in out and f"LOCAL_RANK={rank} of 2 tasks" in out, out[-3000:]
         assert "sees 1 GPU (CUDA_VISIBLE_DEVICES=0)" in out, out[-3000:]
-    metrics = json.loads((exp_dir / "methods" / "full_sft" / "metrics.json").read_text())
+    metrics = json.loads(exp_dir.method("full_sft").metrics_file.read_text())
     assert metrics["status"] == "failed" and "GpuBindingError" in metrics["error"]
-    assert not (exp_dir / "methods" / "full_sft" / "model").exists()
+    assert not exp_dir.method("full_sft").model_dir.exists()
 
 
 # --------------------------------------------------------------------------- C8, C9: rendezvous environment
@@ -185,7 +182,7 @@ def _plan(tiny_model: Path, tmp_path: Path, *extra: str, profile: str = "dev") -
         "configs/smoke.yaml", [f"model.name_or_path={tiny_model}", f"output_dir={tmp_path}", *extra], profile
     )
     assert result.problems == []
-    return {s.name: s for s in submit.plan(result.cfg, result.profile, tmp_path)}
+    return {s.name: s for s in submit.plan(result.cfg, result.profile, ExperimentDir(tmp_path))}
 
 
 def test_sbatch_gives_srun_the_cpus_and_multi_gpu_tasks_every_gpu_of_their_node(tmp_path, tiny_model):
@@ -194,7 +191,7 @@ def test_sbatch_gives_srun_the_cpus_and_multi_gpu_tasks_every_gpu_of_their_node(
     )
     ids = {name: f"<{name}>" for name in specs}
     for name, spec in specs.items():
-        text = submit.sbatch_script(spec, tmp_path, "python3", ids)
+        text = submit.sbatch_script(spec, ExperimentDir(tmp_path), "python3", ids)
         setup = text[text.index("# setup") : text.index("# command")]
         srun = next(line for line in text.splitlines() if line.startswith("srun "))
         # Slurm 22.05+: srun no longer inherits --cpus-per-task; without this each task gets one core.
@@ -256,9 +253,9 @@ def test_hub_model_not_in_the_cache_gets_a_prefetch_note_and_no_offline_flag(tmp
     assert result.problems == []  # a note, not a refusal: sites whose nodes reach the hub still work
     (note,) = [n for n in result.notes if n.startswith("model.name_or_path")]
     assert str(tmp_path / "shared-hf" / "hub") in note and "hf download meta-llama/Meta-Llama-3-8B-Instruct" in note
-    specs = submit.plan(result.cfg, result.profile, tmp_path)
+    specs = submit.plan(result.cfg, result.profile, ExperimentDir(tmp_path))
     assert all("export HF_HUB_OFFLINE=1" not in s.params["setup"] for s in specs)
-    assert "# ---- notes (not problems)" in submit.dry_run_text(result, tmp_path)
+    assert "# ---- notes (not problems)" in submit.dry_run_text(result, ExperimentDir(tmp_path))
     # Once the shared cache has the whole model, the note goes and the jobs load it offline.
     _cache_model(
         tmp_path / "shared-hf" / "hub",
@@ -267,7 +264,7 @@ def test_hub_model_not_in_the_cache_gets_a_prefetch_note_and_no_offline_flag(tmp
     )
     result = submit.check("configs/llama3-8b-cybermetric.yaml", [data], str(profile))
     assert not [n for n in result.notes if n.startswith("model.name_or_path")]
-    specs = submit.plan(result.cfg, result.profile, tmp_path)
+    specs = submit.plan(result.cfg, result.profile, ExperimentDir(tmp_path))
     assert all("export HF_HUB_OFFLINE=1" in s.params["setup"] for s in specs)
 
 

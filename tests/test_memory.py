@@ -17,7 +17,7 @@ from launch.memory import (
     ModelShape,
     estimate,
     fit_problems,
-    fixes,
+    fitting_alternatives,
     model_shape,
     read_zero,
     shape_summary,
@@ -316,7 +316,7 @@ def test_8b_full_sft_without_deepspeed_on_one_80gb_gpu_is_refused(shape8b):
     assert msg.startswith("methods.full_sft.resources: does not fit in GPU memory (needs ")
     assert f"needs {est.total_gb:.1f} GB per GPU of 80 GB" in msg
     assert f"optimizer {est.optimizer_gb:.1f}" in msg and "on 1 GPU" in msg
-    found = fixes(est, 80, method)
+    found = fitting_alternatives(est, 80, method)
     assert found, msg
     texts = [t for t, _ in found]
     assert any("zero3_offload.json" in t for t in texts)
@@ -330,7 +330,7 @@ def test_8b_full_sft_without_deepspeed_on_one_80gb_gpu_is_refused(shape8b):
 def test_more_gpus_fix_uses_the_site_node_size(shape8b):
     method = full_sft(None)
     est = estimate(shape8b, method, 512, REPO)
-    texts = [t for t, _ in fixes(est, 40, method, gpus_per_node_max=8)]
+    texts = [t for t, _ in fitting_alternatives(est, 40, method, gpus_per_node_max=8)]
     more = [t for t in texts if "more GPUs" in t]
     assert more and "deepspeed: ds_configs/zero3.json and more GPUs: 1 node x " in more[0]
 
@@ -341,8 +341,8 @@ def test_more_gpus_fixes_stay_within_the_site_node_limit(shape8b):
 
     method = full_sft("ds_configs/zero3.json", nodes=1, gpus=2, micro_batch_size=8)
     est = estimate(shape8b, method, 512, REPO)
-    unlimited = [t for t, _ in fixes(est, 24, method, gpus_per_node_max=2)]
-    limited = [t for t, _ in fixes(est, 24, method, gpus_per_node_max=2, max_nodes=2)]
+    unlimited = [t for t, _ in fitting_alternatives(est, 24, method, gpus_per_node_max=2)]
+    limited = [t for t, _ in fitting_alternatives(est, 24, method, gpus_per_node_max=2, max_nodes=2)]
 
     def nodes(texts: list[str]) -> list[int]:
         return [int(m.group(1)) for t in texts for m in [re.search(r"more GPUs: (\d+) node", t)] if m]
@@ -360,7 +360,7 @@ def test_70b_full_sft_on_one_16gb_gpu_lists_only_fixes_that_fit(no_hf_cache):
         problems = fit_problems(est, 16, method, gpus_per_node_max=gpus_max)
         assert len(problems) == 1
         print("\n" + problems[0])
-        found = fixes(est, 16, method, gpus_per_node_max=gpus_max)
+        found = fitting_alternatives(est, 16, method, gpus_per_node_max=gpus_max)
         for text, alt in found:
             assert alt.total_gb <= usable_gb(16), text
             assert alt.offloaded_gb <= 256, text

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from slurm_cluster import cluster_or_skip, make_base, stop_all, stop_cluster
+from support.slurm_cluster import cluster_or_skip, make_base, stop_all, stop_cluster
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[1]

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from launch.config import MethodConfig
-from train import common, packing
-from train.common import Example, collate
+from train import batches, loop, packing
+from train.batches import Example, collate
 
 # Packed and unpacked runs do the same arithmetic in a different layout (one row vs one row per
 # example, per-example vs masked attention): they agree to float32 rounding. Measured ~1e-6 on
@@ -130,15 +130,13 @@ def test_no_attention_across_examples(tiny_model, examples, tok, varlen):
         assert not torch.equal(a[n0 + n1 :], b[n0 + n1 :])
 
 
-def run_loop(
-    tiny_model, examples, tok, batching: str, seed: int = 0, steps: int = 3
-) -> tuple[common.TrainResult, list]:
+def run_loop(tiny_model, examples, tok, batching: str, seed: int = 0, steps: int = 3) -> tuple[loop.TrainResult, list]:
     """train_loop for a few steps, recording the examples of every micro-batch it collates."""
     from accelerate import Accelerator
 
     seen: list[list[int]] = []
     index = {id(e): i for i, e in enumerate(examples)}
-    real = {"packed": packing.collate_packed, "padded": common.collate}[batching]
+    real = {"packed": packing.collate_packed, "padded": batches.collate}[batching]
 
     def recording(batch, pad_id):
         seen.append([index[id(e)] for e in batch])
@@ -155,13 +153,11 @@ def run_loop(
     )
     model = fresh_model(tiny_model)
     target = "collate_packed" if batching == "packed" else "collate"
-    owner = packing if batching == "packed" else common
+    owner = packing if batching == "packed" else loop  # where train_loop looks the collate function up
     saved = getattr(owner, target)
     setattr(owner, target, recording)
     try:
-        result = common.train_loop(
-            model, examples, method, Accelerator(cpu=True), tok.pad_token_id, seed, progress=False
-        )
+        result = loop.train_loop(model, examples, method, Accelerator(cpu=True), tok.pad_token_id, seed, progress=False)
     finally:
         setattr(owner, target, saved)
     assert model.config._attn_implementation == "sdpa"

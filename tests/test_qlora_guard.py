@@ -17,7 +17,7 @@ import torch
 bnb = pytest.importorskip("bitsandbytes")
 
 from launch.config import LoraSettings  # noqa: E402
-from train import common, prompting, quant  # noqa: E402
+from train import batches, prompting, quant  # noqa: E402
 from train.lora import lora_config  # noqa: E402
 
 
@@ -40,8 +40,8 @@ def _batch(tokenizer) -> dict:
         ),
     ]
     codec = prompting.AnswerCodec(tokenizer)
-    examples = [common.Example(*prompting.encode_training_example(tokenizer, codec, q, 256)) for q in qs]
-    return common.collate(examples, tokenizer.pad_token_id)
+    examples = [batches.Example(*prompting.encode_training_example(tokenizer, codec, q, 256)) for q in qs]
+    return batches.collate(examples, tokenizer.pad_token_id)
 
 
 def _qlora_model(path: Path, guard: bool):
@@ -105,7 +105,7 @@ def _mismatches(got: dict, want: dict) -> list[str]:
 
 
 def test_guarded_qlora_gets_correct_gradients_after_an_eval_forward(tiny_model):
-    from train.common import load_tokenizer
+    from train.batches import load_tokenizer
 
     tokenizer = load_tokenizer(str(tiny_model))
     batch = _batch(tokenizer)
@@ -121,7 +121,7 @@ def test_guarded_qlora_gets_correct_gradients_after_an_eval_forward(tiny_model):
 @pytest.mark.skipif(not _has_avx512_bf16(), reason="the repacking trap exists only on CPUs with AVX512_BF16")
 def test_without_the_guard_the_gradients_are_wrong(tiny_model):
     """The check above can fail: on this CPU, the unguarded model gets wrong adapter gradients."""
-    from train.common import load_tokenizer
+    from train.batches import load_tokenizer
 
     tokenizer = load_tokenizer(str(tiny_model))
     batch = _batch(tokenizer)

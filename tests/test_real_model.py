@@ -43,9 +43,9 @@ def test_imported_smollm2_is_a_plain_tied_model_with_its_chat_template():
 def test_each_answer_letter_is_one_token_after_answer_in_the_chat_template():
     """Scored as one token, and the joint tokenisation of prompt + 'ANSWER: X' (what lm-eval
     re-tokenises, and what a generated reply is) gives exactly our ids."""
-    from train import common, prompting
+    from train import batches, prompting
 
-    tok = common.load_tokenizer(str(MODEL))
+    tok = batches.load_tokenizer(str(MODEL))
     codec = prompting.AnswerCodec(tok)
     assert codec.single_token and len({v[0] for v in codec.letter_ids.values()}) == 4
     assert tok.convert_ids_to_tokens([v[0] for v in codec.letter_ids.values()]) == ["ĠA", "ĠB", "ĠC", "ĠD"]

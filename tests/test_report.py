@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from launch import report
-from launch.report import COLUMNS, build_rows, format_table, load_train_metrics, write_reports
+from launch.expdir import ExperimentDir
+from launch.report import COLUMNS, build_rows, format_table, write_reports
 from launch.stats import wilson_interval
 
 METHODS = [("full", "full_sft"), ("lora", "lora"), ("qlora", "qlora"), ("late", "lora")]
@@ -215,7 +216,9 @@ def test_format_table(results):
 def test_write_reports(tmp_path, results):
     evals, train = results
     rows = build_rows(METHODS, evals, train, price_per_gpu_hour=2.5)
-    paths = write_reports(tmp_path, rows, "smoke test", extra={"config_hash": "abc123", "eval_mode": "loglik"})
+    paths = write_reports(
+        ExperimentDir(tmp_path), rows, "smoke test", extra={"config_hash": "abc123", "eval_mode": "loglik"}
+    )
     assert set(paths) == {"summary", "markdown", "chart", "html"}
     for p in paths.values():
         assert p.is_file() and p.parent == tmp_path
@@ -263,7 +266,7 @@ def test_evaluation_cost_counts_every_models_timers_and_reaches_every_report(tmp
     assert "0.1 CPU-h" in report.evaluation_line(on_cpu)
 
     rows = build_rows(METHODS, evals, train, price_per_gpu_hour=3.0)
-    paths = write_reports(tmp_path, rows, "with eval cost", evaluation=ev)
+    paths = write_reports(ExperimentDir(tmp_path), rows, "with eval cost", evaluation=ev)
     assert json.loads(paths["summary"].read_text())["evaluation"] == ev
     line = "Evaluation job: 3 model(s) loaded and scored in 180 s (0.1 GPU-h, cost 0.3)"
     assert line in paths["markdown"].read_text() and line in paths["html"].read_text()
@@ -279,20 +282,9 @@ def test_chart_axis_choice(results):
 
 def test_chart_with_nothing_evaluated(tmp_path):
     rows = build_rows([("lora", "lora")], {}, {"lora": {"status": "failed", "error": "x"}})
-    paths = write_reports(tmp_path, rows, "all failed")
+    paths = write_reports(ExperimentDir(tmp_path), rows, "all failed")
     assert paths["chart"].read_bytes()[:4] == b"\x89PNG"
     assert json.loads(paths["summary"].read_text())["rows"][0]["status"] == "failed"
-
-
-def test_load_train_metrics(tmp_path):
-    (tmp_path / "methods" / "lora").mkdir(parents=True)
-    (tmp_path / "methods" / "lora" / "metrics.json").write_text(json.dumps(_metrics("lora", "lora")))
-    (tmp_path / "methods" / "bad").mkdir(parents=True)
-    (tmp_path / "methods" / "bad" / "metrics.json").write_text("{not json")
-    got = load_train_metrics(tmp_path, ["lora", "gone", "bad"])
-    assert got["lora"]["tokens_per_s"] == pytest.approx(4047.7)
-    assert got["gone"] == {"method": "gone", "status": "missing"}
-    assert got["bad"]["status"] == "unreadable"
 
 
 def test_report_module_is_light():

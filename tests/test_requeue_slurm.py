@@ -22,8 +22,8 @@ import pytest
 import yaml
 from safetensors.torch import load_file
 
-from slurm_cluster import cluster_or_skip, make_base, run, stop_all, stop_cluster
-from test_resume import effective_steps, max_diff
+from support.runs import effective_steps, max_diff
+from support.slurm_cluster import cluster_or_skip, make_base, run, stop_all, stop_cluster
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[1]

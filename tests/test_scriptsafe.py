@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 
 from launch import submit, yamlio
 from launch.config import build_config
+from launch.expdir import ExperimentDir
 from launch.profiles import ProfileError, profile_from_dict
 
 REPO = Path(__file__).resolve().parents[1]
@@ -159,7 +160,7 @@ def assert_script_is_meant(
     spec: submit.JobSpec, profile: tp.Any, exp_dir: Path, gpus: int, run_bash: bool, model: str
 ) -> None:
     python = submit.job_python(profile)
-    script = submit.sbatch_script(spec, exp_dir, python, IDS)
+    script = submit.sbatch_script(spec, ExperimentDir(exp_dir), python, IDS)
     per_line, stop = sbatch_options(script)
     assert all(len(args) == 1 for args in per_line), per_line  # one option per #SBATCH line, nothing smuggled
     options = {}
@@ -169,7 +170,7 @@ def assert_script_is_meant(
         options[key] = value if "=" in arg else None
     for key, value in _expected_options(spec, profile, exp_dir, gpus).items():
         assert options[key] == value, (key, options[key], value)
-    setup = submit._setup_lines(profile, exp_dir, model)
+    setup = submit._setup_lines(profile, ExperimentDir(exp_dir), model)
     body = [ln for ln in script.split("\n")[stop:] if ln.strip() and not ln.lstrip().startswith("#")]
     assert body[: len(setup)] == setup and len(body) == len(setup) + 2, body  # + SUBMITIT_EXECUTOR export, srun
     if not run_bash:
@@ -240,7 +241,7 @@ def check_field(field: str, value: str, run_bash: bool = True) -> bool:
         assert all(p.startswith(label) for p in problems), (field, value, problems)
         return False
     exp_dir = Path(os.path.abspath(cfg.output_dir)) / "smoke-20260101-000000"
-    for spec in submit.plan(cfg, profile, exp_dir):
+    for spec in submit.plan(cfg, profile, ExperimentDir(exp_dir)):
         gpus = (cfg.eval if spec.name == "eval" else cfg.method(spec.name)).resources.gpus_per_node
         # A setup line is the profile author's own shell, run as written: its lines, not its commands, are checked.
         bash = run_bash and field != "setup" and spec.name == "eval"  # bash once per case: the eval job's script

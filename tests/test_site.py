@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from launch import cli, experiment, status, submit
+from launch import cli, status, submit
+from launch.expdir import ExperimentDir
 from launch.fsio import read_json
 from launch.jobs import TrainJob
 from launch.slurm import parse_sacct
@@ -158,7 +159,7 @@ def test_jobs_load_the_frozen_experiment_after_the_original_data_moved(fake_slur
     (exp,) = out.iterdir()
     data.rename(tmp_path / "moved.json")
     ds.unlink()
-    cfg = experiment.load(exp)  # what TrainJob/EvalJob and `cyberft resume` do first
+    cfg = ExperimentDir(exp).load_config()  # what TrainJob/EvalJob and `cyberft resume` do first
     assert cfg.data.train.path == str(data)  # recorded, but no longer needed
     assert Path(cfg.method("full_sft").deepspeed).is_file() and str(exp / "code") in cfg.method("full_sft").deepspeed
     ids = {n: r["job_id"] for n, r in read_json(exp / "manifest.json")["jobs"].items()}

@@ -5,7 +5,7 @@ Checked end to end: a profile asking for typed GPUs (``typed_gpus: true``) runs 
 experiment, its GPU-hours come out once (not doubled by the typed accounting entry), and an
 ``additional_parameters`` value full of shell syntax reaches Slurm as the text it is, running
 nothing. A partition the site does not have is refused by sbatch: exit 2, Slurm's message once,
-no experiment left. Skipped like the other Slurm tests (tests/slurm_cluster.py).
+no experiment left. Skipped like the other Slurm tests (tests/support/slurm_cluster.py).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from slurm_cluster import cluster_or_skip, make_base, run, stop_all, stop_cluster
 from support.fake_slurm import write_profile
+from support.slurm_cluster import cluster_or_skip, make_base, run, stop_all, stop_cluster
 from test_submit_slurm import FAST, cyberft, sacct_gpu_hours
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]

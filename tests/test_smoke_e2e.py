@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from launch.wandb_offline import find_runs, read_run
+from support.wandb_offline import find_runs, read_run
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]

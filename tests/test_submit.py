@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from launch import cli, submit
+from launch.expdir import ExperimentDir
 from launch.fsio import read_json
 from support.fake_slurm import install_fake_slurm
 
@@ -186,11 +187,12 @@ def test_submit_with_fake_sbatch_records_ids_dependency_and_scripts(fake_slurm, 
         assert (exp / rel).is_file(), rel
     # What sbatch received is exactly what the dry run shows for the same plan and ids.
     result = submit.check("configs/smoke.yaml", [f"model.name_or_path={tiny_model}", f"output_dir={out}"], "dev")
-    cfg = submit.load_experiment_profile(exp)
-    specs = submit.plan(submit.experiment_config(exp), cfg, exp)
+    frozen = ExperimentDir(exp)
+    profile = frozen.load_profile()
+    specs = submit.plan(frozen.load_config(), profile, frozen)
     for spec in specs:
         sent = (fake_slurm / f"script-{ids[spec.name]}.sh").read_text()
-        assert sent == submit.sbatch_script(spec, exp, submit.job_python(cfg), ids)
+        assert sent == submit.sbatch_script(spec, frozen, submit.job_python(profile), ids)
     eval_script = (fake_slurm / "script-5004.sh").read_text()
     assert "#SBATCH --dependency=afterany:5001:5002:5003" in eval_script
     assert "#SBATCH --mem=2GB" in (fake_slurm / "script-5001.sh").read_text()
@@ -252,7 +254,7 @@ def test_distributed_method_gets_one_task_per_gpu_and_kill_on_bad_exit(tmp_path,
         "dev",
     )
     assert result.problems == []
-    specs = {s.name: s for s in submit.plan(result.cfg, result.profile, tmp_path)}
+    specs = {s.name: s for s in submit.plan(result.cfg, result.profile, ExperimentDir(tmp_path))}
     sft = specs["full_sft"]
     assert (sft.world_size, sft.params["nodes"], sft.params["ntasks_per_node"], sft.params["gpus_per_node"]) == (
         4,
@@ -394,7 +396,7 @@ def test_resume_plan_sends_only_what_ended_unfinished(
     ids = {"full_sft": "9001", "lora": "9002", "eval": "9003"}
     fake = [status.JobStatus(n, ids[n], st, ended=ended, ok=ok) for n, (st, ended, ok) in states.items()]
     monkeypatch.setattr(status, "job_statuses", lambda exp: fake)
-    plan = resume.plan_resume(tmp_path)
+    plan = resume.plan_resume(ExperimentDir(tmp_path))
     assert (plan.resubmit, plan.waiting_on, plan.cancel_eval, plan.eval_needed) == (
         resubmit,
         waiting,
@@ -414,4 +416,4 @@ def test_resume_waits_for_a_running_evaluation(tmp_path, monkeypatch):
         lambda exp: [status.JobStatus("lora", "1", "FAILED", ended=True), status.JobStatus("eval", "2", "RUNNING")],
     )
     with pytest.raises(InputError, match=r"eval: job 2 is RUNNING -> wait until it ends"):
-        resume.plan_resume(tmp_path)
+        resume.plan_resume(ExperimentDir(tmp_path))

@@ -1,7 +1,7 @@
 """``cyberft submit`` against a real Slurm (the dev cluster: slurmctld + slurmd + slurmdbd).
 
 Skipped without root or a way to install Slurm, unless ``CI`` is set (then they fail): see
-tests/slurm_cluster.py. One single-node cluster with accounting serves the module.
+tests/support/slurm_cluster.py. One single-node cluster with accounting serves the module.
 
 Checked end to end: submit returns at once, the evaluation waits on its dependency while
 training runs, ``status --wait`` ends with exit 0, the report's GPU-hours equal what ``sacct``
@@ -22,8 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from launch.wandb_offline import find_runs, read_run
-from slurm_cluster import cluster_or_skip, make_base, run, stop_all, stop_cluster
+from support.runs import effective_steps
+from support.slurm_cluster import cluster_or_skip, make_base, run, stop_all, stop_cluster
+from support.wandb_offline import find_runs, read_run
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[1]
@@ -176,8 +177,6 @@ def test_a_cancelled_method_is_resumed_from_its_checkpoint_and_costs_both_jobs(c
     """Cancel one method mid-run; the evaluation reports it failed; `cyberft resume` sends it again,
     it continues from its newest complete checkpoint into the same W&B run, a new evaluation scores
     it, and its GPU-hours are both jobs' (sacct)."""
-    from test_resume import effective_steps
-
     base, env = cluster
     steps = 60
     exp, ids, _ = submit(

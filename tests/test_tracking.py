@@ -1,4 +1,4 @@
-"""Tests of train/tracking.py and launch/wandb_offline.py: an offline W&B round trip.
+"""Tests of train/tracking.py and tests/support/wandb_offline.py: an offline W&B round trip.
 
 One real offline run (about 1-2 s) is written in tmp_path and read back with our
 own log parser; every file the run produced, HOME included, is scanned for the
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from launch.config import TrackingConfig
-from launch.wandb_offline import OfflineLogError, find_runs, iter_record_bytes, read_run
+from support.wandb_offline import OfflineLogError, find_runs, iter_record_bytes, read_run
 from train.tracking import Tracker, is_secret_key, scrub
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,7 +1,7 @@
 """Training on several processes: plain DDP and DeepSpeed ZeRO-2/3, 2 CPU ranks over gloo.
 
 Each multi-process run is ``torchrun --standalone --nproc_per_node 2
-tests/dist_train_entry.py train EXP METHOD OUT``: torchrun exports the same
+tests/support/dist_train_entry.py train EXP METHOD OUT``: torchrun exports the same
 torch environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) as
 the launcher, and the helper calls the entrypoint's ``main(cfg, ...)`` like
 ``launch.jobs.TrainJob``. The 1-process references run in this process.
@@ -20,7 +20,6 @@ import os
 import signal
 import subprocess
 import sys
-import typing as tp
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,11 +29,13 @@ import torch
 from launch import experiment
 from launch.config import load_config
 from launch.data import prepare_splits
+from launch.expdir import ExperimentDir, MethodDir
 from launch.gpus import cuda_hidden
+from support import dist_train_entry
 
 pytestmark = pytest.mark.slow
 
-ENTRY = Path(__file__).with_name("dist_train_entry.py")
+ENTRY = Path(dist_train_entry.__file__)
 DS_CONFIGS = Path(__file__).resolve().parents[1] / "ds_configs"
 STEPS = 8  # one pass over the 64 questions at a global batch of 8
 N_TRAIN = 64
@@ -56,17 +57,17 @@ RELOAD_TOL = 1e-3 if torch.cuda.is_available() else 0.0
 class Run:
     """One finished training run: its experiment, probe outputs and metrics."""
 
-    exp_dir: Path
+    exp_dir: ExperimentDir
     method: str
     out: Path
 
     @property
-    def method_dir(self) -> Path:
-        return self.exp_dir / "methods" / self.method
+    def trained(self) -> MethodDir:
+        return self.exp_dir.method(self.method)
 
     @property
     def metrics(self) -> dict:
-        return json.loads((self.method_dir / "metrics.json").read_text())
+        return json.loads(self.trained.metrics_file.read_text())
 
     @property
     def losses(self) -> list[float]:
@@ -151,16 +152,6 @@ def run_ok(args: list[str], cwd: Path, timeout: float = 240) -> None:
     assert code == 0, f"{' '.join(args)} exited {code}:\n{output[-4000:]}"
 
 
-def entry_module() -> tp.Any:
-    """tests/dist_train_entry.py as a module (whatever pytest's import mode)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("dist_train_entry", ENTRY)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 class Runs:
     """Makes each named run on first use and keeps it for the module's other tests."""
 
@@ -173,7 +164,7 @@ class Runs:
             self._done[key] = self._train(key)
         return self._done[key]
 
-    def _experiment(self, key: str, method: str, extra: list[str]) -> Path:
+    def _experiment(self, key: str, method: str, extra: list[str]) -> ExperimentDir:
         overrides = [
             f"model.name_or_path={self.tiny_model}",
             f"output_dir={self.root / key}",
@@ -183,10 +174,10 @@ class Runs:
             f"methods.{method}.max_steps={STEPS}",
         ] + extra
         cfg = experiment.resolve_paths(load_config(self.repo / "configs" / "smoke.yaml", overrides))
-        exp_dir = experiment.create(cfg, str(self.repo / "configs" / "smoke.yaml"), overrides)
+        exp = experiment.create(cfg, str(self.repo / "configs" / "smoke.yaml"), overrides)
         if key not in PREPARES_OWN_DATA:
-            prepare_splits(cfg.data, exp_dir / "data", progress=False)  # what the launcher does
-        return exp_dir
+            prepare_splits(cfg.data, exp.data.root, progress=False)  # what the launcher does
+        return exp
 
     def _train(self, key: str) -> Run:
         method, nproc, extra = RUNS[key]
@@ -194,7 +185,7 @@ class Runs:
         out = self.root / key / "probe"
         out.mkdir(parents=True)
         if nproc == 1:
-            entry_module().train(exp_dir, method, out)
+            dist_train_entry.train(exp_dir, method, out)
         else:
             needs_devices(nproc)
             torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
@@ -214,17 +205,17 @@ def test_zero_full_sft_on_two_processes_saves_one_model(key, runs):
     assert metrics["status"] == "completed" and metrics["steps"] == STEPS and metrics["n_devices"] == 2
     # ZeRO-3 leaves each rank half of every weight; the counts are still the whole model's.
     assert metrics["trainable_params"] == metrics["total_params"] == runs["full_1proc"].metrics["total_params"]
-    progress = json.loads((run.method_dir / "progress.json").read_text())
+    progress = json.loads((run.trained.progress_file).read_text())
     assert progress["step"] == progress["total_steps"] == STEPS
-    model_dir = run.method_dir / "model"
+    model_dir = run.trained.model_dir
     assert sorted(p.name for p in model_dir.glob("*.safetensors")) == ["model.safetensors"]  # consolidated, no shards
     assert {"config.json", "tokenizer.json"} <= {p.name for p in model_dir.iterdir()}
-    assert (run.exp_dir / "data" / "train.jsonl").is_file()
+    assert run.exp_dir.data.train_file.is_file()
     umask = os.umask(0)
     os.umask(umask)
     assert model_dir.stat().st_mode & 0o777 == 0o777 & ~umask  # readable by the eval job like every other file
     assert (model_dir / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask
-    assert not list(run.method_dir.glob(".model.*")), "a temporary save directory was left behind"
+    assert not list(run.trained.root.glob(".model.*")), "a temporary save directory was left behind"
 
 
 @pytest.mark.parametrize(
@@ -252,7 +243,7 @@ def test_consolidated_checkpoint_reloads_to_the_trained_logits(key, runs, repo):
     run = runs[key]
     reloaded = run.out.parent / "reloaded"
     reloaded.mkdir(exist_ok=True)
-    run_ok([sys.executable, str(ENTRY), "logits", str(run.method_dir / "model"), str(reloaded)], repo)
+    run_ok([sys.executable, str(ENTRY), "logits", str(run.trained.model_dir), str(reloaded)], repo)
     trained, loaded = run.logits, torch.load(reloaded / "logits.pt")
     diff = float((trained - loaded).abs().max())
     print(f"{key}: max |logit difference| trained vs reloaded = {diff}")
@@ -264,7 +255,7 @@ def test_lora_on_two_processes_saves_an_adapter(runs):
     metrics = run.metrics
     assert metrics["status"] == "completed" and metrics["steps"] == STEPS and metrics["n_devices"] == 2
     assert 0 < metrics["trainable_params"] < metrics["total_params"]
-    adapter = run.method_dir / "adapter"
+    adapter = run.trained.adapter_dir
     assert (adapter / "adapter_model.safetensors").is_file() and (adapter / "adapter_config.json").is_file()
     from safetensors.torch import load_file
 

@@ -18,7 +18,7 @@ What it takes care of:
   saved once, and checked again on the reloaded one.
 * **Verification before publishing.** The directory is written to a temporary sibling, reloaded
   with ``from_pretrained`` and its logits on a probe prompt (through the chat template) compared with
-  the loaded model's; only then is it renamed to ``OUT_DIR`` (``train.common.save_model_atomic``). A
+  the loaded model's; only then is it renamed to ``OUT_DIR`` (``train.run.save_model_atomic``). A
   failed import leaves ``OUT_DIR`` as it was.
 
 A file that is not GGUF, or a GGUF of an architecture transformers cannot load, raises
@@ -199,7 +199,7 @@ def import_gguf(gguf_path: str | os.PathLike, out_dir: str | os.PathLike, dtype:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from launch.fsio import atomic_write_json
-    from train.common import save_model_atomic
+    from train.run import save_model_atomic
 
     t0 = time.perf_counter()
     src, out = Path(gguf_path).expanduser(), Path(out_dir).expanduser()

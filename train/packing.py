@@ -48,8 +48,7 @@ import typing as tp
 import torch
 import torch.nn.functional as F
 
-if tp.TYPE_CHECKING:  # train.common imports this module
-    from train.common import Example
+from train.batches import Example
 
 VARLEN_SDPA = "cyberft_varlen_sdpa"
 """Name of the per-example SDPA attention in transformers' ``AttentionInterface``."""

@@ -22,7 +22,10 @@ import time
 import typing as tp
 from pathlib import Path
 
-DEFAULT_DATA = Path(__file__).resolve().parents[1] / "data" / "sample" / "cyber_mcq.json"
+from launch import SAMPLE_DATA
+
+DEFAULT_DATA = SAMPLE_DATA
+"""The questions the tokenizer (and the briefly pretrained model) learn from by default."""
 
 # A chat template in the shape of real ones: role markers and a generation prompt.
 CHAT_TEMPLATE = (
@@ -259,7 +262,7 @@ def build_tiny_model(
     )
     if pretrain_steps:
         pretrain(model, tokenizer, Path(data_path), pretrain_steps, seed=seed)
-    from train.common import save_model_atomic
+    from train.run import save_model_atomic
 
     return save_model_atomic(model, tokenizer, out)
 

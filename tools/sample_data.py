@@ -13,7 +13,8 @@ and, like the distractors (drawn from the same category), chosen by a seeded
 
 Usage
 -----
-``python -m launch.sample_data data/sample/cyber_mcq.json [--seed 0]``
+``python tools/sample_data.py data/sample/cyber_mcq.json [--seed 0]`` (with the project installed:
+``make install``)
 """
 
 from __future__ import annotations
@@ -478,8 +479,8 @@ def write(path: str | os.PathLike = DEFAULT_PATH, seed: int = 0) -> list[SampleQ
 
 
 def main(argv: tp.Sequence[str] | None = None) -> int:
-    """``python -m launch.sample_data OUT [--seed N]``."""
-    parser = argparse.ArgumentParser(prog="python -m launch.sample_data", description=__doc__.splitlines()[0])
+    """``python tools/sample_data.py OUT [--seed N]``."""
+    parser = argparse.ArgumentParser(prog="python tools/sample_data.py", description=__doc__.splitlines()[0])
     parser.add_argument("out", nargs="?", default=DEFAULT_PATH, help=f"output JSON (default {DEFAULT_PATH})")
     parser.add_argument("--seed", type=int, default=0, help="seed of letters and distractors (default 0)")
     args = parser.parse_args(argv)
