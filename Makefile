@@ -82,6 +82,7 @@ $(LINT_STAMP): pyproject.toml constraints.txt
 lint: $(LINT_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/python tools/check_layers.py
 
 # The bench extra (lm-eval, the evaluator's baseline) on top of the install above. torch is already
 # there and pinned by constraints.txt, so pip keeps it; the check fails loudly if anything replaced it.
