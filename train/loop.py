@@ -227,21 +227,34 @@ def train_loop(
     so a resumed run takes the same steps as one that was never interrupted.
     """
     with packing.padding_free_attention(model, enabled=method.batching == "packed"):
-        return _train(model, examples, method, accelerator, pad_id, seed, paths, log, progress)
+        prepared = _prepare(model, examples, method, accelerator, pad_id)
+        return _optimise(prepared, method, accelerator, seed, paths, log, progress)
+
+
+@dataclass
+class _Prepared:
+    """What the loop optimises, prepared by accelerate (DDP wrapper or DeepSpeed engine, sharded loader)."""
+
+    model: tp.Any
+    optimizer: tp.Any
+    loader: tp.Any
+    scheduler: tp.Any
+    params: list
+    """The trainable parameters (what gradient clipping sees)."""
+    order: torch.Generator
+    """The loader's shuffling generator, seeded per epoch by the loop."""
+    n_steps: int
 
 
 def _prepare(
-    model: torch.nn.Module,
-    examples: list[Example],
-    method: MethodConfig,
-    accelerator: tp.Any,
-    pad_id: int,
-    n_steps: int,
-    order: torch.Generator,
-) -> tuple[tp.Any, tp.Any, tp.Any, tp.Any, list]:
-    """(model, optimizer, loader, scheduler) prepared by accelerate, and the trainable parameters."""
+    model: torch.nn.Module, examples: list[Example], method: MethodConfig, accelerator: tp.Any, pad_id: int
+) -> _Prepared:
+    """The loader, AdamW and the linear schedule over ``examples``, prepared by accelerate."""
     from torch.utils.data import DataLoader
     from transformers import get_linear_schedule_with_warmup
+
+    n_steps = total_steps(method, len(examples), accelerator.num_processes)
+    order = torch.Generator()
 
     # Every rank builds the same shuffled loader; accelerate shards its batches
     # across ranks, so the global batch is micro_batch x grad_accum x world size.
@@ -266,15 +279,14 @@ def _prepare(
     scheduler = get_linear_schedule_with_warmup(
         optimizer, int(method.warmup_ratio * n_steps) * per_step, n_steps * per_step
     )
-    return (*accelerator.prepare(model, optimizer, loader, scheduler), params)
+    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    return _Prepared(model, optimizer, loader, scheduler, params, order, n_steps)
 
 
-def _train(
-    model: torch.nn.Module,
-    examples: list[Example],
+def _optimise(
+    prepared: _Prepared,
     method: MethodConfig,
     accelerator: tp.Any,
-    pad_id: int,
     seed: int,
     paths: MethodDir | None,
     log: Log | None,
@@ -283,9 +295,8 @@ def _train(
     from accelerate.utils import DistributedType
     from tqdm.auto import tqdm
 
-    n_steps = total_steps(method, len(examples), accelerator.num_processes)
-    order = torch.Generator()
-    model, optimizer, loader, scheduler, params = _prepare(model, examples, method, accelerator, pad_id, n_steps, order)
+    model, optimizer, loader, scheduler = prepared.model, prepared.optimizer, prepared.loader, prepared.scheduler
+    params, order, n_steps = prepared.params, prepared.order, prepared.n_steps
     model.train()
     saver = Checkpoints(paths.checkpoints_dir if paths else None, method.checkpoint, accelerator)
     state = saver.resume(model, n_steps)
