@@ -205,3 +205,22 @@ def test_an_eval_result_computes_accuracy_and_its_wilson_interval_from_the_count
         "eval_s",
         "questions_per_s",
     ]
+
+
+def test_a_local_run_records_its_executor_and_the_keys_it_always_wrote(tmp_path):
+    from support.experiments import new_experiment
+
+    _, exp = new_experiment([f"output_dir={tmp_path}", "data.max_train=8", "data.max_eval=4"])
+    raw = json.loads(exp.manifest_file.read_text())
+    assert list(raw) == [
+        "experiment",
+        "created_at",
+        "config_hash",
+        "git_commit",
+        "source_config",
+        "overrides",
+        "methods",
+        "jobs",
+        "executor",
+    ]
+    assert raw["executor"] == "local" and raw["experiment"] == exp.name and exp.data.train_file.is_file()

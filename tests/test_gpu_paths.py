@@ -66,9 +66,11 @@ def train_capturing(cfg: tp.Any, exp_dir: ExperimentDir, kind: str) -> tuple[dic
 
 @pytest.fixture
 def bf16_accelerator_state():
-    """accelerate keeps one AcceleratorState per process: the bf16 run's must not reach later tests."""
+    """accelerate keeps one AcceleratorState per process: an earlier in-process run's (fp32, e.g.
+    test_architectures') would refuse bf16, and the bf16 run's must not reach later tests."""
     from accelerate.state import AcceleratorState
 
+    AcceleratorState._reset_state(reset_partial_state=True)
     yield
     AcceleratorState._reset_state(reset_partial_state=True)
 
