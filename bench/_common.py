@@ -122,7 +122,9 @@ def summarize(bench: Bench) -> dict:
             else:
                 raise ValueError(f"unknown target kind {t.kind!r}")
             met = None if value is None else (value >= t.value if t.kind == "ratio_min" else value <= t.value)
-            d["targets"].append({"text": t.text, "kind": t.kind, "value": value, "goal": t.value, "ref": t.ref, "met": met})
+            d["targets"].append(
+                {"text": t.text, "kind": t.kind, "value": value, "goal": t.value, "ref": t.ref, "met": met}
+            )
     return {"name": bench.name, "rows": rows, "info": bench.info, "notes": bench.notes, "skipped": bench.skipped}
 
 
@@ -163,8 +165,17 @@ def format_table(results: list[dict]) -> str:
             else:
                 vs = ""
             rng = f"{_num(d['min'], d['unit'])}-{_num(d['max'], d['unit'])}" if d["n"] else "-"
-            lines.append([res["name"], d["label"], _num(d["median"], d["unit"]), rng, d["unit"], vs,
-                          "; ".join(_target_text(t) for t in d["targets"])])
+            lines.append(
+                [
+                    res["name"],
+                    d["label"],
+                    _num(d["median"], d["unit"]),
+                    rng,
+                    d["unit"],
+                    vs,
+                    "; ".join(_target_text(t) for t in d["targets"]),
+                ]
+            )
     widths = [max(len(h), *(len(row[i]) for row in lines)) if lines else len(h) for i, h in enumerate(header)]
     right = {2, 3, 5}
 
@@ -178,10 +189,19 @@ def format_table(results: list[dict]) -> str:
 # --------------------------------------------------------------------------- entry point
 
 
-def parse_args(name: str, description: str, argv: tp.Sequence[str] | None = None,
-               extra: tp.Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.Namespace:
+def parse_args(
+    name: str,
+    description: str,
+    argv: tp.Sequence[str] | None = None,
+    extra: tp.Callable[[argparse.ArgumentParser], None] | None = None,
+) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog=f"bench_{name}.py", description=description)
-    p.add_argument("--runs", type=int, default=DEFAULT_RUNS, help=f"timed runs per measurement (>= {MIN_RUNS}; the median is reported)")
+    p.add_argument(
+        "--runs",
+        type=int,
+        default=DEFAULT_RUNS,
+        help=f"timed runs per measurement (>= {MIN_RUNS}; the median is reported)",
+    )
     p.add_argument("--json", help="write the result here (bench/run_all.py uses this)")
     if extra:
         extra(p)
@@ -205,8 +225,9 @@ def bench_main(build: tp.Callable[[argparse.Namespace], Bench], args: argparse.N
     return 0
 
 
-def timed_subprocess(cmd: tp.Sequence[str], env: dict | None = None, cwd: str | os.PathLike | None = None,
-                     timeout: float = 120) -> tuple[float, int, str, str]:
+def timed_subprocess(
+    cmd: tp.Sequence[str], env: dict | None = None, cwd: str | os.PathLike | None = None, timeout: float = 120
+) -> tuple[float, int, str, str]:
     """Wall time of one fresh process: (seconds, exit code, stdout, stderr)."""
     import subprocess
 
@@ -225,8 +246,12 @@ def machine_info() -> dict:
     import platform
 
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    return {"cpus": os.cpu_count(), "loadavg": [round(x, 2) for x in load] if load else None,
-            "python": platform.python_version(), "platform": platform.platform()}
+    return {
+        "cpus": os.cpu_count(),
+        "loadavg": [round(x, 2) for x in load] if load else None,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
 
 
 MATMUL_N = 2048
@@ -265,5 +290,6 @@ def matmul_params(model: tp.Any) -> int:
     6 x this for forward + backward (attention scores and the LM head are not counted, so the
     fraction is a lower bound).
     """
-    return sum(p.numel() for name, p in model.named_parameters()
-               if p.dim() == 2 and ".layers." in name and "norm" not in name)
+    return sum(
+        p.numel() for name, p in model.named_parameters() if p.dim() == 2 and ".layers." in name and "norm" not in name
+    )

@@ -32,7 +32,11 @@ def commands() -> list[tuple[str, str, list[str]]]:
     return [
         ("accelerate", "accelerate launch --help", [venv_bin("accelerate"), "launch", "--help"]),
         ("help", "cyberft --help", [venv_bin("cyberft"), "--help"]),
-        ("dry_run", "cyberft submit llama3-8b --profile dev --dry-run", [venv_bin("cyberft"), "submit", DRY_RUN_CONFIG, "--profile", "dev", "--dry-run"]),
+        (
+            "dry_run",
+            "cyberft submit llama3-8b --profile dev --dry-run",
+            [venv_bin("cyberft"), "submit", DRY_RUN_CONFIG, "--profile", "dev", "--dry-run"],
+        ),
         ("python", "python -c pass (interpreter start)", [py, "-c", "pass"]),
     ]
 
@@ -53,7 +57,7 @@ def build(args: tp.Any) -> Bench:
     cmds = commands()
     samples: dict[str, list[float]] = {key: [] for key, _, _ in cmds}
     codes: dict[str, set[int]] = {key: set() for key, _, _ in cmds}
-    for key, label, cmd in cmds:  # warm-up: the page cache, .pyc files
+    for _key, label, cmd in cmds:  # warm-up: the page cache, .pyc files
         dt, rc, _, err = timed_subprocess(cmd)
         if rc not in (0, 2):
             raise RuntimeError(f"{label} failed (rc={rc}): {err[-2000:]}")
@@ -69,16 +73,28 @@ def build(args: tp.Any) -> Bench:
     bench.rows = [
         Row("accelerate", "accelerate launch --help", "s", samples["accelerate"], False, baseline="accelerate"),
         Row("help", "cyberft --help", "s", samples["help"], False, baseline="accelerate", targets=[under]),
-        Row("dry_run", f"cyberft submit --dry-run (exit {'/'.join(map(str, sorted(codes['dry_run'])))})", "s",
-            samples["dry_run"], False, baseline="accelerate", targets=[under]),
+        Row(
+            "dry_run",
+            f"cyberft submit --dry-run (exit {'/'.join(map(str, sorted(codes['dry_run'])))})",
+            "s",
+            samples["dry_run"],
+            False,
+            baseline="accelerate",
+            targets=[under],
+        ),
         Row("python", "python -c pass (interpreter start)", "s", samples["python"], False, baseline="accelerate"),
     ]
     prof = import_profile("launch.cli")
-    bench.info = {"machine": machine_info(), "commands": {key: cmd for key, _, cmd in cmds}, "cwd": str(REPO),
-                  "exit_codes": {k: sorted(v) for k, v in codes.items()},
-                  "import_launch_cli_top_s": prof}
+    bench.info = {
+        "machine": machine_info(),
+        "commands": {key: cmd for key, _, cmd in cmds},
+        "cwd": str(REPO),
+        "exit_codes": {k: sorted(v) for k, v in codes.items()},
+        "import_launch_cli_top_s": prof,
+    }
     bench.notes = [
-        f"dry run exits {sorted(codes['dry_run'])}: {DRY_RUN_CONFIG}'s data file is not shipped (the plan is still rendered)",
+        f"dry run exits {sorted(codes['dry_run'])}: {DRY_RUN_CONFIG}'s data file is not shipped "
+        "(the plan is still rendered)",
         "import launch.cli, largest cumulative imports: " + ", ".join(f"{m} {s * 1000:.0f}ms" for m, s in prof[:4]),
     ]
     return bench

@@ -1,4 +1,4 @@
-"""Benchmark: our evaluator (``train.evaluate.score_loglik``) vs lm-evaluation-harness, and the bare forward.
+"""Benchmark: our evaluator (``train.scoring.score_loglik``) vs lm-evaluation-harness, and the bare forward.
 
 Same model object, same questions, same prompt tokens, same batch size, in one process:
 
@@ -51,14 +51,31 @@ from pathlib import Path
 
 # Nothing may reach a hub. Set before anything imports datasets / transformers; main() also points
 # lm-eval's dataset cache at a private temp dir (removed at the end), not ~/.cache.
-for _k, _v in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-               "TOKENIZERS_PARALLELISM": "false", "DS_ACCELERATOR": "cpu", "TQDM_DISABLE": "1"}.items():
+for _k, _v in {
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "DS_ACCELERATOR": "cpu",
+    "TQDM_DISABLE": "1",
+}.items():
     os.environ.setdefault(_k, _v)
 _CACHE = ""
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (MATMUL_N, REPO, Bench, Row, Target, bench_main, log, machine_info, matmul_gflops,  # noqa: E402
-                     matmul_params, parse_args)
+from _common import (  # noqa: E402
+    MATMUL_N,
+    REPO,
+    Bench,
+    Row,
+    Target,
+    bench_main,
+    log,
+    machine_info,
+    matmul_gflops,
+    matmul_params,
+    parse_args,
+)
 
 NAME = "eval"
 CM500 = REPO.parent / "shared" / "data" / "cybermetric" / "CyberMetric-500-v1.json"
@@ -67,11 +84,23 @@ TASK = "cyberft_bench_mcq"
 BATCH_SIZE = 32
 MAX_LEN = 2048
 DEFAULT_LIMIT = 0
-BENCH_SIZES = dict(hidden_size=512, intermediate_size=2560, num_hidden_layers=8, num_attention_heads=8,
-                   num_key_value_heads=8, max_position_embeddings=MAX_LEN)
+BENCH_SIZES = dict(
+    hidden_size=512,
+    intermediate_size=2560,
+    num_hidden_layers=8,
+    num_attention_heads=8,
+    num_key_value_heads=8,
+    max_position_embeddings=MAX_LEN,
+)
 """The bench-sized model: about 40M parameters, so the forward dominates (as for a real model on a GPU)."""
-TINY_SIZES = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4,
-                  num_key_value_heads=2, max_position_embeddings=MAX_LEN)
+TINY_SIZES = dict(
+    hidden_size=128,
+    intermediate_size=256,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=MAX_LEN,
+)
 """The smoke test's tiny model (build_tiny_model's defaults): the forward is cheap, so overheads show."""
 
 
@@ -102,7 +131,7 @@ def load(path: Path, limit: int) -> list:
 def run_ours(model: tp.Any, tok: tp.Any, questions: list, share_prefix: bool = True) -> tuple[float, list[dict]]:
     """score_loglik alone. The questions are loaded once per evaluation job for every model it
     scores (train.evaluate.main), so loading them (~0.15 ms a question) is not part of this time."""
-    from train.evaluate import score_loglik
+    from train.scoring import score_loglik
 
     t = time.perf_counter()
     scored = score_loglik(model, tok, questions, BATCH_SIZE, MAX_LEN, progress=False, share_prefix=share_prefix)
@@ -113,20 +142,22 @@ def forward_batches(tok: tp.Any, questions: list) -> list[dict]:
     """Exactly the batches score_loglik builds: contexts sorted by length, left-padded, on the model's device."""
     import torch
 
-    from train import evaluate, prompting
+    from train import prompting, scoring
 
     codec = prompting.AnswerCodec(tok)
     contexts = [prompting.scoring_context(tok, codec, q, MAX_LEN) for q in questions]
     order = sorted(range(len(contexts)), key=lambda i: len(contexts[i]))
-    return [evaluate.left_pad([contexts[i] for i in order[j:j + BATCH_SIZE]], tok.pad_token_id, torch.device("cpu"))
-            for j in range(0, len(order), BATCH_SIZE)]
+    return [
+        scoring.left_pad([contexts[i] for i in order[j : j + BATCH_SIZE]], tok.pad_token_id, torch.device("cpu"))
+        for j in range(0, len(order), BATCH_SIZE)
+    ]
 
 
 def shared_prefix_tokens(tok: tp.Any, questions: list) -> int:
-    from train import evaluate, prompting
+    from train import prompting, scoring
 
     codec = prompting.AnswerCodec(tok)
-    return evaluate.shared_prefix_len([prompting.scoring_context(tok, codec, q, MAX_LEN) for q in questions])
+    return scoring.shared_prefix_len([prompting.scoring_context(tok, codec, q, MAX_LEN) for q in questions])
 
 
 def run_ceiling(model: tp.Any, batches: list[dict]) -> float:
@@ -155,8 +186,9 @@ def write_task(task_dir: Path, tok: tp.Any, questions: list) -> dict:
         # What lm-eval will do (HFLM._encode_pair): encode the context, and context + " X".
         back = tok(text, add_special_tokens=False)["input_ids"]
         same_ctx += back == ids
-        same_cont += all(tok(text + f" {k}", add_special_tokens=False)["input_ids"] == ids + letters[i]
-                         for i, k in enumerate("ABCD"))
+        same_cont += all(
+            tok(text + f" {k}", add_special_tokens=False)["input_ids"] == ids + letters[i] for i, k in enumerate("ABCD")
+        )
     task_dir.mkdir(parents=True, exist_ok=True)
     data = task_dir / "questions.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
@@ -166,10 +198,10 @@ def write_task(task_dir: Path, tok: tp.Any, questions: list) -> dict:
         f"dataset_kwargs:\n  data_files:\n    test: {json.dumps(str(data))}\n"
         "test_split: test\n"
         "output_type: multiple_choice\n"
-        "doc_to_text: \"{{context}}\"\n"
+        'doc_to_text: "{{context}}"\n'
         "doc_to_target: label\n"
-        "doc_to_choice: [\"A\", \"B\", \"C\", \"D\"]\n"
-        "target_delimiter: \" \"\n"
+        'doc_to_choice: ["A", "B", "C", "D"]\n'
+        'target_delimiter: " "\n'
         "metric_list:\n  - metric: acc\n",
         encoding="utf-8",
     )
@@ -198,8 +230,15 @@ def run_lmeval(model: tp.Any, tok: tp.Any, task_dir: Path, limit: int | None = N
             spent[0] += time.perf_counter() - t1
 
     lm.loglikelihood = loglikelihood  # simple_evaluate calls getattr(lm, "loglikelihood")
-    results = simple_evaluate(model=lm, tasks=[TASK], task_manager=TaskManager(include_path=str(task_dir)),
-                              batch_size=BATCH_SIZE, log_samples=True, verbosity="ERROR", limit=limit)
+    results = simple_evaluate(
+        model=lm,
+        tasks=[TASK],
+        task_manager=TaskManager(include_path=str(task_dir)),
+        batch_size=BATCH_SIZE,
+        log_samples=True,
+        verbosity="ERROR",
+        limit=limit,
+    )
     total = time.perf_counter() - t
     out: list[dict] = []
     for s in sorted(results["samples"][TASK], key=lambda s: s["doc_id"]):
@@ -235,10 +274,18 @@ def measure(bench: Bench, tag: str, label: str, sizes: dict, limit: int, runs: i
     shared_prefix = shared_prefix_tokens(tok, questions)
     params = sum(p.numel() for p in model.parameters())
     flops = 2 * matmul_params(model) * tokens  # the forward's matmuls over every prompt token
-    log(NAME, f"[{label}] {params / 1e6:.2f}M params (fp32, {torch.get_num_threads()} threads), {n} questions of {path.name}, "
-              f"{tokens} tokens ({padded} with padding; {shared_prefix} shared by every prompt) in {len(batches)} batch(es) of {BATCH_SIZE}; setup {time.perf_counter() - t0:.1f}s")
-    log(NAME, f"[{label}] tokens lm-eval will see: context identical to ours {tok_check['context_tokens_identical']}/{n}, "
-              f"context + each letter identical {tok_check['continuation_tokens_identical']}/{n}")
+    log(
+        NAME,
+        f"[{label}] {params / 1e6:.2f}M params (fp32, {torch.get_num_threads()} threads), {n} questions of "
+        f"{path.name}, "
+        f"{tokens} tokens ({padded} with padding; {shared_prefix} shared by every prompt) in {len(batches)} "
+        f"batch(es) of {BATCH_SIZE}; setup {time.perf_counter() - t0:.1f}s",
+    )
+    log(
+        NAME,
+        f"[{label}] tokens lm-eval will see: context identical to ours {tok_check['context_tokens_identical']}/{n}, "
+        f"context + each letter identical {tok_check['continuation_tokens_identical']}/{n}",
+    )
 
     # Warm-up, untimed and short: first-call costs (oneDNN kernels for these shapes, lm-eval's
     # imports and its dataset cache, which one question of the task builds whole).
@@ -257,7 +304,7 @@ def measure(bench: Bench, tag: str, label: str, sizes: dict, limit: int, runs: i
         gc.collect()
         peak.append(matmul_gflops())
         dt_lm, dt_ll, lm_scored = run_lmeval(model, tok, task_dir)
-        for which in rotation[i % 3:] + rotation[:i % 3]:
+        for which in rotation[i % 3 :] + rotation[: i % 3]:
             gc.collect()
             if which == "ours":
                 dt_ours, ours_scored = run_ours(model, tok, questions)
@@ -269,10 +316,17 @@ def measure(bench: Bench, tag: str, label: str, sizes: dict, limit: int, runs: i
         d_plain, w_plain = disagreements(plain_scored, lm_scored)
         diffs.append(d + d_plain)
         worst = max(worst, w, w_plain)
-        ours_s.append(dt_ours); plain_s.append(dt_plain); lm_s.append(dt_lm); lm_ll_s.append(dt_ll); ceil_s.append(dt_ceil)  # noqa: E702
-        log(NAME, f"[{label}] run {i + 1}/{runs}: ours {n / dt_ours:.1f} q/s ({dt_ours:.2f}s; without the prefix cache "
-                  f"{dt_plain:.2f}s), lm-eval {n / dt_lm:.1f} q/s ({dt_lm:.2f}s, of which loglikelihood {dt_ll:.2f}s), "
-                  f"bare forward {n / dt_ceil:.1f} q/s ({dt_ceil:.2f}s), disagreements {d + d_plain}")
+        ours_s.append(dt_ours)
+        plain_s.append(dt_plain)
+        lm_s.append(dt_lm)
+        lm_ll_s.append(dt_ll)
+        ceil_s.append(dt_ceil)  # noqa: E702
+        log(
+            NAME,
+            f"[{label}] run {i + 1}/{runs}: ours {n / dt_ours:.1f} q/s ({dt_ours:.2f}s; without the prefix cache "
+            f"{dt_plain:.2f}s), lm-eval {n / dt_lm:.1f} q/s ({dt_lm:.2f}s, of which loglikelihood {dt_ll:.2f}s), "
+            f"bare forward {n / dt_ceil:.1f} q/s ({dt_ceil:.2f}s), disagreements {d + d_plain}",
+        )
 
     def qps(xs: list[float]) -> list[float]:
         return [n / x for x in xs]
@@ -281,38 +335,78 @@ def measure(bench: Bench, tag: str, label: str, sizes: dict, limit: int, runs: i
     bench.rows += [
         Row(k("lmeval"), f"{label}: lm-eval simple_evaluate, end to end", "q/s", qps(lm_s), True, baseline=k("lmeval")),
         Row(k("lmeval_ll"), f"{label}: lm-eval loglikelihood only", "q/s", qps(lm_ll_s), True, baseline=k("lmeval")),
-        Row(k("ours"), f"{label}: ours (score_loglik)", "q/s", qps(ours_s), True, baseline=k("lmeval"),
-            targets=[Target(">=2x lm-eval", "ratio_min", 2.0, ref=k("lmeval")),
-                     Target(">=0.85x forward", "ratio_min", 0.85, ref=k("ceiling"))]),
-        Row(k("ours_plain"), f"{label}: ours without the prefix cache", "q/s", qps(plain_s), True, baseline=k("lmeval")),
+        Row(
+            k("ours"),
+            f"{label}: ours (score_loglik)",
+            "q/s",
+            qps(ours_s),
+            True,
+            baseline=k("lmeval"),
+            targets=[
+                Target(">=2x lm-eval", "ratio_min", 2.0, ref=k("lmeval")),
+                Target(">=0.85x forward", "ratio_min", 0.85, ref=k("ceiling")),
+            ],
+        ),
+        Row(
+            k("ours_plain"), f"{label}: ours without the prefix cache", "q/s", qps(plain_s), True, baseline=k("lmeval")
+        ),
         Row(k("ceiling"), f"{label}: bare forward (ceiling)", "q/s", qps(ceil_s), True, baseline=k("lmeval")),
-        Row(k("peak"), f"{label}: fp32 matmul {MATMUL_N}^3 (hardware ceiling)", "GFLOP/s", peak, True, baseline=k("peak")),
-        Row(k("ours_flops"), f"{label}: ours, model FLOP/s (vs = fraction of the matmul)", "GFLOP/s",
-            [flops / x / 1e9 for x in ours_s], True, baseline=k("peak")),
+        Row(
+            k("peak"),
+            f"{label}: fp32 matmul {MATMUL_N}^3 (hardware ceiling)",
+            "GFLOP/s",
+            peak,
+            True,
+            baseline=k("peak"),
+        ),
+        Row(
+            k("ours_flops"),
+            f"{label}: ours, model FLOP/s (vs = fraction of the matmul)",
+            "GFLOP/s",
+            [flops / x / 1e9 for x in ours_s],
+            True,
+            baseline=k("peak"),
+        ),
     ]
     setup = sorted(a - b for a, b in zip(lm_s, lm_ll_s))[len(lm_s) // 2]
     bench.info[tag] = {
-        "data": str(path), "questions": n, "batch_size": BATCH_SIZE,
+        "data": str(path),
+        "questions": n,
+        "batch_size": BATCH_SIZE,
         "model": {"params": params, "dtype": "float32", **sizes, "vocab_size": len(tok), "weights": "random (seed 0)"},
-        "tokens": tokens, "tokens_with_padding": padded, "batches": len(batches), "tokenisation_check": tok_check,
-        "disagreements_per_run": diffs, "max_abs_logprob_diff": worst,
+        "tokens": tokens,
+        "tokens_with_padding": padded,
+        "batches": len(batches),
+        "tokenisation_check": tok_check,
+        "disagreements_per_run": diffs,
+        "max_abs_logprob_diff": worst,
         "accuracy_ours": sum(s["pred"] == q.solution for s, q in zip(ours_scored, questions)) / n,
         "lmeval_outside_loglikelihood_s_median": setup,
         "shared_prefix_tokens": shared_prefix,
-        "matmul_gflops": peak, "model_flops_per_pass": flops,
-        "seconds": {"ours": ours_s, "ours_without_prefix_cache": plain_s, "lmeval": lm_s, "lmeval_loglikelihood": lm_ll_s, "ceiling": ceil_s},
+        "matmul_gflops": peak,
+        "model_flops_per_pass": flops,
+        "seconds": {
+            "ours": ours_s,
+            "ours_without_prefix_cache": plain_s,
+            "lmeval": lm_s,
+            "lmeval_loglikelihood": lm_ll_s,
+            "ceiling": ceil_s,
+        },
     }
     bench.notes.append(
         f"{label}: {n} questions of {path.name} ({tokens} prompt tokens), batch {BATCH_SIZE}; prediction disagreements "
         f"ours vs lm-eval per run {diffs} (max |log-prob diff| {worst:.1e}); lm-eval outside loglikelihood "
-        f"(task index, dataset, requests, metrics): median {setup:.2f}s per run")
+        f"(task index, dataset, requests, metrics): median {setup:.2f}s per run"
+    )
     full = len(load(path, 0))
     if n < full:  # lm-eval's fixed cost weighs less as questions grow: say what the whole file would give
         med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
         at_full = (med(lm_ll_s) / n * full + setup) / (med(ours_s) / n * full)
         bench.info[tag]["predicted_ours_vs_lmeval_at_all_questions"] = {"questions": full, "ratio": at_full}
-        bench.notes.append(f"{label}: scaled to all {full} questions (per-question costs + lm-eval's fixed cost): "
-                           f"ours ~{at_full:.2f}x lm-eval end to end")
+        bench.notes.append(
+            f"{label}: scaled to all {full} questions (per-question costs + lm-eval's fixed cost): "
+            f"ours ~{at_full:.2f}x lm-eval end to end"
+        )
     del model
 
 
@@ -321,36 +415,52 @@ def measure_real(bench: Bench, model_dir: Path, limit: int) -> None:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from train import common, prompting
+    from train import batches, prompting
 
-    tok = common.load_tokenizer(str(model_dir))
+    tok = batches.load_tokenizer(str(model_dir))
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     questions = load(data_file(), limit)
     n = len(questions)
     codec = prompting.AnswerCodec(tok)
     tok_check = write_task(Path(_CACHE) / "task-real", tok, questions)
     letters = {k: tok.convert_ids_to_tokens(v) for k, v in codec.letter_ids.items()}
-    log(NAME, f"[real] {model_dir}: {n} questions; answer prefix {tok.convert_ids_to_tokens(codec.prefix_ids)}, "
-              f"letters {letters} (one token each: {codec.single_token}); lm-eval's re-tokenised context identical "
-              f"{tok_check['context_tokens_identical']}/{n}, context + each letter "
-              f"{tok_check['continuation_tokens_identical']}/{n}")
+    log(
+        NAME,
+        f"[real] {model_dir}: {n} questions; answer prefix {tok.convert_ids_to_tokens(codec.prefix_ids)}, "
+        f"letters {letters} (one token each: {codec.single_token}); lm-eval's re-tokenised context identical "
+        f"{tok_check['context_tokens_identical']}/{n}, context + each letter "
+        f"{tok_check['continuation_tokens_identical']}/{n}",
+    )
     dt_ours, ours = run_ours(model, tok, questions)
     dt_lm, _, theirs = run_lmeval(model, tok, Path(_CACHE) / "task-real")
     diff, worst = disagreements(ours, theirs)
     acc = [sum(s["pred"] == q.solution for s, q in zip(x, questions)) / n for x in (ours, theirs)]
-    log(NAME, f"[real] ours {dt_ours:.1f}s accuracy {acc[0]:.3f}; lm-eval {dt_lm:.1f}s accuracy {acc[1]:.3f}; "
-              f"prediction disagreements {diff}/{n}, max |log-prob diff| {worst:.1e}")
+    log(
+        NAME,
+        f"[real] ours {dt_ours:.1f}s accuracy {acc[0]:.3f}; lm-eval {dt_lm:.1f}s accuracy {acc[1]:.3f}; "
+        f"prediction disagreements {diff}/{n}, max |log-prob diff| {worst:.1e}",
+    )
     bench.rows += [
         Row("real_ours", "real model: ours (score_loglik)", "q/s", [n / dt_ours], True, baseline="real_lmeval"),
         Row("real_lmeval", "real model: lm-eval simple_evaluate", "q/s", [n / dt_lm], True, baseline="real_lmeval"),
     ]
-    bench.info["real"] = {"model": str(model_dir), "questions": n, "single_token_letters": codec.single_token,
-                          "letters": letters, "tokenisation_check": tok_check, "disagreements": diff,
-                          "max_abs_logprob_diff": worst, "accuracy_ours": acc[0], "accuracy_lmeval": acc[1]}
-    bench.notes.append(f"real model {model_dir}: letters one token each after ANSWER: {codec.single_token}; "
-                       "context + letter tokens identical in lm-eval "
-                       f"{tok_check['continuation_tokens_identical']}/{n}; "
-                       f"disagreements {diff}/{n} (max |log-prob diff| {worst:.1e})")
+    bench.info["real"] = {
+        "model": str(model_dir),
+        "questions": n,
+        "single_token_letters": codec.single_token,
+        "letters": letters,
+        "tokenisation_check": tok_check,
+        "disagreements": diff,
+        "max_abs_logprob_diff": worst,
+        "accuracy_ours": acc[0],
+        "accuracy_lmeval": acc[1],
+    }
+    bench.notes.append(
+        f"real model {model_dir}: letters one token each after ANSWER: {codec.single_token}; "
+        "context + letter tokens identical in lm-eval "
+        f"{tok_check['continuation_tokens_identical']}/{n}; "
+        f"disagreements {diff}/{n} (max |log-prob diff| {worst:.1e})"
+    )
 
 
 def build(args: tp.Any) -> Bench:
@@ -367,8 +477,12 @@ def build(args: tp.Any) -> Bench:
 
 def main(argv: tp.Sequence[str] | None = None) -> int:
     def extra(p: tp.Any) -> None:
-        p.add_argument("--limit", type=int, default=DEFAULT_LIMIT,
-                       help=f"40M model: the first N questions (default {DEFAULT_LIMIT}; 0 = all)")
+        p.add_argument(
+            "--limit",
+            type=int,
+            default=DEFAULT_LIMIT,
+            help=f"40M model: the first N questions (default {DEFAULT_LIMIT}; 0 = all)",
+        )
         p.add_argument("--no-tiny", action="store_true", help="skip the tiny-model case (all questions)")
         p.add_argument("--model", help="a real model directory (e.g. .cache/smollm2-135m-instruct): check it instead")
 

@@ -1,6 +1,6 @@
 """Benchmark: wall time of ``cyberft submit`` on a real (local) Slurm cluster.
 
-Starts the dev cluster (``slurm/dev-cluster/up`` through ``tests/slurm_cluster.py``: one node,
+Starts the dev cluster (``slurm/dev-cluster/up`` through ``tests/support/slurm_cluster.py``: one node,
 ``ACCT=dbd``, on free ports so a developer's own cluster is left alone), builds the tiny model
 once, then times, each run in a new process:
 
@@ -29,7 +29,12 @@ import time
 import typing as tp
 from pathlib import Path
 
-for _k, _v in {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "DS_ACCELERATOR": "cpu", "TQDM_DISABLE": "1"}.items():
+for _k, _v in {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "DS_ACCELERATOR": "cpu",
+    "TQDM_DISABLE": "1",
+}.items():
     os.environ.setdefault(_k, _v)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO, Bench, Row, Target, bench_main, log, machine_info, parse_args, timed_subprocess, venv_bin  # noqa: E402
@@ -59,8 +64,15 @@ def cancel_and_drain(ids: list[str], env: dict, timeout: float = 60) -> None:
 
 
 def submit_ours(tiny: Path, out_dir: Path, env: dict) -> tuple[float, list[str]]:
-    cmd = [venv_bin("cyberft"), "submit", "configs/smoke.yaml", "--profile", "dev",
-           f"model.name_or_path={tiny}", f"output_dir={out_dir}"]
+    cmd = [
+        venv_bin("cyberft"),
+        "submit",
+        "configs/smoke.yaml",
+        "--profile",
+        "dev",
+        f"model.name_or_path={tiny}",
+        f"output_dir={out_dir}",
+    ]
     dt, rc, out, err = timed_subprocess(cmd, env=env)
     ids = [m.group(2) for m in JOB_LINE.finditer(out)]
     if rc != 0 or len(ids) != 4:
@@ -71,19 +83,31 @@ def submit_ours(tiny: Path, out_dir: Path, env: dict) -> tuple[float, list[str]]
 
 def submit_baseline(work: Path, env: dict) -> tuple[float, list[str]]:
     """4 plain sbatch calls (the shape of the smoke experiment: 3 jobs, then one depending on them)."""
-    common = ["sbatch", "--parsable", "--partition=debug", "--time=20", "--ntasks=1", "--cpus-per-task=1",
-              "--mem=2G", "--gpus-per-node=1", f"--output={work}/sbatch-%j.out"]
+    common = [
+        "sbatch",
+        "--parsable",
+        "--partition=debug",
+        "--time=20",
+        "--ntasks=1",
+        "--cpus-per-task=1",
+        "--mem=2G",
+        "--gpus-per-node=1",
+        f"--output={work}/sbatch-%j.out",
+    ]
     ids: list[str] = []
     t = time.perf_counter()
     for i in range(3):
         ids.append(slurm(common + [f"--job-name=bench.train{i}", "--wrap", "sleep 600"], env).strip().split(";")[0])
-    ids.append(slurm(common + ["--job-name=bench.eval", f"--dependency=afterany:{':'.join(ids)}", "--wrap", "sleep 600"],
-                     env).strip().split(";")[0])
+    ids.append(
+        slurm(common + ["--job-name=bench.eval", f"--dependency=afterany:{':'.join(ids)}", "--wrap", "sleep 600"], env)
+        .strip()
+        .split(";")[0]
+    )
     return time.perf_counter() - t, ids
 
 
 def build(args: tp.Any) -> Bench:
-    from tests import slurm_cluster as sc
+    from tests.support import slurm_cluster as sc
 
     bench = Bench(NAME)
     reason = sc.unavailable_reason("dbd")
@@ -115,17 +139,34 @@ def build(args: tp.Any) -> Bench:
             cancel_and_drain(ids2, env)
             ours.append(dt_ours)
             plain.append(dt_plain)
-            log(NAME, f"run {i + 1}/{args.runs}: cyberft submit {dt_ours:.3f}s (jobs {','.join(ids)}), "
-                      f"4x sbatch {dt_plain:.3f}s")
+            log(
+                NAME,
+                f"run {i + 1}/{args.runs}: cyberft submit {dt_ours:.3f}s (jobs {','.join(ids)}), "
+                f"4x sbatch {dt_plain:.3f}s",
+            )
         bench.rows = [
             Row("sbatch", "4x sbatch --wrap (3 + 1 afterany)", "s", plain, False, baseline="sbatch"),
-            Row("ours", "cyberft submit smoke.yaml (3 train + eval)", "s", ours, False, baseline="sbatch",
-                targets=[Target("<1.5s", "max", 1.5)]),
+            Row(
+                "ours",
+                "cyberft submit smoke.yaml (3 train + eval)",
+                "s",
+                ours,
+                False,
+                baseline="sbatch",
+                targets=[Target("<1.5s", "max", 1.5)],
+            ),
         ]
-        bench.info = {"machine": machine_info(), "cluster": "slurm/dev-cluster/up TOPO=single ACCT=dbd",
-                      "config": "configs/smoke.yaml", "profile": "dev", "model": "tiny (build_tiny_model, random weights)"}
-        bench.notes = ["cyberft submit includes: config + profile checks, memory estimate, data split, code snapshot, "
-                       "4 submitit submissions (pickle + sbatch each), manifest writes"]
+        bench.info = {
+            "machine": machine_info(),
+            "cluster": "slurm/dev-cluster/up TOPO=single ACCT=dbd",
+            "config": "configs/smoke.yaml",
+            "profile": "dev",
+            "model": "tiny (build_tiny_model, random weights)",
+        }
+        bench.notes = [
+            "cyberft submit includes: config + profile checks, memory estimate, data split, code snapshot, "
+            "4 submitit submissions (pickle + sbatch each), manifest writes"
+        ]
     finally:
         try:
             sc.stop_cluster(base, remove=True)

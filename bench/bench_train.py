@@ -1,4 +1,4 @@
-"""Benchmark: our SFT loop (``train.common.train_loop``, as ``full_sft`` runs it) vs a plain HF ``Trainer``.
+"""Benchmark: our SFT loop (``train.loop.train_loop``, as ``full_sft`` runs it) vs a plain HF ``Trainer``.
 
 Useful (non-padding) tokens per second of training, fp32 on CPU, the same model weights, the same
 examples in the same micro-batches, the same effective batch, AdamW, linear warm-up/decay, gradient
@@ -30,7 +30,7 @@ takes 2-4 s per contender.
 Model: a randomly initialised Llama, hidden 512, 8 layers, 8 heads, MLP 1376 (about 26M parameters),
 with the tiny model's tokenizer (``train.tiny_model.build_tokenizer``, vocabulary 2048). Data:
 CyberMetric-500 from ``../shared/data/cybermetric`` (``data/sample/cyber_mcq.json`` when absent),
-encoded by ``train.common.encode_examples``, i.e. exactly as training encodes it.
+encoded by ``train.batches.encode_examples``, i.e. exactly as training encodes it.
 
     python bench/bench_train.py [--runs 5] [--steps 4] [--warmup 1] [--micro-batch 16] [--padded] [--json out.json]
 """
@@ -46,14 +46,32 @@ import time
 import typing as tp
 from pathlib import Path
 
-for _k, _v in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-               "TOKENIZERS_PARALLELISM": "false", "DS_ACCELERATOR": "cpu", "TQDM_DISABLE": "1",
-               "WANDB_MODE": "disabled", "WANDB_DISABLED": "true"}.items():
+for _k, _v in {
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "DS_ACCELERATOR": "cpu",
+    "TQDM_DISABLE": "1",
+    "WANDB_MODE": "disabled",
+    "WANDB_DISABLED": "true",
+}.items():
     os.environ.setdefault(_k, _v)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (MATMUL_N, REPO, Bench, Row, Target, bench_main, log, machine_info, matmul_gflops,  # noqa: E402
-                     matmul_params, parse_args)
+from _common import (  # noqa: E402
+    MATMUL_N,
+    REPO,
+    Bench,
+    Row,
+    Target,
+    bench_main,
+    log,
+    machine_info,
+    matmul_gflops,
+    matmul_params,
+    parse_args,
+)
 
 sys.path.insert(0, str(REPO))
 
@@ -69,8 +87,14 @@ MICRO_BATCH = 16
 WARMUP = 1
 STEPS = 4
 """Defaults sized for ``make bench`` on 2 cores: a step of 16 examples is 2-4 s per contender here."""
-SIZES = dict(hidden_size=512, intermediate_size=1376, num_hidden_layers=8, num_attention_heads=8,
-             num_key_value_heads=8, max_position_embeddings=MAX_LEN)
+SIZES = dict(
+    hidden_size=512,
+    intermediate_size=1376,
+    num_hidden_layers=8,
+    num_attention_heads=8,
+    num_key_value_heads=8,
+    max_position_embeddings=MAX_LEN,
+)
 """The bench-sized model: the forward and backward dominate a step, as for a real model on a GPU."""
 
 
@@ -85,17 +109,21 @@ def build_setup(micro_batch: int, n_steps: int) -> dict:
 
     from launch.config import DataSource
     from launch.data import load_questions
-    from train import common
+    from train import batches
     from train.tiny_model import DEFAULT_DATA, _corpus, build_model, build_tokenizer
 
     tok = build_tokenizer(_corpus(DEFAULT_DATA))
     model = build_model(len(tok), tok.bos_token_id, tok.eos_token_id, tok.pad_token_id, seed=SEED, **SIZES)
     path = data_file()
-    examples = common.encode_examples(tok, load_questions(DataSource(path=str(path))), MAX_LEN, progress=False)
+    examples = batches.encode_examples(tok, load_questions(DataSource(path=str(path))), MAX_LEN, progress=False)
     if n_steps * micro_batch > len(examples):
-        raise SystemExit(f"{n_steps} steps x {micro_batch} examples > the {len(examples)} examples of {path.name}: use fewer")
+        raise SystemExit(
+            f"{n_steps} steps x {micro_batch} examples > the {len(examples)} examples of {path.name}: use fewer"
+        )
     # train_loop's order for epoch 0: its shuffled DataLoader with the generator seeded seed + 0.
-    order = DataLoader(range(len(examples)), batch_size=micro_batch, shuffle=True, generator=torch.Generator().manual_seed(SEED))
+    order = DataLoader(
+        range(len(examples)), batch_size=micro_batch, shuffle=True, generator=torch.Generator().manual_seed(SEED)
+    )
     batches = [[examples[i] for i in b.tolist()] for b in order][:n_steps]
     return {"tok": tok, "model": model, "examples": examples, "batches": batches, "path": path}
 
@@ -103,9 +131,19 @@ def build_setup(micro_batch: int, n_steps: int) -> dict:
 def method_config(batching: str, micro_batch: int, n_steps: int) -> tp.Any:
     from launch.config import MethodConfig
 
-    return MethodConfig(name=f"bench_{batching}", kind="full_sft", learning_rate=LR, max_steps=n_steps,
-                        micro_batch_size=micro_batch, grad_accum_steps=1, warmup_ratio=WARMUP_RATIO,
-                        weight_decay=0.0, max_grad_norm=MAX_GRAD_NORM, precision="fp32", batching=batching)
+    return MethodConfig(
+        name=f"bench_{batching}",
+        kind="full_sft",
+        learning_rate=LR,
+        max_steps=n_steps,
+        micro_batch_size=micro_batch,
+        grad_accum_steps=1,
+        warmup_ratio=WARMUP_RATIO,
+        weight_decay=0.0,
+        max_grad_norm=MAX_GRAD_NORM,
+        precision="fp32",
+        batching=batching,
+    )
 
 
 def window(stamps: dict[int, float], warmup: int, n_steps: int) -> float:
@@ -116,22 +154,32 @@ def window(stamps: dict[int, float], warmup: int, n_steps: int) -> float:
 # --------------------------------------------------------------------------- contenders
 
 
-def run_ours(setup: dict, batching: str, micro_batch: int, warmup: int, n_steps: int, tmp: Path) -> tuple[float, tp.Any]:
+def run_ours(
+    setup: dict, batching: str, micro_batch: int, warmup: int, n_steps: int, tmp: Path
+) -> tuple[float, tp.Any]:
     """(timed seconds, TrainResult) of train_loop as full_sft calls it."""
-    from train import common
+    from launch.expdir import MethodDir
+    from train import loop, runtime
 
     model = copy.deepcopy(setup["model"])
     method = method_config(batching, micro_batch, n_steps)
-    accelerator = common.make_accelerator(method)
+    accelerator = runtime.make_accelerator(method)
     work = Path(tempfile.mkdtemp(prefix=f"ours-{batching}-", dir=tmp))
     stamps: dict[int, float] = {}
 
     def log_step(metrics: dict, step: int) -> None:  # train_loop calls it once per optimizer step
         stamps[step] = time.perf_counter()
 
-    result = common.train_loop(
-        model, setup["examples"], method, accelerator, setup["tok"].pad_token_id, SEED,
-        progress_path=work / "progress.json", log=log_step, progress=False, checkpoint_dir=work / "checkpoints",
+    result = loop.train_loop(
+        model,
+        setup["examples"],
+        method,
+        accelerator,
+        setup["tok"].pad_token_id,
+        SEED,
+        paths=MethodDir(work),
+        log=log_step,
+        progress=False,
     )
     shutil.rmtree(work, ignore_errors=True)
     return window(stamps, warmup, n_steps), result
@@ -153,11 +201,24 @@ def run_trainer(setup: dict, micro_batch: int, warmup: int, n_steps: int, tmp: P
 
     out = Path(tempfile.mkdtemp(prefix="trainer-", dir=tmp))
     args = TrainingArguments(
-        output_dir=str(out), per_device_train_batch_size=micro_batch, gradient_accumulation_steps=1,
-        max_steps=n_steps, learning_rate=LR, lr_scheduler_type="linear", warmup_steps=int(WARMUP_RATIO * n_steps),
-        weight_decay=0.0, max_grad_norm=MAX_GRAD_NORM, optim="adamw_torch", use_cpu=True, seed=SEED,
-        train_sampling_strategy="sequential", save_strategy="no", report_to="none", disable_tqdm=True,
-        dataloader_num_workers=0, remove_unused_columns=False,
+        output_dir=str(out),
+        per_device_train_batch_size=micro_batch,
+        gradient_accumulation_steps=1,
+        max_steps=n_steps,
+        learning_rate=LR,
+        lr_scheduler_type="linear",
+        warmup_steps=int(WARMUP_RATIO * n_steps),
+        weight_decay=0.0,
+        max_grad_norm=MAX_GRAD_NORM,
+        optim="adamw_torch",
+        use_cpu=True,
+        seed=SEED,
+        train_sampling_strategy="sequential",
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
     )
     collator = DataCollatorForSeq2Seq(setup["tok"], padding="longest", label_pad_token_id=-100)
     trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=collator, callbacks=[Stamp()])
@@ -199,7 +260,8 @@ def run_ceiling(setup: dict, warmup: int, n_steps: int) -> tuple[float, list[flo
 def build(args: tp.Any) -> Bench:
     import torch
 
-    from train import common, packing
+    from train import packing
+    from train.batches import collate
 
     bench = Bench(NAME)
     bench.info["machine"] = machine_info()
@@ -218,14 +280,18 @@ def build(args: tp.Any) -> Bench:
     # The same loss in both layouts (first micro-batch, initial weights): the contenders do the same work.
     model = copy.deepcopy(setup["model"]).train()
     with torch.no_grad():
-        hf_loss = float(model(**common.collate(batches[0], tok.pad_token_id)).loss)
+        hf_loss = float(model(**collate(batches[0], tok.pad_token_id)).loss)
         with packing.padding_free_attention(model):
             packed_loss = float(packing.answer_loss(model, packing.collate_packed(batches[0])))
     del model
-    log(NAME, f"{params / 1e6:.1f}M params (fp32, {torch.get_num_threads()} threads), {len(setup['examples'])} examples of "
-              f"{setup['path'].name}; {warmup}+{steps} steps x {mb} examples; timed: {useful} useful tokens "
-              f"({padded_tokens} with padding, {useful / padded_tokens:.0%} useful); first-batch loss HF padded {hf_loss:.6f} "
-              f"vs ours packed {packed_loss:.6f}; setup {time.perf_counter() - t0:.1f}s")
+    log(
+        NAME,
+        f"{params / 1e6:.1f}M params (fp32, {torch.get_num_threads()} threads), {len(setup['examples'])} examples of "
+        f"{setup['path'].name}; {warmup}+{steps} steps x {mb} examples; timed: {useful} useful tokens "
+        f"({padded_tokens} with padding, {useful / padded_tokens:.0%} useful); first-batch loss HF padded "
+        f"{hf_loss:.6f} "
+        f"vs ours packed {packed_loss:.6f}; setup {time.perf_counter() - t0:.1f}s",
+    )
 
     tmp = Path(tempfile.mkdtemp(prefix="cyberft-bench-train-"))
     contenders = ["trainer", "packed", "ceiling"] + (["padded"] if args.padded else [])
@@ -257,59 +323,121 @@ def build(args: tp.Any) -> Bench:
                 else:
                     seconds[name], result = run_ours(setup, name, mb, warmup, n_steps, tmp)
                     if result.tokens != all_tokens:
-                        raise RuntimeError(f"ours ({name}) trained on {result.tokens} tokens, the bench expected "
-                                           f"{all_tokens}: its data order is not the one the other contenders got")
+                        raise RuntimeError(
+                            f"ours ({name}) trained on {result.tokens} tokens, the bench expected "
+                            f"{all_tokens}: its data order is not the one the other contenders got"
+                        )
                     if name == "packed":
                         ours_losses = result.losses
             loss_diffs.append(max(abs(a - b) for a, b in zip(ours_losses, ceiling_losses)))
             for name, s in seconds.items():
                 samples[name].append(useful / s)
-            log(NAME, f"run {i + 1}/{args.runs}: " + ", ".join(
-                f"{name} {useful / seconds[name]:.0f} tok/s ({seconds[name]:.1f}s)" for name in contenders)
-                + f"; max |loss ours - bare loop| {loss_diffs[-1]:.1e}")
+            log(
+                NAME,
+                f"run {i + 1}/{args.runs}: "
+                + ", ".join(f"{name} {useful / seconds[name]:.0f} tok/s ({seconds[name]:.1f}s)" for name in contenders)
+                + f"; max |loss ours - bare loop| {loss_diffs[-1]:.1e}",
+            )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
     bench.rows = [
         Row("trainer", "HF Trainer, padded (no packing)", "tok/s", samples["trainer"], True, baseline="trainer"),
-        Row("ours", "ours: train_loop, batching packed", "tok/s", samples["packed"], True, baseline="trainer",
-            targets=[Target(">=1.5x Trainer", "ratio_min", 1.5, ref="trainer"),
-                     Target(">=0.8x bare loop", "ratio_min", 0.8, ref="ceiling")]),
-        Row("ceiling", "bare torch loop on ours' packed batches (ceiling)", "tok/s", samples["ceiling"], True, baseline="trainer"),
+        Row(
+            "ours",
+            "ours: train_loop, batching packed",
+            "tok/s",
+            samples["packed"],
+            True,
+            baseline="trainer",
+            targets=[
+                Target(">=1.5x Trainer", "ratio_min", 1.5, ref="trainer"),
+                Target(">=0.8x bare loop", "ratio_min", 0.8, ref="ceiling"),
+            ],
+        ),
+        Row(
+            "ceiling",
+            "bare torch loop on ours' packed batches (ceiling)",
+            "tok/s",
+            samples["ceiling"],
+            True,
+            baseline="trainer",
+        ),
         Row("peak", f"fp32 matmul {MATMUL_N}^3 (hardware ceiling)", "GFLOP/s", peak, True, baseline="peak"),
-        Row("ours_flops", "ours, model FLOP/s (vs = fraction of the matmul)", "GFLOP/s",
-            [flops * tps / useful / 1e9 for tps in samples["packed"]], True, baseline="peak"),
+        Row(
+            "ours_flops",
+            "ours, model FLOP/s (vs = fraction of the matmul)",
+            "GFLOP/s",
+            [flops * tps / useful / 1e9 for tps in samples["packed"]],
+            True,
+            baseline="peak",
+        ),
     ]
     if args.padded:
-        bench.rows.insert(2, Row("ours_padded", "ours: train_loop, batching padded", "tok/s", samples["padded"], True,
-                                 baseline="trainer"))
-    bench.info.update({
-        "data": str(setup["path"]), "examples": len(setup["examples"]), "micro_batch": mb, "grad_accum": 1,
-        "warmup_steps_untimed": warmup, "timed_steps": steps, "timed_useful_tokens": useful,
-        "timed_tokens_with_padding": padded_tokens, "padding_efficiency": useful / padded_tokens,
-        "model": {"params": params, "dtype": "float32", **SIZES, "vocab_size": len(tok), "weights": f"random (seed {SEED})"},
-        "optimizer": {"kind": "AdamW", "lr": LR, "schedule": "linear", "warmup_ratio": WARMUP_RATIO, "max_grad_norm": MAX_GRAD_NORM},
-        "first_batch_loss": {"hf_padded": hf_loss, "ours_packed": packed_loss},
-        "max_abs_loss_diff_ours_vs_bare_loop_per_run": loss_diffs,
-        "threads": torch.get_num_threads(),
-        "matmul_gflops": peak, "model_flops_timed": flops,
-    })
+        bench.rows.insert(
+            2,
+            Row(
+                "ours_padded", "ours: train_loop, batching padded", "tok/s", samples["padded"], True, baseline="trainer"
+            ),
+        )
+    bench.info.update(
+        {
+            "data": str(setup["path"]),
+            "examples": len(setup["examples"]),
+            "micro_batch": mb,
+            "grad_accum": 1,
+            "warmup_steps_untimed": warmup,
+            "timed_steps": steps,
+            "timed_useful_tokens": useful,
+            "timed_tokens_with_padding": padded_tokens,
+            "padding_efficiency": useful / padded_tokens,
+            "model": {
+                "params": params,
+                "dtype": "float32",
+                **SIZES,
+                "vocab_size": len(tok),
+                "weights": f"random (seed {SEED})",
+            },
+            "optimizer": {
+                "kind": "AdamW",
+                "lr": LR,
+                "schedule": "linear",
+                "warmup_ratio": WARMUP_RATIO,
+                "max_grad_norm": MAX_GRAD_NORM,
+            },
+            "first_batch_loss": {"hf_padded": hf_loss, "ours_packed": packed_loss},
+            "max_abs_loss_diff_ours_vs_bare_loop_per_run": loss_diffs,
+            "threads": torch.get_num_threads(),
+            "matmul_gflops": peak,
+            "model_flops_timed": flops,
+        }
+    )
     bench.notes.append(
-        f"{steps} timed steps (after {warmup} untimed) of {mb} {setup['path'].name} examples each: {useful} useful tokens, "
+        f"{steps} timed steps (after {warmup} untimed) of {mb} {setup['path'].name} examples each: "
+        f"{useful} useful tokens, "
         f"{useful / padded_tokens:.0%} of the padded batches' tokens; all contenders start from the same weights and "
         f"train on the same micro-batches (first-batch loss {hf_loss:.6f} padded vs {packed_loss:.6f} packed; ours vs "
-        f"bare loop per-step losses within {max(loss_diffs):.1e})")
-    bench.notes.append("ceiling = the bare torch loop on ours' batching (packed rows, per-example SDPA, answer-only "
-                       "logits): ours/ceiling is the cost of accelerate, collate, logging and checkpoint bookkeeping")
+        f"bare loop per-step losses within {max(loss_diffs):.1e})"
+    )
+    bench.notes.append(
+        "ceiling = the bare torch loop on ours' batching (packed rows, per-example SDPA, answer-only "
+        "logits): ours/ceiling is the cost of accelerate, collate, logging and checkpoint bookkeeping"
+    )
     return bench
 
 
 def main(argv: tp.Sequence[str] | None = None) -> int:
     def extra(p: tp.Any) -> None:
         p.add_argument("--steps", type=int, default=STEPS, help=f"timed optimizer steps per run (default {STEPS})")
-        p.add_argument("--warmup", type=int, default=WARMUP, help=f"untimed optimizer steps before them (default {WARMUP})")
-        p.add_argument("--micro-batch", type=int, default=MICRO_BATCH,
-                       help=f"examples per optimizer step (default {MICRO_BATCH}, as configs/smoke.yaml)")
+        p.add_argument(
+            "--warmup", type=int, default=WARMUP, help=f"untimed optimizer steps before them (default {WARMUP})"
+        )
+        p.add_argument(
+            "--micro-batch",
+            type=int,
+            default=MICRO_BATCH,
+            help=f"examples per optimizer step (default {MICRO_BATCH}, as configs/smoke.yaml)",
+        )
         p.add_argument("--padded", action="store_true", help="also time our loop with batching: padded")
 
     args = parse_args(NAME, __doc__.split("\n\n")[0], argv, extra)

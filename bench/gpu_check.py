@@ -1,6 +1,6 @@
 """``make gpu-check``: what the CPU test suite cannot show, on one NVIDIA GPU, in under 8 minutes, offline.
 
-The single-GPU acceptance script of the GPU readiness review (``../shared/notes/gpu-readiness-review.md``):
+The single-GPU acceptance script of the GPU readiness work (the README's "GPUs: what has and has not been run"):
 bf16 full SFT with fp32 master weights, ZeRO-2/3 over NCCL with consolidated save, reload and resume, the
 GPU-binding guard, LoRA merged against unmerged, QLoRA on bitsandbytes' CUDA kernels, packed attention
 isolation per attention kernel, the evaluation's batch and prefix-cache invariance, throughput and peak memory
@@ -44,7 +44,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from launch.fsio import atomic_write_json  # noqa: E402  (standard library only)
+from launch.expdir import ExperimentDir  # noqa: E402  (standard library only)
+from launch.fsio import atomic_write_json  # noqa: E402
 
 DEFAULT_OUT = REPO / "bench" / "results" / "gpu-latest.json"
 TOTAL_S = 480
@@ -52,8 +53,13 @@ TOTAL_S = 480
 CPU_SUITE_MIN_S = 60
 DATA = REPO / "data" / "sample" / "cyber_mcq.json"
 TINY, LLAMA_1B = "tiny", "llama-1b"
-LLAMA_1B_SIZES = {"hidden_size": 2048, "intermediate_size": 5632, "num_hidden_layers": 22, "num_attention_heads": 32,
-                  "num_key_value_heads": 4}
+LLAMA_1B_SIZES = {
+    "hidden_size": 2048,
+    "intermediate_size": 5632,
+    "num_hidden_layers": 22,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 4,
+}
 """TinyLlama-1.1B's shape with the tiny tokenizer's vocabulary: 0.98B parameters."""
 DEVICE = os.environ.get("GPU_CHECK_DEVICE", "cuda")
 """``GPU_CHECK_DEVICE=cpu`` runs the steps' code on the CPU, to find mistakes in it without a GPU: the checks
@@ -79,32 +85,87 @@ class Step:
 
 
 STEPS = [
-    Step("env", 20, "nvidia-smi; torch and CUDA versions, capability, native bf16; bitsandbytes' CUDA library; "
-         "DeepSpeed's accelerator", cuda=False),
-    Step("models", 40, "tiny Llama (50 pretraining steps) and a random ~1B Llama written locally; SmolLM2 from .cache/",
-         ("transformers", "tokenizers")),
-    Step("a1_full_sft_bf16", 35, "A1: full SFT without DeepSpeed, model.dtype bfloat16, precision bf16, lr 1e-5, "
-         "30 steps: fp32 trainable weights, >95% of the projection weights changed", ("accelerate", "transformers")),
-    Step("a2_gpu_binding", 30, "A2: two ranks of one node, CUDA_VISIBLE_DEVICES=0 each, ZeRO-2: both stop with the "
-         "binding error, no 'invalid device ordinal'", ("accelerate", "transformers"), cuda=False),
-    Step("zero3", 100, "ZeRO-3 over NCCL on 1 GPU, bf16, packed, checkpointing, 20 steps: nccl, cuda:0, fp32 master "
-         "partitions, loss down, consolidated model reloads to the trained logits, tied embeddings; killed at step 12 "
-         "and resumed from step 10, it ends like an uninterrupted run", ("deepspeed", "accelerate")),
+    Step(
+        "env",
+        20,
+        "nvidia-smi; torch and CUDA versions, capability, native bf16; bitsandbytes' CUDA library; "
+        "DeepSpeed's accelerator",
+        cuda=False,
+    ),
+    Step(
+        "models",
+        40,
+        "tiny Llama (50 pretraining steps) and a random ~1B Llama written locally; SmolLM2 from .cache/",
+        ("transformers", "tokenizers"),
+    ),
+    Step(
+        "a1_full_sft_bf16",
+        35,
+        "A1: full SFT without DeepSpeed, model.dtype bfloat16, precision bf16, lr 1e-5, "
+        "30 steps: fp32 trainable weights, >95% of the projection weights changed",
+        ("accelerate", "transformers"),
+    ),
+    Step(
+        "a2_gpu_binding",
+        30,
+        "A2: two ranks of one node, CUDA_VISIBLE_DEVICES=0 each, ZeRO-2: both stop with the "
+        "binding error, no 'invalid device ordinal'",
+        ("accelerate", "transformers"),
+        cuda=False,
+    ),
+    Step(
+        "zero3",
+        100,
+        "ZeRO-3 over NCCL on 1 GPU, bf16, packed, checkpointing, 20 steps: nccl, cuda:0, fp32 master "
+        "partitions, loss down, consolidated model reloads to the trained logits, tied embeddings; killed at step 12 "
+        "and resumed from step 10, it ends like an uninterrupted run",
+        ("deepspeed", "accelerate"),
+    ),
     Step("zero2", 35, "ZeRO-2, 10 steps: the same checks without the resume", ("deepspeed", "accelerate")),
-    Step("lora", 40, "LoRA bf16, packed, checkpointing, 30 steps: fp32 adapters on a bf16 base, loss down, adapter "
-         "saved; merged vs unmerged evaluation agree on >=99% of 200 questions", ("peft", "accelerate")),
-    Step("qlora", 50, "QLoRA on bitsandbytes' CUDA kernels: Linear4bit layers computing in bf16, non-zero adapter "
-         "gradients in the first and last layer, 30 steps, loss down; the evaluation's 4-bit load scores finitely; "
-         "with and without the train-time casts agree on >=99%", ("peft", "bitsandbytes", "accelerate")),
-    Step("packing", 30, "packed attention isolation (sdpa through torch's varlen kernel, eager, flash_attention_2 if "
-         "installed; SmolLM2 too): a changed neighbour changes nothing (1e-3), each example equals itself alone (2e-2)",
-         ("transformers",)),
-    Step("eval", 30, "evaluation in bf16 on 200 questions (tiny model; SmolLM2 too): batch 1 vs 16, prefix cache on "
-         "vs off: no NaN, >=99% agreement, ties counted", ("transformers",)),
-    Step("throughput", 70, "random ~1B Llama, packed, 10 steps of LoRA and of full SFT (no DeepSpeed): tokens/s, peak "
-         "memory against launch/memory.py's estimate; per-example SDPA loop vs varlen kernel", ("peft", "accelerate")),
-    Step("cpu_suite", 0, f"the CPU suite with CUDA hidden (pytest -m 'not slow and not slurm'), in the time left "
-         f"(at least {CPU_SUITE_MIN_S} s)", ("pytest",), cuda=False),
+    Step(
+        "lora",
+        40,
+        "LoRA bf16, packed, checkpointing, 30 steps: fp32 adapters on a bf16 base, loss down, adapter "
+        "saved; merged vs unmerged evaluation agree on >=99% of 200 questions",
+        ("peft", "accelerate"),
+    ),
+    Step(
+        "qlora",
+        50,
+        "QLoRA on bitsandbytes' CUDA kernels: Linear4bit layers computing in bf16, non-zero adapter "
+        "gradients in the first and last layer, 30 steps, loss down; the evaluation's 4-bit load scores finitely; "
+        "with and without the train-time casts agree on >=99%",
+        ("peft", "bitsandbytes", "accelerate"),
+    ),
+    Step(
+        "packing",
+        30,
+        "packed attention isolation (sdpa through torch's varlen kernel, eager, flash_attention_2 if "
+        "installed; SmolLM2 too): a changed neighbour changes nothing (1e-3), each example equals itself alone (2e-2)",
+        ("transformers",),
+    ),
+    Step(
+        "eval",
+        30,
+        "evaluation in bf16 on 200 questions (tiny model; SmolLM2 too): batch 1 vs 16, prefix cache on "
+        "vs off: no NaN, >=99% agreement, ties counted",
+        ("transformers",),
+    ),
+    Step(
+        "throughput",
+        70,
+        "random ~1B Llama, packed, 10 steps of LoRA and of full SFT (no DeepSpeed): tokens/s, peak "
+        "memory against launch/memory.py's estimate; per-example SDPA loop vs varlen kernel",
+        ("peft", "accelerate"),
+    ),
+    Step(
+        "cpu_suite",
+        0,
+        f"the CPU suite with CUDA hidden (pytest -m 'not slow and not slurm'), in the time left "
+        f"(at least {CPU_SUITE_MIN_S} s)",
+        ("pytest",),
+        cuda=False,
+    ),
 ]
 BY_NAME = {s.name: s for s in STEPS}
 
@@ -175,28 +236,44 @@ class Ctx:
 
 def child_env(**extra: str) -> dict[str, str]:
     """The environment of every step: offline, no leftover rendezvous variables, DeepSpeed left to find CUDA."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("DS_ACCELERATOR", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
-                        "MASTER_PORT")}
-    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1", WANDB_MODE="offline",
-               TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in ("DS_ACCELERATOR", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+    }
+    env.update(
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        WANDB_MODE="offline",
+        TOKENIZERS_PARALLELISM="false",
+        PYTHONUNBUFFERED="1",
+    )
     env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.update(extra)
     return env
 
 
-def make_experiment(ctx: Ctx, name: str, model: Path, method: str, *extra: str) -> tp.Any:
+def make_experiment(ctx: Ctx, name: str, model: Path, method: str, *extra: str) -> ExperimentDir:
     """An experiment directory for ``method`` on ``model`` from configs/smoke.yaml with ``extra`` overrides."""
     from launch import experiment
     from launch.config import load_config
     from launch.data import prepare_splits
 
-    overrides = [f"model.name_or_path={model}", f"output_dir={ctx.work / 'runs' / name}", "tracking.backend=none",
-                 "data.max_train=128", "data.max_eval=16", f"methods.{method}.checkpoint.every_min=0", *extra]
+    overrides = [
+        f"model.name_or_path={model}",
+        f"output_dir={ctx.work / 'runs' / name}",
+        "tracking.backend=none",
+        "data.max_train=128",
+        "data.max_eval=16",
+        f"methods.{method}.checkpoint.every_min=0",
+        *extra,
+    ]
     cfg = experiment.resolve_paths(load_config(REPO / "configs" / "smoke.yaml", overrides))
-    exp_dir = experiment.create(cfg, str(REPO / "configs" / "smoke.yaml"), overrides)
-    prepare_splits(cfg.data, exp_dir / "data", progress=False)
-    return exp_dir
+    exp = experiment.create(cfg, str(REPO / "configs" / "smoke.yaml"), overrides)
+    prepare_splits(cfg.data, exp.data.root, progress=False)
+    return exp
 
 
 def probe_input(vocab_size: int) -> tp.Any:
@@ -205,7 +282,7 @@ def probe_input(vocab_size: int) -> tp.Any:
     return torch.randint(3, vocab_size, (2, 24), generator=torch.Generator().manual_seed(1234))
 
 
-def train_probe(exp_dir: Path, method: str, out: Path) -> None:
+def train_probe(exp_dir: str | os.PathLike, method: str, out: Path) -> None:
     """Run ``method``'s entrypoint (as the jobs do) and record, from the main process, what the checks need.
 
     ``out/probe.json``: losses, backend, device, dtypes of the trainable and of DeepSpeed's master
@@ -214,14 +291,13 @@ def train_probe(exp_dir: Path, method: str, out: Path) -> None:
     """
     import torch
 
-    from launch.experiment import load
     from launch.jobs import ENTRYPOINTS
-    from train import common
+    from train import loop
 
-    cfg = load(exp_dir)
-    real = common.train_loop
+    cfg = ExperimentDir(exp_dir).load_config()
+    real = loop.train_loop
 
-    def loop(model: tp.Any, examples: tp.Any, m: tp.Any, accelerator: tp.Any, *a: tp.Any, **k: tp.Any) -> tp.Any:
+    def probed(model: tp.Any, examples: tp.Any, m: tp.Any, accelerator: tp.Any, *a: tp.Any, **k: tp.Any) -> tp.Any:
         result = real(model, examples, m, accelerator, *a, **k)
         engine = result.model
         engine.eval()
@@ -230,8 +306,10 @@ def train_probe(exp_dir: Path, method: str, out: Path) -> None:
             logits = engine(input_ids=ids).logits.float().cpu()
         engine.train()
         opt = getattr(engine, "optimizer", None)
-        masters = (getattr(opt, "fp32_partitioned_groups_flat", None)  # ZeRO-3
-                   or getattr(opt, "single_partition_of_fp32_groups", None))  # ZeRO-1/2
+        masters = (
+            getattr(opt, "fp32_partitioned_groups_flat", None)  # ZeRO-3
+            or getattr(opt, "single_partition_of_fp32_groups", None)
+        )  # ZeRO-1/2
         if accelerator.is_main_process:
             out.mkdir(parents=True, exist_ok=True)
             torch.save(logits, out / "logits.pt")
@@ -240,22 +318,25 @@ def train_probe(exp_dir: Path, method: str, out: Path) -> None:
             changed = None
             if os.environ.get("GPU_CHECK_CHANGED"):
                 changed = changed_fraction(unwrapped, cfg.model.name_or_path)
-            atomic_write_json(out / "probe.json", {
-                "changed_fraction": changed,
-                "losses": result.losses,
-                "backend": torch.distributed.get_backend() if torch.distributed.is_initialized() else None,
-                "device": str(accelerator.device),
-                "trainable_dtypes": sorted({str(p.dtype) for p in unwrapped.parameters() if p.requires_grad}),
-                "frozen_dtypes": sorted({str(p.dtype) for p in unwrapped.parameters() if not p.requires_grad}),
-                "master_dtypes": sorted({str(t.dtype) for t in masters}) if masters else None,
-            })
+            atomic_write_json(
+                out / "probe.json",
+                {
+                    "changed_fraction": changed,
+                    "losses": result.losses,
+                    "backend": torch.distributed.get_backend() if torch.distributed.is_initialized() else None,
+                    "device": str(accelerator.device),
+                    "trainable_dtypes": sorted({str(p.dtype) for p in unwrapped.parameters() if p.requires_grad}),
+                    "frozen_dtypes": sorted({str(p.dtype) for p in unwrapped.parameters() if not p.requires_grad}),
+                    "master_dtypes": sorted({str(t.dtype) for t in masters}) if masters else None,
+                },
+            )
         return result
 
-    common.train_loop = loop
+    loop.train_loop = probed
     try:
         importlib.import_module(ENTRYPOINTS[cfg.method(method).kind]).main(cfg, method, exp_dir, threads=None)
     finally:
-        common.train_loop = real
+        loop.train_loop = real
 
 
 def changed_fraction(model: tp.Any, start: str) -> float:
@@ -272,7 +353,7 @@ def changed_fraction(model: tp.Any, start: str) -> float:
     return changed / max(1, total)
 
 
-def run_probe(exp_dir: Path, method: str, out: Path, timeout: float, **env: str) -> tuple[int, str]:
+def run_probe(exp_dir: str | os.PathLike, method: str, out: Path, timeout: float, **env: str) -> tuple[int, str]:
     """:func:`train_probe` in a fresh process (what a job is); returns its exit status and output."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--train", str(exp_dir), method, str(out)]
     return _communicate(spawn(cmd, child_env(**env)), timeout)
@@ -284,8 +365,15 @@ _SPAWNED: list[subprocess.Popen] = []
 
 def spawn(cmd: list[str], env: dict[str, str], output: bool = True) -> subprocess.Popen:
     """A process of this step, in its own process group (so that it and whatever it starts end together)."""
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE if output else subprocess.DEVNULL,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE if output else subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     _SPAWNED.append(proc)
     return proc
 
@@ -365,8 +453,12 @@ def synchronize() -> None:
 def step_env(ctx: Ctx) -> None:
     rec = ctx.rec
     try:
-        smi = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=15).stdout.strip()
+        smi = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=15,
+        ).stdout.strip()
     except (OSError, subprocess.TimeoutExpired) as exc:
         smi = f"not available ({exc})"
     import torch
@@ -384,17 +476,24 @@ def step_env(ctx: Ctx) -> None:
     if not torch.cuda.is_available():  # only with --allow-cpu: the runner does not start without a GPU
         rec.figure(gpu="none")
         return
-    from train import common
+    from train import runtime
 
     major, minor = torch.cuda.get_device_capability()
-    rec.figure(gpu=torch.cuda.get_device_name(), capability=f"{major}.{minor}", bf16_native=common.bf16_native(),
-               auto_precision=common.resolve_precision("auto"))
+    rec.figure(
+        gpu=torch.cuda.get_device_name(),
+        capability=f"{major}.{minor}",
+        bf16_native=runtime.bf16_native(),
+        auto_precision=runtime.resolve_precision("auto"),
+    )
     rec.check("torch sees a CUDA GPU", True, torch.cuda.get_device_name())
     if importlib.util.find_spec("bitsandbytes"):
         from bitsandbytes import cextension
 
-        rec.check("bitsandbytes loads its CUDA library", cextension.BNB_BACKEND == "CUDA"
-                  and getattr(cextension.lib, "compiled_with_cuda", False), cextension.BNB_BACKEND)
+        rec.check(
+            "bitsandbytes loads its CUDA library",
+            cextension.BNB_BACKEND == "CUDA" and getattr(cextension.lib, "compiled_with_cuda", False),
+            cextension.BNB_BACKEND,
+        )
     if importlib.util.find_spec("deepspeed"):
         from deepspeed.accelerator import get_accelerator
 
@@ -418,9 +517,15 @@ def step_models(ctx: Ctx) -> None:
     sizes = LLAMA_1B_SIZES
     if SMALL:
         sizes = dict(sizes, hidden_size=256, intermediate_size=512, num_hidden_layers=2)
-    cfg = LlamaConfig(vocab_size=len(tok), max_position_embeddings=1024, tie_word_embeddings=False,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                      **sizes)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        max_position_embeddings=1024,
+        tie_word_embeddings=False,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        **sizes,
+    )
     torch.manual_seed(0)
     with torch.device(DEVICE):
         model = LlamaForCausalLM(cfg).to(torch.bfloat16)
@@ -434,17 +539,27 @@ def step_models(ctx: Ctx) -> None:
 
 def step_a1_full_sft_bf16(ctx: Ctx) -> None:
     tiny = ctx.model(TINY)
-    exp = make_experiment(ctx, "a1", tiny, "full_sft", "model.dtype=bfloat16", "methods.full_sft.precision=bf16",
-                          "methods.full_sft.learning_rate=1e-5", "methods.full_sft.max_steps=30",
-                          "methods.full_sft.micro_batch_size=8", "methods.full_sft.warmup_ratio=0")
+    exp = make_experiment(
+        ctx,
+        "a1",
+        tiny,
+        "full_sft",
+        "model.dtype=bfloat16",
+        "methods.full_sft.precision=bf16",
+        "methods.full_sft.learning_rate=1e-5",
+        "methods.full_sft.max_steps=30",
+        "methods.full_sft.micro_batch_size=8",
+        "methods.full_sft.warmup_ratio=0",
+    )
     out = ctx.work / "a1-probe"
     code, output = run_probe(exp, "full_sft", out, timeout=time_left(), GPU_CHECK_CHANGED="1")
     if not ctx.rec.check("run completed", code == 0, tail(output)):
         return
     probe = read_probe(out)
-    ctx.rec.check("trainable weights are fp32 masters", probe["trainable_dtypes"] == ["torch.float32"],
-                  probe["trainable_dtypes"])
-    metrics = json.loads((exp / "methods" / "full_sft" / "metrics.json").read_text())
+    ctx.rec.check(
+        "trainable weights are fp32 masters", probe["trainable_dtypes"] == ["torch.float32"], probe["trainable_dtypes"]
+    )
+    metrics = json.loads(exp.method("full_sft").metrics_file.read_text())
     ctx.rec.figure(mixed_precision=metrics.get("mixed_precision"), tokens_per_s=metrics.get("tokens_per_s"))
     changed = probe["changed_fraction"]  # the in-memory weights: the saved bf16 copy rounds 1e-5 updates away again
     ctx.rec.check(">95% of projection weights changed", changed is not None and changed > 0.95, changed)
@@ -463,21 +578,44 @@ def step_a2_gpu_binding(ctx: Ctx) -> None:
         s.bind(("127.0.0.1", 0))
         port = str(s.getsockname()[1])
     tiny = _any_tiny(ctx)
-    exp = make_experiment(ctx, "a2", tiny, "full_sft", "methods.full_sft.max_steps=2",
-                          f"methods.full_sft.deepspeed={REPO / 'ds_configs' / 'zero2.json'}")
+    exp = make_experiment(
+        ctx,
+        "a2",
+        tiny,
+        "full_sft",
+        "methods.full_sft.max_steps=2",
+        f"methods.full_sft.deepspeed={REPO / 'ds_configs' / 'zero2.json'}",
+    )
     procs = []
     for rank in (0, 1):
-        env = child_env(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", LOCAL_WORLD_SIZE="2",
-                        MASTER_ADDR="127.0.0.1", MASTER_PORT=port, CUDA_VISIBLE_DEVICES="0")
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--train", str(exp), "full_sft",
-               str(ctx.work / "a2-probe")]
+        env = child_env(
+            RANK=str(rank),
+            LOCAL_RANK=str(rank),
+            WORLD_SIZE="2",
+            LOCAL_WORLD_SIZE="2",
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=port,
+            CUDA_VISIBLE_DEVICES="0",
+        )
+        cmd = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--train",
+            str(exp),
+            "full_sft",
+            str(ctx.work / "a2-probe"),
+        ]
         procs.append(spawn(cmd, env))
     results = [_communicate(p, time_left()) for p in procs]
     for rank, (code, output) in enumerate(results):
-        ctx.rec.check(f"rank {rank} stops with the binding error", code != 0 and "GpuBindingError" in output
-                      and f"LOCAL_RANK={rank} of 2 tasks" in output, tail(output, 600))
-        ctx.rec.check(f"rank {rank}: no CUDA 'invalid device ordinal'",
-                      "CUDA error: invalid device ordinal" not in output)
+        ctx.rec.check(
+            f"rank {rank} stops with the binding error",
+            code != 0 and "GpuBindingError" in output and f"LOCAL_RANK={rank} of 2 tasks" in output,
+            tail(output, 600),
+        )
+        ctx.rec.check(
+            f"rank {rank}: no CUDA 'invalid device ordinal'", "CUDA error: invalid device ordinal" not in output
+        )
 
 
 def _any_tiny(ctx: Ctx) -> Path:
@@ -496,10 +634,15 @@ def _zero_run(ctx: Ctx, stage: int, steps: int, resume: bool) -> None:
     from transformers import AutoModelForCausalLM
 
     tiny = ctx.model(TINY)
-    settings = [f"methods.full_sft.deepspeed={REPO / 'ds_configs' / f'zero{stage}.json'}", "model.dtype=bfloat16",
-                "methods.full_sft.precision=bf16", "methods.full_sft.gradient_checkpointing=true",
-                f"methods.full_sft.max_steps={steps}", "methods.full_sft.micro_batch_size=4",
-                "methods.full_sft.checkpoint.every_steps=5"]
+    settings = [
+        f"methods.full_sft.deepspeed={REPO / 'ds_configs' / f'zero{stage}.json'}",
+        "model.dtype=bfloat16",
+        "methods.full_sft.precision=bf16",
+        "methods.full_sft.gradient_checkpointing=true",
+        f"methods.full_sft.max_steps={steps}",
+        "methods.full_sft.micro_batch_size=4",
+        "methods.full_sft.checkpoint.every_steps=5",
+    ]
     exp = make_experiment(ctx, f"zero{stage}", tiny, "full_sft", *settings)
     out = ctx.work / f"zero{stage}-probe"
     code, output = run_probe(exp, "full_sft", out, timeout=time_left())
@@ -509,10 +652,11 @@ def _zero_run(ctx: Ctx, stage: int, steps: int, resume: bool) -> None:
     ctx.rec.figure(losses_first_last=[probe["losses"][0], probe["losses"][-1]], master_dtypes=probe["master_dtypes"])
     ctx.rec.check("process group is nccl", probe["backend"] == "nccl", probe["backend"])
     ctx.rec.check("device is cuda:0", probe["device"] == "cuda:0", probe["device"])
-    ctx.rec.check("DeepSpeed keeps fp32 master partitions", probe["master_dtypes"] == ["torch.float32"],
-                  probe["master_dtypes"])
+    ctx.rec.check(
+        "DeepSpeed keeps fp32 master partitions", probe["master_dtypes"] == ["torch.float32"], probe["master_dtypes"]
+    )
     ctx.rec.check("loss goes down", losses_fall(probe["losses"]), probe["losses"])
-    model_dir = exp / "methods" / "full_sft" / "model"
+    model_dir = exp.method("full_sft").model_dir
     reloaded = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16).to(DEVICE).eval()
     with torch.no_grad():
         logits = reloaded(input_ids=probe_input(reloaded.config.vocab_size).to(DEVICE)).logits.float().cpu()
@@ -532,25 +676,31 @@ def _zero_run(ctx: Ctx, stage: int, steps: int, resume: bool) -> None:
     found = re.search(rf"resumed from \S+ \(step (\d+)/{steps}\)", output)
     resumed = int(found.group(1)) if found else None
     # Checkpoints every 5 steps: the newest complete one before the kill (10, or 15 if the kill came late).
-    ctx.rec.check("second attempt resumed from the last checkpoint and completed",
-                  code == 0 and resumed is not None and resumed % 5 == 0 and 10 <= resumed <= killed, tail(output, 800))
+    ctx.rec.check(
+        "second attempt resumed from the last checkpoint and completed",
+        code == 0 and resumed is not None and resumed % 5 == 0 and 10 <= resumed <= killed,
+        tail(output, 800),
+    )
     if code != 0:
         return
     again = read_probe(ctx.work / "resume-2")["losses"]
     loss_diff = max(abs(a - b) for a, b in zip(again, probe["losses"]))
-    ctx.rec.check(f"resumed losses follow the uninterrupted run (<= {RESUME_LOSS_TOL})",
-                  len(again) == steps and loss_diff <= RESUME_LOSS_TOL, loss_diff)
+    ctx.rec.check(
+        f"resumed losses follow the uninterrupted run (<= {RESUME_LOSS_TOL})",
+        len(again) == steps and loss_diff <= RESUME_LOSS_TOL,
+        loss_diff,
+    )
     a = load_file(str(model_dir / "model.safetensors"))
-    b = load_file(str(exp2 / "methods" / "full_sft" / "model" / "model.safetensors"))
+    b = load_file(str(exp2.method("full_sft").model_dir / "model.safetensors"))
     w_diff = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
     ctx.rec.figure(resume_loss_diff=loss_diff, resume_weight_diff=w_diff)
 
 
-def _run_until(exp: Path, method: str, out: Path, step: int, timeout: float) -> int:
+def _run_until(exp: ExperimentDir, method: str, out: Path, step: int, timeout: float) -> int:
     """Start a run, SIGKILL it once progress.json passes ``step``; return the step it had reached."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--train", str(exp), method, str(out)]
     proc = spawn(cmd, child_env(CYBERFT_PROGRESS_EVERY_S="0"), output=False)
-    progress = exp / "methods" / method / "progress.json"
+    progress = exp.method(method).progress_file
     deadline = time.monotonic() + timeout
     reached = 0
     try:
@@ -578,41 +728,52 @@ def step_lora(ctx: Ctx) -> None:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from train import common, evaluate
+    from train import batches, scoring
 
     tiny = ctx.model(TINY)
     trained = _train_adapter(ctx, "lora", tiny)
     if trained is None:
         return
     probe, adapter = trained
-    ctx.rec.check("adapters fp32, base bf16", probe["trainable_dtypes"] == ["torch.float32"]
-                  and "torch.bfloat16" in probe["frozen_dtypes"], [probe["trainable_dtypes"], probe["frozen_dtypes"]])
-    tok = common.load_tokenizer(str(tiny))
+    ctx.rec.check(
+        "adapters fp32, base bf16",
+        probe["trainable_dtypes"] == ["torch.float32"] and "torch.bfloat16" in probe["frozen_dtypes"],
+        [probe["trainable_dtypes"], probe["frozen_dtypes"]],
+    )
+    tok = batches.load_tokenizer(str(tiny))
     questions = load_questions(200)
 
     def base() -> tp.Any:
         return AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.bfloat16).to(DEVICE)
 
-    unmerged = evaluate.score_loglik(PeftModel.from_pretrained(base(), adapter), tok, questions, 16, 256,
-                                     progress=False)
-    merged = evaluate.score_loglik(PeftModel.from_pretrained(base(), adapter).merge_and_unload(), tok, questions, 16,
-                                   256, progress=False)
+    unmerged = scoring.score_loglik(PeftModel.from_pretrained(base(), adapter), tok, questions, 16, 256, progress=False)
+    merged = scoring.score_loglik(
+        PeftModel.from_pretrained(base(), adapter).merge_and_unload(), tok, questions, 16, 256, progress=False
+    )
     agree = agreement(merged, unmerged)
     ctx.rec.check(f"merged vs unmerged agree on >={AGREEMENT:.0%}", agree >= AGREEMENT, agree)
 
 
 def _train_adapter(ctx: Ctx, kind: str, model: Path) -> tuple[dict, Path] | None:
-    """30 steps of ``kind`` (lora or qlora) in bf16, packed, with checkpointing: (probe, adapter), or None if it failed."""
-    exp = make_experiment(ctx, kind, model, kind, "model.dtype=bfloat16", f"methods.{kind}.precision=bf16",
-                          f"methods.{kind}.gradient_checkpointing=true", f"methods.{kind}.max_steps=30",
-                          f"methods.{kind}.micro_batch_size=8")
+    """30 steps of ``kind`` (lora or qlora) in bf16, packed, checkpointing on: (probe, adapter), or None on failure."""
+    exp = make_experiment(
+        ctx,
+        kind,
+        model,
+        kind,
+        "model.dtype=bfloat16",
+        f"methods.{kind}.precision=bf16",
+        f"methods.{kind}.gradient_checkpointing=true",
+        f"methods.{kind}.max_steps=30",
+        f"methods.{kind}.micro_batch_size=8",
+    )
     out = ctx.work / f"{kind}-probe"
     code, output = run_probe(exp, kind, out, timeout=time_left())
     if not ctx.rec.check("run completed", code == 0, tail(output)):
         return None
     probe = read_probe(out)
     ctx.rec.check("loss goes down", losses_fall(probe["losses"]), probe["losses"][::5])
-    adapter = exp / "methods" / kind / "adapter"
+    adapter = exp.method(kind).adapter_dir
     ctx.rec.check("adapter saved", (adapter / "adapter_model.safetensors").is_file())
     return probe, adapter
 
@@ -623,17 +784,22 @@ def step_qlora(ctx: Ctx) -> None:
     from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
 
     from launch.config import LoraSettings
-    from train import common, evaluate, quant
+    from train import batches, quant, scoring
     from train.lora import lora_config
 
     tiny = ctx.model(TINY)
-    tok = common.load_tokenizer(str(tiny))
+    tok = batches.load_tokenizer(str(tiny))
     model = quant.load_4bit(str(tiny), torch.bfloat16)
     layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
-    ctx.rec.check("Linear4bit layers, computing in bf16",
-                  layers and all(m.compute_dtype == torch.bfloat16 for m in layers), len(layers))
-    model = get_peft_model(prepare_model_for_kbit_training(model, use_gradient_checkpointing=False),
-                           lora_config(LoraSettings(r=8, alpha=16)))
+    ctx.rec.check(
+        "Linear4bit layers, computing in bf16",
+        layers and all(m.compute_dtype == torch.bfloat16 for m in layers),
+        len(layers),
+    )
+    model = get_peft_model(
+        prepare_model_for_kbit_training(model, use_gradient_checkpointing=False),
+        lora_config(LoraSettings(r=8, alpha=16)),
+    )
     torch.manual_seed(1)
     for name, p in model.named_parameters():
         if "lora_B" in name:  # non-zero B: with B = 0 (peft's init) lora_A gets no gradient at all
@@ -645,8 +811,11 @@ def step_qlora(ctx: Ctx) -> None:
     n_layers = model.config.num_hidden_layers
     for layer in (0, n_layers - 1):
         g = [v for n, v in grads.items() if f"layers.{layer}." in n]
-        ctx.rec.check(f"lora_A gradients non-zero and finite in layer {layer}",
-                      g and all(bool(torch.isfinite(x).all()) and float(x.abs().sum()) > 0 for x in g), len(g))
+        ctx.rec.check(
+            f"lora_A gradients non-zero and finite in layer {layer}",
+            g and all(bool(torch.isfinite(x).all()) and float(x.abs().sum()) > 0 for x in g),
+            len(g),
+        )
     del model
     trained = _train_adapter(ctx, "qlora", tiny)
     if trained is None:
@@ -654,58 +823,62 @@ def step_qlora(ctx: Ctx) -> None:
     _, adapter = trained
     questions = load_questions(200)
     as_evaluated = PeftModel.from_pretrained(quant.load_4bit(str(tiny), torch.bfloat16), adapter)
-    plain = evaluate.score_loglik(as_evaluated, tok, questions, 16, 256, progress=False)
+    plain = scoring.score_loglik(as_evaluated, tok, questions, 16, 256, progress=False)
     ctx.rec.check("evaluation's 4-bit load scores finitely", finite(plain))
     train_like = PeftModel.from_pretrained(
         prepare_model_for_kbit_training(quant.load_4bit(str(tiny), torch.bfloat16), use_gradient_checkpointing=False),
-        adapter)
+        adapter,
+    )
     with torch.autocast(DEVICE, dtype=torch.bfloat16):
-        cast = evaluate.score_loglik(train_like, tok, questions, 16, 256, progress=False)
+        cast = scoring.score_loglik(train_like, tok, questions, 16, 256, progress=False)
     agree = agreement(plain, cast)
     ctx.rec.check(f"with vs without train-time casts agree on >={AGREEMENT:.0%}", agree >= AGREEMENT, agree)
 
 
 def _train_batch(tok: tp.Any) -> dict:
-    from train import common
+    from train import batches
 
     questions = load_questions(8)
-    return common.collate(common.encode_examples(tok, questions, 256, progress=False), tok.pad_token_id)
+    return batches.collate(batches.encode_examples(tok, questions, 256, progress=False), tok.pad_token_id)
 
 
 def step_packing(ctx: Ctx) -> None:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from train import common, packing
+    from train import batches, packing
 
     models = [("tiny", ctx.model(TINY))] + ([("smollm2", smollm2())] if smollm2() else [])
     impls = ["sdpa", "eager"] + (["flash_attention_2"] if importlib.util.find_spec("flash_attn") else [])
     ctx.rec.figure(implementations=impls)
     for label, path in models:
-        tok = common.load_tokenizer(str(path))
-        examples = common.encode_examples(tok, load_questions(3), 256, progress=False)
+        tok = batches.load_tokenizer(str(path))
+        examples = batches.encode_examples(tok, load_questions(3), 256, progress=False)
         changed = list(examples)
-        changed[1] = common.Example([tok.eos_token_id] * len(examples[1].input_ids), examples[1].labels)
+        changed[1] = batches.Example([tok.eos_token_id] * len(examples[1].input_ids), examples[1].labels)
         for impl in impls:
             model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16, attn_implementation=impl)
             model = model.to(DEVICE).eval()
             calls = []
             real = packing.call_varlen
-            packing.call_varlen = lambda *a, **k: calls.append(1) or real(*a, **k)
+            packing.call_varlen = lambda *a, _calls=calls, _real=real, **k: _calls.append(1) or _real(*a, **k)
             try:
                 with torch.no_grad(), packing.padding_free_attention(model, enabled=impl == "sdpa") as varlen:
                     a, b = (_packed_logits(model, exs, tok) for exs in (examples, changed))
             finally:
                 packing.call_varlen = real
             n0, n1 = len(examples[0].input_ids), len(examples[1].input_ids)
-            iso = max(float((a[:n0] - b[:n0]).abs().max()), float((a[n0 + n1:] - b[n0 + n1:]).abs().max()))
+            iso = max(float((a[:n0] - b[:n0]).abs().max()), float((a[n0 + n1 :] - b[n0 + n1 :]).abs().max()))
             with torch.no_grad():
                 alone = model(input_ids=torch.tensor([examples[2].input_ids]).to(DEVICE)).logits[0].float()
-            self_diff = float((a[n0 + n1:] - alone).abs().max())
+            self_diff = float((a[n0 + n1 :] - alone).abs().max())
             where = f"{label}/{impl}"
             if impl == "sdpa":
-                ctx.rec.check(f"{where}: varlen kernel used (once per layer and forward)",
-                              varlen and len(calls) == 2 * model.config.num_hidden_layers, len(calls))
+                ctx.rec.check(
+                    f"{where}: varlen kernel used (once per layer and forward)",
+                    varlen and len(calls) == 2 * model.config.num_hidden_layers,
+                    len(calls),
+                )
             ctx.rec.check(f"{where}: neighbours unchanged (<= {ISOLATION_TOL})", iso <= ISOLATION_TOL, iso)
             ctx.rec.check(f"{where}: example equals itself alone (<= {BF16_TOL})", self_diff <= BF16_TOL, self_diff)
 
@@ -722,52 +895,81 @@ def step_eval(ctx: Ctx) -> None:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from train import common, evaluate
+    from train import batches, scoring
 
     questions = load_questions(200)
     for label, path in [("tiny", ctx.model(TINY))] + ([("smollm2", smollm2())] if smollm2() else []):
-        tok = common.load_tokenizer(str(path))
+        tok = batches.load_tokenizer(str(path))
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16).to(DEVICE).eval()
         runs = {}
         for batch, prefix in ((1, False), (16, False), (16, True)):
             t0 = time.perf_counter()
-            runs[(batch, prefix)] = evaluate.score_loglik(model, tok, questions, batch, 512, progress=False,
-                                                          share_prefix=prefix)
-            ctx.rec.figure(**{f"{label}_q_per_s_b{batch}{'_prefix' if prefix else ''}":
-                              round(len(questions) / (time.perf_counter() - t0), 1)})
+            runs[(batch, prefix)] = scoring.score_loglik(
+                model, tok, questions, batch, 512, progress=False, share_prefix=prefix
+            )
+            ctx.rec.figure(
+                **{
+                    f"{label}_q_per_s_b{batch}{'_prefix' if prefix else ''}": round(
+                        len(questions) / (time.perf_counter() - t0), 1
+                    )
+                }
+            )
         ref = runs[(1, False)]
         ctx.rec.check(f"{label}: no NaN", all(finite(r) for r in runs.values()))
-        ctx.rec.check(f"{label}: batch 16 agrees with batch 1", agreement(runs[(16, False)], ref) >= AGREEMENT,
-                      agreement(runs[(16, False)], ref))
-        ctx.rec.check(f"{label}: prefix cache agrees", agreement(runs[(16, True)], runs[(16, False)]) >= AGREEMENT,
-                      agreement(runs[(16, True)], runs[(16, False)]))
-        ctx.rec.figure(**{f"{label}_ties": {f"b{b}{'_prefix' if p else ''}": sum(r.get("tie", False) for r in rows)
-                                            for (b, p), rows in runs.items()}})
+        ctx.rec.check(
+            f"{label}: batch 16 agrees with batch 1",
+            agreement(runs[(16, False)], ref) >= AGREEMENT,
+            agreement(runs[(16, False)], ref),
+        )
+        ctx.rec.check(
+            f"{label}: prefix cache agrees",
+            agreement(runs[(16, True)], runs[(16, False)]) >= AGREEMENT,
+            agreement(runs[(16, True)], runs[(16, False)]),
+        )
+        ctx.rec.figure(
+            **{
+                f"{label}_ties": {
+                    f"b{b}{'_prefix' if p else ''}": sum(r.get("tie", False) for r in rows)
+                    for (b, p), rows in runs.items()
+                }
+            }
+        )
 
 
 def step_throughput(ctx: Ctx) -> None:
-    import torch
 
     from launch import memory
 
     big = ctx.model(LLAMA_1B)
     shape = memory.model_shape(str(big))
     for method in ("lora", "full_sft"):
-        exp = make_experiment(ctx, f"tp-{method}", big, method, "model.dtype=bfloat16", "model.max_seq_len=512",
-                              f"methods.{method}.precision=bf16", f"methods.{method}.max_steps=10",
-                              f"methods.{method}.micro_batch_size=8")
+        exp = make_experiment(
+            ctx,
+            f"tp-{method}",
+            big,
+            method,
+            "model.dtype=bfloat16",
+            "model.max_seq_len=512",
+            f"methods.{method}.precision=bf16",
+            f"methods.{method}.max_steps=10",
+            f"methods.{method}.micro_batch_size=8",
+        )
         code, output = run_probe(exp, method, ctx.work / f"tp-{method}-probe", timeout=time_left())
         if not ctx.rec.check(f"{method}: run completed", code == 0, tail(output)):
             continue
-        from launch.experiment import load
-
-        metrics = json.loads((exp / "methods" / method / "metrics.json").read_text())
-        est = memory.estimate(shape, load(exp).method(method), 512)
+        metrics = json.loads(exp.method(method).metrics_file.read_text())
+        est = memory.estimate(shape, exp.load_config().method(method), 512)
         peak = metrics["peak_mem_bytes"] / 2**30
-        ctx.rec.figure(**{f"{method}_tokens_per_s": metrics["tokens_per_s"], f"{method}_peak_gib": round(peak, 2),
-                          f"{method}_estimate_gib": round(est.total_gb, 2)})
-        ctx.rec.check(f"{method}: peak memory within the estimate", peak <= est.total_gb,
-                      f"{peak:.1f} <= {est.total_gb:.1f}")
+        ctx.rec.figure(
+            **{
+                f"{method}_tokens_per_s": metrics["tokens_per_s"],
+                f"{method}_peak_gib": round(peak, 2),
+                f"{method}_estimate_gib": round(est.total_gb, 2),
+            }
+        )
+        ctx.rec.check(
+            f"{method}: peak memory within the estimate", peak <= est.total_gb, f"{peak:.1f} <= {est.total_gb:.1f}"
+        )
     _varlen_speed(ctx, big)
 
 
@@ -776,14 +978,18 @@ def _varlen_speed(ctx: Ctx, path: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from train import common, packing
+    from train import batches, packing
 
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16, attn_implementation="sdpa")
     model = model.to(DEVICE).train()
     gen = torch.Generator().manual_seed(0)
     lengths = [int(x) for x in torch.randint(200, 300, (8,), generator=gen)]
-    examples = [common.Example(torch.randint(10, model.config.vocab_size, (n,), generator=gen).tolist(),
-                               [-100] * (n - 4) + [5, 6, 7, 8]) for n in lengths]
+    examples = [
+        batches.Example(
+            torch.randint(10, model.config.vocab_size, (n,), generator=gen).tolist(), [-100] * (n - 4) + [5, 6, 7, 8]
+        )
+        for n in lengths
+    ]
     batch = to_device(packing.collate_packed(examples))
     speeds = {}
     real = packing.varlen_kernel
@@ -811,23 +1017,31 @@ def _varlen_speed(ctx: Ctx, path: Path) -> None:
     with torch.no_grad():
         for e in examples:
             alone = model(input_ids=torch.tensor([e.input_ids]).to(DEVICE)).logits[0]
-            worst = max(worst, float((packed[start:start + len(e.input_ids)].float() - alone.float()).abs().max()))
+            worst = max(worst, float((packed[start : start + len(e.input_ids)].float() - alone.float()).abs().max()))
             start += len(e.input_ids)
     ctx.rec.check(f"varlen logits equal each example alone (<= {BF16_TOL})", worst <= BF16_TOL, worst)
 
 
 def step_cpu_suite(ctx: Ctx) -> None:
-    cmd = [sys.executable, "-m", "pytest", "-m", "not slow and not slurm", "-q", "-x", "-p", "no:cacheprovider",
-           "tests"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-m",
+        "not slow and not slurm",
+        "-q",
+        "-x",
+        "-p",
+        "no:cacheprovider",
+        "tests",
+    ]
     code, output = _communicate(spawn(cmd, child_env(CUDA_VISIBLE_DEVICES="")), time_left())
     last = [line for line in output.splitlines() if " passed" in line or " failed" in line or " error" in line]
     ctx.rec.figure(summary=last[-1] if last else tail(output, 300))
     ctx.rec.check("CPU suite passes with CUDA hidden", code == 0, tail(output, 1200))
 
 
-STEP_FUNCS: dict[str, tp.Callable[[Ctx], None]] = {
-    s.name: globals()[f"step_{s.name}"] for s in STEPS
-}
+STEP_FUNCS: dict[str, tp.Callable[[Ctx], None]] = {s.name: globals()[f"step_{s.name}"] for s in STEPS}
 
 
 # --------------------------------------------------------------------------- the runner
@@ -848,8 +1062,11 @@ def have_cuda() -> bool:
 
 
 def plan_text(steps: list[Step], scale: float) -> str:
-    lines = [f"make gpu-check: {len(steps)} step(s), each in its own process with its own time limit; "
-             f"{TOTAL_S * scale:.0f} s in all", ""]
+    lines = [
+        f"make gpu-check: {len(steps)} step(s), each in its own process with its own time limit; "
+        f"{TOTAL_S * scale:.0f} s in all",
+        "",
+    ]
     for s in steps:
         limit = "rest" if not s.limit_s else f"{s.limit_s * scale:.0f} s"
         lines.append(f"  {s.name:<18} {limit:>6}  {s.what}")
@@ -928,14 +1145,18 @@ def table(results: list[dict]) -> str:
         row = f"{r['name']:<18} {status:<8} {r.get('seconds', 0):>6} {ok:>3}/{len(checks):<3}"
         lines.append(f"{row}  {summary_line(r)}")
         if status == "skipped":
-            lines[-1] += r["status"][len("skipped"):]
+            lines[-1] += r["status"][len("skipped") :]
     return "\n".join(lines)
 
 
 def git_commit() -> str | None:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                              timeout=10).stdout.strip() or None
+        return (
+            subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+            or None
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
 
@@ -979,8 +1200,9 @@ def main(argv: tp.Sequence[str] | None = None) -> int:
             limit = left if not s.limit_s else min(s.limit_s * args.scale, left)
             enough = left >= CPU_SUITE_MIN_S if not s.limit_s else left >= 0.5 * s.limit_s * args.scale
             if not enough:
-                results.append({"name": s.name, "status": "skipped: out of time", "checks": [], "figures": {},
-                                "seconds": 0})
+                results.append(
+                    {"name": s.name, "status": "skipped: out of time", "checks": [], "figures": {}, "seconds": 0}
+                )
                 continue
             print(f"[gpu-check] {s.name} (limit {limit:.0f} s)", flush=True)
             results.append(run_step(s, work, limit))
@@ -989,16 +1211,26 @@ def main(argv: tp.Sequence[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
     wall = round(time.perf_counter() - start, 1)
     env = next((r["figures"] for r in results if r["name"] == "env"), {})
-    atomic_write_json(args.out, {
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "commit": git_commit(),
-        "wall_s": wall, "limit_s": total, "gpu": env.get("gpu"), "env": env, "steps": results,
-        "work_dir": str(work) if args.keep else None,
-    })
+    atomic_write_json(
+        args.out,
+        {
+            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "commit": git_commit(),
+            "wall_s": wall,
+            "limit_s": total,
+            "gpu": env.get("gpu"),
+            "env": env,
+            "steps": results,
+            "work_dir": str(work) if args.keep else None,
+        },
+    )
     print()
     print(table(results))
     failed = [r["name"] for r in results if r["status"].startswith("failed")]
-    print(f"\n{len(results)} step(s) in {wall} s; {len(failed)} failed{': ' + ', '.join(failed) if failed else ''}; "
-          f"results in {args.out}")
+    print(
+        f"\n{len(results)} step(s) in {wall} s; {len(failed)} failed{': ' + ', '.join(failed) if failed else ''}; "
+        f"results in {args.out}"
+    )
     return 1 if failed else 0
 
 

@@ -29,7 +29,7 @@ ORDER = ["eval", "cli", "submit", "train"]
 
 
 def discover() -> list[tuple[str, Path]]:
-    found = {p.stem[len("bench_"):]: p for p in BENCH_DIR.glob("bench_*.py")}
+    found = {p.stem[len("bench_") :]: p for p in BENCH_DIR.glob("bench_*.py")}
     names = [n for n in ORDER if n in found] + sorted(n for n in found if n not in ORDER)
     return [(n, found[n]) for n in names]
 
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"unknown benchmark(s): {', '.join(sorted(unknown))} (have: {', '.join(n for n, _ in benches)})")
         benches = [(n, s) for n, s in benches if n in args.only]
 
-    started = dt.datetime.now(dt.timezone.utc)
+    started = dt.datetime.now(dt.UTC)
     machine_before = machine_info()
     results, failed = [], []
     t0 = time.perf_counter()
@@ -68,21 +68,34 @@ def main(argv: list[str] | None = None) -> int:
             out = Path(tmp) / f"{name}.json"
             print(f"=== {name}: {script.relative_to(REPO)} --runs {args.runs}", flush=True)
             t = time.perf_counter()
-            rc = subprocess.run([sys.executable, str(script), "--runs", str(args.runs), "--json", str(out)], cwd=REPO).returncode
+            rc = subprocess.run(
+                [sys.executable, str(script), "--runs", str(args.runs), "--json", str(out)], cwd=REPO
+            ).returncode
             if rc == 0 and out.is_file():
                 results.append(json.loads(out.read_text(encoding="utf-8")))
             else:
                 failed.append(name)
-                results.append({"name": name, "rows": [], "info": {}, "notes": [], "skipped": f"FAILED (exit {rc}), see the output above",
-                                "wall_s": round(time.perf_counter() - t, 1)})
+                results.append(
+                    {
+                        "name": name,
+                        "rows": [],
+                        "info": {},
+                        "notes": [],
+                        "skipped": f"FAILED (exit {rc}), see the output above",
+                        "wall_s": round(time.perf_counter() - t, 1),
+                    }
+                )
             print(f"=== {name}: done in {time.perf_counter() - t:.0f}s", flush=True)
 
     table = format_table(results)
     machine = machine_info()
     print()
-    print(f"cyberft benchmarks, {started:%Y-%m-%d %H:%M} UTC, {machine['cpus']} CPUs, load average before/after "
-          f"{machine_before['loadavg'][0] if machine_before['loadavg'] else '?'}/{machine['loadavg'][0] if machine['loadavg'] else '?'}; "
-          f"median of {args.runs} runs; vs baseline: times faster than the baseline row (>1 = faster)")
+    print(
+        f"cyberft benchmarks, {started:%Y-%m-%d %H:%M} UTC, {machine['cpus']} CPUs, load average before/after "
+        f"{machine_before['loadavg'][0] if machine_before['loadavg'] else '?'}/"
+        f"{machine['loadavg'][0] if machine['loadavg'] else '?'}; "
+        f"median of {args.runs} runs; vs baseline: times faster than the baseline row (>1 = faster)"
+    )
     print(table)
     for res in results:
         for note in res.get("notes", []):
@@ -100,8 +113,11 @@ def main(argv: list[str] | None = None) -> int:
     from launch.fsio import atomic_write_json
 
     atomic_write_json(args.output, doc)
-    print(f"\nwritten: {Path(args.output).resolve().relative_to(REPO) if Path(args.output).resolve().is_relative_to(REPO) else args.output} "
-          f"(total {doc['wall_s']:.0f}s)")
+    written = Path(args.output).resolve()
+    print(
+        f"\nwritten: {written.relative_to(REPO) if written.is_relative_to(REPO) else args.output} "
+        f"(total {doc['wall_s']:.0f}s)"
+    )
     return 1 if failed else 0
 
 

@@ -27,6 +27,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from launch.expdir import ExperimentDir  # noqa: E402
+
 CONFIG = REPO / "configs" / "smollm2-cybermetric.yaml"
 SHARED = REPO.parent / "shared" / "data" / "cybermetric" / "CyberMetric-500-v1.json"
 GRID = {  # one run per column: the three methods at their i-th learning rate
@@ -45,7 +47,7 @@ def study_train_split(data: Path, work: Path) -> Path:
     cfg = load_config(CONFIG, [f"data.train.path={data}", f"output_dir={work}"])
     prepared = prepare_splits(cfg.data, work / "study-data", progress=False)
     print(f"study split: {prepared.n_train} train, {prepared.n_eval} held out (not used here)", flush=True)
-    return work / "study-data" / "train.jsonl"
+    return prepared.train_path
 
 
 def score(predictions: Path) -> dict:
@@ -64,22 +66,41 @@ def run_point(i: int, train_jsonl: Path, work: Path) -> dict:
     """One ``cyberft run`` with every method at its i-th learning rate; their validation scores."""
     out = work / f"point{i}"
     overrides = [
-        f"data.train.path={train_jsonl}", f"data.eval_fraction={N_VAL / (N_TRAIN + N_VAL)}", "data.seed=1",
-        f"data.max_train={N_TRAIN}", f"data.max_eval={N_VAL}", f"output_dir={out}", "tracking.backend=none",
+        f"data.train.path={train_jsonl}",
+        f"data.eval_fraction={N_VAL / (N_TRAIN + N_VAL)}",
+        "data.seed=1",
+        f"data.max_train={N_TRAIN}",
+        f"data.max_eval={N_VAL}",
+        f"output_dir={out}",
+        "tracking.backend=none",
         f"eval.include_base={'true' if i == 0 else 'false'}",
     ] + [f"methods.{m}.learning_rate={lrs[i]}" for m, lrs in GRID.items()]
     t = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "launch.cli", "run", str(CONFIG), "--no-progress", *overrides],
-                   cwd=REPO, check=True, stdout=subprocess.DEVNULL)
-    exp = next(out.iterdir())
-    predictions = exp / "eval" / "predictions"
-    results = {name: score(predictions / f"{name}.jsonl") for name in ["base", *GRID]
-               if (predictions / f"{name}.jsonl").is_file()}
-    print(f"point {i} ({time.perf_counter() - t:.0f} s): " + ", ".join(
-        f"{m} lr {GRID[m][i] if m in GRID else '-'}: acc {r['accuracy']:.3f} gold logp {r['gold_logprob']:.3f}"
-        for m, r in results.items()), flush=True)
-    return {"learning_rates": {m: lrs[i] for m, lrs in GRID.items()}, "scores": results,
-            "seconds": time.perf_counter() - t}
+    subprocess.run(
+        [sys.executable, "-m", "launch.cli", "run", str(CONFIG), "--no-progress", *overrides],
+        cwd=REPO,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    scored = ExperimentDir(next(out.iterdir())).eval
+    results = {
+        name: score(scored.predictions_file(name))
+        for name in ["base", *GRID]
+        if scored.predictions_file(name).is_file()
+    }
+    print(
+        f"point {i} ({time.perf_counter() - t:.0f} s): "
+        + ", ".join(
+            f"{m} lr {GRID[m][i] if m in GRID else '-'}: acc {r['accuracy']:.3f} gold logp {r['gold_logprob']:.3f}"
+            for m, r in results.items()
+        ),
+        flush=True,
+    )
+    return {
+        "learning_rates": {m: lrs[i] for m, lrs in GRID.items()},
+        "scores": results,
+        "seconds": time.perf_counter() - t,
+    }
 
 
 def main() -> int:
@@ -95,8 +116,17 @@ def main() -> int:
     best = {m: max(points, key=lambda p: p["scores"][m]["gold_logprob"])["learning_rates"][m] for m in GRID}
     from launch.fsio import atomic_write_json
 
-    atomic_write_json(args.out, {"data": str(data), "n_train": N_TRAIN, "n_val": N_VAL, "grid": GRID,
-                                 "points": points, "best_learning_rate": best})
+    atomic_write_json(
+        args.out,
+        {
+            "data": str(data),
+            "n_train": N_TRAIN,
+            "n_val": N_VAL,
+            "grid": GRID,
+            "points": points,
+            "best_learning_rate": best,
+        },
+    )
     print(f"best learning rate by validation gold log-probability: {best}; written to {args.out}")
     return 0
 

@@ -15,9 +15,13 @@ import sys
 import typing as tp
 from pathlib import Path
 
+from launch import SAMPLE_DATA
 from launch.config import ConfigError, InputError, check_config, dump_yaml
 from launch.redact import scrub
 from launch.slurm import SlurmError
+
+if tp.TYPE_CHECKING:  # pragma: no cover
+    from launch.expdir import ExperimentDir
 
 EXIT_OK, EXIT_JOB_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 EXIT_READER_GONE = 128 + 13  # as if killed by SIGPIPE, what `yes | head` reports for yes
@@ -54,20 +58,24 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg, split = _load(args)
     cfg = experiment.resolve_paths(cfg)
-    exp_dir = experiment.create(cfg, args.config, args.overrides)
+    exp = experiment.create(cfg, args.config, args.overrides)
     try:
-        prepared = prepare_splits(cfg.data, exp_dir / "data", progress=not args.no_progress, split=split)
+        prepared = prepare_splits(cfg.data, exp.data.root, progress=not args.no_progress, split=split)
     except DataError as exc:
-        shutil.rmtree(exp_dir)  # ours, just made: leave nothing half-prepared behind
+        shutil.rmtree(exp.root)  # ours, just made: leave nothing half-prepared behind
         _err(f"{len(exc.problems)} problem(s) in the data:\n" + "\n".join(f"  - {p}" for p in exc.problems))
         return EXIT_BAD_INPUT
-    print(f"[cyberft] experiment {exp_dir}", flush=True)
-    print(f"[cyberft] data: {prepared.n_train} train, {prepared.n_eval} eval, {prepared.n_dropped_duplicates} duplicate(s) dropped", flush=True)
-    rows, states = local.run(cfg, exp_dir, progress=not args.no_progress)
+    print(f"[cyberft] experiment {exp}", flush=True)
+    print(
+        f"[cyberft] data: {prepared.n_train} train, {prepared.n_eval} eval, "
+        f"{prepared.n_dropped_duplicates} duplicate(s) dropped",
+        flush=True,
+    )
+    rows, states = local.run(cfg, exp, progress=not args.no_progress)
     print()
     print(report.format_table(rows))
-    print(f"\nexperiment directory: {exp_dir}")
-    print(f"report: {exp_dir / 'report.html'}")
+    print(f"\nexperiment directory: {exp}")
+    print(f"report: {exp.report_html}")
     return EXIT_OK if all(s == "completed" for s in states.values()) else EXIT_JOB_FAILED
 
 
@@ -96,11 +104,13 @@ def cmd_import_gguf(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     """Print an experiment's comparison table from its summary.json."""
     from launch import report
+    from launch.expdir import ExperimentDir
     from launch.fsio import read_json
 
-    summary = Path(args.exp_dir) / "summary.json"
+    exp = ExperimentDir(args.exp_dir)
+    summary = exp.summary_file
     if not summary.is_file():
-        _err(f"{summary} does not exist -> the evaluation job has not finished; check its log under {args.exp_dir}/jobs")
+        _err(f"{summary} does not exist -> the evaluation job has not finished; check its log under {exp.jobs_dir}")
         return EXIT_BAD_INPUT
     print(report.format_table(read_json(summary)["rows"]))
     return EXIT_OK
@@ -112,29 +122,36 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
     from launch import submit
     from launch.data import DataError
+    from launch.expdir import ExperimentDir
 
     t0 = time.monotonic()
-    result = submit.check(args.config, args.overrides, args.profile)
+    findings = submit.check(args.config, args.overrides, args.profile)
     if args.dry_run:
-        cfg = result.cfg
-        exp_dir = Path(cfg.output_dir if cfg else "runs") / f"{cfg.name if cfg else 'experiment'}-<UTC time>"
-        print(submit.dry_run_text(result, exp_dir), end="")
-        return EXIT_BAD_INPUT if result.problems else EXIT_OK
-    if result.problems:
-        _err(f"{len(result.problems)} problem(s); nothing was submitted:\n" + "\n".join(f"  - {p}" for p in result.problems))
+        cfg = findings.cfg
+        exp = ExperimentDir(Path(cfg.output_dir if cfg else "runs") / f"{cfg.name if cfg else 'experiment'}-<UTC time>")
+        print(submit.dry_run_text(findings, exp), end="")
+        return EXIT_BAD_INPUT if findings.problems else EXIT_OK
+    if findings.problems:
+        _err(
+            f"{len(findings.problems)} problem(s); nothing was submitted:\n"
+            + "\n".join(f"  - {p}" for p in findings.problems)
+        )
         return EXIT_BAD_INPUT
     if not _sbatch_found("or use --dry-run to see the jobs, or `cyberft run` to run locally"):
         return EXIT_BAD_INPUT
-    for note in result.notes:
+    for note in findings.notes:
         _err(f"note: {note}")
     try:
-        done = submit.submit(result.cfg, result.profile, args.config, args.overrides, split=result.split)
+        done = submit.submit(findings.cfg, findings.profile, args.config, args.overrides, split=findings.split)
     except DataError as exc:
-        _err(f"{len(exc.problems)} problem(s) in the data; nothing was submitted:\n" + "\n".join(f"  - {p}" for p in exc.problems))
+        _err(
+            f"{len(exc.problems)} problem(s) in the data; nothing was submitted:\n"
+            + "\n".join(f"  - {p}" for p in exc.problems)
+        )
         return EXIT_BAD_INPUT
     except submit.Refused as exc:
         return _refused(exc)
-    exp = done.exp_dir
+    exp = done.exp
     print(f"experiment: {exp}")
     for name, job_id in done.job_ids.items():
         print(f"  {name:<12} job {job_id}")
@@ -149,13 +166,17 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 def _refused(exc: tp.Any) -> int:
     """Say once what Slurm said; exit 2 when nothing was started, 1 when jobs had to be cancelled."""
-    fix = ("-> check the profile's partition, account, qos, constraint and additional_parameters against "
-           "`sinfo -s` and `sacctmgr show assoc user=$USER`, then submit again")
-    if exc.exp_dir is None:
+    fix = (
+        "-> check the profile's partition, account, qos, constraint and additional_parameters against "
+        "`sinfo -s` and `sacctmgr show assoc user=$USER`, then submit again"
+    )
+    if exc.exp is None:
         _err(f"sbatch refused job {exc.job}: {exc.message}; nothing was submitted and no experiment was created {fix}")
         return EXIT_BAD_INPUT
-    _err(f"sbatch refused job {exc.job}: {exc.message}; the {len(exc.cancelled)} job(s) submitted before it were "
-         f"cancelled ({', '.join(exc.cancelled)}) and {exc.exp_dir} records the refusal {fix}")
+    _err(
+        f"sbatch refused job {exc.job}: {exc.message}; the {len(exc.cancelled)} job(s) submitted before it were "
+        f"cancelled ({', '.join(exc.cancelled)}) and {exc.exp} records the refusal {fix}"
+    )
     return EXIT_JOB_FAILED
 
 
@@ -165,17 +186,27 @@ def _sbatch_found(alternatives: str = "") -> bool:
 
     if slurm.available("sbatch"):
         return True
-    _err("sbatch not found on PATH; nothing was submitted -> run on a Slurm login node" + (f", {alternatives}" if alternatives else ""))
+    _err(
+        "sbatch not found on PATH; nothing was submitted -> run on a Slurm login node"
+        + (f", {alternatives}" if alternatives else "")
+    )
     return False
 
 
-def _exp_dir(path: str) -> Path:
+def _exp_dir(path: str) -> ExperimentDir:
+    """The experiment directory ``path`` names, or exit 2 when it has no manifest."""
     from launch.config import InputError
+    from launch.expdir import ExperimentDir
 
-    exp = Path(path)
-    if not (exp / "manifest.json").is_file():
-        raise InputError([f"experiment: {str(exp)!r} has no manifest.json -> give the directory that "
-                          "`cyberft submit` or `cyberft run` printed"], "arguments")
+    exp = ExperimentDir(path)
+    if not exp.manifest_file.is_file():
+        raise InputError(
+            [
+                f"experiment: {path!r} has no {exp.manifest_file.name} -> give the directory that "
+                "`cyberft submit` or `cyberft run` printed"
+            ],
+            "arguments",
+        )
     return exp
 
 
@@ -218,7 +249,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
         print(f"==> {path} <==")
         if path.is_file():
             lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-            print("\n".join(lines[-args.tail:] if args.tail else lines))
+            print("\n".join(lines[-args.tail :] if args.tail else lines))
         else:
             print("(not written yet: the job has not started)")
     return EXIT_OK
@@ -226,23 +257,24 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     """Cancel the experiment's jobs (all, or the named ones)."""
-    from launch import experiment, slurm
+    from launch import slurm
     from launch.config import InputError
-    from launch.fsio import read_json
 
     exp = _exp_dir(args.exp_dir)
-    manifest = read_json(exp / "manifest.json")
-    jobs = manifest.get("jobs", {})
+    manifest = exp.read_manifest()
+    jobs = manifest.jobs
     names = args.jobs or list(jobs)
     unknown = [n for n in names if n not in jobs]
     if unknown:
-        raise InputError([f"job {n!r}: not in this experiment -> one of: {', '.join(jobs)}" for n in unknown], "arguments")
-    if manifest.get("executor") != "slurm":
+        raise InputError(
+            [f"job {n!r}: not in this experiment -> one of: {', '.join(jobs)}" for n in unknown], "arguments"
+        )
+    if not manifest.on_slurm:
         _err("this experiment ran locally; there is nothing to cancel")
         return EXIT_BAD_INPUT
-    ids = [jobs[n]["job_id"] for n in names]
+    ids = [jobs[n].job_id for n in names]
     slurm.scancel(ids)
-    experiment.update_manifest(exp, cancelled=sorted(set(manifest.get("cancelled", [])) | set(ids)))
+    exp.update_manifest(cancelled=sorted(set(manifest.cancelled) | set(ids)))
     print(f"cancelled: {', '.join(f'{n} ({i})' for n, i in zip(names, ids))}")
     return EXIT_OK
 
@@ -275,7 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     def with_config(p: argparse.ArgumentParser) -> None:
         p.add_argument("config", help="experiment YAML, e.g. configs/smoke.yaml")
-        p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. methods.lora.learning_rate=1e-4")
+        p.add_argument(
+            "overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. methods.lora.learning_rate=1e-4"
+        )
 
     p = sub.add_parser("run", help="run an experiment locally (training jobs, then evaluation)")
     with_config(p)
@@ -296,24 +330,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("tiny-model", help="build a tiny local model + tokenizer of a common architecture (no hub)")
     p.add_argument("out_dir")
-    p.add_argument("--arch", default="llama-tied", help="llama, llama-tied (default), qwen2, qwen3, mistral, gemma2, "
-                   "gemma3, phi3, gpt-neox, olmo2")
-    p.add_argument("--data", default=str(Path(__file__).resolve().parents[1] / "data" / "sample" / "cyber_mcq.json"))
+    p.add_argument(
+        "--arch",
+        default="llama-tied",
+        help="llama, llama-tied (default), qwen2, qwen3, mistral, gemma2, gemma3, phi3, gpt-neox, olmo2",
+    )
+    p.add_argument("--data", default=str(SAMPLE_DATA))
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_tiny_model)
 
     p = sub.add_parser("import-gguf", help="convert a GGUF checkpoint into a model directory (offline, verified)")
     p.add_argument("file", help="the .gguf file, e.g. the SmolLM2 one `make real-model` imports")
     p.add_argument("out_dir", help="model directory to write (safetensors, config, tokenizer with chat template)")
-    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
-                   help="weights dtype (default float32)")
+    p.add_argument(
+        "--dtype", choices=["float32", "bfloat16"], default="float32", help="weights dtype (default float32)"
+    )
     p.set_defaults(func=cmd_import_gguf)
 
     p = sub.add_parser("submit", help="submit an experiment to Slurm (training jobs + chained evaluation)")
     with_config(p)
     p.add_argument("--profile", required=True, help="site profile: a name in slurm/profiles/ (e.g. dev) or a YAML path")
-    p.add_argument("--dry-run", action="store_true",
-                   help="print the resolved config, memory estimate, sbatch scripts and dependencies; submit nothing")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the resolved config, memory estimate, sbatch scripts and dependencies; submit nothing",
+    )
     p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("status", help="state, elapsed time, nodes and progress of an experiment's jobs")
@@ -335,7 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("jobs", nargs="*", help="method names (and/or eval); default: every job")
     p.set_defaults(func=cmd_cancel)
 
-    p = sub.add_parser("resume", help="resubmit the jobs that ended unfinished (from their checkpoints) and a new evaluation")
+    p = sub.add_parser(
+        "resume", help="resubmit the jobs that ended unfinished (from their checkpoints) and a new evaluation"
+    )
     p.add_argument("exp_dir")
     p.add_argument("--dry-run", action="store_true", help="say what would be resubmitted; submit nothing")
     p.set_defaults(func=cmd_resume)

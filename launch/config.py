@@ -33,7 +33,7 @@ from pathlib import Path
 
 import yaml
 
-from launch import yamlio
+from launch import scriptsafe, yamlio
 from launch.redact import short
 from launch.schema import NAME_RE, InputError, Range, build, key_label
 
@@ -99,7 +99,7 @@ class DataConfig:
     train: DataSource = field(default_factory=DataSource)
     """Training questions."""
 
-    eval: tp.Optional[DataSource] = None
+    eval: DataSource | None = None
     """Held-out questions. ``null``: split ``eval_fraction`` off ``train``."""
 
     eval_fraction: tp.Annotated[float, FRACTION] = 0.2
@@ -112,10 +112,10 @@ class DataConfig:
     """Drop training questions whose normalised text also appears in the eval set
     (CyberMetric-500 and -2000 share 130 questions)."""
 
-    max_train: tp.Optional[tp.Annotated[int, Range(1, BIG, "a positive number, or null for all")]] = None
+    max_train: tp.Annotated[int, Range(1, BIG, "a positive number, or null for all")] | None = None
     """Keep at most this many training questions (after the split), for quick runs."""
 
-    max_eval: tp.Optional[tp.Annotated[int, Range(1, BIG, "a positive number, or null for all")]] = None
+    max_eval: tp.Annotated[int, Range(1, BIG, "a positive number, or null for all")] | None = None
     """Keep at most this many eval questions, for quick runs."""
 
 
@@ -132,7 +132,7 @@ class LoraSettings:
     dropout: tp.Annotated[float, Range(0, 1, "between 0 and 1", hi_open=True)] = 0.0
     """Dropout on the adapter input."""
 
-    target_modules: tp.Union[tp.Literal["all-linear"], tp.List[str]] = "all-linear"
+    target_modules: tp.Literal["all-linear"] | list[str] = "all-linear"
     """Modules that get adapters. ``all-linear`` (peft's name): every linear layer of the decoder,
     whatever the architecture calls them (Llama's ``q_proj``..``down_proj``, Phi-3's fused ``qkv_proj``
     and ``gate_up_proj``, GPT-NeoX's ``query_key_value``...), not the output layer. Or a list of module
@@ -150,7 +150,7 @@ class CheckpointSettings:
     ``scontrol requeue``, a node failure) continues from the newest complete one; on SIGUSR2 the
     job also saves one right away. They are deleted once the final model is saved."""
 
-    every_steps: tp.Optional[tp.Annotated[int, Range(1, BIG, "at least 1, or null to save by time only")]] = None
+    every_steps: tp.Annotated[int, Range(1, BIG, "at least 1, or null to save by time only")] | None = None
     """Save every this many optimizer steps; null: by time only."""
 
     every_min: tp.Annotated[float, Range(0, 10**6, "0 (by steps only) or more minutes")] = 30.0
@@ -203,7 +203,7 @@ class MethodConfig:
     epochs: tp.Annotated[float, Range(0, 10**6, "positive, or set max_steps")] = 1.0
     """Passes over the training set; ignored when ``max_steps`` is set."""
 
-    max_steps: tp.Optional[tp.Annotated[int, Range(1, BIG, "at least 1, or null to use epochs")]] = None
+    max_steps: tp.Annotated[int, Range(1, BIG, "at least 1, or null to use epochs")] | None = None
     """Optimizer steps to run; overrides ``epochs``."""
 
     micro_batch_size: tp.Annotated[int, Range(1, 1 << 20)] = 4
@@ -240,7 +240,7 @@ class MethodConfig:
     lora: LoraSettings = field(default_factory=LoraSettings)
     """Adapter settings (``lora`` and ``qlora`` only)."""
 
-    deepspeed: tp.Optional[str] = None
+    deepspeed: str | None = None
     """Path of a DeepSpeed JSON in ``ds_configs/`` (``full_sft`` only); null: plain
     accelerate (DDP across GPUs)."""
 
@@ -284,7 +284,7 @@ class TrackingConfig:
     project: str = "cyberft"
     """W&B project."""
 
-    entity: tp.Optional[str] = None
+    entity: str | None = None
     """W&B entity (team or user); null: the key's default."""
 
     mode: tp.Literal["online", "offline", "disabled"] = "offline"
@@ -322,7 +322,7 @@ class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
     """Training and evaluation data."""
 
-    methods: tp.List[MethodConfig] = field(default_factory=list)
+    methods: list[MethodConfig] = field(default_factory=list)
     """The methods to compare (at least one)."""
 
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -401,8 +401,10 @@ def _set(raw: dict, key: str, value: tp.Any, problems: list[str]) -> None:
                 node = node.setdefault(part, {})
         else:  # e.g. name.x=1: never drop an override silently
             parent = ".".join(parts[:i])
-            problems.append(f"override {key_label(key)}: {key_label(parent)} is {_kind_of(node)}, not a mapping -> "
-                            f"set it as a whole ({key_label(parent)}=...), or check the key")
+            problems.append(
+                f"override {key_label(key)}: {key_label(parent)} is {_kind_of(node)}, not a mapping -> "
+                f"set it as a whole ({key_label(parent)}=...), or check the key"
+            )
             return
 
 
@@ -428,8 +430,10 @@ def _name_problem(where: str, name: str) -> str | None:
     if not NAME_RE.fullmatch(name or ""):
         return f"{where}: {short(name)} -> use letters, digits, '_', '.', '-' (it names a directory)"
     if len(name) > MAX_NAME_LEN:
-        return (f"{where}: {len(name)} characters ({short(name[:20])}...) -> at most {MAX_NAME_LEN}: it names a "
-                "directory, and file names have a length limit")
+        return (
+            f"{where}: {len(name)} characters ({short(name[:20])}...) -> at most {MAX_NAME_LEN}: it names a "
+            "directory, and file names have a length limit"
+        )
     return None
 
 
@@ -440,13 +444,13 @@ def validate(cfg: ExperimentConfig, problems: list[str]) -> None:
     on disk (data, model, output directory, DeepSpeed JSON) is :mod:`launch.preflight`'s job, so a
     job reloading its frozen ``config.yaml`` never depends on the original files.
     """
-    from launch import scriptsafe
-
     problem = _name_problem("name", cfg.name)
     if problem:
         problems.append(problem)
     if not cfg.model.name_or_path:
-        problems.append("model.name_or_path: empty -> a hub name (meta-llama/Meta-Llama-3-8B) or a local model directory")
+        problems.append(
+            "model.name_or_path: empty -> a hub name (meta-llama/Meta-Llama-3-8B) or a local model directory"
+        )
     if not cfg.output_dir:
         problems.append("output_dir: empty -> the directory that receives experiment directories, e.g. runs")
     for src, where in ((cfg.data.train, "data.train"), (cfg.data.eval, "data.eval")):
@@ -457,7 +461,7 @@ def validate(cfg: ExperimentConfig, problems: list[str]) -> None:
     seen: set[str] = set()
     for i, m in enumerate(cfg.methods):
         _validate_method(m, f"methods[{i}]", seen, problems)
-    problems.extend(scriptsafe.config_problems(cfg))
+    problems.extend(scriptsafe.output_dir_problems(cfg.output_dir))
 
 
 def _validate_method(m: MethodConfig, where: str, seen: set[str], problems: list[str]) -> None:
@@ -474,11 +478,15 @@ def _validate_method(m: MethodConfig, where: str, seen: set[str], problems: list
         problems.append(f"{label}.epochs: {m.epochs} -> positive, or set max_steps")
     if m.kind in ("lora", "qlora"):
         if not m.lora.target_modules:
-            problems.append(f"{label}.lora.target_modules: empty -> all-linear (every linear layer), or names "
-                            "such as [q_proj, v_proj]")
+            problems.append(
+                f"{label}.lora.target_modules: empty -> all-linear (every linear layer), or names "
+                "such as [q_proj, v_proj]"
+            )
         elif isinstance(m.lora.target_modules, list) and "all-linear" in m.lora.target_modules:
-            problems.append(f"{label}.lora.target_modules: {m.lora.target_modules!r} -> all-linear stands alone: "
-                            "write target_modules: all-linear (not in a list), or list module names only")
+            problems.append(
+                f"{label}.lora.target_modules: {m.lora.target_modules!r} -> all-linear stands alone: "
+                "write target_modules: all-linear (not in a list), or list module names only"
+            )
     r = m.resources
     world = r.nodes * max(r.gpus_per_node, 1)
     if m.kind == "qlora" and (r.nodes != 1 or r.gpus_per_node > 1):
@@ -504,8 +512,10 @@ def build_config(raw: tp.Any, overrides: tp.Sequence[str] = ()) -> tuple[Experim
     """
     problems: list[str] = []
     if not isinstance(raw, dict):
-        return None, [f"top level: expected a mapping of config keys, got {type(raw).__name__} "
-                      "-> write `key: value` lines (name, model, data, methods, ...) as in configs/smoke.yaml"]
+        return None, [
+            f"top level: expected a mapping of config keys, got {type(raw).__name__} "
+            "-> write `key: value` lines (name, model, data, methods, ...) as in configs/smoke.yaml"
+        ]
     # A deep copy, not a JSON round trip: YAML also gives sets and non-string keys, and those must
     # become problems below, not a TypeError here. (The YAML reader already unshared aliases.)
     raw = apply_overrides(copy.deepcopy(raw), overrides, problems)
@@ -528,17 +538,26 @@ def read_raw(path: str | os.PathLike) -> tp.Any:
     if p.is_dir():
         raise ConfigError([f"config: {str(p)!r} is a directory -> give a YAML file such as configs/smoke.yaml"], str(p))
     if not p.exists():
-        raise ConfigError([f"config: {str(p)!r} does not exist -> check the path; shipped configs are in configs/"], str(p))
+        raise ConfigError(
+            [f"config: {str(p)!r} does not exist -> check the path; shipped configs are in configs/"], str(p)
+        )
     raw, problem = yamlio.read(p, "config", "configs/smoke.yaml")
     if problem:
         raise ConfigError([problem], str(p))
     if raw is None:
-        raise ConfigError([f"config: {str(p)!r} is empty -> write the experiment's settings (name, model, data, "
-                           "methods, ...); start from a copy of configs/smoke.yaml"], str(p))
+        raise ConfigError(
+            [
+                f"config: {str(p)!r} is empty -> write the experiment's settings (name, model, data, "
+                "methods, ...); start from a copy of configs/smoke.yaml"
+            ],
+            str(p),
+        )
     return raw
 
 
-def check_config(path: str | os.PathLike, overrides: tp.Sequence[str] = ()) -> tuple[ExperimentConfig | None, list[str]]:
+def check_config(
+    path: str | os.PathLike, overrides: tp.Sequence[str] = ()
+) -> tuple[ExperimentConfig | None, list[str]]:
     """:func:`build_config` for a file: (config or None, every problem)."""
     try:
         raw = read_raw(path)

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from launch.config import LETTERS, DataConfig, DataSource
+from launch.expdir import DataFiles
 from launch.fsio import atomic_write_json, atomic_write_jsonl
 from launch.redact import short
 from launch.schema import InputError
@@ -144,14 +145,18 @@ def _read_text(path: str, fmt: str) -> str:
         raise DataError([f"{path}: file not found -> check the path (relative to {os.getcwd()})"], path)
     if p.is_dir():
         raise DataError(
-            [f"{path}: is a directory, but format {fmt!r} reads a file -> give the file, "
-             "or use format: hf for a directory written by datasets' save_to_disk"],
+            [
+                f"{path}: is a directory, but format {fmt!r} reads a file -> give the file, "
+                "or use format: hf for a directory written by datasets' save_to_disk"
+            ],
             path,
         )
     try:
         data = read_bytes(p, MAX_DATA_BYTES)
     except OSError as exc:
-        raise DataError([f"{path}: cannot read: {exc.strerror or exc} -> check that it is a file you may read"], path) from None
+        raise DataError(
+            [f"{path}: cannot read: {exc.strerror or exc} -> check that it is a file you may read"], path
+        ) from None
     except ValueError as exc:  # not a regular file, or too large
         fix = f"give a CyberMetric JSON or JSONL file of at most {MAX_DATA_BYTES >> 20} MiB"
         raise DataError([f"{path}: {exc} -> {fix}"], path) from None
@@ -160,8 +165,10 @@ def _read_text(path: str, fmt: str) -> str:
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         raise DataError(
-            [f"{path}: not valid UTF-8 at byte offset {exc.start} (line {line}, byte 0x{data[exc.start]:02x}) "
-             "-> re-save the file as UTF-8"],
+            [
+                f"{path}: not valid UTF-8 at byte offset {exc.start} (line {line}, byte 0x{data[exc.start]:02x}) "
+                "-> re-save the file as UTF-8"
+            ],
             path,
         ) from None
     # Editors on Windows like to add a byte-order mark; it is not content.
@@ -185,8 +192,9 @@ def _object(pairs: list[tuple[str, tp.Any]]) -> _Record:
 def _duplicate_keys(rec: tp.Any, where: str, problems: list[str]) -> None:
     for obj, inside in ((rec, ""), (rec.get("answers"), " in 'answers'")):
         for key in getattr(obj, "duplicates", ()):
-            problems.append(f"{where}: key {short(key, 40)}{inside} appears twice (JSON keeps the last one silently) "
-                            "-> keep one")
+            problems.append(
+                f"{where}: key {short(key, 40)}{inside} appears twice (JSON keeps the last one silently) -> keep one"
+            )
 
 
 def _cybermetric_records(path: str) -> list[tuple[str, tp.Any]]:
@@ -196,26 +204,42 @@ def _cybermetric_records(path: str) -> list[tuple[str, tp.Any]]:
         obj = json.loads(text, object_pairs_hook=_object)
     except json.JSONDecodeError as exc:
         raise DataError(
-            [f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg} "
-             "-> fix the syntax (one record per line? use a .jsonl file or format: jsonl)"],
+            [
+                f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg} "
+                "-> fix the syntax (one record per line? use a .jsonl file or format: jsonl)"
+            ],
             path,
         ) from None
     except (RecursionError, ValueError) as exc:  # nested too deeply; an integer of 5000 digits
         what = "nested too deeply" if isinstance(exc, RecursionError) else " ".join(str(exc).split())
-        raise DataError([f"{path}: JSON cannot be read ({what}) -> {_RECORD_SHAPE} records in {{\"questions\": [...]}}"], path) from None
+        raise DataError(
+            [f'{path}: JSON cannot be read ({what}) -> {_RECORD_SHAPE} records in {{"questions": [...]}}'], path
+        ) from None
     shape = 'expected {"questions": [...]}'
     if isinstance(obj, list):
-        raise DataError([f"{path}: top level is a list, {shape} -> wrap the list as {{\"questions\": [...]}}"], path)
+        raise DataError([f'{path}: top level is a list, {shape} -> wrap the list as {{"questions": [...]}}'], path)
     if not isinstance(obj, dict):
-        raise DataError([f"{path}: top level is {_kind(obj)}, {shape} -> put the records in {{\"questions\": [...]}}"], path)
+        raise DataError(
+            [f'{path}: top level is {_kind(obj)}, {shape} -> put the records in {{"questions": [...]}}'], path
+        )
     if "questions" not in obj:
         keys = ", ".join(map(_echo, list(obj)[:10])) or "none"
-        raise DataError([f"{path}: top level has no 'questions' key (keys: {keys}), {shape} -> put the records "
-                         "under a 'questions' key (JSON Lines, one record per line? use a .jsonl file or format: jsonl)"], path)
+        raise DataError(
+            [
+                f"{path}: top level has no 'questions' key (keys: {keys}), {shape} -> put the records "
+                "under a 'questions' key (JSON Lines, one record per line? use a .jsonl file or format: jsonl)"
+            ],
+            path,
+        )
     records = obj["questions"]
     if not isinstance(records, list):
-        raise DataError([f"{path}: 'questions' is {_kind(records)}, expected a list of records -> write "
-                         f"\"questions\": [{_RECORD_SHAPE}, ...]"], path)
+        raise DataError(
+            [
+                f"{path}: 'questions' is {_kind(records)}, expected a list of records -> write "
+                f'"questions": [{_RECORD_SHAPE}, ...]'
+            ],
+            path,
+        )
     return [(f"{path} record {i}", r) for i, r in enumerate(records)]
 
 
@@ -246,27 +270,35 @@ def _hf_dataset(source: DataSource) -> tp.Any:
     p = Path(name).expanduser()
     if p.exists() and not p.is_dir():  # before importing datasets (seconds): a file, a device, a pipe
         raise DataError(
-            [f"{name}: a {p.suffix or 'extensionless'} file is not a supported format -> use CyberMetric .json, "
-             ".jsonl, or a directory written by datasets' save_to_disk"],
+            [
+                f"{name}: a {p.suffix or 'extensionless'} file is not a supported format -> use CyberMetric .json, "
+                ".jsonl, or a directory written by datasets' save_to_disk"
+            ],
             name,
         )
     try:
         import datasets  # lazy: heavy, and only needed for this format
     except ImportError:
-        raise DataError([f"{name}: reading Hugging Face datasets needs the 'datasets' package -> pip install datasets"], name) from None
+        raise DataError(
+            [f"{name}: reading Hugging Face datasets needs the 'datasets' package -> pip install datasets"], name
+        ) from None
     if p.is_dir():
         try:
             ds = datasets.load_from_disk(str(p))
         except Exception as exc:  # datasets raises several types for a bad directory
             raise DataError(
-                [f"{name}: not a dataset directory written by save_to_disk ({type(exc).__name__}: {exc}) "
-                 "-> give such a directory, or a .json/.jsonl file"],
+                [
+                    f"{name}: not a dataset directory written by save_to_disk ({type(exc).__name__}: {exc}) "
+                    "-> give such a directory, or a .json/.jsonl file"
+                ],
                 name,
             ) from None
         if isinstance(ds, datasets.DatasetDict):
             if source.split not in ds:
                 splits = ", ".join(map(repr, ds)) or "none"
-                raise DataError([f"{name}: no split {source.split!r} (splits: {splits}) -> set split to one of them"], name)
+                raise DataError(
+                    [f"{name}: no split {source.split!r} (splits: {splits}) -> set split to one of them"], name
+                )
             ds = ds[source.split]
         return ds
     if _looks_like_path(name):
@@ -275,8 +307,11 @@ def _hf_dataset(source: DataSource) -> tp.Any:
         return datasets.load_dataset(name, split=source.split)
     except Exception as exc:  # network, auth, unknown name, unknown split: all surface here
         raise DataError(
-            [f"{name}: could not load Hugging Face hub dataset (split {source.split!r}): {type(exc).__name__}: {exc} "
-             "-> check the name, the split and network access; offline, save it with save_to_disk and give that directory"],
+            [
+                f"{name}: could not load Hugging Face hub dataset (split {source.split!r}): "
+                f"{type(exc).__name__}: {exc} -> check the name, the split and network access; offline, save it with "
+                "save_to_disk and give that directory"
+            ],
             name,
         ) from None
 
@@ -345,13 +380,13 @@ def _check_question(rec: Mapping, where: str, problems: list[str]) -> str | None
 
 def _check_answers(rec: Mapping, where: str, problems: list[str]) -> dict[str, str] | None:
     if "answers" not in rec:
-        problems.append(f"{where}: missing 'answers' -> add {{\"A\": ..., \"B\": ..., \"C\": ..., \"D\": ...}}")
+        problems.append(f'{where}: missing \'answers\' -> add {{"A": ..., "B": ..., "C": ..., "D": ...}}')
         return None
     ans = rec["answers"]
     if not isinstance(ans, Mapping):
         problems.append(
             f"{where}: 'answers' is {_kind(ans)}, expected a mapping -> key the four options by letter: "
-            "{\"A\": ..., \"B\": ..., \"C\": ..., \"D\": ...}"
+            '{"A": ..., "B": ..., "C": ..., "D": ...}'
         )
         return None
     before = len(problems)
@@ -359,10 +394,12 @@ def _check_answers(rec: Mapping, where: str, problems: list[str]) -> dict[str, s
     extra = [k for k in ans if k not in LETTERS]
     if missing or extra:
         detail = "; ".join(
-            part for part in (
+            part
+            for part in (
                 f"missing {', '.join(missing)}" if missing else "",
                 f"unexpected {', '.join(map(_echo, extra[:10]))}" if extra else "",
-            ) if part
+            )
+            if part
         )
         hint = " (use upper-case letters)" if any(str(k).strip().upper() in LETTERS for k in extra) else ""
         problems.append(
@@ -374,8 +411,9 @@ def _check_answers(rec: Mapping, where: str, problems: list[str]) -> dict[str, s
             continue
         text = ans[k]
         if not isinstance(text, str):
-            problems.append(f"{where}: answers[{k!r}] is {_kind(text)} {_echo(text)}, not text -> write the option "
-                            "as a string")
+            problems.append(
+                f"{where}: answers[{k!r}] is {_kind(text)} {_echo(text)}, not text -> write the option as a string"
+            )
         elif not text.strip():
             problems.append(f"{where}: answers[{k!r}] is empty -> write the option text")
     if len(problems) > before:
@@ -412,7 +450,9 @@ def validate_record(raw: tp.Any, where: str) -> tuple[Question | None, list[str]
         Prefix of every problem, e.g. ``data/x.json record 17``.
     """
     if not isinstance(raw, Mapping):
-        return None, [f"{where}: expected a mapping {_RECORD_SHAPE}, got {_kind(raw)} -> write the record as such a mapping"]
+        return None, [
+            f"{where}: expected a mapping {_RECORD_SHAPE}, got {_kind(raw)} -> write the record as such a mapping"
+        ]
     problems: list[str] = []
     _duplicate_keys(raw, where, problems)
     q = _check_question(raw, where, problems)
@@ -430,9 +470,11 @@ def _check_distinct(answers: dict[str, str], sol: str, where: str, problems: lis
     right = normalize_question(answers[sol])
     same = [k for k in LETTERS if k != sol and normalize_question(answers[k]) == right]
     if same:
-        problems.append(f"{where}: the correct answer {sol} {_echo(answers[sol])} is also option(s) {', '.join(same)} "
-                        "(compared ignoring case, spacing and end punctuation) -> make every option differ from the "
-                        "correct one")
+        problems.append(
+            f"{where}: the correct answer {sol} {_echo(answers[sol])} is also option(s) {', '.join(same)} "
+            "(compared ignoring case, spacing and end punctuation) -> make every option differ from the "
+            "correct one"
+        )
 
 
 def _progress(items: list, desc: str, enabled: bool) -> tp.Iterable:
@@ -646,9 +688,13 @@ def _load_sources(cfg: DataConfig, progress: bool) -> tuple[list[Question], list
         for i, q in enumerate(eval_):
             in_eval.setdefault(normalize_question(q.question), []).append((i, q))
         for i, q in enumerate(train):
-            clash = next(((j, e) for j, e in in_eval.get(normalize_question(q.question), []) if _contradicts(e, q)), None)
+            clash = next(
+                ((j, e) for j, e in in_eval.get(normalize_question(q.question), []) if _contradicts(e, q)), None
+            )
             if clash is not None:
-                problems.append(_contradiction(f"{cfg.train.path} record {i}", q, f"{cfg.eval.path} record {clash[0]}", clash[1]))
+                problems.append(
+                    _contradiction(f"{cfg.train.path} record {i}", q, f"{cfg.eval.path} record {clash[0]}", clash[1])
+                )
     if problems:
         raise DataError(problems, "data")
     return train or [], eval_
@@ -698,8 +744,10 @@ def plan_splits(cfg: DataConfig, progress: bool = False) -> Split:
         train, overlap, repeats = _dedup(train, eval_)
     if not train:
         raise DataError(
-            [f"{cfg.train.path}: no training questions left after dropping {overlap} that also appear in the eval "
-             "set -> use different eval data, or set data.dedup: false"],
+            [
+                f"{cfg.train.path}: no training questions left after dropping {overlap} that also appear in the eval "
+                "set -> use different eval data, or set data.dedup: false"
+            ],
             cfg.train.path,
         )
     n_train_all, n_eval_all = len(train), len(eval_)
@@ -709,7 +757,10 @@ def plan_splits(cfg: DataConfig, progress: bool = False) -> Split:
 
 
 def prepare_splits(
-    cfg: DataConfig, out_dir: str | os.PathLike, progress: bool = True, split: Split | None = None,
+    cfg: DataConfig,
+    out_dir: str | os.PathLike,
+    progress: bool = True,
+    split: Split | None = None,
 ) -> PreparedData:
     """Write the files the jobs read: the split of :func:`plan_splits` (computed here unless given).
 
@@ -732,11 +783,11 @@ def prepare_splits(
     DataError
         With every problem of both sources, or when nothing is left to train on.
     """
-    out_dir = Path(out_dir)
+    files = DataFiles(Path(out_dir))
     s = split if split is not None else plan_splits(cfg, progress)
     prepared = PreparedData(
-        train_path=out_dir / "train.jsonl",
-        eval_path=out_dir / "eval.jsonl",
+        train_path=files.train_file,
+        eval_path=files.eval_file,
         n_train=len(s.train),
         n_eval=len(s.eval),
         n_dropped_duplicates=s.overlap + s.repeats,
@@ -745,8 +796,7 @@ def prepare_splits(
     )
     atomic_write_jsonl(prepared.train_path, (q.to_record() for q in s.train))
     atomic_write_jsonl(prepared.eval_path, (q.to_record() for q in s.eval))
-    atomic_write_json(out_dir / "data_report.json",
-                      _report(cfg, prepared, s.overlap, s.repeats, s.n_train_all, s.n_eval_all))
+    atomic_write_json(files.report_file, _report(cfg, prepared, s.overlap, s.repeats, s.n_train_all, s.n_eval_all))
     return prepared
 
 

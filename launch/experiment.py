@@ -1,15 +1,7 @@
-"""An experiment directory: created once, holding the resolved config and a manifest.
+"""Make an experiment: resolve the config's paths and create its directory with the config and manifest.
 
-Layout::
-
-    EXP/config.yaml          resolved config (absolute paths), what every job reads
-    EXP/manifest.json        config hash, git commit, creation time, jobs
-    EXP/data/                the prepared train/eval split (train.jsonl, eval.jsonl)
-    EXP/jobs/                submitit folders (logs, pickles)
-    EXP/methods/<name>/      model or adapter, metrics.json, progress.json
-    EXP/eval/                predictions/ and results/ per model
-    EXP/wandb/               W&B runs (offline mode)
-    EXP/summary.json, report.md, report.html, chart.png
+The directory's layout and records belong to :mod:`launch.expdir`; this module is the login
+side's act of starting one (``cyberft run`` and ``cyberft submit``).
 """
 
 from __future__ import annotations
@@ -21,10 +13,9 @@ import subprocess
 import typing as tp
 from pathlib import Path
 
-from launch.config import ExperimentConfig, config_hash, dump_yaml, load_config
-from launch.fsio import atomic_write_json, atomic_write_text, read_json
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from launch import REPO_ROOT
+from launch.config import ExperimentConfig, config_hash
+from launch.expdir import ExperimentDir, Manifest
 
 
 def _absolute(path: str) -> str:
@@ -60,44 +51,19 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def create(cfg: ExperimentConfig, source: str, overrides: tp.Sequence[str]) -> Path:
-    """Make a new ``output_dir/<name>-<UTC time>`` directory with the resolved config and manifest."""
-    root = Path(cfg.output_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
-    for i in range(100):  # two launches in the same second get distinct directories
-        exp_dir = root / (f"{cfg.name}-{stamp}" + (f"-{i}" if i else ""))
-        try:
-            exp_dir.mkdir()
-            break
-        except FileExistsError:
-            continue
-    else:
-        raise RuntimeError(f"could not create a new experiment directory under {root}")
-    atomic_write_text(exp_dir / "config.yaml", dump_yaml(cfg))
-    atomic_write_json(
-        exp_dir / "manifest.json",
-        {
-            "experiment": exp_dir.name,
-            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "config_hash": config_hash(cfg),
-            "git_commit": git_commit(),
-            "source_config": str(Path(source).resolve()),
-            "overrides": list(overrides),
-            "methods": {m.name: m.kind for m in cfg.methods},
-            "jobs": {},
-        },
+def create(cfg: ExperimentConfig, source: str, overrides: tp.Sequence[str], executor: str = "local") -> ExperimentDir:
+    """A new ``output_dir/<name>-<UTC time>`` directory holding the resolved config and the manifest."""
+    exp = ExperimentDir.new(cfg.output_dir, cfg.name)
+    exp.write_config(cfg)
+    manifest = Manifest(
+        experiment=exp.name,
+        created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        config_hash=config_hash(cfg),
+        git_commit=git_commit(),
+        source_config=str(Path(source).resolve()),
+        overrides=list(overrides),
+        methods={m.name: m.kind for m in cfg.methods},
+        executor=executor,
     )
-    return exp_dir
-
-
-def load(exp_dir: str | os.PathLike) -> ExperimentConfig:
-    """The resolved config of an experiment directory."""
-    return load_config(Path(exp_dir) / "config.yaml")
-
-
-def update_manifest(exp_dir: Path, **fields: tp.Any) -> None:
-    """Merge ``fields`` into the manifest (atomically)."""
-    manifest = read_json(exp_dir / "manifest.json")
-    manifest.update(fields)
-    atomic_write_json(exp_dir / "manifest.json", manifest)
+    exp.write_manifest(manifest)
+    return exp

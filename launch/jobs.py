@@ -11,9 +11,13 @@ from __future__ import annotations
 import importlib
 import os
 import typing as tp
+
+from launch.expdir import ExperimentDir
 from launch.gpus import check_gpu_binding, cuda_hidden
 
 ENTRYPOINTS = {"full_sft": "train.full_sft", "lora": "train.lora", "qlora": "train.qlora"}
+"""The training entrypoint of each method kind: a module whose ``main(cfg, method_name, exp_dir, threads)``
+trains one method (``launch.config.METHOD_KINDS`` lists the kinds the config accepts)."""
 
 
 def _compute_env(threads: int | None) -> None:
@@ -114,9 +118,7 @@ class TrainJob:
             export_distributed_env()
         else:  # the local runner: one process per method
             drop_distributed_env()
-        from launch.experiment import load
-
-        cfg = load(self.exp_dir)
+        cfg = ExperimentDir(self.exp_dir).load_config()
         module = importlib.import_module(ENTRYPOINTS[cfg.method(self.method).kind])
         return module.main(cfg, self.method, self.exp_dir, threads=self.threads)
 
@@ -136,7 +138,11 @@ class TrainJob:
 
 
 class EvalJob:
-    """Score the base model and every trained method, then write the report.
+    """Score the base model and every trained method, then write the report and log the comparison.
+
+    Three steps, each on its own side of the contract: score (:mod:`train.evaluate`, compute),
+    finalise (:mod:`launch.finalize`: sacct cost, report rows and files) and log
+    (:func:`train.tracking.log_comparison`, the W&B comparison run).
 
     Parameters
     ----------
@@ -152,10 +158,17 @@ class EvalJob:
 
     def __call__(self) -> list[dict]:
         _compute_env(self.threads)
-        from launch.experiment import load
-        from train import evaluate
+        from launch import finalize
+        from train import evaluate, tracking
 
-        return evaluate.main(load(self.exp_dir), self.exp_dir, threads=self.threads)
+        exp = ExperimentDir(self.exp_dir)
+        cfg = exp.load_config()
+        scored = evaluate.main(cfg, exp.root, threads=self.threads)
+        done = finalize.main(
+            cfg, exp, scored.results, n_eval=scored.n_questions, gpus=scored.gpus, threads=scored.threads
+        )
+        tracking.log_comparison(cfg.tracking, exp, done.rows, done.columns, done.paths["chart"], done.evaluation)
+        return done.rows
 
     def checkpoint(self, *args: tp.Any, **kwargs: tp.Any) -> tp.Any:
         """On SIGUSR2 (time limit, preemption) requeue the same job: it keeps every model and
@@ -166,3 +179,23 @@ class EvalJob:
 
     def __repr__(self) -> str:
         return f"EvalJob({self.exp_dir!r})"
+
+
+def main(argv: tp.Sequence[str] | None = None) -> int:
+    """``python -m launch.jobs EXP_DIR [METHOD]``: one job in this process, as the launcher runs it.
+
+    With ``METHOD`` the method's training job, without it the evaluation job (score, report, log).
+    """
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) not in (1, 2):
+        print(main.__doc__.splitlines()[0], file=sys.stderr)
+        return 2
+    job = TrainJob(args[0], args[1]) if len(args) == 2 else EvalJob(args[0])
+    job()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -8,16 +8,15 @@ method still gets a row in the report.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import sys
 import time
 import typing as tp
-from pathlib import Path
 
 from launch.config import ExperimentConfig
-from launch.experiment import update_manifest
-from launch.fsio import read_json
+from launch.expdir import EvalProgress, ExperimentDir, JobRecord, Progress
 from launch.jobs import EvalJob, TrainJob
 
 POLL_S = 0.5
@@ -36,24 +35,40 @@ def parallel_slots(cfg: ExperimentConfig) -> int:
     return max(1, (os.cpu_count() or 1) // cfg.local.threads_per_job)
 
 
-def _executor(folder: Path, time_min: int) -> tp.Any:
+def _executor(exp: ExperimentDir, time_min: int) -> tp.Any:
     import submitit
 
-    ex = submitit.LocalExecutor(folder=str(folder / "%j"))
+    ex = submitit.LocalExecutor(folder=str(exp.job_folder))
     ex.update_parameters(timeout_min=time_min, gpus_per_node=1 if _has_gpu() else 0)
     return ex
 
 
-def describe_train(p: dict) -> tuple[int, int, str]:
-    """(done, total, detail) of a training job's ``progress.json``."""
-    return p["step"], p["total_steps"], f"step {p['step']}/{p['total_steps']} loss {p['loss']:.4f}"
+Described = tuple[int, int, str]
+"""(done, total, detail) of a job's progress."""
 
 
-def describe_eval(p: dict) -> tuple[int, int, str]:
-    """(done, total, detail) of the evaluation's ``eval/progress.json`` (see ``train.evaluate.EvalProgress``)."""
-    scored = ", ".join(f"{f['model']} {f['accuracy']:.3f}" for f in p.get("finished", []))
-    detail = f"model {p['index']}/{p['models']} ({p['model']}): {p['done']}/{p['total']} questions"
-    return p["done"], p["total"], detail + (f"; accuracy so far: {scored}" if scored else "")
+def describe_train(p: Progress | None) -> Described | None:
+    """A training job's :class:`~launch.expdir.Progress` (None: it has written none yet)."""
+    if p is None:
+        return None
+    return p.step, p.total_steps, f"step {p.step}/{p.total_steps} loss {p.loss:.4f}"
+
+
+def describe_eval(p: EvalProgress | None) -> Described | None:
+    """The evaluation job's :class:`~launch.expdir.EvalProgress` (None: it has written none yet)."""
+    if p is None:
+        return None
+    scored = ", ".join(f"{f['model']} {f['accuracy']:.3f}" for f in p.finished)
+    detail = f"model {p.index}/{p.models} ({p.model}): {p.done}/{p.total} questions"
+    return p.done, p.total, detail + (f"; accuracy so far: {scored}" if scored else "")
+
+
+def method_progress(exp: ExperimentDir, name: str) -> Described | None:
+    return describe_train(exp.method(name).read_progress())
+
+
+def eval_progress(exp: ExperimentDir) -> Described | None:
+    return describe_eval(exp.eval.read_progress())
 
 
 class _Progress:
@@ -73,13 +88,13 @@ class _Progress:
         self.last_line: dict[str, float] = {}
         self.last_text: dict[str, str] = {}
 
-    def update(self, name: str, progress_file: Path, final: str = "",
-               describe: tp.Callable[[dict], tuple[int, int, str]] = describe_train) -> None:
+    def update(self, name: str, read: tp.Callable[[], Described | None], final: str = "") -> None:
+        """Show job ``name``'s progress as ``read()`` finds it (a ``describe_*`` of the job's record)."""
         if not self.enabled:
             return
         try:
-            p = describe(read_json(progress_file))
-        except (FileNotFoundError, ValueError, KeyError, TypeError):  # not started yet, or another writer's file
+            p = read()
+        except (ValueError, KeyError, TypeError):  # another writer's file: treat it as not started
             p = None
         if self.tty:
             self._bar(name, p, final)
@@ -125,7 +140,7 @@ def multi_device_warnings(cfg: ExperimentConfig) -> list[str]:
     return out
 
 
-def run_training(cfg: ExperimentConfig, exp_dir: Path, progress: bool = True) -> dict[str, str]:
+def run_training(cfg: ExperimentConfig, exp: ExperimentDir, progress: bool = True) -> dict[str, str]:
     """Run every method's training job; return ``{method: state}`` (``completed`` or ``failed: ...``)."""
     for warning in multi_device_warnings(cfg):
         print(f"[cyberft] warning: {warning}", file=sys.stderr, flush=True)
@@ -139,14 +154,15 @@ def run_training(cfg: ExperimentConfig, exp_dir: Path, progress: bool = True) ->
     while pending or running:
         while pending and len(running) < slots:
             m = pending.pop(0)
-            job = _executor(exp_dir / "jobs", m.resources.time_min).submit(TrainJob(exp_dir, m.name, threads))
+            job = _executor(exp, m.resources.time_min).submit(TrainJob(exp.root, m.name, threads))
             running[m.name] = job
-            update_manifest_job(exp_dir, m.name, job.job_id)
+            exp.record_job(m.name, JobRecord(job.job_id, executor="local"))
         for name, job in list(running.items()):
-            bars.update(name, exp_dir / "methods" / name / "progress.json")
+            read = functools.partial(method_progress, exp, name)
+            bars.update(name, read)
             if job.done():
                 states[name] = _outcome(job)
-                bars.update(name, exp_dir / "methods" / name / "progress.json", final=states[name].split(":")[0])
+                bars.update(name, read, final=states[name].split(":")[0])
                 del running[name]
         time.sleep(POLL_S)
     bars.close()
@@ -164,30 +180,23 @@ def _outcome(job: tp.Any) -> str:
     return f"failed: {last[0][:300]} (log: {job.paths.stderr})"
 
 
-def update_manifest_job(exp_dir: Path, name: str, job_id: str) -> None:
-    manifest = read_json(exp_dir / "manifest.json")
-    jobs = manifest.get("jobs", {})
-    jobs[name] = {"job_id": job_id, "executor": "local"}
-    update_manifest(exp_dir, jobs=jobs)
-
-
-def run_evaluation(cfg: ExperimentConfig, exp_dir: Path, progress: bool = True) -> list[dict]:
+def run_evaluation(cfg: ExperimentConfig, exp: ExperimentDir, progress: bool = True) -> list[dict]:
     """The evaluation job, after training, its progress shown as it scores; returns the report rows."""
     print("[cyberft] evaluating base and trained methods", flush=True)
     threads = None if _has_gpu() else max(1, os.cpu_count() or 1)
-    job = _executor(exp_dir / "jobs", cfg.eval.resources.time_min).submit(EvalJob(exp_dir, threads))
-    update_manifest_job(exp_dir, "eval", job.job_id)
-    bars, progress_file = _Progress(progress), exp_dir / "eval" / "progress.json"
+    job = _executor(exp, cfg.eval.resources.time_min).submit(EvalJob(exp.root, threads))
+    exp.record_job("eval", JobRecord(job.job_id, executor="local"))
+    bars, read = _Progress(progress), functools.partial(eval_progress, exp)
     while not job.done():
-        bars.update("eval", progress_file, describe=describe_eval)
+        bars.update("eval", read)
         time.sleep(POLL_S)
-    bars.update("eval", progress_file, final=_outcome(job).split(":")[0], describe=describe_eval)
+    bars.update("eval", read, final=_outcome(job).split(":")[0])
     bars.close()
     return job.result()
 
 
-def run(cfg: ExperimentConfig, exp_dir: Path, progress: bool = True) -> tuple[list[dict], dict[str, str]]:
+def run(cfg: ExperimentConfig, exp: ExperimentDir, progress: bool = True) -> tuple[list[dict], dict[str, str]]:
     """Training then evaluation; returns the report rows and the training states."""
-    states = run_training(cfg, exp_dir, progress)
-    rows = run_evaluation(cfg, exp_dir, progress)
+    states = run_training(cfg, exp, progress)
+    rows = run_evaluation(cfg, exp, progress)
     return rows, states

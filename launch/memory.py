@@ -40,10 +40,8 @@ import typing as tp
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from launch import hub
+from launch import REPO_ROOT, hub
 from launch.config import MethodConfig
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 GB = 2**30
 """Bytes in one "GB" of every figure here: GiB, like nvidia-smi, DeepSpeed's estimators and
@@ -224,11 +222,19 @@ class ModelShape:
         """(in_features, out_features) of each linear projection in one decoder layer, by module name."""
         h, i = self.hidden_size, self.intermediate_size
         if self.layout == "phi3":
-            return {"qkv_proj": (h, self.q_dim + 2 * self.kv_dim), "o_proj": (self.q_dim, h),
-                    "gate_up_proj": (h, 2 * i), "down_proj": (i, h)}
+            return {
+                "qkv_proj": (h, self.q_dim + 2 * self.kv_dim),
+                "o_proj": (self.q_dim, h),
+                "gate_up_proj": (h, 2 * i),
+                "down_proj": (i, h),
+            }
         if self.layout == "gpt_neox":
-            return {"query_key_value": (h, 3 * self.q_dim), "dense": (self.q_dim, h),
-                    "dense_h_to_4h": (h, i), "dense_4h_to_h": (i, h)}
+            return {
+                "query_key_value": (h, 3 * self.q_dim),
+                "dense": (self.q_dim, h),
+                "dense_h_to_4h": (h, i),
+                "dense_4h_to_h": (i, h),
+            }
         return {
             "q_proj": (h, self.q_dim),
             "k_proj": (h, self.kv_dim),
@@ -622,10 +628,15 @@ def activation_bytes(
     """
     tokens = micro_batch_size * seq_len
     scale = 2 if fp32 else 1
-    per_layer = scale * (
-        ACT_HIDDEN_BYTES * shape.hidden_size + ACT_KV_BYTES * shape.kv_dim
-        + ACT_MLP_BYTES * shape.intermediate_size // (1 if shape.gated_mlp else 2)
-    ) + LORA_DROPOUT_BYTES * lora_dropout_inputs
+    per_layer = (
+        scale
+        * (
+            ACT_HIDDEN_BYTES * shape.hidden_size
+            + ACT_KV_BYTES * shape.kv_dim
+            + ACT_MLP_BYTES * shape.intermediate_size // (1 if shape.gated_mlp else 2)
+        )
+        + LORA_DROPOUT_BYTES * lora_dropout_inputs
+    )
     if gradient_checkpointing:
         layers = shape.num_layers * scale * ACT_CHECKPOINT_BYTES * shape.hidden_size + per_layer
     else:
@@ -634,7 +645,9 @@ def activation_bytes(
     return tokens * (layers + logits)
 
 
-def estimate(shape: ModelShape, method: MethodConfig, max_seq_len: int, repo_root: Path | None = None) -> MemoryEstimate:
+def estimate(
+    shape: ModelShape, method: MethodConfig, max_seq_len: int, repo_root: Path | None = None
+) -> MemoryEstimate:
     """Per-GPU memory of training ``method`` on a model of ``shape``.
 
     Parameters
@@ -725,8 +738,12 @@ def estimate(shape: ModelShape, method: MethodConfig, max_seq_len: int, repo_roo
     else:
         raise ValueError(f"unknown method kind {method.kind!r}; expected full_sft, lora or qlora")
     act = activation_bytes(
-        shape, method.micro_batch_size, max_seq_len, method.gradient_checkpointing,
-        fp32 or method.kind == "qlora", dropout_inputs,
+        shape,
+        method.micro_batch_size,
+        max_seq_len,
+        method.gradient_checkpointing,
+        fp32 or method.kind == "qlora",
+        dropout_inputs,
     )
     return MemoryEstimate(
         method=method.name or method.kind,
@@ -796,8 +813,11 @@ def _layouts(nodes: int, gpus: int, gpus_max: int, max_nodes: int | None = None)
     return sorted(out, key=lambda t: (t[0] * t[1], t[0]))
 
 
-def fixes(
-    est: MemoryEstimate, gpu_mem_gb: float, method: MethodConfig, gpus_per_node_max: int | None = None,
+def fitting_alternatives(
+    est: MemoryEstimate,
+    gpu_mem_gb: float,
+    method: MethodConfig,
+    gpus_per_node_max: int | None = None,
     max_nodes: int | None = None,
 ) -> list[tuple[str, MemoryEstimate]]:
     """Changes to ``method`` that would fit ``gpu_mem_gb``, each with its re-estimate.
@@ -839,7 +859,9 @@ def fixes(
 
     found: list[tuple[str, MemoryEstimate]] = []
 
-    def first_fit(cands: tp.Iterable[tuple[str, MethodConfig]], describe: tp.Callable[[str, MemoryEstimate], str]) -> bool:
+    def first_fit(
+        cands: tp.Iterable[tuple[str, MethodConfig]], describe: tp.Callable[[str, MemoryEstimate], str]
+    ) -> bool:
         for text, m in cands:
             e = redo(m)
             ok, extra = _fits(e, gpu_mem_gb, m)
@@ -865,11 +887,16 @@ def fixes(
         configs = [
             (p, z)
             for p, z in _ds_configs(root)
-            if current is None or (z.stage, z.offload_optimizer, z.offload_params) != (current.stage, current.offload_optimizer, current.offload_params)
+            if current is None
+            or (z.stage, z.offload_optimizer, z.offload_params)
+            != (current.stage, current.offload_optimizer, current.offload_params)
         ]
         for offload in (False, True):
             cands = [
-                (f"deepspeed: {p} (ZeRO-{z.stage}{' with CPU offload' if offload else ''} on {where}", dataclasses.replace(method, deepspeed=p))
+                (
+                    f"deepspeed: {p} (ZeRO-{z.stage}{' with CPU offload' if offload else ''} on {where}",
+                    dataclasses.replace(method, deepspeed=p),
+                )
                 for p, z in configs
                 if (z.offload_optimizer or z.offload_params) == offload
                 and (current is None or z.stage > current.stage or (z.stage == current.stage and offload))
@@ -883,12 +910,25 @@ def fixes(
             ds, label = (z3[0], f"deepspeed: {z3[0]} and ") if z3 else (None, "")
         if ds is not None:
             cands = [
-                (f"{label}more GPUs: {n} node{'s' if n > 1 else ''} x {g}", with_res(dataclasses.replace(method, deepspeed=ds), nodes=n, gpus_per_node=g))
+                (
+                    f"{label}more GPUs: {n} node{'s' if n > 1 else ''} x {g}",
+                    with_res(dataclasses.replace(method, deepspeed=ds), nodes=n, gpus_per_node=g),
+                )
                 for n, g in _layouts(max(r.nodes, 1), max(r.gpus_per_node, 1), g_max, max_nodes)
             ]
             structural.append((cands, lambda t, e: f"{t} ({e.world_size} GPUs, {e.total_gb:.1f} GB)"))
     if method.kind == "full_sft":
-        structural.append(([("kind: lora" + (", no deepspeed" if method.deepspeed else ""), dataclasses.replace(method, kind="lora", deepspeed=None))], gb))
+        structural.append(
+            (
+                [
+                    (
+                        "kind: lora" + (", no deepspeed" if method.deepspeed else ""),
+                        dataclasses.replace(method, kind="lora", deepspeed=None),
+                    )
+                ],
+                gb,
+            )
+        )
     if method.kind in ("full_sft", "lora"):
         q = with_res(dataclasses.replace(method, kind="qlora", deepspeed=None), nodes=1, gpus_per_node=1)
         structural.append(([("kind: qlora on 1 GPU" + (", no deepspeed" if method.deepspeed else ""), q)], gb))
@@ -910,7 +950,10 @@ def fixes(
 
 
 def fit_problems(
-    est: MemoryEstimate, gpu_mem_gb: float, method: MethodConfig, gpus_per_node_max: int | None = None,
+    est: MemoryEstimate,
+    gpu_mem_gb: float,
+    method: MethodConfig,
+    gpus_per_node_max: int | None = None,
     max_nodes: int | None = None,
 ) -> list[str]:
     """Whether the estimate fits one GPU, as problem lines in the project's format.
@@ -949,11 +992,14 @@ def fit_problems(
         f"{est.optimizer_gb:.1f}, activations {est.activations_gb:.1f}, overhead {est.overhead_gb:.1f} "
         f"on {gpus}, {est.setup}"
     )
-    found = fixes(est, gpu_mem_gb, method, gpus_per_node_max, max_nodes)
+    found = fitting_alternatives(est, gpu_mem_gb, method, gpus_per_node_max, max_nodes)
     if found:
         fix = "would fit: " + "; or ".join(text for text, _ in found)
     elif est.shape is None:
-        fix = "use more GPUs with DeepSpeed ZeRO-3, gradient_checkpointing: true, a smaller micro_batch_size, or kind: qlora"
+        fix = (
+            "use more GPUs with DeepSpeed ZeRO-3, gradient_checkpointing: true, a smaller micro_batch_size, "
+            "or kind: qlora"
+        )
     else:
         fix = (
             f"nothing tried fits on {gpu_mem_gb:g} GB GPUs (ZeRO-3, CPU offload, up to {_node_limit(max_nodes)} nodes, "

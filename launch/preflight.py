@@ -72,8 +72,12 @@ def check(cfg: ExperimentConfig, data: bool = True) -> Preflight:
 
 def _nul_bytes(cfg: ExperimentConfig, problems: list[str]) -> bool:
     """Report every path holding a NUL byte (YAML can write one, no file name can hold it)."""
-    paths = {"model.name_or_path": cfg.model.name_or_path, "output_dir": cfg.output_dir,
-             "data.train.path": cfg.data.train.path, "data.eval.path": cfg.data.eval.path if cfg.data.eval else ""}
+    paths = {
+        "model.name_or_path": cfg.model.name_or_path,
+        "output_dir": cfg.output_dir,
+        "data.train.path": cfg.data.train.path,
+        "data.eval.path": cfg.data.eval.path if cfg.data.eval else "",
+    }
     paths.update({f"methods[{i}] ({m.name}).deepspeed": m.deepspeed or "" for i, m in enumerate(cfg.methods)})
     bad = [where for where, path in paths.items() if "\x00" in path]
     problems += [f"{where}: holds a NUL byte, which no file name can -> remove it" for where in bad]
@@ -92,11 +96,15 @@ def _check_model(name: str, problems: list[str]) -> None:
         return
     mp = Path(name).expanduser()
     if not mp.exists():
-        problems.append(f"model.name_or_path: {short_path(name)} does not exist -> check the path (relative to "
-                        f"{os.getcwd()}), give a hub name, or build a tiny local model with `cyberft tiny-model DIR`")
+        problems.append(
+            f"model.name_or_path: {short_path(name)} does not exist -> check the path (relative to "
+            f"{os.getcwd()}), give a hub name, or build a tiny local model with `cyberft tiny-model DIR`"
+        )
     elif not (mp / "config.json").is_file():
-        problems.append(f"model.name_or_path: {short_path(name)} has no config.json -> a directory written by "
-                        "save_pretrained (build a tiny one with `cyberft tiny-model DIR`)")
+        problems.append(
+            f"model.name_or_path: {short_path(name)} has no config.json -> a directory written by "
+            "save_pretrained (build a tiny one with `cyberft tiny-model DIR`)"
+        )
 
 
 def _check_source(src: DataSource, where: str, problems: list[str]) -> None:
@@ -104,18 +112,25 @@ def _check_source(src: DataSource, where: str, problems: list[str]) -> None:
         return  # reported by the config's value checks
     p = Path(src.path).expanduser()
     if looks_local(src.path) and not p.exists():
-        problems.append(f"{where}.path: {short_path(src.path)} does not exist -> check the path (relative to "
-                        f"{os.getcwd()})")
+        problems.append(
+            f"{where}.path: {short_path(src.path)} does not exist -> check the path (relative to {os.getcwd()})"
+        )
     elif p.is_dir() and src.format in ("cybermetric", "jsonl"):
-        problems.append(f"{where}.path: {short_path(src.path)} is a directory but format is {src.format!r} -> give a "
-                        "file or set format: hf")
-    elif p.exists() and not p.is_dir() and (
-        src.format == "hf" or (src.format == "auto" and p.suffix.lower() not in (".json", ".jsonl"))
+        problems.append(
+            f"{where}.path: {short_path(src.path)} is a directory but format is {src.format!r} -> give a "
+            "file or set format: hf"
+        )
+    elif (
+        p.exists()
+        and not p.is_dir()
+        and (src.format == "hf" or (src.format == "auto" and p.suffix.lower() not in (".json", ".jsonl")))
     ):
         # hf reads a save_to_disk directory or a hub name, never a file
-        problems.append(f"{where}.path: {short_path(src.path)} is a file, read as a Hugging Face dataset (format "
-                        f"{src.format!r}) -> name it .json (CyberMetric) or .jsonl, or set format: cybermetric or "
-                        "jsonl")
+        problems.append(
+            f"{where}.path: {short_path(src.path)} is a file, read as a Hugging Face dataset (format "
+            f"{src.format!r}) -> name it .json (CyberMetric) or .jsonl, or set format: cybermetric or "
+            "jsonl"
+        )
 
 
 # --------------------------------------------------------------------------- output directory
@@ -143,30 +158,41 @@ def _check_output_dir(output_dir: str, problems: list[str]) -> None:
     p = Path(output_dir).expanduser().absolute()
     root = _pseudo_fs(p)
     if root:
-        problems.append(f"{where}: {shown} is under {root}, a kernel file system that keeps nothing -> give a "
-                        "directory on real storage, e.g. runs")
+        problems.append(
+            f"{where}: {shown} is under {root}, a kernel file system that keeps nothing -> give a "
+            "directory on real storage, e.g. runs"
+        )
         return
     try:
         if p.exists():
             if not p.is_dir():
-                problems.append(f"{where}: {shown} is a file, not a directory -> give a directory (it is created if "
-                                "missing), e.g. runs")
+                problems.append(
+                    f"{where}: {shown} is a file, not a directory -> give a directory (it is created if "
+                    "missing), e.g. runs"
+                )
             elif not os.access(p, os.W_OK | os.X_OK):
-                problems.append(f"{where}: {shown} is not writable by this user -> give a directory you can write to, "
-                                f"or fix its permissions (chmod u+w {short_path(p)})")
+                problems.append(
+                    f"{where}: {shown} is not writable by this user -> give a directory you can write to, "
+                    f"or fix its permissions (chmod u+w {short_path(p)})"
+                )
             return
         existing = p.parent
         while not existing.exists() and existing != existing.parent:
             existing = existing.parent
         if not existing.is_dir():
-            problems.append(f"{where}: {shown} cannot be created: {short_path(existing)} is a file, not a directory "
-                            "-> give a path under a directory")
+            problems.append(
+                f"{where}: {shown} cannot be created: {short_path(existing)} is a file, not a directory "
+                "-> give a path under a directory"
+            )
         elif not os.access(existing, os.W_OK | os.X_OK):
-            problems.append(f"{where}: {shown} cannot be created: {short_path(existing)} is not writable by this "
-                            "user -> give a directory you can write to")
+            problems.append(
+                f"{where}: {shown} cannot be created: {short_path(existing)} is not writable by this "
+                "user -> give a directory you can write to"
+            )
     except OSError as exc:  # e.g. a parent that may not be searched, or a name too long
-        problems.append(f"{where}: {shown} cannot be checked ({exc.strerror or exc}) -> give a directory you can "
-                        "write to")
+        problems.append(
+            f"{where}: {shown} cannot be checked ({exc.strerror or exc}) -> give a directory you can write to"
+        )
 
 
 # --------------------------------------------------------------------------- DeepSpeed
@@ -198,15 +224,17 @@ def deepspeed_problems(m: MethodConfig) -> list[str]:
     zero = raw.get("zero_optimization")
     if zero is not None:
         if not isinstance(zero, dict):
-            return [f"{shown}: zero_optimization is {short(zero)}, not an object -> e.g. {{\"stage\": 3}}"]
+            return [f'{shown}: zero_optimization is {short(zero)}, not an object -> e.g. {{"stage": 3}}']
         stage = zero.get("stage", 0)
-        if stage not in ("0", "1", "2", "3") and (isinstance(stage, bool) or not isinstance(stage, int)
-                                                  or not 0 <= stage <= 3):
+        if stage not in ("0", "1", "2", "3") and (
+            isinstance(stage, bool) or not isinstance(stage, int) or not 0 <= stage <= 3
+        ):
             return [f"{shown}: zero_optimization.stage is {short(stage)} -> 0, 1, 2 or 3"]
         for key in ("offload_optimizer", "offload_param"):
             if zero.get(key) is not None and not isinstance(zero[key], dict):
-                return [f"{shown}: zero_optimization.{key} is {short(zero[key])}, not an object -> e.g. "
-                        "{\"device\": \"cpu\"}"]
+                return [
+                    f'{shown}: zero_optimization.{key} is {short(zero[key])}, not an object -> e.g. {{"device": "cpu"}}'
+                ]
     return [f"{shown}: {p}" for p in _value_conflicts(raw, m)]
 
 
@@ -216,20 +244,26 @@ def _value_conflicts(raw: dict, m: MethodConfig) -> list[str]:
     wanted = {
         "train_micro_batch_size_per_gpu": (m.micro_batch_size, "micro_batch_size"),
         "gradient_accumulation_steps": (m.grad_accum_steps, "grad_accum_steps"),
-        "train_batch_size": (m.micro_batch_size * m.grad_accum_steps * world,
-                             "micro_batch_size x grad_accum_steps x nodes x gpus_per_node"),
+        "train_batch_size": (
+            m.micro_batch_size * m.grad_accum_steps * world,
+            "micro_batch_size x grad_accum_steps x nodes x gpus_per_node",
+        ),
         "gradient_clipping": (m.max_grad_norm, "max_grad_norm"),
     }
     problems = []
     for key, (value, source) in wanted.items():
         given = raw.get(key, "auto")
         if given != "auto" and (isinstance(given, bool) or not isinstance(given, (int, float)) or given != value):
-            problems.append(f"{key} is {short(given)} but the config's {source} gives {value} -> write \"auto\" (the "
-                            "value then comes from the config), or the config's value")
+            problems.append(
+                f'{key} is {short(given)} but the config\'s {source} gives {value} -> write "auto" (the '
+                "value then comes from the config), or the config's value"
+            )
     for key in ("optimizer", "scheduler"):
         if key in raw:
-            problems.append(f"has an {key!r} section -> remove it: training builds AdamW and its warm-up/decay "
-                            "schedule from learning_rate, weight_decay and warmup_ratio")
+            problems.append(
+                f"has an {key!r} section -> remove it: training builds AdamW and its warm-up/decay "
+                "schedule from learning_rate, weight_decay and warmup_ratio"
+            )
     problems += _precision_conflicts(raw, m.precision)
     return problems
 
@@ -242,9 +276,11 @@ def _precision_conflicts(raw: dict, precision: str) -> list[str]:
         if section is None or enabled == "auto":
             continue
         if not isinstance(enabled, bool):
-            problems.append(f"{key}.enabled is {short(enabled)} -> true, false or \"auto\"")
+            problems.append(f'{key}.enabled is {short(enabled)} -> true, false or "auto"')
         elif enabled != (precision == key) or precision == "auto":
             said = "auto (decided on the node)" if precision == "auto" else repr(precision)
-            problems.append(f"{key}.enabled is {str(enabled).lower()} but the config's precision is {said} -> write "
-                            f"\"auto\" (it follows precision), or set precision: {key if enabled else 'fp32'}")
+            problems.append(
+                f"{key}.enabled is {str(enabled).lower()} but the config's precision is {said} -> write "
+                f'"auto" (it follows precision), or set precision: {key if enabled else "fp32"}'
+            )
     return problems

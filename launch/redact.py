@@ -31,36 +31,57 @@ SHORT_LIMIT = 80
 PATH_LIMIT = 240
 """... and of an echoed path (long paths are common and worth seeing whole)."""
 
-CREDENTIAL_WORDS = frozenset({
-    "token", "secret", "secrets", "password", "passwd", "passphrase", "pwd", "pass", "apikey",
-    "credential", "credentials", "privatekey", "accesskey", "auth",
-})
+CREDENTIAL_WORDS = frozenset(
+    {
+        "token",
+        "secret",
+        "secrets",
+        "password",
+        "passwd",
+        "passphrase",
+        "pwd",
+        "pass",
+        "apikey",
+        "credential",
+        "credentials",
+        "privatekey",
+        "accesskey",
+        "auth",
+    }
+)
 """Words of a name that make it name a credential (``HF_TOKEN`` has the words hf, token). ``key``
 counts as the last word of a longer name (``WANDB_KEY``, ``api_key``), not alone."""
 
-TOKEN_SHAPES: tuple[tuple[str, re.Pattern[str]], ...] = tuple((label, re.compile(rx)) for label, rx in (
-    # 40 hex digits alone: a W&B key (a git commit looks the same, but sits in no config); next to a
-    # slash it is a path component, e.g. a Hugging Face cache snapshot directory, and is not matched.
-    ("W&B API key", r"(?<![0-9A-Za-z/])(?:local-)?[0-9a-f]{40}(?![0-9A-Za-z/])"),
-    # Prefixed tokens are found even glued to other text ("Bearerhf_..."): the prefixes are rare in words.
-    ("Hugging Face token", r"hf_[A-Za-z0-9]{30,}"),
-    ("GitHub token", r"gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,}"),
-    ("AWS access key id", r"(?<![0-9A-Z])(?:AKIA|ASIA)[0-9A-Z]{16}(?![0-9A-Z])"),
-    ("private key", r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY( BLOCK)?-----"),
-    ("API key (sk-...)", r"(?<![0-9A-Za-z])sk-[A-Za-z0-9_-]{20,}"),  # not in "task-..." or "disk-..."
-    ("Slack token", r"xox[abposr]-[A-Za-z0-9-]{10,}"),
-    ("GitLab token", r"glpat-[A-Za-z0-9_-]{20,}"),
-    # Bounded and anchored after a non-scheme character: linear time on a megabyte of letters.
-    ("password in a URL", r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]{0,30}://[^/\s:@]{1,256}:[^/\s@]{1,256}@"),
-))
+TOKEN_SHAPES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
+    (label, re.compile(rx))
+    for label, rx in (
+        # 40 hex digits alone: a W&B key (a git commit looks the same, but sits in no config); next to a
+        # slash it is a path component, e.g. a Hugging Face cache snapshot directory, and is not matched.
+        ("W&B API key", r"(?<![0-9A-Za-z/])(?:local-)?[0-9a-f]{40}(?![0-9A-Za-z/])"),
+        # Prefixed tokens are found even glued to other text ("Bearerhf_..."): the prefixes are rare in words.
+        ("Hugging Face token", r"hf_[A-Za-z0-9]{30,}"),
+        ("GitHub token", r"gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,}"),
+        ("AWS access key id", r"(?<![0-9A-Z])(?:AKIA|ASIA)[0-9A-Z]{16}(?![0-9A-Z])"),
+        ("private key", r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY( BLOCK)?-----"),
+        ("API key (sk-...)", r"(?<![0-9A-Za-z])sk-[A-Za-z0-9_-]{20,}"),  # not in "task-..." or "disk-..."
+        ("Slack token", r"xox[abposr]-[A-Za-z0-9-]{10,}"),
+        ("GitLab token", r"glpat-[A-Za-z0-9_-]{20,}"),
+        # Bounded and anchored after a non-scheme character: linear time on a megabyte of letters.
+        ("password in a URL", r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]{0,30}://[^/\s:@]{1,256}:[^/\s@]{1,256}@"),
+    )
+)
 """(what it looks like, pattern) of the token shapes refused in inputs and removed from messages."""
 
-SHELL_FIX = ("export it in your shell before `cyberft submit` instead (sbatch passes the environment on, "
-             "and the job reads it on the compute node)")
+SHELL_FIX = (
+    "export it in your shell before `cyberft submit` instead (sbatch passes the environment on, "
+    "and the job reads it on the compute node)"
+)
 """How to pass a credential to the jobs without writing it into a file."""
 
-_ASSIGNMENT = re.compile(r"(?:^|(?<=[\s;&|(`]))(?:export\s+|declare\s+-x\s+|readonly\s+|local\s+)?"
-                         r"([A-Za-z_][A-Za-z0-9_]*)=([^\s;&|]*)")
+_ASSIGNMENT = re.compile(
+    r"(?:^|(?<=[\s;&|(`]))(?:export\s+|declare\s+-x\s+|readonly\s+|local\s+)?"
+    r"([A-Za-z_][A-Za-z0-9_]*)=([^\s;&|]*)"
+)
 _MAX_WALK = 2000  # values visited by short() before it stops looking inside a structure
 
 
@@ -108,8 +129,10 @@ def secret_problem(where: str, value: tp.Any, what: str = "the experiment") -> s
     kind = token_kind(value)
     if kind is None:
         return None
-    return (f"{where}: holds what looks like a {kind} (not shown); {what} is copied into the experiment "
-            f"directory and job scripts -> remove it; {SHELL_FIX}")
+    return (
+        f"{where}: holds what looks like a {kind} (not shown); {what} is copied into the experiment "
+        f"directory and job scripts -> remove it; {SHELL_FIX}"
+    )
 
 
 def short_path(path: tp.Any) -> str:

@@ -1,9 +1,10 @@
 """The comparison report: accuracy (with 95% CI) against cost, one row per method.
 
-Inputs are the per-method ``EXP/methods/<name>/metrics.json`` written by the
-training jobs and the per-model dicts of the evaluation job. Outputs, written
-atomically into the experiment directory: ``summary.json`` (machine-readable),
-``report.md``, ``chart.png`` and a self-contained ``report.html``.
+Inputs are each method's training record and each model's evaluation result
+(:class:`~launch.expdir.TrainMetrics` and :class:`~launch.expdir.EvalResult`, as dicts:
+the rows survive odd or partial records). Outputs, written atomically into the
+experiment directory (:class:`~launch.expdir.ExperimentDir`): ``summary.json``
+(machine-readable), ``report.md``, ``chart.png`` and a self-contained ``report.html``.
 
 Every configured method gets a row, whatever happened to it: a failed or
 unevaluated method shows its status and ``-`` for the numbers, so a missing
@@ -18,12 +19,13 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import math
 import typing as tp
 from pathlib import Path
 
+from launch.expdir import ExperimentDir
 from launch.fsio import atomic_write_bytes, atomic_write_json, atomic_write_text
+from launch.stats import wilson_interval
 
 Row = dict[str, tp.Any]
 
@@ -53,46 +55,6 @@ METRIC_NOTE = (
     "has no bigrams (ROUGE-2 is undefined) and whose ROUGE-1/L reduce to this same "
     "exact match."
 )
-
-
-# --------------------------------------------------------------------------- statistics
-
-
-def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion.
-
-    Parameters
-    ----------
-    correct:
-        Successes.
-    n:
-        Trials; 0 gives ``(0.0, 0.0)``.
-    z:
-        Normal quantile (1.96 for 95%).
-
-    Returns
-    -------
-    (float, float)
-        Lower and upper bounds, within [0, 1]. Unlike the normal approximation
-        it stays sensible at 0/n and n/n, which small eval sets hit.
-
-    Examples
-    --------
-    >>> tuple(round(x, 3) for x in wilson_interval(8, 10))
-    (0.49, 0.943)
-    """
-    if n <= 0:
-        return (0.0, 0.0)
-    p = correct / n
-    z2 = z * z
-    denom = 1.0 + z2 / n
-    center = (p + z2 / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denom
-    # At 0/n and n/n the exact bound is 0 or 1; rounding would put it just
-    # inside and exclude the observed proportion from its own interval.
-    lo = 0.0 if correct <= 0 else max(0.0, center - half)
-    hi = 1.0 if correct >= n else min(1.0, center + half)
-    return (lo, hi)
 
 
 # --------------------------------------------------------------------------- rows
@@ -173,8 +135,22 @@ def _method_status(train_status: str | None, evaluated: bool) -> str:
 def _slurm_fields(account: dict) -> Row:
     """Cost columns from Slurm's accounting (see :meth:`launch.slurm.JobAccount.summary`): they
     replace the job's own estimate, since they are what the site bills, every attempt included."""
-    keys = ("gpu_hours", "cpu_hours", "cost", "restarts", "cost_source", "job_id", "slurm_state",
-            "slurm_exit_code", "slurm_reason", "attempts", "queue_wait_s", "elapsed_s", "nodes", "gpus")
+    keys = (
+        "gpu_hours",
+        "cpu_hours",
+        "cost",
+        "restarts",
+        "cost_source",
+        "job_id",
+        "slurm_state",
+        "slurm_exit_code",
+        "slurm_reason",
+        "attempts",
+        "queue_wait_s",
+        "elapsed_s",
+        "nodes",
+        "gpus",
+    )
     return {k: account.get(k) for k in keys}
 
 
@@ -195,7 +171,7 @@ def build_rows(
         Model name (``base`` included) -> the evaluation dict
         (``accuracy``, ``ci95``, ``n``, ``correct``, ...).
     train_metrics:
-        Method name -> its ``metrics.json`` (see :func:`load_train_metrics`).
+        Method name -> its training record (:meth:`launch.expdir.TrainMetrics.to_dict`).
     price_per_gpu_hour:
         Money per GPU-hour; gives the ``cost`` column (null without it, or for
         runs without GPU-hours).
@@ -232,35 +208,12 @@ def build_rows(
         row.update(_eval_fields(result))
         row["status"] = _method_status(metrics.get("status"), evaluated=bool(result))
         if account and account.get("slurm_state") not in (None, "COMPLETED"):
-            why = ", ".join(str(x) for x in (f"exit {account.get('slurm_exit_code')}", account.get("slurm_reason")) if x)
+            why = ", ".join(
+                str(x) for x in (f"exit {account.get('slurm_exit_code')}", account.get("slurm_reason")) if x
+            )
             row["status"] = f"{row['status']}: Slurm {account['slurm_state']} ({why})"
         rows.append(row)
     return rows
-
-
-def load_train_metrics(exp_dir: Path, names: list[str]) -> dict[str, dict]:
-    """Read ``EXP/methods/<name>/metrics.json`` for each method.
-
-    Returns
-    -------
-    dict
-        Name -> metrics; ``{"method": name, "status": "missing"}`` when the file
-        does not exist, ``status: "unreadable"`` (with ``error``) when it is not
-        valid JSON, so a broken job never breaks the report.
-    """
-    out: dict[str, dict] = {}
-    for name in names:
-        path = Path(exp_dir) / "methods" / name / "metrics.json"
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            data = {"method": name, "status": "missing"}
-        except (OSError, ValueError) as exc:
-            data = {"method": name, "status": "unreadable", "error": f"{path}: {exc}"}
-        if not isinstance(data, dict):
-            data = {"method": name, "status": "unreadable", "error": f"{path}: not a JSON object"}
-        out[name] = data
-    return out
 
 
 # --------------------------------------------------------------------------- text
@@ -304,10 +257,7 @@ def format_table(rows: list[Row]) -> str:
     widths = [max(len(c) for c in col) for col in zip(headers, *body)]
 
     def line(cells: list[str]) -> str:
-        parts = [
-            c.ljust(w) if key in _TEXT_KEYS else c.rjust(w)
-            for c, w, (key, _) in zip(cells, widths, COLUMNS)
-        ]
+        parts = [c.ljust(w) if key in _TEXT_KEYS else c.rjust(w) for c, w, (key, _) in zip(cells, widths, COLUMNS)]
         return "  ".join(parts).rstrip()
 
     rule = "  ".join("-" * w for w in widths)
@@ -420,8 +370,10 @@ def evaluation_line(ev: dict | None) -> str:
         return ""
     hours = f"{ev['gpu_hours']:.4g} GPU-h" if ev.get("gpu_hours") is not None else f"{ev['cpu_hours']:.4g} CPU-h"
     money = f", cost {ev['cost']:.4g}" if ev.get("cost") is not None else ""
-    return (f"Evaluation job: {ev['models']} model(s) loaded and scored in {ev['seconds']:.0f} s ({hours}{money}); "
-            "shared by every row, not included in any row's cost.")
+    return (
+        f"Evaluation job: {ev['models']} model(s) loaded and scored in {ev['seconds']:.0f} s ({hours}{money}); "
+        "shared by every row, not included in any row's cost."
+    )
 
 
 def _markdown_report(rows: list[Row], title: str, evaluation: dict | None = None) -> str:
@@ -440,9 +392,9 @@ def _html_report(rows: list[Row], title: str, png: bytes, evaluation: dict | Non
     e = html.escape
     head = "".join(f"<th>{e(h)}</th>" for _, h in COLUMNS)
     body = "".join(
-        "<tr>" + "".join(
-            f'<td class="{"t" if key in _TEXT_KEYS else "n"}">{e(c)}</td>' for c, (key, _) in zip(cells, COLUMNS)
-        ) + "</tr>\n"
+        "<tr>"
+        + "".join(f'<td class="{"t" if key in _TEXT_KEYS else "n"}">{e(c)}</td>' for c, (key, _) in zip(cells, COLUMNS))
+        + "</tr>\n"
         for cells in _cells(rows)
     )
     problems = "".join(f"<li>{e(p)}</li>" for p in _problems(rows))
@@ -470,13 +422,14 @@ td.n {{ text-align: right; font-variant-numeric: tabular-nums; }}
 """
 
 
-def write_reports(exp_dir: Path, rows: list[Row], title: str, extra: dict | None = None,
-                  evaluation: dict | None = None) -> dict[str, Path]:
+def write_reports(
+    exp: ExperimentDir, rows: list[Row], title: str, extra: dict | None = None, evaluation: dict | None = None
+) -> dict[str, Path]:
     """Write ``summary.json``, ``report.md``, ``chart.png`` and ``report.html``.
 
     Parameters
     ----------
-    exp_dir:
+    exp:
         The experiment directory.
     rows:
         From :func:`build_rows`; written to ``summary.json`` unchanged.
@@ -492,14 +445,8 @@ def write_reports(exp_dir: Path, rows: list[Row], title: str, extra: dict | None
     dict
         ``{"summary": ..., "markdown": ..., "chart": ..., "html": ...}`` paths.
     """
-    exp_dir = Path(exp_dir)
     png = render_chart(rows, title)
-    paths = {
-        "summary": exp_dir / "summary.json",
-        "markdown": exp_dir / "report.md",
-        "chart": exp_dir / "chart.png",
-        "html": exp_dir / "report.html",
-    }
+    paths = {"summary": exp.summary_file, "markdown": exp.report_md, "chart": exp.chart_file, "html": exp.report_html}
     summary = {"title": title, "rows": rows, **(extra or {})}
     if evaluation:
         summary["evaluation"] = evaluation

@@ -2,7 +2,7 @@
 
 A training job that ran out of requeues (``resources.max_timeouts``), was cancelled, hit a node
 failure Slurm did not requeue, or failed on a transient error is submitted again as the same
-method: it starts from its newest complete checkpoint (``train.common`` looks there on every
+method: it starts from its newest complete checkpoint (``train.loop`` looks there on every
 start), logs to the same W&B run, and runs the code frozen in ``EXP/code`` with the resolved
 ``config.yaml`` and ``profile.yaml`` of the experiment, never the checkout's current ones. A new
 evaluation job follows with ``afterany`` on every training job that has not ended; it scores
@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from launch import experiment, slurm, status
+from launch import slurm, status
 from launch.config import InputError
-from launch.fsio import read_json
+from launch.expdir import ExperimentDir
 
 
 @dataclass
@@ -56,24 +55,34 @@ class ResumePlan:
         return "\n".join(lines)
 
 
-def plan_resume(exp_dir: Path) -> ResumePlan:
+def plan_resume(exp: ExperimentDir) -> ResumePlan:
     """Decide from Slurm's and the jobs' own state; raise :class:`InputError` when resuming now is wrong."""
-    manifest = read_json(exp_dir / "manifest.json")
-    if manifest.get("executor") != "slurm":
-        raise InputError([f"experiment {str(exp_dir)!r}: ran locally -> `cyberft run` the config again; "
-                          "`cyberft resume` resubmits Slurm jobs"], "arguments")
-    refused = status.refusal(exp_dir)
+    exp_dir = exp.root
+    if not exp.read_manifest().on_slurm:
+        raise InputError(
+            [
+                f"experiment {str(exp_dir)!r}: ran locally -> `cyberft run` the config again; "
+                "`cyberft resume` resubmits Slurm jobs"
+            ],
+            "arguments",
+        )
+    refused = status.refusal(exp)
     if refused:
         raise InputError([f"experiment {str(exp_dir)!r}: {refused}"], "arguments")
     plan = ResumePlan()
     eval_ok = True
-    for st in status.job_statuses(exp_dir):
+    for st in status.job_statuses(exp):
         if st.name == "eval":
             if st.state == "PENDING":
                 plan.cancel_eval = st.job_id
             elif not st.ended:
-                raise InputError([f"eval: job {st.job_id} is {st.state} -> wait until it ends "
-                                  f"(`cyberft status {exp_dir} --wait`), then resume"], "arguments")
+                raise InputError(
+                    [
+                        f"eval: job {st.job_id} is {st.state} -> wait until it ends "
+                        f"(`cyberft status {exp_dir} --wait`), then resume"
+                    ],
+                    "arguments",
+                )
             eval_ok = st.ok
         elif not st.ended:
             plan.waiting_on.append(st.name)
@@ -85,37 +94,35 @@ def plan_resume(exp_dir: Path) -> ResumePlan:
     return plan
 
 
-def resume(exp_dir: Path, plan: ResumePlan) -> dict[str, str]:
+def resume(exp: ExperimentDir, plan: ResumePlan) -> dict[str, str]:
     """Carry out ``plan``; return ``{job name: new job id}``. The manifest is updated after each sbatch."""
-    from launch.submit import experiment_config, load_experiment_profile, plan as plan_jobs, submit_spec
+    from launch.submit import plan as plan_jobs
+    from launch.submit import submit_spec
 
-    cfg = experiment_config(exp_dir)
-    profile = load_experiment_profile(exp_dir)
+    cfg = exp.load_config()
+    profile = exp.load_profile()
     if profile is None:
-        raise InputError([f"experiment {str(exp_dir)!r}: no profile.yaml -> was it submitted with `cyberft submit`?"], "arguments")
+        raise InputError(
+            [f"experiment {str(exp.root)!r}: no profile.yaml -> was it submitted with `cyberft submit`?"], "arguments"
+        )
     if plan.cancel_eval:
         slurm.scancel([plan.cancel_eval])
-    manifest = read_json(exp_dir / "manifest.json")
-    jobs: dict[str, dict] = manifest["jobs"]
-    specs = {s.name: s for s in plan_jobs(cfg, profile, exp_dir)}
+    jobs = exp.read_manifest().jobs
+    specs = {s.name: s for s in plan_jobs(cfg, profile, exp)}
     new: dict[str, str] = {}
 
     def record(name: str, job_id: str) -> None:
-        old = jobs[name]
-        jobs[name] = {**old, "job_id": job_id, "previous_job_ids": [*old.get("previous_job_ids", []), old["job_id"]]}
-        experiment.update_manifest(exp_dir, jobs=jobs)  # after each: a crash never loses an id
+        jobs[name] = jobs[name].resubmitted(job_id)
+        exp.record_job(name, jobs[name])  # after each: a crash never loses an id
 
     for name in plan.resubmit:
-        new[name] = submit_spec(exp_dir, specs[name], profile, None)
+        new[name] = submit_spec(exp, specs[name], profile, None)
         record(name, new[name])
     if plan.eval_needed:
-        after = [jobs[n]["job_id"] for n in plan.resubmit + plan.waiting_on]
-        new["eval"] = submit_spec(exp_dir, specs["eval"], profile, "afterany:" + ":".join(after) if after else None)
+        after = [jobs[n].job_id for n in plan.resubmit + plan.waiting_on]
+        new["eval"] = submit_spec(exp, specs["eval"], profile, "afterany:" + ":".join(after) if after else None)
         record("eval", new["eval"])
-    resumed = read_json(exp_dir / "manifest.json").get("resumed", [])
-    experiment.update_manifest(exp_dir, resumed=[*resumed, {
-        "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "jobs": new,
-        **({"cancelled_eval": plan.cancel_eval} if plan.cancel_eval else {}),
-    }])
+    at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    entry = {"at": at, "jobs": new, **({"cancelled_eval": plan.cancel_eval} if plan.cancel_eval else {})}
+    exp.update_manifest(resumed=[*exp.read_manifest().resumed, entry])
     return new
-

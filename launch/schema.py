@@ -89,7 +89,7 @@ def _is_dataclass_type(t: tp.Any) -> bool:
     return isinstance(t, type) and dataclasses.is_dataclass(t)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def field_types(cls: type) -> dict[str, tp.Any]:
     """``{field: type}`` of a dataclass, ``Annotated`` ranges kept."""
     return tp.get_type_hints(cls, include_extras=True)
@@ -104,7 +104,7 @@ def type_name(t: tp.Any) -> str:
         return " | ".join(repr(a) for a in tp.get_args(t))
     if origin in (tp.Union, types.UnionType):
         return " | ".join(type_name(a) for a in tp.get_args(t))
-    if origin in (list, tp.List):
+    if origin is list:
         return f"list of {type_name(tp.get_args(t)[0])}"
     if t is type(None):
         return "null"
@@ -161,20 +161,22 @@ def convert(value: tp.Any, t: tp.Any, where: str, problems: list[str]) -> tp.Any
         return None
     if origin is tp.Literal:
         return _literal(value, tp.get_args(t), where, problems)
-    if origin in (list, tp.List):
+    if origin is list:
         if not isinstance(value, list):
             problems.append(f"{where}: expected a list, {_got(value)} -> write it as a YAML list")
             return None
         (item_t,) = tp.get_args(t)
         items = [convert(v, item_t, _item_label(where, i, v), problems) for i, v in enumerate(value)]
         return [v for v in items if v is not None]
-    if origin in (dict, tp.Dict):
+    if origin is dict:
         return _mapping(value, tp.get_args(t)[1], where, problems)
     if _is_dataclass_type(t):
         if not isinstance(value, dict):
             keys = ", ".join(f.name for f in dataclasses.fields(t))
-            problems.append(f"{where}: expected a mapping of {t.__name__} fields, {_got(value)} -> write it as "
-                            f"`key: value` lines indented under {where.rsplit('.', 1)[-1]}: (keys: {keys})")
+            problems.append(
+                f"{where}: expected a mapping of {t.__name__} fields, {_got(value)} -> write it as "
+                f"`key: value` lines indented under {where.rsplit('.', 1)[-1]}: (keys: {keys})"
+            )
             return None
         return build(t, value, where, problems)
     if t is tp.Any:

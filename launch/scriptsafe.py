@@ -25,7 +25,7 @@ sbatch than by bash. What reaches the script, and the rule each follows:
   by :mod:`launch.submit`; ``python`` is a command whose words use no shell syntax.
 * Job names (``<experiment>.<method>``) follow :data:`launch.schema.NAME_RE` already.
 
-The config and profile loaders call :func:`config_problems` and :func:`profile_problems`, so
+The config and profile loaders call :func:`output_dir_problems` and :func:`profile_problems`, so
 ``validate``, ``run``, ``submit`` and the dry run all refuse the same values, each problem naming
 its field and never printing the value raw. ``tests/test_scriptsafe.py`` renders scripts from
 hostile values that pass and parses them back: every line is one the launcher meant.
@@ -41,9 +41,25 @@ import unicodedata
 
 from launch.redact import short, short_path
 
-if tp.TYPE_CHECKING:  # pragma: no cover
-    from launch.config import ExperimentConfig
-    from launch.profiles import SlurmProfile
+
+class ScriptedProfile(tp.Protocol):
+    """The fields of a site profile (:class:`launch.profiles.SlurmProfile`) that reach a job script.
+
+    A protocol rather than the class itself: the profile module imports this one, and this one
+    needs only the fields.
+    """
+
+    partition: str
+    account: str | None
+    qos: str | None
+    constraint: str | None
+    gpu_type: str
+    typed_gpus: bool
+    setup: list[str]
+    env: dict[str, str]
+    python: str | None
+    additional_parameters: dict[str, tp.Any]
+
 
 NAME_RULES: dict[str, tuple[re.Pattern[str], str]] = {
     "partition": (re.compile(r"[A-Za-z0-9_.+-]+(,[A-Za-z0-9_.+-]+)*"), "letters, digits, _ . + - (several: a,b)"),
@@ -56,8 +72,25 @@ NAME_RULES: dict[str, tuple[re.Pattern[str], str]] = {
 
 OPTION_RE = re.compile(r"[a-z][a-z0-9]*([_-][a-z0-9]+)*")
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-SHELL_MANAGED = frozenset({"_", "IFS", "PS4", "PWD", "OLDPWD", "UID", "EUID", "PPID", "GROUPS", "RANDOM", "SECONDS",
-                           "LINENO", "FUNCNAME", "SHELLOPTS", "SUBMITIT_EXECUTOR"})
+SHELL_MANAGED = frozenset(
+    {
+        "_",
+        "IFS",
+        "PS4",
+        "PWD",
+        "OLDPWD",
+        "UID",
+        "EUID",
+        "PPID",
+        "GROUPS",
+        "RANDOM",
+        "SECONDS",
+        "LINENO",
+        "FUNCNAME",
+        "SHELLOPTS",
+        "SUBMITIT_EXECUTOR",
+    }
+)
 """Variables bash (or the job script) sets itself: a profile value for them would not hold, or would
 change how the script is read (IFS)."""
 PYTHON_WORD_RE = re.compile(r"[A-Za-z0-9_./:=+@%,{}$~-]+")
@@ -74,8 +107,10 @@ def control_problem(where: str, text: str, allow_tab: bool = False) -> str | Non
             continue
         if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp"):
             name = unicodedata.name(ch, "") or {"\n": "LINE FEED", "\r": "CARRIAGE RETURN"}.get(ch, "control")
-            return (f"{where}: holds a control character (U+{ord(ch):04X} {name}, at position {i}) that would "
-                    "start a new line or hide text in the job script -> remove it")
+            return (
+                f"{where}: holds a control character (U+{ord(ch):04X} {name}, at position {i}) that would "
+                "start a new line or hide text in the job script -> remove it"
+            )
     return None
 
 
@@ -95,8 +130,10 @@ def sbatch_value_problem(where: str, value: tp.Any) -> str | None:
         return f"{where}: {short(text)} is empty or has spaces at either end -> write the value alone"
     bad = sorted(set(text) & _VALUE_UNSAFE)
     if bad:
-        return (f"{where}: {short(text)} holds {' '.join(bad)}, which sbatch reads differently from the shell "
-                "-> write the value without quotes or backslashes")
+        return (
+            f"{where}: {short(text)} holds {' '.join(bad)}, which sbatch reads differently from the shell "
+            "-> write the value without quotes or backslashes"
+        )
     return None
 
 
@@ -107,8 +144,10 @@ def path_problem(where: str, path: str) -> str | None:
         return problem
     bad = sorted(set(path) & _PATH_UNSAFE)
     if bad:
-        return (f"{where}: {short_path(path)} holds {' '.join(bad)}; sbatch reads % as a log-file pattern and quotes "
-                "and backslashes its own way, and : separates PYTHONPATH entries -> use a directory without them")
+        return (
+            f"{where}: {short_path(path)} holds {' '.join(bad)}; sbatch reads % as a log-file pattern and quotes "
+            "and backslashes its own way, and : separates PYTHONPATH entries -> use a directory without them"
+        )
     return None
 
 
@@ -132,24 +171,26 @@ def python_problem(where: str, command: str) -> str | None:
     except ValueError:
         words = []
     if not words or any(not PYTHON_WORD_RE.fullmatch(w) for w in words) or " ".join(words) != " ".join(command.split()):
-        return (f"{where}: {short(command)} is not a plain command -> an interpreter path and its arguments, "
-                "e.g. /scratch/venvs/cyberft/bin/python or `apptainer exec img.sif python` (no quotes, ; & | < > # "
-                "or backticks)")
+        return (
+            f"{where}: {short(command)} is not a plain command -> an interpreter path and its arguments, "
+            "e.g. /scratch/venvs/cyberft/bin/python or `apptainer exec img.sif python` (no quotes, ; & | < > # "
+            "or backticks)"
+        )
     return None
 
 
-def config_problems(cfg: "ExperimentConfig") -> list[str]:
-    """The config's values that reach job scripts: the output directory (job names follow NAME_RE)."""
-    if not cfg.output_dir:
+def output_dir_problems(output_dir: str) -> list[str]:
+    """The config's value that reaches job scripts: the output directory (job names follow NAME_RE)."""
+    if not output_dir:
         return []
-    problem = path_problem("output_dir", cfg.output_dir)
+    problem = path_problem("output_dir", output_dir)
     if problem is None:  # the script holds the absolute path: the current directory counts too
-        resolved = os.path.abspath(os.path.expanduser(cfg.output_dir))
+        resolved = os.path.abspath(os.path.expanduser(output_dir))
         problem = path_problem(f"output_dir (absolute: {short_path(resolved)})", resolved)
     return [problem] if problem else []
 
 
-def profile_problems(p: "SlurmProfile") -> list[str]:
+def profile_problems(p: ScriptedProfile) -> list[str]:
     """Every profile value that reaches a job script, checked by its rule."""
     problems = []
     for field in ("partition", "account", "qos", "constraint"):
@@ -162,12 +203,16 @@ def profile_problems(p: "SlurmProfile") -> list[str]:
     for i, line in enumerate(p.setup):
         problems.append(control_problem(f"setup[{i}]", line, allow_tab=True))
         if line.lstrip().startswith("#"):  # sbatch would read a leading "#SBATCH ..." line as an option
-            problems.append(f"setup[{i}]: a comment line -> remove it (a setup line is a command; sbatch reads "
-                            "#SBATCH lines anywhere before the first command)")
+            problems.append(
+                f"setup[{i}]: a comment line -> remove it (a setup line is a command; sbatch reads "
+                "#SBATCH lines anywhere before the first command)"
+            )
     for name, value in p.env.items():
         if not ENV_NAME_RE.fullmatch(name):
-            problems.append(f"env.{short(name, 40)}: not a valid variable name -> letters, digits and '_', "
-                            "not starting with a digit")
+            problems.append(
+                f"env.{short(name, 40)}: not a valid variable name -> letters, digits and '_', "
+                "not starting with a digit"
+            )
         elif name in SHELL_MANAGED or name.startswith("BASH"):
             problems.append(f"env.{name}: bash or the job script sets this variable itself -> remove it")
         else:
@@ -176,8 +221,10 @@ def profile_problems(p: "SlurmProfile") -> list[str]:
         problems.append(python_problem("python", p.python))
     for key, value in p.additional_parameters.items():
         if not OPTION_RE.fullmatch(key):
-            problems.append(f"additional_parameters.{short(key, 40)}: not an sbatch option name -> e.g. mail_type "
-                            "(without the leading --)")
+            problems.append(
+                f"additional_parameters.{short(key, 40)}: not an sbatch option name -> e.g. mail_type "
+                "(without the leading --)"
+            )
         else:
             problems.append(sbatch_value_problem(f"additional_parameters.{key}", value))
     return [x for x in problems if x]

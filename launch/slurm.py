@@ -13,20 +13,46 @@ each attempt held its GPUs).
 from __future__ import annotations
 
 import datetime as dt
-import os
 import shutil
 import subprocess
 import time
 import typing as tp
 from dataclasses import dataclass, field
 
+from launch.expdir import Manifest
+
 ACTIVE_STATES = frozenset(
-    {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD",
-     "RESIZING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD", "SPECIAL_EXIT"}
+    {
+        "PENDING",
+        "CONFIGURING",
+        "RUNNING",
+        "COMPLETING",
+        "REQUEUED",
+        "REQUEUE_FED",
+        "REQUEUE_HOLD",
+        "RESIZING",
+        "SUSPENDED",
+        "STOPPED",
+        "SIGNALING",
+        "STAGE_OUT",
+        "RESV_DEL_HOLD",
+        "SPECIAL_EXIT",
+    }
 )
 """States of a job that has not ended: it may still run (again)."""
 
-SACCT_FIELDS = ("JobIDRaw", "State", "ElapsedRaw", "AllocTRES", "Submit", "Start", "End", "NodeList", "ExitCode", "Reason")
+SACCT_FIELDS = (
+    "JobIDRaw",
+    "State",
+    "ElapsedRaw",
+    "AllocTRES",
+    "Submit",
+    "Start",
+    "End",
+    "NodeList",
+    "ExitCode",
+    "Reason",
+)
 
 
 class SlurmError(RuntimeError):
@@ -209,8 +235,18 @@ def parse_sacct(out: str) -> dict[str, JobAccount]:
             continue
         job_id, state, elapsed, tres, submit, start, end, nodes, exit_code, reason = parts
         base_id = job_id.split(".")[0]
-        attempt = Attempt(base_id, state, int(elapsed) if elapsed.isdigit() else 0, parse_tres(tres),
-                          submit, start, end, nodes, exit_code, reason)
+        attempt = Attempt(
+            base_id,
+            state,
+            int(elapsed) if elapsed.isdigit() else 0,
+            parse_tres(tres),
+            submit,
+            start,
+            end,
+            nodes,
+            exit_code,
+            reason,
+        )
         accounts.setdefault(base_id, JobAccount(base_id)).attempts.append(attempt)
     return accounts
 
@@ -248,7 +284,9 @@ def scancel(job_ids: tp.Sequence[str]) -> None:
 # --------------------------------------------------------------------------- experiments
 
 
-def experiment_accounts(exp_dir: "os.PathLike[str] | str", timeout_s: float = 60) -> tuple[dict[str, dict] | None, str]:
+def experiment_accounts(
+    manifest: Manifest, price_per_gpu_hour: float | None, timeout_s: float = 60
+) -> tuple[dict[str, dict] | None, str]:
     """Slurm's accounting of each training job of a submitted experiment.
 
     Returns ``({method: JobAccount.summary(price)}, note)``; ``(None, why)`` for a local
@@ -256,22 +294,10 @@ def experiment_accounts(exp_dir: "os.PathLike[str] | str", timeout_s: float = 60
     ``cost_source: local``). Waits up to ``timeout_s`` for jobs that just ended to
     reach the accounting database.
     """
-    import json
-    from pathlib import Path
-
-    exp_dir = Path(exp_dir)
-    manifest = json.loads((exp_dir / "manifest.json").read_text(encoding="utf-8"))
-    if manifest.get("executor") != "slurm":
+    if not manifest.on_slurm:
         return None, "local run"
-    price = None
-    profile_file = exp_dir / "profile.yaml"
-    if profile_file.is_file():
-        from launch import yamlio
-
-        price = (yamlio.parse(profile_file.read_text(encoding="utf-8")) or {}).get("price_per_gpu_hour")
     # A method resubmitted by `cyberft resume` ran as several jobs: its cost is all of them.
-    jobs = {name: [*rec.get("previous_job_ids", []), rec["job_id"]]
-            for name, rec in manifest.get("jobs", {}).items() if name != "eval"}
+    jobs = {name: rec.all_ids for name, rec in manifest.training_jobs().items()}
     try:
         accounts = wait_accounted([i for ids in jobs.values() for i in ids], timeout_s=timeout_s)
     except SlurmError as exc:
@@ -280,5 +306,5 @@ def experiment_accounts(exp_dir: "os.PathLike[str] | str", timeout_s: float = 60
     for name, ids in jobs.items():
         if ids[-1] in accounts:
             attempts = [a for i in ids if i in accounts for a in accounts[i].attempts]
-            out[name] = JobAccount(ids[-1], attempts).summary(price)
+            out[name] = JobAccount(ids[-1], attempts).summary(price_per_gpu_hour)
     return out, "sacct"

@@ -44,13 +44,12 @@ import typing as tp
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from launch import REPO_ROOT
 from launch.config import ExperimentConfig, Resources, check_config, config_hash
-from launch import yamlio
-from launch.fsio import atomic_write_text, read_json
+from launch.expdir import ExperimentDir, JobRecord
 from launch.profiles import ProfileError, SlurmProfile, load_profile
 from launch.redact import short_path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 CODE_DIRS = ("launch", "train", "ds_configs")
 """What the code snapshot holds: the packages the jobs import, and the DeepSpeed configs."""
 
@@ -122,7 +121,8 @@ def _resources_problems(r: Resources, where: str, p: SlurmProfile) -> list[str]:
     if p.max_nodes is not None and r.nodes > p.max_nodes:
         problems.append(
             f"{where}.nodes: {r.nodes}, but a job on {p.name!r} may use at most {p.max_nodes} node(s) "
-            f"-> at most {p.max_nodes} (up to {p.max_nodes * p.gpus_per_node} GPUs with gpus_per_node: {p.gpus_per_node})"
+            f"-> at most {p.max_nodes} (up to {p.max_nodes * p.gpus_per_node} GPUs with gpus_per_node: "
+            f"{p.gpus_per_node})"
         )
     if r.time_min > p.max_time_min:
         problems.append(
@@ -138,8 +138,9 @@ def _under(path: str, dirs: tp.Iterable[str]) -> bool:
     return any(path == d.rstrip("/") or path.startswith(d.rstrip("/") + "/") for d in dirs)
 
 
-def _shared_problem(where: str, path: str, p: SlurmProfile, follow_links: bool, what: str = "",
-                    fix: str = "move it under one of them") -> str | None:
+def _shared_problem(
+    where: str, path: str, p: SlurmProfile, follow_links: bool, what: str = "", fix: str = "move it under one of them"
+) -> str | None:
     """Why compute nodes would not see ``path`` at the same place (None when they would).
 
     The path counts as written: ``/scratch/venv/bin/python`` is on shared storage even though it
@@ -155,13 +156,17 @@ def _shared_problem(where: str, path: str, p: SlurmProfile, follow_links: bool, 
     if not _under(written, p.shared_dirs):
         notes = [x for x in (what, f"a link to {short_path(resolved)}" if resolved != written else "") if x]
         about = f" ({'; '.join(notes)})" if notes else ""
-        return (f"{where}: {short_path(written)}{about} is not under the shared directories of profile {p.name!r} "
-                f"({shared}); compute nodes would not see it -> {fix}")
+        return (
+            f"{where}: {short_path(written)}{about} is not under the shared directories of profile {p.name!r} "
+            f"({shared}); compute nodes would not see it -> {fix}"
+        )
     real_dirs = [*p.shared_dirs, *(os.path.realpath(d) for d in p.shared_dirs)]
     if follow_links and not _under(resolved, real_dirs):
-        return (f"{where}: {short_path(written)} is under {shared} but resolves to {short_path(resolved)}, which is "
-                "not; compute nodes would not see it there -> point it at shared storage, or add that directory to "
-                "shared_dirs if every node sees it")
+        return (
+            f"{where}: {short_path(written)} is under {shared} but resolves to {short_path(resolved)}, which is "
+            "not; compute nodes would not see it there -> point it at shared storage, or add that directory to "
+            "shared_dirs if every node sees it"
+        )
     return None
 
 
@@ -177,9 +182,16 @@ def _shared_path_problems(cfg: ExperimentConfig, p: SlurmProfile, python: str) -
         problems.append(_shared_problem("model.name_or_path", cfg.model.name_or_path, p, follow_links=True))
     exe = python.split()[0] if python.split() else ""
     if exe.startswith("/"):
-        problems.append(_shared_problem("python", exe, p, follow_links=False,
-                                        what="the interpreter the jobs would run",
-                                        fix="create the venv on shared storage, or set `python:` in the profile"))
+        problems.append(
+            _shared_problem(
+                "python",
+                exe,
+                p,
+                follow_links=False,
+                what="the interpreter the jobs would run",
+                fix="create the venv on shared storage, or set `python:` in the profile",
+            )
+        )
     return [x for x in problems if x]
 
 
@@ -191,9 +203,11 @@ def _memory_problems(cfg: ExperimentConfig, p: SlurmProfile) -> tuple[list[str],
         return [], []
     shape = memory.model_shape(cfg.model.name_or_path)
     if shape is None:
-        return [f"memory: no usable config.json for {cfg.model.name_or_path!r} here (not a local path, not in the "
-                "Hugging Face cache, not a built-in model; or a mixture-of-experts or non-decoder config, which the "
-                "estimate does not cover): the per-GPU memory check is skipped"], []
+        return [
+            f"memory: no usable config.json for {cfg.model.name_or_path!r} here (not a local path, not in the "
+            "Hugging Face cache, not a built-in model; or a mixture-of-experts or non-decoder config, which the "
+            "estimate does not cover): the per-GPU memory check is skipped"
+        ], []
     lines, problems = [], []
     for i, m in enumerate(cfg.methods):
         if m.resources.gpus_per_node == 0:
@@ -204,7 +218,9 @@ def _memory_problems(cfg: ExperimentConfig, p: SlurmProfile) -> tuple[list[str],
             lines.append(f"{m.name}: not estimated ({exc})")
             continue
         lines.append(est.line())
-        for problem in memory.fit_problems(est, p.gpu_mem_gb, m, gpus_per_node_max=p.gpus_per_node, max_nodes=p.max_nodes):
+        for problem in memory.fit_problems(
+            est, p.gpu_mem_gb, m, gpus_per_node_max=p.gpus_per_node, max_nodes=p.max_nodes
+        ):
             problems.append(problem.replace(f"methods.{m.name}.", f"methods[{i}] ({m.name}).", 1))
     return lines, problems
 
@@ -235,8 +251,8 @@ def job_python(profile: SlurmProfile) -> str:
 
 
 @dataclass
-class Check:
-    """The result of :func:`check`: what was loaded, what is wrong, and notes for the dry run.
+class Findings:
+    """What :func:`check` found: the config and profile as loaded, every problem, and notes for the dry run.
 
     ``split`` is the data as the experiment will use it (None when the data has a problem);
     ``scripts_safe`` is False when a config value cannot be written into a job script, so the
@@ -257,7 +273,7 @@ def _labelled(prefix: str, items: tp.Iterable[str]) -> list[str]:
     return [x if x.startswith(prefix) else f"{prefix}: {x}" for x in items]
 
 
-def check(config_path: str, overrides: tp.Sequence[str], profile_name: str) -> Check:
+def check(config_path: str, overrides: tp.Sequence[str], profile_name: str) -> Findings:
     """Load and cross-check a config and a profile; collect every problem, raise nothing.
 
     Everything ``submit`` would refuse is found here, so the dry run exits 2 exactly where
@@ -293,8 +309,8 @@ def check(config_path: str, overrides: tp.Sequence[str], profile_name: str) -> C
         problems += mem_problems
         notes = _notes(cfg, profile)
     problems += _labelled("data", found.data_problems)
-    safe = cfg is not None and not scriptsafe.config_problems(cfg)
-    return Check(cfg, profile, problems, memory_lines, notes, split=found.split, scripts_safe=safe)
+    safe = cfg is not None and not scriptsafe.output_dir_problems(cfg.output_dir)
+    return Findings(cfg, profile, problems, memory_lines, notes, split=found.split, scripts_safe=safe)
 
 
 # --------------------------------------------------------------------------- plan
@@ -324,10 +340,10 @@ def _base_params(r: Resources, p: SlurmProfile, job_name: str, tasks_per_node: i
     return params
 
 
-def _setup_lines(p: SlurmProfile, exp_dir: Path, model: str) -> list[str]:
+def _setup_lines(p: SlurmProfile, exp: ExperimentDir, model: str) -> list[str]:
     from launch import hub
 
-    code = shlex.quote(str(exp_dir / "code"))
+    code = shlex.quote(str(exp.code_dir))
     # Slurm 22.05+ no longer passes --cpus-per-task from sbatch to srun: without this every task
     # would run on one core. First, so that a profile's own setup or env can still override it.
     lines = ["export SRUN_CPUS_PER_TASK=$SLURM_CPUS_PER_TASK"]
@@ -345,9 +361,9 @@ def job_name(cfg: ExperimentConfig, name: str) -> str:
     return f"{cfg.name}.{name}"
 
 
-def plan(cfg: ExperimentConfig, profile: SlurmProfile, exp_dir: Path) -> list[JobSpec]:
+def plan(cfg: ExperimentConfig, profile: SlurmProfile, exp: ExperimentDir) -> list[JobSpec]:
     """The Slurm jobs of an experiment: one per method, then ``eval`` depending on all of them."""
-    setup = _setup_lines(profile, exp_dir, cfg.model.name_or_path)
+    setup = _setup_lines(profile, exp, cfg.model.name_or_path)
     specs: list[JobSpec] = []
     for m in cfg.methods:
         r = m.resources
@@ -363,15 +379,26 @@ def plan(cfg: ExperimentConfig, profile: SlurmProfile, exp_dir: Path) -> list[Jo
                 # Every rank must see all GPUs of its node (it opens cuda:LOCAL_RANK), whatever the
                 # site's default binding of GPUs to tasks; launch.gpus checks it on each rank.
                 params["srun_args"].append("--gpu-bind=none")
-        specs.append(JobSpec(m.name, m.kind, params, threads=r.cpus_per_gpu, world_size=world, max_timeouts=r.max_timeouts))
+        specs.append(
+            JobSpec(m.name, m.kind, params, threads=r.cpus_per_gpu, world_size=world, max_timeouts=r.max_timeouts)
+        )
     # The evaluation is one process: it gets every CPU of its GPUs.
     r = cfg.eval.resources
     params = _base_params(r, profile, job_name(cfg, "eval"), 1)
     params["cpus_per_task"] = threads = r.cpus_per_gpu * max(1, r.gpus_per_node)
     params["setup"] = setup
     params["additional_parameters"] = dict(profile.additional_parameters)
-    specs.append(JobSpec("eval", "eval", params, threads=threads, world_size=1, depends_on=[m.name for m in cfg.methods],
-                         max_timeouts=r.max_timeouts))
+    specs.append(
+        JobSpec(
+            "eval",
+            "eval",
+            params,
+            threads=threads,
+            world_size=1,
+            depends_on=[m.name for m in cfg.methods],
+            max_timeouts=r.max_timeouts,
+        )
+    )
     return specs
 
 
@@ -382,12 +409,7 @@ def dependency(spec: JobSpec, ids: dict[str, str]) -> str | None:
     return "afterany:" + ":".join(ids[name] for name in spec.depends_on)
 
 
-def job_folder(exp_dir: Path) -> Path:
-    """submitit's folder pattern: one sub-directory per Slurm job id."""
-    return exp_dir / "jobs" / "%j"
-
-
-def sbatch_script(spec: JobSpec, exp_dir: Path, python: str, ids: dict[str, str]) -> str:
+def sbatch_script(spec: JobSpec, exp: ExperimentDir, python: str, ids: dict[str, str]) -> str:
     """The sbatch script submitit writes for ``spec`` (same function, same parameters)."""
     from submitit.slurm import slurm as submitit_slurm
 
@@ -395,9 +417,8 @@ def sbatch_script(spec: JobSpec, exp_dir: Path, python: str, ids: dict[str, str]
     dep = dependency(spec, ids)
     if dep:
         params["additional_parameters"] = dict(params["additional_parameters"], dependency=dep)
-    folder = job_folder(exp_dir)
-    command = " ".join([python, "-u -m submitit.core._submit", shlex.quote(str(folder))])
-    return submitit_slurm._make_sbatch_string(command=command, folder=folder, **params)
+    command = " ".join([python, "-u -m submitit.core._submit", shlex.quote(str(exp.job_folder))])
+    return submitit_slurm._make_sbatch_string(command=command, folder=exp.job_folder, **params)
 
 
 # --------------------------------------------------------------------------- dry run
@@ -408,40 +429,44 @@ def dependency_graph(specs: list[JobSpec]) -> str:
     lines = []
     for s in specs:
         gpus = s.params.get("gpus_per_node", 0)
-        shape = (f"{s.params['nodes']} node(s) x {gpus} GPU(s), {s.world_size} task(s), {s.params['time']} min, "
-                 f"requeued on the time limit up to {s.max_timeouts}x")
+        shape = (
+            f"{s.params['nodes']} node(s) x {gpus} GPU(s), {s.world_size} task(s), {s.params['time']} min, "
+            f"requeued on the time limit up to {s.max_timeouts}x"
+        )
         wait = f"  <- afterany: {', '.join(s.depends_on)}" if s.depends_on else ""
         lines.append(f"  {s.name:<12} [{s.kind}] {shape}{wait}")
     return "\n".join(lines)
 
 
-def dry_run_text(result: Check, exp_dir: Path) -> str:
+def dry_run_text(findings: Findings, exp: ExperimentDir) -> str:
     """Everything ``submit`` would do, as text: resolved config, memory, graph, scripts, problems."""
     from launch.config import dump_yaml
 
-    cfg, profile = result.cfg, result.profile
+    cfg, profile = findings.cfg, findings.profile
     out = []
     if cfg is not None:
         out += ["# ---- resolved config", dump_yaml(cfg).rstrip()]
     if profile is not None:
-        out += [f"# ---- profile {profile.name}",
-                json.dumps(dataclasses.asdict(profile), sort_keys=True, indent=1).rstrip()]
-    if result.memory_lines:
-        out += ["# ---- estimated memory per GPU"] + [f"  {line}" for line in result.memory_lines]
-    if result.notes:
-        out += ["# ---- notes (not problems)"] + [f"  - {note}" for note in result.notes]
+        out += [
+            f"# ---- profile {profile.name}",
+            json.dumps(dataclasses.asdict(profile), sort_keys=True, indent=1).rstrip(),
+        ]
+    if findings.memory_lines:
+        out += ["# ---- estimated memory per GPU"] + [f"  {line}" for line in findings.memory_lines]
+    if findings.notes:
+        out += ["# ---- notes (not problems)"] + [f"  - {note}" for note in findings.notes]
     if cfg is not None and profile is not None:
-        specs = plan(cfg, profile, exp_dir)
+        specs = plan(cfg, profile, exp)
         ids = {s.name: DEPENDENCY_PLACEHOLDER.format(name=s.name) for s in specs}
         out += ["# ---- jobs and dependencies", dependency_graph(specs)]
         python = job_python(profile)
-        if not result.scripts_safe:
+        if not findings.scripts_safe:
             out += ["# ---- sbatch scripts not shown: a value below cannot be written into a job script"]
-        for s in specs if result.scripts_safe else []:
-            out += [f"# ---- sbatch script: {s.name}", sbatch_script(s, exp_dir, python, ids).rstrip()]
-    if result.problems:
-        out += [f"# ---- {len(result.problems)} problem(s): submit would refuse this plan"]
-        out += [f"  - {p}" for p in result.problems]
+        for s in specs if findings.scripts_safe else []:
+            out += [f"# ---- sbatch script: {s.name}", sbatch_script(s, exp, python, ids).rstrip()]
+    if findings.problems:
+        out += [f"# ---- {len(findings.problems)} problem(s): submit would refuse this plan"]
+        out += [f"  - {p}" for p in findings.problems]
     else:
         out += ["# ---- OK: nothing submitted (dry run)"]
     return "\n".join(out) + "\n"
@@ -450,15 +475,14 @@ def dry_run_text(result: Check, exp_dir: Path) -> str:
 # --------------------------------------------------------------------------- submit
 
 
-def snapshot_code(exp_dir: Path) -> Path:
+def snapshot_code(exp: ExperimentDir) -> Path:
     """Copy the launcher's code into ``EXP/code`` (temp dir + rename), so queued jobs are frozen."""
-    dest = exp_dir / "code"
-    tmp = exp_dir / f".code.tmp-{os.getpid()}"
+    tmp = exp.code_staging_dir()
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for name in CODE_DIRS:
         shutil.copytree(REPO_ROOT / name, tmp / name, ignore=ignore)
-    os.replace(tmp, dest)
-    return dest
+    os.replace(tmp, exp.code_dir)
+    return exp.code_dir
 
 
 def _freeze_deepspeed(cfg: ExperimentConfig, code_dir: Path) -> None:
@@ -473,10 +497,12 @@ def _freeze_deepspeed(cfg: ExperimentConfig, code_dir: Path) -> None:
             m.deepspeed = str(dest)
 
 
-def _executor(exp_dir: Path, spec: JobSpec, profile: SlurmProfile, dep: str | None) -> tp.Any:
+def _executor(exp: ExperimentDir, spec: JobSpec, profile: SlurmProfile, dep: str | None) -> tp.Any:
     import submitit
 
-    ex = submitit.SlurmExecutor(folder=str(job_folder(exp_dir)), python=job_python(profile), max_num_timeout=spec.max_timeouts)
+    ex = submitit.SlurmExecutor(
+        folder=str(exp.job_folder), python=job_python(profile), max_num_timeout=spec.max_timeouts
+    )
     params = dict(spec.params)
     if dep:
         params["additional_parameters"] = dict(params["additional_parameters"], dependency=dep)
@@ -493,7 +519,7 @@ class Refused(RuntimeError):
         The planned job that was refused (a method name or ``eval``).
     message:
         Slurm's own words (``sbatch: error: ...``), once.
-    exp_dir:
+    exp:
         The experiment directory when jobs had been submitted before (they are cancelled and the
         manifest records the refusal); None when the first job was refused: then nothing was
         started and no experiment directory is left.
@@ -504,11 +530,11 @@ class Refused(RuntimeError):
     def __init__(self, job: str, message: str) -> None:
         super().__init__(f"sbatch refused job {job}: {message}")
         self.job, self.message = job, message
-        self.exp_dir: Path | None = None
+        self.exp: ExperimentDir | None = None
         self.cancelled: list[str] = []
 
 
-def submit_spec(exp_dir: Path, spec: JobSpec, profile: SlurmProfile, dep: str | None) -> str:
+def submit_spec(exp: ExperimentDir, spec: JobSpec, profile: SlurmProfile, dep: str | None) -> str:
     """sbatch one planned job (its module-level job object, pickled by submitit); return its id.
 
     Raises :class:`Refused` with Slurm's message when sbatch refuses it. submitit also prints
@@ -518,11 +544,11 @@ def submit_spec(exp_dir: Path, spec: JobSpec, profile: SlurmProfile, dep: str | 
 
     from launch.jobs import EvalJob, TrainJob
 
-    fn = EvalJob(exp_dir, spec.threads) if spec.kind == "eval" else TrainJob(exp_dir, spec.name, spec.threads)
+    fn = EvalJob(exp.root, spec.threads) if spec.kind == "eval" else TrainJob(exp.root, spec.name, spec.threads)
     echoed = io.StringIO()
     try:
         with contextlib.redirect_stderr(echoed):
-            return _executor(exp_dir, spec, profile, dep).submit(fn).job_id
+            return _executor(exp, spec, profile, dep).submit(fn).job_id
     except Exception as exc:  # submitit's FailedJobError holds sbatch's stderr; anything else: its text
         message = " ".join(str(exc).split()) or " ".join(echoed.getvalue().split()) or type(exc).__name__
         raise Refused(spec.name, message) from None
@@ -532,7 +558,7 @@ def submit_spec(exp_dir: Path, spec: JobSpec, profile: SlurmProfile, dep: str | 
 class Submitted:
     """What :func:`submit` did."""
 
-    exp_dir: Path
+    exp: ExperimentDir
     job_ids: dict[str, str]
 
 
@@ -546,8 +572,12 @@ def _missing_dirs(path: Path) -> list[Path]:
 
 
 def submit(
-    cfg: ExperimentConfig, profile: SlurmProfile, config_path: str, overrides: tp.Sequence[str],
-    progress: bool = False, split: tp.Any = None,
+    cfg: ExperimentConfig,
+    profile: SlurmProfile,
+    config_path: str,
+    overrides: tp.Sequence[str],
+    progress: bool = False,
+    split: tp.Any = None,
 ) -> Submitted:
     """Create the experiment, submit every job, record the ids; returns without waiting.
 
@@ -566,42 +596,44 @@ def submit(
     # The data first, outside the output directory: a data problem must leave nothing behind.
     staging = Path(tempfile.mkdtemp(prefix="cyberft-data-"))
     try:
-        prepare_splits(cfg.data, staging / "data", progress=progress, split=split)
-        exp_dir = experiment.create(cfg, config_path, overrides)
-        shutil.move(str(staging / "data"), str(exp_dir / "data"))
+        staged = ExperimentDir(staging).data
+        prepare_splits(cfg.data, staged.root, progress=progress, split=split)
+        exp = experiment.create(cfg, config_path, overrides, executor="slurm")
+        shutil.move(str(staged.root), str(exp.data.root))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    code_dir = snapshot_code(exp_dir)
+    code_dir = snapshot_code(exp)
     _freeze_deepspeed(cfg, code_dir)
-    atomic_write_text(exp_dir / "config.yaml", _dump(cfg))
-    atomic_write_text(exp_dir / "profile.yaml", _dump_profile(profile))
-    experiment.update_manifest(
-        exp_dir, config_hash=config_hash(cfg), executor="slurm", profile=profile.name, code_snapshot=str(code_dir),
-        submitted_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    exp.write_config(cfg)
+    exp.write_profile(profile)
+    exp.update_manifest(
+        config_hash=config_hash(cfg),
+        profile=profile.name,
+        code_snapshot=str(code_dir),
+        submitted_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     )
     try:
-        return Submitted(exp_dir, _submit_all(cfg, profile, exp_dir))
+        return Submitted(exp, _submit_all(cfg, profile, exp))
     except Refused as exc:
         if exc.cancelled:
-            experiment.update_manifest(exp_dir, submit_error=str(exc), cancelled=exc.cancelled)
-            exc.exp_dir = exp_dir
+            exp.update_manifest(submit_error=str(exc), cancelled=exc.cancelled)
+            exc.exp = exp
         else:  # nothing was started: ours, just made, and referenced by no job
-            shutil.rmtree(exp_dir, ignore_errors=True)
+            shutil.rmtree(exp.root, ignore_errors=True)
             for d in made:
                 with contextlib.suppress(OSError):
                     d.rmdir()
         raise
 
 
-def _submit_all(cfg: ExperimentConfig, profile: SlurmProfile, exp_dir: Path) -> dict[str, str]:
+def _submit_all(cfg: ExperimentConfig, profile: SlurmProfile, exp: ExperimentDir) -> dict[str, str]:
     """sbatch every planned job in order, recording each id in the manifest as soon as it is known."""
-    from launch import experiment, slurm
+    from launch import slurm
 
     ids: dict[str, str] = {}
-    jobs_record: dict[str, dict] = {}
-    for spec in plan(cfg, profile, exp_dir):
+    for spec in plan(cfg, profile, exp):
         try:
-            job_id = submit_spec(exp_dir, spec, profile, dependency(spec, ids))
+            job_id = submit_spec(exp, spec, profile, dependency(spec, ids))
         except Refused as exc:
             if ids:
                 with contextlib.suppress(slurm.SlurmError):
@@ -609,37 +641,6 @@ def _submit_all(cfg: ExperimentConfig, profile: SlurmProfile, exp_dir: Path) -> 
             exc.cancelled = list(ids.values())
             raise
         ids[spec.name] = job_id
-        jobs_record[spec.name] = {"job_id": job_id, "executor": "slurm", "kind": spec.kind,
-                                  "depends_on": spec.depends_on, "world_size": spec.world_size}
-        experiment.update_manifest(exp_dir, jobs=jobs_record)  # after each: a crash never loses an id
+        record = JobRecord(job_id, "slurm", spec.kind, spec.depends_on, spec.world_size)
+        exp.record_job(spec.name, record)  # after each: a crash never loses an id
     return ids
-
-
-def _dump(cfg: ExperimentConfig) -> str:
-    from launch.config import dump_yaml
-
-    return dump_yaml(cfg)
-
-
-def _dump_profile(profile: SlurmProfile) -> str:
-    return yamlio.dump(dataclasses.asdict(profile))
-
-
-def load_experiment_profile(exp_dir: Path) -> SlurmProfile | None:
-    """The profile an experiment was submitted with (None for local runs)."""
-    from launch.profiles import profile_from_dict
-
-    path = Path(exp_dir) / "profile.yaml"
-    if not path.is_file():
-        return None
-    raw, problem = yamlio.read(path, "profile", "the experiment's profile.yaml")
-    if problem:
-        raise ProfileError([problem], str(path))
-    return profile_from_dict(raw, source=str(path))
-
-
-def experiment_config(exp_dir: Path) -> ExperimentConfig:
-    """The resolved config a submitted experiment's jobs read."""
-    from launch.experiment import load
-
-    return load(exp_dir)

@@ -63,8 +63,11 @@ class _Resolver(BaseResolver):
 for _tag, _rx, _first in (
     ("bool", r"true|True|TRUE|false|False|FALSE", "tTfF"),
     ("int", r"[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+", "-+0123456789"),
-    ("float", r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)",
-     "-+0123456789."),
+    (
+        "float",
+        r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)",
+        "-+0123456789.",
+    ),
     ("null", r"~|null|Null|NULL|", ["~", "n", "N", ""]),
     ("merge", r"<<", "<"),
 ):
@@ -90,9 +93,11 @@ class _Constructor(SafeConstructor):
                 except TypeError:  # an unhashable key: PyYAML reports it below
                     continue
                 if first is not None:
-                    raise YamlProblem(f"line {key_node.start_mark.line + 1}: key {_key_text(key)} appears twice in "
-                                      f"one mapping (first at line {first + 1}) -> keep one: YAML would silently "
-                                      "use the last")
+                    raise YamlProblem(
+                        f"line {key_node.start_mark.line + 1}: key {_key_text(key)} appears twice in "
+                        f"one mapping (first at line {first + 1}) -> keep one: YAML would silently "
+                        "use the last"
+                    )
                 seen[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep)
 
@@ -138,11 +143,14 @@ def _size(node: Node, memo: dict[int, int], path: set[int], depth: int) -> int:
     if key in memo:
         return memo[key]
     if key in path:
-        raise YamlProblem(f"line {node.start_mark.line + 1}: an alias refers to a value that contains it -> "
-                          "write the value out")
+        raise YamlProblem(
+            f"line {node.start_mark.line + 1}: an alias refers to a value that contains it -> write the value out"
+        )
     if depth > MAX_DEPTH:
-        raise YamlProblem(f"line {node.start_mark.line + 1}: nested more than {MAX_DEPTH} levels deep -> "
-                          "write a flat config like configs/smoke.yaml")
+        raise YamlProblem(
+            f"line {node.start_mark.line + 1}: nested more than {MAX_DEPTH} levels deep -> "
+            "write a flat config like configs/smoke.yaml"
+        )
     path.add(key)
     n = 1
     if isinstance(node, SequenceNode):
@@ -159,10 +167,15 @@ def _check_size(root: Node, alias_uses: list[tuple[int, Node]]) -> None:
     total = _size(root, memo, set(), 0)
     if total > MAX_NODES:
         biggest = max(alias_uses, key=lambda use: memo.get(id(use[1]), 0), default=None)
-        at = (f" (the alias at line {biggest[0] + 1} alone expands to {memo[id(biggest[1])]:,})"
-              if biggest is not None else "")
-        raise YamlProblem(f"expands to {total:,} values, more than the {MAX_NODES:,} a config may hold{at} -> "
-                          "write the values out instead of nesting aliases")
+        at = (
+            f" (the alias at line {biggest[0] + 1} alone expands to {memo[id(biggest[1])]:,})"
+            if biggest is not None
+            else ""
+        )
+        raise YamlProblem(
+            f"expands to {total:,} values, more than the {MAX_NODES:,} a config may hold{at} -> "
+            "write the values out instead of nesting aliases"
+        )
 
 
 def _unshared(value: tp.Any) -> tp.Any:
@@ -197,8 +210,10 @@ def parse_problem(text: str) -> tuple[tp.Any, str | None]:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         at = f"line {mark.line + 1} column {mark.column + 1}: " if mark is not None else ""
         detail = " ".join(str(getattr(exc, "problem", None) or exc).split())
-        return None, (f"{at}{detail} -> fix the syntax there (indent with spaces, not tabs; close every [ and {{; "
-                      "quote values containing ': ' or ' #')")
+        return None, (
+            f"{at}{detail} -> fix the syntax there (indent with spaces, not tabs; close every [ and {{; "
+            "quote values containing ': ' or ' #')"
+        )
     except RecursionError:
         return None, f"nested too deeply to read -> at most {MAX_DEPTH} levels"
     except ValueError as exc:  # a value YAML parses but Python refuses: an integer of 5000 digits
@@ -241,8 +256,10 @@ def read(path: Path, what: str, example: str) -> tuple[tp.Any, str | None]:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        return None, (f"{where} is not valid YAML: not valid UTF-8 at byte offset {exc.start} (line {line}, "
-                      f"byte 0x{data[exc.start]:02x}) -> re-save the file as UTF-8")
+        return None, (
+            f"{where} is not valid YAML: not valid UTF-8 at byte offset {exc.start} (line {line}, "
+            f"byte 0x{data[exc.start]:02x}) -> re-save the file as UTF-8"
+        )
     value, problem = parse_problem(text)
     if problem:
         return None, f"{where} is not valid YAML: {problem}; compare with {example}"

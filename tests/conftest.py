@@ -43,9 +43,9 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tok(tiny_model: Path) -> tp.Any:
     """The tiny model's tokenizer (with a pad token)."""
-    from train import common
+    from train import batches
 
-    return common.load_tokenizer(str(tiny_model))
+    return batches.load_tokenizer(str(tiny_model))
 
 
 @pytest.fixture(scope="session")
@@ -53,11 +53,11 @@ def examples(tok: tp.Any) -> list:
     """The first 40 bundled sample questions, encoded as training examples."""
     from launch.config import DataSource
     from launch.data import load_questions
-    from train import common
+    from train import batches
     from train.tiny_model import DEFAULT_DATA
 
     questions = load_questions(DataSource(path=str(DEFAULT_DATA)))[:40]
-    return common.encode_examples(tok, questions, max_len=256, progress=False)
+    return batches.encode_examples(tok, questions, max_len=256, progress=False)
 
 
 @pytest.fixture

@@ -27,10 +27,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from launch import experiment
-from launch.config import DataSource, load_config
-from launch.data import load_questions, prepare_splits
-from train import common, evaluate, packing, prompting
+from launch.config import DataSource
+from launch.data import load_questions
+from support import dist_train_entry
+from support.experiments import new_experiment
+from train import batches, evaluate, packing, prompting, scoring
 from train.tiny_model import ARCHITECTURES, DEFAULT_DATA, _corpus, build_tiny_model, build_tokenizer
 
 pytestmark = pytest.mark.slow
@@ -56,24 +57,23 @@ def arch_model(tmp_path_factory: pytest.TempPathFactory) -> tp.Callable[[str], P
     return get
 
 
-def entry_module() -> tp.Any:
-    """tests/dist_train_entry.py: trains like the launcher and records the trained model's logits."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("dist_train_entry", Path(__file__).with_name("dist_train_entry.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def make_experiment(repo: Path, model: Path, root: Path, extra: tp.Sequence[str] = ()) -> tuple[tp.Any, Path]:
-    overrides = [f"model.name_or_path={model}", f"output_dir={root}", "tracking.backend=none", "data.max_train=16",
-                 "data.max_eval=8"] + [f"methods.{m}.{k}" for m in ("full_sft", "lora", "qlora")
-                                       for k in (f"max_steps={STEPS}", "micro_batch_size=4")] + list(extra)
-    cfg = experiment.resolve_paths(load_config(repo / "configs" / "smoke.yaml", overrides))
-    exp_dir = experiment.create(cfg, str(repo / "configs" / "smoke.yaml"), overrides)
-    prepare_splits(cfg.data, exp_dir / "data", progress=False)
-    return cfg, exp_dir
+    overrides = (
+        [
+            f"model.name_or_path={model}",
+            f"output_dir={root}",
+            "tracking.backend=none",
+            "data.max_train=16",
+            "data.max_eval=8",
+        ]
+        + [
+            f"methods.{m}.{k}"
+            for m in ("full_sft", "lora", "qlora")
+            for k in (f"max_steps={STEPS}", "micro_batch_size=4")
+        ]
+        + list(extra)
+    )
+    return new_experiment(overrides)
 
 
 def plain_scores(model: tp.Any, tokenizer: tp.Any, questions: list) -> list[list[float]]:
@@ -98,10 +98,10 @@ def test_method_trains_saves_reloads_and_scores(arch, kind, arch_model, repo, tm
     cfg, exp_dir = make_experiment(repo, model_dir, tmp_path / "runs")
     probe = tmp_path / "probe"
     probe.mkdir()
-    entry = entry_module()
+    entry = dist_train_entry
     entry.train(exp_dir, kind, probe)  # the entrypoint's main(), recording the trained model's logits
 
-    metrics = json.loads((exp_dir / "methods" / kind / "metrics.json").read_text())
+    metrics = json.loads(exp_dir.method(kind).metrics_file.read_text())
     assert metrics["status"] == "completed" and metrics["steps"] == STEPS
     losses = json.loads((probe / "losses.json").read_text())
     assert len(losses) == STEPS and all(0 < x < 50 for x in losses)
@@ -119,9 +119,9 @@ def test_method_trains_saves_reloads_and_scores(arch, kind, arch_model, repo, tm
         assert float((entry.logits_of(base, base.config.vocab_size) - trained).abs().max()) > 1e-4, "nothing trained"
 
     # The evaluator's batched scores (left padding, prefix cache where it applies) equal a plain forward.
-    tokenizer = common.load_tokenizer(str(model_dir))
-    questions = common.load_split(cfg, exp_dir, "eval")
-    got = evaluate.score_loglik(model, tokenizer, questions, batch_size=4, max_len=256, progress=False)
+    tokenizer = batches.load_tokenizer(str(model_dir))
+    questions = batches.load_split(cfg, exp_dir, "eval")
+    got = scoring.score_loglik(model, tokenizer, questions, batch_size=4, max_len=256, progress=False)
     want = plain_scores(model, tokenizer, questions)
     worst = max(abs(g["logprobs"][k] - w[i]) for g, w in zip(got, want) for i, k in enumerate("ABCD"))
     assert worst <= 1e-4, f"{arch} {kind}: batched scores differ from a plain forward by {worst}"
@@ -141,8 +141,8 @@ def test_packed_rows_train_like_separate_examples(arch, arch_model, sample_quest
     from transformers import AutoModelForCausalLM
 
     model_dir = arch_model(arch)
-    tok = common.load_tokenizer(str(model_dir))
-    examples = common.encode_examples(tok, sample_questions[:6], max_len=256, progress=False)
+    tok = batches.load_tokenizer(str(model_dir))
+    examples = batches.encode_examples(tok, sample_questions[:6], max_len=256, progress=False)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).train()
 
     def grads_of(loss: torch.Tensor) -> torch.Tensor:
@@ -152,8 +152,9 @@ def test_packed_rows_train_like_separate_examples(arch, arch_model, sample_quest
 
     # Reference: each example alone (no padding, no packing), weighted by its answer tokens.
     n_answer = [sum(label != -100 for label in e.labels[1:]) for e in examples]
-    ref_loss = sum(packing.answer_loss(model, common.collate([e], tok.pad_token_id)) * n
-                   for e, n in zip(examples, n_answer)) / sum(n_answer)
+    ref_loss = sum(
+        packing.answer_loss(model, batches.collate([e], tok.pad_token_id)) * n for e, n in zip(examples, n_answer)
+    ) / sum(n_answer)
     ref_grads = grads_of(ref_loss)
     with packing.padding_free_attention(model):
         loss = packing.answer_loss(model, packing.collate_packed(examples))
@@ -168,18 +169,19 @@ def test_prefix_cache_is_used_where_exact_and_scores_equal_full_contexts(arch, a
     from transformers import AutoModelForCausalLM
 
     model_dir = arch_model(arch)
-    tok = common.load_tokenizer(str(model_dir))
+    tok = batches.load_tokenizer(str(model_dir))
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     codec = prompting.AnswerCodec(tok)
     contexts = [prompting.scoring_context(tok, codec, q, 256) for q in sample_questions]
-    cache = evaluate.PrefixCache.build(model, contexts)
+    cache = scoring.PrefixCache.build(model, contexts)
     window = getattr(model.config, "sliding_window", None)
     # A sliding window shorter than the contexts would see the padding between prefix and question
     # as distance: the cache is refused then, and used everywhere else.
     assert (cache is None) == bool(window and window < max(map(len, contexts))), (arch, window)
-    shared = evaluate.score_loglik(model, tok, sample_questions, batch_size=5, max_len=256, progress=False)
-    full = evaluate.score_loglik(model, tok, sample_questions, batch_size=5, max_len=256, progress=False,
-                                 share_prefix=False)
+    shared = scoring.score_loglik(model, tok, sample_questions, batch_size=5, max_len=256, progress=False)
+    full = scoring.score_loglik(
+        model, tok, sample_questions, batch_size=5, max_len=256, progress=False, share_prefix=False
+    )
     for a, b in zip(shared, full):
         assert [a["logprobs"][k] for k in "ABCD"] == pytest.approx([b["logprobs"][k] for k in "ABCD"], abs=1e-4)
 
@@ -190,11 +192,11 @@ def test_prefix_cache_under_a_window_longer_than_the_prompts_is_used_and_exact(a
     from transformers import AutoModelForCausalLM
 
     model_dir = arch_model(arch)
-    tok = common.load_tokenizer(str(model_dir))
+    tok = batches.load_tokenizer(str(model_dir))
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, sliding_window=4096).eval()
     codec = prompting.AnswerCodec(tok)
-    assert evaluate.PrefixCache.build(model, [prompting.scoring_context(tok, codec, q, 256) for q in sample_questions])
-    shared = evaluate.score_loglik(model, tok, sample_questions, batch_size=5, max_len=256, progress=False)
+    assert scoring.PrefixCache.build(model, [prompting.scoring_context(tok, codec, q, 256) for q in sample_questions])
+    shared = scoring.score_loglik(model, tok, sample_questions, batch_size=5, max_len=256, progress=False)
     want = plain_scores(model, tok, sample_questions)
     worst = max(abs(g["logprobs"][k] - w[i]) for g, w in zip(shared, want) for i, k in enumerate("ABCD"))
     assert worst <= 1e-4, (arch, worst)
@@ -207,15 +209,16 @@ def test_lora_targets_that_match_nothing_stop_the_job_before_any_step(arch_model
     """Llama's projection names on GPT-NeoX: refused at job start, naming the model's linear layers."""
     from train import lora
 
-    cfg, exp_dir = make_experiment(repo, arch_model("gpt-neox"), tmp_path / "runs",
-                                   ["methods.lora.lora.target_modules=[q_proj, v_proj]"])
+    cfg, exp_dir = make_experiment(
+        repo, arch_model("gpt-neox"), tmp_path / "runs", ["methods.lora.lora.target_modules=[q_proj, v_proj]"]
+    )
     with pytest.raises(ValueError) as info:
         lora.main(cfg, "lora", exp_dir, threads=1)
     message = str(info.value)
     assert "methods.lora.lora.target_modules: ['q_proj', 'v_proj']" in message
     assert "query_key_value" in message and "dense_h_to_4h" in message and "all-linear" in message
-    assert not (exp_dir / "methods" / "lora" / "progress.json").exists(), "a step ran"
-    assert json.loads((exp_dir / "methods" / "lora" / "metrics.json").read_text())["status"] == "failed"
+    assert not exp_dir.method("lora").progress_file.exists(), "a step ran"
+    assert exp_dir.method("lora").read_metrics().status == "failed"
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -231,8 +234,11 @@ def test_memory_estimate_reads_each_architectures_shape_exactly(arch, arch_model
     assert shape.n_params == sum(p.numel() for p in model.parameters())
     assert shape.tie_embeddings == model.config.tie_word_embeddings
     output = model.get_output_embeddings()
-    linears = {name.rsplit(".", 1)[-1]: (m.in_features, m.out_features) for name, m in model.named_modules()
-               if isinstance(m, torch.nn.Linear) and m is not output}
+    linears = {
+        name.rsplit(".", 1)[-1]: (m.in_features, m.out_features)
+        for name, m in model.named_modules()
+        if isinstance(m, torch.nn.Linear) and m is not output
+    }
     assert shape.linear_shapes() == linears
 
 
@@ -250,8 +256,11 @@ def test_all_linear_adapts_every_linear_layer_and_matches_the_memory_estimate(ar
     base = AutoModelForCausalLM.from_pretrained(model_dir)
     linears = linear_module_names(base)
     model = get_peft_model(base, lora_config(LoraSettings()))
-    adapted = {n.rsplit(".lora_A", 1)[0].removeprefix("base_model.model.") for n, _ in model.named_modules()
-               if n.endswith(".lora_A")}
+    adapted = {
+        n.rsplit(".lora_A", 1)[0].removeprefix("base_model.model.")
+        for n, _ in model.named_modules()
+        if n.endswith(".lora_A")
+    }
     assert adapted == set(linears)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert memory.lora_params(memory.model_shape(str(model_dir)), LoraSettings())[0] == trainable
@@ -268,20 +277,35 @@ def test_zero3_on_two_processes_saves_the_weights_of_one_process(arch, arch_mode
     from test_zero import run_child
 
     ds = repo / "ds_configs" / "zero3.json"
-    entry = Path(__file__).with_name("dist_train_entry.py")
+    entry = Path(dist_train_entry.__file__)
     saved = {}
-    runs = (("one", 1, ["methods.full_sft.micro_batch_size=4"]),
-            ("zero3", 2, [f"methods.full_sft.deepspeed={ds}", "methods.full_sft.micro_batch_size=2"]))
+    runs = (
+        ("one", 1, ["methods.full_sft.micro_batch_size=4"]),
+        ("zero3", 2, [f"methods.full_sft.deepspeed={ds}", "methods.full_sft.micro_batch_size=2"]),
+    )
     for key, nproc, extra in runs:
         _, exp_dir = make_experiment(repo, arch_model(arch), tmp_path / key, extra)
         probe = tmp_path / key / "probe"
         probe.mkdir()
         if nproc == 1:
-            entry_module().train(exp_dir, "full_sft", probe)
+            dist_train_entry.train(exp_dir, "full_sft", probe)
         else:
-            run_child([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-                       str(entry), "train", str(exp_dir), "full_sft", str(probe)], repo)
-        saved[key] = load_file(exp_dir / "methods" / "full_sft" / "model" / "model.safetensors")
+            run_child(
+                [
+                    sys.executable,
+                    "-m",
+                    "torch.distributed.run",
+                    "--standalone",
+                    f"--nproc_per_node={nproc}",
+                    str(entry),
+                    "train",
+                    str(exp_dir),
+                    "full_sft",
+                    str(probe),
+                ],
+                repo,
+            )
+        saved[key] = load_file(exp_dir.method("full_sft").model_dir / "model.safetensors")
     assert saved["one"].keys() == saved["zero3"].keys()
     worst = max(float((saved["one"][k] - saved["zero3"][k]).abs().max()) for k in saved["one"])
     print(f"{arch}: ZeRO-3 x 2 vs 1 process, max |weight difference| = {worst:.3g}")

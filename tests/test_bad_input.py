@@ -145,7 +145,10 @@ class Case:
             (self.data_path, self.data_bytes if self.data_bytes is not None else self.data_text().encode()),
             (self.profile_path, self.profile_bytes if self.profile_bytes is not None else _yaml(self.profile)),
             (self.config_path, self.config_bytes if self.config_bytes is not None else _yaml(self.config)),
-            (self.earlier / "manifest.json", b'{"experiment": "smoke-20240101-000000", "jobs": {"lora": {"job_id": "17"}}}\n'),
+            (
+                self.earlier / "manifest.json",
+                b'{"experiment": "smoke-20240101-000000", "jobs": {"lora": {"job_id": "17"}}}\n',
+            ),
             (self.earlier / "config.yaml", _yaml(SMOKE)),
             (self.earlier / "data" / "train.jsonl", b'{"question": "q"}\n'),
             (self.earlier / "methods" / "lora" / "metrics.json", b'{"status": "completed"}\n'),
@@ -235,15 +238,35 @@ TOKEN_SHAPES = {
     "private_key": st.sampled_from(["RSA ", "EC ", "OPENSSH ", ""]).map(lambda t: f"-----BEGIN {t}PRIVATE KEY-----"),
     "url": st.text(ALNUM, min_size=6, max_size=12).map(lambda t: f"postgres://bob:{t}@db.example.org/x"),
 }
-CREDENTIAL_NAME = st.tuples(
-    st.sampled_from(["", "HF_", "WANDB_", "DB_", "MY_APP_", "AWS_", "hf_", "Github"]),
-    st.sampled_from(["TOKEN", "SECRET", "PASSWORD", "PASSWD", "PWD", "API_KEY", "APIKEY", "CREDENTIALS",
-                     "ACCESS_KEY", "PRIVATE_KEY", "AUTH", "Token", "secret", "Key"]),
-).filter(lambda t: t[0] or t[1] != "Key").map("".join)
+CREDENTIAL_NAME = (
+    st.tuples(
+        st.sampled_from(["", "HF_", "WANDB_", "DB_", "MY_APP_", "AWS_", "hf_", "Github"]),
+        st.sampled_from(
+            [
+                "TOKEN",
+                "SECRET",
+                "PASSWORD",
+                "PASSWD",
+                "PWD",
+                "API_KEY",
+                "APIKEY",
+                "CREDENTIALS",
+                "ACCESS_KEY",
+                "PRIVATE_KEY",
+                "AUTH",
+                "Token",
+                "secret",
+                "Key",
+            ]
+        ),
+    )
+    .filter(lambda t: t[0] or t[1] != "Key")
+    .map("".join)
+)
 """Variable names that name a credential (by their words: HF_TOKEN, DB_PASSWD, GithubToken...)."""
 
 
-def _token(case: "Case", pick: Pick) -> str:
+def _token(case: Case, pick: Pick) -> str:
     """A token-shaped value (of a shape picked too), registered as a secret no output may show."""
     shape = pick("hf", st.sampled_from(sorted(TOKENS)))
     token = pick(TOKENS[shape], TOKEN_SHAPES[shape])
@@ -278,6 +301,7 @@ def kind(name: str) -> tp.Callable[[Mutation], Mutation]:
         assert name not in KINDS, name
         KINDS[name] = fn
         return fn
+
     return register
 
 
@@ -286,7 +310,10 @@ def kind(name: str) -> tp.Callable[[Mutation], Mutation]:
 
 @kind("string_for_float")
 def _(case: Case, pick: Pick) -> list[str]:
-    i, key = pick(1, METHOD), pick("learning_rate", st.sampled_from(["learning_rate", "epochs", "warmup_ratio", "weight_decay"]))
+    i, key = (
+        pick(1, METHOD),
+        pick("learning_rate", st.sampled_from(["learning_rate", "epochs", "warmup_ratio", "weight_decay"])),
+    )
     case.method(i)[key] = pick("fast", NOT_A_NUMBER)
     return [rf"config: {case.label(i)}\.{key}: expected a number"]
 
@@ -327,7 +354,12 @@ def _(case: Case, pick: Pick) -> list[str]:
 
 @kind("list_for_mapping")
 def _(case: Case, pick: Pick) -> list[str]:
-    where = pick("model", st.sampled_from(["model", "data", "data.train", "eval", "tracking", "local", "methods.0.resources", "methods.1.lora"]))
+    where = pick(
+        "model",
+        st.sampled_from(
+            ["model", "data", "data.train", "eval", "tracking", "local", "methods.0.resources", "methods.1.lora"]
+        ),
+    )
     *parents, key = where.split(".")
     node: tp.Any = case.config
     for p in parents:
@@ -341,33 +373,48 @@ def _(case: Case, pick: Pick) -> list[str]:
     if pick("methods", st.sampled_from(["methods", "target_modules"])) == "methods":
         case.config["methods"] = {m["name"]: m for m in case.config["methods"]}
         return [r"config: methods: expected a list"]
-    case.method(1)["lora"]["target_modules"] = pick({"q_proj": True}, st.dictionaries(IDENT, st.integers(), min_size=1, max_size=2))
+    case.method(1)["lora"]["target_modules"] = pick(
+        {"q_proj": True}, st.dictionaries(IDENT, st.integers(), min_size=1, max_size=2)
+    )
     return [rf"config: {case.label(1)}\.lora\.target_modules: expected a list"]
 
 
 @kind("yaml11_surprise")
 def _(case: Case, pick: Pick) -> list[str]:
     """What YAML 1.1 reads as a number or a boolean is text here, and the field refuses it."""
-    where, text, needle = pick(("methods.1.resources.time_min", "2:00:00", "expected an integer"), st.sampled_from([
-        ("methods.0.resources.time_min", "1:30", "expected an integer"),
-        ("data.dedup", "yes", "expected true or false"), ("data.dedup", "off", "expected true or false"),
-        ("model.trust_remote_code", "on", "expected true or false"), ("methods.2.learning_rate", "1_000",
-                                                                       "expected a number"),
-        ("eval.include_base", "No", "expected true or false"),
-    ]))
+    where, text, needle = pick(
+        ("methods.1.resources.time_min", "2:00:00", "expected an integer"),
+        st.sampled_from(
+            [
+                ("methods.0.resources.time_min", "1:30", "expected an integer"),
+                ("data.dedup", "yes", "expected true or false"),
+                ("data.dedup", "off", "expected true or false"),
+                ("model.trust_remote_code", "on", "expected true or false"),
+                ("methods.2.learning_rate", "1_000", "expected a number"),
+                ("eval.include_base", "No", "expected true or false"),
+            ]
+        ),
+    )
     case.overrides.append(f"{where}={text}")
     return [rf"config: {_where(where)}: {needle}, got str"]
 
 
 @kind("unknown_literal")
 def _(case: Case, pick: Pick) -> list[str]:
-    where = pick("methods.1.kind", st.sampled_from(["methods.1.kind", "methods.0.precision", "model.dtype", "eval.mode", "tracking.mode"]))
+    where = pick(
+        "methods.1.kind",
+        st.sampled_from(["methods.1.kind", "methods.0.precision", "model.dtype", "eval.mode", "tracking.mode"]),
+    )
     *parents, key = where.split(".")
     node: tp.Any = case.config
     for p in parents:
         node = node[int(p)] if isinstance(node, list) else node[p]
-    allowed = {"kind": METHOD_KINDS, "precision": ("auto", "fp32", "bf16", "fp16"), "dtype": ("auto", "float32", "bfloat16", "float16"),
-               "mode": ("loglik", "generate", "online", "offline", "disabled")}[key]
+    allowed = {
+        "kind": METHOD_KINDS,
+        "precision": ("auto", "fp32", "bf16", "fp16"),
+        "dtype": ("auto", "float32", "bfloat16", "float16"),
+        "mode": ("loglik", "generate", "online", "offline", "disabled"),
+    }[key]
     node[key] = pick("dpo", st.one_of(ANY_TEXT, st.integers()).filter(lambda v: v not in allowed))
     return [rf"config: {_where(where)}: .* is not allowed"]
 
@@ -391,7 +438,7 @@ def _(case: Case, pick: Pick) -> list[str]:
 def _(case: Case, pick: Pick) -> list[str]:
     key = pick("methods", st.sampled_from(["model", "data", "methods", "eval", "tracking", "output_dir", "local"]))
     pos = pick(2, st.integers(0, len(key) - 1))
-    typo = key[:pos] + key[pos + 1:]  # one letter dropped: close enough for a did-you-mean
+    typo = key[:pos] + key[pos + 1 :]  # one letter dropped: close enough for a did-you-mean
     case.config[typo] = case.config.pop(key) if key != "methods" else case.config["methods"]
     return [rf"config: {re.escape(typo)}: unknown key -> did you mean {key!r}\?"]
 
@@ -401,7 +448,7 @@ def _(case: Case, pick: Pick) -> list[str]:
     i = pick(0, METHOD)
     key = pick("learning_rate", st.sampled_from(["learning_rate", "micro_batch_size", "max_steps", "resources"]))
     pos = pick(5, st.integers(0, len(key) - 1))
-    typo = key[:pos] + key[pos + 1:]
+    typo = key[:pos] + key[pos + 1 :]
     case.method(i)[typo] = case.method(i).pop(key)
     return [rf"config: {case.label(i)}\.{re.escape(typo)}: unknown key -> did you mean {key!r}\?"]
 
@@ -472,7 +519,7 @@ def _(case: Case, pick: Pick) -> list[str]:
 @kind("negative_max_timeouts")
 def _(case: Case, pick: Pick) -> list[str]:
     r, where = _resources(case, pick)
-    r["max_timeouts"] = pick(-1, st.integers(-10**6, -1))
+    r["max_timeouts"] = pick(-1, st.integers(-(10**6), -1))
     return [rf"config: {where}\.max_timeouts: -\d+ -> 0 \(never requeue"]
 
 
@@ -493,7 +540,9 @@ def _(case: Case, pick: Pick) -> list[str]:
 @kind("huge_number_for_float")
 def _(case: Case, pick: Pick) -> list[str]:
     i = pick(1, METHOD)
-    case.method(i)["learning_rate"] = pick(10**400, st.integers(min_value=2**1024, max_value=10**1000))  # beyond float range
+    case.method(i)["learning_rate"] = pick(
+        10**400, st.integers(min_value=2**1024, max_value=10**1000)
+    )  # beyond float range
     return [rf"config: {case.label(i)}\.learning_rate: expected a finite number"]
 
 
@@ -516,7 +565,9 @@ def _(case: Case, pick: Pick) -> list[str]:
     if where == "jsonl":
         case.use_jsonl()
     k = pick(3, RECORD)
-    case.data_bytes = case.data_text().replace(f'"solution": "{case.records[k]["solution"]}"', f'"solution": {digits}', 1).encode()
+    case.data_bytes = (
+        case.data_text().replace(f'"solution": "{case.records[k]["solution"]}"', f'"solution": {digits}', 1).encode()
+    )
     return [r"JSON cannot be read \(.*4300 digits"]
 
 
@@ -528,7 +579,9 @@ def _(case: Case, pick: Pick) -> list[str]:
 
 @kind("bad_experiment_name")
 def _(case: Case, pick: Pick) -> list[str]:
-    case.config["name"] = pick("../escape", ANY_TEXT.filter(lambda s: not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", s)))
+    case.config["name"] = pick(
+        "../escape", ANY_TEXT.filter(lambda s: not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", s))
+    )
     return [r"config: name: "]
 
 
@@ -545,9 +598,16 @@ def _(case: Case, pick: Pick) -> list[str]:
 
 @kind("small_numbers_elsewhere")
 def _(case: Case, pick: Pick) -> list[str]:
-    where = pick("eval.batch_size", st.sampled_from(["eval.batch_size", "model.max_seq_len", "data.max_train", "data.max_eval", "eval.max_new_tokens"]))
+    where = pick(
+        "eval.batch_size",
+        st.sampled_from(
+            ["eval.batch_size", "model.max_seq_len", "data.max_train", "data.max_eval", "eval.max_new_tokens"]
+        ),
+    )
     section, key = where.split(".")
-    case.config[section][key] = pick(0, st.integers(max_value=0 if key in ("batch_size", "max_train", "max_eval") else 3))
+    case.config[section][key] = pick(
+        0, st.integers(max_value=0 if key in ("batch_size", "max_train", "max_eval") else 3)
+    )
     return [rf"config: {re.escape(where)}: -?\d+ ->"]
 
 
@@ -555,7 +615,9 @@ def _(case: Case, pick: Pick) -> list[str]:
 def _(case: Case, pick: Pick) -> list[str]:
     i = pick(1, st.sampled_from([1, 2]))
     key = pick("r", st.sampled_from(["r", "alpha", "dropout"]))
-    case.method(i)["lora"][key] = pick(0, st.integers(max_value=0)) if key != "dropout" else pick(1.0, st.floats(min_value=1.0))
+    case.method(i)["lora"][key] = (
+        pick(0, st.integers(max_value=0)) if key != "dropout" else pick(1.0, st.floats(min_value=1.0))
+    )
     return [rf"config: {case.label(i)}\.lora"]
 
 
@@ -603,7 +665,9 @@ def _(case: Case, pick: Pick) -> list[str]:
 @kind("deepspeed_on_lora")
 def _(case: Case, pick: Pick) -> list[str]:
     i = pick(1, st.sampled_from([1, 2]))
-    case.method(i)["deepspeed"] = pick("ds_configs/zero2.json", st.sampled_from(["ds_configs/zero3.json", "ds_configs/zero3_offload.json"]))
+    case.method(i)["deepspeed"] = pick(
+        "ds_configs/zero2.json", st.sampled_from(["ds_configs/zero3.json", "ds_configs/zero3_offload.json"])
+    )
     return [rf"config: {case.label(i)}\.deepspeed: set for kind"]
 
 
@@ -617,7 +681,10 @@ def _(case: Case, pick: Pick) -> list[str]:
 @kind("deepspeed_file_not_json")
 def _(case: Case, pick: Pick) -> list[str]:
     path = case.root / "ds" / "zero.json"
-    case.files[path] = pick(b'{"zero_optimization": {"stage": 3,}', st.sampled_from([b"", b"[1, 2]", b"\xff\xfe", b'{"zero_optimization": 3}']))
+    case.files[path] = pick(
+        b'{"zero_optimization": {"stage": 3,}',
+        st.sampled_from([b"", b"[1, 2]", b"\xff\xfe", b'{"zero_optimization": 3}']),
+    )
     case.method(0)["deepspeed"] = str(path)
     return [r"config: methods\[0\] \(full_sft\)\.deepspeed: "]
 
@@ -634,7 +701,9 @@ def _(case: Case, pick: Pick) -> list[str]:
 @kind("model_dir_without_config_json")
 def _(case: Case, pick: Pick) -> list[str]:
     model = case.root / "half-model"
-    case.files[model / pick("tokenizer.json", st.sampled_from(["tokenizer.json", "model.safetensors", "README.md"]))] = b"{}"
+    case.files[
+        model / pick("tokenizer.json", st.sampled_from(["tokenizer.json", "model.safetensors", "README.md"]))
+    ] = b"{}"
     case.config["model"]["name_or_path"] = str(model)
     return [r"config: model\.name_or_path: .* has no config\.json"]
 
@@ -757,7 +826,10 @@ def _(case: Case, pick: Pick) -> list[str]:
 
 @kind("override_without_equals")
 def _(case: Case, pick: Pick) -> list[str]:
-    item = pick("methods.lora.learning_rate", st.text(min_size=1, max_size=12).filter(lambda s: "=" not in s and not s.startswith("-")))
+    item = pick(
+        "methods.lora.learning_rate",
+        st.text(min_size=1, max_size=12).filter(lambda s: "=" not in s and not s.startswith("-")),
+    )
     case.overrides.append(item)
     return [rf"config: override {re.escape(repr(item))}: expected key=value"]
 
@@ -765,15 +837,21 @@ def _(case: Case, pick: Pick) -> list[str]:
 @kind("override_unknown_method")
 def _(case: Case, pick: Pick) -> list[str]:
     names = [m["name"] for m in case.config["methods"]]
-    name = pick("dora", st.from_regex(r"[a-z0-9_-]{1,10}", fullmatch=True).filter(
-        lambda s: s not in names and not (s.isdigit() and int(s) < len(names))))
+    name = pick(
+        "dora",
+        st.from_regex(r"[a-z0-9_-]{1,10}", fullmatch=True).filter(
+            lambda s: s not in names and not (s.isdigit() and int(s) < len(names))
+        ),
+    )
     case.overrides.append(f"methods.{name}.learning_rate=1e-4")
     return [rf"config: override methods\.{re.escape(name)}(\.learning_rate)?: no list item"]
 
 
 @kind("override_into_a_scalar")
 def _(case: Case, pick: Pick) -> list[str]:
-    key = pick("name", st.sampled_from(["name", "seed", "output_dir", "methods.lora.learning_rate", "model.name_or_path"]))
+    key = pick(
+        "name", st.sampled_from(["name", "seed", "output_dir", "methods.lora.learning_rate", "model.name_or_path"])
+    )
     sub = pick("x", st.sampled_from(["x", "y.z"]))
     case.overrides.append(f"{key}.{sub}=1")
     return [rf"config: override {re.escape(key)}\.{re.escape(sub)}: .* not a mapping"]
@@ -829,7 +907,10 @@ def _(case: Case, pick: Pick) -> list[str]:
 
 @kind("profile_non_positive_number")
 def _(case: Case, pick: Pick) -> list[str]:
-    key = pick("gpus_per_node", st.sampled_from(["gpus_per_node", "gpu_mem_gb", "cpus_per_gpu", "mem_gb_per_gpu", "max_time_min"]))
+    key = pick(
+        "gpus_per_node",
+        st.sampled_from(["gpus_per_node", "gpu_mem_gb", "cpus_per_gpu", "mem_gb_per_gpu", "max_time_min"]),
+    )
     case.profile[key] = pick(0, NON_POSITIVE_INT)
     return [rf"profile: {key}: -?\d+ -> a positive whole number"]
 
@@ -842,7 +923,10 @@ def _(case: Case, pick: Pick) -> list[str]:
 
 @kind("profile_wrong_type")
 def _(case: Case, pick: Pick) -> list[str]:
-    key = pick("gpus_per_node", st.sampled_from(["gpus_per_node", "max_time_min", "price_per_gpu_hour", "partition", "setup", "env"]))
+    key = pick(
+        "gpus_per_node",
+        st.sampled_from(["gpus_per_node", "max_time_min", "price_per_gpu_hour", "partition", "setup", "env"]),
+    )
     bad = {"partition": 7, "setup": "module load cuda", "env": ["A=1"]}.get(key, "two")
     case.profile[key] = bad
     return [rf"profile: {key}: expected "]
@@ -858,7 +942,7 @@ def _(case: Case, pick: Pick) -> list[str]:
 def _(case: Case, pick: Pick) -> list[str]:
     key = pick("gpus_per_node", st.sampled_from(["gpus_per_node", "partition", "max_time_min", "cpus_per_gpu"]))
     pos = pick(3, st.integers(0, len(key) - 1))
-    typo = key[:pos] + key[pos + 1:]
+    typo = key[:pos] + key[pos + 1 :]
     case.profile[typo] = case.profile[key]
     return [rf"profile: {re.escape(typo)}: unknown key -> did you mean {key!r}\?"]
 
@@ -866,7 +950,10 @@ def _(case: Case, pick: Pick) -> list[str]:
 @kind("profile_secret_env")
 def _(case: Case, pick: Pick) -> list[str]:
     name = pick("HF_TOKEN", CREDENTIAL_NAME)
-    case.profile["env"] = {"NCCL_DEBUG": "WARN", name: "s3cr3t-" + pick("abc123", st.from_regex(r"[A-Za-z0-9]{4,12}", fullmatch=True))}
+    case.profile["env"] = {
+        "NCCL_DEBUG": "WARN",
+        name: "s3cr3t-" + pick("abc123", st.from_regex(r"[A-Za-z0-9]{4,12}", fullmatch=True)),
+    }
     return [rf"profile: env\.{re.escape(name)}: names a credential \(value not shown\)"]
 
 
@@ -889,7 +976,9 @@ def _(case: Case, pick: Pick) -> list[str]:
 
 @kind("profile_yaml_syntax_error")
 def _(case: Case, pick: Pick) -> list[str]:
-    case.profile_bytes = _yaml(case.profile) + pick(b"setup: [module load\n", st.sampled_from([b"env: {A: 1\n", b"  : :\n", b"\tpartition: x\n"]))
+    case.profile_bytes = _yaml(case.profile) + pick(
+        b"setup: [module load\n", st.sampled_from([b"env: {A: 1\n", b"  : :\n", b"\tpartition: x\n"])
+    )
     return [r"profile: .* is not valid YAML"]
 
 
@@ -926,7 +1015,9 @@ def _(case: Case, pick: Pick) -> list[str]:
 @kind("solution_outside_A_D")
 def _(case: Case, pick: Pick) -> list[str]:
     k = pick(3, RECORD)
-    case.records[k]["solution"] = pick("E", st.one_of(ANY_TEXT, st.integers(), st.none(), st.booleans()).filter(lambda v: v not in LETTERS))
+    case.records[k]["solution"] = pick(
+        "E", st.one_of(ANY_TEXT, st.integers(), st.none(), st.booleans()).filter(lambda v: v not in LETTERS)
+    )
     return [rf"record {k}\b.*: solution .* is not one of A, B, C, D"]
 
 
@@ -959,7 +1050,9 @@ def _(case: Case, pick: Pick) -> list[str]:
 @kind("empty_question_text")
 def _(case: Case, pick: Pick) -> list[str]:
     k = pick(3, RECORD)
-    value = pick("", st.one_of(st.sampled_from([" ", "\n\t"]), st.integers(), st.none(), st.lists(st.text(), max_size=2)))
+    value = pick(
+        "", st.one_of(st.sampled_from([" ", "\n\t"]), st.integers(), st.none(), st.lists(st.text(), max_size=2))
+    )
     if value is None and pick(False, st.booleans()):
         del case.records[k]["question"]
     else:
@@ -970,7 +1063,9 @@ def _(case: Case, pick: Pick) -> list[str]:
 @kind("record_not_a_mapping")
 def _(case: Case, pick: Pick) -> list[str]:
     k = pick(3, RECORD)
-    case.records[k] = pick("Which port does HTTP use?", st.one_of(st.text(), st.integers(), st.lists(st.integers(), max_size=3), st.none()))
+    case.records[k] = pick(
+        "Which port does HTTP use?", st.one_of(st.text(), st.integers(), st.lists(st.integers(), max_size=3), st.none())
+    )
     return [rf"record {k}\b.*: expected a mapping"]
 
 
@@ -982,7 +1077,9 @@ def _(case: Case, pick: Pick) -> list[str]:
     wrong = [x for x in LETTERS if first["answers"][x].strip().lower() != right.strip().lower()]
     dup = copy.deepcopy(first)
     # The same question as the deduplication sees it (case, spacing, end punctuation), another answer.
-    dup["question"] = pick(lambda q: q.upper(), st.sampled_from([lambda q: q, lambda q: "  " + q + " ", lambda q: q.rstrip("?")]))(first["question"])
+    dup["question"] = pick(
+        lambda q: q.upper(), st.sampled_from([lambda q: q, lambda q: "  " + q + " ", lambda q: q.rstrip("?")])
+    )(first["question"])
     dup["solution"] = pick(wrong[0], st.sampled_from(wrong))
     case.records[j] = dup
     if pick("json", st.sampled_from(["json", "jsonl"])) == "jsonl":
@@ -996,7 +1093,9 @@ def _(case: Case, pick: Pick) -> list[str]:
     data = case.data_text().encode()
     starts = [m.start() for m in re.finditer(rb'"question": "', data)]
     at = starts[pick(3, RECORD)] + len('"question": "')
-    case.data_bytes = data[:at] + pick(b"\xff", st.sampled_from([b"\xc3\x28", b"\xed\xa0\x80", b"\x80\x80"])) + data[at:]
+    case.data_bytes = (
+        data[:at] + pick(b"\xff", st.sampled_from([b"\xc3\x28", b"\xed\xa0\x80", b"\x80\x80"])) + data[at:]
+    )
     line = data.count(b"\n", 0, at) + 1
     return [rf"not valid UTF-8 at byte offset {at} \(line {line}\b"]
 
@@ -1008,7 +1107,7 @@ def _(case: Case, pick: Pick) -> list[str]:
     at = commas[pick(10, st.integers(0, len(commas) - 1))]
     how = pick("drop_comma", st.sampled_from(["drop_comma", "truncate", "trailing_comma"]))
     if how == "drop_comma":
-        data = data[:at] + data[at + 1:]
+        data = data[:at] + data[at + 1 :]
     elif how == "truncate":
         data = data[:at]
     else:
@@ -1022,7 +1121,10 @@ def _(case: Case, pick: Pick) -> list[str]:
     case.use_jsonl()
     lines = case.data_text().splitlines(keepends=True)
     n = pick(5, st.integers(1, len(lines)))
-    lines[n - 1] = pick('{"question": "Which port?", "answers": \n', st.sampled_from(["not json\n", "{'single': 'quotes'}\n", "[1, 2\n"]))
+    lines[n - 1] = pick(
+        '{"question": "Which port?", "answers": \n',
+        st.sampled_from(["not json\n", "{'single': 'quotes'}\n", "[1, 2\n"]),
+    )
     case.data_bytes = "".join(lines).encode()
     return [rf"record {n - 1} \(line {n}\): invalid JSON"]
 
@@ -1030,7 +1132,12 @@ def _(case: Case, pick: Pick) -> list[str]:
 @kind("data_wrong_top_level")
 def _(case: Case, pick: Pick) -> list[str]:
     shape = pick("list", st.sampled_from(["list", "other_key", "questions_not_list", "scalar"]))
-    obj = {"list": case.records, "other_key": {"items": case.records}, "questions_not_list": {"questions": {"q": 1}}, "scalar": 42}[shape]
+    obj = {
+        "list": case.records,
+        "other_key": {"items": case.records},
+        "questions_not_list": {"questions": {"q": 1}},
+        "scalar": 42,
+    }[shape]
     case.data_bytes = json.dumps(obj).encode()
     return [r"cyber_mcq\.json: (top level|'questions')"]
 
@@ -1121,22 +1228,31 @@ def _(case: Case, pick: Pick) -> list[str]:
 
 @kind("python_with_shell_syntax")
 def _(case: Case, pick: Pick) -> list[str]:
-    case.profile["python"] = "/opt/venv/bin/python" + pick("; touch /tmp/pwned", st.sampled_from(
-        [" && id", " $(id)", " `id`", " # rest", " 'x'", " > /tmp/x", " | tee", "\ntouch /tmp/x"]))
+    case.profile["python"] = "/opt/venv/bin/python" + pick(
+        "; touch /tmp/pwned",
+        st.sampled_from([" && id", " $(id)", " `id`", " # rest", " 'x'", " > /tmp/x", " | tee", "\ntouch /tmp/x"]),
+    )
     return [r"profile: python: "]
 
 
 @kind("option_name_not_sbatch_syntax")
 def _(case: Case, pick: Pick) -> list[str]:
-    case.profile["additional_parameters"] = {pick("mail type", st.sampled_from(
-        ["--mail-type", "Mail_Type", "x\n#SBATCH --array", "a;b", "_x", "comment="])): "x"}
+    case.profile["additional_parameters"] = {
+        pick(
+            "mail type", st.sampled_from(["--mail-type", "Mail_Type", "x\n#SBATCH --array", "a;b", "_x", "comment="])
+        ): "x"
+    }
     return [r"profile: additional_parameters\..*: not an sbatch option name"]
 
 
 @kind("option_value_unsafe")
 def _(case: Case, pick: Pick) -> list[str]:
-    value = pick("x\n#SBATCH --array=1-9", st.one_of(
-        CONTROL.map(lambda c: f"a{c}b"), st.sampled_from(["a'b", 'a"b', "a\\b", " lead", "trail ", "", False])))
+    value = pick(
+        "x\n#SBATCH --array=1-9",
+        st.one_of(
+            CONTROL.map(lambda c: f"a{c}b"), st.sampled_from(["a'b", 'a"b', "a\\b", " lead", "trail ", "", False])
+        ),
+    )
     case.profile["additional_parameters"] = {"comment": value}
     return [r"profile: additional_parameters\.comment: "]
 
@@ -1156,8 +1272,10 @@ def _(case: Case, pick: Pick) -> list[str]:
 @kind("setup_line_sets_a_credential")
 def _(case: Case, pick: Pick) -> list[str]:
     name = pick("WANDB_API_KEY", CREDENTIAL_NAME)
-    form = pick("export {n}={v}", st.sampled_from(["{n}={v}", "export {n}='{v}'", "module load x; export {n}={v}",
-                                                    "declare -x {n}=\"{v}\""]))
+    form = pick(
+        "export {n}={v}",
+        st.sampled_from(["{n}={v}", "export {n}='{v}'", "module load x; export {n}={v}", 'declare -x {n}="{v}"']),
+    )
     case.profile["setup"] = ["module load cuda/12.4", form.format(n=name, v="s3cr3t0123")]
     return [rf"profile: setup\[1\]: sets {re.escape(name)}, a credential \(value not shown\)"]
 
@@ -1170,8 +1288,9 @@ def _(case: Case, pick: Pick) -> list[str]:
 
 @kind("token_in_config_string")
 def _(case: Case, pick: Pick) -> list[str]:
-    where = pick("tracking.entity", st.sampled_from(["tracking.project", "model.name_or_path",
-                                                     "methods.1.lora.target_modules"]))
+    where = pick(
+        "tracking.entity", st.sampled_from(["tracking.project", "model.name_or_path", "methods.1.lora.target_modules"])
+    )
     token = _token(case, pick)
     if where.endswith("target_modules"):
         case.method(1)["lora"]["target_modules"] = ["q_proj", token]
@@ -1184,8 +1303,9 @@ def _(case: Case, pick: Pick) -> list[str]:
 @kind("token_in_override")
 def _(case: Case, pick: Pick) -> list[str]:
     token = _token(case, pick)
-    where = pick("tracking.entity", st.sampled_from(["tracking.project", "name", "data.train.split", "tracking.mode",
-                                                     "seed"]))
+    where = pick(
+        "tracking.entity", st.sampled_from(["tracking.project", "name", "data.train.split", "tracking.mode", "seed"])
+    )
     case.overrides.append(f"{where}={token}")
     if where == "tracking.mode":  # not allowed, and the message does not show it
         return [r"config: tracking\.mode: '<redacted: .*>' is not allowed"]
@@ -1336,10 +1456,23 @@ def _(case: Case, pick: Pick) -> list[str]:
 # ---- numbers beyond any range
 
 
-INT_FIELDS = ["methods.1.lora.r", "methods.1.lora.alpha", "methods.0.micro_batch_size", "methods.0.grad_accum_steps",
-              "methods.0.max_steps", "methods.0.resources.nodes", "methods.0.resources.gpus_per_node",
-              "methods.1.resources.time_min", "methods.2.checkpoint.keep", "eval.batch_size", "model.max_seq_len",
-              "data.max_train", "seed", "local.threads_per_job", "eval.resources.mem_gb_per_gpu"]
+INT_FIELDS = [
+    "methods.1.lora.r",
+    "methods.1.lora.alpha",
+    "methods.0.micro_batch_size",
+    "methods.0.grad_accum_steps",
+    "methods.0.max_steps",
+    "methods.0.resources.nodes",
+    "methods.0.resources.gpus_per_node",
+    "methods.1.resources.time_min",
+    "methods.2.checkpoint.keep",
+    "eval.batch_size",
+    "model.max_seq_len",
+    "data.max_train",
+    "seed",
+    "local.threads_per_job",
+    "eval.resources.mem_gb_per_gpu",
+]
 
 
 @kind("huge_integer")
@@ -1352,8 +1485,9 @@ def _(case: Case, pick: Pick) -> list[str]:
 
 @kind("profile_huge_integer")
 def _(case: Case, pick: Pick) -> list[str]:
-    key = pick("gpus_per_node", st.sampled_from(["gpu_mem_gb", "cpus_per_gpu", "mem_gb_per_gpu", "max_time_min",
-                                                   "max_nodes"]))
+    key = pick(
+        "gpus_per_node", st.sampled_from(["gpu_mem_gb", "cpus_per_gpu", "mem_gb_per_gpu", "max_time_min", "max_nodes"])
+    )
     case.profile[key] = 10 ** pick(300, st.integers(10, 4000))
     return [rf"profile: {key}: .* -> at most \d+"]
 
@@ -1434,12 +1568,20 @@ def _(case: Case, pick: Pick) -> list[str]:
 
 @kind("slurm_refuses_the_first_job")
 def _(case: Case, pick: Pick) -> list[str]:
-    message = pick("Invalid partition name specified", st.sampled_from([
-        "Invalid account or account/partition combination specified",
-        "Requested node configuration is not available",
-        "Invalid generic resource (gres) specification"]))
-    case.env = {"FAKE_SBATCH_FAIL_AT": "5001",
-                "FAKE_SBATCH_MESSAGE": f"sbatch: error: Batch job submission failed: {message}"}
+    message = pick(
+        "Invalid partition name specified",
+        st.sampled_from(
+            [
+                "Invalid account or account/partition combination specified",
+                "Requested node configuration is not available",
+                "Invalid generic resource (gres) specification",
+            ]
+        ),
+    )
+    case.env = {
+        "FAKE_SBATCH_FAIL_AT": "5001",
+        "FAKE_SBATCH_MESSAGE": f"sbatch: error: Batch job submission failed: {message}",
+    }
     case.dry_rc = 0  # only Slurm can refuse this: the dry run has nothing to object to
     case.verify = None
     return [rf"sbatch refused job full_sft: .*{re.escape(message)}"]
@@ -1465,6 +1607,7 @@ def _(case: Case, pick: Pick) -> list[str]:
         scripts = [(state / f"script-{n}.sh").read_text() for n in range(5001, 5004)]
         times = [re.search(r"#SBATCH --time=(\d+)", text).group(1) for text in scripts]
         assert times == [str(shared["time_min"]), minutes, str(shared["time_min"])], times
+
     case.verify = verify
     return []
 
@@ -1479,6 +1622,7 @@ def _(case: Case, pick: Pick) -> list[str]:
 
     def verify(state: Path) -> None:
         assert re.search(rf"#SBATCH --job-name={name}\.full_sft\n", (state / "script-5001.sh").read_text())
+
     case.verify = verify
     return []
 
@@ -1609,8 +1753,12 @@ def test_each_kind_is_refused(harness, kind_name):
     harness(kind_name, Pick())
 
 
-@settings(max_examples=int(os.environ.get("BAD_INPUT_EXAMPLES", "100")), deadline=None, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.filter_too_much])
+@settings(
+    max_examples=int(os.environ.get("BAD_INPUT_EXAMPLES", "100")),
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
 @given(data=st.data())
 def test_random_bad_input_is_refused(harness, data):
     kind_name = data.draw(st.sampled_from(sorted(KINDS)), label="kind")
@@ -1622,12 +1770,24 @@ def test_repeated_questions_that_agree_are_accepted(tmp_path):
     from launch.config import DataConfig, DataSource
     from launch.data import DataError, load_questions, prepare_splits
 
-    first = {"question": "Which port does HTTP use?", "answers": {"A": "80", "B": "443", "C": "21", "D": "22"}, "solution": "A"}
+    first = {
+        "question": "Which port does HTTP use?",
+        "answers": {"A": "80", "B": "443", "C": "21", "D": "22"},
+        "solution": "A",
+    }
     agree = [
         first,
         {**first, "question": "which port does HTTP use"},  # the same record, as dedup compares it
-        {"question": "Which port does HTTP use ?", "answers": {"A": "22", "B": "21", "C": "443", "D": "80."}, "solution": "D"},
-        {"question": "Which port does HTTP use?", "answers": {"A": "Port 80", "B": "1", "C": "2", "D": "3"}, "solution": "A"},
+        {
+            "question": "Which port does HTTP use ?",
+            "answers": {"A": "22", "B": "21", "C": "443", "D": "80."},
+            "solution": "D",
+        },
+        {
+            "question": "Which port does HTTP use?",
+            "answers": {"A": "Port 80", "B": "1", "C": "2", "D": "3"},
+            "solution": "A",
+        },
     ]
     path = tmp_path / "agree.json"
     path.write_text(json.dumps({"questions": agree}))

@@ -3,12 +3,14 @@ progress, and a quiet end when the reader of stdout goes away."""
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 from launch import local
+from launch.expdir import ExperimentDir
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -23,36 +25,41 @@ def quiet_progress() -> local._Progress:
 
 def test_a_job_that_has_not_started_says_starting_once(tmp_path, capsys):
     bars = quiet_progress()
-    missing = tmp_path / "methods" / "lora" / "progress.json"
+    exp = ExperimentDir(tmp_path)
+    read = functools.partial(local.method_progress, exp, "lora")
     for _ in range(5):  # the launcher polls twice a second while the job loads its model
-        bars.update("lora", missing)
+        bars.update("lora", read)
     progress = {"step": 3, "total_steps": 10, "loss": 0.5, "flushed_step": 0}
-    missing.parent.mkdir(parents=True)
-    missing.write_text(json.dumps(progress))
+    written = exp.method("lora").progress_file
+    written.parent.mkdir(parents=True)
+    written.write_text(json.dumps(progress))
     for _ in range(3):
-        bars.update("lora", missing)
-    bars.update("lora", missing, final="completed")
+        bars.update("lora", read)
+    bars.update("lora", read, final="completed")
     lines = capsys.readouterr().out.splitlines()
-    assert lines == ["[cyberft] lora: starting", "[cyberft] lora: step 3/10 loss 0.5000",
-                     "[cyberft] lora: step 3/10 loss 0.5000 completed"]
+    assert lines == [
+        "[cyberft] lora: starting",
+        "[cyberft] lora: step 3/10 loss 0.5000",
+        "[cyberft] lora: step 3/10 loss 0.5000 completed",
+    ]
 
 
 def test_the_evaluation_reports_its_progress(tmp_path, capsys):
-    from train.evaluate import EvalProgress
+    from train.evaluate import ScoringProgress
 
-    path = tmp_path / "eval" / "progress.json"
-    tracker = EvalProgress(path, ["base", "lora"], total=200)
+    exp = ExperimentDir(tmp_path)
+    tracker = ScoringProgress(exp.eval, ["base", "lora"], total=200)
     tracker.EVERY_S = 0.0
-    bars = quiet_progress()
-    bars.update("eval", path, describe=local.describe_eval)  # before the job wrote anything
+    bars, read = quiet_progress(), functools.partial(local.eval_progress, exp)
+    bars.update("eval", read)  # before the job wrote anything
     tracker.start("base")
     tracker.advance(16)
-    bars.update("eval", path, describe=local.describe_eval)
+    bars.update("eval", read)
     tracker.advance(184)
     tracker.finish(0.265)
     tracker.start("lora")
     tracker.advance(32)
-    bars.update("eval", path, describe=local.describe_eval)
+    bars.update("eval", read)
     assert capsys.readouterr().out.splitlines() == [
         "[cyberft] eval: starting",
         "[cyberft] eval: model 1/2 (base): 16/200 questions",
@@ -66,8 +73,8 @@ def test_report_into_a_pipe_that_closes_ends_quietly(tmp_path):
     rows = [dict(row, method=f"method-{i:05d}") for i in range(20000)]  # about 2 MB of table
     exp = tmp_path / "exp"
     exp.mkdir()
-    (exp / "summary.json").write_text(json.dumps({"rows": rows}))
-    script = f"{sys.executable} -m launch.cli report {exp} | head -n 2; echo \"status=${{PIPESTATUS[0]}}\" >&2"
+    ExperimentDir(exp).summary_file.write_text(json.dumps({"rows": rows}))
+    script = f'{sys.executable} -m launch.cli report {exp} | head -n 2; echo "status=${{PIPESTATUS[0]}}" >&2'
     res = subprocess.run(["bash", "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert res.stdout.splitlines()[0].startswith("method")
     assert len(res.stdout.splitlines()) == 2

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from launch import preflight
-from launch.config import ConfigError, build_config, from_dict, load_config, config_hash, dump_yaml
+from launch.config import ConfigError, build_config, config_hash, dump_yaml, from_dict, load_config
 
 SHIPPED = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 
@@ -108,7 +108,9 @@ def test_every_problem_is_listed_once(tmp_path):
 
 
 def test_overrides_by_method_name_and_index(tmp_path):
-    cfg = from_dict(_base(tmp_path), ["methods.l.learning_rate=1e-3", "methods.0.lora.r=4", "eval.mode=generate", "seed=7"])
+    cfg = from_dict(
+        _base(tmp_path), ["methods.l.learning_rate=1e-3", "methods.0.lora.r=4", "eval.mode=generate", "seed=7"]
+    )
     m = cfg.methods[0]
     assert (m.learning_rate, m.lora.r, cfg.eval.mode, cfg.seed) == (1e-3, 4, "generate", 7)
 
@@ -130,7 +132,10 @@ def test_bad_overrides_are_problems(tmp_path):
         ({"name": "a b"}, "name: 'a b'"),
         ({"methods": []}, "methods: empty"),
         ({"methods": [{"name": "base", "kind": "lora"}]}, "reserved"),
-        ({"methods": [{"name": "x", "kind": "lora", "deepspeed": "ds_configs/zero3.json"}]}, "DeepSpeed ZeRO is for full_sft"),
+        (
+            {"methods": [{"name": "x", "kind": "lora", "deepspeed": "ds_configs/zero3.json"}]},
+            "DeepSpeed ZeRO is for full_sft",
+        ),
         ({"methods": [{"name": "x", "kind": "full_sft", "deepspeed": "nope.json"}]}, "does not exist"),
         ({"methods": [{"name": "x", "kind": "qlora", "resources": {"nodes": 2}}]}, "qlora runs on one GPU"),
         ({"methods": [{"name": "x", "kind": "lora", "lora": {"target_modules": []}}]}, "target_modules: empty"),

@@ -156,7 +156,10 @@ def test_every_bad_record_is_reported_with_index(tmp_path):
     for p, (i, text) in zip(problems, expected.items()):
         assert p.startswith(f"{path} record {i}: "), p
         assert text in p, p
-    assert problems[7] == f"{path} record 8: solution 'E' is not one of A, B, C, D -> give the letter of the correct option"
+    assert (
+        problems[7]
+        == f"{path} record 8: solution 'E' is not one of A, B, C, D -> give the letter of the correct option"
+    )
 
 
 def test_several_problems_in_one_record_are_all_reported(tmp_path):
@@ -275,8 +278,13 @@ def test_split_is_independent_of_hash_seed(tmp_path):
         "print([q.question for q in split_questions(qs, 0.3, 7)[1]])"
     )
     outs = {
-        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                       env={"PYTHONHASHSEED": seed, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}).stdout
+        subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={"PYTHONHASHSEED": seed, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        ).stdout
         for seed in ("1", "2")
     }
     assert len(outs) == 1
@@ -340,7 +348,9 @@ def test_prepare_splits_from_one_source(tmp_path):
 def test_prepare_splits_with_eval_source_dedup_and_caps(tmp_path):
     train_src = _write_jsonl(tmp_path / "train.jsonl", _records(30))
     eval_src = _write_json(tmp_path / "eval.json", _records(5))  # questions 0-4 are also in train
-    cfg = DataConfig(train=DataSource(path=str(train_src)), eval=DataSource(path=str(eval_src)), max_train=10, max_eval=3)
+    cfg = DataConfig(
+        train=DataSource(path=str(train_src)), eval=DataSource(path=str(eval_src)), max_train=10, max_eval=3
+    )
     prepared = prepare_splits(cfg, tmp_path / "out", progress=False)
     assert (prepared.n_train, prepared.n_eval, prepared.n_dropped_duplicates) == (10, 3, 5)
     assert len(load_jsonl_questions(prepared.train_path)) == 10

@@ -1,7 +1,7 @@
 """Integration tests of slurm/dev-cluster/up and down against a real local Slurm (root, Debian packages).
 
 Skipped without root or without a way to install Slurm, unless CI is set (then they fail);
-see tests/slurm_cluster.py. The single-node cluster with slurmdbd is started once for the module;
+see tests/support/slurm_cluster.py. The single-node cluster with slurmdbd is started once for the module;
 the two-node (loop2) test stops it and starts its own cluster, on other ports.
 """
 
@@ -12,7 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from slurm_cluster import cluster_or_skip, cluster_pids, make_base, pid_alive, run, stop_all, stop_cluster, wait_job
+from support.slurm_cluster import (
+    cluster_or_skip,
+    cluster_pids,
+    make_base,
+    pid_alive,
+    run,
+    stop_all,
+    stop_cluster,
+    wait_job,
+)
 
 
 @pytest.fixture(scope="module")

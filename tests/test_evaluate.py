@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import json
+import functools
 
 import pytest
 import torch
 
 from launch.config import DataSource
 from launch.data import load_questions
-from train import common, evaluate, prompting
+from launch.expdir import ExperimentDir
+from train import batches, evaluate, prompting, scoring
 
 
 @pytest.fixture(scope="module")
@@ -18,16 +19,18 @@ def model_and_questions(tiny_model, repo):
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(tiny_model)
-    tokenizer = common.load_tokenizer(str(tiny_model))
+    tokenizer = batches.load_tokenizer(str(tiny_model))
     questions = load_questions(DataSource(path=str(repo / "data" / "sample" / "cyber_mcq.json")))[::37][:12]
     return model, tokenizer, questions
 
 
 def test_batched_scores_equal_single_scores(model_and_questions):
     model, tokenizer, questions = model_and_questions
-    batched = evaluate.score_loglik(model, tokenizer, questions, batch_size=5, max_len=256, progress=False)
-    single = evaluate.score_loglik(model, tokenizer, questions, batch_size=1, max_len=256, progress=False)
-    assert len({len(prompting.prompt_ids(tokenizer, q)) for q in questions}) > 1, "need prompts of different lengths to exercise padding"
+    batched = scoring.score_loglik(model, tokenizer, questions, batch_size=5, max_len=256, progress=False)
+    single = scoring.score_loglik(model, tokenizer, questions, batch_size=1, max_len=256, progress=False)
+    assert len({len(prompting.prompt_ids(tokenizer, q)) for q in questions}) > 1, (
+        "need prompts of different lengths to exercise padding"
+    )
     for b, s in zip(batched, single):
         assert b["pred"] == s["pred"]
         for k in "ABCD":
@@ -42,7 +45,7 @@ def test_scores_match_a_plain_forward(model_and_questions):
     ctx = prompting.scoring_context(tokenizer, codec, q, 256)
     with torch.no_grad():
         logp = torch.log_softmax(model(torch.tensor([ctx])).logits[0, -1].float(), -1)
-    got = evaluate.score_loglik(model, tokenizer, [q], batch_size=1, max_len=256, progress=False)[0]
+    got = scoring.score_loglik(model, tokenizer, [q], batch_size=1, max_len=256, progress=False)[0]
     for k in "ABCD":
         assert got["logprobs"][k] == pytest.approx(float(logp[codec.letter_ids[k][0]]), abs=1e-5)
 
@@ -51,22 +54,27 @@ def test_shared_prefix_is_the_system_turn_and_leaves_each_question_a_token(model
     _, tokenizer, questions = model_and_questions
     codec = prompting.AnswerCodec(tokenizer)
     ctxs = [prompting.scoring_context(tokenizer, codec, q, 256) for q in questions]
-    n = evaluate.shared_prefix_len(ctxs)
-    assert n >= evaluate.SHARED_PREFIX_MIN and all(c[:n] == ctxs[0][:n] for c in ctxs)
+    n = scoring.shared_prefix_len(ctxs)
+    assert n >= scoring.SHARED_PREFIX_MIN and all(c[:n] == ctxs[0][:n] for c in ctxs)
     assert len({c[n] for c in ctxs}) > 1  # the first token after it differs somewhere
     assert prompting.SYSTEM_PROMPT in tokenizer.decode(ctxs[0][:n])
-    assert evaluate.shared_prefix_len([[1, 2, 3], [1, 2, 3]]) == 2  # identical contexts keep their last token
-    assert evaluate.shared_prefix_len([ctxs[0]]) == 0
+    assert scoring.shared_prefix_len([[1, 2, 3], [1, 2, 3]]) == 2  # identical contexts keep their last token
+    assert scoring.shared_prefix_len([ctxs[0]]) == 0
 
 
 @pytest.mark.parametrize("batch_size", [1, 5, 12])
 def test_shared_prefix_cache_gives_the_scores_of_full_contexts(model_and_questions, batch_size):
     """Reusing the prefix's keys and values (padding between prefix and question) changes no score."""
     model, tokenizer, questions = model_and_questions
-    shared = evaluate.score_loglik(model, tokenizer, questions, batch_size=batch_size, max_len=256, progress=False)
-    full = evaluate.score_loglik(model, tokenizer, questions, batch_size=batch_size, max_len=256, progress=False, share_prefix=False)
+    shared = scoring.score_loglik(model, tokenizer, questions, batch_size=batch_size, max_len=256, progress=False)
+    full = scoring.score_loglik(
+        model, tokenizer, questions, batch_size=batch_size, max_len=256, progress=False, share_prefix=False
+    )
     codec = prompting.AnswerCodec(tokenizer)
-    assert evaluate.PrefixCache.build(model, [prompting.scoring_context(tokenizer, codec, q, 256) for q in questions]) is not None
+    assert (
+        scoring.PrefixCache.build(model, [prompting.scoring_context(tokenizer, codec, q, 256) for q in questions])
+        is not None
+    )
     for a, b in zip(shared, full):
         assert a["pred"] == b["pred"]
         assert [a["logprobs"][k] for k in "ABCD"] == pytest.approx([b["logprobs"][k] for k in "ABCD"], abs=1e-4)
@@ -81,8 +89,10 @@ def test_shared_prefix_cache_on_a_4bit_adapter_model(tiny_model, model_and_quest
     _, tokenizer, questions = model_and_questions
     base = quant.load_4bit(str(tiny_model), torch.float32)
     model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
-    shared = evaluate.score_loglik(model, tokenizer, questions[:6], batch_size=3, max_len=256, progress=False)
-    full = evaluate.score_loglik(model, tokenizer, questions[:6], batch_size=3, max_len=256, progress=False, share_prefix=False)
+    shared = scoring.score_loglik(model, tokenizer, questions[:6], batch_size=3, max_len=256, progress=False)
+    full = scoring.score_loglik(
+        model, tokenizer, questions[:6], batch_size=3, max_len=256, progress=False, share_prefix=False
+    )
     for a, b in zip(shared, full):
         assert [a["logprobs"][k] for k in "ABCD"] == pytest.approx([b["logprobs"][k] for k in "ABCD"], abs=1e-3)
 
@@ -99,15 +109,24 @@ def test_multi_token_path_agrees_with_fast_path(model_and_questions):
     codec = prompting.AnswerCodec(tokenizer)
     ctxs = [prompting.scoring_context(tokenizer, codec, q, 256) for q in questions[:4]]
     with torch.no_grad():
-        slow = evaluate._multi_token_logp(model, ctxs, [codec.letter_ids[k] for k in "ABCD"], tokenizer.pad_token_id)
-    fast = evaluate.score_loglik(model, tokenizer, questions[:4], batch_size=4, max_len=256, progress=False)
+        slow = scoring._multi_token_logp(model, ctxs, [codec.letter_ids[k] for k in "ABCD"], tokenizer.pad_token_id)
+    fast = scoring.score_loglik(model, tokenizer, questions[:4], batch_size=4, max_len=256, progress=False)
     for row, f in zip(slow, fast):
         assert [float(x) for x in row] == pytest.approx([f["logprobs"][k] for k in "ABCD"], abs=1e-4)
 
 
 @pytest.mark.parametrize(
     "text, letter",
-    [("ANSWER: B", "B"), (" ANSWER:C", "C"), ("ANSWER: D because", "D"), ("answer: B", None), ("B", None), ("The ANSWER: A", None), ("ANSWER: E", None), ("ANSWER: AB", None)],
+    [
+        ("ANSWER: B", "B"),
+        (" ANSWER:C", "C"),
+        ("ANSWER: D because", "D"),
+        ("answer: B", None),
+        ("B", None),
+        ("The ANSWER: A", None),
+        ("ANSWER: E", None),
+        ("ANSWER: AB", None),
+    ],
 )
 def test_strict_answer_parsing(text, letter):
     assert prompting.parse_answer(text) == letter
@@ -115,7 +134,9 @@ def test_strict_answer_parsing(text, letter):
 
 def test_generation_mode_reports_parse_failures(model_and_questions):
     model, tokenizer, questions = model_and_questions
-    out = evaluate.score_generate(model, tokenizer, questions[:4], batch_size=2, max_len=256, max_new_tokens=6, progress=False)
+    out = scoring.score_generate(
+        model, tokenizer, questions[:4], batch_size=2, max_len=256, max_new_tokens=6, progress=False
+    )
     assert len(out) == 4
     for o in out:  # an untrained model produces noise: parse failures are None, never a guess
         assert o["pred"] in (None, "A", "B", "C", "D")
@@ -129,7 +150,7 @@ def test_training_and_scoring_use_the_same_prompt(model_and_questions):
     ids, labels = prompting.encode_training_example(tokenizer, codec, q, 256)
     ctx = prompting.scoring_context(tokenizer, codec, q, 256)
     assert ids[: len(ctx)] == ctx
-    assert ids[len(ctx): len(ctx) + 1] == codec.letter_ids[q.solution]
+    assert ids[len(ctx) : len(ctx) + 1] == codec.letter_ids[q.solution]
     assert all(x == -100 for x in labels[: len(ctx) - len(codec.prefix_ids)])
     assert labels[-1] == tokenizer.eos_token_id
     assert "<|assistant|>" in tokenizer.decode(ids) and "Question:" in tokenizer.decode(ids)
@@ -145,18 +166,20 @@ def test_interrupted_evaluation_resumes_from_the_chunks_already_scored(model_and
         calls.append(len(chunk))
         if len(calls) == 3:
             raise KeyboardInterrupt("killed mid-evaluation")
-        return evaluate.score_loglik(model, tokenizer, chunk, batch_size=4, max_len=256, progress=False)
+        return scoring.score_loglik(model, tokenizer, chunk, batch_size=4, max_len=256, progress=False)
 
-    partial = tmp_path / "partial" / "m"
+    scored = ExperimentDir(tmp_path).eval
+    chunk_file = functools.partial(scored.chunk_file, "m")
     with pytest.raises(KeyboardInterrupt):
-        evaluate.score_in_chunks(score, questions, partial, chunk_size=5)  # 12 questions: chunks of 5, 5, 2
+        evaluate.score_in_chunks(score, questions, chunk_file, chunk_size=5)  # 12 questions: chunks of 5, 5, 2
+    partial = scored.partial_dir("m")
     assert sorted(p.name for p in partial.iterdir()) == ["chunk-00000-of-00003.jsonl", "chunk-00001-of-00003.jsonl"]
     # A torn write (not through the atomic helper) is not trusted: that chunk is scored again.
-    (partial / "chunk-00001-of-00003.jsonl").write_text('{"pred": "A"}\n')
+    chunk_file(1, 3).write_text('{"pred": "A"}\n')
     calls.clear()
-    resumed = evaluate.score_in_chunks(score, questions, partial, chunk_size=5)
+    resumed = evaluate.score_in_chunks(score, questions, chunk_file, chunk_size=5)
     assert calls == [5, 2]
-    fresh = evaluate.score_loglik(model, tokenizer, questions, batch_size=4, max_len=256, progress=False)
+    fresh = scoring.score_loglik(model, tokenizer, questions, batch_size=4, max_len=256, progress=False)
     assert [r["pred"] for r in resumed] == [r["pred"] for r in fresh]
     for r, f in zip(resumed, fresh):
         assert r["logprobs"] == pytest.approx(f["logprobs"], abs=1e-5)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from launch.config import InputError
-from tiny_gguf import write_llama_gguf
+from support.tiny_gguf import write_llama_gguf
 from train import gguf_import
 from train.tiny_model import ARCHITECTURES, DEFAULT_DATA, _corpus, build_tiny_model, build_tokenizer
 
@@ -100,8 +100,13 @@ def test_a_failed_import_leaves_the_output_directory_as_it_was(llamas, tmp_path,
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "launch.cli", "import-gguf", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "launch.cli", "import-gguf", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_a_file_that_is_not_gguf_exits_2_and_writes_nothing(tmp_path):
@@ -128,10 +133,12 @@ def test_every_tiny_architecture_name_is_a_cli_choice():
 
 
 def test_import_gguf_help_does_not_import_torch():
-    code = ("import sys, contextlib, io\nimport launch.cli\n"
-            "with contextlib.redirect_stdout(io.StringIO()):\n"
-            "    try:\n        launch.cli.main(['import-gguf', '--help'])\n    except SystemExit:\n        pass\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in {'torch', 'transformers', 'gguf'}))\n")
+    code = (
+        "import sys, contextlib, io\nimport launch.cli\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    try:\n        launch.cli.main(['import-gguf', '--help'])\n    except SystemExit:\n        pass\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in {'torch', 'transformers', 'gguf'}))\n"
+    )
     res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert res.stdout.strip() == "[]", res.stdout + res.stderr
 

@@ -26,8 +26,9 @@ def gpu_check_module():
 
 def run(*args: str, **env: str) -> subprocess.CompletedProcess:
     full = {**os.environ, "CUDA_VISIBLE_DEVICES": "", **env}
-    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=REPO, env=full, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args], cwd=REPO, env=full, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_without_a_gpu_it_prints_its_plan_and_exits_0(tmp_path):
@@ -60,7 +61,7 @@ def test_runner_reports_each_step_and_goes_on_after_a_failure(tmp_path):
     assert a1["status"] == "failed" and "models step did not build it" in a1["error"]
     assert steps["a2_gpu_binding"]["status"] == "passed", steps["a2_gpu_binding"]
     assert len(steps["a2_gpu_binding"]["checks"]) == 4
-    table = res.stdout[res.stdout.index("step "):]
+    table = res.stdout[res.stdout.index("step ") :]
     assert "a1_full_sft_bf16   failed" in table and "a2_gpu_binding     passed" in table
 
 

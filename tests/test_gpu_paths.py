@@ -20,40 +20,44 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from launch import experiment
-from launch.config import DataSource, load_config
-from launch.data import load_questions, prepare_splits
+from launch.config import DataSource
+from launch.data import load_questions
+from launch.expdir import ExperimentDir, MethodDir, Progress
 from launch.jobs import ENTRYPOINTS
-from train import common, evaluate, packing, prompting
-from train.common import collate
+from support.experiments import new_experiment
+from train import loop, packing, prompting, runtime, scoring
+from train.batches import collate
 from train.tiny_model import DEFAULT_DATA
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def make_experiment(tmp_path: Path, tiny_model: Path, *extra: str) -> tuple[tp.Any, Path]:
-    overrides = [f"model.name_or_path={tiny_model}", f"output_dir={tmp_path / 'runs'}", "tracking.backend=none",
-                 "data.max_train=48", "data.max_eval=8", *extra]
-    cfg = experiment.resolve_paths(load_config(REPO / "configs" / "smoke.yaml", overrides))
-    exp_dir = experiment.create(cfg, str(REPO / "configs" / "smoke.yaml"), overrides)
-    prepare_splits(cfg.data, exp_dir / "data", progress=False)
-    return cfg, exp_dir
+def make_experiment(tmp_path: Path, tiny_model: Path, *extra: str) -> tuple[tp.Any, ExperimentDir]:
+    overrides = [
+        f"model.name_or_path={tiny_model}",
+        f"output_dir={tmp_path / 'runs'}",
+        "tracking.backend=none",
+        "data.max_train=48",
+        "data.max_eval=8",
+        *extra,
+    ]
+    return new_experiment(overrides)
 
 
-def train_capturing(cfg: tp.Any, exp_dir: Path, kind: str) -> tuple[dict, common.TrainResult]:
+def train_capturing(cfg: tp.Any, exp_dir: ExperimentDir, kind: str) -> tuple[dict, loop.TrainResult]:
     """Run ``kind``'s entrypoint; return its metrics and the loop's result (the trained model in memory)."""
-    seen: list[common.TrainResult] = []
-    real = common.train_loop
+    seen: list[loop.TrainResult] = []
+    real = loop.train_loop
 
-    def loop(*a: tp.Any, **k: tp.Any) -> common.TrainResult:
+    def capturing(*a: tp.Any, **k: tp.Any) -> loop.TrainResult:
         seen.append(real(*a, **k))
         return seen[-1]
 
-    common.train_loop = loop
+    loop.train_loop = capturing
     try:
         metrics = importlib.import_module(ENTRYPOINTS[kind]).main(cfg, kind, exp_dir, threads=1)
     finally:
-        common.train_loop = real
+        loop.train_loop = real
     return metrics, seen[0]
 
 
@@ -62,8 +66,8 @@ def train_capturing(cfg: tp.Any, exp_dir: Path, kind: str) -> tuple[dict, common
 
 @pytest.fixture
 def bf16_accelerator_state():
-    """accelerate keeps one AcceleratorState per process: an earlier test's (fp32) must not reach the bf16
-    run, which would then refuse its precision, and the bf16 run's must not reach later tests."""
+    """accelerate keeps one AcceleratorState per process: an earlier in-process run's (fp32, e.g.
+    test_architectures') would refuse bf16, and the bf16 run's must not reach later tests."""
     from accelerate.state import AcceleratorState
 
     AcceleratorState._reset_state(reset_partial_state=True)
@@ -71,18 +75,26 @@ def bf16_accelerator_state():
     AcceleratorState._reset_state(reset_partial_state=True)
 
 
-def test_bf16_full_sft_without_deepspeed_keeps_fp32_master_weights(tmp_path, tiny_model, monkeypatch,
-                                                                   bf16_accelerator_state):
+def test_bf16_full_sft_without_deepspeed_keeps_fp32_master_weights(
+    tmp_path, tiny_model, monkeypatch, bf16_accelerator_state
+):
     """model.dtype bfloat16, precision bf16, lr 1e-5, no DeepSpeed: every update must land in the weights.
 
     The GPU path is forced on CPU (accelerate's bf16 autocast). The old code loaded bf16 weights and let
     AdamW update them in bf16, where a 1e-5 step is below the rounding of most weights: they stayed as
     they were and the run "completed".
     """
-    monkeypatch.setattr(common, "resolve_precision", lambda precision: "bf16")
-    cfg, exp_dir = make_experiment(tmp_path, tiny_model, "model.dtype=bfloat16", "methods.full_sft.precision=bf16",
-                                   "methods.full_sft.learning_rate=1e-5", "methods.full_sft.max_steps=8",
-                                   "methods.full_sft.micro_batch_size=6", "methods.full_sft.warmup_ratio=0")
+    monkeypatch.setattr(runtime, "resolve_precision", lambda precision: "bf16")
+    cfg, exp_dir = make_experiment(
+        tmp_path,
+        tiny_model,
+        "model.dtype=bfloat16",
+        "methods.full_sft.precision=bf16",
+        "methods.full_sft.learning_rate=1e-5",
+        "methods.full_sft.max_steps=8",
+        "methods.full_sft.micro_batch_size=6",
+        "methods.full_sft.warmup_ratio=0",
+    )
     metrics, result = train_capturing(cfg, exp_dir, "full_sft")
     from transformers import AutoModelForCausalLM
 
@@ -98,43 +110,44 @@ def test_bf16_full_sft_without_deepspeed_keeps_fp32_master_weights(tmp_path, tin
     # Saved in model.dtype (what the evaluation loads), not as the fp32 masters.
     from safetensors import safe_open
 
-    with safe_open(str(exp_dir / "methods" / "full_sft" / "model" / "model.safetensors"), "pt") as f:
+    with safe_open(str(exp_dir.method("full_sft").model_dir / "model.safetensors"), "pt") as f:
         assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"BF16"}
-    saved = json.loads((exp_dir / "methods" / "full_sft" / "model" / "config.json").read_text())
+    saved = json.loads((exp_dir.method("full_sft").model_dir / "config.json").read_text())
     assert saved["dtype"] == "bfloat16"
 
 
 def test_weights_dtype_by_method():
     from launch.config import MethodConfig
 
-    assert common.weights_dtype("bfloat16", MethodConfig(kind="full_sft")) == torch.float32
+    assert runtime.weights_dtype("bfloat16", MethodConfig(kind="full_sft")) == torch.float32
     zero2 = MethodConfig(kind="full_sft", deepspeed="ds_configs/zero2.json")
-    assert common.weights_dtype("bfloat16", zero2) == torch.bfloat16
-    assert common.weights_dtype("bfloat16", MethodConfig(kind="lora")) == torch.bfloat16
+    assert runtime.weights_dtype("bfloat16", zero2) == torch.bfloat16
+    assert runtime.weights_dtype("bfloat16", MethodConfig(kind="lora")) == torch.bfloat16
 
 
 # --------------------------------------------------------------------------- B2, C5: metrics, syncs, progress writes
 
 
 def test_progress_json_is_throttled_and_metrics_record_the_cpus(tmp_path, tiny_model, monkeypatch):
-    cfg, exp_dir = make_experiment(tmp_path, tiny_model, "methods.full_sft.max_steps=6",
-                                   "methods.full_sft.micro_batch_size=4")
+    cfg, exp_dir = make_experiment(
+        tmp_path, tiny_model, "methods.full_sft.max_steps=6", "methods.full_sft.micro_batch_size=4"
+    )
     writes: list[dict] = []
-    real = common.atomic_write_json
+    real = MethodDir.write_progress
 
-    def recording(path: Path, data: tp.Any) -> None:
-        if Path(path).name == "progress.json":
-            writes.append(dict(data))
-        real(path, data)
+    def recording(paths: MethodDir, progress: Progress) -> None:
+        writes.append(progress.to_dict())
+        real(paths, progress)
 
-    monkeypatch.setattr(common, "atomic_write_json", recording)
+    monkeypatch.setattr(MethodDir, "write_progress", recording)
     monkeypatch.setenv("CYBERFT_PROGRESS_EVERY_S", "3600")
     metrics, _ = train_capturing(cfg, exp_dir, "full_sft")
     assert [w["step"] for w in writes] == [1, 6]  # the first and the last step (the old loop wrote all 6)
     assert metrics["cpu_affinity"] == len(os.sched_getaffinity(0)) and metrics["mixed_precision"] == "no"
 
-    cfg, exp_dir = make_experiment(tmp_path / "again", tiny_model, "methods.full_sft.max_steps=3",
-                                   "methods.full_sft.micro_batch_size=4")
+    cfg, exp_dir = make_experiment(
+        tmp_path / "again", tiny_model, "methods.full_sft.max_steps=3", "methods.full_sft.micro_batch_size=4"
+    )
     writes.clear()
     monkeypatch.setenv("CYBERFT_PROGRESS_EVERY_S", "0")
     train_capturing(cfg, exp_dir, "full_sft")
@@ -145,7 +158,7 @@ def test_step_stats_packs_loss_and_flags():
     class One:
         num_processes = 1
 
-    assert common.step_stats(One(), torch.tensor(2.5), False, True) == (2.5, False, True)
+    assert loop.step_stats(One(), torch.tensor(2.5), False, True) == (2.5, False, True)
 
 
 # --------------------------------------------------------------------------- C1: bf16 only where it is native
@@ -154,25 +167,26 @@ def test_step_stats_packs_loss_and_flags():
 @pytest.fixture
 def v100(monkeypatch):
     """torch.cuda as a V100 (compute capability 7.0: bf16 only emulated) shows it."""
-    monkeypatch.setattr(common, "on_gpu", lambda: True)
+    monkeypatch.setattr(runtime, "on_gpu", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 0))
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla V100-SXM2-32GB")
 
 
 def test_auto_precision_is_fp32_on_a_gpu_that_only_emulates_bf16(v100):
-    assert common.resolve_precision("auto") == "no" and common.resolve_dtype("auto") == torch.float32
-    assert common.resolve_precision("fp16") == "fp16"
+    assert runtime.resolve_precision("auto") == "no" and runtime.resolve_dtype("auto") == torch.float32
+    assert runtime.resolve_precision("fp16") == "fp16"
 
 
 def test_explicit_bf16_on_a_gpu_that_only_emulates_it_is_refused(v100):
-    common.check_bf16("auto", "auto")
-    common.check_bf16("float16", "fp16")
+    runtime.check_bf16("auto", "auto")
+    runtime.check_bf16("float16", "fp16")
     with pytest.raises(ValueError) as err:
-        common.check_bf16("bfloat16", "bf16")
+        runtime.check_bf16("bfloat16", "bf16")
     text = str(err.value)
-    assert text.startswith("precision: bf16 and model.dtype: bfloat16, but Tesla V100-SXM2-32GB "
-                           "(compute capability 7.0)")
+    assert text.startswith(
+        "precision: bf16 and model.dtype: bfloat16, but Tesla V100-SXM2-32GB (compute capability 7.0)"
+    )
     assert "-> precision: fp16 or fp32" in text
 
 
@@ -183,8 +197,13 @@ def test_explicit_bf16_on_a_gpu_that_only_emulates_it_is_refused(v100):
 def test_checkpointing_is_non_reentrant_and_uses_the_current_api(tmp_path, tiny_model, kind):
     """peft's prepare_model_for_kbit_training enabled QLoRA's checkpointing with empty kwargs, so torch fell
     back to the reentrant implementation (with a warning); LoRA and full SFT called the deprecated name."""
-    cfg, exp_dir = make_experiment(tmp_path, tiny_model, f"methods.{kind}.max_steps=2",
-                                   f"methods.{kind}.micro_batch_size=4", f"methods.{kind}.gradient_checkpointing=true")
+    cfg, exp_dir = make_experiment(
+        tmp_path,
+        tiny_model,
+        f"methods.{kind}.max_steps=2",
+        f"methods.{kind}.micro_batch_size=4",
+        f"methods.{kind}.gradient_checkpointing=true",
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         _, result = train_capturing(cfg, exp_dir, kind)
@@ -200,8 +219,23 @@ def test_checkpointing_is_non_reentrant_and_uses_the_current_api(tmp_path, tiny_
 # --------------------------------------------------------------------------- B1: varlen attention
 
 
-def fake_varlen_attn(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, return_aux=None, scale=None,
-                     window_size=(-1, -1), enable_gqa=False, seqused_k=None, block_table=None, num_splits=None):
+def fake_varlen_attn(
+    query,
+    key,
+    value,
+    cu_seq_q,
+    cu_seq_k,
+    max_q,
+    max_k,
+    *,
+    return_aux=None,
+    scale=None,
+    window_size=(-1, -1),
+    enable_gqa=False,
+    seqused_k=None,
+    block_table=None,
+    num_splits=None,
+):
     """torch's ``varlen_attn`` contract computed on CPU another way: one masked attention over the whole row.
 
     (tokens, heads, head_dim) in and out; causal only for ``window_size == (-1, 0)``, as torch decides it.
@@ -221,8 +255,9 @@ def fake_varlen_attn(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, ret
 def older_varlen_attn(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, is_causal=False, return_aux=None):
     """torch 2.10's signature: ``is_causal``; no ``window_size``, ``scale`` or ``enable_gqa`` (K/V heads must match)."""
     assert key.shape[1] == query.shape[1], "older varlen_attn needs repeated K/V heads"
-    return fake_varlen_attn(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k,
-                            window_size=(-1, 0) if is_causal else (-1, -1))
+    return fake_varlen_attn(
+        query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, window_size=(-1, 0) if is_causal else (-1, -1)
+    )
 
 
 def fresh_model(tiny_model: Path) -> tp.Any:
@@ -241,10 +276,12 @@ def packed_loss_and_grads(model: tp.Any, batch: dict) -> tuple[float, torch.Tens
     return float(loss.detach()), grads
 
 
-@pytest.mark.parametrize("kernel", [fake_varlen_attn, older_varlen_attn],
-                         ids=["torch-2.13-signature", "torch-2.10-signature"])
-def test_packed_attention_through_the_varlen_kernel_equals_the_per_example_loop(tiny_model, examples, tok, monkeypatch,
-                                                                               kernel):
+@pytest.mark.parametrize(
+    "kernel", [fake_varlen_attn, older_varlen_attn], ids=["torch-2.13-signature", "torch-2.10-signature"]
+)
+def test_packed_attention_through_the_varlen_kernel_equals_the_per_example_loop(
+    tiny_model, examples, tok, monkeypatch, kernel
+):
     batch = packing.collate_packed(examples[:8], tok.pad_token_id)
     loop_loss, loop_grads = packed_loss_and_grads(fresh_model(tiny_model), batch)
 
@@ -273,8 +310,10 @@ def test_a_wrong_causal_flag_would_be_caught(tiny_model, examples, tok, monkeypa
     """The stand-in honours window_size: a kernel called without causality changes the loss (so the test above
     would see a layout that lost it)."""
     batch = packing.collate_packed(examples[:4], tok.pad_token_id)
-    def non_causal(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, scale=None, window_size=(-1, -1),
-                   enable_gqa=False):
+
+    def non_causal(
+        query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, scale=None, window_size=(-1, -1), enable_gqa=False
+    ):
         return fake_varlen_attn(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, scale=scale, enable_gqa=enable_gqa)
 
     monkeypatch.setattr(packing, "varlen_kernel", lambda device, dtype: non_causal)
@@ -314,10 +353,10 @@ def test_letter_scores_are_projected_in_fp32(bf16_model_and_questions, tok):
     model, questions = bf16_model_and_questions
     codec = prompting.AnswerCodec(tok)
     cols = [codec.letter_ids[k][0] for k in "ABCD"]
-    got = evaluate.score_loglik(model, tok, questions, batch_size=1, max_len=256, progress=False, share_prefix=False)
+    got = scoring.score_loglik(model, tok, questions, batch_size=1, max_len=256, progress=False, share_prefix=False)
     for q, g in zip(questions, got):
         context = prompting.scoring_context(tok, codec, q, 256)
-        batch = evaluate.left_pad([context], tok.pad_token_id, torch.device("cpu"))
+        batch = scoring.left_pad([context], tok.pad_token_id, torch.device("cpu"))
         with torch.no_grad():
             hidden = model.model(**batch, use_cache=False).last_hidden_state[:, -1]
             lse = torch.logsumexp(model.lm_head(hidden).float(), dim=-1)
@@ -330,11 +369,11 @@ def test_tied_letters_are_counted(bf16_model_and_questions, tok):
     model, questions = bf16_model_and_questions
     codec = prompting.AnswerCodec(tok)
     rows_of = [codec.letter_ids[k][0] for k in "ABCD"]
-    before = evaluate.score_loglik(model, tok, questions, batch_size=4, max_len=256, progress=False)
+    before = scoring.score_loglik(model, tok, questions, batch_size=4, max_len=256, progress=False)
     with torch.no_grad():
         for r in rows_of[1:]:
             model.lm_head.weight[r] = model.lm_head.weight[rows_of[0]]  # the 4 letters score the same everywhere
-    rows = evaluate.score_loglik(model, tok, questions, batch_size=4, max_len=256, progress=False)
+    rows = scoring.score_loglik(model, tok, questions, batch_size=4, max_len=256, progress=False)
     assert not any(r["tie"] for r in before)
     assert all(r["tie"] and r["pred"] == "A" for r in rows), rows
-    assert evaluate.count_ties([0.5, 0.5, 0.1, 0.5]) == 3 and evaluate.count_ties([1.0, 0.5, 0.1, 0.2]) == 1
+    assert scoring.count_ties([0.5, 0.5, 0.1, 0.5]) == 3 and scoring.count_ties([1.0, 0.5, 0.1, 0.2]) == 1

@@ -19,10 +19,12 @@ import yaml
 
 from launch import hub, jobs, local, memory, submit
 from launch.config import LoraSettings, MethodConfig, Resources, load_config
+from launch.expdir import ExperimentDir
 from launch.gpus import GpuBindingError, check_gpu_binding, cuda_hidden, visible_devices
+from support.experiments import new_experiment
 
 REPO = Path(__file__).resolve().parents[1]
-ENTRY = REPO / "tests" / "dist_train_entry.py"
+ENTRY = REPO / "tests" / "support" / "dist_train_entry.py"
 
 
 # --------------------------------------------------------------------------- A2, A3: which GPUs a rank sees
@@ -55,15 +57,18 @@ def test_ds_accelerator_is_forced_to_cpu_only_where_cuda_is_hidden(monkeypatch):
     assert "DS_ACCELERATOR" not in os.environ
 
 
-@pytest.mark.parametrize("devices, local_world, ok", [
-    ("0", "2", False),          # per-task binding: each of 2 tasks sees one GPU
-    ("0,1,2,3", "8", False),    # one NUMA domain's worth of 8
-    ("0,1", "2", True),         # every task sees the node's GPUs
-    ("GPU-a,GPU-b", "2", True),
-    (None, "8", True),          # not set: every GPU of the machine is visible
-    ("", "2", True),            # CUDA hidden: a CPU run (gloo), nothing to bind
-    ("0", "1", True),           # one process
-])
+@pytest.mark.parametrize(
+    "devices, local_world, ok",
+    [
+        ("0", "2", False),  # per-task binding: each of 2 tasks sees one GPU
+        ("0,1,2,3", "8", False),  # one NUMA domain's worth of 8
+        ("0,1", "2", True),  # every task sees the node's GPUs
+        ("GPU-a,GPU-b", "2", True),
+        (None, "8", True),  # not set: every GPU of the machine is visible
+        ("", "2", True),  # CUDA hidden: a CPU run (gloo), nothing to bind
+        ("0", "1", True),  # one process
+    ],
+)
 def test_gpu_binding_guard(devices, local_world, ok):
     env = {"LOCAL_WORLD_SIZE": local_world, "LOCAL_RANK": "1", "RANK": "9"}
     if devices is not None:
@@ -90,24 +95,43 @@ def test_two_ranks_that_each_see_one_gpu_stop_with_the_reason_before_training(tm
     On a GPU node rank 1 used to die in init_process_group ("invalid device ordinal"); here, on CPU, the
     old code just trained. Both ranks must now stop with the binding error, before any model is loaded.
     """
-    from launch import experiment
-    from launch.data import prepare_splits
-
-    overrides = [f"model.name_or_path={tiny_model}", f"output_dir={tmp_path / 'runs'}", "tracking.backend=none",
-                 "data.max_train=16", "data.max_eval=8", "methods.full_sft.max_steps=2",
-                 f"methods.full_sft.deepspeed={REPO / 'ds_configs' / 'zero2.json'}"]
-    cfg = experiment.resolve_paths(load_config(REPO / "configs" / "smoke.yaml", overrides))
-    exp_dir = experiment.create(cfg, str(REPO / "configs" / "smoke.yaml"), overrides)
-    prepare_splits(cfg.data, exp_dir / "data", progress=False)
+    overrides = [
+        f"model.name_or_path={tiny_model}",
+        f"output_dir={tmp_path / 'runs'}",
+        "tracking.backend=none",
+        "data.max_train=16",
+        "data.max_eval=8",
+        "methods.full_sft.max_steps=2",
+        f"methods.full_sft.deepspeed={REPO / 'ds_configs' / 'zero2.json'}",
+    ]
+    cfg, exp_dir = new_experiment(overrides)
     port = str(_free_port())
     procs = []
     for rank in (0, 1):
         env = {k: v for k, v in os.environ.items() if k != "DS_ACCELERATOR"}
-        env.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", LOCAL_WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
-                   MASTER_PORT=port, CUDA_VISIBLE_DEVICES="0", OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+        env.update(
+            RANK=str(rank),
+            LOCAL_RANK=str(rank),
+            WORLD_SIZE="2",
+            LOCAL_WORLD_SIZE="2",
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=port,
+            CUDA_VISIBLE_DEVICES="0",
+            OMP_NUM_THREADS="1",
+            HF_HUB_OFFLINE="1",
+        )
         cmd = [sys.executable, str(ENTRY), "train", str(exp_dir), "full_sft", str(tmp_path / "out")]
-        procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                      text=True, start_new_session=True))
+        procs.append(
+            subprocess.Popen(
+                cmd,
+                cwd=REPO,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                start_new_session=True,
+            )
+        )
     outputs = []
     for p in procs:
         try:
@@ -119,9 +143,9 @@ def test_two_ranks_that_each_see_one_gpu_stop_with_the_reason_before_training(tm
         assert p.returncode != 0, f"rank {rank} trained although it sees one GPU of two:\n{out[-3000:]}"
         assert "GpuBindingError" in out and f"LOCAL_RANK={rank} of 2 tasks" in out, out[-3000:]
         assert "sees 1 GPU (CUDA_VISIBLE_DEVICES=0)" in out, out[-3000:]
-    metrics = json.loads((exp_dir / "methods" / "full_sft" / "metrics.json").read_text())
+    metrics = json.loads(exp_dir.method("full_sft").metrics_file.read_text())
     assert metrics["status"] == "failed" and "GpuBindingError" in metrics["error"]
-    assert not (exp_dir / "methods" / "full_sft" / "model").exists()
+    assert not exp_dir.method("full_sft").model_dir.exists()
 
 
 # --------------------------------------------------------------------------- C8, C9: rendezvous environment
@@ -135,8 +159,14 @@ def test_master_port_is_below_the_ephemeral_range():
 
 def test_single_task_job_drops_rendezvous_variables_from_the_submitting_shell(monkeypatch):
     """A lone process that inherits RANK/WORLD_SIZE=2 from the shell would wait for a rank that never comes."""
-    stale = {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "10.0.0.9",
-             "MASTER_PORT": "29500"}
+    stale = {
+        "RANK": "1",
+        "WORLD_SIZE": "2",
+        "LOCAL_RANK": "1",
+        "LOCAL_WORLD_SIZE": "2",
+        "MASTER_ADDR": "10.0.0.9",
+        "MASTER_PORT": "29500",
+    }
     for key, value in stale.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("SLURM_NTASKS", "1")
@@ -148,19 +178,21 @@ def test_single_task_job_drops_rendezvous_variables_from_the_submitting_shell(mo
 
 
 def _plan(tiny_model: Path, tmp_path: Path, *extra: str, profile: str = "dev") -> dict[str, submit.JobSpec]:
-    result = submit.check("configs/smoke.yaml", [f"model.name_or_path={tiny_model}", f"output_dir={tmp_path}", *extra],
-                          profile)
+    result = submit.check(
+        "configs/smoke.yaml", [f"model.name_or_path={tiny_model}", f"output_dir={tmp_path}", *extra], profile
+    )
     assert result.problems == []
-    return {s.name: s for s in submit.plan(result.cfg, result.profile, tmp_path)}
+    return {s.name: s for s in submit.plan(result.cfg, result.profile, ExperimentDir(tmp_path))}
 
 
 def test_sbatch_gives_srun_the_cpus_and_multi_gpu_tasks_every_gpu_of_their_node(tmp_path, tiny_model):
-    specs = _plan(tiny_model, tmp_path, "methods.full_sft.resources.nodes=2",
-                  "methods.full_sft.resources.gpus_per_node=2")
+    specs = _plan(
+        tiny_model, tmp_path, "methods.full_sft.resources.nodes=2", "methods.full_sft.resources.gpus_per_node=2"
+    )
     ids = {name: f"<{name}>" for name in specs}
     for name, spec in specs.items():
-        text = submit.sbatch_script(spec, tmp_path, "python3", ids)
-        setup = text[text.index("# setup"):text.index("# command")]
+        text = submit.sbatch_script(spec, ExperimentDir(tmp_path), "python3", ids)
+        setup = text[text.index("# setup") : text.index("# command")]
         srun = next(line for line in text.splitlines() if line.startswith("srun "))
         # Slurm 22.05+: srun no longer inherits --cpus-per-task; without this each task gets one core.
         assert "export SRUN_CPUS_PER_TASK=$SLURM_CPUS_PER_TASK\n" in setup, name
@@ -191,8 +223,11 @@ def test_hub_model_in_the_jobs_cache_or_not(tmp_path):
     _cache_model(cache, "acme/llama", {"config.json": "{}"})  # config only, e.g. from the memory check
     assert not hub.is_cached("acme/llama", env)
     shards = {"weight_map": {"a": "model-1.safetensors", "b": "model-2.safetensors"}}
-    _cache_model(cache, "acme/sharded", {"config.json": "{}", "model.safetensors.index.json": json.dumps(shards),
-                                         "model-1.safetensors": "x"})
+    _cache_model(
+        cache,
+        "acme/sharded",
+        {"config.json": "{}", "model.safetensors.index.json": json.dumps(shards), "model-1.safetensors": "x"},
+    )
     assert not hub.is_cached("acme/sharded", env)  # a shard is missing: loading offline would fail
     (cache / "models--acme--sharded" / "snapshots" / "abc" / "model-2.safetensors").write_text("x")
     assert hub.is_cached("acme/sharded", env) and hub.offline_ok("acme/sharded", env)
@@ -218,15 +253,18 @@ def test_hub_model_not_in_the_cache_gets_a_prefetch_note_and_no_offline_flag(tmp
     assert result.problems == []  # a note, not a refusal: sites whose nodes reach the hub still work
     (note,) = [n for n in result.notes if n.startswith("model.name_or_path")]
     assert str(tmp_path / "shared-hf" / "hub") in note and "hf download meta-llama/Meta-Llama-3-8B-Instruct" in note
-    specs = submit.plan(result.cfg, result.profile, tmp_path)
+    specs = submit.plan(result.cfg, result.profile, ExperimentDir(tmp_path))
     assert all("export HF_HUB_OFFLINE=1" not in s.params["setup"] for s in specs)
-    assert "# ---- notes (not problems)" in submit.dry_run_text(result, tmp_path)
+    assert "# ---- notes (not problems)" in submit.dry_run_text(result, ExperimentDir(tmp_path))
     # Once the shared cache has the whole model, the note goes and the jobs load it offline.
-    _cache_model(tmp_path / "shared-hf" / "hub", "meta-llama/Meta-Llama-3-8B-Instruct",
-                 {"config.json": "{}", "model.safetensors": "x"})
+    _cache_model(
+        tmp_path / "shared-hf" / "hub",
+        "meta-llama/Meta-Llama-3-8B-Instruct",
+        {"config.json": "{}", "model.safetensors": "x"},
+    )
     result = submit.check("configs/llama3-8b-cybermetric.yaml", [data], str(profile))
     assert not [n for n in result.notes if n.startswith("model.name_or_path")]
-    specs = submit.plan(result.cfg, result.profile, tmp_path)
+    specs = submit.plan(result.cfg, result.profile, ExperimentDir(tmp_path))
     assert all("export HF_HUB_OFFLINE=1" in s.params["setup"] for s in specs)
 
 
@@ -254,8 +292,15 @@ def test_seed_study_is_zero2_on_one_node_and_fits_without_recompute(shape8b, mon
 
 
 def test_memory_check_advises_turning_checkpointing_off_when_the_plan_fits_without_it(shape8b):
-    lora = MethodConfig(name="lora", kind="lora", precision="bf16", micro_batch_size=8, gradient_checkpointing=True,
-                        lora=LoraSettings(r=16, dropout=0.05), resources=Resources(gpus_per_node=1))
+    lora = MethodConfig(
+        name="lora",
+        kind="lora",
+        precision="bf16",
+        micro_batch_size=8,
+        gradient_checkpointing=True,
+        lora=LoraSettings(r=16, dropout=0.05),
+        resources=Resources(gpus_per_node=1),
+    )
     est = memory.estimate(shape8b, lora, 512, REPO)
     advice = memory.checkpointing_advice(est, 80, lora)
     assert advice.startswith("methods.lora.gradient_checkpointing: true, but the plan fits without it (")
@@ -267,16 +312,23 @@ def test_memory_check_advises_turning_checkpointing_off_when_the_plan_fits_witho
 
 def test_dry_run_shows_the_checkpointing_advice(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    result = submit.check("configs/llama3-8b-cybermetric.yaml", ["data.train.path=data/sample/cyber_mcq.json",
-                                                                  "methods.lora.gradient_checkpointing=true"],
-                          str(_profile(tmp_path)))
+    result = submit.check(
+        "configs/llama3-8b-cybermetric.yaml",
+        ["data.train.path=data/sample/cyber_mcq.json", "methods.lora.gradient_checkpointing=true"],
+        str(_profile(tmp_path)),
+    )
     assert [n for n in result.notes if n.startswith("methods.lora.gradient_checkpointing: true")]
 
 
 def test_qlora_activations_are_counted_at_fp32_size(shape8b):
     """After prepare_model_for_kbit_training QLoRA's residual stream, norms and logits are fp32."""
-    kw = dict(precision="bf16", micro_batch_size=4, gradient_checkpointing=False, lora=LoraSettings(r=16, dropout=0.0),
-              resources=Resources(gpus_per_node=1))
+    kw = dict(
+        precision="bf16",
+        micro_batch_size=4,
+        gradient_checkpointing=False,
+        lora=LoraSettings(r=16, dropout=0.0),
+        resources=Resources(gpus_per_node=1),
+    )
     qlora = memory.estimate(shape8b, MethodConfig(name="q", kind="qlora", **kw), 512)
     lora = memory.estimate(shape8b, MethodConfig(name="l", kind="lora", **kw), 512)
     fp32 = memory.activation_bytes(shape8b, 4, 512, False, fp32=True) / memory.GB
@@ -287,16 +339,23 @@ def test_qlora_activations_are_counted_at_fp32_size(shape8b):
 
 
 def test_local_run_warns_about_multi_gpu_methods(tiny_model):
-    cfg = load_config(REPO / "configs" / "smoke.yaml", [f"model.name_or_path={tiny_model}",
-                                                         "methods.full_sft.resources.nodes=2",
-                                                         "methods.full_sft.resources.gpus_per_node=2"])
+    cfg = load_config(
+        REPO / "configs" / "smoke.yaml",
+        [
+            f"model.name_or_path={tiny_model}",
+            "methods.full_sft.resources.nodes=2",
+            "methods.full_sft.resources.gpus_per_node=2",
+        ],
+    )
     (warning,) = local.multi_device_warnings(cfg)
     assert warning.startswith("full_sft: resources ask for 2 node(s) x 2 GPU(s)") and "1/4 of the planned" in warning
     assert "cyberft submit" in warning
 
 
 def test_new_launch_modules_load_no_torch():
-    code = ("import sys; import launch.gpus, launch.hub, launch.jobs, launch.submit, launch.local;"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in {'torch', 'transformers', 'accelerate'}))")
+    code = (
+        "import sys; import launch.gpus, launch.hub, launch.jobs, launch.submit, launch.local;"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in {'torch', 'transformers', 'accelerate'}))"
+    )
     res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert res.returncode == 0 and res.stdout.strip() == "[]", res.stderr + res.stdout

@@ -1,6 +1,7 @@
 """The per-GPU memory estimate: shapes, bytes per parameter, DeepSpeed's formula, the fit check."""
 
 from __future__ import annotations
+
 import json
 import os
 import subprocess
@@ -16,7 +17,7 @@ from launch.memory import (
     ModelShape,
     estimate,
     fit_problems,
-    fixes,
+    fitting_alternatives,
     model_shape,
     read_zero,
     shape_summary,
@@ -51,7 +52,11 @@ def full_sft(deepspeed: str | None = None, nodes: int = 1, gpus: int = 1, **kw) 
     kw.setdefault("precision", "bf16")
     kw.setdefault("gradient_checkpointing", True)
     return MethodConfig(
-        name="full_sft", kind="full_sft", deepspeed=deepspeed, resources=Resources(nodes=nodes, gpus_per_node=gpus), **kw
+        name="full_sft",
+        kind="full_sft",
+        deepspeed=deepspeed,
+        resources=Resources(nodes=nodes, gpus_per_node=gpus),
+        **kw,
     )
 
 
@@ -80,7 +85,7 @@ def test_builtin_param_counts_match_the_published_ones(name, n, no_hf_cache):
 
 
 def test_every_builtin_is_consistent():
-    for name, (h, layers, vocab, inter, heads, kv, tie) in BUILTIN_SHAPES.items():
+    for name, (h, layers, vocab, inter, heads, kv, _tie) in BUILTIN_SHAPES.items():
         assert h % heads == 0 and heads % kv == 0 and layers > 0 and vocab > 0 and inter > h, name
 
 
@@ -168,7 +173,9 @@ def _deepspeed_estimators():
     stage3 = pytest.importorskip("deepspeed.runtime.zero.stage3")
     from deepspeed.runtime.zero import stage_1_and_2
 
-    return stage3.estimate_zero3_model_states_mem_needs, getattr(stage_1_and_2, "estimate_zero2_model_states_mem_needs", None)
+    return stage3.estimate_zero3_model_states_mem_needs, getattr(
+        stage_1_and_2, "estimate_zero2_model_states_mem_needs", None
+    )
 
 
 def test_acceptance_8b_zero3_on_16_gpus_matches_deepspeed(shape8b, seed_config):
@@ -188,8 +195,10 @@ def test_acceptance_8b_zero3_on_16_gpus_matches_deepspeed(shape8b, seed_config):
         zero_init=True,
     )
     theirs = gpu_bytes / GB
-    print(f"\n8B ZeRO-3 on 16 GPUs, model states per GPU: ours {est.model_states_gb:.2f} GB, DeepSpeed {theirs:.2f} GB "
-          f"(ratio {est.model_states_gb / theirs:.3f}); total with activations and overhead {est.total_gb:.2f} GB")
+    print(
+        f"\n8B ZeRO-3 on 16 GPUs, model states per GPU: ours {est.model_states_gb:.2f} GB, DeepSpeed {theirs:.2f} GB "
+        f"(ratio {est.model_states_gb / theirs:.3f}); total with activations and overhead {est.total_gb:.2f} GB"
+    )
     assert abs(est.model_states_gb - theirs) / theirs < 0.15
 
 
@@ -201,8 +210,10 @@ def test_8b_zero2_on_16_gpus_matches_deepspeed(shape8b):
     assert est.zero_stage == 2
     _, gpu_bytes = zero2(total_params=shape8b.n_params, num_gpus_per_node=8, num_nodes=2, cpu_offload=False)
     theirs = gpu_bytes / GB
-    print(f"\n8B ZeRO-2 on 16 GPUs, model states per GPU: ours {est.model_states_gb:.2f} GB, DeepSpeed {theirs:.2f} GB "
-          f"(ratio {est.model_states_gb / theirs:.3f})")
+    print(
+        f"\n8B ZeRO-2 on 16 GPUs, model states per GPU: ours {est.model_states_gb:.2f} GB, DeepSpeed {theirs:.2f} GB "
+        f"(ratio {est.model_states_gb / theirs:.3f})"
+    )
     assert abs(est.model_states_gb - theirs) / theirs < 0.15
 
 
@@ -305,7 +316,7 @@ def test_8b_full_sft_without_deepspeed_on_one_80gb_gpu_is_refused(shape8b):
     assert msg.startswith("methods.full_sft.resources: does not fit in GPU memory (needs ")
     assert f"needs {est.total_gb:.1f} GB per GPU of 80 GB" in msg
     assert f"optimizer {est.optimizer_gb:.1f}" in msg and "on 1 GPU" in msg
-    found = fixes(est, 80, method)
+    found = fitting_alternatives(est, 80, method)
     assert found, msg
     texts = [t for t, _ in found]
     assert any("zero3_offload.json" in t for t in texts)
@@ -319,7 +330,7 @@ def test_8b_full_sft_without_deepspeed_on_one_80gb_gpu_is_refused(shape8b):
 def test_more_gpus_fix_uses_the_site_node_size(shape8b):
     method = full_sft(None)
     est = estimate(shape8b, method, 512, REPO)
-    texts = [t for t, _ in fixes(est, 40, method, gpus_per_node_max=8)]
+    texts = [t for t, _ in fitting_alternatives(est, 40, method, gpus_per_node_max=8)]
     more = [t for t in texts if "more GPUs" in t]
     assert more and "deepspeed: ds_configs/zero3.json and more GPUs: 1 node x " in more[0]
 
@@ -330,8 +341,8 @@ def test_more_gpus_fixes_stay_within_the_site_node_limit(shape8b):
 
     method = full_sft("ds_configs/zero3.json", nodes=1, gpus=2, micro_batch_size=8)
     est = estimate(shape8b, method, 512, REPO)
-    unlimited = [t for t, _ in fixes(est, 24, method, gpus_per_node_max=2)]
-    limited = [t for t, _ in fixes(est, 24, method, gpus_per_node_max=2, max_nodes=2)]
+    unlimited = [t for t, _ in fitting_alternatives(est, 24, method, gpus_per_node_max=2)]
+    limited = [t for t, _ in fitting_alternatives(est, 24, method, gpus_per_node_max=2, max_nodes=2)]
 
     def nodes(texts: list[str]) -> list[int]:
         return [int(m.group(1)) for t in texts for m in [re.search(r"more GPUs: (\d+) node", t)] if m]
@@ -349,13 +360,18 @@ def test_70b_full_sft_on_one_16gb_gpu_lists_only_fixes_that_fit(no_hf_cache):
         problems = fit_problems(est, 16, method, gpus_per_node_max=gpus_max)
         assert len(problems) == 1
         print("\n" + problems[0])
-        found = fixes(est, 16, method, gpus_per_node_max=gpus_max)
+        found = fitting_alternatives(est, 16, method, gpus_per_node_max=gpus_max)
         for text, alt in found:
             assert alt.total_gb <= usable_gb(16), text
             assert alt.offloaded_gb <= 256, text
         if not found:
             assert "nothing tried fits on 16 GB GPUs" in problems[0]
-    assert "nothing tried fits" in fit_problems(estimate(shape, full_sft("ds_configs/zero3.json"), 512, REPO), 16, full_sft("ds_configs/zero3.json"))[0]
+    assert (
+        "nothing tried fits"
+        in fit_problems(
+            estimate(shape, full_sft("ds_configs/zero3.json"), 512, REPO), 16, full_sft("ds_configs/zero3.json")
+        )[0]
+    )
 
 
 def test_cpu_runs_are_not_checked(shape8b):
@@ -374,7 +390,8 @@ def test_importing_launch_memory_loads_no_torch():
         "s = model_shape('meta-llama/Meta-Llama-3-8B')\n"
         "m = MethodConfig(name='x', kind='full_sft')\n"
         "fit_problems(estimate(s, m, 512), 16, m)\n"
-        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in {'torch', 'transformers', 'peft', 'deepspeed', 'bitsandbytes', 'accelerate'})\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in\n"
+        "               {'torch', 'transformers', 'peft', 'deepspeed', 'bitsandbytes', 'accelerate'})\n"
         "print(heavy)\n"
         "assert not heavy, heavy\n"
     )

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from slurm_cluster import cluster_or_skip, make_base, stop_all, stop_cluster
+from support.slurm_cluster import cluster_or_skip, make_base, stop_all, stop_cluster
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[1]
@@ -42,8 +42,14 @@ def test_two_node_zero3_sft_is_trained_saved_and_evaluated(tmp_path, tiny_model)
         run_env = {**os.environ, **env, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
 
         def cyberft(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess:
-            return subprocess.run([sys.executable, "-m", "launch.cli", *argv], cwd=REPO, env=run_env,
-                                  capture_output=True, text=True, timeout=timeout)
+            return subprocess.run(
+                [sys.executable, "-m", "launch.cli", *argv],
+                cwd=REPO,
+                env=run_env,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
 
         sub = cyberft("submit", str(config), "--profile", "dev")
         assert sub.returncode == 0, sub.stdout + sub.stderr
@@ -51,7 +57,11 @@ def test_two_node_zero3_sft_is_trained_saved_and_evaluated(tmp_path, tiny_model)
         # The training job's own script, by its id: a glob over jobs/ also finds the eval job's script.
         sft_id = json.loads((exp / "manifest.json").read_text())["jobs"]["full_sft"]["job_id"]
         script = (exp / "jobs" / sft_id / f"{sft_id}_submission.sh").read_text()
-        assert "#SBATCH --nodes=2" in script and "#SBATCH --ntasks-per-node=1" in script and "--kill-on-bad-exit=1" in script
+        assert (
+            "#SBATCH --nodes=2" in script
+            and "#SBATCH --ntasks-per-node=1" in script
+            and "--kill-on-bad-exit=1" in script
+        )
 
         waited = cyberft("status", str(exp), "--wait", "--interval", "2", timeout=900)
         logs = "".join(p.read_text(errors="replace")[-3000:] for p in sorted((exp / "jobs").glob("*/*_log.err")))
@@ -60,7 +70,7 @@ def test_two_node_zero3_sft_is_trained_saved_and_evaluated(tmp_path, tiny_model)
         metrics = json.loads((exp / "methods" / "full_sft" / "metrics.json").read_text())
         assert metrics["status"] == "completed" and metrics["n_devices"] == 2 and metrics["steps"] == 8
         # Both ranks ran, one per node.
-        rank_logs = sorted((exp / "jobs").glob(f"*/*_1_log.err"))
+        rank_logs = sorted((exp / "jobs").glob("*/*_1_log.err"))
         assert rank_logs, "no log of task 1: the job did not run two tasks"
         model_dir = exp / "methods" / "full_sft" / "model"
         assert (model_dir / "model.safetensors").is_file() and (model_dir / "config.json").is_file()

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from launch.config import MethodConfig
-from train import common, packing, prompting
-from train.common import Example, collate
+from train import batches, loop, packing
+from train.batches import Example, collate
 
 # Packed and unpacked runs do the same arithmetic in a different layout (one row vs one row per
 # example, per-example vs masked attention): they agree to float32 rounding. Measured ~1e-6 on
@@ -58,13 +58,16 @@ def test_collate_packed_layout(examples, tok):
     assert [positions[s] for s in starts] == [0, 0, 0] and positions[-1] == lengths[-1] - 1
     labels = packed["labels"][0].tolist()
     for e, s in zip(batch, starts):
-        assert labels[s] == -100 and labels[s + 1:s + len(e.labels)] == e.labels[1:]
+        assert labels[s] == -100 and labels[s + 1 : s + len(e.labels)] == e.labels[1:]
     assert packing.batch_tokens(packed) == packing.batch_tokens(collate(batch, tok.pad_token_id)) == sum(lengths)
     assert packing.segment_bounds(packed["position_ids"]) == starts + [sum(lengths)]
 
 
-@pytest.mark.parametrize("impl, varlen", [("sdpa", True), ("sdpa", False), ("eager", False)],
-                         ids=["sdpa-varlen", "sdpa-hf-mask", "eager-hf-mask"])
+@pytest.mark.parametrize(
+    "impl, varlen",
+    [("sdpa", True), ("sdpa", False), ("eager", False)],
+    ids=["sdpa-varlen", "sdpa-hf-mask", "eager-hf-mask"],
+)
 def test_packed_loss_equals_token_weighted_unpacked_loss(tiny_model, examples, tok, impl, varlen):
     model = fresh_model(tiny_model, impl)
     batch = examples[:8]
@@ -88,7 +91,9 @@ def test_packed_and_padded_gradients_agree(tiny_model, examples, tok):
     grads = []
     for layout, varlen in (("padded", False), ("packed", True)):
         model = fresh_model(tiny_model)
-        data = collate(batch, tok.pad_token_id) if layout == "padded" else packing.collate_packed(batch, tok.pad_token_id)
+        data = (
+            collate(batch, tok.pad_token_id) if layout == "padded" else packing.collate_packed(batch, tok.pad_token_id)
+        )
         with packing.padding_free_attention(model, enabled=varlen):
             packing.answer_loss(model, data).backward()
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
@@ -112,40 +117,47 @@ def test_no_attention_across_examples(tiny_model, examples, tok, varlen):
 
     with packing.padding_free_attention(model, enabled=varlen):
         a, b = logits(batch, use_cache=False), logits(changed, use_cache=False)
-    assert torch.equal(a[:n0], b[:n0]) and torch.equal(a[n0 + n1:], b[n0 + n1:])
-    assert float((a[n0:n0 + n1] - b[n0:n0 + n1]).abs().max()) > 1e-2  # the changed example did change
+    assert torch.equal(a[:n0], b[:n0]) and torch.equal(a[n0 + n1 :], b[n0 + n1 :])
+    assert float((a[n0 : n0 + n1] - b[n0 : n0 + n1]).abs().max()) > 1e-2  # the changed example did change
     # Each example's logits are those it gets alone.
     with torch.no_grad():
         alone = model(input_ids=torch.tensor([batch[2].input_ids])).logits[0]
-    assert float((a[n0 + n1:] - alone).abs().max()) <= 1e-4
+    assert float((a[n0 + n1 :] - alone).abs().max()) <= 1e-4
     if not varlen:
         # Why answer_loss passes use_cache=False: with the config's default cache transformers does
         # not look for packed sequences, and the later examples attend to the earlier ones.
         a, b = logits(batch), logits(changed)
-        assert not torch.equal(a[n0 + n1:], b[n0 + n1:])
+        assert not torch.equal(a[n0 + n1 :], b[n0 + n1 :])
 
 
-def run_loop(tiny_model, examples, tok, batching: str, seed: int = 0, steps: int = 3) -> tuple[common.TrainResult, list]:
+def run_loop(tiny_model, examples, tok, batching: str, seed: int = 0, steps: int = 3) -> tuple[loop.TrainResult, list]:
     """train_loop for a few steps, recording the examples of every micro-batch it collates."""
     from accelerate import Accelerator
 
     seen: list[list[int]] = []
     index = {id(e): i for i, e in enumerate(examples)}
-    real = {"packed": packing.collate_packed, "padded": common.collate}[batching]
+    real = {"packed": packing.collate_packed, "padded": batches.collate}[batching]
 
     def recording(batch, pad_id):
         seen.append([index[id(e)] for e in batch])
         return real(batch, pad_id)
 
-    method = MethodConfig(name="t", kind="full_sft", learning_rate=1e-3, max_steps=steps, micro_batch_size=4,
-                          precision="fp32", batching=batching)
+    method = MethodConfig(
+        name="t",
+        kind="full_sft",
+        learning_rate=1e-3,
+        max_steps=steps,
+        micro_batch_size=4,
+        precision="fp32",
+        batching=batching,
+    )
     model = fresh_model(tiny_model)
     target = "collate_packed" if batching == "packed" else "collate"
-    owner = packing if batching == "packed" else common
+    owner = packing if batching == "packed" else loop  # where train_loop looks the collate function up
     saved = getattr(owner, target)
     setattr(owner, target, recording)
     try:
-        result = common.train_loop(model, examples, method, Accelerator(cpu=True), tok.pad_token_id, seed, progress=False)
+        result = loop.train_loop(model, examples, method, Accelerator(cpu=True), tok.pad_token_id, seed, progress=False)
     finally:
         setattr(owner, target, saved)
     assert model.config._attn_implementation == "sdpa"
@@ -165,7 +177,7 @@ def test_order_is_deterministic_and_the_same_in_both_layouts(tiny_model, example
 
     for epoch in (0, 1):
         plain = DataLoader(range(12), batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(epoch))
-        assert [b.tolist() for b in plain][:len(order[3 * epoch:3 * epoch + 3])] == order[3 * epoch:3 * epoch + 3]
+        assert [b.tolist() for b in plain][: len(order[3 * epoch : 3 * epoch + 3])] == order[3 * epoch : 3 * epoch + 3]
     assert packed.losses == again.losses  # bit-identical
     assert packed.tokens == padded.tokens
     diff = max(abs(a - b) for a, b in zip(packed.losses, padded.losses))

@@ -17,7 +17,7 @@ import torch
 bnb = pytest.importorskip("bitsandbytes")
 
 from launch.config import LoraSettings  # noqa: E402
-from train import common, prompting, quant  # noqa: E402
+from train import batches, prompting, quant  # noqa: E402
 from train.lora import lora_config  # noqa: E402
 
 
@@ -33,11 +33,15 @@ def _batch(tokenizer) -> dict:
 
     qs = [
         Question("Which port does HTTPS use by default?", {"A": "80", "B": "443", "C": "22", "D": "25"}, "B"),
-        Question("What is the digest size of SHA-256?", {"A": "128 bits", "B": "160 bits", "C": "256 bits", "D": "512 bits"}, "C"),
+        Question(
+            "What is the digest size of SHA-256?",
+            {"A": "128 bits", "B": "160 bits", "C": "256 bits", "D": "512 bits"},
+            "C",
+        ),
     ]
     codec = prompting.AnswerCodec(tokenizer)
-    examples = [common.Example(*prompting.encode_training_example(tokenizer, codec, q, 256)) for q in qs]
-    return common.collate(examples, tokenizer.pad_token_id)
+    examples = [batches.Example(*prompting.encode_training_example(tokenizer, codec, q, 256)) for q in qs]
+    return batches.collate(examples, tokenizer.pad_token_id)
 
 
 def _qlora_model(path: Path, guard: bool):
@@ -68,7 +72,9 @@ def _reference(path: Path, qmodel) -> torch.nn.Module:
     for name, m in qmodel.base_model.model.named_modules():
         if isinstance(m, bnb.nn.Linear4bit):
             w = bnb.functional.dequantize_4bit(m.weight.data, m.weight.quant_state).to(torch.float32)
-            ref_modules[name.removesuffix(".base_layer")].weight.data.copy_(w.reshape(ref_modules[name.removesuffix(".base_layer")].weight.shape))
+            ref_modules[name.removesuffix(".base_layer")].weight.data.copy_(
+                w.reshape(ref_modules[name.removesuffix(".base_layer")].weight.shape)
+            )
             n += 1
     assert n > 0
     ref = get_peft_model(ref, lora_config(LoraSettings(r=4, alpha=8)))
@@ -99,7 +105,7 @@ def _mismatches(got: dict, want: dict) -> list[str]:
 
 
 def test_guarded_qlora_gets_correct_gradients_after_an_eval_forward(tiny_model):
-    from train.common import load_tokenizer
+    from train.batches import load_tokenizer
 
     tokenizer = load_tokenizer(str(tiny_model))
     batch = _batch(tokenizer)
@@ -115,7 +121,7 @@ def test_guarded_qlora_gets_correct_gradients_after_an_eval_forward(tiny_model):
 @pytest.mark.skipif(not _has_avx512_bf16(), reason="the repacking trap exists only on CPUs with AVX512_BF16")
 def test_without_the_guard_the_gradients_are_wrong(tiny_model):
     """The check above can fail: on this CPU, the unguarded model gets wrong adapter gradients."""
-    from train.common import load_tokenizer
+    from train.batches import load_tokenizer
 
     tokenizer = load_tokenizer(str(tiny_model))
     batch = _batch(tokenizer)

@@ -43,9 +43,9 @@ def test_imported_smollm2_is_a_plain_tied_model_with_its_chat_template():
 def test_each_answer_letter_is_one_token_after_answer_in_the_chat_template():
     """Scored as one token, and the joint tokenisation of prompt + 'ANSWER: X' (what lm-eval
     re-tokenises, and what a generated reply is) gives exactly our ids."""
-    from train import common, prompting
+    from train import batches, prompting
 
-    tok = common.load_tokenizer(str(MODEL))
+    tok = batches.load_tokenizer(str(MODEL))
     codec = prompting.AnswerCodec(tok)
     assert codec.single_token and len({v[0] for v in codec.letter_ids.values()}) == 4
     assert tok.convert_ids_to_tokens([v[0] for v in codec.letter_ids.values()]) == ["ĠA", "ĠB", "ĠC", "ĠD"]
@@ -69,11 +69,18 @@ def test_the_packaged_gguf_imports_again_to_the_same_model(tmp_path):
         pytest.skip(f"{SMOLLM2_PACKAGE}: {exc}")
     if not (MODEL / "model.safetensors").is_file():
         pytest.skip(f"no {MODEL}: run `make real-model`")
-    res = subprocess.run([sys.executable, "-m", "launch.cli", "import-gguf", SMOLLM2_PACKAGE, str(tmp_path / "m")],
-                         cwd=REPO, capture_output=True, text=True, timeout=600)
+    res = subprocess.run(
+        [sys.executable, "-m", "launch.cli", "import-gguf", SMOLLM2_PACKAGE, str(tmp_path / "m")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
-    assert json.loads((tmp_path / "m" / "gguf_import.json").read_text())["sha256"] == \
-        json.loads((MODEL / "gguf_import.json").read_text())["sha256"]
+    assert (
+        json.loads((tmp_path / "m" / "gguf_import.json").read_text())["sha256"]
+        == json.loads((MODEL / "gguf_import.json").read_text())["sha256"]
+    )
     assert (tmp_path / "m" / "model.safetensors").read_bytes() == (MODEL / "model.safetensors").read_bytes()
     assert str(source).endswith("SmolLM2-135M-Instruct.Q4_1.gguf")
 
@@ -84,12 +91,21 @@ def test_the_packaged_gguf_imports_again_to_the_same_model(tmp_path):
 def test_shortened_real_study_runs_every_method_and_the_shared_evaluation(tmp_path):
     """configs/smollm2-cybermetric.yaml as shipped, cut to 2 steps of 2 questions per method and 16
     held-out questions, through `cyberft run` with stdout a pipe (as in CI or a log file)."""
-    overrides = [f"data.train.path={CM500}", "data.max_train=8", "data.max_eval=16", f"output_dir={tmp_path}",
-                 "tracking.backend=none"] + [f"methods.{m}.{k}" for m in ("full_sft", "lora", "qlora")
-                                             for k in ("max_steps=2", "micro_batch_size=2")]
+    overrides = [
+        f"data.train.path={CM500}",
+        "data.max_train=8",
+        "data.max_eval=16",
+        f"output_dir={tmp_path}",
+        "tracking.backend=none",
+    ] + [f"methods.{m}.{k}" for m in ("full_sft", "lora", "qlora") for k in ("max_steps=2", "micro_batch_size=2")]
     t0 = time.perf_counter()
-    res = subprocess.run([sys.executable, "-m", "launch.cli", "run", "configs/smollm2-cybermetric.yaml", *overrides],
-                         cwd=REPO, capture_output=True, text=True, timeout=1200)
+    res = subprocess.run(
+        [sys.executable, "-m", "launch.cli", "run", "configs/smollm2-cybermetric.yaml", *overrides],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     print(f"shortened real study: {time.perf_counter() - t0:.0f} s")
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     (exp,) = tmp_path.iterdir()

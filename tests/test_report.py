@@ -4,30 +4,57 @@ from __future__ import annotations
 
 import base64
 import json
-import math
 import sys
 from pathlib import Path
 
 import pytest
 
 from launch import report
-from launch.report import COLUMNS, build_rows, format_table, load_train_metrics, wilson_interval, write_reports
+from launch.expdir import ExperimentDir
+from launch.report import COLUMNS, build_rows, format_table, write_reports
+from launch.stats import wilson_interval
 
 METHODS = [("full", "full_sft"), ("lora", "lora"), ("qlora", "qlora"), ("late", "lora")]
 
 
 def _eval(name: str, correct: int, n: int = 96) -> dict:
     lo, hi = wilson_interval(correct, n)
-    return {"method": name, "accuracy": correct / n, "ci95": [lo, hi], "n": n, "correct": correct,
-            "parse_failures": None, "mode": "loglik", "eval_s": 1.3}
+    return {
+        "method": name,
+        "accuracy": correct / n,
+        "ci95": [lo, hi],
+        "n": n,
+        "correct": correct,
+        "parse_failures": None,
+        "mode": "loglik",
+        "eval_s": 1.3,
+    }
 
 
 def _metrics(name: str, kind: str, **over) -> dict:
-    m = {"method": name, "kind": kind, "status": "completed", "device": "cuda", "n_devices": 1, "threads": 1,
-         "phases_s": {"load": 1.2, "train": 30.5, "save": 0.3}, "wall_s": 32.0, "train_tokens": 123456,
-         "tokens_per_s": 4047.7, "peak_mem_bytes": 3 * 2**30, "peak_mem_kind": "cuda", "trainable_params": 131072,
-         "total_params": 806144, "final_loss": 0.12, "steps": 300, "gpu_hours": 0.5, "cpu_hours": 0.0089,
-         "cost_source": "slurm", "started_at": "2026-11-22T03:00:00Z", "ended_at": "2026-11-22T03:00:32Z"}
+    m = {
+        "method": name,
+        "kind": kind,
+        "status": "completed",
+        "device": "cuda",
+        "n_devices": 1,
+        "threads": 1,
+        "phases_s": {"load": 1.2, "train": 30.5, "save": 0.3},
+        "wall_s": 32.0,
+        "train_tokens": 123456,
+        "tokens_per_s": 4047.7,
+        "peak_mem_bytes": 3 * 2**30,
+        "peak_mem_kind": "cuda",
+        "trainable_params": 131072,
+        "total_params": 806144,
+        "final_loss": 0.12,
+        "steps": 300,
+        "gpu_hours": 0.5,
+        "cpu_hours": 0.0089,
+        "cost_source": "slurm",
+        "started_at": "2026-11-22T03:00:00Z",
+        "ended_at": "2026-11-22T03:00:32Z",
+    }
     m.update(over)
     return m
 
@@ -39,8 +66,14 @@ def results() -> tuple[dict, dict]:
     train = {
         "full": _metrics("full", "full_sft", gpu_hours=2.0, trainable_params=806144),
         "lora": _metrics("lora", "lora", gpu_hours=0.25),
-        "qlora": {"method": "qlora", "kind": "qlora", "status": "failed", "error": "CUDA out of memory",
-                  "gpu_hours": None, "cpu_hours": None},
+        "qlora": {
+            "method": "qlora",
+            "kind": "qlora",
+            "status": "failed",
+            "error": "CUDA out of memory",
+            "gpu_hours": None,
+            "cpu_hours": None,
+        },
         "late": _metrics("late", "lora", gpu_hours=0.3),
     }
     return evals, train
@@ -77,8 +110,22 @@ def test_wilson_symmetry_and_z():
 
 def test_columns_order():
     keys = [k for k, _ in COLUMNS]
-    assert keys == ["method", "kind", "accuracy", "ci95", "gpu_hours", "cpu_hours", "cost", "wall_s",
-                    "tokens_per_s", "peak_mem_gb", "trainable_params", "status", "restarts", "cost_source"]
+    assert keys == [
+        "method",
+        "kind",
+        "accuracy",
+        "ci95",
+        "gpu_hours",
+        "cpu_hours",
+        "cost",
+        "wall_s",
+        "tokens_per_s",
+        "peak_mem_gb",
+        "trainable_params",
+        "status",
+        "restarts",
+        "cost_source",
+    ]
 
 
 def test_build_rows_keeps_every_method(results):
@@ -150,13 +197,13 @@ def test_format_table(results):
     lines = text.splitlines()
     assert len(lines) == 2 + len(rows)  # header, rule, one line per row
     assert lines[0].split()[:3] == ["method", "kind", "accuracy"]
-    full = next(l for l in lines if l.startswith("full "))
+    full = next(line for line in lines if line.startswith("full "))
     # Wilson 60/96 by hand: centre 0.6202, half-width 0.0951 -> [0.525, 0.715]
     assert "0.625" in full and "[0.53, 0.72]" in full
     assert "806,144" in full and "2 " in full
-    qlora = next(l for l in lines if l.startswith("qlora"))
+    qlora = next(line for line in lines if line.startswith("qlora"))
     assert "failed" in qlora and " - " in qlora
-    assert "not evaluated" in next(l for l in lines if l.startswith("late"))
+    assert "not evaluated" in next(line for line in lines if line.startswith("late"))
     # hours to 4 significant digits
     assert report._fmt("gpu_hours", 1.23456) == "1.235"
     assert report._fmt("cpu_hours", 0.000123456) == "0.0001235"
@@ -169,7 +216,9 @@ def test_format_table(results):
 def test_write_reports(tmp_path, results):
     evals, train = results
     rows = build_rows(METHODS, evals, train, price_per_gpu_hour=2.5)
-    paths = write_reports(tmp_path, rows, "smoke test", extra={"config_hash": "abc123", "eval_mode": "loglik"})
+    paths = write_reports(
+        ExperimentDir(tmp_path), rows, "smoke test", extra={"config_hash": "abc123", "eval_mode": "loglik"}
+    )
     assert set(paths) == {"summary", "markdown", "chart", "html"}
     for p in paths.values():
         assert p.is_file() and p.parent == tmp_path
@@ -197,13 +246,17 @@ def test_write_reports(tmp_path, results):
     page = paths["html"].read_text()
     assert page.lstrip().startswith("<!DOCTYPE html>")
     assert "data:image/png;base64," + base64.b64encode(png).decode() in page
-    assert "<td class=\"t\">qlora</td>" in page
-    assert "src=\"http" not in page  # self-contained
+    assert '<td class="t">qlora</td>' in page
+    assert 'src="http' not in page  # self-contained
 
 
 def test_evaluation_cost_counts_every_models_timers_and_reaches_every_report(tmp_path, results):
     evals, train = results
-    timed = {"base": {"load_s": 10.0, "eval_s": 50.0}, "full": {"load_s": 20.0, "eval_s": 100.0}, "lora": {"eval_s": 0.0}}
+    timed = {
+        "base": {"load_s": 10.0, "eval_s": 50.0},
+        "full": {"load_s": 20.0, "eval_s": 100.0},
+        "lora": {"eval_s": 0.0},
+    }
     ev = report.evaluation_cost(timed, gpus=2, threads=16, price_per_gpu_hour=3.0)
     assert ev["models"] == 3 and ev["seconds"] == 180.0
     assert ev["gpu_hours"] == pytest.approx(180 * 2 / 3600) and ev["cost"] == pytest.approx(180 * 2 / 3600 * 3.0)
@@ -213,7 +266,7 @@ def test_evaluation_cost_counts_every_models_timers_and_reaches_every_report(tmp
     assert "0.1 CPU-h" in report.evaluation_line(on_cpu)
 
     rows = build_rows(METHODS, evals, train, price_per_gpu_hour=3.0)
-    paths = write_reports(tmp_path, rows, "with eval cost", evaluation=ev)
+    paths = write_reports(ExperimentDir(tmp_path), rows, "with eval cost", evaluation=ev)
     assert json.loads(paths["summary"].read_text())["evaluation"] == ev
     line = "Evaluation job: 3 model(s) loaded and scored in 180 s (0.1 GPU-h, cost 0.3)"
     assert line in paths["markdown"].read_text() and line in paths["html"].read_text()
@@ -229,20 +282,9 @@ def test_chart_axis_choice(results):
 
 def test_chart_with_nothing_evaluated(tmp_path):
     rows = build_rows([("lora", "lora")], {}, {"lora": {"status": "failed", "error": "x"}})
-    paths = write_reports(tmp_path, rows, "all failed")
+    paths = write_reports(ExperimentDir(tmp_path), rows, "all failed")
     assert paths["chart"].read_bytes()[:4] == b"\x89PNG"
     assert json.loads(paths["summary"].read_text())["rows"][0]["status"] == "failed"
-
-
-def test_load_train_metrics(tmp_path):
-    (tmp_path / "methods" / "lora").mkdir(parents=True)
-    (tmp_path / "methods" / "lora" / "metrics.json").write_text(json.dumps(_metrics("lora", "lora")))
-    (tmp_path / "methods" / "bad").mkdir(parents=True)
-    (tmp_path / "methods" / "bad" / "metrics.json").write_text("{not json")
-    got = load_train_metrics(tmp_path, ["lora", "gone", "bad"])
-    assert got["lora"]["tokens_per_s"] == pytest.approx(4047.7)
-    assert got["gone"] == {"method": "gone", "status": "missing"}
-    assert got["bad"]["status"] == "unreadable"
 
 
 def test_report_module_is_light():
@@ -250,8 +292,13 @@ def test_report_module_is_light():
     import subprocess
 
     code = "import sys, launch.report; print('torch' in sys.modules, 'matplotlib' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=Path(__file__).resolve().parents[1], check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+        check=True,
+    )
     assert out.stdout.split() == ["False", "False"]
 
 
@@ -269,11 +316,13 @@ def test_slurm_accounting_replaces_the_local_cost_and_names_the_failure(results)
     from launch.slurm import parse_sacct
 
     evals, train = results
-    out = "\n".join([
-        "101|REQUEUED|600|billing=2,cpu=2,gres/gpu=2,mem=8G,node=1|2026-01-01T10:00:00|2026-01-01T10:05:00|2026-01-01T10:15:00|n1|0:0|None",
-        "101|COMPLETED|1200|billing=2,cpu=2,gres/gpu=2,mem=8G,node=1|2026-01-01T10:15:00|2026-01-01T10:16:00|2026-01-01T10:36:00|n2|0:0|BeginTime",
-        "102|OUT_OF_MEMORY|30|billing=1,cpu=1,gres/gpu=1,node=1|2026-01-01T10:00:00|2026-01-01T10:00:10|2026-01-01T10:00:40|n1|0:125|None",
-    ])
+    out = "\n".join(
+        [
+            "101|REQUEUED|600|billing=2,cpu=2,gres/gpu=2,mem=8G,node=1|2026-01-01T10:00:00|2026-01-01T10:05:00|2026-01-01T10:15:00|n1|0:0|None",
+            "101|COMPLETED|1200|billing=2,cpu=2,gres/gpu=2,mem=8G,node=1|2026-01-01T10:15:00|2026-01-01T10:16:00|2026-01-01T10:36:00|n2|0:0|BeginTime",
+            "102|OUT_OF_MEMORY|30|billing=1,cpu=1,gres/gpu=1,node=1|2026-01-01T10:00:00|2026-01-01T10:00:10|2026-01-01T10:00:40|n1|0:125|None",
+        ]
+    )
     acc = parse_sacct(out)
     assert acc["101"].gpu_hours == (2 * 600 + 2 * 1200) / 3600
     assert acc["101"].restarts == 1 and acc["101"].queue_wait_s == 300 and acc["101"].state == "COMPLETED"
@@ -281,10 +330,16 @@ def test_slurm_accounting_replaces_the_local_cost_and_names_the_failure(results)
     accounts = {"full": acc["101"].summary(2.5), "lora": acc["102"].summary(2.5)}
     train = dict(train)
     train["lora"] = {"method": "lora", "status": "missing"}
-    rows = {r["method"]: r for r in build_rows([("full", "full_sft"), ("lora", "lora")], evals, train,
-                                                price_per_gpu_hour=2.5, slurm_accounts=accounts)}
+    rows = {
+        r["method"]: r
+        for r in build_rows(
+            [("full", "full_sft"), ("lora", "lora")], evals, train, price_per_gpu_hour=2.5, slurm_accounts=accounts
+        )
+    }
     sft = rows["full"]
-    assert sft["cost_source"] == "sacct" and sft["gpu_hours"] == pytest.approx(1.0) and sft["cost"] == pytest.approx(2.5)
+    assert (
+        sft["cost_source"] == "sacct" and sft["gpu_hours"] == pytest.approx(1.0) and sft["cost"] == pytest.approx(2.5)
+    )
     assert sft["restarts"] == 1 and sft["attempts"] == 2
     lora = rows["lora"]
     assert lora["status"] == "missing: Slurm OUT_OF_MEMORY (exit 0:125)"

@@ -22,8 +22,8 @@ import pytest
 import yaml
 from safetensors.torch import load_file
 
-from slurm_cluster import cluster_or_skip, make_base, run, stop_all, stop_cluster
-from test_resume import effective_steps, max_diff
+from support.runs import effective_steps, max_diff
+from support.slurm_cluster import cluster_or_skip, make_base, run, stop_all, stop_cluster
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[1]
@@ -50,19 +50,33 @@ def test_three_interruptions_end_like_no_interruption(tmp_path, tiny_model):
     try:
         env = cluster_or_skip(base, topo="single", acct="dbd")
         # progress.json at every step: the test interrupts the job at given steps
-        full_env = {**os.environ, **env, **CANARIES, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline",
-                    "CYBERFT_PROGRESS_EVERY_S": "0"}
+        full_env = {
+            **os.environ,
+            **env,
+            **CANARIES,
+            "HF_HUB_OFFLINE": "1",
+            "WANDB_MODE": "offline",
+            "CYBERFT_PROGRESS_EVERY_S": "0",
+        }
 
         def cyberft(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess:
-            return subprocess.run([sys.executable, "-m", "launch.cli", *argv], cwd=REPO, env=full_env,
-                                  capture_output=True, text=True, timeout=timeout)
+            return subprocess.run(
+                [sys.executable, "-m", "launch.cli", *argv],
+                cwd=REPO,
+                env=full_env,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
 
         exps = {}
         for name in ("reference", "interrupted"):
             res = cyberft("submit", str(write_config(tmp_path, tiny_model, name)), "--profile", "dev")
             assert res.returncode == 0, res.stdout + res.stderr
-            exps[name] = (Path(re.search(r"^experiment: (.+)$", res.stdout, re.M).group(1)),
-                          re.search(r"^  full_sft\s+job (\d+)$", res.stdout, re.M).group(1))
+            exps[name] = (
+                Path(re.search(r"^experiment: (.+)$", res.stdout, re.M).group(1)),
+                re.search(r"^  full_sft\s+job (\d+)$", res.stdout, re.M).group(1),
+            )
         exp, job = exps["interrupted"]
         progress = exp / "methods" / "full_sft" / "progress.json"
 

@@ -17,12 +17,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
-from launch import experiment
-from launch.config import load_config
-from launch.data import prepare_splits
-from launch.wandb_offline import find_runs, read_run
+from launch.expdir import ExperimentDir
+from support.experiments import new_experiment
+from support.runs import effective_steps, max_diff, weights
 from train import checkpoint
 
 pytestmark = pytest.mark.slow
@@ -31,41 +29,52 @@ STEPS = 120
 # Bit-for-bit on CPU; on a GPU (CUDA visible to the suite) atomic-add kernels reorder sums between runs.
 WEIGHT_TOL = 1e-3 if torch.cuda.is_available() else 1e-6
 RUN = (
-    "import sys; from launch.experiment import load; from launch.jobs import ENTRYPOINTS; import importlib;"
-    "exp, name = sys.argv[1], sys.argv[2];"
-    "importlib.import_module(ENTRYPOINTS[load(exp).method(name).kind]).main(load(exp), name, exp, threads=1)"
+    "import sys, importlib; from launch.expdir import ExperimentDir; from launch.jobs import ENTRYPOINTS;"
+    "exp, name = sys.argv[1], sys.argv[2]; cfg = ExperimentDir(exp).load_config();"
+    "importlib.import_module(ENTRYPOINTS[cfg.method(name).kind]).main(cfg, name, exp, threads=1)"
 )
 
 
-def make_experiment(tmp_path: Path, tiny_model: Path, method: str) -> Path:
+def make_experiment(tmp_path: Path, tiny_model: Path, method: str) -> ExperimentDir:
     overrides = [
-        f"model.name_or_path={tiny_model}", f"output_dir={tmp_path / 'runs'}", "data.max_train=64", "data.max_eval=16",
-        f"methods.{method}.max_steps={STEPS}", f"methods.{method}.micro_batch_size=8",
-        f"methods.{method}.checkpoint.every_steps=10", f"methods.{method}.checkpoint.keep=2",
+        f"model.name_or_path={tiny_model}",
+        f"output_dir={tmp_path / 'runs'}",
+        "data.max_train=64",
+        "data.max_eval=16",
+        f"methods.{method}.max_steps={STEPS}",
+        f"methods.{method}.micro_batch_size=8",
+        f"methods.{method}.checkpoint.every_steps=10",
+        f"methods.{method}.checkpoint.keep=2",
         "tracking.mode=offline",
     ]
-    cfg = experiment.resolve_paths(load_config(REPO / "configs" / "smoke.yaml", overrides))
-    exp = experiment.create(cfg, str(REPO / "configs" / "smoke.yaml"), overrides)
-    prepare_splits(cfg.data, exp / "data", progress=False)
-    return exp
+    return new_experiment(overrides)[1]
 
 
-def start(exp: Path, method: str) -> subprocess.Popen:
+def start(exp: ExperimentDir, method: str) -> subprocess.Popen:
     # progress.json at every step: the test interrupts the run at given steps
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1",
-           "CYBERFT_PROGRESS_EVERY_S": "0"}
-    return subprocess.Popen([sys.executable, "-c", RUN, str(exp), method], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "WANDB_MODE": "offline",
+        "HF_HUB_OFFLINE": "1",
+        "CYBERFT_PROGRESS_EVERY_S": "0",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-c", RUN, str(exp), method],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
-def step_of(exp: Path, method: str) -> int:
-    try:
-        return json.loads((exp / "methods" / method / "progress.json").read_text())["step"]
-    except (OSError, ValueError, KeyError):
-        return 0
+def step_of(exp: ExperimentDir, method: str) -> int:
+    progress = exp.method(method).read_progress()
+    return progress.step if progress is not None else 0
 
 
-def interrupt_at(proc: subprocess.Popen, exp: Path, method: str, step: int, sig: int) -> str:
+def interrupt_at(proc: subprocess.Popen, exp: ExperimentDir, method: str, step: int, sig: int) -> str:
     """Send ``sig`` once the run has passed ``step``; return its output."""
     deadline = time.monotonic() + 300
     while step_of(exp, method) < step:
@@ -84,36 +93,6 @@ def finish(proc: subprocess.Popen) -> str:
     return out
 
 
-def weights(exp: Path, method: str) -> dict[str, torch.Tensor]:
-    d = exp / "methods" / method
-    f = d / "model" / "model.safetensors" if (d / "model").is_dir() else d / "adapter" / "adapter_model.safetensors"
-    return load_file(str(f))
-
-
-def max_diff(a: dict, b: dict) -> float:
-    assert a.keys() == b.keys()
-    return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
-
-
-def effective_steps(exp: Path, method: str = "") -> tuple[list[int], list[str]]:
-    """The steps the resumed W&B run ends up with, and the run ids of the attempts.
-
-    Attempts are replayed in time order the way W&B applies them to one resumed run (online,
-    or at ``wandb sync``): a record whose step is not above the run's last step is dropped.
-    """
-    steps: list[int] = []
-    ids = []
-    for path in sorted(find_runs(exp / "wandb"), key=lambda p: str(p)):  # offline-run-<time>-<id>
-        if method and not str(path).rstrip("/").endswith(f"-{method}"):
-            continue  # another job's run (the evaluation)
-        run = read_run(path)
-        ids.append(run.run_id)
-        for h in run.history:
-            if "train/loss" in h and (not steps or h["_step"] > steps[-1]):
-                steps.append(h["_step"])
-    return steps, ids
-
-
 @pytest.mark.parametrize("method", ["full_sft", "lora"])
 def test_killed_and_signalled_runs_end_like_an_uninterrupted_one(tmp_path, tiny_model, method):
     reference = make_experiment(tmp_path / "ref", tiny_model, method)
@@ -122,15 +101,15 @@ def test_killed_and_signalled_runs_end_like_an_uninterrupted_one(tmp_path, tiny_
     exp = make_experiment(tmp_path / "int", tiny_model, method)
     # 1. killed outright (a node failure, or `scontrol requeue`: no signal reaches the job)
     interrupt_at(start(exp, method), exp, method, 35, signal.SIGKILL)
-    assert checkpoint.latest(exp / "methods" / method / "checkpoints").name >= "step-00000030"
+    assert checkpoint.latest(exp.method(method).checkpoints_dir).name >= "step-00000030"
     # 2. SIGUSR2 (time limit / preemption): saved at the next step boundary, then stops
     out = interrupt_at(start(exp, method), exp, method, 75, signal.SIGUSR2)
     assert "resumed from" in out and "(step 30/120)" in out, out[-3000:]
     assert "stopped on SIGUSR2 after saving a checkpoint" in out, out[-3000:]
-    saved = checkpoint.latest(exp / "methods" / method / "checkpoints")
+    saved = checkpoint.latest(exp.method(method).checkpoints_dir)
     signalled_at = int(saved.name.split("-")[1])
     assert signalled_at >= 75, saved  # saved where the signal was seen, not at the last periodic one
-    assert not (exp / "methods" / method / "metrics.json").exists(), "a stop to be requeued is not a failure"
+    assert not exp.method(method).metrics_file.exists(), "a stop to be requeued is not a failure"
     # 3. the last attempt resumes from exactly that step and completes
     out = finish(start(exp, method))
     assert f"(step {signalled_at}/{STEPS})" in out, out[-3000:]
@@ -138,11 +117,10 @@ def test_killed_and_signalled_runs_end_like_an_uninterrupted_one(tmp_path, tiny_
     diff = max_diff(weights(reference, method), weights(exp, method))
     print(f"{method}: max |w_interrupted - w_reference| = {diff:.3g}")
     assert diff <= WEIGHT_TOL
-    metrics = json.loads((exp / "methods" / method / "metrics.json").read_text())
-    ref_metrics = json.loads((reference / "methods" / method / "metrics.json").read_text())
-    assert metrics["steps"] == STEPS
-    assert metrics["final_loss"] == pytest.approx(ref_metrics["final_loss"], abs=WEIGHT_TOL)
-    assert metrics["train_tokens"] == ref_metrics["train_tokens"]
+    metrics, ref_metrics = exp.method(method).read_metrics(), reference.method(method).read_metrics()
+    assert metrics.steps == STEPS
+    assert metrics.final_loss == pytest.approx(ref_metrics.final_loss, abs=WEIGHT_TOL)
+    assert metrics.train_tokens == ref_metrics.train_tokens
     # W&B: one run id over all attempts (the SIGKILLed attempt's offline file may be empty:
     # its buffer died with it, and the next attempt logged those steps again), every step once.
     steps, ids = effective_steps(exp)
@@ -151,7 +129,7 @@ def test_killed_and_signalled_runs_end_like_an_uninterrupted_one(tmp_path, tiny_
     ref_steps, _ = effective_steps(reference)
     assert ref_steps == steps
     # Checkpoints are removed once the final model is saved.
-    assert not (exp / "methods" / method / "checkpoints").exists()
+    assert not exp.method(method).checkpoints_dir.exists()
 
 
 class _FakeAccelerator:
@@ -213,13 +191,21 @@ def test_sigkill_while_writing_a_checkpoint_resumes_from_the_previous_complete_o
     finish(start(reference, method))
 
     exp = make_experiment(tmp_path / "int", tiny_model, method)
-    root = exp / "methods" / method / "checkpoints"
+    root = exp.method(method).checkpoints_dir
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, "-c", SLOW_SAVE + RUN, str(exp), method], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLOW_SAVE + RUN, str(exp), method],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.monotonic() + 300
     while not (root / ".tmp-step-00000040" / "accelerate").is_dir():  # step 40's state is being written
-        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.poll() is not None else ""
+        assert proc.poll() is None and time.monotonic() < deadline, (
+            proc.stdout.read() if proc.poll() is not None else ""
+        )
         time.sleep(0.01)
     proc.kill()
     proc.communicate(timeout=60)

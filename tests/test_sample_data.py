@@ -1,4 +1,4 @@
-"""Tests of the bundled sample data and its generator (launch.sample_data)."""
+"""Tests of the bundled sample data and its generator (tools/sample_data.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ from pathlib import Path
 
 from launch.config import DataSource
 from launch.data import load_questions, normalize_question, split_questions
-from launch.sample_data import generate, main, write
+from support.tools import load_tool
+
+sample_data = load_tool("sample_data")
+generate, main, write = sample_data.generate, sample_data.main, sample_data.write
 
 REPO = Path(__file__).resolve().parents[1]
 COMMITTED = REPO / "data" / "sample" / "cyber_mcq.json"
@@ -23,7 +26,7 @@ def _by_fact(questions):
 def test_committed_file_matches_generator(tmp_path):
     write(tmp_path / "regen.json", seed=0)
     assert (tmp_path / "regen.json").read_bytes() == COMMITTED.read_bytes(), (
-        "data/sample/cyber_mcq.json is stale -> python -m launch.sample_data data/sample/cyber_mcq.json"
+        "data/sample/cyber_mcq.json is stale -> python tools/sample_data.py data/sample/cyber_mcq.json"
     )
 
 

@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 
 from launch import submit, yamlio
 from launch.config import build_config
+from launch.expdir import ExperimentDir
 from launch.profiles import ProfileError, profile_from_dict
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,8 +40,20 @@ IDS = {"full_sft": "101", "lora": "102", "qlora": "103", "eval": "104"}
 
 ALPHABET = list("ab09 \t\n\r'\"\\$`;|&#%(){}[]<>*?!~=:,.-_/@+") + ["\u2028", "\x00", "\x1b", "\x85", "\u202e", "é"]
 HOSTILE = st.text(alphabet=st.sampled_from(ALPHABET), min_size=1, max_size=16)
-FIELDS = ("partition", "account", "qos", "constraint", "gpu_type", "env_value", "env_name", "python", "setup",
-          "option_key", "option_value", "output_dir")
+FIELDS = (
+    "partition",
+    "account",
+    "qos",
+    "constraint",
+    "gpu_type",
+    "env_value",
+    "env_name",
+    "python",
+    "setup",
+    "option_key",
+    "option_value",
+    "output_dir",
+)
 
 
 # --------------------------------------------------------------------------- the two readers
@@ -83,7 +96,7 @@ def sbatch_options(script: str) -> tuple[list[list[str]], int]:
     per_line = []
     for n, line in enumerate(lines):
         if line.startswith("#SBATCH"):
-            args, rest = [], line[len("#SBATCH"):]
+            args, rest = [], line[len("#SBATCH") :]
             while True:
                 arg, rest = _sbatch_argument(rest)
                 if arg is None:
@@ -110,7 +123,7 @@ def run_with_bash(script: str, tmp: Path) -> tuple[list[str], list[str], dict[st
         (bin_dir / name).chmod(0o755)
     (tmp / "job.sh").write_text(script)
     log = tmp / "commands"
-    trap = "set -T; trap 'printf \"%s\\0\" \"$BASH_COMMAND\" >> \"$LOG\"' DEBUG; . \"$1\""
+    trap = 'set -T; trap \'printf "%s\\0" "$BASH_COMMAND" >> "$LOG"\' DEBUG; . "$1"'
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "CAPTURE": str(tmp), "LOG": str(log), "HOME": str(tmp)}
     proc = subprocess.run(["bash", "-c", trap, "bash", str(tmp / "job.sh")], env=env, capture_output=True, timeout=30)
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")
@@ -125,8 +138,14 @@ def run_with_bash(script: str, tmp: Path) -> tuple[list[str], list[str], dict[st
 
 def _expected_options(spec: submit.JobSpec, profile: tp.Any, exp_dir: Path, gpus: int) -> dict[str, str | None]:
     log = exp_dir / "jobs" / "%j" / "%j_0_log"
-    meant = {"job-name": spec.params["job_name"], "partition": profile.partition, "output": f"{log}.out",
-             "error": f"{log}.err", "time": str(spec.params["time"]), "nodes": str(spec.params["nodes"])}
+    meant = {
+        "job-name": spec.params["job_name"],
+        "partition": profile.partition,
+        "output": f"{log}.out",
+        "error": f"{log}.err",
+        "time": str(spec.params["time"]),
+        "nodes": str(spec.params["nodes"]),
+    }
     for key in ("account", "qos", "constraint"):
         if getattr(profile, key):
             meant[key] = getattr(profile, key)
@@ -137,10 +156,11 @@ def _expected_options(spec: submit.JobSpec, profile: tp.Any, exp_dir: Path, gpus
     return meant
 
 
-def assert_script_is_meant(spec: submit.JobSpec, profile: tp.Any, exp_dir: Path, gpus: int, run_bash: bool,
-                           model: str) -> None:
+def assert_script_is_meant(
+    spec: submit.JobSpec, profile: tp.Any, exp_dir: Path, gpus: int, run_bash: bool, model: str
+) -> None:
     python = submit.job_python(profile)
-    script = submit.sbatch_script(spec, exp_dir, python, IDS)
+    script = submit.sbatch_script(spec, ExperimentDir(exp_dir), python, IDS)
     per_line, stop = sbatch_options(script)
     assert all(len(args) == 1 for args in per_line), per_line  # one option per #SBATCH line, nothing smuggled
     options = {}
@@ -150,9 +170,9 @@ def assert_script_is_meant(spec: submit.JobSpec, profile: tp.Any, exp_dir: Path,
         options[key] = value if "=" in arg else None
     for key, value in _expected_options(spec, profile, exp_dir, gpus).items():
         assert options[key] == value, (key, options[key], value)
-    setup = submit._setup_lines(profile, exp_dir, model)
+    setup = submit._setup_lines(profile, ExperimentDir(exp_dir), model)
     body = [ln for ln in script.split("\n")[stop:] if ln.strip() and not ln.lstrip().startswith("#")]
-    assert body[:len(setup)] == setup and len(body) == len(setup) + 2, body  # + SUBMITIT_EXECUTOR export, srun
+    assert body[: len(setup)] == setup and len(body) == len(setup) + 2, body  # + SUBMITIT_EXECUTOR export, srun
     if not run_bash:
         return
     with tempfile.TemporaryDirectory() as tmp:
@@ -162,9 +182,9 @@ def assert_script_is_meant(spec: submit.JobSpec, profile: tp.Any, exp_dir: Path,
     log = exp_dir / "jobs" / "%j" / "%j_%t_log"
     head = ["--unbuffered", "--output", f"{log}.out", "--error", f"{log}.err", *spec.params.get("srun_args", [])]
     tail = ["-u", "-m", "submitit.core._submit", folder]
-    assert argv[:len(head)] == head and argv[-len(tail):] == tail, argv
+    assert argv[: len(head)] == head and argv[-len(tail) :] == tail, argv
     if not set("$~") & set(python):  # python may use $VAR and ~, expanded by bash as its author means
-        assert argv[len(head):-len(tail)] == shlex.split(python)
+        assert argv[len(head) : -len(tail)] == shlex.split(python)
     for name, value in profile.env.items():
         assert env[name] == value
     assert env["PYTHONPATH"].split(":")[0] == str(exp_dir / "code")
@@ -175,8 +195,10 @@ def assert_script_is_meant(spec: submit.JobSpec, profile: tp.Any, exp_dir: Path,
 
 def _case(field: str, value: str) -> tuple[dict, dict]:
     """(config, profile) raw mappings with ``value`` in ``field``."""
-    cfg, profile = dict(SMOKE, output_dir="runs"), dict(DEV, setup=["module load cuda/12.4"], env={"MY_VAR": "1"},
-                                                        additional_parameters={"comment": "x"})
+    cfg, profile = (
+        dict(SMOKE, output_dir="runs"),
+        dict(DEV, setup=["module load cuda/12.4"], env={"MY_VAR": "1"}, additional_parameters={"comment": "x"}),
+    )
     if field in ("partition", "account", "qos", "constraint", "python"):
         profile[field] = value
     elif field == "gpu_type":
@@ -196,8 +218,13 @@ def _case(field: str, value: str) -> tuple[dict, dict]:
     return cfg, profile
 
 
-FIELD_LABEL = {"env_value": "env.MY_VAR", "env_name": "env.", "option_key": "additional_parameters.",
-               "option_value": "additional_parameters.comment", "setup": "setup[1]"}
+FIELD_LABEL = {
+    "env_value": "env.MY_VAR",
+    "env_name": "env.",
+    "option_key": "additional_parameters.",
+    "option_value": "additional_parameters.comment",
+    "setup": "setup[1]",
+}
 
 
 def check_field(field: str, value: str, run_bash: bool = True) -> bool:
@@ -214,7 +241,7 @@ def check_field(field: str, value: str, run_bash: bool = True) -> bool:
         assert all(p.startswith(label) for p in problems), (field, value, problems)
         return False
     exp_dir = Path(os.path.abspath(cfg.output_dir)) / "smoke-20260101-000000"
-    for spec in submit.plan(cfg, profile, exp_dir):
+    for spec in submit.plan(cfg, profile, ExperimentDir(exp_dir)):
         gpus = (cfg.eval if spec.name == "eval" else cfg.method(spec.name)).resources.gpus_per_node
         # A setup line is the profile author's own shell, run as written: its lines, not its commands, are checked.
         bash = run_bash and field != "setup" and spec.name == "eval"  # bash once per case: the eval job's script
@@ -222,21 +249,36 @@ def check_field(field: str, value: str, run_bash: bool = True) -> bool:
     return True
 
 
-@pytest.mark.parametrize("field, value, accepted", [
-    ("partition", "gpu\nrm -rf ~", False), ("account", "a b", False), ("constraint", "a100&ib", True),
-    ("env_value", "x' ; touch /tmp/pwned ; echo '", True), ("env_value", "two\nlines", False),
-    ("python", "/venv/bin/python; touch /tmp/pwned", False), ("python", "apptainer exec --nv img.sif python", True),
-    ("setup", "module load a\necho injected", False), ("option_key", "comment\n#SBATCH --array", False),
-    ("option_value", "$(touch /tmp/pwned) `id` ; # x", True), ("option_value", "a'b", False),
-    ("output_dir", "runs\necho injected", False), ("output_dir", "my runs/$(id)", True), ("output_dir", "100%x", False),
-    ("gpu_type", "a100 --wrap=x", False),
-])
+@pytest.mark.parametrize(
+    "field, value, accepted",
+    [
+        ("partition", "gpu\nrm -rf ~", False),
+        ("account", "a b", False),
+        ("constraint", "a100&ib", True),
+        ("env_value", "x' ; touch /tmp/pwned ; echo '", True),
+        ("env_value", "two\nlines", False),
+        ("python", "/venv/bin/python; touch /tmp/pwned", False),
+        ("python", "apptainer exec --nv img.sif python", True),
+        ("setup", "module load a\necho injected", False),
+        ("option_key", "comment\n#SBATCH --array", False),
+        ("option_value", "$(touch /tmp/pwned) `id` ; # x", True),
+        ("option_value", "a'b", False),
+        ("output_dir", "runs\necho injected", False),
+        ("output_dir", "my runs/$(id)", True),
+        ("output_dir", "100%x", False),
+        ("gpu_type", "a100 --wrap=x", False),
+    ],
+)
 def test_known_injections(field, value, accepted):
     assert check_field(field, value) is accepted
 
 
-@settings(max_examples=int(os.environ.get("SCRIPT_EXAMPLES", "150")), deadline=None, database=None,
-          suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=int(os.environ.get("SCRIPT_EXAMPLES", "150")),
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(field=st.sampled_from(FIELDS), value=HOSTILE)
 def test_no_value_adds_a_line_or_a_command(field, value):
     check_field(field, value)

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from launch import cli, experiment, status, submit
+from launch import cli, status, submit
+from launch.expdir import ExperimentDir
 from launch.fsio import read_json
 from launch.jobs import TrainJob
 from launch.slurm import parse_sacct
@@ -31,12 +32,22 @@ def fake_slurm(tmp_path, monkeypatch):
 
 
 def _submit(tiny_model: Path, out: Path, profile: str | Path = "dev", *overrides: str) -> int:
-    return cli.main(["submit", "configs/smoke.yaml", "--profile", str(profile), f"model.name_or_path={tiny_model}",
-                     f"output_dir={out}", *overrides])
+    return cli.main(
+        [
+            "submit",
+            "configs/smoke.yaml",
+            "--profile",
+            str(profile),
+            f"model.name_or_path={tiny_model}",
+            f"output_dir={out}",
+            *overrides,
+        ]
+    )
 
 
-def test_a_refused_first_job_leaves_no_experiment_exits_2_and_says_it_once(fake_slurm, tmp_path, tiny_model,
-                                                                          monkeypatch, capsys):
+def test_a_refused_first_job_leaves_no_experiment_exits_2_and_says_it_once(
+    fake_slurm, tmp_path, tiny_model, monkeypatch, capsys
+):
     monkeypatch.setenv("FAKE_SBATCH_FAIL_AT", "5001")
     monkeypatch.setenv("FAKE_SBATCH_MESSAGE", REFUSAL)
     out = tmp_path / "new" / "runs"  # made for this experiment: removed with it
@@ -95,13 +106,15 @@ def venv_on_shared(tmp_path):
     return shared
 
 
-def test_a_venv_under_shared_dirs_is_accepted_though_its_python_links_outside(fake_slurm, tmp_path, tiny_model,
-                                                                             venv_on_shared):
+def test_a_venv_under_shared_dirs_is_accepted_though_its_python_links_outside(
+    fake_slurm, tmp_path, tiny_model, venv_on_shared
+):
     model = venv_on_shared / "model"
     shutil.copytree(tiny_model, model)
     profile = write_profile(tmp_path, shared_dirs=[str(venv_on_shared)], python=str(venv_on_shared / "venv/bin/python"))
-    result = submit.check("configs/smoke.yaml", [f"model.name_or_path={model}",
-                                                 f"output_dir={venv_on_shared / 'runs'}"], str(profile))
+    result = submit.check(
+        "configs/smoke.yaml", [f"model.name_or_path={model}", f"output_dir={venv_on_shared / 'runs'}"], str(profile)
+    )
     assert result.problems == []
 
 
@@ -110,8 +123,11 @@ def test_paths_outside_shared_dirs_name_where_they_resolve(fake_slurm, tmp_path,
     local.mkdir()
     (venv_on_shared / "runs").symlink_to(local)  # looks shared, is not
     profile = write_profile(tmp_path, shared_dirs=[str(venv_on_shared)], python=sys.executable)
-    result = submit.check("configs/smoke.yaml", [f"model.name_or_path={tiny_model}",
-                                                 f"output_dir={venv_on_shared / 'runs'}"], str(profile))
+    result = submit.check(
+        "configs/smoke.yaml",
+        [f"model.name_or_path={tiny_model}", f"output_dir={venv_on_shared / 'runs'}"],
+        str(profile),
+    )
     text = "\n".join(result.problems)
     assert f"output_dir: '{venv_on_shared / 'runs'}' is under {venv_on_shared} but resolves to '{local}'" in text
     line = next(x for x in result.problems if x.startswith("python:"))
@@ -127,18 +143,34 @@ def test_jobs_load_the_frozen_experiment_after_the_original_data_moved(fake_slur
     ds = tmp_path / "my-zero2.json"
     shutil.copyfile(REPO / "ds_configs/zero2.json", ds)
     out = tmp_path / "runs"
-    assert _submit(tiny_model, out, "dev", f"data.train.path={data}", f"methods.full_sft.deepspeed={ds}",
-                   "methods.lora.max_steps=2", "data.max_train=16", "tracking.backend=none") == 0
+    assert (
+        _submit(
+            tiny_model,
+            out,
+            "dev",
+            f"data.train.path={data}",
+            f"methods.full_sft.deepspeed={ds}",
+            "methods.lora.max_steps=2",
+            "data.max_train=16",
+            "tracking.backend=none",
+        )
+        == 0
+    )
     (exp,) = out.iterdir()
     data.rename(tmp_path / "moved.json")
     ds.unlink()
-    cfg = experiment.load(exp)  # what TrainJob/EvalJob and `cyberft resume` do first
+    cfg = ExperimentDir(exp).load_config()  # what TrainJob/EvalJob and `cyberft resume` do first
     assert cfg.data.train.path == str(data)  # recorded, but no longer needed
     assert Path(cfg.method("full_sft").deepspeed).is_file() and str(exp / "code") in cfg.method("full_sft").deepspeed
     ids = {n: r["job_id"] for n, r in read_json(exp / "manifest.json")["jobs"].items()}
-    monkeypatch.setattr(status, "job_statuses", lambda e: [
-        status.JobStatus(n, i, "CANCELLED" if n == "lora" else "COMPLETED", ended=True, ok=n != "lora")
-        for n, i in ids.items()])
+    monkeypatch.setattr(
+        status,
+        "job_statuses",
+        lambda e: [
+            status.JobStatus(n, i, "CANCELLED" if n == "lora" else "COMPLETED", ended=True, ok=n != "lora")
+            for n, i in ids.items()
+        ],
+    )
     assert cli.main(["resume", str(exp)]) == 0  # resubmits lora and a new evaluation from the frozen files
     assert (fake_slurm / "count").read_text().strip() == "5006"
     import torch
@@ -155,8 +187,9 @@ def test_jobs_load_the_frozen_experiment_after_the_original_data_moved(fake_slur
 
 def test_dry_run_refuses_data_that_submit_would_refuse(tmp_path, tiny_model, capsys):
     data = tmp_path / "one.json"
-    data.write_text('{"questions": [{"question": "q", "answers": {"A": "a", "B": "b", "C": "c", "D": "d"}, '
-                    '"solution": "A"}]}')
+    data.write_text(
+        '{"questions": [{"question": "q", "answers": {"A": "a", "B": "b", "C": "c", "D": "d"}, "solution": "A"}]}'
+    )
     out = tmp_path / "runs"
     assert _submit(tiny_model, out, "dev", f"data.train.path={data}", "--dry-run") == 2
     text = capsys.readouterr().out
@@ -168,8 +201,15 @@ def test_validate_and_run_check_the_data_too(tmp_path, tiny_model, capsys):
     data = tmp_path / "one.json"
     data.write_text('{"questions": []}')
     for command in ("validate", "run"):
-        rc = cli.main([command, "configs/smoke.yaml", f"model.name_or_path={tiny_model}",
-                       f"output_dir={tmp_path / 'runs'}", f"data.train.path={data}"])
+        rc = cli.main(
+            [
+                command,
+                "configs/smoke.yaml",
+                f"model.name_or_path={tiny_model}",
+                f"output_dir={tmp_path / 'runs'}",
+                f"data.train.path={data}",
+            ]
+        )
         assert rc == 2 and "contains 0 questions" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
 

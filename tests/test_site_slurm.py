@@ -5,7 +5,7 @@ Checked end to end: a profile asking for typed GPUs (``typed_gpus: true``) runs 
 experiment, its GPU-hours come out once (not doubled by the typed accounting entry), and an
 ``additional_parameters`` value full of shell syntax reaches Slurm as the text it is, running
 nothing. A partition the site does not have is refused by sbatch: exit 2, Slurm's message once,
-no experiment left. Skipped like the other Slurm tests (tests/slurm_cluster.py).
+no experiment left. Skipped like the other Slurm tests (tests/support/slurm_cluster.py).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from support.fake_slurm import write_profile
-from slurm_cluster import cluster_or_skip, make_base, run, stop_all, stop_cluster
+from support.slurm_cluster import cluster_or_skip, make_base, run, stop_all, stop_cluster
 from test_submit_slurm import FAST, cyberft, sacct_gpu_hours
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -39,8 +39,16 @@ def test_typed_gpus_run_end_to_end_and_are_counted_once(typed_cluster, tmp_path,
     marker = tmp_path / "pwned"
     comment = f"x $(touch {marker}) ; touch {marker} # `touch {marker}`"
     profile = write_profile(tmp_path, gpu_type="fake", typed_gpus=True, additional_parameters={"comment": comment})
-    res = cyberft(env, "submit", "configs/smoke.yaml", "--profile", str(profile), f"model.name_or_path={tiny_model}",
-                  f"output_dir={tmp_path / 'runs'}", *FAST)
+    res = cyberft(
+        env,
+        "submit",
+        "configs/smoke.yaml",
+        "--profile",
+        str(profile),
+        f"model.name_or_path={tiny_model}",
+        f"output_dir={tmp_path / 'runs'}",
+        *FAST,
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     exp = Path(re.search(r"^experiment: (.+)$", res.stdout, re.M).group(1))
     ids = dict(re.findall(r"^  (\S+)\s+job (\d+)$", res.stdout, re.M))
@@ -63,8 +71,15 @@ def test_typed_gpus_run_end_to_end_and_are_counted_once(typed_cluster, tmp_path,
 def test_a_partition_the_site_lacks_is_refused_by_sbatch_and_leaves_nothing(typed_cluster, tmp_path, tiny_model):
     _, env = typed_cluster
     out = tmp_path / "runs"
-    res = cyberft(env, "submit", "configs/smoke.yaml", "--profile", str(write_profile(tmp_path, partition="nope")),
-                  f"model.name_or_path={tiny_model}", f"output_dir={out}")
+    res = cyberft(
+        env,
+        "submit",
+        "configs/smoke.yaml",
+        "--profile",
+        str(write_profile(tmp_path, partition="nope")),
+        f"model.name_or_path={tiny_model}",
+        f"output_dir={out}",
+    )
     assert res.returncode == 2, res.stdout + res.stderr
     assert res.stderr.count("Invalid partition name specified") == 1, res.stderr
     assert "sbatch refused job full_sft" in res.stderr and "no experiment was created ->" in res.stderr

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from launch.wandb_offline import find_runs, read_run
+from support.wandb_offline import find_runs, read_run
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -30,12 +30,18 @@ def smoke_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("smoke")
     env = {**os.environ, **CANARIES, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
     cli = [sys.executable, "-m", "launch.cli"]
-    built = subprocess.run(cli + ["tiny-model", str(tmp / "tiny-llama")], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    built = subprocess.run(
+        cli + ["tiny-model", str(tmp / "tiny-llama")], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
     assert built.returncode == 0, built.stderr[-3000:]
     t0 = time.perf_counter()
     res = subprocess.run(
         cli + ["run", "configs/smoke.yaml", f"model.name_or_path={tmp / 'tiny-llama'}", f"output_dir={tmp / 'runs'}"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     wall = time.perf_counter() - t0
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
@@ -47,7 +53,7 @@ def test_runs_within_budget_and_prints_the_table(smoke_run):
     exp_dir, out, wall = smoke_run
     print(f"smoke experiment wall time: {wall:.1f} s")
     assert wall < 300, f"the smoke experiment took {wall:.0f} s (budget 5 minutes on 2 cores)"
-    table = out[out.index("method "):]
+    table = out[out.index("method ") :]
     for name in ("base", "full_sft", "lora", "qlora"):
         assert f"\n{name} " in table
     assert f"experiment directory: {exp_dir}" in out
@@ -70,7 +76,9 @@ def test_every_method_beats_base_and_the_best_by_20_points(smoke_run):
     # The evaluation's own cost, shared by the rows: every model's load + scoring time.
     ev = json.loads((exp_dir / "summary.json").read_text())["evaluation"]
     results = [json.loads((exp_dir / "eval" / "results" / f"{n}.json").read_text()) for n in rows]
-    assert ev["models"] == 4 and ev["seconds"] == pytest.approx(sum(r["load_s"] + r["eval_s"] for r in results), abs=0.01)
+    assert ev["models"] == 4 and ev["seconds"] == pytest.approx(
+        sum(r["load_s"] + r["eval_s"] for r in results), abs=0.01
+    )
     assert ev["seconds"] > 0 and ev["gpu_hours"] is None and ev["cpu_hours"] > 0
     assert "Evaluation job: 4 model(s)" in (exp_dir / "report.md").read_text()
 
@@ -112,7 +120,10 @@ def test_wandb_offline_runs_hold_the_comparison_and_every_method(smoke_run):
     table = runs["eval:eval"].tables["comparison"]
     methods = [dict(zip(table["columns"], row))["method"] for row in table["data"]]
     assert methods == ["base", "full_sft", "lora", "qlora"]
-    acc = {dict(zip(table["columns"], row))["method"]: dict(zip(table["columns"], row))["accuracy"] for row in table["data"]}
+    acc = {
+        dict(zip(table["columns"], row))["method"]: dict(zip(table["columns"], row))["accuracy"]
+        for row in table["data"]
+    }
     summary = {r["method"]: r["accuracy"] for r in json.loads((exp_dir / "summary.json").read_text())["rows"]}
     assert acc == pytest.approx(summary)
 

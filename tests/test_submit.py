@@ -7,7 +7,6 @@ records what it was asked to cancel, ``srun`` only exists (submitit checks for i
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -19,11 +18,13 @@ import pytest
 import yaml
 
 from launch import cli, submit
+from launch.expdir import ExperimentDir
 from launch.fsio import read_json
 from support.fake_slurm import install_fake_slurm
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = REPO / "tests" / "golden" / "dryrun_llama3_dev.txt"
+
 
 def normalise(text: str) -> str:
     """Machine-specific paths replaced, so the golden file holds on any checkout."""
@@ -31,8 +32,14 @@ def normalise(text: str) -> str:
 
 
 def run_cli(*argv: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "launch.cli", *argv], cwd=REPO, capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "launch.cli", *argv],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+    )
 
 
 @pytest.fixture
@@ -43,28 +50,49 @@ def fake_slurm(tmp_path, monkeypatch):
 def test_dry_run_matches_golden_file_and_is_fast():
     t0 = time.perf_counter()
     # A fixed, empty Hugging Face cache: the note on downloading the model names it.
-    res = run_cli("submit", "configs/llama3-8b-cybermetric.yaml", "--profile", "dev", "--dry-run",
-                  env={"HF_HOME": "/nonexistent/hf-home", "HF_HUB_CACHE": ""})
+    res = run_cli(
+        "submit",
+        "configs/llama3-8b-cybermetric.yaml",
+        "--profile",
+        "dev",
+        "--dry-run",
+        env={"HF_HOME": "/nonexistent/hf-home", "HF_HUB_CACHE": ""},
+    )
     wall = time.perf_counter() - t0
     print(f"dry run wall time (new interpreter): {wall:.3f} s")
     text = normalise(res.stdout)
     if os.environ.get("UPDATE_GOLDEN"):
         GOLDEN.write_text(text)
-    assert text == GOLDEN.read_text(), "dry run output changed; if intended, rerun with UPDATE_GOLDEN=1 and review the diff"
+    assert text == GOLDEN.read_text(), (
+        "dry run output changed; if intended, rerun with UPDATE_GOLDEN=1 and review the diff"
+    )
     # The data file of the 8B study is not shipped, and dev's fake nodes are small: exit 2 with every reason.
     assert res.returncode == 2
-    for needle in ("#SBATCH --partition=debug", "#SBATCH --gpus-per-node=8", "#SBATCH --time=240",
-                   "#SBATCH --ntasks-per-node=8", "#SBATCH --nodes=1", "--kill-on-bad-exit=1 --gpu-bind=none",
-                   "export SRUN_CPUS_PER_TASK=$SLURM_CPUS_PER_TASK",
-                   "--dependency='afterany:<job id of full_sft>:<job id of lora>:<job id of qlora>'"):
+    for needle in (
+        "#SBATCH --partition=debug",
+        "#SBATCH --gpus-per-node=8",
+        "#SBATCH --time=240",
+        "#SBATCH --ntasks-per-node=8",
+        "#SBATCH --nodes=1",
+        "--kill-on-bad-exit=1 --gpu-bind=none",
+        "export SRUN_CPUS_PER_TASK=$SLURM_CPUS_PER_TASK",
+        "--dependency='afterany:<job id of full_sft>:<job id of lora>:<job id of qlora>'",
+    ):
         assert needle in text
     assert wall < 2.0  # budget 0.5 s; generous here, measured in bench/
 
 
 def test_dry_run_of_a_valid_plan_exits_0_and_creates_nothing(tmp_path, tiny_model):
     out = tmp_path / "runs"
-    res = run_cli("submit", "configs/smoke.yaml", "--profile", "dev", "--dry-run",
-                  f"model.name_or_path={tiny_model}", f"output_dir={out}")
+    res = run_cli(
+        "submit",
+        "configs/smoke.yaml",
+        "--profile",
+        "dev",
+        "--dry-run",
+        f"model.name_or_path={tiny_model}",
+        f"output_dir={out}",
+    )
     assert res.returncode == 0, res.stderr + res.stdout
     assert "# ---- OK: nothing submitted (dry run)" in res.stdout
     assert res.stdout.count("#!/bin/bash") == 4
@@ -74,7 +102,10 @@ def test_dry_run_of_a_valid_plan_exits_0_and_creates_nothing(tmp_path, tiny_mode
 @pytest.mark.parametrize(
     "override, needle",
     [
-        ("methods.full_sft.resources.gpus_per_node=4", "gpus_per_node: 4 GPUs per node, but a node of profile 'dev' has 2"),
+        (
+            "methods.full_sft.resources.gpus_per_node=4",
+            "gpus_per_node: 4 GPUs per node, but a node of profile 'dev' has 2",
+        ),
         ("methods.lora.resources.time_min=600", "time_min: 600 min, but partition 'debug' of 'dev' allows 120"),
         ("methods.full_sft.resources.nodes=3", "nodes: 3, but a job on 'dev' may use at most 2 node(s) -> at most 2"),
         ("methods.lora.resources.cpus_per_gpu=3", "cpus_per_gpu: 3 x 1 GPU(s) = 3 CPUs per node"),
@@ -82,10 +113,19 @@ def test_dry_run_of_a_valid_plan_exits_0_and_creates_nothing(tmp_path, tiny_mode
         ("methods.qlora.resources.nodes=2", "qlora runs on one GPU"),
     ],
 )
-def test_plan_that_does_not_fit_the_profile_is_refused_before_submission(fake_slurm, tmp_path, tiny_model, override, needle):
+def test_plan_that_does_not_fit_the_profile_is_refused_before_submission(
+    fake_slurm, tmp_path, tiny_model, override, needle
+):
     out = tmp_path / "runs"
-    res = run_cli("submit", "configs/smoke.yaml", "--profile", "dev", f"model.name_or_path={tiny_model}",
-                  f"output_dir={out}", override)
+    res = run_cli(
+        "submit",
+        "configs/smoke.yaml",
+        "--profile",
+        "dev",
+        f"model.name_or_path={tiny_model}",
+        f"output_dir={out}",
+        override,
+    )
     assert res.returncode == 2, res.stdout + res.stderr
     assert needle in res.stderr and "nothing was submitted" in res.stderr
     assert "->" in res.stderr  # every problem carries its fix
@@ -98,10 +138,18 @@ def test_shared_dirs_of_the_profile_are_enforced(fake_slurm, tmp_path, tiny_mode
     profile.update(name="site", shared_dirs=["/scratch"])
     path = tmp_path / "site.yaml"
     path.write_text(yaml.safe_dump(profile))
-    res = run_cli("submit", "configs/smoke.yaml", "--profile", str(path), f"model.name_or_path={tiny_model}",
-                  f"output_dir={tmp_path / 'runs'}")
+    res = run_cli(
+        "submit",
+        "configs/smoke.yaml",
+        "--profile",
+        str(path),
+        f"model.name_or_path={tiny_model}",
+        f"output_dir={tmp_path / 'runs'}",
+    )
     assert res.returncode == 2
-    assert "output_dir:" in res.stderr and "is not under the shared directories of profile 'site' (/scratch)" in res.stderr
+    assert (
+        "output_dir:" in res.stderr and "is not under the shared directories of profile 'site' (/scratch)" in res.stderr
+    )
     assert "model.name_or_path:" in res.stderr and "python:" in res.stderr
 
 
@@ -116,7 +164,9 @@ def test_config_and_profile_problems_are_reported_together(tmp_path):
 
 def test_submit_with_fake_sbatch_records_ids_dependency_and_scripts(fake_slurm, tmp_path, tiny_model, capsys):
     out = tmp_path / "runs"
-    rc = cli.main(["submit", "configs/smoke.yaml", "--profile", "dev", f"model.name_or_path={tiny_model}", f"output_dir={out}"])
+    rc = cli.main(
+        ["submit", "configs/smoke.yaml", "--profile", "dev", f"model.name_or_path={tiny_model}", f"output_dir={out}"]
+    )
     assert rc == 0
     (exp,) = out.iterdir()
     manifest = read_json(exp / "manifest.json")
@@ -125,16 +175,24 @@ def test_submit_with_fake_sbatch_records_ids_dependency_and_scripts(fake_slurm, 
     assert manifest["executor"] == "slurm" and manifest["profile"] == "dev"
     assert manifest["jobs"]["eval"]["depends_on"] == ["full_sft", "lora", "qlora"]
     # Everything the jobs need is in the experiment: config, profile, data, frozen code.
-    for rel in ("config.yaml", "profile.yaml", "data/train.jsonl", "data/eval.jsonl", "code/launch/jobs.py",
-                "code/train/full_sft.py", "code/ds_configs/zero3.json"):
+    for rel in (
+        "config.yaml",
+        "profile.yaml",
+        "data/train.jsonl",
+        "data/eval.jsonl",
+        "code/launch/jobs.py",
+        "code/train/full_sft.py",
+        "code/ds_configs/zero3.json",
+    ):
         assert (exp / rel).is_file(), rel
     # What sbatch received is exactly what the dry run shows for the same plan and ids.
     result = submit.check("configs/smoke.yaml", [f"model.name_or_path={tiny_model}", f"output_dir={out}"], "dev")
-    cfg = submit.load_experiment_profile(exp)
-    specs = submit.plan(submit.experiment_config(exp), cfg, exp)
+    frozen = ExperimentDir(exp)
+    profile = frozen.load_profile()
+    specs = submit.plan(frozen.load_config(), profile, frozen)
     for spec in specs:
         sent = (fake_slurm / f"script-{ids[spec.name]}.sh").read_text()
-        assert sent == submit.sbatch_script(spec, exp, submit.job_python(cfg), ids)
+        assert sent == submit.sbatch_script(spec, frozen, submit.job_python(profile), ids)
     eval_script = (fake_slurm / "script-5004.sh").read_text()
     assert "#SBATCH --dependency=afterany:5001:5002:5003" in eval_script
     assert "#SBATCH --mem=2GB" in (fake_slurm / "script-5001.sh").read_text()
@@ -149,19 +207,34 @@ def test_each_job_is_requeued_on_its_time_limit_as_often_as_its_config_says(fake
     from submitit.core.utils import DelayedSubmission
 
     out = tmp_path / "runs"
-    rc = cli.main(["submit", "configs/smoke.yaml", "--profile", "dev", f"model.name_or_path={tiny_model}",
-                   f"output_dir={out}", "methods.lora.resources.max_timeouts=9", "eval.resources.max_timeouts=0"])
+    rc = cli.main(
+        [
+            "submit",
+            "configs/smoke.yaml",
+            "--profile",
+            "dev",
+            f"model.name_or_path={tiny_model}",
+            f"output_dir={out}",
+            "methods.lora.resources.max_timeouts=9",
+            "eval.resources.max_timeouts=0",
+        ]
+    )
     assert rc == 0
     (exp,) = out.iterdir()
     ids = {name: rec["job_id"] for name, rec in read_json(exp / "manifest.json")["jobs"].items()}
-    countdown = {name: DelayedSubmission.load(exp / "jobs" / i / f"{i}_submitted.pkl")._timeout_countdown for name, i in ids.items()}
+    countdown = {
+        name: DelayedSubmission.load(exp / "jobs" / i / f"{i}_submitted.pkl")._timeout_countdown
+        for name, i in ids.items()
+    }
     assert countdown == {"full_sft": 3, "lora": 9, "qlora": 3, "eval": 0}
 
 
 def test_a_refused_sbatch_cancels_the_jobs_already_submitted(fake_slurm, tmp_path, tiny_model, monkeypatch):
     monkeypatch.setenv("FAKE_SBATCH_FAIL_AT", "5003")
     out = tmp_path / "runs"
-    rc = cli.main(["submit", "configs/smoke.yaml", "--profile", "dev", f"model.name_or_path={tiny_model}", f"output_dir={out}"])
+    rc = cli.main(
+        ["submit", "configs/smoke.yaml", "--profile", "dev", f"model.name_or_path={tiny_model}", f"output_dir={out}"]
+    )
     assert rc == 1
     (exp,) = out.iterdir()
     manifest = read_json(exp / "manifest.json")
@@ -171,13 +244,24 @@ def test_a_refused_sbatch_cancels_the_jobs_already_submitted(fake_slurm, tmp_pat
 
 
 def test_distributed_method_gets_one_task_per_gpu_and_kill_on_bad_exit(tmp_path, tiny_model):
-    result = submit.check("configs/smoke.yaml", [f"model.name_or_path={tiny_model}",
-                                                 "methods.full_sft.resources.nodes=2",
-                                                 "methods.full_sft.resources.gpus_per_node=2"], "dev")
+    result = submit.check(
+        "configs/smoke.yaml",
+        [
+            f"model.name_or_path={tiny_model}",
+            "methods.full_sft.resources.nodes=2",
+            "methods.full_sft.resources.gpus_per_node=2",
+        ],
+        "dev",
+    )
     assert result.problems == []
-    specs = {s.name: s for s in submit.plan(result.cfg, result.profile, tmp_path)}
+    specs = {s.name: s for s in submit.plan(result.cfg, result.profile, ExperimentDir(tmp_path))}
     sft = specs["full_sft"]
-    assert (sft.world_size, sft.params["nodes"], sft.params["ntasks_per_node"], sft.params["gpus_per_node"]) == (4, 2, 2, 2)
+    assert (sft.world_size, sft.params["nodes"], sft.params["ntasks_per_node"], sft.params["gpus_per_node"]) == (
+        4,
+        2,
+        2,
+        2,
+    )
     assert sft.params["srun_args"] == ["--kill-on-bad-exit=1", "--gpu-bind=none"]
     assert specs["lora"].params["ntasks_per_node"] == 1 and "srun_args" not in specs["lora"].params
 
@@ -200,9 +284,13 @@ def _site_profile(tmp_path: Path, **changes) -> Path:
 
 def test_8b_plan_fits_80gb_gpus_and_dry_run_shows_memory_per_method(tmp_path):
     data = "data.train.path=data/sample/cyber_mcq.json"
-    res = run_cli("submit", "configs/llama3-8b-cybermetric.yaml", "--profile", str(_site_profile(tmp_path)), "--dry-run", data)
+    res = run_cli(
+        "submit", "configs/llama3-8b-cybermetric.yaml", "--profile", str(_site_profile(tmp_path)), "--dry-run", data
+    )
     assert res.returncode == 0, res.stdout[-3000:]
-    memory = res.stdout[res.stdout.index("# ---- estimated memory per GPU"):res.stdout.index("# ---- jobs and dependencies")]
+    memory = res.stdout[
+        res.stdout.index("# ---- estimated memory per GPU") : res.stdout.index("# ---- jobs and dependencies")
+    ]
     for name in ("full_sft", "lora", "qlora"):
         assert re.search(rf"^  {name}: [\d.]+ GB/GPU \(weights", memory, re.M), memory
     assert "on 8 GPUs, ZeRO-2" in memory
@@ -212,12 +300,21 @@ def test_plan_that_will_not_fit_gpu_memory_is_refused_with_what_would_fit(tmp_pa
     data = "data.train.path=data/sample/cyber_mcq.json"
     profile = _site_profile(tmp_path, gpu_mem_gb=24)
     # Full SFT of 8B with ZeRO-3 on 2 GPUs still does not fit 24 GB GPUs; LoRA on one does not either.
-    res = run_cli("submit", "configs/llama3-8b-cybermetric.yaml", "--profile", str(profile), data,
-                  "methods.full_sft.resources.nodes=1", "methods.full_sft.resources.gpus_per_node=2",
-                  "methods.full_sft.deepspeed=ds_configs/zero3.json",
-                  "output_dir=" + str(tmp_path / "runs"))
+    res = run_cli(
+        "submit",
+        "configs/llama3-8b-cybermetric.yaml",
+        "--profile",
+        str(profile),
+        data,
+        "methods.full_sft.resources.nodes=1",
+        "methods.full_sft.resources.gpus_per_node=2",
+        "methods.full_sft.deepspeed=ds_configs/zero3.json",
+        "output_dir=" + str(tmp_path / "runs"),
+    )
     assert res.returncode == 2, res.stdout + res.stderr
-    line = next(x for x in res.stderr.splitlines() if "methods[0] (full_sft).resources: does not fit in GPU memory" in x)
+    line = next(
+        x for x in res.stderr.splitlines() if "methods[0] (full_sft).resources: does not fit in GPU memory" in x
+    )
     assert "on 2 GPUs, ZeRO-3" in line and "-> would fit:" in line
     assert any(fix in line for fix in ("zero3_offload.json", "more GPUs", "kind: qlora"))
     assert "methods[1] (lora).resources: does not fit in GPU memory" in res.stderr
@@ -237,27 +334,75 @@ def test_resume_of_a_local_experiment_is_refused_with_the_fix(tmp_path):
     "states, resubmit, waiting, cancel_eval, eval_needed",
     [
         # (state, ended, ok) per job: full_sft, lora, eval
-        ({"full_sft": ("COMPLETED", True, True), "lora": ("CANCELLED", True, False), "eval": ("COMPLETED", True, True)},
-         ["lora"], [], None, True),
-        ({"full_sft": ("RUNNING", False, False), "lora": ("TIMEOUT", True, False), "eval": ("PENDING", False, False)},
-         ["lora"], ["full_sft"], "9003", True),
-        ({"full_sft": ("COMPLETED", True, True), "lora": ("COMPLETED", True, True), "eval": ("FAILED", True, False)},
-         [], [], None, True),
-        ({"full_sft": ("COMPLETED", True, True), "lora": ("COMPLETED", True, True), "eval": ("COMPLETED", True, True)},
-         [], [], None, False),
-        ({"full_sft": ("RUNNING", False, False), "lora": ("COMPLETED", True, True), "eval": ("PENDING", False, False)},
-         [], ["full_sft"], None, False),  # the pending evaluation already waits for what is left
+        (
+            {
+                "full_sft": ("COMPLETED", True, True),
+                "lora": ("CANCELLED", True, False),
+                "eval": ("COMPLETED", True, True),
+            },
+            ["lora"],
+            [],
+            None,
+            True,
+        ),
+        (
+            {
+                "full_sft": ("RUNNING", False, False),
+                "lora": ("TIMEOUT", True, False),
+                "eval": ("PENDING", False, False),
+            },
+            ["lora"],
+            ["full_sft"],
+            "9003",
+            True,
+        ),
+        (
+            {"full_sft": ("COMPLETED", True, True), "lora": ("COMPLETED", True, True), "eval": ("FAILED", True, False)},
+            [],
+            [],
+            None,
+            True,
+        ),
+        (
+            {
+                "full_sft": ("COMPLETED", True, True),
+                "lora": ("COMPLETED", True, True),
+                "eval": ("COMPLETED", True, True),
+            },
+            [],
+            [],
+            None,
+            False,
+        ),
+        (
+            {
+                "full_sft": ("RUNNING", False, False),
+                "lora": ("COMPLETED", True, True),
+                "eval": ("PENDING", False, False),
+            },
+            [],
+            ["full_sft"],
+            None,
+            False,
+        ),  # the pending evaluation already waits for what is left
     ],
 )
-def test_resume_plan_sends_only_what_ended_unfinished(tmp_path, monkeypatch, states, resubmit, waiting, cancel_eval, eval_needed):
+def test_resume_plan_sends_only_what_ended_unfinished(
+    tmp_path, monkeypatch, states, resubmit, waiting, cancel_eval, eval_needed
+):
     from launch import resume, status
 
     (tmp_path / "manifest.json").write_text('{"executor": "slurm", "jobs": {}}')
     ids = {"full_sft": "9001", "lora": "9002", "eval": "9003"}
     fake = [status.JobStatus(n, ids[n], st, ended=ended, ok=ok) for n, (st, ended, ok) in states.items()]
     monkeypatch.setattr(status, "job_statuses", lambda exp: fake)
-    plan = resume.plan_resume(tmp_path)
-    assert (plan.resubmit, plan.waiting_on, plan.cancel_eval, plan.eval_needed) == (resubmit, waiting, cancel_eval, eval_needed)
+    plan = resume.plan_resume(ExperimentDir(tmp_path))
+    assert (plan.resubmit, plan.waiting_on, plan.cancel_eval, plan.eval_needed) == (
+        resubmit,
+        waiting,
+        cancel_eval,
+        eval_needed,
+    )
 
 
 def test_resume_waits_for_a_running_evaluation(tmp_path, monkeypatch):
@@ -265,7 +410,10 @@ def test_resume_waits_for_a_running_evaluation(tmp_path, monkeypatch):
     from launch.config import InputError
 
     (tmp_path / "manifest.json").write_text('{"executor": "slurm", "jobs": {}}')
-    monkeypatch.setattr(status, "job_statuses", lambda exp: [
-        status.JobStatus("lora", "1", "FAILED", ended=True), status.JobStatus("eval", "2", "RUNNING")])
+    monkeypatch.setattr(
+        status,
+        "job_statuses",
+        lambda exp: [status.JobStatus("lora", "1", "FAILED", ended=True), status.JobStatus("eval", "2", "RUNNING")],
+    )
     with pytest.raises(InputError, match=r"eval: job 2 is RUNNING -> wait until it ends"):
-        resume.plan_resume(tmp_path)
+        resume.plan_resume(ExperimentDir(tmp_path))

@@ -1,7 +1,7 @@
 """``cyberft submit`` against a real Slurm (the dev cluster: slurmctld + slurmd + slurmdbd).
 
 Skipped without root or a way to install Slurm, unless ``CI`` is set (then they fail): see
-tests/slurm_cluster.py. One single-node cluster with accounting serves the module.
+tests/support/slurm_cluster.py. One single-node cluster with accounting serves the module.
 
 Checked end to end: submit returns at once, the evaluation waits on its dependency while
 training runs, ``status --wait`` ends with exit 0, the report's GPU-hours equal what ``sacct``
@@ -22,8 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from launch.wandb_offline import find_runs, read_run
-from slurm_cluster import cluster_or_skip, make_base, run, stop_all, stop_cluster
+from support.runs import effective_steps
+from support.slurm_cluster import cluster_or_skip, make_base, run, stop_all, stop_cluster
+from support.wandb_offline import find_runs, read_run
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[1]
@@ -44,14 +45,28 @@ def cluster():
 
 def cyberft(env: dict, *argv: str, timeout: float = 120) -> subprocess.CompletedProcess:
     full_env = {**os.environ, **env, **CANARIES, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
-    return subprocess.run([sys.executable, "-m", "launch.cli", *argv], cwd=REPO, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "launch.cli", *argv],
+        cwd=REPO,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def submit(env: dict, tmp_path: Path, tiny_model: Path, *overrides: str) -> tuple[Path, dict[str, str], float]:
     t0 = time.perf_counter()
-    res = cyberft(env, "submit", "configs/smoke.yaml", "--profile", "dev", f"model.name_or_path={tiny_model}",
-                  f"output_dir={tmp_path / 'runs'}", *overrides)
+    res = cyberft(
+        env,
+        "submit",
+        "configs/smoke.yaml",
+        "--profile",
+        "dev",
+        f"model.name_or_path={tiny_model}",
+        f"output_dir={tmp_path / 'runs'}",
+        *overrides,
+    )
     wall = time.perf_counter() - t0
     assert res.returncode == 0, res.stdout + res.stderr
     exp = Path(re.search(r"^experiment: (.+)$", res.stdout, re.M).group(1))
@@ -92,8 +107,11 @@ def test_smoke_experiment_end_to_end_with_sacct_cost(cluster, tmp_path, tiny_mod
     assert status.returncode == 0, status.stderr
     eval_line = next(line for line in status.stdout.splitlines() if line.startswith("eval "))
     assert "PENDING" in eval_line and "Dependency" in eval_line, status.stdout
-    assert any(re.match(rf"{m}\s+\d+\s+(RUNNING|PENDING)", line) for m in ("full_sft", "lora", "qlora")
-               for line in status.stdout.splitlines()), status.stdout
+    assert any(
+        re.match(rf"{m}\s+\d+\s+(RUNNING|PENDING)", line)
+        for m in ("full_sft", "lora", "qlora")
+        for line in status.stdout.splitlines()
+    ), status.stdout
 
     waited = cyberft(env, "status", str(exp), "--wait", "--interval", "1", timeout=900)
     assert waited.returncode == 0, waited.stdout + waited.stderr
@@ -149,7 +167,7 @@ def test_cancel_cancels_every_job(cluster, tmp_path, tiny_model):
     assert all(i in res.stdout for i in ids.values())
     waited = cyberft(env, "status", str(exp), "--wait", "--interval", "1", timeout=120)
     assert waited.returncode == 1
-    final = waited.stdout.strip().splitlines()[-len(ids):]
+    final = waited.stdout.strip().splitlines()[-len(ids) :]
     assert all(line.split()[2] == "CANCELLED" for line in final), final
     manifest = json.loads((exp / "manifest.json").read_text())
     assert sorted(manifest["cancelled"]) == sorted(ids.values())
@@ -159,12 +177,11 @@ def test_a_cancelled_method_is_resumed_from_its_checkpoint_and_costs_both_jobs(c
     """Cancel one method mid-run; the evaluation reports it failed; `cyberft resume` sends it again,
     it continues from its newest complete checkpoint into the same W&B run, a new evaluation scores
     it, and its GPU-hours are both jobs' (sacct)."""
-    from test_resume import effective_steps
-
     base, env = cluster
     steps = 60
-    exp, ids, _ = submit(env, tmp_path, tiny_model, *FAST, f"methods.lora.max_steps={steps}",
-                         "methods.lora.checkpoint.every_steps=10")
+    exp, ids, _ = submit(
+        env, tmp_path, tiny_model, *FAST, f"methods.lora.max_steps={steps}", "methods.lora.checkpoint.every_steps=10"
+    )
     ckpts = exp / "methods" / "lora" / "checkpoints"
     deadline = time.monotonic() + 600
     while not any((d / "COMPLETE").is_file() for d in (ckpts.iterdir() if ckpts.is_dir() else [])):

@@ -1,4 +1,4 @@
-"""Tests of train/tracking.py and launch/wandb_offline.py: an offline W&B round trip.
+"""Tests of train/tracking.py and tests/support/wandb_offline.py: an offline W&B round trip.
 
 One real offline run (about 1-2 s) is written in tmp_path and read back with our
 own log parser; every file the run produced, HOME included, is scanned for the
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from launch.config import TrackingConfig
-from launch.wandb_offline import OfflineLogError, find_runs, iter_record_bytes, read_run
+from support.wandb_offline import OfflineLogError, find_runs, iter_record_bytes, read_run
 from train.tracking import Tracker, is_secret_key, scrub
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -135,8 +135,9 @@ def test_offline_round_trip(wandb_env):
     tmp = wandb_env
     run_dir = tmp / "exp" / "methods" / "lora"
     cfg = TrackingConfig(backend="wandb", project="cyberft-test", mode="offline")
-    tracker = Tracker.start(cfg, run_dir=run_dir, name="lora", group="exp-1", job_type="train",
-                            config=_config(), run_id="exp1-lora")
+    tracker = Tracker.start(
+        cfg, run_dir=run_dir, name="lora", group="exp-1", job_type="train", config=_config(), run_id="exp1-lora"
+    )
     assert tracker.enabled and tracker.run_id == "exp1-lora"
     losses = [1.0 / (i + 1) for i in range(5)]
     for i, loss in enumerate(losses):

@@ -1,7 +1,7 @@
 """Training on several processes: plain DDP and DeepSpeed ZeRO-2/3, 2 CPU ranks over gloo.
 
 Each multi-process run is ``torchrun --standalone --nproc_per_node 2
-tests/dist_train_entry.py train EXP METHOD OUT``: torchrun exports the same
+tests/support/dist_train_entry.py train EXP METHOD OUT``: torchrun exports the same
 torch environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) as
 the launcher, and the helper calls the entrypoint's ``main(cfg, ...)`` like
 ``launch.jobs.TrainJob``. The 1-process references run in this process.
@@ -20,7 +20,6 @@ import os
 import signal
 import subprocess
 import sys
-import typing as tp
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,12 +28,14 @@ import torch
 
 from launch import experiment
 from launch.config import load_config
-from launch.gpus import cuda_hidden
 from launch.data import prepare_splits
+from launch.expdir import ExperimentDir, MethodDir
+from launch.gpus import cuda_hidden
+from support import dist_train_entry
 
 pytestmark = pytest.mark.slow
 
-ENTRY = Path(__file__).with_name("dist_train_entry.py")
+ENTRY = Path(dist_train_entry.__file__)
 DS_CONFIGS = Path(__file__).resolve().parents[1] / "ds_configs"
 STEPS = 8  # one pass over the 64 questions at a global batch of 8
 N_TRAIN = 64
@@ -56,17 +57,17 @@ RELOAD_TOL = 1e-3 if torch.cuda.is_available() else 0.0
 class Run:
     """One finished training run: its experiment, probe outputs and metrics."""
 
-    exp_dir: Path
+    exp_dir: ExperimentDir
     method: str
     out: Path
 
     @property
-    def method_dir(self) -> Path:
-        return self.exp_dir / "methods" / self.method
+    def trained(self) -> MethodDir:
+        return self.exp_dir.method(self.method)
 
     @property
     def metrics(self) -> dict:
-        return json.loads((self.method_dir / "metrics.json").read_text())
+        return json.loads(self.trained.metrics_file.read_text())
 
     @property
     def losses(self) -> list[float]:
@@ -80,9 +81,20 @@ class Run:
 # What each run is: method, 2 processes or 1, overrides. ZeRO-3 also accumulates
 # (2 x 2 per rank) and leaves the data split to the main rank to prepare.
 RUNS: dict[str, tuple[str, int, list[str]]] = {
-    "zero2": ("full_sft", 2, [f"methods.full_sft.deepspeed={DS_CONFIGS / 'zero2.json'}", "methods.full_sft.micro_batch_size=4"]),
-    "zero3": ("full_sft", 2, [f"methods.full_sft.deepspeed={DS_CONFIGS / 'zero3.json'}", "methods.full_sft.micro_batch_size=2",
-                              "methods.full_sft.grad_accum_steps=2"]),
+    "zero2": (
+        "full_sft",
+        2,
+        [f"methods.full_sft.deepspeed={DS_CONFIGS / 'zero2.json'}", "methods.full_sft.micro_batch_size=4"],
+    ),
+    "zero3": (
+        "full_sft",
+        2,
+        [
+            f"methods.full_sft.deepspeed={DS_CONFIGS / 'zero3.json'}",
+            "methods.full_sft.micro_batch_size=2",
+            "methods.full_sft.grad_accum_steps=2",
+        ],
+    ),
     "full_1proc": ("full_sft", 1, ["methods.full_sft.micro_batch_size=8"]),
     "lora_ddp": ("lora", 2, ["methods.lora.micro_batch_size=4"]),
     "lora_1proc": ("lora", 1, ["methods.lora.micro_batch_size=8"]),
@@ -104,8 +116,10 @@ def child_env(**extra: str) -> dict[str, str]:
 def needs_devices(nproc: int) -> None:
     """Skip a run of ``nproc`` ranks where CUDA is visible with fewer GPUs: NCCL refuses two ranks on one GPU."""
     if torch.cuda.is_available() and torch.cuda.device_count() < nproc:
-        pytest.skip(f"{nproc} ranks need {nproc} GPUs while CUDA is visible ({torch.cuda.device_count()} here): "
-                    "run the CPU suite with CUDA hidden (`make test` sets CUDA_VISIBLE_DEVICES=)")
+        pytest.skip(
+            f"{nproc} ranks need {nproc} GPUs while CUDA is visible ({torch.cuda.device_count()} here): "
+            "run the CPU suite with CUDA hidden (`make test` sets CUDA_VISIBLE_DEVICES=)"
+        )
 
 
 def run_child(args: list[str], cwd: Path, timeout: float = 240, env: dict[str, str] | None = None) -> tuple[int, str]:
@@ -114,8 +128,15 @@ def run_child(args: list[str], cwd: Path, timeout: float = 240, env: dict[str, s
     The child gets its own session so that, if a collective hangs (the process
     group waits 30 min), the timeout kills torchrun and both ranks together.
     """
-    proc = subprocess.Popen(args, cwd=cwd, env=env or child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        args,
+        cwd=cwd,
+        env=env or child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         output, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -131,16 +152,6 @@ def run_ok(args: list[str], cwd: Path, timeout: float = 240) -> None:
     assert code == 0, f"{' '.join(args)} exited {code}:\n{output[-4000:]}"
 
 
-def entry_module() -> tp.Any:
-    """tests/dist_train_entry.py as a module (whatever pytest's import mode)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("dist_train_entry", ENTRY)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 class Runs:
     """Makes each named run on first use and keeps it for the module's other tests."""
 
@@ -153,16 +164,20 @@ class Runs:
             self._done[key] = self._train(key)
         return self._done[key]
 
-    def _experiment(self, key: str, method: str, extra: list[str]) -> Path:
+    def _experiment(self, key: str, method: str, extra: list[str]) -> ExperimentDir:
         overrides = [
-            f"model.name_or_path={self.tiny_model}", f"output_dir={self.root / key}", "tracking.backend=none",
-            f"data.max_train={N_TRAIN}", "data.max_eval=16", f"methods.{method}.max_steps={STEPS}",
+            f"model.name_or_path={self.tiny_model}",
+            f"output_dir={self.root / key}",
+            "tracking.backend=none",
+            f"data.max_train={N_TRAIN}",
+            "data.max_eval=16",
+            f"methods.{method}.max_steps={STEPS}",
         ] + extra
         cfg = experiment.resolve_paths(load_config(self.repo / "configs" / "smoke.yaml", overrides))
-        exp_dir = experiment.create(cfg, str(self.repo / "configs" / "smoke.yaml"), overrides)
+        exp = experiment.create(cfg, str(self.repo / "configs" / "smoke.yaml"), overrides)
         if key not in PREPARES_OWN_DATA:
-            prepare_splits(cfg.data, exp_dir / "data", progress=False)  # what the launcher does
-        return exp_dir
+            prepare_splits(cfg.data, exp.data.root, progress=False)  # what the launcher does
+        return exp
 
     def _train(self, key: str) -> Run:
         method, nproc, extra = RUNS[key]
@@ -170,7 +185,7 @@ class Runs:
         out = self.root / key / "probe"
         out.mkdir(parents=True)
         if nproc == 1:
-            entry_module().train(exp_dir, method, out)
+            dist_train_entry.train(exp_dir, method, out)
         else:
             needs_devices(nproc)
             torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
@@ -190,20 +205,22 @@ def test_zero_full_sft_on_two_processes_saves_one_model(key, runs):
     assert metrics["status"] == "completed" and metrics["steps"] == STEPS and metrics["n_devices"] == 2
     # ZeRO-3 leaves each rank half of every weight; the counts are still the whole model's.
     assert metrics["trainable_params"] == metrics["total_params"] == runs["full_1proc"].metrics["total_params"]
-    progress = json.loads((run.method_dir / "progress.json").read_text())
+    progress = json.loads((run.trained.progress_file).read_text())
     assert progress["step"] == progress["total_steps"] == STEPS
-    model_dir = run.method_dir / "model"
+    model_dir = run.trained.model_dir
     assert sorted(p.name for p in model_dir.glob("*.safetensors")) == ["model.safetensors"]  # consolidated, no shards
     assert {"config.json", "tokenizer.json"} <= {p.name for p in model_dir.iterdir()}
-    assert (run.exp_dir / "data" / "train.jsonl").is_file()
+    assert run.exp_dir.data.train_file.is_file()
     umask = os.umask(0)
     os.umask(umask)
     assert model_dir.stat().st_mode & 0o777 == 0o777 & ~umask  # readable by the eval job like every other file
     assert (model_dir / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask
-    assert not list(run.method_dir.glob(".model.*")), "a temporary save directory was left behind"
+    assert not list(run.trained.root.glob(".model.*")), "a temporary save directory was left behind"
 
 
-@pytest.mark.parametrize("key, reference", [("zero2", "full_1proc"), ("zero3", "full_1proc"), ("lora_ddp", "lora_1proc")])
+@pytest.mark.parametrize(
+    "key, reference", [("zero2", "full_1proc"), ("zero3", "full_1proc"), ("lora_ddp", "lora_1proc")]
+)
 def test_two_processes_follow_one_process_loss_curve(key, reference, runs):
     """Same seed and global batch (2 ranks x 4, or x 2 x 2 accumulated, vs 1 x 8): same losses."""
     two, one = runs[key].losses, runs[reference].losses
@@ -226,7 +243,7 @@ def test_consolidated_checkpoint_reloads_to_the_trained_logits(key, runs, repo):
     run = runs[key]
     reloaded = run.out.parent / "reloaded"
     reloaded.mkdir(exist_ok=True)
-    run_ok([sys.executable, str(ENTRY), "logits", str(run.method_dir / "model"), str(reloaded)], repo)
+    run_ok([sys.executable, str(ENTRY), "logits", str(run.trained.model_dir), str(reloaded)], repo)
     trained, loaded = run.logits, torch.load(reloaded / "logits.pt")
     diff = float((trained - loaded).abs().max())
     print(f"{key}: max |logit difference| trained vs reloaded = {diff}")
@@ -238,7 +255,7 @@ def test_lora_on_two_processes_saves_an_adapter(runs):
     metrics = run.metrics
     assert metrics["status"] == "completed" and metrics["steps"] == STEPS and metrics["n_devices"] == 2
     assert 0 < metrics["trainable_params"] < metrics["total_params"]
-    adapter = run.method_dir / "adapter"
+    adapter = run.trained.adapter_dir
     assert (adapter / "adapter_model.safetensors").is_file() and (adapter / "adapter_config.json").is_file()
     from safetensors.torch import load_file
 

@@ -147,7 +147,7 @@ class StopSignal:
     """SIGUSR2 (Slurm's warning before a time limit or preemption) as a flag the loop polls.
 
     ``received`` is this rank's; the loop shares it with the other ranks in its once-per-step
-    all-reduce (``train.common.step_stats``), so all of them stop at the same step.
+    all-reduce (``train.loop.step_stats``), so all of them stop at the same step.
     ``install()`` keeps the previous handler (submitit's checkpoint-and-requeue) to
     call once the loop has saved: :meth:`hand_over`.
     """
@@ -157,7 +157,7 @@ class StopSignal:
         self.previous: tp.Any = None
         self.installed = False
 
-    def install(self) -> "StopSignal":
+    def install(self) -> StopSignal:
         try:
             self.previous = signal.signal(signal.SIGUSR2, self._on_signal)
             self.installed = True

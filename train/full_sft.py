@@ -11,47 +11,43 @@ Reads top to bottom: config, setup, data, model, train, save. Writes
 
 from __future__ import annotations
 
+import os
 import sys
-from pathlib import Path
 
 from launch.config import ExperimentConfig
-from train import common
+from launch.expdir import ExperimentDir
+from train import runtime
+from train.run import TrainingRun, save_consolidated
 
 
-def main(cfg: ExperimentConfig, method_name: str, exp_dir: str | Path, threads: int | None = None) -> dict:
+def main(cfg: ExperimentConfig, method_name: str, exp_dir: str | os.PathLike, threads: int | None = None) -> dict:
     """Fine-tune every weight of ``cfg.model`` with method ``method_name``; return the metrics."""
     # --- config & setup: seeds, accelerator, W&B run
-    job = common.Job(cfg, method_name, exp_dir, kind="full_sft", threads=threads)
-    try:
+    with TrainingRun(cfg, method_name, exp_dir, kind="full_sft", threads=threads) as run:
         # --- data
-        tokenizer, examples = job.load_data()
+        tokenizer, examples = run.load_data()
 
-        # --- model: under ZeRO-3 each rank loads only its shard (zero.Init), because
-        # the Accelerator made in Job already registered the DeepSpeed config. Without
+        # --- model: under ZeRO-3 each rank loads only its shard (zero.Init), because the
+        # Accelerator made by TrainingRun already registered the DeepSpeed config. Without
         # DeepSpeed the weights are fp32 masters trained under autocast (see weights_dtype).
         from transformers import AutoModelForCausalLM
 
         model = AutoModelForCausalLM.from_pretrained(
-            cfg.model.name_or_path, dtype=common.weights_dtype(cfg.model.dtype, job.method),
+            cfg.model.name_or_path,
+            dtype=runtime.weights_dtype(cfg.model.dtype, run.method),
             trust_remote_code=cfg.model.trust_remote_code,
         )
-        if job.method.gradient_checkpointing:
-            common.enable_checkpointing(model)
+        if run.method.gradient_checkpointing:
+            runtime.enable_checkpointing(model)
 
         # --- train
-        result = job.train(model, examples, tokenizer)
+        result = run.train(model, examples, tokenizer)
 
         # --- save: one consolidated checkpoint (gathered from every rank under ZeRO-3)
-        common.save_consolidated(job.accelerator, result.model, tokenizer, job.out_dir / "model",
-                                 dtype=common.resolve_dtype(cfg.model.dtype))
-        return job.finish(result)
-    except BaseException as exc:
-        job.fail(exc)
-        raise
+        dtype = runtime.resolve_dtype(cfg.model.dtype)
+        save_consolidated(run.accelerator, result.model, tokenizer, run.paths.model_dir, dtype=dtype)
+    return run.metrics.to_dict()
 
 
 if __name__ == "__main__":
-    from launch.config import load_config
-
-    exp = Path(sys.argv[1])
-    main(load_config(exp / "config.yaml"), sys.argv[2], exp)
+    main(ExperimentDir(sys.argv[1]).load_config(), sys.argv[2], sys.argv[1])

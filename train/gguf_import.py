@@ -18,7 +18,7 @@ What it takes care of:
   saved once, and checked again on the reloaded one.
 * **Verification before publishing.** The directory is written to a temporary sibling, reloaded
   with ``from_pretrained`` and its logits on a probe prompt (through the chat template) compared with
-  the loaded model's; only then is it renamed to ``OUT_DIR`` (``train.common.save_model_atomic``). A
+  the loaded model's; only then is it renamed to ``OUT_DIR`` (``train.run.save_model_atomic``). A
   failed import leaves ``OUT_DIR`` as it was.
 
 A file that is not GGUF, or a GGUF of an architecture transformers cannot load, raises
@@ -65,8 +65,9 @@ def packaged_gguf(package: str = SMOLLM2_PACKAGE, filename: str = SMOLLM2_FILE) 
         raise InputError([f"package {package!r} is not installed -> `make real-model` installs it"], "arguments")
     path = Path(next(iter(spec.submodule_search_locations))) / filename
     if not path.is_file():
-        raise InputError([f"{package}: no {filename} in {path.parent} -> reinstall it with `make real-model`"],
-                         "arguments")
+        raise InputError(
+            [f"{package}: no {filename} in {path.parent} -> reinstall it with `make real-model`"], "arguments"
+        )
     return path
 
 
@@ -88,16 +89,26 @@ def gguf_architecture(path: Path) -> str:
     with path.open("rb") as fh:
         magic = fh.read(4)
     if magic != GGUF_MAGIC:
-        raise InputError([f"{where} is not a GGUF file (it starts with {magic!r}, a GGUF with {GGUF_MAGIC!r}) -> "
-                          "give a .gguf checkpoint; a Hugging Face directory needs no import"], "arguments")
+        raise InputError(
+            [
+                f"{where} is not a GGUF file (it starts with {magic!r}, a GGUF with {GGUF_MAGIC!r}) -> "
+                "give a .gguf checkpoint; a Hugging Face directory needs no import"
+            ],
+            "arguments",
+        )
     from gguf import GGUFReader
 
     try:
         field = GGUFReader(str(path)).fields["general.architecture"]
         return bytes(field.parts[field.data[0]]).decode("utf-8")
     except (KeyError, IndexError, ValueError, UnicodeDecodeError) as exc:
-        raise InputError([f"{where}: unreadable GGUF metadata ({type(exc).__name__}: {exc}) -> "
-                          "the file is damaged or incomplete; fetch it again"], "arguments") from None
+        raise InputError(
+            [
+                f"{where}: unreadable GGUF metadata ({type(exc).__name__}: {exc}) -> "
+                "the file is damaged or incomplete; fetch it again"
+            ],
+            "arguments",
+        ) from None
 
 
 def check_supported(path: Path) -> str:
@@ -105,8 +116,13 @@ def check_supported(path: Path) -> str:
     arch = gguf_architecture(path)
     supported = supported_architectures()
     if arch not in supported:
-        raise InputError([f"import-gguf: {str(path)!r} is a GGUF of architecture {arch!r}, which transformers' "
-                          f"GGUF loader cannot load -> supported: {', '.join(supported)}"], "arguments")
+        raise InputError(
+            [
+                f"import-gguf: {str(path)!r} is a GGUF of architecture {arch!r}, which transformers' "
+                f"GGUF loader cannot load -> supported: {', '.join(supported)}"
+            ],
+            "arguments",
+        )
     return arch
 
 
@@ -183,7 +199,7 @@ def import_gguf(gguf_path: str | os.PathLike, out_dir: str | os.PathLike, dtype:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from launch.fsio import atomic_write_json
-    from train.common import save_model_atomic
+    from train.run import save_model_atomic
 
     t0 = time.perf_counter()
     src, out = Path(gguf_path).expanduser(), Path(out_dir).expanduser()
@@ -208,13 +224,20 @@ def import_gguf(gguf_path: str | os.PathLike, out_dir: str | os.PathLike, dtype:
         diff = float((got - expected).abs().max()) if got.shape == expected.shape else float("inf")
         if diff != 0.0:
             raise RuntimeError(f"the saved model's logits differ from the loaded one's by {diff} on the probe prompt")
-        record.update({
-            "source": str(src.resolve()), "sha256": sha256(src), "architecture": arch,
-            "model_type": model.config.model_type, "dtype": dtype,
-            "params": sum(p.numel() for p in model.parameters()), "tied_embeddings": tied,
-            "chat_template": bool(tokenizer.chat_template), "max_logit_diff": diff,
-            "seconds": round(time.perf_counter() - t0, 2),
-        })
+        record.update(
+            {
+                "source": str(src.resolve()),
+                "sha256": sha256(src),
+                "architecture": arch,
+                "model_type": model.config.model_type,
+                "dtype": dtype,
+                "params": sum(p.numel() for p in model.parameters()),
+                "tied_embeddings": tied,
+                "chat_template": bool(tokenizer.chat_template),
+                "max_logit_diff": diff,
+                "seconds": round(time.perf_counter() - t0, 2),
+            }
+        )
         atomic_write_json(saved / "gguf_import.json", record)
 
     save_model_atomic(model, tokenizer, out, verify=verify)
@@ -230,9 +253,12 @@ def main(argv: tp.Sequence[str] | None = None) -> int:
     if args.file == SMOLLM2_PACKAGE:
         args.file = str(packaged_gguf())
     record = import_gguf(args.file, args.out_dir, args.dtype)
-    print(f"imported {record['architecture']} ({record['params'] / 1e6:.1f}M parameters, {args.dtype}, "
-          f"{'tied' if record['tied_embeddings'] else 'untied'} embeddings) into {args.out_dir} in "
-          f"{record['seconds']:.1f} s; reloaded logits equal the loaded model's", flush=True)
+    print(
+        f"imported {record['architecture']} ({record['params'] / 1e6:.1f}M parameters, {args.dtype}, "
+        f"{'tied' if record['tied_embeddings'] else 'untied'} embeddings) into {args.out_dir} in "
+        f"{record['seconds']:.1f} s; reloaded logits equal the loaded model's",
+        flush=True,
+    )
     return 0
 
 
@@ -243,4 +269,4 @@ if __name__ == "__main__":
         raise SystemExit(main())
     except InputError as exc:
         print(f"cyberft: {exc}", file=sys.stderr)
-        raise SystemExit(2)
+        raise SystemExit(2) from None

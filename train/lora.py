@@ -11,24 +11,29 @@ Writes ``EXP/methods/<name>/adapter`` (peft adapter + tokenizer) and
 
 from __future__ import annotations
 
+import os
 import sys
 import typing as tp
-from pathlib import Path
 
 import torch
 
 from launch.config import ExperimentConfig
-from train import common
+from launch.expdir import ExperimentDir
+from train import runtime
+from train.run import TrainingRun, save_adapter
 
 
-def lora_config(settings) -> "peft.LoraConfig":  # noqa: F821 - peft is imported lazily
+def lora_config(settings) -> peft.LoraConfig:  # noqa: F821 - peft is imported lazily
     """peft's ``LoraConfig`` from the experiment's ``LoraSettings`` (``all-linear`` passes through)."""
     from peft import LoraConfig
 
     targets = settings.target_modules
     return LoraConfig(
-        r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
-        target_modules=targets if isinstance(targets, str) else list(targets), task_type="CAUSAL_LM",
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=targets if isinstance(targets, str) else list(targets),
+        task_type="CAUSAL_LM",
     )
 
 
@@ -66,43 +71,34 @@ def check_targets(model: torch.nn.Module, settings: tp.Any, where: str) -> None:
         )
 
 
-def main(cfg: ExperimentConfig, method_name: str, exp_dir: str | Path, threads: int | None = None) -> dict:
+def main(cfg: ExperimentConfig, method_name: str, exp_dir: str | os.PathLike, threads: int | None = None) -> dict:
     """Train LoRA adapters on ``cfg.model`` with method ``method_name``; return the metrics."""
     # --- config & setup: seeds, accelerator, W&B run
-    job = common.Job(cfg, method_name, exp_dir, kind="lora", threads=threads)
-    try:
+    with TrainingRun(cfg, method_name, exp_dir, kind="lora", threads=threads) as run:
         # --- data
-        tokenizer, examples = job.load_data()
+        tokenizer, examples = run.load_data()
 
         # --- model: frozen base + trainable adapters
         from peft import get_peft_model
         from transformers import AutoModelForCausalLM
 
         base = AutoModelForCausalLM.from_pretrained(
-            cfg.model.name_or_path, dtype=common.resolve_dtype(cfg.model.dtype),
+            cfg.model.name_or_path,
+            dtype=runtime.resolve_dtype(cfg.model.dtype),
             trust_remote_code=cfg.model.trust_remote_code,
         )
-        if job.method.gradient_checkpointing:
-            common.enable_checkpointing(base)
-        check_targets(base, job.method.lora, f"methods.{method_name}")
-        model = get_peft_model(base, lora_config(job.method.lora))
+        if run.method.gradient_checkpointing:
+            runtime.enable_checkpointing(base)
+        check_targets(base, run.method.lora, f"methods.{method_name}")
+        model = get_peft_model(base, lora_config(run.method.lora))
 
         # --- train
-        result = job.train(model, examples, tokenizer)
+        run.train(model, examples, tokenizer)
 
         # --- save: the adapter only (the evaluation job loads it on the base)
-        acc = job.accelerator
-        if acc.is_main_process:
-            common.save_model_atomic(acc.unwrap_model(model), tokenizer, job.out_dir / "adapter")
-        acc.wait_for_everyone()
-        return job.finish(result)
-    except BaseException as exc:
-        job.fail(exc)
-        raise
+        save_adapter(run.accelerator, model, tokenizer, run.paths.adapter_dir)
+    return run.metrics.to_dict()
 
 
 if __name__ == "__main__":
-    from launch.config import load_config
-
-    exp = Path(sys.argv[1])
-    main(load_config(exp / "config.yaml"), sys.argv[2], exp)
+    main(ExperimentDir(sys.argv[1]).load_config(), sys.argv[2], sys.argv[1])

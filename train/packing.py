@@ -48,8 +48,7 @@ import typing as tp
 import torch
 import torch.nn.functional as F
 
-if tp.TYPE_CHECKING:  # train.common imports this module
-    from train.common import Example
+from train.batches import Example
 
 VARLEN_SDPA = "cyberft_varlen_sdpa"
 """Name of the per-example SDPA attention in transformers' ``AttentionInterface``."""
@@ -64,7 +63,7 @@ MODEL_KEYS = ("input_ids", "attention_mask", "position_ids") + VARLEN_KEYS
 # --------------------------------------------------------------------------- collate
 
 
-def collate_packed(batch: list["Example"], pad_id: int | None = None) -> dict[str, torch.Tensor]:
+def collate_packed(batch: list[Example], pad_id: int | None = None) -> dict[str, torch.Tensor]:
     """One row holding every example of ``batch`` (``pad_id`` unused: there is no padding).
 
     Also the examples' boundaries (:data:`VARLEN_KEYS`): int32 cumulative offsets
@@ -157,10 +156,15 @@ def varlen_sdpa_forward(
 
     position_ids = kwargs.get("position_ids")
     if (
-        attention_mask is not None or position_ids is None or query.shape[0] != 1
-        or query.shape[2] != key.shape[2] or not getattr(module, "is_causal", True)
+        attention_mask is not None
+        or position_ids is None
+        or query.shape[0] != 1
+        or query.shape[2] != key.shape[2]
+        or not getattr(module, "is_causal", True)
     ):
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
     if position_ids.dim() == 1:
         position_ids = position_ids[None]
     dtype = compute_dtype(query)
@@ -208,7 +212,7 @@ FLASH_MIN_CAPABILITY = (8, 0)
 """torch's flash attention needs an Ampere (sm80) or newer GPU."""
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _flash_capable(device_index: int) -> bool:
     return torch.cuda.get_device_capability(device_index) >= FLASH_MIN_CAPABILITY
 
@@ -229,8 +233,13 @@ def varlen_kernel(device: torch.device, dtype: torch.dtype) -> tp.Callable[..., 
 
 
 def call_varlen(
-    kernel: tp.Callable[..., torch.Tensor], query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-    cu: torch.Tensor, longest: int, scaling: float | None,
+    kernel: tp.Callable[..., torch.Tensor],
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    cu: torch.Tensor,
+    longest: int,
+    scaling: float | None,
 ) -> torch.Tensor:
     """``kernel`` (``varlen_attn``'s signature) on one packed row in transformers' layout.
 
@@ -261,7 +270,7 @@ def call_varlen(
     return kernel(q, k, v, cu, cu, longest, longest, **extra).unsqueeze(0)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _kernel_params(kernel: tp.Callable[..., torch.Tensor]) -> frozenset[str]:
     import inspect
 

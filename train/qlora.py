@@ -12,50 +12,43 @@ trained with (merging into 4-bit weights loses accuracy).
 
 from __future__ import annotations
 
+import os
 import sys
-from pathlib import Path
 
 from launch.config import ExperimentConfig
-from train import common, quant
+from launch.expdir import ExperimentDir
+from train import quant, runtime
 from train.lora import check_targets, lora_config
+from train.run import TrainingRun, save_adapter
 
 
-def main(cfg: ExperimentConfig, method_name: str, exp_dir: str | Path, threads: int | None = None) -> dict:
+def main(cfg: ExperimentConfig, method_name: str, exp_dir: str | os.PathLike, threads: int | None = None) -> dict:
     """Train LoRA adapters on a 4-bit ``cfg.model`` with method ``method_name``; return the metrics."""
     # --- config & setup: seeds, accelerator, W&B run
-    job = common.Job(cfg, method_name, exp_dir, kind="qlora", threads=threads)
-    try:
+    with TrainingRun(cfg, method_name, exp_dir, kind="qlora", threads=threads) as run:
         # --- data
-        tokenizer, examples = job.load_data()
+        tokenizer, examples = run.load_data()
 
         # --- model: NF4 base (guarded against CPU repacking) + trainable adapters
         from peft import get_peft_model, prepare_model_for_kbit_training
 
-        base = quant.load_4bit(cfg.model.name_or_path, common.resolve_dtype(cfg.model.dtype), cfg.model.trust_remote_code)
-        check_targets(base, job.method.lora, f"methods.{method_name}")
+        dtype = runtime.resolve_dtype(cfg.model.dtype)
+        base = quant.load_4bit(cfg.model.name_or_path, dtype, cfg.model.trust_remote_code)
+        check_targets(base, run.method.lora, f"methods.{method_name}")
         # peft would enable checkpointing with empty kwargs, which makes torch fall back to the
         # reentrant implementation (with a warning): enable the non-reentrant one here instead.
         base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=False)
-        if job.method.gradient_checkpointing:
-            common.enable_checkpointing(base)
-        model = get_peft_model(base, lora_config(job.method.lora))
+        if run.method.gradient_checkpointing:
+            runtime.enable_checkpointing(base)
+        model = get_peft_model(base, lora_config(run.method.lora))
 
         # --- train
-        result = job.train(model, examples, tokenizer)
+        run.train(model, examples, tokenizer)
 
         # --- save: the adapter only
-        acc = job.accelerator
-        if acc.is_main_process:
-            common.save_model_atomic(acc.unwrap_model(model), tokenizer, job.out_dir / "adapter")
-        acc.wait_for_everyone()
-        return job.finish(result)
-    except BaseException as exc:
-        job.fail(exc)
-        raise
+        save_adapter(run.accelerator, model, tokenizer, run.paths.adapter_dir)
+    return run.metrics.to_dict()
 
 
 if __name__ == "__main__":
-    from launch.config import load_config
-
-    exp = Path(sys.argv[1])
-    main(load_config(exp / "config.yaml"), sys.argv[2], exp)
+    main(ExperimentDir(sys.argv[1]).load_config(), sys.argv[2], sys.argv[1])

@@ -22,7 +22,10 @@ import time
 import typing as tp
 from pathlib import Path
 
-DEFAULT_DATA = Path(__file__).resolve().parents[1] / "data" / "sample" / "cyber_mcq.json"
+from launch import SAMPLE_DATA
+
+DEFAULT_DATA = SAMPLE_DATA
+"""The questions the tokenizer (and the briefly pretrained model) learn from by default."""
 
 # A chat template in the shape of real ones: role markers and a generation prompt.
 CHAT_TEMPLATE = (
@@ -34,8 +37,8 @@ SPECIAL_TOKENS = ["<s>", "</s>", "<pad>", "<|system|>", "<|user|>", "<|assistant
 
 def _corpus(data_path: Path) -> list[str]:
     """Texts the tokenizer learns from: every question through the prompt template, plus the answers."""
-    from launch.data import load_questions
     from launch.config import DataSource
+    from launch.data import load_questions
     from train import prompting
 
     questions = load_questions(DataSource(path=str(data_path)))
@@ -83,8 +86,18 @@ def _llama_like(config_cls: str, **extra: tp.Any) -> tp.Callable[[dict], tp.Any]
     def build(sizes: dict) -> tp.Any:
         import transformers
 
-        keys = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-                "num_key_value_heads", "max_position_embeddings", "bos_token_id", "eos_token_id", "pad_token_id")
+        keys = (
+            "vocab_size",
+            "hidden_size",
+            "intermediate_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "num_key_value_heads",
+            "max_position_embeddings",
+            "bos_token_id",
+            "eos_token_id",
+            "pad_token_id",
+        )
         kw = {k: sizes[k] for k in keys}
         kw.update({k: v(sizes) if callable(v) else v for k, v in extra.items()})
         return getattr(transformers, config_cls)(**kw)
@@ -99,8 +112,17 @@ def _head_dim(sizes: dict) -> int:
 def _gpt_neox(sizes: dict) -> tp.Any:
     from transformers import GPTNeoXConfig
 
-    keys = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-            "max_position_embeddings", "bos_token_id", "eos_token_id", "pad_token_id")
+    keys = (
+        "vocab_size",
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "max_position_embeddings",
+        "bos_token_id",
+        "eos_token_id",
+        "pad_token_id",
+    )
     return GPTNeoXConfig(**{k: sizes[k] for k in keys}, tie_word_embeddings=False)
 
 
@@ -115,12 +137,24 @@ ARCHITECTURES: dict[str, tp.Callable[[dict], tp.Any]] = {
     "qwen3": _llama_like("Qwen3Config", tie_word_embeddings=False, head_dim=_head_dim),  # q/k RMSNorm
     "mistral": _llama_like("MistralConfig", tie_word_embeddings=False, sliding_window=SLIDING_WINDOW),
     # local/global layers, attention and final logit soft-capping, embeddings scaled by sqrt(hidden)
-    "gemma2": _llama_like("Gemma2Config", tie_word_embeddings=True, head_dim=_head_dim,
-                          query_pre_attn_scalar=_head_dim, sliding_window=SLIDING_WINDOW),
-    "gemma3": _llama_like("Gemma3TextConfig", tie_word_embeddings=True, head_dim=_head_dim,
-                          query_pre_attn_scalar=_head_dim, sliding_window=SLIDING_WINDOW,
-                          layer_types=lambda s: ["sliding_attention", "full_attention"] * (s["num_hidden_layers"] // 2)
-                          + ["sliding_attention"] * (s["num_hidden_layers"] % 2)),
+    "gemma2": _llama_like(
+        "Gemma2Config",
+        tie_word_embeddings=True,
+        head_dim=_head_dim,
+        query_pre_attn_scalar=_head_dim,
+        sliding_window=SLIDING_WINDOW,
+    ),
+    "gemma3": _llama_like(
+        "Gemma3TextConfig",
+        tie_word_embeddings=True,
+        head_dim=_head_dim,
+        query_pre_attn_scalar=_head_dim,
+        sliding_window=SLIDING_WINDOW,
+        layer_types=lambda s: (
+            ["sliding_attention", "full_attention"] * (s["num_hidden_layers"] // 2)
+            + ["sliding_attention"] * (s["num_hidden_layers"] % 2)
+        ),
+    ),
     "phi3": _llama_like("Phi3Config", tie_word_embeddings=False),  # fused qkv_proj and gate_up_proj
     "gpt-neox": _gpt_neox,  # query_key_value, dense_h_to_4h, parallel residual, partial rotary, LayerNorm
     "olmo2": _llama_like("Olmo2Config", tie_word_embeddings=False),  # post-norm blocks, q/k RMSNorm
@@ -140,9 +174,16 @@ def build_model(
     if arch not in ARCHITECTURES:
         raise ValueError(f"architecture {arch!r}: not one of {', '.join(ARCHITECTURES)}")
     full = {
-        "vocab_size": vocab_size, "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 4,
-        "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 512,
-        "bos_token_id": bos_id, "eos_token_id": eos_id, "pad_token_id": pad_id,
+        "vocab_size": vocab_size,
+        "hidden_size": 128,
+        "intermediate_size": 256,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 512,
+        "bos_token_id": bos_id,
+        "eos_token_id": eos_id,
+        "pad_token_id": pad_id,
     }
     full.update(sizes)
     cfg = ARCHITECTURES[arch](full)
@@ -150,7 +191,9 @@ def build_model(
     return AutoModelForCausalLM.from_config(cfg)
 
 
-def pretrain(model: tp.Any, tokenizer: tp.Any, data_path: Path, steps: int, seed: int = 0, batch_size: int = 32) -> list[float]:
+def pretrain(
+    model: tp.Any, tokenizer: tp.Any, data_path: Path, steps: int, seed: int = 0, batch_size: int = 32
+) -> list[float]:
     """Language-model pretraining on the prompts alone (questions and options, never the answers).
 
     A randomly initialised model gives LoRA nothing to adapt: frozen random
@@ -193,8 +236,13 @@ def pretrain(model: tp.Any, tokenizer: tp.Any, data_path: Path, steps: int, seed
 
 
 def build_tiny_model(
-    out_dir: str | os.PathLike, data_path: str | os.PathLike = DEFAULT_DATA, seed: int = 0,
-    pretrain_steps: int = 150, arch: str = DEFAULT_ARCH, tokenizer: tp.Any = None, **sizes: int,
+    out_dir: str | os.PathLike,
+    data_path: str | os.PathLike = DEFAULT_DATA,
+    seed: int = 0,
+    pretrain_steps: int = 150,
+    arch: str = DEFAULT_ARCH,
+    tokenizer: tp.Any = None,
+    **sizes: int,
 ) -> Path:
     """Train the tokenizer (or reuse ``tokenizer``), build (and briefly pretrain) the model, save both
     to ``out_dir`` atomically."""
@@ -204,12 +252,17 @@ def build_tiny_model(
     if tokenizer is None:
         tokenizer = build_tokenizer(_corpus(Path(data_path)), vocab_size=vocab_target)
     model = build_model(
-        len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id, seed=seed, arch=arch,
+        len(tokenizer),
+        tokenizer.bos_token_id,
+        tokenizer.eos_token_id,
+        tokenizer.pad_token_id,
+        seed=seed,
+        arch=arch,
         **sizes,
     )
     if pretrain_steps:
         pretrain(model, tokenizer, Path(data_path), pretrain_steps, seed=seed)
-    from train.common import save_model_atomic
+    from train.run import save_model_atomic
 
     return save_model_atomic(model, tokenizer, out)
 
@@ -219,16 +272,27 @@ def main(argv: tp.Sequence[str] | None = None) -> int:
     parser.add_argument("out_dir", help="directory to write the model and tokenizer to")
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="questions the tokenizer is trained on")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--arch", choices=list(ARCHITECTURES), default=DEFAULT_ARCH,
-                        help=f"architecture (default {DEFAULT_ARCH}: Llama with tied embeddings, SmolLM2's shape)")
+    parser.add_argument(
+        "--arch",
+        choices=list(ARCHITECTURES),
+        default=DEFAULT_ARCH,
+        help=f"architecture (default {DEFAULT_ARCH}: Llama with tied embeddings, SmolLM2's shape)",
+    )
     parser.add_argument("--hidden-size", type=int, default=128)
     parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--pretrain-steps", type=int, default=150, help="LM steps on the prompts (no answers); 0: random weights")
+    parser.add_argument(
+        "--pretrain-steps", type=int, default=150, help="LM steps on the prompts (no answers); 0: random weights"
+    )
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
     out = build_tiny_model(
-        args.out_dir, args.data, seed=args.seed, hidden_size=args.hidden_size,
-        intermediate_size=2 * args.hidden_size, num_hidden_layers=args.layers, pretrain_steps=args.pretrain_steps,
+        args.out_dir,
+        args.data,
+        seed=args.seed,
+        hidden_size=args.hidden_size,
+        intermediate_size=2 * args.hidden_size,
+        num_hidden_layers=args.layers,
+        pretrain_steps=args.pretrain_steps,
         arch=args.arch,
     )
     print(f"tiny {args.arch} model written to {out} in {time.perf_counter() - t0:.1f} s", flush=True)

@@ -31,6 +31,7 @@ from launch.redact import is_credential_name, token_kind
 
 if tp.TYPE_CHECKING:  # pragma: no cover
     from launch.config import TrackingConfig
+    from launch.expdir import ExperimentDir
 
 SECRET_ENV_VARS = ("WANDB_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 """Environment variables whose values must never reach a log."""
@@ -173,7 +174,7 @@ class Tracker:
     @classmethod
     def start(
         cls,
-        tracking: "TrackingConfig",
+        tracking: TrackingConfig,
         *,
         run_dir: Path,
         name: str,
@@ -181,7 +182,7 @@ class Tracker:
         job_type: str,
         config: dict,
         run_id: str | None = None,
-    ) -> "Tracker":
+    ) -> Tracker:
         """Start a W&B run, or return a disabled tracker.
 
         Parameters
@@ -259,7 +260,7 @@ class Tracker:
 
                 wandb.teardown(exit_code=exit_code)
 
-    def __enter__(self) -> "Tracker":
+    def __enter__(self) -> Tracker:
         return self
 
     def __exit__(self, exc_type: tp.Any, exc: tp.Any, tb: tp.Any) -> None:
@@ -301,3 +302,36 @@ class Tracker:
         import wandb
 
         self._run.log({key: wandb.Image(str(path))}, commit=False)
+
+
+# --------------------------------------------------------------------------- the evaluation's run
+
+
+def log_comparison(
+    tracking: TrackingConfig,
+    exp: ExperimentDir,
+    rows: list[dict],
+    columns: list[str],
+    chart: Path,
+    evaluation: dict | None = None,
+) -> None:
+    """One W&B run for the evaluation: per-method accuracy, the comparison table, the chart.
+
+    ``rows`` and ``columns`` are the report's (:mod:`launch.finalize`), ``chart`` its PNG, and
+    ``evaluation`` the evaluation job's own cost.
+    """
+    tracker = Tracker.start(
+        tracking,
+        run_dir=exp.root,
+        name="eval",
+        group=exp.name,
+        job_type="eval",
+        config={"experiment": exp.name},
+        run_id=f"{exp.name}-eval",
+    )
+    tracker.log_table("comparison", rows, columns)
+    tracker.log_image("accuracy_vs_cost", chart)
+    tracker.summary({f"accuracy/{r['method']}": r["accuracy"] for r in rows if r.get("accuracy") is not None})
+    if evaluation:
+        tracker.summary({f"evaluation/{k}": v for k, v in evaluation.items() if isinstance(v, (int, float))})
+    tracker.finish()

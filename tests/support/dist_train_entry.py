@@ -1,4 +1,4 @@
-"""Helper process for tests/test_zero.py: train like the launcher does, or reload a checkpoint.
+"""Helper process for the ZeRO, architecture and GPU-readiness tests: train like the launcher, or reload a model.
 
 ``train EXP METHOD OUT`` runs the method's entrypoint ``main(cfg, ...)`` on an
 experiment directory, exactly as ``launch.jobs.TrainJob`` does, under
@@ -24,7 +24,7 @@ import sys
 import typing as tp
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run by path: make the repo importable
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run by path: make the repo importable
 
 import torch  # noqa: E402
 
@@ -59,14 +59,14 @@ def save_tensor(path: Path, tensor: torch.Tensor) -> None:
 
 def train(exp_dir: Path, method: str, out: Path) -> None:
     """Run the method's entrypoint; the main process writes losses.json and logits.pt to ``out``."""
-    from launch.experiment import load
+    from launch.expdir import ExperimentDir
     from launch.jobs import ENTRYPOINTS
-    from train import common
+    from train import loop
 
-    cfg = load(exp_dir)
-    real_loop = common.train_loop
+    cfg = ExperimentDir(exp_dir).load_config()
+    real_loop = loop.train_loop
 
-    def loop_then_probe(model: tp.Any, *args: tp.Any, **kwargs: tp.Any) -> common.TrainResult:
+    def loop_then_probe(model: tp.Any, *args: tp.Any, **kwargs: tp.Any) -> loop.TrainResult:
         from accelerate import PartialState
 
         result = real_loop(model, *args, **kwargs)
@@ -76,12 +76,12 @@ def train(exp_dir: Path, method: str, out: Path) -> None:
             save_tensor(out / "logits.pt", logits)
         return result
 
-    common.train_loop = loop_then_probe
+    loop.train_loop = loop_then_probe
     try:  # also called in the pytest process for the 1-process reference: put the loop back
         module = importlib.import_module(ENTRYPOINTS[cfg.method(method).kind])
         module.main(cfg, method, exp_dir, threads=1)
     finally:
-        common.train_loop = real_loop
+        loop.train_loop = real_loop
 
 
 def reload_logits(model_dir: Path, out: Path) -> None:

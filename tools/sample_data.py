@@ -13,7 +13,8 @@ and, like the distractors (drawn from the same category), chosen by a seeded
 
 Usage
 -----
-``python -m launch.sample_data data/sample/cyber_mcq.json [--seed 0]``
+``python tools/sample_data.py data/sample/cyber_mcq.json [--seed 0]`` (with the project installed:
+``make install``)
 """
 
 from __future__ import annotations
@@ -85,13 +86,26 @@ _PORT = _Category(
         "A firewall must allow {} on its standard port. Which port is it?",
     ),
     (
-        ("HTTP", "80"), ("HTTPS", "443"), ("SSH", "22"), ("Telnet", "23"),
-        ("the FTP control channel", "21"), ("SMTP", "25"), ("DNS", "53"),
-        ("POP3", "110", "pop"), ("POP3 over TLS (POP3S)", "995", "pop"),
-        ("IMAP", "143", "imap"), ("IMAP over TLS (IMAPS)", "993", "imap"),
-        ("LDAP", "389", "ldap"), ("LDAP over TLS (LDAPS)", "636", "ldap"),
-        ("RDP", "3389"), ("SMB", "445"), ("NTP", "123"), ("SNMP", "161"),
-        ("Kerberos", "88"), ("MySQL", "3306"), ("Microsoft SQL Server", "1433"),
+        ("HTTP", "80"),
+        ("HTTPS", "443"),
+        ("SSH", "22"),
+        ("Telnet", "23"),
+        ("the FTP control channel", "21"),
+        ("SMTP", "25"),
+        ("DNS", "53"),
+        ("POP3", "110", "pop"),
+        ("POP3 over TLS (POP3S)", "995", "pop"),
+        ("IMAP", "143", "imap"),
+        ("IMAP over TLS (IMAPS)", "993", "imap"),
+        ("LDAP", "389", "ldap"),
+        ("LDAP over TLS (LDAPS)", "636", "ldap"),
+        ("RDP", "3389"),
+        ("SMB", "445"),
+        ("NTP", "123"),
+        ("SNMP", "161"),
+        ("Kerberos", "88"),
+        ("MySQL", "3306"),
+        ("Microsoft SQL Server", "1433"),
         ("a RADIUS authentication server", "1812"),
     ),
 )
@@ -105,8 +119,12 @@ _BLOCK = _Category(
         "Which block size does {} use?",
     ),
     (
-        ("AES", "128 bits"), ("DES", "64 bits"), ("Triple DES", "64 bits"), ("Blowfish", "64 bits"),
-        ("Twofish", "128 bits"), ("Camellia", "128 bits"),
+        ("AES", "128 bits"),
+        ("DES", "64 bits"),
+        ("Triple DES", "64 bits"),
+        ("Blowfish", "64 bits"),
+        ("Twofish", "128 bits"),
+        ("Camellia", "128 bits"),
     ),
     extra=("32 bits", "96 bits", "192 bits", "256 bits"),
 )
@@ -120,8 +138,14 @@ _DIGEST = _Category(
         "Which output length does the {} hash function have?",
     ),
     (
-        ("MD5", "128 bits"), ("SHA-1", "160 bits"), ("SHA-224", "224 bits"), ("SHA-256", "256 bits"),
-        ("SHA-384", "384 bits"), ("SHA-512", "512 bits"), ("SHA3-256", "256 bits"), ("RIPEMD-160", "160 bits"),
+        ("MD5", "128 bits"),
+        ("SHA-1", "160 bits"),
+        ("SHA-224", "224 bits"),
+        ("SHA-256", "256 bits"),
+        ("SHA-384", "384 bits"),
+        ("SHA-512", "512 bits"),
+        ("SHA3-256", "256 bits"),
+        ("RIPEMD-160", "160 bits"),
     ),
     extra=("64 bits", "96 bits"),
 )
@@ -147,12 +171,21 @@ _ALGO = _Category(
         "What kind of cryptographic primitive is {}?",
     ),
     (
-        ("AES", "Symmetric cipher"), ("ChaCha20", "Symmetric cipher"), ("Twofish", "Symmetric cipher"),
-        ("RC4", "Symmetric cipher"), ("RSA", "Asymmetric algorithm"), ("ECDSA", "Asymmetric algorithm"),
-        ("Diffie-Hellman", "Asymmetric algorithm"), ("ElGamal", "Asymmetric algorithm"),
-        ("SHA-256", "Hash function"), ("MD5", "Hash function"), ("BLAKE2b", "Hash function"),
-        ("PBKDF2", "Key derivation function"), ("HKDF", "Key derivation function"),
-        ("scrypt", "Key derivation function"), ("HMAC", "Message authentication code"),
+        ("AES", "Symmetric cipher"),
+        ("ChaCha20", "Symmetric cipher"),
+        ("Twofish", "Symmetric cipher"),
+        ("RC4", "Symmetric cipher"),
+        ("RSA", "Asymmetric algorithm"),
+        ("ECDSA", "Asymmetric algorithm"),
+        ("Diffie-Hellman", "Asymmetric algorithm"),
+        ("ElGamal", "Asymmetric algorithm"),
+        ("SHA-256", "Hash function"),
+        ("MD5", "Hash function"),
+        ("BLAKE2b", "Hash function"),
+        ("PBKDF2", "Key derivation function"),
+        ("HKDF", "Key derivation function"),
+        ("scrypt", "Key derivation function"),
+        ("HMAC", "Message authentication code"),
         ("CMAC", "Message authentication code"),
     ),
 )
@@ -173,7 +206,10 @@ _ATTACK = _Category(
         ("uses fraudulent phone calls to trick victims into revealing information", "Vishing", "phish"),
         ("uses fraudulent SMS text messages to trick victims into revealing information", "Smishing", "phish"),
         ("secretly intercepts and possibly alters traffic between two parties", "Man-in-the-middle", "mitm"),
-        ("floods a target with traffic from many compromised hosts to make it unavailable", "Distributed denial of service"),
+        (
+            "floods a target with traffic from many compromised hosts to make it unavailable",
+            "Distributed denial of service",
+        ),
         ("systematically tries every possible key or password until one works", "Brute force", "guess"),
         ("tries passwords taken from a list of common words", "Dictionary attack", "guess"),
         ("reuses username and password pairs leaked from another site", "Credential stuffing"),
@@ -212,10 +248,15 @@ _MALWARE = _Category(
 )
 
 _OWASP_NAMES = (
-    ("A01", "Broken Access Control"), ("A02", "Cryptographic Failures"), ("A03", "Injection"),
-    ("A04", "Insecure Design"), ("A05", "Security Misconfiguration"),
-    ("A06", "Vulnerable and Outdated Components"), ("A07", "Identification and Authentication Failures"),
-    ("A08", "Software and Data Integrity Failures"), ("A09", "Security Logging and Monitoring Failures"),
+    ("A01", "Broken Access Control"),
+    ("A02", "Cryptographic Failures"),
+    ("A03", "Injection"),
+    ("A04", "Insecure Design"),
+    ("A05", "Security Misconfiguration"),
+    ("A06", "Vulnerable and Outdated Components"),
+    ("A07", "Identification and Authentication Failures"),
+    ("A08", "Software and Data Integrity Failures"),
+    ("A09", "Security Logging and Monitoring Failures"),
     ("A10", "Server-Side Request Forgery"),
 )
 
@@ -362,8 +403,20 @@ _PROTOCOL = _Category(
 )
 
 CATEGORIES: tuple[_Category, ...] = (
-    _PORT, _BLOCK, _DIGEST, _KEY, _ALGO, _ATTACK, _MALWARE, _OWASP, _OWASP_CODE,
-    _STANDARD, _CSF, _PRINCIPLE, _TOOL, _PROTOCOL,
+    _PORT,
+    _BLOCK,
+    _DIGEST,
+    _KEY,
+    _ALGO,
+    _ATTACK,
+    _MALWARE,
+    _OWASP,
+    _OWASP_CODE,
+    _STANDARD,
+    _CSF,
+    _PRINCIPLE,
+    _TOOL,
+    _PROTOCOL,
 )
 
 
@@ -426,8 +479,8 @@ def write(path: str | os.PathLike = DEFAULT_PATH, seed: int = 0) -> list[SampleQ
 
 
 def main(argv: tp.Sequence[str] | None = None) -> int:
-    """``python -m launch.sample_data OUT [--seed N]``."""
-    parser = argparse.ArgumentParser(prog="python -m launch.sample_data", description=__doc__.splitlines()[0])
+    """``python tools/sample_data.py OUT [--seed N]``."""
+    parser = argparse.ArgumentParser(prog="python tools/sample_data.py", description=__doc__.splitlines()[0])
     parser.add_argument("out", nargs="?", default=DEFAULT_PATH, help=f"output JSON (default {DEFAULT_PATH})")
     parser.add_argument("--seed", type=int, default=0, help="seed of letters and distractors (default 0)")
     args = parser.parse_args(argv)

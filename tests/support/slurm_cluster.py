@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 UP = REPO / "slurm" / "dev-cluster" / "up"
 DOWN = REPO / "slurm" / "dev-cluster" / "down"
 RUNNING: set[Path] = set()
@@ -58,7 +58,7 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def unavailable_reason(acct: str = "dbd") -> tp.Optional[str]:
+def unavailable_reason(acct: str = "dbd") -> str | None:
     """Why this machine cannot start the dev cluster, or None when it can (installing packages if needed)."""
     if os.geteuid() != 0:
         return "the dev Slurm cluster needs root (it runs slurmd, munged and mariadbd)"
@@ -73,7 +73,11 @@ def unavailable_reason(acct: str = "dbd") -> tp.Optional[str]:
 
 
 def start_cluster(
-    base: Path, topo: str = "single", acct: str = "dbd", port_base: tp.Optional[int] = None, timeout: float = 300,
+    base: Path,
+    topo: str = "single",
+    acct: str = "dbd",
+    port_base: int | None = None,
+    timeout: float = 300,
     gpu_type: str = "",
 ) -> dict[str, str]:
     """Run ``up`` with ``BASE=base``; return the environment variables to use (``{"SLURM_CONF": ...}``).
@@ -83,8 +87,14 @@ def start_cluster(
     :class:`ClusterUnavailable` when the packages cannot be installed and ``RuntimeError`` (with
     up's output) for any other failure.
     """
-    env = dict(os.environ, BASE=str(base), TOPO=topo, ACCT=acct, PORT_BASE=str(port_base or free_port_base()),
-               GPU_TYPE=gpu_type)
+    env = dict(
+        os.environ,
+        BASE=str(base),
+        TOPO=topo,
+        ACCT=acct,
+        PORT_BASE=str(port_base or free_port_base()),
+        GPU_TYPE=gpu_type,
+    )
     env.pop("SLURM_CONF", None)
     t0 = time.monotonic()
     proc = subprocess.run([str(UP)], env=env, capture_output=True, text=True, timeout=timeout)

@@ -1,0 +1,628 @@
+"""The experiment directory: every path and record the login side and the jobs share.
+
+As submitit's ``JobPaths`` owns the files of a job, :class:`ExperimentDir` owns those of an
+experiment: nothing else in ``launch/``, ``train/`` or ``bench/`` spells a name below (the layer
+check, ``tools/check_layers.py``, enforces it). Standard library, PyYAML and submitit only: both
+sides import it.
+
+Layout::
+
+    EXP/config.yaml                  config_file      the resolved config every job reads
+    EXP/manifest.json                manifest_file    Manifest: hash, commit, executor, jobs
+    EXP/profile.yaml                 profile_file     the site profile (Slurm only)
+    EXP/data/                        data             DataFiles: train.jsonl, eval.jsonl, data_report.json
+    EXP/code/                        code_dir         the frozen launch/, train/, ds_configs/ (Slurm only)
+    EXP/jobs/<job id>/               job_paths()      submitit's folders: logs, pickles (its own names)
+    EXP/methods/<name>/              method(name)     MethodDir: metrics.json (TrainMetrics),
+                                                      progress.json (Progress), checkpoints/, model/, adapter/
+    EXP/eval/                        eval             EvalDir: predictions/, results/ (EvalResult),
+                                                      partial/ (chunks), progress.json (EvalProgress)
+    EXP/wandb/                       wandb_dir        W&B runs (offline mode)
+    EXP/summary.json, report.md, report.html, chart.png
+
+Inside ``checkpoints/`` :mod:`train.checkpoint` owns its format (as accelerate owns its files
+inside each checkpoint). Every record is written atomically (:mod:`launch.fsio`) and keeps the
+keys earlier versions wrote, so older experiments still read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import typing as tp
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from launch.fsio import atomic_write_json, atomic_write_jsonl, atomic_write_text, read_json
+
+if tp.TYPE_CHECKING:  # pragma: no cover
+    from submitit.core.utils import JobPaths
+
+    from launch.config import ExperimentConfig
+    from launch.profiles import SlurmProfile
+
+
+def now_iso() -> str:
+    """The current UTC time as the records write it (``2026-11-30T12:00:00Z``)."""
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _known(cls: type, raw: tp.Mapping[str, tp.Any]) -> dict[str, tp.Any]:
+    """The entries of ``raw`` that are fields of the dataclass ``cls``."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in raw.items() if k in names}
+
+
+def _read_object(path: Path) -> dict | None:
+    """A JSON object from ``path``; None when it is missing, unreadable or not an object."""
+    try:
+        data = read_json(path)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+# --------------------------------------------------------------------------- records
+
+
+@dataclass
+class JobRecord:
+    """One job of the manifest: a method's training job, or ``eval``."""
+
+    job_id: str
+    executor: str = "local"
+    kind: str | None = None
+    depends_on: list[str] | None = None
+    world_size: int | None = None
+    previous_job_ids: list[str] = field(default_factory=list)
+    """Earlier jobs of the same method (``cyberft resume``): its cost counts them all."""
+
+    @property
+    def all_ids(self) -> list[str]:
+        """Every job this method ran as, oldest first."""
+        return [*self.previous_job_ids, self.job_id]
+
+    def resubmitted(self, job_id: str) -> JobRecord:
+        """This record after the method was sent again as ``job_id``."""
+        return dataclasses.replace(self, job_id=job_id, previous_job_ids=self.all_ids)
+
+    def to_dict(self) -> dict[str, tp.Any]:
+        data = dataclasses.asdict(self)
+        return {k: v for k, v in data.items() if v is not None and not (k == "previous_job_ids" and not v)}
+
+    @classmethod
+    def from_dict(cls, raw: tp.Mapping[str, tp.Any]) -> JobRecord:
+        return cls(**_known(cls, raw))
+
+
+_MANIFEST_ALWAYS = (
+    "experiment",
+    "created_at",
+    "config_hash",
+    "git_commit",
+    "source_config",
+    "overrides",
+    "methods",
+    "jobs",
+    "executor",
+)
+
+
+@dataclass
+class Manifest:
+    """``manifest.json``: what the experiment is and which jobs ran it.
+
+    ``executor`` is ``local`` (``cyberft run``) or ``slurm`` (``cyberft submit``); a manifest
+    written before it was recorded is a local run's. Keys this version does not know are kept
+    in ``extra`` and written back unchanged.
+    """
+
+    experiment: str = ""
+    created_at: str = ""
+    config_hash: str = ""
+    git_commit: str | None = None
+    source_config: str = ""
+    overrides: list[str] = field(default_factory=list)
+    methods: dict[str, str] = field(default_factory=dict)
+    """Method name -> kind."""
+    jobs: dict[str, JobRecord] = field(default_factory=dict)
+    executor: str = "local"
+    profile: str | None = None
+    code_snapshot: str | None = None
+    submitted_at: str | None = None
+    submit_error: str | None = None
+    """sbatch's refusal of a job after others were submitted (they were cancelled)."""
+    cancelled: list[str] = field(default_factory=list)
+    resumed: list[dict] = field(default_factory=list)
+    extra: dict[str, tp.Any] = field(default_factory=dict)
+
+    @property
+    def on_slurm(self) -> bool:
+        return self.executor == "slurm"
+
+    def training_jobs(self) -> dict[str, JobRecord]:
+        """The jobs of the methods, without the evaluation job."""
+        return {name: rec for name, rec in self.jobs.items() if name != "eval"}
+
+    def to_dict(self) -> dict[str, tp.Any]:
+        """The JSON object, in the order (and with the keys) earlier versions wrote."""
+        out: dict[str, tp.Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "extra":
+                continue
+            if f.name == "jobs":
+                value = {name: rec.to_dict() for name, rec in value.items()}
+            if f.name in _MANIFEST_ALWAYS or value not in (None, []):
+                out[f.name] = value
+        return {**out, **self.extra}
+
+    @classmethod
+    def from_dict(cls, raw: tp.Mapping[str, tp.Any]) -> Manifest:
+        known = _known(cls, raw)
+        known["jobs"] = {name: JobRecord.from_dict(rec) for name, rec in (raw.get("jobs") or {}).items()}
+        known["extra"] = {k: v for k, v in raw.items() if k not in known and k != "extra"}
+        return cls(**known)
+
+
+_FAILURE_FIELDS = ("method", "kind", "status", "error", "started_at", "ended_at")
+_GPU_FIELDS = ("gpu_name", "gpu_capability", "bf16_native")
+
+
+@dataclass
+class TrainMetrics:
+    """``methods/<name>/metrics.json``: how one training job ended and what it cost.
+
+    ``status`` is ``completed`` or ``failed`` on disk; a reader also gets ``missing`` (no file:
+    the job never finished) or ``unreadable`` (with ``error``), so a broken job never breaks a report.
+    """
+
+    method: str
+    kind: str | None = None
+    status: str = "missing"
+    error: str | None = None
+    device: str | None = None
+    n_devices: int | None = None
+    threads: int | None = None
+    cpu_affinity: int | None = None
+    """Usable CPUs: a Slurm task bound to one core shows 1."""
+    mixed_precision: str | None = None
+    gpu_name: str | None = None
+    gpu_capability: str | None = None
+    bf16_native: bool | None = None
+    phases_s: dict[str, float] = field(default_factory=dict)
+    wall_s: float | None = None
+    train_tokens: int | None = None
+    tokens_per_s: float | None = None
+    peak_mem_bytes: int | None = None
+    peak_mem_kind: str | None = None
+    trainable_params: int | None = None
+    total_params: int | None = None
+    final_loss: float | None = None
+    steps: int | None = None
+    gpu_hours: float | None = None
+    """The job's own estimate; on Slurm the report replaces it with sacct's figures."""
+    cpu_hours: float | None = None
+    cost_source: str | None = None
+    started_at: str | None = None
+    ended_at: str | None = None
+    trainable_dtype: str | None = None
+
+    @property
+    def completed(self) -> bool:
+        return self.status == "completed"
+
+    def to_dict(self) -> dict[str, tp.Any]:
+        """A completed record holds every field (GPU details on a GPU only); a failure only what is known."""
+        data = dataclasses.asdict(self)
+        if not self.completed:
+            return {k: data[k] for k in _FAILURE_FIELDS}
+        return {k: v for k, v in data.items() if k != "error" and not (k in _GPU_FIELDS and v is None)}
+
+    @classmethod
+    def from_dict(cls, raw: tp.Mapping[str, tp.Any], method: str = "") -> TrainMetrics:
+        return cls(**{"method": method, **_known(cls, raw)})
+
+
+@dataclass
+class Progress:
+    """``methods/<name>/progress.json``: how far a training job is, for the launcher to show.
+
+    ``flushed_step``: the last step an earlier attempt's W&B run closed cleanly with, so a
+    restarted job logs again only what may have been lost.
+    """
+
+    step: int
+    total_steps: int
+    loss: float
+    flushed_step: int = 0
+    updated_at: str = ""
+
+    def to_dict(self) -> dict[str, tp.Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: tp.Mapping[str, tp.Any]) -> Progress:
+        return cls(**_known(cls, raw))
+
+
+@dataclass
+class EvalResult:
+    """``eval/results/<name>.json``: one model's score on the eval split."""
+
+    method: str
+    accuracy: float
+    ci95: list[float]
+    """Wilson 95% interval of the accuracy."""
+    n: int
+    correct: int
+    parse_failures: int | None = None
+    """Generations that did not parse as ``ANSWER: X`` (``generate`` mode only)."""
+    ties: int | None = None
+    """Questions whose best letter score two letters share (``loglik`` mode only)."""
+    mode: str = "loglik"
+    load_s: float | None = None
+    eval_s: float | None = None
+    questions_per_s: float | None = None
+
+    @classmethod
+    def from_counts(
+        cls,
+        method: str,
+        correct: int,
+        n: int,
+        mode: str,
+        *,
+        parse_failures: int | None = None,
+        ties: int | None = None,
+        load_s: float = 0.0,
+        eval_s: float = 0.0,
+    ) -> EvalResult:
+        """The result of ``correct`` right answers out of ``n``: accuracy and interval computed here."""
+        from launch.stats import wilson_interval
+
+        lo, hi = wilson_interval(correct, n)
+        return cls(
+            method,
+            correct / n if n else 0.0,
+            [lo, hi],
+            n,
+            correct,
+            parse_failures,
+            ties,
+            mode,
+            round(load_s, 3),
+            round(eval_s, 3),
+            round(n / eval_s, 1) if eval_s else None,
+        )
+
+    def to_dict(self) -> dict[str, tp.Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: tp.Mapping[str, tp.Any]) -> EvalResult:
+        return cls(**_known(cls, raw))
+
+
+@dataclass
+class EvalProgress:
+    """``eval/progress.json``: the model being scored and how far, for the launcher to show."""
+
+    model: str | None = None
+    index: int = 0
+    """1-based position of ``model`` among ``models``."""
+    models: int = 0
+    done: int = 0
+    total: int = 0
+    finished: list[dict[str, tp.Any]] = field(default_factory=list)
+    """``{"model", "accuracy"}`` of each model scored so far."""
+    updated_at: str = ""
+
+    def to_dict(self) -> dict[str, tp.Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: tp.Mapping[str, tp.Any]) -> EvalProgress:
+        return cls(**_known(cls, raw))
+
+
+# --------------------------------------------------------------------------- folders
+
+
+@dataclass(frozen=True)
+class DataFiles:
+    """``EXP/data/``: the prepared split the jobs read (written by :func:`launch.data.prepare_splits`)."""
+
+    root: Path
+
+    @property
+    def train_file(self) -> Path:
+        return self.root / "train.jsonl"
+
+    @property
+    def eval_file(self) -> Path:
+        return self.root / "eval.jsonl"
+
+    @property
+    def report_file(self) -> Path:
+        """Sources and counts of the split."""
+        return self.root / "data_report.json"
+
+    def split(self, name: tp.Literal["train", "eval"]) -> Path:
+        return {"train": self.train_file, "eval": self.eval_file}[name]
+
+
+@dataclass(frozen=True)
+class MethodDir:
+    """``EXP/methods/<name>/``: one method's training job."""
+
+    root: Path
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.root / "metrics.json"
+
+    @property
+    def progress_file(self) -> Path:
+        return self.root / "progress.json"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def model_dir(self) -> Path:
+        """The full-SFT model (safetensors + tokenizer)."""
+        return self.root / "model"
+
+    @property
+    def adapter_dir(self) -> Path:
+        """The LoRA/QLoRA adapter (+ tokenizer)."""
+        return self.root / "adapter"
+
+    def read_metrics(self) -> TrainMetrics:
+        """The job's record; ``missing`` without a file, ``unreadable`` (with the reason) when it is not JSON."""
+        path = self.metrics_file
+        try:
+            data = read_json(path)
+        except FileNotFoundError:
+            return TrainMetrics(self.name, status="missing")
+        except (OSError, ValueError) as exc:
+            return TrainMetrics(self.name, status="unreadable", error=f"{path}: {exc}")
+        if not isinstance(data, dict):
+            return TrainMetrics(self.name, status="unreadable", error=f"{path}: not a JSON object")
+        return TrainMetrics.from_dict(data, method=self.name)
+
+    def write_metrics(self, metrics: TrainMetrics) -> None:
+        atomic_write_json(self.metrics_file, metrics.to_dict())
+
+    def read_progress(self) -> Progress | None:
+        """The last progress written; None before the first (or when the file is not a progress record)."""
+        data = _read_object(self.progress_file)
+        try:
+            return Progress.from_dict(data) if data is not None else None
+        except TypeError:  # a required key is missing
+            return None
+
+    def write_progress(self, progress: Progress) -> None:
+        atomic_write_json(self.progress_file, progress.to_dict())
+
+
+@dataclass(frozen=True)
+class EvalDir:
+    """``EXP/eval/``: the shared evaluation job's predictions, results, partial chunks and progress."""
+
+    root: Path
+
+    @property
+    def predictions_dir(self) -> Path:
+        return self.root / "predictions"
+
+    @property
+    def results_dir(self) -> Path:
+        return self.root / "results"
+
+    @property
+    def progress_file(self) -> Path:
+        return self.root / "progress.json"
+
+    def predictions_file(self, model: str) -> Path:
+        """One line per question: gold, prediction, per-letter log-likelihoods."""
+        return self.predictions_dir / f"{model}.jsonl"
+
+    def result_file(self, model: str) -> Path:
+        return self.results_dir / f"{model}.json"
+
+    def partial_dir(self, model: str) -> Path:
+        """The chunks of a model being scored; removed once its result is written."""
+        return self.root / "partial" / model
+
+    def chunk_file(self, model: str, index: int, count: int) -> Path:
+        return self.partial_dir(model) / f"chunk-{index:05d}-of-{count:05d}.jsonl"
+
+    def scored(self) -> list[str]:
+        """The models with a result, sorted."""
+        return sorted(p.stem for p in self.results_dir.glob("*.json"))
+
+    def read_result(self, model: str) -> EvalResult | None:
+        """The model's result; None when it has none (or only an unreadable one: it is scored again)."""
+        data = _read_object(self.result_file(model))
+        try:
+            return EvalResult.from_dict(data) if data is not None else None
+        except TypeError:  # a required key is missing
+            return None
+
+    def write_result(self, result: EvalResult) -> None:
+        atomic_write_json(self.result_file(result.method), result.to_dict())
+
+    def write_predictions(self, model: str, rows: tp.Iterable[dict]) -> None:
+        atomic_write_jsonl(self.predictions_file(model), rows)
+
+    def read_progress(self) -> EvalProgress | None:
+        data = _read_object(self.progress_file)
+        return EvalProgress.from_dict(data) if data is not None else None
+
+    def write_progress(self, progress: EvalProgress) -> None:
+        atomic_write_json(self.progress_file, progress.to_dict())
+
+
+@dataclass(frozen=True)
+class ExperimentDir:
+    """One experiment directory (see the module docstring for the layout).
+
+    It is a path (``os.fspath``, ``Path(exp)``), so it goes wherever a directory is expected.
+    """
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    def __fspath__(self) -> str:
+        return str(self.root)
+
+    def __str__(self) -> str:
+        return str(self.root)
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    @classmethod
+    def new(cls, output_dir: str | os.PathLike, name: str) -> ExperimentDir:
+        """Make a new, empty ``output_dir/<name>-<UTC time>`` (two in the same second get ``-1``, ``-2``...)."""
+        root = Path(output_dir)
+        root.mkdir(parents=True, exist_ok=True)
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
+        for i in range(100):
+            path = root / (f"{name}-{stamp}" + (f"-{i}" if i else ""))
+            try:
+                path.mkdir()
+                return cls(path)
+            except FileExistsError:
+                continue
+        raise RuntimeError(f"could not create a new experiment directory under {root}")
+
+    # ------------------------------------------------------------------ paths
+
+    @property
+    def config_file(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def manifest_file(self) -> Path:
+        return self.root / "manifest.json"
+
+    @property
+    def profile_file(self) -> Path:
+        return self.root / "profile.yaml"
+
+    @property
+    def data(self) -> DataFiles:
+        return DataFiles(self.root / "data")
+
+    @property
+    def code_dir(self) -> Path:
+        return self.root / "code"
+
+    def code_staging_dir(self) -> Path:
+        """Where this process copies the code before renaming it to :attr:`code_dir`."""
+        return self.root / f".code.tmp-{os.getpid()}"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.root / "jobs"
+
+    @property
+    def job_folder(self) -> Path:
+        """submitit's folder pattern: one sub-directory per job id."""
+        return self.jobs_dir / "%j"
+
+    def job_paths(self, job_id: str, task: int = 0) -> JobPaths:
+        """submitit's own paths of one task of a job (``.stdout``, ``.stderr``, pickles)."""
+        from submitit.core.utils import JobPaths
+
+        return JobPaths(self.job_folder, job_id=job_id, task_id=task)
+
+    def method(self, name: str) -> MethodDir:
+        return MethodDir(self.root / "methods" / name)
+
+    @property
+    def eval(self) -> EvalDir:
+        return EvalDir(self.root / "eval")
+
+    @property
+    def wandb_dir(self) -> Path:
+        """W&B writes its runs here (``wandb.init(dir=root)`` adds the ``wandb`` part itself)."""
+        return self.root / "wandb"
+
+    @property
+    def summary_file(self) -> Path:
+        return self.root / "summary.json"
+
+    @property
+    def report_md(self) -> Path:
+        return self.root / "report.md"
+
+    @property
+    def report_html(self) -> Path:
+        return self.root / "report.html"
+
+    @property
+    def chart_file(self) -> Path:
+        return self.root / "chart.png"
+
+    # ------------------------------------------------------------------ records
+
+    def load_config(self) -> ExperimentConfig:
+        """The resolved config, with the schema's checks only: never the original files' (they may have moved)."""
+        from launch.config import load_config
+
+        return load_config(self.config_file)
+
+    def write_config(self, cfg: ExperimentConfig) -> None:
+        from launch.config import dump_yaml
+
+        atomic_write_text(self.config_file, dump_yaml(cfg))
+
+    def load_profile(self) -> SlurmProfile | None:
+        """The profile the experiment was submitted with; None for a local run."""
+        from launch import yamlio
+        from launch.profiles import ProfileError, profile_from_dict
+
+        path = self.profile_file
+        if not path.is_file():
+            return None
+        raw, problem = yamlio.read(path, "profile", "the experiment's profile.yaml")
+        if problem:
+            raise ProfileError([problem], str(path))
+        return profile_from_dict(raw, source=str(path))
+
+    def write_profile(self, profile: SlurmProfile) -> None:
+        from launch import yamlio
+
+        atomic_write_text(self.profile_file, yamlio.dump(dataclasses.asdict(profile)))
+
+    def read_manifest(self) -> Manifest:
+        return Manifest.from_dict(read_json(self.manifest_file))
+
+    def write_manifest(self, manifest: Manifest) -> None:
+        atomic_write_json(self.manifest_file, manifest.to_dict())
+
+    def update_manifest(self, **fields: tp.Any) -> Manifest:
+        """Read, change ``fields`` (names of :class:`Manifest`), write atomically; the new manifest."""
+        manifest = dataclasses.replace(self.read_manifest(), **fields)
+        self.write_manifest(manifest)
+        return manifest
+
+    def record_job(self, name: str, record: JobRecord) -> Manifest:
+        """Put one job into the manifest (a crash after a submission never loses its id)."""
+        manifest = self.read_manifest()
+        manifest.jobs[name] = record
+        self.write_manifest(manifest)
+        return manifest

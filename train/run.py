@@ -1,0 +1,304 @@
+"""One training job in this process (:class:`TrainingRun`), and the atomic saves of what it trains.
+
+Each entrypoint (``full_sft.py``, ``lora.py``, ``qlora.py``) spells out only what differs between
+methods, how the model is built and saved, inside one ``with``::
+
+    with TrainingRun(cfg, method_name, exp_dir, kind="lora", threads=threads) as run:
+        tokenizer, examples = run.load_data()
+        model = ...  # the method's own model
+        result = run.train(model, examples, tokenizer)
+        ...  # save into run.paths.model_dir or run.paths.adapter_dir
+    return run.metrics.to_dict()
+
+On success the run writes ``metrics.json`` (:class:`~launch.expdir.TrainMetrics`) and closes
+its W&B run; on a failure it records the failure; on a stop to be requeued it records nothing
+and leaves the W&B run to the next attempt.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+import time
+import typing as tp
+from pathlib import Path
+
+import torch
+
+from launch.config import ExperimentConfig, TrackingConfig
+from launch.expdir import ExperimentDir, TrainMetrics, now_iso
+from launch.fsio import atomic_write_json, umask
+from launch.gpus import check_gpu_binding
+from train import batches, loop, runtime
+from train.checkpoint import Preempted
+from train.tracking import Tracker
+
+
+class TrainingRun:
+    """State of one training job: config, accelerator, tracker, phase timers; a context manager.
+
+    Parameters
+    ----------
+    cfg:
+        The experiment's resolved config.
+    method_name:
+        The method this job trains.
+    exp_dir:
+        The experiment directory.
+    kind:
+        The method kind the calling entrypoint runs (a method of another kind is refused).
+    threads:
+        CPU threads for torch (None: torch's default).
+    """
+
+    def __init__(
+        self, cfg: ExperimentConfig, method_name: str, exp_dir: str | os.PathLike, kind: str, threads: int | None
+    ) -> None:
+        self.cfg = cfg
+        self.exp = ExperimentDir(exp_dir)
+        self.method = cfg.method(method_name)
+        if self.method.kind != kind:
+            raise ValueError(f"method {method_name!r} is kind {self.method.kind!r}, this entrypoint runs {kind!r}")
+        self.paths = self.exp.method(self.method.name)
+        self.threads = threads or torch.get_num_threads()
+        self.started_at = now_iso()
+        self.phases: dict[str, float] = {}
+        self._t = time.perf_counter()
+        self.result: loop.TrainResult | None = None
+        self.metrics: TrainMetrics | None = None
+        """The written record, once the run has ended well."""
+        runtime.setup_runtime(cfg.seed, threads)
+        try:
+            check_gpu_binding()  # every rank sees its node's GPUs, or all stop here, before any CUDA call
+            runtime.check_bf16(cfg.model.dtype, self.method.precision)
+            self.accelerator = runtime.make_accelerator(self.method)
+        except (ValueError, RuntimeError) as exc:  # bf16 on an old GPU, GPUs bound per task: say why in the report
+            if os.environ.get("RANK", "0") == "0":  # no accelerator to ask yet; the environment's rank 0 writes
+                self._write_failure(exc)
+            raise
+        tracking = cfg.tracking if self.accelerator.is_main_process else TrackingConfig(backend="none")
+        self.tracker = Tracker.start(
+            tracking,
+            run_dir=self.exp.root,
+            name=self.method.name,
+            group=self.exp.name,
+            job_type="train",
+            config={"experiment": self.exp.name, "model": cfg.model.name_or_path, "method": to_plain(self.method)},
+            run_id=f"{self.exp.name}-{self.method.name}",
+        )
+
+    def __enter__(self) -> TrainingRun:
+        return self
+
+    def __exit__(self, exc_type: tp.Any, exc: BaseException | None, tb: tp.Any) -> bool:
+        """Write ``metrics.json`` when the body ended well; record a failure otherwise (never swallowed)."""
+        if exc is not None:
+            self._end_badly(exc)
+            return False
+        try:
+            self.metrics = self._finish()
+        except BaseException as error:
+            self._end_badly(error)
+            raise
+        return False
+
+    # ------------------------------------------------------------------ the phases
+
+    def mark(self, phase: str) -> None:
+        """Close the current phase under ``phase`` and start timing the next."""
+        t = time.perf_counter()
+        self.phases[phase] = self.phases.get(phase, 0.0) + t - self._t
+        self._t = t
+
+    def load_data(self) -> tuple[tp.Any, list[batches.Example]]:
+        """Tokenizer and tokenised training examples."""
+        tokenizer = batches.load_tokenizer(self.cfg.model.name_or_path)
+        questions = batches.load_split(self.cfg, self.exp, "train", self.accelerator)
+        main = self.accelerator.is_main_process
+        return tokenizer, batches.encode_examples(tokenizer, questions, self.cfg.model.max_seq_len, main)
+
+    def train(self, model: torch.nn.Module, examples: list[batches.Example], tokenizer: tp.Any) -> loop.TrainResult:
+        """Run the loop; its time becomes the ``train`` phase."""
+        self.mark("load")
+        self.result = loop.train_loop(
+            model,
+            examples,
+            self.method,
+            self.accelerator,
+            tokenizer.pad_token_id,
+            self.cfg.seed,
+            paths=self.paths,
+            log=self.tracker.log,
+        )
+        unwrapped = self.accelerator.unwrap_model(model)
+        self.params = runtime.param_counts(unwrapped)
+        self.trainable_dtype = next((str(p.dtype) for p in unwrapped.parameters() if p.requires_grad), None)
+        self.mark("train")
+        return self.result
+
+    # ------------------------------------------------------------------ the end
+
+    def _finish(self) -> TrainMetrics:
+        """Write ``metrics.json``, remove the checkpoints, close the W&B run."""
+        if self.result is None:
+            raise RuntimeError(f"{self.method.name}: the training run ended before TrainingRun.train was called")
+        self.mark("save")
+        metrics = self._completed(self.result)
+        if self.accelerator.is_main_process:
+            self.paths.write_metrics(metrics)
+            # The final model is saved and recorded: the resumable states (for a full SFT of a
+            # large model, several times its size) have done their job.
+            shutil.rmtree(self.paths.checkpoints_dir, ignore_errors=True)
+        self.tracker.summary(metrics.to_dict())
+        self.tracker.finish()
+        return metrics
+
+    def _completed(self, result: loop.TrainResult) -> TrainMetrics:
+        """The record of this job: what it ran with, what it did, its own cost estimate."""
+        peak, peak_kind = runtime.peak_memory()
+        wall = sum(self.phases.values())
+        n_devices, on_gpu = self.accelerator.num_processes, runtime.on_gpu()
+        trainable, total = self.params
+        return TrainMetrics(
+            method=self.method.name,
+            kind=self.method.kind,
+            status="completed",
+            device="cuda" if on_gpu else "cpu",
+            n_devices=n_devices,
+            threads=self.threads,
+            **runtime.runtime_info(self.method),
+            phases_s={k: round(v, 3) for k, v in self.phases.items()},
+            wall_s=round(wall, 3),
+            train_tokens=result.tokens,
+            tokens_per_s=round(result.tokens / result.train_s, 1) if result.train_s else None,
+            peak_mem_bytes=peak,
+            peak_mem_kind=peak_kind,
+            trainable_params=trainable,
+            total_params=total,
+            final_loss=result.final_loss,
+            steps=result.steps,
+            gpu_hours=round(wall * n_devices / 3600, 6) if on_gpu else None,
+            cpu_hours=round(wall * self.threads / 3600, 6),
+            cost_source="local",
+            started_at=self.started_at,
+            ended_at=now_iso(),
+            trainable_dtype=self.trainable_dtype,  # fp32 masters for full SFT without DeepSpeed
+        )
+
+    def _end_badly(self, exc: BaseException) -> None:
+        """Record the failure (metrics.json status failed) and close the W&B run.
+
+        Stopping to be requeued (SIGUSR2 after a checkpoint: submitit exits with
+        ``SystemExit``) is not a failure: nothing is recorded, and the W&B run is
+        left to be resumed by the next attempt.
+        """
+        if isinstance(exc, (SystemExit, Preempted, KeyboardInterrupt)):
+            self.tracker.finish(exit_code=0)
+            progress = self.paths.read_progress()
+            if self.accelerator.is_main_process and progress is not None:
+                # Every step logged so far is now on disk: the next attempt need not log it again.
+                self.paths.write_progress(dataclasses.replace(progress, flushed_step=progress.step))
+            return
+        if self.accelerator.is_main_process:
+            self._write_failure(exc)
+        self.tracker.finish(exit_code=1)
+
+    def _write_failure(self, error: BaseException) -> None:
+        """Record a failed job so the report still has its row."""
+        failed = TrainMetrics(
+            self.method.name,
+            self.method.kind,
+            status="failed",
+            error=f"{type(error).__name__}: {error}"[:2000],
+            started_at=self.started_at,
+            ended_at=now_iso(),
+        )
+        self.paths.write_metrics(failed)
+
+
+def to_plain(obj: tp.Any) -> tp.Any:
+    """A dataclass config as plain data (for W&B config and JSON)."""
+    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
+
+
+# --------------------------------------------------------------------------- saving
+
+
+def _usual_permissions(directory: Path) -> None:
+    """Give ``directory`` and its files the umask's usual modes, as :mod:`launch.fsio` gives its files.
+
+    ``mkdtemp`` makes the directory 0700 and safetensors writes 0600: the
+    evaluation job, on another node or as another user of the shared storage,
+    could not read the model.
+    """
+    mask = umask()
+    directory.chmod(0o777 & ~mask)
+    for f in directory.iterdir():
+        if f.is_file():
+            f.chmod(0o666 & ~mask)
+
+
+def save_model_atomic(
+    model: tp.Any,
+    tokenizer: tp.Any,
+    out: Path,
+    config_dtype: torch.dtype | None = None,
+    verify: tp.Callable[[Path], None] | None = None,
+    **save_kwargs: tp.Any,
+) -> Path:
+    """``save_pretrained`` model (or adapter) and tokenizer into ``out`` via a temp dir + rename.
+
+    ``config_dtype``: the dtype of the tensors in ``save_kwargs["state_dict"]`` when it is not the
+    model's own (``save_pretrained`` records the model's in config.json, which ``dtype="auto"`` loads).
+    ``verify(tmp_dir)``, when given, checks the written directory before it replaces ``out`` (and may
+    add files to it); if it raises, ``out`` is left as it was.
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True, **save_kwargs)
+        if config_dtype is not None:
+            config = json.loads((tmp / "config.json").read_text(encoding="utf-8"))
+            atomic_write_json(tmp / "config.json", dict(config, dtype=str(config_dtype).removeprefix("torch.")))
+        tokenizer.save_pretrained(tmp)
+        if verify is not None:
+            verify(tmp)
+        _usual_permissions(tmp)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def save_consolidated(
+    accelerator: tp.Any, model: tp.Any, tokenizer: tp.Any, out: Path, dtype: torch.dtype | None = None
+) -> None:
+    """Save one full model + tokenizer into ``out``, however it was trained; every rank calls it.
+
+    ``model`` is the prepared model. ``get_state_dict`` is collective: under
+    ZeRO-3 it gathers every rank's shard into a full state dict in the
+    training dtype on the main process (``stage3_gather_16bit_weights_on_model_save``
+    in the JSON); only the main process writes. ``save_pretrained`` then drops
+    the tied ``lm_head`` copy of the embeddings, which safetensors refuses.
+    ``dtype``: floating-point tensors are saved in it (``model.dtype``: the fp32 master
+    weights of a run without DeepSpeed are not what the evaluation loads).
+    """
+    state = accelerator.get_state_dict(model)
+    if accelerator.is_main_process:
+        if dtype is not None:
+            state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+        save_model_atomic(accelerator.unwrap_model(model), tokenizer, out, config_dtype=dtype, state_dict=state)
+    accelerator.wait_for_everyone()  # nobody reports success before the model is on disk
+
+
+def save_adapter(accelerator: tp.Any, model: tp.Any, tokenizer: tp.Any, out: Path) -> None:
+    """Save the adapter of a LoRA/QLoRA model (+ tokenizer) into ``out``; every rank calls it."""
+    if accelerator.is_main_process:
+        save_model_atomic(accelerator.unwrap_model(model), tokenizer, out)
+    accelerator.wait_for_everyone()
