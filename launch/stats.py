@@ -194,7 +194,8 @@ class Spread:
             return "- (n=0)"
         if self.sd is None:
             return f"{self.mean:.{digits}f} (n={self.n})"
-        return f"{self.mean:.{digits}f} ± {self.sd:.{digits}f} [{self.lo:.{digits}f}, {self.hi:.{digits}f}] (n={self.n})"
+        d = digits
+        return f"{self.mean:.{d}f} ± {self.sd:.{d}f} [{self.lo:.{d}f}, {self.hi:.{d}f}] (n={self.n})"
 
 
 def spread(values: tp.Iterable[float | None], confidence: float = 0.95) -> Spread:
@@ -608,7 +609,8 @@ def format_comparison(c: Comparison, alpha: float = 0.05) -> str:
     """
     p = c.p if c.p_holm is None else c.p_holm
     verdict = "significant" if c.significant(alpha) else "not significant"
-    return f"{c.a} vs {c.b}: {_points(c.diff, signed=True)} pts [{_points(c.lo)}, {_points(c.hi)}], {format_p(p)}, {verdict}"
+    interval = f"[{_points(c.lo)}, {_points(c.hi)}]"
+    return f"{c.a} vs {c.b}: {_points(c.diff, signed=True)} pts {interval}, {format_p(p)}, {verdict}"
 
 
 # --------------------------------------------------------------------------- cost frontier

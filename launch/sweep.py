@@ -380,8 +380,8 @@ def expand(cfg: ExperimentConfig, sweep: SweepConfig | None) -> list[Cell]:
     seeds = _seeds(cfg, sweep)
     cells = []
     for m in cfg.methods:
-        combos = itertools.product(_points(axes, m.name), seeds)
-        cells += [Cell(m.name, i, seed, point, _with_point(m, point)) for i, (point, seed) in enumerate(combos)]
+        combos = enumerate(itertools.product(_points(axes, m.name), seeds))
+        cells += [Cell(m.name, i, seed, dict(point), _with_point(m, point)) for i, (point, seed) in combos]
     return cells
 
 

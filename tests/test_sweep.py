@@ -80,7 +80,8 @@ def test_summary_text(cfg):
         "  full_sft: 3 seeds = 3 cells\n"
         "  lora: 2 learning_rate x 2 r x 3 seeds = 12 cells\n"
         "  qlora: 3 seeds = 3 cells")
-    assert sweep.summary(cfg, None).splitlines()[:2] == ["sweep: 3 cells in 3 submissions", "  full_sft: 1 seed = 1 cell"]
+    assert sweep.summary(cfg, None).splitlines()[:2] == ["sweep: 3 cells in 3 submissions",
+                                                         "  full_sft: 1 seed = 1 cell"]
     nested = _sweep({"grid": {"methods.lora.checkpoint.every_steps": [10, 20], "methods.lora.max_steps": [50]}})
     assert "  lora: 2 every_steps x 1 max_steps x 1 seed = 2 cells" in sweep.summary(cfg, nested)
     # Two fields with the same last name (none in today's MethodConfig) would be shown in full.
