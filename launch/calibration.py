@@ -54,14 +54,13 @@ import datetime
 import json
 import math
 import os
-import re
 import typing as tp
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from launch import profiles
-from launch.fsio import atomic_write_text
+from launch import forecast, profiles
 from launch.forecast import Calibrated, duration, quantity, size_bucket, text_table
+from launch.fsio import atomic_write_text
 from launch.redact import token_kind
 
 SUFFIX = ".calibration.jsonl"
@@ -83,8 +82,8 @@ def calibration_path(profile: str | os.PathLike) -> Path:
 
 
 def gpu_key(gpu_type: str) -> str:
-    """The GPU type as records and lookups compare it: lower case, letters and digits (``A100-80GB`` -> ``a10080gb``)."""
-    return re.sub(r"[^a-z0-9]", "", (gpu_type or "").lower()) or "unknown"
+    """The GPU type as records and lookups compare it (:func:`launch.forecast.gpu_key`; ``unknown`` when empty)."""
+    return forecast.gpu_key(gpu_type) or "unknown"
 
 
 def _name(value: tp.Any) -> str:

@@ -97,9 +97,14 @@ GPU_PEAK_TFLOPS: dict[str, tuple[float, float, bool]] = {
 """Peak TFLOP/s per GPU type (matched on the profile's ``gpu_type`` prefix: ``a100-80gb`` is an a100)."""
 
 
+def gpu_key(gpu_type: str) -> str:
+    """A GPU type as tables and calibrations compare it: lower-case letters and digits (``A100-80GB``: ``a10080gb``)."""
+    return re.sub(r"[^a-z0-9]", "", (gpu_type or "").lower())
+
+
 def gpu_entry(gpu_type: str) -> tuple[float, float, bool] | None:
     """The :data:`GPU_PEAK_TFLOPS` row of ``gpu_type`` (case and punctuation ignored, longest prefix)."""
-    key = re.sub(r"[^a-z0-9]", "", gpu_type.lower())
+    key = gpu_key(gpu_type)
     hits = [k for k in GPU_PEAK_TFLOPS if key.startswith(k)]
     return GPU_PEAK_TFLOPS[max(hits, key=len)] if hits else None
 
@@ -125,9 +130,10 @@ def peak_tflops(gpu_type: str, precision: str, override: float | None = None) ->
 
 DEFAULT_UTILISATION: dict[tuple[str, str], float] = {
     # Full SFT: torchtitan, Llama 3.1 8B, FSDP on 8 and 128 H100 GPUs, bf16, selective activation
-    # checkpointing: 33% MFU without torch.compile (39% with; 5,762 vs 6,667 tokens/s per GPU),
-    # benchmarks/llama3_h100_202412_torchtitan.md. Our stack (transformers eager + DeepSpeed ZeRO) has
-    # neither compile nor FSDP2's overlap, so the eager figure is taken.
+    # checkpointing: "33% to 39% MFU" (benchmarks/llama3_h100_202412_torchtitan.md; the file pairs them
+    # "with or without torch.compile, respectively", but compile raised 5,762 to 6,667 tokens/s per GPU,
+    # so 33% is the eager run's; understated there, as it divides by the SXM peak on lower-power H100s).
+    # Our stack (transformers eager + DeepSpeed ZeRO) has neither compile nor FSDP2's overlap: 0.33.
     ("full_sft", "*"): 0.33,
     # On A100s the same recipe reaches 57-58% MFU (torchtitan docs/performance.md: Llama 3 8B, 64 A100,
     # 2,904-2,973 tokens/s per GPU): A100s are less starved for memory bandwidth than H100s. Their 8,192-
@@ -157,7 +163,7 @@ DEFAULT_UTILISATION: dict[tuple[str, str], float] = {
 
 def default_utilisation(kind: str, gpu_type: str) -> float:
     """:data:`DEFAULT_UTILISATION` for ``kind`` on ``gpu_type`` (its own row, else the ``*`` row)."""
-    key = re.sub(r"[^a-z0-9]", "", gpu_type.lower())
+    key = gpu_key(gpu_type)
     for (k, gpu), value in DEFAULT_UTILISATION.items():
         if k == kind and gpu != "*" and key.startswith(gpu):
             return value
@@ -620,7 +626,8 @@ def text_table(headers: list[str], rows: list[list[str]], left: tp.Collection[in
     widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
 
     def line(cells: list[str]) -> str:
-        return "  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+        padded = (c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        return "  ".join(padded).rstrip()
 
     return "\n".join([line(headers), "  ".join("-" * w for w in widths), *(line(r) for r in rows)])
 

@@ -8,13 +8,13 @@ packed, never attended across) and the positions where logits are computed. Two 
   no torch), the prompt built exactly as :mod:`train.prompting` builds it: the chat template
   rendered by jinja2 the way transformers renders it, then the pieces tokenised separately
   (prompt, ``ANSWER:``, `` X``, end token) and cut at ``model.max_seq_len`` as the jobs cut them.
-  Large datasets are counted on an evenly spaced sample of :data:`SAMPLE` examples and scaled;
+  Large datasets are counted on a fixed random sample of :data:`SAMPLE` examples and scaled;
 * **estimated from characters** (:data:`CHARS_PER_TOKEN`) when the tokenizer is not on disk here
   (a hub model not in this machine's cache), when it cannot be read, or when loading it would
   cost the dry run more than it has (:data:`TOKENIZER_BYTES_LIMIT`).
 
 Every result says which it was (:attr:`TokenCounts.source`): ``tokens: counted with the tokenizer``,
-``tokens: counted with the tokenizer on 256 of 9,000 training examples, scaled`` or ``tokens:
+``tokens: counted with the tokenizer on 128 of 9,000 training examples, scaled`` or ``tokens:
 estimated from characters (3.6 characters per token)``.
 
 Example
@@ -41,7 +41,7 @@ from pathlib import Path
 
 from launch import hub
 from launch.config import LETTERS
-from train.prompting import ANSWER_PREFIX, SYSTEM_PROMPT, user_message
+from train.prompting import ANSWER_PREFIX, prompt_text
 
 CHARS_PER_TOKEN = 3.6
 """Characters of the plain prompt (system prompt, question, options, instruction) per token of the
@@ -170,12 +170,13 @@ class _Encoder:
         special = _read_json(directory / "special_tokens_map.json")
         self.bos = _token_text(config.get("bos_token")) or _token_text(special.get("bos_token"))
         self.eos = _token_text(config.get("eos_token")) or _token_text(special.get("eos_token"))
-        self.template = _compile(_chat_template(directory, config))
+        template = _chat_template(directory, config)
+        self.chat = _ChatTemplate(template, self.bos, self.eos) if template else None
         prefix = len(self.encode(ANSWER_PREFIX, special=False))
         letters = {k: len(self.encode(f" {k}", special=False)) for k in LETTERS}
         end = 1 if self.eos is not None and self.tok.token_to_id(self.eos) is not None else 0
+        # Tokens of AnswerCodec.answer_ids(letter): "ANSWER:", the letter, the end token.
         self.answer = {k: prefix + n + end for k, n in letters.items()}
-        """Tokens of ``AnswerCodec.answer_ids(letter)``: ``ANSWER:``, the letter, the end token."""
         self.context_tail = prefix
         self.longest_letter = max(letters.values())
 
@@ -183,29 +184,30 @@ class _Encoder:
         return self.tok.encode(text, add_special_tokens=special).ids
 
     def prompts(self, questions: list[_Question]) -> list[list[int]]:
-        """``train.prompting.prompt_ids`` of each: a chat template writes its own BOS, a plain prompt gets the tokenizer's."""
-        if self.template is None:
-            texts, special = [plain_prompt(q) for q in questions], True
-        else:
-            texts = [self.template.render(messages=messages(q), add_generation_prompt=True, bos_token=self.bos or "",
-                                          eos_token=self.eos or "") for q in questions]
-            special = False
-        return [e.ids for e in self.tok.encode_batch(texts, add_special_tokens=special)]
+        """``train.prompting.prompt_ids`` of each: a chat template writes its own BOS, a plain prompt gets one."""
+        texts = [prompt_text(self.chat, q) for q in questions]
+        return [e.ids for e in self.tok.encode_batch(texts, add_special_tokens=self.chat is None)]
 
 
-def messages(q: _Question) -> list[dict[str, str]]:
-    """The conversation ``train.prompting.prompt_text`` gives the chat template."""
-    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user_message(q)}]
+class _ChatTemplate:
+    """What ``train.prompting.prompt_text`` asks of a tokenizer with a chat template, without transformers."""
+
+    def __init__(self, template: str, bos: str | None, eos: str | None) -> None:
+        self.chat_template = template
+        self.compiled = _compile(template)
+        self.special = {"bos_token": bos or "", "eos_token": eos or ""}
+
+    def apply_chat_template(self, messages: list[dict], tokenize: bool = False,
+                            add_generation_prompt: bool = False) -> str:
+        return self.compiled.render(messages=messages, add_generation_prompt=add_generation_prompt, **self.special)
 
 
-def _compile(template: str | None) -> tp.Any:
+def _compile(template: str) -> tp.Any:
     """The template compiled in a jinja2 sandbox set up as transformers sets up its own.
 
     Same options (``trim_blocks``, ``lstrip_blocks``, the loop-control extension) and the globals
     templates use (``raise_exception``, ``strftime_now``, a ``tojson`` that does not HTML-escape).
     """
-    if template is None:
-        return None
     import datetime
 
     import jinja2
@@ -275,7 +277,7 @@ def _counted(enc: _Encoder, train: tp.Sequence[_Question], eval_: tp.Sequence[_Q
 
 def plain_prompt(q: _Question) -> str:
     """The prompt without a chat template (``train.prompting.prompt_text`` for a tokenizer without one)."""
-    return f"{SYSTEM_PROMPT}\n\n{user_message(q)}\n\n"
+    return prompt_text(None, q)
 
 
 def _estimated(train: tp.Sequence[_Question], eval_: tp.Sequence[_Question], max_len: int,
@@ -343,6 +345,9 @@ def count_tokens(
     try:
         enc = _Encoder(directory)
         return _counted(enc, train, eval_, max_seq_len)
+    except ImportError as exc:  # the login node's base install has neither (pyproject: no torch, few packages)
+        why = f"; {exc.name or exc} is not installed here (pip install tokenizers jinja2 counts with the tokenizer)"
+        return _estimated(train, eval_, max_seq_len, chars_per_token, why)
     except Exception as exc:  # noqa: BLE001 - a tokenizer or template we cannot read: estimate, and say why
         why = f"; the tokenizer could not be used: {type(exc).__name__}: {str(exc)[:80]}"
         return _estimated(train, eval_, max_seq_len, chars_per_token, why)
