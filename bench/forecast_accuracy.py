@@ -13,6 +13,10 @@ process's whole RSS, so that row only shows the plumbing). Not a test: the timin
 on both cores of the development machine ran at 164-176 GFLOP/s, README "Performance"). The smoke
 model (``.cache/tiny-llama``) must exist: ``make smoke`` or ``cyberft tiny-model .cache/tiny-llama``.
 On the dev cluster the same loop runs through ``cyberft submit`` and sacct (the report's wiring).
+
+Run it on an otherwise idle machine: on the shared 2-core development machine the same job's
+tokens/s changed 3.4x between two runs minutes apart (other sessions' tests), and local runs execute
+two jobs at a time on two cores, so whichever method runs alone looks faster.
 """
 
 from __future__ import annotations

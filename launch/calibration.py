@@ -45,6 +45,10 @@ Example
 ...                      gpu_type=profile.gpu_type)
 >>> if rec is not None:
 ...     append(calibration_path("dev"), rec)
+>>> # the evaluation job: its results per model (train/evaluate.py: load_s, eval_s) and its sacct elapsed
+>>> ev = fc_json["evaluation"]
+>>> rec = measure_job(ev, ev["tokens"], sum(r["eval_s"] for r in results.values()), eval_elapsed_s,
+...                   exp_dir.name, profile.gpu_type, gpus=ev["gpus"])
 >>> print(show("dev"))
 """
 
