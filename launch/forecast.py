@@ -322,7 +322,8 @@ class JobForecast:
     """The forecast of one job (a training method, or the evaluation: ``kind == "eval"``).
 
     Times in seconds, None when the GPU's peak is unknown (``peak_tflops`` None); ``cost`` None
-    when the profile gives no price.
+    when the profile gives no price; ``attempts`` (jobs needed under ``time_min``) None when
+    ``time_min`` leaves no time to train at all.
     """
 
     name: str
@@ -423,12 +424,13 @@ def _checkpoints(method: MethodConfig, steps: int, compute_s: float) -> int:
     return max(by_steps, by_time)
 
 
-def _attempts(work_s: float, per_attempt_s: float, time_limit_s: float) -> int:
-    """Jobs needed to do ``work_s`` when each loses ``per_attempt_s`` to start-up and stops at the limit."""
+def _attempts(work_s: float, per_attempt_s: float, time_limit_s: float) -> int | None:
+    """Jobs needed to do ``work_s`` when each loses ``per_attempt_s`` to start-up and stops at the limit.
+
+    None when the limit leaves no time to work at all (the time-limit warning says so).
+    """
     usable = time_limit_s - per_attempt_s - SIGNAL_MARGIN_S
-    if usable <= 0:
-        return 10**6  # the job could never reach its first step: the warning says so
-    return max(1, math.ceil(work_s / usable))
+    return max(1, math.ceil(work_s / usable)) if usable > 0 else None
 
 
 def _util(kind: str, gpu_type: str, n_params: int,
@@ -453,7 +455,7 @@ def _timed(job: dict, per_attempt_s: float, tail_s: float, factor: float) -> dic
         return {**job, "overhead_s": None, "modelled_overhead_s": None, "attempts": None, "wall_s": None,
                 "gpu_hours": None}
     attempts = _attempts(compute + tail_s, per_attempt_s, job["time_limit_s"])
-    modelled = attempts * per_attempt_s + tail_s
+    modelled = (attempts or 1) * per_attempt_s + tail_s
     wall = compute + modelled * factor
     return {**job, "overhead_s": modelled * factor, "modelled_overhead_s": modelled, "attempts": attempts,
             "wall_s": wall, "gpu_hours": wall * job["gpus"] / 3600}
@@ -580,13 +582,15 @@ def time_warning(job: JobForecast, where: str, max_time_min: int | None = None, 
     if job.wall_s is None:
         return None
     limit = job.time_limit_s * (job.max_timeouts + 1)
+    if job.attempts is None:
+        needed = math.ceil((job.wall_s + SIGNAL_MARGIN_S) / 60)
+        return (f"{where}.time_min: {job.time_limit_s / 60:g} min leaves no time to train after start-up and loading "
+                f"and the checkpoint signal {SIGNAL_MARGIN_S:g} s before the limit -> {where}.time_min: {needed} "
+                "(the whole job in one attempt)")
     if job.wall_s <= limit:
         return None
-    per_attempt = (job.modelled_overhead_s or 0.0) / max(job.attempts or 1, 1)
-    fixes = []
-    if job.attempts is not None and job.attempts < 10**6:
-        fixes.append(f"{where}.max_timeouts: {job.attempts - 1} ({job.attempts} attempts of "
-                     f"{job.time_limit_s / 60:g} min)")
+    per_attempt = (job.modelled_overhead_s or 0.0) / max(job.attempts, 1)
+    fixes = [f"{where}.max_timeouts: {job.attempts - 1} ({job.attempts} attempts of {job.time_limit_s / 60:g} min)"]
     needed = math.ceil((job.wall_s / (job.max_timeouts + 1) + SIGNAL_MARGIN_S) / 60)
     if max_time_min is None or needed <= max_time_min:
         fixes.append(f"{where}.time_min: {needed}")

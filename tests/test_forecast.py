@@ -288,6 +288,20 @@ def test_time_limit_warning_names_fixes_that_work():
     assert "time_min:" not in note and "GPUs" not in note and "max_timeouts:" in note
 
 
+def test_a_time_limit_too_short_to_start_is_named():
+    method = {"name": "full", "kind": "full_sft", "max_steps": 10, "resources": {"gpus_per_node": 8, "time_min": 2}}
+    out = fc.forecast(_cfg([method]), LLAMA3_8B, _counts(), "h100")
+    job = out.methods[0]
+    assert job.attempts is None and job.wall_s is not None
+    [note] = out.warnings
+    needed = -(-(job.wall_s + 120) // 60)
+    assert note == ("methods.full.resources.time_min: 2 min leaves no time to train after start-up and loading and "
+                    f"the checkpoint signal 120 s before the limit -> methods.full.resources.time_min: {needed:.0f} "
+                    "(the whole job in one attempt)")
+    fixed = dict(method, resources={**method["resources"], "time_min": int(needed)})
+    assert fc.forecast(_cfg([fixed]), LLAMA3_8B, _counts(), "h100").warnings == []
+
+
 def test_calibrated_utilisation_replaces_the_default():
     class Cal:
         def lookup(self, kind, gpu_type, n_params):
