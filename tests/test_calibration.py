@@ -1,0 +1,187 @@
+"""Per-site calibration (launch/calibration.py): records, the file, combining runs, show, and the forecast using it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from launch import calibration as cal
+from launch import forecast as fc
+from launch.config import from_dict
+from launch.memory import ModelShape
+from launch.tokencount import SplitTokens, TokenCounts
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = 134_515_008  # SmolLM2-135M's parameters: the "<1B" bucket
+
+
+def _job(name="lora", kind="lora", gpus=1, peak=0.17, per_token=8e8, modelled=70.0, n_params=SMALL) -> dict:
+    """A job's entry as Forecast.to_json() writes it (the keys measure_job reads)."""
+    return {"name": name, "kind": kind, "gpus": gpus, "peak_tflops": peak, "flops_per_token": per_token,
+            "modelled_overhead_s": modelled, "n_params": n_params}
+
+
+def _record(experiment, tokens, compute_s, wall_s, **job) -> dict:
+    return cal.measure_job(_job(**job), tokens, compute_s, wall_s, experiment, "fake",
+                           recorded_at="2026-12-01T00:00:00Z")
+
+
+def test_measure_job_by_hand():
+    rec = _record("smoke-1", tokens=34_838, compute_s=200.0, wall_s=270.0)
+    assert set(rec) == set(cal.FIELDS)
+    assert rec["utilisation"] == pytest.approx(34_838 * 8e8 / (200.0 * 1 * 0.17e12))
+    assert rec["overhead_s"] == 70.0 and rec["overhead_factor"] == pytest.approx(1.0)
+    assert (rec["id"], rec["kind"], rec["gpu_type"], rec["size"]) == ("smoke-1/lora", "lora", "fake", "<1B")
+
+
+def test_measure_method_uses_sacct_and_skips_what_cannot_calibrate():
+    metrics = {"status": "completed", "train_tokens": 1000, "phases_s": {"load": 5.0, "train": 10.0}, "wall_s": 20.0}
+    local = cal.measure_method(_job(), metrics, None, "e", "fake")
+    assert local["wall_s"] == 20.0 and local["compute_s"] == 10.0 and local["gpus"] == 1
+    slurm = cal.measure_method(_job(), metrics, {"elapsed_s": 40, "gpus": 2}, "e", "fake")
+    assert slurm["wall_s"] == 40.0 and slurm["gpus"] == 2  # sacct's elapsed time (every attempt) and GPUs
+    assert cal.measure_method(_job(), {**metrics, "status": "failed"}, None, "e", "fake") is None
+    assert cal.measure_method(_job(peak=None), metrics, None, "e", "fake") is None  # unknown GPU: nothing to learn
+
+
+def test_round_trip_append_reload_combine(tmp_path):
+    path = tmp_path / "site.calibration.jsonl"
+    runs = [("a", 10_000, 100.0, 300.0), ("b", 30_000, 250.0, 330.0), ("c", 20_000, 190.0, 250.0)]
+    for name, tokens, compute, wall in runs:
+        assert cal.append(path, _record(name, tokens, compute, wall)) is True
+    loaded = cal.load(path)
+    assert [r["id"] for r in loaded.records] == ["a/lora", "b/lora", "c/lora"] and loaded.skipped == []
+    found = loaded.lookup("lora", "FAKE", SMALL)
+    # Utilisation = tokens/s x 8e8 FLOPs per token / 0.17e12: a 100 tokens/s (10,000 tokens), c 105.3 (20,000),
+    # b 120 (30,000). Half of the 60,000 tokens lie at or below c, so the median is midway between c and b.
+    # Overhead factors (wall - compute) / 70 s modelled: 200/70, 80/70, 60/70: median 80/70.
+    util = (20_000 / 190 + 30_000 / 250) / 2 * 8e8 / 0.17e12
+    assert found == (pytest.approx(util), pytest.approx(80 / 70), 3)
+    assert loaded.lookup("lora", "fake", 8_030_261_248) is None  # another size bucket
+    assert loaded.lookup("qlora", "fake", SMALL) is None
+    assert loaded.lookup("lora", "h100", SMALL) is None
+
+
+def test_weighted_median():
+    assert cal.weighted_median([0.1, 0.5, 0.9], [1, 1, 10]) == 0.9
+    assert cal.weighted_median([0.9, 0.1, 0.5], [1, 1, 1]) == 0.5
+    assert cal.weighted_median([0.2, 0.4], [1, 1]) == pytest.approx(0.3)
+    assert cal.weighted_median([0.7], [5]) == 0.7
+
+
+def test_append_is_idempotent_and_keeps_other_lines_byte_for_byte(tmp_path):
+    path = tmp_path / "site.calibration.jsonl"
+    old = '{"hand": "edited"}\nnot json at all\n{"v": 1, "id": "half a li'  # a last line cut short
+    path.write_text(old)
+    rec = _record("x", 1000, 10.0, 20.0)
+    assert cal.append(path, rec) is True
+    assert cal.append(path, rec) is False  # the report ran twice: nothing new
+    text = path.read_text()
+    assert text.startswith(old + "\n")  # earlier lines unchanged; the cut line stays a line of its own
+    assert text.count("x/lora") == 1
+    loaded = cal.load(path)
+    assert [r["id"] for r in loaded.records] == ["x/lora"]
+    assert loaded.skipped[0] == "line 1: v: None -> this version reads v 1"
+    assert loaded.skipped[1].startswith("line 2: not JSON (")
+    assert loaded.skipped[2].startswith("line 3: not JSON (")
+    assert not list(tmp_path.glob(".*tmp"))  # no temporary file left behind
+
+
+def test_bad_records_are_refused_before_anything_is_written(tmp_path):
+    path = tmp_path / "site.calibration.jsonl"
+    rec = _record("x", 1000, 10.0, 20.0)
+    for bad, why in (({**rec, "token": "x"}, "unknown keys"), ({**rec, "kind": "dpo"}, "kind"),
+                     ({**rec, "utilisation": float("nan")}, "utilisation")):
+        with pytest.raises(ValueError, match=why):
+            cal.append(path, bad)
+    assert not path.exists()
+
+
+def test_no_secret_reaches_the_file(tmp_path):
+    path = tmp_path / "site.calibration.jsonl"
+    token = "hf_" + "a" * 34
+    rec = cal.measure_job(_job(name=f"lora-{token}"), 1000, 10.0, 20.0, f"exp-{token}", "fake")
+    cal.append(path, rec)
+    text = path.read_text()
+    assert token not in text and "<redacted>" in text
+    assert set(json.loads(text)) == set(cal.FIELDS)
+
+
+def test_a_lost_update_is_written_again(tmp_path, monkeypatch):
+    """Another writer's rename landing just after ours drops our line: the read-back notices and appends again."""
+    path = tmp_path / "site.calibration.jsonl"
+    cal.append(path, _record("first", 1000, 10.0, 20.0))
+    before = path.read_text()  # what the other writer read, before our write
+    theirs = json.dumps(_record("other", 1000, 10.0, 20.0)) + "\n"
+    real, calls = cal.atomic_write_text, []
+
+    def racing(p, text):
+        calls.append(text)
+        real(p, text)
+        if len(calls) == 1:
+            real(p, before + theirs)  # their rename wins
+
+    monkeypatch.setattr(cal, "atomic_write_text", racing)
+    assert cal.append(path, _record("second", 1000, 10.0, 20.0)) is True
+    assert len(calls) == 2
+    assert [r["id"] for r in cal.load(path).records] == ["first/lora", "other/lora", "second/lora"]
+
+    monkeypatch.setattr(cal, "atomic_write_text", lambda p, text: None)  # every write lost
+    with pytest.raises(OSError, match="replaced by other writers 5 times"):
+        cal.append(path, _record("third", 1000, 10.0, 20.0))
+
+
+def test_calibration_path_is_next_to_the_profile(tmp_path):
+    assert cal.calibration_path("dev") == REPO / "slurm" / "profiles" / "dev.calibration.jsonl"
+    assert cal.calibration_path(tmp_path / "site.yaml") == tmp_path / "site.calibration.jsonl"
+
+
+def test_show(tmp_path):
+    profile = tmp_path / "site.yaml"
+    profile.write_text("name: site\n")
+    assert cal.show(profile).startswith("profile site: no calibration runs yet (")
+    path = cal.calibration_path(profile)
+    cal.append(path, _record("a", 10_000, 100.0, 170.0))
+    cal.append(path, _record("b", 10_000, 50.0, 120.0, name="full", kind="full_sft", gpus=2))
+    with path.open("a") as fh:
+        fh.write("garbage\n")
+    lines = cal.show(profile).splitlines()
+    assert lines[0] == f"calibration of profile site: {path}, 2 runs"
+    assert lines[1].split() == ["kind", "GPU", "size", "runs", "utilisation", "range", "overhead", "x", "tokens",
+                                "mean", "wall", "last", "recorded"]
+    assert lines[3].split()[:5] == ["full_sft", "fake", "<1B", "1", "0.471"]  # 8e12 FLOPs / (50 s x 2 x 0.17e12)
+    assert lines[4].split()[:5] == ["lora", "fake", "<1B", "1", "0.471"]
+    assert lines[5].startswith(f"skipped {path}: line 3: not JSON")
+
+
+# --------------------------------------------------------------------------- the forecast through its calibration
+
+
+def _cfg(steps: int, micro_batch: int):
+    method = {"name": "lora", "kind": "lora", "max_steps": steps, "micro_batch_size": micro_batch,
+              "precision": "fp32", "lora": {"r": 8}, "resources": {"gpus_per_node": 1, "time_min": 60}}
+    return from_dict({"name": "t", "model": {"name_or_path": "x", "dtype": "float32"},
+                      "data": {"train": {"path": "x.json"}}, "methods": [method]})
+
+
+def test_forecast_uses_the_calibration_and_says_so(tmp_path):
+    """A run measured at utilisation u with overhead factor f: the next forecast of another size uses both."""
+    shape = ModelShape(hidden_size=576, num_layers=30, vocab_size=49152, intermediate_size=1536, num_heads=9,
+                       num_kv_heads=3, tie_embeddings=True, source="smollm2-like")
+    counts = TokenCounts(SplitTokens(300, 300 * 115.0, 300 * 115.0 ** 2, 1200), SplitTokens(200, 200 * 110.0,
+                         200 * 110.0 ** 2, 200, 19), "tokens: counted with the tokenizer", True)
+    first = fc.forecast(_cfg(38, 8), shape, counts, "cpu", gpu_tflops=0.17).methods[0]
+    assert first.source == "default"
+    # What the "cluster" measured: 0.4 of peak, and three times the modelled start-up, load and save.
+    compute = first.flops / (0.17e12 * 0.4)
+    wall = compute + 3 * first.modelled_overhead_s
+    job = fc.Forecast("cpu", 0, counts.source, [first], first).to_json()["methods"]["lora"]
+    path = tmp_path / "site.calibration.jsonl"
+    cal.append(path, cal.measure_job(job, first.tokens, compute, wall, "run1", "cpu"))
+    second = fc.forecast(_cfg(76, 4), shape, counts, "cpu", gpu_tflops=0.17, calibration=cal.load(path)).methods[0]
+    assert second.source == "calibrated from 1 run"
+    assert second.utilisation == pytest.approx(0.4)
+    assert second.compute_s == pytest.approx(second.flops / (0.17e12 * 0.4))
+    assert second.overhead_s == pytest.approx(3 * second.modelled_overhead_s)
