@@ -142,7 +142,8 @@ def forward_batches(tok: tp.Any, questions: list) -> list[dict]:
     """Exactly the batches score_loglik builds: contexts sorted by length, left-padded, on the model's device."""
     import torch
 
-    from train import prompting, scoring
+    from launch import prompting
+    from train import scoring
 
     codec = prompting.AnswerCodec(tok)
     contexts = [prompting.scoring_context(tok, codec, q, MAX_LEN) for q in questions]
@@ -154,7 +155,8 @@ def forward_batches(tok: tp.Any, questions: list) -> list[dict]:
 
 
 def shared_prefix_tokens(tok: tp.Any, questions: list) -> int:
-    from train import prompting, scoring
+    from launch import prompting
+    from train import scoring
 
     codec = prompting.AnswerCodec(tok)
     return scoring.shared_prefix_len([prompting.scoring_context(tok, codec, q, MAX_LEN) for q in questions])
@@ -174,7 +176,7 @@ def write_task(task_dir: Path, tok: tp.Any, questions: list) -> dict:
     """The lm-eval task: a JSONL of {context, label} and a multiple_choice YAML; returns tokenisation checks."""
     import json
 
-    from train import prompting
+    from launch import prompting
 
     codec = prompting.AnswerCodec(tok)
     letters = [codec.letter_ids[k] for k in "ABCD"]
@@ -415,7 +417,8 @@ def measure_real(bench: Bench, model_dir: Path, limit: int) -> None:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from train import batches, prompting
+    from launch import prompting
+    from train import batches
 
     tok = batches.load_tokenizer(str(model_dir))
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()

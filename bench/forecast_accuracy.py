@@ -32,8 +32,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from launch import calibration, experiment, forecast, memory, tokencount  # noqa: E402
+from launch import calibration, forecast, memory, tokencount  # noqa: E402
 from launch.data import load_jsonl_questions  # noqa: E402
+from launch.expdir import ExperimentDir  # noqa: E402
 
 METHODS = ("full_sft", "lora", "qlora")
 
@@ -44,35 +45,43 @@ def run(out: Path, tag: str, steps: int, micro_batch: int) -> Path:
     for m in METHODS:
         overrides += [f"methods.{m}.max_steps={steps}", f"methods.{m}.micro_batch_size={micro_batch}"]
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "launch.cli", "run", "configs/smoke.yaml", *overrides], cwd=REPO,
-                   check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "launch.cli", "run", "configs/smoke.yaml", *overrides],
+        cwd=REPO,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     print(f"run {tag}: {steps} steps of {micro_batch}, {time.perf_counter() - t0:.0f} s", flush=True)
     return next((out / tag).iterdir())
 
 
 def predict(exp: Path, peak: float, cal: calibration.Calibration | None = None) -> forecast.Forecast:
     """The forecast of experiment ``exp`` from its frozen config and staged data."""
-    cfg = experiment.load(exp)
-    train = load_jsonl_questions(exp / "data" / "train.jsonl")
-    eval_ = load_jsonl_questions(exp / "data" / "eval.jsonl")
+    cfg = ExperimentDir(exp).load_config()
+    train = load_jsonl_questions(ExperimentDir(exp).data.train_file)
+    eval_ = load_jsonl_questions(ExperimentDir(exp).data.eval_file)
     counts = tokencount.count_tokens(train, eval_, cfg.model.name_or_path, cfg.model.max_seq_len, mode="count")
     shape = memory.model_shape(cfg.model.name_or_path)
     return forecast.forecast(cfg, shape, counts, "cpu", gpu_tflops=peak, calibration=cal)
 
 
 def metrics(exp: Path, name: str) -> dict:
-    return json.loads((exp / "methods" / name / "metrics.json").read_text())
+    return json.loads(ExperimentDir(exp).method(name).metrics_file.read_text())
 
 
 def compared(exp: Path, fc: forecast.Forecast) -> dict:
     """Each method's forecast against its metrics.json (GPU-hours: wall x 1, as one "GPU" per job)."""
-    cfg = experiment.load(exp)
+    cfg = ExperimentDir(exp).load_config()
     shape = memory.model_shape(cfg.model.name_or_path)
     out = {}
     for name, job in fc.to_json()["methods"].items():
         m = metrics(exp, name)
-        row = {"wall_s": m["wall_s"], "gpu_hours": m["wall_s"] / 3600, "tokens_per_s": m["tokens_per_s"],
-               "peak_mem_gb": m["peak_mem_bytes"] / 2**30}
+        row = {
+            "wall_s": m["wall_s"],
+            "gpu_hours": m["wall_s"] / 3600,
+            "tokens_per_s": m["tokens_per_s"],
+            "peak_mem_gb": m["peak_mem_bytes"] / 2**30,
+        }
         est = memory.estimate(shape, cfg.method(name), cfg.model.max_seq_len).total_gb
         out[name] = forecast.compare(job, row, est)
     return out

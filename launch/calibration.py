@@ -70,9 +70,27 @@ from launch.redact import token_kind
 SUFFIX = ".calibration.jsonl"
 VERSION = 1
 KINDS = ("full_sft", "lora", "qlora", "eval")
-FIELDS = ("v", "id", "recorded_at", "experiment", "job", "kind", "gpu_type", "size", "n_params", "gpus", "tokens",
-          "flops", "peak_tflops", "compute_s", "wall_s", "utilisation", "overhead_s", "modelled_overhead_s",
-          "overhead_factor")
+FIELDS = (
+    "v",
+    "id",
+    "recorded_at",
+    "experiment",
+    "job",
+    "kind",
+    "gpu_type",
+    "size",
+    "n_params",
+    "gpus",
+    "tokens",
+    "flops",
+    "peak_tflops",
+    "compute_s",
+    "wall_s",
+    "utilisation",
+    "overhead_s",
+    "modelled_overhead_s",
+    "overhead_factor",
+)
 """Every key of a record, and no other."""
 
 NAME_LIMIT = 120
@@ -97,7 +115,7 @@ def _name(value: tp.Any) -> str:
 
 
 def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # --------------------------------------------------------------------------- measuring a finished job
@@ -192,8 +210,16 @@ def measure_method(
     wall = (account or {}).get("elapsed_s") or metrics.get("wall_s")
     if compute is None or wall is None:
         return None
-    return measure_job(job, metrics.get("train_tokens") or 0, compute, wall, experiment, gpu_type,
-                       (account or {}).get("gpus"), recorded_at)
+    return measure_job(
+        job,
+        metrics.get("train_tokens") or 0,
+        compute,
+        wall,
+        experiment,
+        gpu_type,
+        (account or {}).get("gpus"),
+        recorded_at,
+    )
 
 
 # --------------------------------------------------------------------------- the file
@@ -325,8 +351,10 @@ def append(path: str | os.PathLike, record: dict) -> bool:
         atomic_write_text(path, text + line)
         if record["id"] in _ids(path.read_text(encoding="utf-8")):
             return True
-    raise OSError(f"{path}: replaced by other writers {WRITE_ATTEMPTS} times in a row; {record['id']} not recorded "
-                  "-> run the report again")
+    raise OSError(
+        f"{path}: replaced by other writers {WRITE_ATTEMPTS} times in a row; {record['id']} not recorded "
+        "-> run the report again"
+    )
 
 
 # --------------------------------------------------------------------------- cyberft calibration show
@@ -342,9 +370,20 @@ def _group_rows(cal: Calibration) -> list[list[str]]:
         c = combine(runs)
         utils = [r["utilisation"] for r in runs]
         wall = sum(r.get("wall_s") or 0 for r in runs) / len(runs)
-        rows.append([kind, gpu, size, str(len(runs)), f"{c.utilisation:.3f}", f"{min(utils):.3f}-{max(utils):.3f}",
-                     f"{c.overhead_factor:.2f}", quantity(sum(r["tokens"] for r in runs)), duration(wall),
-                     max(r.get("recorded_at") or "" for r in runs)])
+        rows.append(
+            [
+                kind,
+                gpu,
+                size,
+                str(len(runs)),
+                f"{c.utilisation:.3f}",
+                f"{min(utils):.3f}-{max(utils):.3f}",
+                f"{c.overhead_factor:.2f}",
+                quantity(sum(r["tokens"] for r in runs)),
+                duration(wall),
+                max(r.get("recorded_at") or "" for r in runs),
+            ]
+        )
     return rows
 
 
@@ -352,15 +391,29 @@ def format_calibration(cal: Calibration, name: str = "") -> str:
     """The table :func:`show` prints: one row per (kind, GPU type, model size) with its combined values."""
     where = f"profile {name}: " if name else ""
     if not cal.records and not cal.skipped:
-        return (f"{where}no calibration runs yet ({cal.path} does not exist or is empty): forecasts use the "
-                "published defaults (launch/forecast.py, DEFAULT_UTILISATION)")
+        return (
+            f"{where}no calibration runs yet ({cal.path} does not exist or is empty): forecasts use the "
+            "published defaults (launch/forecast.py, DEFAULT_UTILISATION)"
+        )
     head = f"calibration of {where}{cal.path}, {len(cal.records)} run{'s' * (len(cal.records) != 1)}"
-    headers = ["kind", "GPU", "size", "runs", "utilisation", "range", "overhead x", "tokens", "mean wall",
-               "last recorded"]
+    headers = [
+        "kind",
+        "GPU",
+        "size",
+        "runs",
+        "utilisation",
+        "range",
+        "overhead x",
+        "tokens",
+        "mean wall",
+        "last recorded",
+    ]
     lines = [head, text_table(headers, _group_rows(cal), left=(0, 1, 2, 9))]
     lines += [f"skipped {cal.path}: {s}" for s in cal.skipped]
-    lines.append("utilisation: median weighted by tokens; overhead x: median of measured / modelled start-up, load "
-                 "and save. Forecasts of the same kind, GPU type and size use these in place of the defaults.")
+    lines.append(
+        "utilisation: median weighted by tokens; overhead x: median of measured / modelled start-up, load "
+        "and save. Forecasts of the same kind, GPU type and size use these in place of the defaults."
+    )
     return "\n".join(lines)
 
 

@@ -97,7 +97,7 @@ GPU_PEAK_TFLOPS: dict[str, tuple[float, float, bool]] = {
     "h200": (989.0, 67.0, True),  # H200 SXM: the H100 SXM's compute with more and faster memory
     "l40s": (362.0, 91.6, True),  # L40S: BF16 362 (733 sparse), FP32 91.6
     "a10g": (125.0, 31.2, True),  # the A10 data sheet's BF16 125 / FP32 31.2: AWS publishes no A10G sheet and
-                                  # runs it at lower clocks; set gpu_tflops in the profile from a measurement
+    # runs it at lower clocks; set gpu_tflops in the profile from a measurement
     "v100": (125.0, 15.7, False),  # V100 SXM2: FP16 tensor 125, FP32 15.7; no bf16 ("auto" trains in fp32)
 }
 """Peak TFLOP/s per GPU type (matched on the profile's ``gpu_type`` prefix: ``a100-80gb`` is an a100)."""
@@ -119,7 +119,7 @@ def peak_tflops(gpu_type: str, precision: str, override: float | None = None) ->
     """Peak TFLOP/s of one GPU for a method's ``precision``; None when neither the profile nor the table knows.
 
     ``auto`` trains in bf16 on GPUs with native bf16 and in fp32 on the others (V100), as
-    ``train.common.resolve_precision`` does; ``fp32`` runs without tensor cores (torch leaves TF32
+    ``train.runtime.resolve_precision`` does; ``fp32`` runs without tensor cores (torch leaves TF32
     off for matrix products by default). The profile's :data:`PROFILE_FIELD` wins for every precision.
     """
     if override:
@@ -191,8 +191,13 @@ class CalibrationSource(tp.Protocol):
     def lookup(self, kind: str, gpu_type: str, n_params: int) -> Calibrated | None: ...
 
 
-SIZE_BUCKETS: tuple[tuple[float, str], ...] = ((1e9, "<1B"), (4e9, "1-4B"), (16e9, "4-16B"), (64e9, "16-64B"),
-                                              (math.inf, ">=64B"))
+SIZE_BUCKETS: tuple[tuple[float, str], ...] = (
+    (1e9, "<1B"),
+    (4e9, "1-4B"),
+    (16e9, "4-16B"),
+    (64e9, "16-64B"),
+    (math.inf, ">=64B"),
+)
 """Model sizes a calibration keeps apart: utilisation grows with the width of the matrices."""
 
 
@@ -250,8 +255,9 @@ class Flops:
         return self.per_token * tokens + self.per_logit * logit_tokens
 
 
-def train_flops(shape: ModelShape, kind: str, context: float, adapter_params: int = 0,
-                checkpointing: bool = False) -> Flops:
+def train_flops(
+    shape: ModelShape, kind: str, context: float, adapter_params: int = 0, checkpointing: bool = False
+) -> Flops:
     """Training FLOPs per token and per logit position of one method (formulas in the module docstring).
 
     Parameters
@@ -295,7 +301,7 @@ def world_size(method: MethodConfig) -> int:
 
 
 def total_steps(method: MethodConfig, n_examples: int) -> int:
-    """Optimizer steps, as ``train.common.total_steps`` counts them (that module imports torch)."""
+    """Optimizer steps, as ``train.loop.total_steps`` counts them (that module imports torch)."""
     if method.max_steps is not None:
         return method.max_steps
     per_epoch = math.ceil(n_examples / (method.micro_batch_size * world_size(method)))
@@ -384,6 +390,7 @@ class Forecast:
 
     def to_json(self) -> dict:
         """Plain data for ``EXP/forecast.json`` and ``summary.json``; :func:`compare` reads its ``methods``."""
+
         def job(j: JobForecast) -> dict:
             return {**asdict(j), "flops_per_token": j.flops_per_token, "tokens_per_s": j.tokens_per_s}
 
@@ -433,8 +440,7 @@ def _attempts(work_s: float, per_attempt_s: float, time_limit_s: float) -> int |
     return max(1, math.ceil(work_s / usable)) if usable > 0 else None
 
 
-def _util(kind: str, gpu_type: str, n_params: int,
-          calibration: CalibrationSource | None) -> tuple[float, float, str]:
+def _util(kind: str, gpu_type: str, n_params: int, calibration: CalibrationSource | None) -> tuple[float, float, str]:
     """(utilisation, overhead factor, source) from the calibration when it has runs, else the defaults."""
     found = calibration.lookup(kind, gpu_type, n_params) if calibration is not None else None
     if found is not None and found.runs > 0:
@@ -452,34 +458,65 @@ def _timed(job: dict, per_attempt_s: float, tail_s: float, factor: float) -> dic
     and GPU-hours: ``per_attempt_s`` is paid by every attempt, ``tail_s`` once; both scaled by ``factor``."""
     compute = job["compute_s"]
     if compute is None:
-        return {**job, "overhead_s": None, "modelled_overhead_s": None, "attempts": None, "wall_s": None,
-                "gpu_hours": None}
+        return {
+            **job,
+            "overhead_s": None,
+            "modelled_overhead_s": None,
+            "attempts": None,
+            "wall_s": None,
+            "gpu_hours": None,
+        }
     attempts = _attempts(compute + tail_s, per_attempt_s, job["time_limit_s"])
     modelled = (attempts or 1) * per_attempt_s + tail_s
     wall = compute + modelled * factor
-    return {**job, "overhead_s": modelled * factor, "modelled_overhead_s": modelled, "attempts": attempts,
-            "wall_s": wall, "gpu_hours": wall * job["gpus"] / 3600}
+    return {
+        **job,
+        "overhead_s": modelled * factor,
+        "modelled_overhead_s": modelled,
+        "attempts": attempts,
+        "wall_s": wall,
+        "gpu_hours": wall * job["gpus"] / 3600,
+    }
 
 
-def method_forecast(method: MethodConfig, cfg: ExperimentConfig, shape: ModelShape, counts: TokenCounts,
-                    gpu_type: str, gpu_tflops: float | None = None,
-                    calibration: CalibrationSource | None = None) -> JobForecast:
+def method_forecast(
+    method: MethodConfig,
+    cfg: ExperimentConfig,
+    shape: ModelShape,
+    counts: TokenCounts,
+    gpu_type: str,
+    gpu_tflops: float | None = None,
+    calibration: CalibrationSource | None = None,
+) -> JobForecast:
     """The forecast of one training method (no price: :func:`forecast` adds it)."""
     n = counts.train.examples
     steps = total_steps(method, n)
     share = examples_seen(method, n, steps) / n if n else 0.0
     tokens, logits = counts.train.tokens * share, counts.train.logit_tokens * share
     adapters = lora_params(shape, method.lora)[0] if method.kind != "full_sft" else 0
-    flops = train_flops(shape, method.kind, counts.train.mean_context, adapters,
-                        method.gradient_checkpointing).total(tokens, logits)
+    flops = train_flops(shape, method.kind, counts.train.mean_context, adapters, method.gradient_checkpointing).total(
+        tokens, logits
+    )
     util, factor, source = _util(method.kind, gpu_type, shape.n_params, calibration)
     gpus = method.resources.nodes * method.resources.gpus_per_node
     peak = peak_tflops(gpu_type, method.precision, gpu_tflops)
     compute = _compute_s(flops, peak, util, gpus)
-    job = dict(name=method.name or method.kind, kind=method.kind, gpus=gpus, steps=steps, tokens=tokens,
-               flops=flops, utilisation=util, source=source, peak_tflops=peak, compute_s=compute,
-               time_limit_s=method.resources.time_min * 60.0, max_timeouts=method.resources.max_timeouts,
-               n_params=shape.n_params, cost=None)
+    job = dict(
+        name=method.name or method.kind,
+        kind=method.kind,
+        gpus=gpus,
+        steps=steps,
+        tokens=tokens,
+        flops=flops,
+        utilisation=util,
+        source=source,
+        peak_tflops=peak,
+        compute_s=compute,
+        time_limit_s=method.resources.time_min * 60.0,
+        max_timeouts=method.resources.max_timeouts,
+        n_params=shape.n_params,
+        cost=None,
+    )
     write = WRITE_GB_PER_S * GB
     ckpt, final = _checkpoint_bytes(method, shape, adapters)
     saves = _checkpoints(method, steps, compute) * ckpt if compute is not None else 0.0
@@ -487,9 +524,14 @@ def method_forecast(method: MethodConfig, cfg: ExperimentConfig, shape: ModelSha
     return JobForecast(**_timed(job, STARTUP_S + load, (saves + final) / write, factor))
 
 
-def evaluation_forecast(cfg: ExperimentConfig, shape: ModelShape, counts: TokenCounts, gpu_type: str,
-                        gpu_tflops: float | None = None,
-                        calibration: CalibrationSource | None = None) -> JobForecast:
+def evaluation_forecast(
+    cfg: ExperimentConfig,
+    shape: ModelShape,
+    counts: TokenCounts,
+    gpu_type: str,
+    gpu_tflops: float | None = None,
+    calibration: CalibrationSource | None = None,
+) -> JobForecast:
     """The shared evaluation job: every model (the base one too when ``eval.include_base``) scores every question."""
     models = len(cfg.methods) + (1 if cfg.eval.include_base else 0)
     flops = models * eval_flops(shape, counts.eval)
@@ -498,10 +540,23 @@ def evaluation_forecast(cfg: ExperimentConfig, shape: ModelShape, counts: TokenC
     util, factor, source = _util("eval", gpu_type, shape.n_params, calibration)
     r = cfg.eval.resources
     gpus, peak = r.nodes * r.gpus_per_node, peak_tflops(gpu_type, "auto", gpu_tflops)
-    job = dict(name="eval", kind="eval", gpus=gpus, steps=None, tokens=models * counts.eval.tokens, flops=flops,
-               utilisation=util, source=source, peak_tflops=peak, compute_s=_compute_s(flops, peak, util, gpus),
-               time_limit_s=r.time_min * 60.0, max_timeouts=r.max_timeouts, n_params=shape.n_params,
-               models=models, cost=None)
+    job = dict(
+        name="eval",
+        kind="eval",
+        gpus=gpus,
+        steps=None,
+        tokens=models * counts.eval.tokens,
+        flops=flops,
+        utilisation=util,
+        source=source,
+        peak_tflops=peak,
+        compute_s=_compute_s(flops, peak, util, gpus),
+        time_limit_s=r.time_min * 60.0,
+        max_timeouts=r.max_timeouts,
+        n_params=shape.n_params,
+        models=models,
+        cost=None,
+    )
     load = models * _weights_bytes(shape, cfg.model.dtype, "auto") / (READ_GB_PER_S * GB)
     return JobForecast(**_timed(job, STARTUP_S, load, factor))
 
@@ -549,15 +604,18 @@ def forecast(
         With a warning per job whose wall time exceeds ``time_min x (max_timeouts + 1)``, and one
         when the peak of ``gpu_type`` is unknown.
     """
-    methods = [_priced(method_forecast(m, cfg, shape, counts, gpu_type, gpu_tflops, calibration), price_per_gpu_hour)
-               for m in cfg.methods]
+    methods = [
+        _priced(method_forecast(m, cfg, shape, counts, gpu_type, gpu_tflops, calibration), price_per_gpu_hour)
+        for m in cfg.methods
+    ]
     evaluation = _priced(evaluation_forecast(cfg, shape, counts, gpu_type, gpu_tflops, calibration), price_per_gpu_hour)
     fc = Forecast(gpu_type, price_per_gpu_hour, counts.source, methods, evaluation)
     if any(j.peak_tflops is None for j in fc.jobs):
         fc.warnings.append(
             f"{PROFILE_FIELD}: no peak TFLOP/s known for GPU type {gpu_type or '(none)'!r}, so no wall time, "
             f"GPU-hours or cost -> set {PROFILE_FIELD} in the profile (dense bf16 TFLOP/s of one GPU; known types: "
-            f"{', '.join(GPU_PEAK_TFLOPS)})")
+            f"{', '.join(GPU_PEAK_TFLOPS)})"
+        )
     for job, method in zip(methods, cfg.methods):
         note = time_warning(job, f"methods.{job.name}.resources", max_time_min, method.kind)
         if note:
@@ -584,9 +642,11 @@ def time_warning(job: JobForecast, where: str, max_time_min: int | None = None, 
     limit = job.time_limit_s * (job.max_timeouts + 1)
     if job.attempts is None:
         needed = math.ceil((job.wall_s + SIGNAL_MARGIN_S) / 60)
-        return (f"{where}.time_min: {job.time_limit_s / 60:g} min leaves no time to train after start-up and loading "
-                f"and the checkpoint signal {SIGNAL_MARGIN_S:g} s before the limit -> {where}.time_min: {needed} "
-                "(the whole job in one attempt)")
+        return (
+            f"{where}.time_min: {job.time_limit_s / 60:g} min leaves no time to train after start-up and loading "
+            f"and the checkpoint signal {SIGNAL_MARGIN_S:g} s before the limit -> {where}.time_min: {needed} "
+            "(the whole job in one attempt)"
+        )
     if job.wall_s <= limit:
         return None
     per_attempt = (job.modelled_overhead_s or 0.0) / max(job.attempts, 1)
@@ -600,9 +660,11 @@ def time_warning(job: JobForecast, where: str, max_time_min: int | None = None, 
             gpus = math.ceil(max(job.gpus, 1) * job.compute_s / room)
             fixes.append(f"about {gpus} GPUs ({where}.nodes x gpus_per_node; linear scaling assumed)")
     fix = "; or ".join(fixes) if fixes else "use a smaller model or less data: nothing within the partition's limit"
-    return (f"{where}: forecast wall time {duration(job.wall_s)} exceeds time_min x (max_timeouts + 1) = "
-            f"{job.time_limit_s / 60:g} min x {job.max_timeouts + 1} = {duration(limit)}; the job would stop "
-            f"unfinished -> {fix}")
+    return (
+        f"{where}: forecast wall time {duration(job.wall_s)} exceeds time_min x (max_timeouts + 1) = "
+        f"{job.time_limit_s / 60:g} min x {job.max_timeouts + 1} = {duration(limit)}; the job would stop "
+        f"unfinished -> {fix}"
+    )
 
 
 # --------------------------------------------------------------------------- text
@@ -659,11 +721,37 @@ def format_forecast(fc: Forecast) -> str:
     price = f"{fc.price_per_gpu_hour:g} per GPU-hour" if fc.price_per_gpu_hour else "no price in the profile"
     head = f"cost forecast: {fc.gpu_type or 'unknown GPU'}, peak {peak} TFLOP/s per GPU, {price}; {fc.tokens_source}"
     headers = ["job", "kind", "GPUs", "steps", "tokens", "FLOPs", "util", "util source", "wall", "GPU-h", "cost"]
-    rows = [[j.name, j.kind, str(j.gpus), "-" if j.steps is None else f"{j.steps:,}", quantity(j.tokens),
-             quantity(j.flops), f"{j.utilisation:.2f}", j.source, duration(j.wall_s), _hours(j.gpu_hours),
-             _money(j.cost, fc.price_per_gpu_hour)] for j in fc.jobs]
-    rows.append(["total", "", "", "", "", "", "", "", "", _hours(fc.total("gpu_hours")),
-                 _money(fc.total("cost"), fc.price_per_gpu_hour)])
+    rows = [
+        [
+            j.name,
+            j.kind,
+            str(j.gpus),
+            "-" if j.steps is None else f"{j.steps:,}",
+            quantity(j.tokens),
+            quantity(j.flops),
+            f"{j.utilisation:.2f}",
+            j.source,
+            duration(j.wall_s),
+            _hours(j.gpu_hours),
+            _money(j.cost, fc.price_per_gpu_hour),
+        ]
+        for j in fc.jobs
+    ]
+    rows.append(
+        [
+            "total",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            _hours(fc.total("gpu_hours")),
+            _money(fc.total("cost"), fc.price_per_gpu_hour),
+        ]
+    )
     table = text_table(headers, rows, left=(0, 1, 7))
     notes = [f"warning: {w}" for w in fc.warnings]
     return "\n".join([head, table, *notes])
@@ -739,5 +827,7 @@ def format_comparison(comparisons: tp.Mapping[str, tp.Mapping[str, dict]]) -> st
             c = cmp.get(key) or {}
             cells += [_cell(c.get("forecast"), key), _cell(c.get("actual"), key), _err(c.get("error_pct"))]
         rows.append(cells)
-    return ("forecast against actual (err = (forecast - actual) / actual; peak GiB fc = the memory estimate)\n"
-            + text_table(headers, rows))
+    return (
+        "forecast against actual (err = (forecast - actual) / actual; peak GiB fc = the memory estimate)\n"
+        + text_table(headers, rows)
+    )

@@ -102,8 +102,10 @@ def _betacf(a: float, b: float, x: float) -> float:
     h = d
     for m in range(1, 1000):
         # Two steps per m: the even coefficient, then the odd one.
-        for aa in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-                   -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+        for aa in (
+            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
+        ):
             d = 1.0 + aa * d
             d = 1.0 / (d if abs(d) > tiny else tiny)
             c = 1.0 + aa / c
@@ -165,7 +167,7 @@ def _check_confidence(confidence: float) -> None:
         raise ValueError(f"confidence must be strictly between 0 and 1, got {confidence}")
 
 
-# --------------------------------------------------------------------------- spread over seeds
+# --------------------------------------------------------------------------- one accuracy's interval
 
 
 def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -204,6 +206,8 @@ def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float
     hi = 1.0 if correct >= n else min(1.0, center + half)
     return (lo, hi)
 
+
+# --------------------------------------------------------------------------- spread over seeds
 
 
 @dataclass(frozen=True)
@@ -362,9 +366,15 @@ def mcnemar(a: Run, b: Run, confidence: float = 0.95) -> McNemar:
     centre = (a_only - b_only) / n2
     sd = math.sqrt((a_only + b_only + 1) - (a_only - b_only) ** 2 / n2) / n2
     z = _z(confidence)
-    return McNemar(n=n, a_only=a_only, b_only=b_only, diff=(a_only - b_only) / n,
-                   lo=max(-1.0, centre - z * sd), hi=min(1.0, centre + z * sd),
-                   p=binomial_two_sided(a_only, a_only + b_only))
+    return McNemar(
+        n=n,
+        a_only=a_only,
+        b_only=b_only,
+        diff=(a_only - b_only) / n,
+        lo=max(-1.0, centre - z * sd),
+        hi=min(1.0, centre + z * sd),
+        p=binomial_two_sided(a_only, a_only + b_only),
+    )
 
 
 # --------------------------------------------------------------------------- paired bootstrap
@@ -410,8 +420,13 @@ def _binomial(rng: random.Random, n: int, p: float) -> int:
     if p >= 1.0:
         return n
     mode = min(n, int((n + 1) * p))
-    f_mode = math.exp(math.lgamma(n + 1) - math.lgamma(mode + 1) - math.lgamma(n - mode + 1)
-                      + mode * math.log(p) + (n - mode) * math.log1p(-p))
+    f_mode = math.exp(
+        math.lgamma(n + 1)
+        - math.lgamma(mode + 1)
+        - math.lgamma(n - mode + 1)
+        + mode * math.log(p)
+        + (n - mode) * math.log1p(-p)
+    )
     u = rng.random() - f_mode
     if u < 0:
         return mode
@@ -459,8 +474,12 @@ def _seed_weights(rng: random.Random, s: int) -> list[int]:
     return w
 
 
-def _categories(patterns: tp.Sequence[tuple[tuple[int, ...], tuple[int, ...], int]], n: int,
-                wa: tp.Sequence[int], wb: tp.Sequence[int]) -> tuple[list[int], list[int]]:
+def _categories(
+    patterns: tp.Sequence[tuple[tuple[int, ...], tuple[int, ...], int]],
+    n: int,
+    wa: tp.Sequence[int],
+    wb: tp.Sequence[int],
+) -> tuple[list[int], list[int]]:
     """Questions grouped by what one of them adds to a replicate's statistic, for one seed draw.
 
     ``patterns`` holds, per pattern, the runs of A and of B that got its questions right and how
@@ -486,8 +505,13 @@ def _quantile(sorted_values: tp.Sequence[float], q: float) -> float:
     return sorted_values[i] + (pos - i) * (sorted_values[j] - sorted_values[i])
 
 
-def paired_bootstrap(a_runs: tp.Sequence[Run], b_runs: tp.Sequence[Run], resamples: int = DEFAULT_RESAMPLES,
-                     seed: int = 0, confidence: float = 0.95) -> Bootstrap:
+def paired_bootstrap(
+    a_runs: tp.Sequence[Run],
+    b_runs: tp.Sequence[Run],
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> Bootstrap:
     """Paired bootstrap of mean accuracy of ``a_runs`` minus mean accuracy of ``b_runs``.
 
     Each replicate draws ``n`` questions with replacement (one draw for both sides) and, per side
@@ -524,20 +548,28 @@ def paired_bootstrap(a_runs: tp.Sequence[Run], b_runs: tp.Sequence[Run], resampl
     hits = sum(1 for t in stats if abs(t - observed) >= abs(observed))
     scale = n * len(a) * len(b)
     tail = (1.0 - confidence) / 2.0
-    return Bootstrap(n=n, diff=observed / scale, lo=_quantile(stats, tail) / scale,
-                     hi=_quantile(stats, 1.0 - tail) / scale, p=(1 + hits) / (1 + resamples),
-                     resamples=resamples, seed=seed)
+    return Bootstrap(
+        n=n,
+        diff=observed / scale,
+        lo=_quantile(stats, tail) / scale,
+        hi=_quantile(stats, 1.0 - tail) / scale,
+        p=(1 + hits) / (1 + resamples),
+        resamples=resamples,
+        seed=seed,
+    )
 
 
-def _replicates(a: list[tuple[int, ...]], b: list[tuple[int, ...]], n: int, resamples: int,
-                seed: int) -> tuple[int, list[int]]:
+def _replicates(
+    a: list[tuple[int, ...]], b: list[tuple[int, ...]], n: int, resamples: int, seed: int
+) -> tuple[int, list[int]]:
     """The observed statistic and the sorted replicates, each ``n * sa * sb`` times a difference of accuracies."""
     sa, sb = len(a), len(b)
     # Which runs got each question right; a question every run got right, or every run got wrong,
     # adds 0 to every replicate's difference and is left out (it stays in n).
     counted = collections.Counter(k for k in zip(*a, *b) if 0 < sum(k) < sa + sb)
-    patterns = [(tuple(s for s in range(sa) if k[s]), tuple(s for s in range(sb) if k[sa + s]), c)
-                for k, c in counted.items()]
+    patterns = [
+        (tuple(s for s in range(sa) if k[s]), tuple(s for s in range(sb) if k[sa + s]), c) for k, c in counted.items()
+    ]
     observed = sum(c * (sb * len(right_a) - sa * len(right_b)) for right_a, right_b, c in patterns)
     rng = random.Random(seed)
     categories: dict[tuple, tuple[list[int], list[int]]] = {}  # per seed draw: few distinct ones for few seeds
@@ -591,8 +623,16 @@ class Comparison:
         return (self.p if self.p_holm is None else self.p_holm) <= alpha
 
 
-def compare(a: str, a_runs: tp.Sequence[Run], b: str, b_runs: tp.Sequence[Run], *,
-            resamples: int = DEFAULT_RESAMPLES, seed: int = 0, confidence: float = 0.95) -> Comparison:
+def compare(
+    a: str,
+    a_runs: tp.Sequence[Run],
+    b: str,
+    b_runs: tp.Sequence[Run],
+    *,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> Comparison:
     """Compare rows ``a`` and ``b`` on the same questions: McNemar for one run each, else the bootstrap."""
     if len(a_runs) == 1 and len(b_runs) == 1:
         m = mcnemar(a_runs[0], b_runs[0], confidence)
@@ -738,8 +778,9 @@ def majority_baseline(train_answers: tp.Iterable[str], eval_answers: tp.Sequence
     return Baseline(letter, counts, correct, sum(correct) / len(correct))
 
 
-def letter_prior_note(name: str, predicted: tp.Mapping[str, int], gold: tp.Mapping[str, int],
-                      share: float = 0.5) -> str | None:
+def letter_prior_note(
+    name: str, predicted: tp.Mapping[str, int], gold: tp.Mapping[str, int], share: float = 0.5
+) -> str | None:
     """A note when a model's answers collapse onto one letter; None otherwise.
 
     Flagged: the model's most frequent letter is at least ``share`` of its answers and at least
@@ -758,13 +799,34 @@ def letter_prior_note(name: str, predicted: tp.Mapping[str, int], gold: tp.Mappi
     gold_ratio = gold.get(letter, 0) / gold_total
     if ratio < share or ratio < 1.5 * gold_ratio:
         return None
-    return (f"{name} answered {letter} for {predicted[letter]} of {total} questions ({ratio:.0%}); "
-            f"{letter} is the answer to {gold_ratio:.0%} of them")
+    return (
+        f"{name} answered {letter} for {predicted[letter]} of {total} questions ({ratio:.0%}); "
+        f"{letter} is the answer to {gold_ratio:.0%} of them"
+    )
 
 
 __all__ = [
-    "Baseline", "Bootstrap", "Comparison", "McNemar", "Point", "Spread", "betainc", "binomial_two_sided",
-    "compare", "correct_vector", "format_comparison", "format_p", "holm", "letter_counts", "letter_prior_note",
-    "majority_baseline", "mcnemar", "paired_bootstrap", "pareto_front", "spread", "t_cdf", "t_quantile",
+    "Baseline",
+    "Bootstrap",
+    "Comparison",
+    "McNemar",
+    "Point",
+    "Spread",
+    "betainc",
+    "binomial_two_sided",
+    "compare",
+    "correct_vector",
+    "format_comparison",
+    "format_p",
+    "holm",
+    "letter_counts",
+    "letter_prior_note",
+    "majority_baseline",
+    "mcnemar",
+    "paired_bootstrap",
+    "pareto_front",
+    "spread",
+    "t_cdf",
+    "t_quantile",
     "with_holm",
 ]

@@ -66,8 +66,10 @@ task ids 0-1000. A site with a smaller limit refuses the array at submission."""
 FIXED_FIELDS = {
     "name": "the method's name identifies it -> list another method instead",
     "kind": "one array trains one kind -> list another method with that kind",
-    "resources": ("every cell of a method is one task of the same Slurm array, which asks for the same resources "
-                  "-> list another method with those resources"),
+    "resources": (
+        "every cell of a method is one task of the same Slurm array, which asks for the same resources "
+        "-> list another method with those resources"
+    ),
 }
 """Method fields a grid may not vary, with the reason and the fix."""
 
@@ -78,12 +80,12 @@ SEED = Range(0, 2**32 - 1, f"a whole number from 0 to {2**32 - 1}")
 class SweepConfig:
     """Run each method once per seed and per point of a grid over its fields."""
 
-    seeds: tp.Optional[tp.List[tp.Annotated[int, SEED]]] = None
+    seeds: list[tp.Annotated[int, SEED]] | None = None
     """Training seeds (model init, data order, dropout); each grid point runs once per seed. null: the
     experiment's own ``seed`` only. The data split (``data.seed``) stays the same for every cell, so
     all cells are scored on the same questions."""
 
-    grid: tp.Dict[str, tp.Any] = field(default_factory=dict)
+    grid: dict[str, tp.Any] = field(default_factory=dict)
     """Values to try, per method field: ``methods.<method>.<field>: [value, ...]``, e.g.
     ``methods.lora.learning_rate: [1.0e-4, 2.0e-4]`` or ``methods.lora.lora.r: [8, 16]``. Each value is
     checked like the field itself (type, range). A method's cells are the cartesian product of its
@@ -92,7 +94,7 @@ class SweepConfig:
     mappings are read as dotted keys, so an override can replace the whole grid:
     ``sweep.grid='{methods.lora.learning_rate: [1e-4, 3e-4]}'``."""
 
-    max_parallel: tp.Optional[tp.Annotated[int, Range(1, 100_000, "at least 1, or null for no limit of ours")]] = None
+    max_parallel: tp.Annotated[int, Range(1, 100000, "at least 1, or null for no limit of ours")] | None = None
     """Cells of one method running at once on Slurm (the ``%N`` of ``--array=0-11%N``); null:
     submitit's default of 256. Local runs use ``local.max_parallel``."""
 
@@ -164,8 +166,10 @@ def parse(raw: tp.Any, problems: list[str]) -> SweepConfig | None:
     if raw is None:
         return None
     if not isinstance(raw, dict):
-        problems.append(f"sweep: expected a mapping, got {type(raw).__name__} {short(raw)} -> write seeds:, grid: "
-                        "and max_parallel: indented under sweep:")
+        problems.append(
+            f"sweep: expected a mapping, got {type(raw).__name__} {short(raw)} -> write seeds:, grid: "
+            "and max_parallel: indented under sweep:"
+        )
         return None
     return build(SweepConfig, raw, "sweep", problems)
 
@@ -209,9 +213,11 @@ def resolve(cfg: ExperimentConfig, sweep: SweepConfig, problems: list[str]) -> l
     for m in cfg.methods:
         count = math.prod(len(a.values) for a in axes if a.method == m.name) * seeds
         if count > MAX_CELLS_PER_METHOD:
-            problems.append(f"sweep: methods.{m.name} has {_count_text(axes, m.name, seeds)} -> at most "
-                            f"{MAX_CELLS_PER_METHOD} cells per method (one Slurm array; MaxArraySize is 1001 by "
-                            "default): fewer values or seeds")
+            problems.append(
+                f"sweep: methods.{m.name} has {_count_text(axes, m.name, seeds)} -> at most "
+                f"{MAX_CELLS_PER_METHOD} cells per method (one Slurm array; MaxArraySize is 1001 by "
+                "default): fewer values or seeds"
+            )
     return axes
 
 
@@ -248,8 +254,10 @@ def _axis(cfg: ExperimentConfig, key: str, values: tp.Any, problems: list[str]) 
         return None
     method, path, t = found
     if not isinstance(values, list) or not values:
-        problems.append(f"{where}: expected a non-empty list of values, got {type(values).__name__} {short(values)} "
-                        "-> write the values to try as a list, e.g. [1.0e-4, 2.0e-4]")
+        problems.append(
+            f"{where}: expected a non-empty list of values, got {type(values).__name__} {short(values)} "
+            "-> write the values to try as a list, e.g. [1.0e-4, 2.0e-4]"
+        )
         return None
     typed: list[tp.Any] = []
     for i, value in enumerate(values):
@@ -277,7 +285,7 @@ def _method_field(cfg: ExperimentConfig, key: str, where: str, problems: list[st
     if not key.startswith("methods."):
         problems.append(f"{where}: not a method field -> keys are methods.<method>.<field>, e.g. {example}")
         return None
-    rest = key[len("methods."):]
+    rest = key[len("methods.") :]
     candidates = [n for n in names if rest.startswith(n + ".")]
     if not candidates:
         head = rest.split(".")[0]
@@ -286,7 +294,7 @@ def _method_field(cfg: ExperimentConfig, key: str, where: str, problems: list[st
         problems.append(f"{where}: no method {short(head)} -> {fix}")
         return None
     trials = {n: [] for n in candidates}
-    typed = {n: _field_type(rest[len(n) + 1:], where, trials[n]) for n in candidates}
+    typed = {n: _field_type(rest[len(n) + 1 :], where, trials[n]) for n in candidates}
     fits = [n for n in candidates if not trials[n]]
     if len(fits) > 1:
         problems.append(f"{where}: names a field of methods {', '.join(fits)} -> rename one of them")
@@ -294,7 +302,7 @@ def _method_field(cfg: ExperimentConfig, key: str, where: str, problems: list[st
     if not fits:
         problems.extend(trials[max(candidates, key=len)])
         return None
-    return fits[0], rest[len(fits[0]) + 1:], typed[fits[0]]
+    return fits[0], rest[len(fits[0]) + 1 :], typed[fits[0]]
 
 
 def _field_type(path: str, where: str, problems: list[str]) -> tp.Any:
@@ -320,7 +328,7 @@ def _field_type(path: str, where: str, problems: list[str]) -> tp.Any:
                 return None
             cls = t
         elif not last:
-            problems.append(f"{where}: {'.'.join(parts[:i + 1])} is a value, not a section -> check the key")
+            problems.append(f"{where}: {'.'.join(parts[: i + 1])} is a value, not a section -> check the key")
             return None
     return t
 
@@ -415,8 +423,9 @@ def select(cells: tp.Sequence[Cell], address: str) -> list[Cell]:
     else:
         found = [c for c in cells if c.method == address]
     if not found:
-        known = ", ".join(f"{name}[0-{len(group) - 1}]" if len(group) > 1 else f"{name}[0]"
-                          for name, group in arrays(cells).items())
+        known = ", ".join(
+            f"{name}[0-{len(group) - 1}]" if len(group) > 1 else f"{name}[0]" for name, group in arrays(cells).items()
+        )
         raise ValueError(f"no method or cell {short(address)} -> a method name or a cell: {known}")
     return found
 
@@ -446,6 +455,8 @@ def summary(cfg: ExperimentConfig, sweep: SweepConfig | None) -> str:
     lines = [f"  {m.name}: {_count_text(axes, m.name, seeds)}" for m in cfg.methods]
     total = sum(math.prod(len(a.values) for a in axes if a.method == m.name) * seeds for m in cfg.methods)
     limit = f" (at most {sweep.max_parallel} running per method)" if sweep is not None and sweep.max_parallel else ""
-    head = f"sweep: {total} cell{'s' if total != 1 else ''} in {len(cfg.methods)} submission" \
-           f"{'s' if len(cfg.methods) != 1 else ''}{limit}"
+    head = (
+        f"sweep: {total} cell{'s' if total != 1 else ''} in {len(cfg.methods)} submission"
+        f"{'s' if len(cfg.methods) != 1 else ''}{limit}"
+    )
     return "\n".join([head, *lines])

@@ -41,7 +41,7 @@ from pathlib import Path
 
 from launch import hub
 from launch.config import LETTERS
-from train.prompting import ANSWER_PREFIX, prompt_text
+from launch.prompting import ANSWER_PREFIX, prompt_text
 
 CHARS_PER_TOKEN = 3.6
 """Characters of the plain prompt (system prompt, question, options, instruction) per token of the
@@ -197,8 +197,9 @@ class _ChatTemplate:
         self.compiled = _compile(template)
         self.special = {"bos_token": bos or "", "eos_token": eos or ""}
 
-    def apply_chat_template(self, messages: list[dict], tokenize: bool = False,
-                            add_generation_prompt: bool = False) -> str:
+    def apply_chat_template(
+        self, messages: list[dict], tokenize: bool = False, add_generation_prompt: bool = False
+    ) -> str:
         return self.compiled.render(messages=messages, add_generation_prompt=add_generation_prompt, **self.special)
 
 
@@ -217,8 +218,9 @@ def _compile(template: str) -> tp.Any:
     def raise_exception(message: str) -> tp.NoReturn:
         raise jinja2.exceptions.TemplateError(message)
 
-    def tojson(x: tp.Any, ensure_ascii: bool = False, indent: tp.Any = None, separators: tp.Any = None,
-               sort_keys: bool = False) -> str:
+    def tojson(
+        x: tp.Any, ensure_ascii: bool = False, indent: tp.Any = None, separators: tp.Any = None, sort_keys: bool = False
+    ) -> str:
         return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
@@ -254,8 +256,7 @@ def _eval_contexts(enc: _Encoder, questions: list[_Question], max_len: int) -> l
     return [p[-room:] + [-1] * enc.context_tail for p in enc.prompts(questions)]
 
 
-def _counted(enc: _Encoder, train: tp.Sequence[_Question], eval_: tp.Sequence[_Question],
-             max_len: int) -> TokenCounts:
+def _counted(enc: _Encoder, train: tp.Sequence[_Question], eval_: tp.Sequence[_Question], max_len: int) -> TokenCounts:
     train_s, eval_s = _sample(train, SAMPLE), _sample(eval_, SAMPLE)
     contexts = _eval_contexts(enc, eval_s, max_len)
     prefix = len(os.path.commonprefix(contexts)) if len(contexts) > 1 else 0
@@ -266,8 +267,11 @@ def _counted(enc: _Encoder, train: tp.Sequence[_Question], eval_: tp.Sequence[_Q
         counted=True,
     )
     if len(train_s) < len(train) or len(eval_s) < len(eval_):
-        parts = [f"{len(s):,} of {len(full):,} {what} examples" for s, full, what in
-                 ((train_s, train, "training"), (eval_s, eval_, "evaluation")) if len(s) < len(full)]
+        parts = [
+            f"{len(s):,} of {len(full):,} {what} examples"
+            for s, full, what in ((train_s, train, "training"), (eval_s, eval_, "evaluation"))
+            if len(s) < len(full)
+        ]
         counts = TokenCounts(counts.train, counts.eval, f"{counts.source} on {' and '.join(parts)}, scaled", True)
     return counts
 
@@ -280,8 +284,9 @@ def plain_prompt(q: _Question) -> str:
     return prompt_text(None, q)
 
 
-def _estimated(train: tp.Sequence[_Question], eval_: tp.Sequence[_Question], max_len: int,
-               chars_per_token: float, why: str) -> TokenCounts:
+def _estimated(
+    train: tp.Sequence[_Question], eval_: tp.Sequence[_Question], max_len: int, chars_per_token: float, why: str
+) -> TokenCounts:
     prompts = [len(plain_prompt(q)) / chars_per_token for q in train]
     room = max(max_len - ANSWER_TOKENS, 1)
     lengths = [min(p, room) + ANSWER_TOKENS for p in prompts]

@@ -27,11 +27,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from launch import prompting
 from launch.config import DataSource
 from launch.data import load_questions
 from support import dist_train_entry
 from support.experiments import new_experiment
-from train import batches, evaluate, packing, prompting, scoring
+from train import batches, evaluate, packing, scoring
 from train.tiny_model import ARCHITECTURES, DEFAULT_DATA, _corpus, build_tiny_model, build_tokenizer
 
 pytestmark = pytest.mark.slow

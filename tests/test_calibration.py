@@ -19,13 +19,21 @@ SMALL = 134_515_008  # SmolLM2-135M's parameters: the "<1B" bucket
 
 def _job(name="lora", kind="lora", gpus=1, peak=0.17, per_token=8e8, modelled=70.0, n_params=SMALL) -> dict:
     """A job's entry as Forecast.to_json() writes it (the keys measure_job reads)."""
-    return {"name": name, "kind": kind, "gpus": gpus, "peak_tflops": peak, "flops_per_token": per_token,
-            "modelled_overhead_s": modelled, "n_params": n_params}
+    return {
+        "name": name,
+        "kind": kind,
+        "gpus": gpus,
+        "peak_tflops": peak,
+        "flops_per_token": per_token,
+        "modelled_overhead_s": modelled,
+        "n_params": n_params,
+    }
 
 
 def _record(experiment, tokens, compute_s, wall_s, **job) -> dict:
-    return cal.measure_job(_job(**job), tokens, compute_s, wall_s, experiment, "fake",
-                           recorded_at="2026-12-01T00:00:00Z")
+    return cal.measure_job(
+        _job(**job), tokens, compute_s, wall_s, experiment, "fake", recorded_at="2026-12-01T00:00:00Z"
+    )
 
 
 def test_measure_job_by_hand():
@@ -92,8 +100,11 @@ def test_append_is_idempotent_and_keeps_other_lines_byte_for_byte(tmp_path):
 def test_bad_records_are_refused_before_anything_is_written(tmp_path):
     path = tmp_path / "site.calibration.jsonl"
     rec = _record("x", 1000, 10.0, 20.0)
-    for bad, why in (({**rec, "token": "x"}, "unknown keys"), ({**rec, "kind": "dpo"}, "kind"),
-                     ({**rec, "utilisation": float("nan")}, "utilisation")):
+    for bad, why in (
+        ({**rec, "token": "x"}, "unknown keys"),
+        ({**rec, "kind": "dpo"}, "kind"),
+        ({**rec, "utilisation": float("nan")}, "utilisation"),
+    ):
         with pytest.raises(ValueError, match=why):
             cal.append(path, bad)
     assert not path.exists()
@@ -149,8 +160,21 @@ def test_show(tmp_path):
         fh.write("garbage\n")
     lines = cal.show(profile).splitlines()
     assert lines[0] == f"calibration of profile site: {path}, 2 runs"
-    assert lines[1].split() == ["kind", "GPU", "size", "runs", "utilisation", "range", "overhead", "x", "tokens",
-                                "mean", "wall", "last", "recorded"]
+    assert lines[1].split() == [
+        "kind",
+        "GPU",
+        "size",
+        "runs",
+        "utilisation",
+        "range",
+        "overhead",
+        "x",
+        "tokens",
+        "mean",
+        "wall",
+        "last",
+        "recorded",
+    ]
     assert lines[3].split()[:5] == ["full_sft", "fake", "<1B", "1", "0.471"]  # 8e12 FLOPs / (50 s x 2 x 0.17e12)
     assert lines[4].split()[:5] == ["lora", "fake", "<1B", "1", "0.471"]
     assert lines[5].startswith(f"skipped {path}: line 3: not JSON")
@@ -160,18 +184,43 @@ def test_show(tmp_path):
 
 
 def _cfg(steps: int, micro_batch: int):
-    method = {"name": "lora", "kind": "lora", "max_steps": steps, "micro_batch_size": micro_batch,
-              "precision": "fp32", "lora": {"r": 8}, "resources": {"gpus_per_node": 1, "time_min": 60}}
-    return from_dict({"name": "t", "model": {"name_or_path": "x", "dtype": "float32"},
-                      "data": {"train": {"path": "x.json"}}, "methods": [method]})
+    method = {
+        "name": "lora",
+        "kind": "lora",
+        "max_steps": steps,
+        "micro_batch_size": micro_batch,
+        "precision": "fp32",
+        "lora": {"r": 8},
+        "resources": {"gpus_per_node": 1, "time_min": 60},
+    }
+    return from_dict(
+        {
+            "name": "t",
+            "model": {"name_or_path": "x", "dtype": "float32"},
+            "data": {"train": {"path": "x.json"}},
+            "methods": [method],
+        }
+    )
 
 
 def test_forecast_uses_the_calibration_and_says_so(tmp_path):
     """A run measured at utilisation u with overhead factor f: the next forecast of another size uses both."""
-    shape = ModelShape(hidden_size=576, num_layers=30, vocab_size=49152, intermediate_size=1536, num_heads=9,
-                       num_kv_heads=3, tie_embeddings=True, source="smollm2-like")
-    counts = TokenCounts(SplitTokens(300, 300 * 115.0, 300 * 115.0 ** 2, 1200), SplitTokens(200, 200 * 110.0,
-                         200 * 110.0 ** 2, 200, 19), "tokens: counted with the tokenizer", True)
+    shape = ModelShape(
+        hidden_size=576,
+        num_layers=30,
+        vocab_size=49152,
+        intermediate_size=1536,
+        num_heads=9,
+        num_kv_heads=3,
+        tie_embeddings=True,
+        source="smollm2-like",
+    )
+    counts = TokenCounts(
+        SplitTokens(300, 300 * 115.0, 300 * 115.0**2, 1200),
+        SplitTokens(200, 200 * 110.0, 200 * 110.0**2, 200, 19),
+        "tokens: counted with the tokenizer",
+        True,
+    )
     first = fc.forecast(_cfg(38, 8), shape, counts, "cpu", gpu_tflops=0.17).methods[0]
     assert first.source == "default"
     # What the "cluster" measured: 0.4 of peak, and three times the modelled start-up, load and save.

@@ -7,10 +7,11 @@ import functools
 import pytest
 import torch
 
+from launch import prompting
 from launch.config import DataSource
 from launch.data import load_questions
 from launch.expdir import ExperimentDir
-from train import batches, evaluate, prompting, scoring
+from train import batches, evaluate, scoring
 
 
 @pytest.fixture(scope="module")

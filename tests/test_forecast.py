@@ -16,8 +16,16 @@ from launch.tokencount import SplitTokens, TokenCounts
 REPO = Path(__file__).resolve().parents[1]
 
 # Llama 3 8B, from its config.json: hidden 4096, 32 layers, vocab 128256, MLP 14336, 32 heads, 8 KV heads.
-LLAMA3_8B = ModelShape(hidden_size=4096, num_layers=32, vocab_size=128256, intermediate_size=14336, num_heads=32,
-                       num_kv_heads=8, tie_embeddings=False, source="test")
+LLAMA3_8B = ModelShape(
+    hidden_size=4096,
+    num_layers=32,
+    vocab_size=128256,
+    intermediate_size=14336,
+    num_heads=32,
+    num_kv_heads=8,
+    tie_embeddings=False,
+    source="test",
+)
 # One layer's projections by hand: q and o 4096 x 4096, k and v 4096 x 1024 (8 KV heads of 128),
 # gate, up and down 4096 x 14336.
 LAYER = 4096 * 4096 * 2 + 4096 * 1024 * 2 + 3 * 4096 * 14336
@@ -54,7 +62,7 @@ def test_train_flops_of_llama3_8b_by_hand(checkpointing):
 
 
 def test_eval_flops_by_hand():
-    split = SplitTokens(examples=10, tokens=1500, squared=10 * 150 ** 2, logit_tokens=10, shared_prefix=20)
+    split = SplitTokens(examples=10, tokens=1500, squared=10 * 150**2, logit_tokens=10, shared_prefix=20)
     computed = 1500 - 9 * 20  # the shared prefix once, not ten times
     assert fc.eval_flops(LLAMA3_8B, split) == (2 * N_8B + ATTN_8B * 150) * computed + 2 * 128256 * 4096 * 10
 
@@ -65,8 +73,15 @@ def test_eval_flops_by_hand():
 def _tiny_shape_and_model(torch, transformers):
     from launch.memory import _shape_from_config
 
-    cfg = transformers.LlamaConfig(vocab_size=2048, hidden_size=128, intermediate_size=256, num_hidden_layers=4,
-                                   num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False)
+    cfg = transformers.LlamaConfig(
+        vocab_size=2048,
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=False,
+    )
     torch.manual_seed(0)
     model = transformers.LlamaForCausalLM(cfg)
     model.config._attn_implementation = "eager"  # matrix products torch's counter sees, over the full T x T scores
@@ -129,17 +144,20 @@ def _method(**kw) -> MethodConfig:
     return MethodConfig(name=kw.pop("name", "m"), kind=kw.pop("kind", "lora"), resources=Resources(**res), **kw)
 
 
-@pytest.mark.parametrize("kw", [
-    dict(epochs=1, micro_batch_size=8),
-    dict(epochs=2, micro_batch_size=8, grad_accum_steps=4),
-    dict(epochs=0.5, micro_batch_size=3, grad_accum_steps=2),
-    dict(max_steps=25, micro_batch_size=16),
-    dict(epochs=2, micro_batch_size=8, grad_accum_steps=2, resources=dict(gpus_per_node=8)),
-])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(epochs=1, micro_batch_size=8),
+        dict(epochs=2, micro_batch_size=8, grad_accum_steps=4),
+        dict(epochs=0.5, micro_batch_size=3, grad_accum_steps=2),
+        dict(max_steps=25, micro_batch_size=16),
+        dict(epochs=2, micro_batch_size=8, grad_accum_steps=2, resources=dict(gpus_per_node=8)),
+    ],
+)
 def test_steps_and_examples_match_the_training_loop(kw):
-    """Steps as train.common counts them; examples as a DataLoader over n examples yields them in that many steps."""
+    """Steps as train.loop counts them; examples as a DataLoader over n examples yields them in that many steps."""
     torch = pytest.importorskip("torch")
-    from train.common import total_steps
+    from train.loop import total_steps
 
     m, n = _method(**kw), 45
     world = fc.world_size(m)
@@ -162,15 +180,19 @@ def test_steps_and_examples_match_the_training_loop(kw):
 
 def _counts(n_train=1000, n_eval=100, length=150.0) -> TokenCounts:
     return TokenCounts(
-        train=SplitTokens(n_train, n_train * length, n_train * length ** 2, 4 * n_train),
-        eval=SplitTokens(n_eval, n_eval * length, n_eval * length ** 2, n_eval, 20),
-        source="tokens: counted with the tokenizer", counted=True)
+        train=SplitTokens(n_train, n_train * length, n_train * length**2, 4 * n_train),
+        eval=SplitTokens(n_eval, n_eval * length, n_eval * length**2, n_eval, 20),
+        source="tokens: counted with the tokenizer",
+        counted=True,
+    )
 
 
 def _cfg(methods: list[dict], eval_res: dict | None = None, include_base: bool = True) -> ExperimentConfig:
     raw = {
-        "name": "t", "model": {"name_or_path": "meta-llama/Meta-Llama-3-8B", "dtype": "bfloat16"},
-        "data": {"train": {"path": "x.json"}}, "methods": methods,
+        "name": "t",
+        "model": {"name_or_path": "meta-llama/Meta-Llama-3-8B", "dtype": "bfloat16"},
+        "data": {"train": {"path": "x.json"}},
+        "methods": methods,
         "eval": {"include_base": include_base, "resources": eval_res or {"gpus_per_node": 1, "time_min": 120}},
     }
     return from_dict(raw)
@@ -178,8 +200,19 @@ def _cfg(methods: list[dict], eval_res: dict | None = None, include_base: bool =
 
 def test_one_lora_job_by_hand():
     """Tokens, FLOPs, compute time, overhead, GPU-hours and cost of one job, each computed here from the formulas."""
-    cfg = _cfg([{"name": "lora", "kind": "lora", "epochs": 1, "micro_batch_size": 10, "precision": "bf16",
-                 "lora": {"r": 16}, "resources": {"gpus_per_node": 1, "time_min": 600}}])
+    cfg = _cfg(
+        [
+            {
+                "name": "lora",
+                "kind": "lora",
+                "epochs": 1,
+                "micro_batch_size": 10,
+                "precision": "bf16",
+                "lora": {"r": 16},
+                "resources": {"gpus_per_node": 1, "time_min": 600},
+            }
+        ]
+    )
     out = fc.forecast(cfg, LLAMA3_8B, _counts(), "H100", price_per_gpu_hour=3.0)
     job = out.methods[0]
     assert (job.steps, job.tokens, job.gpus) == (100, 150_000, 1)
@@ -198,8 +231,19 @@ def test_one_lora_job_by_hand():
 
 
 def test_full_sft_counts_every_gpu_and_its_checkpoints():
-    cfg = _cfg([{"name": "full", "kind": "full_sft", "epochs": 3, "micro_batch_size": 8, "precision": "bf16",
-                 "checkpoint": {"every_min": 1}, "resources": {"nodes": 2, "gpus_per_node": 8, "time_min": 600}}])
+    cfg = _cfg(
+        [
+            {
+                "name": "full",
+                "kind": "full_sft",
+                "epochs": 3,
+                "micro_batch_size": 8,
+                "precision": "bf16",
+                "checkpoint": {"every_min": 1},
+                "resources": {"nodes": 2, "gpus_per_node": 8, "time_min": 600},
+            }
+        ]
+    )
     counts = _counts(n_train=200_000)
     job = fc.forecast(cfg, LLAMA3_8B, counts, "a100").methods[0]
     assert job.gpus == 16 and job.utilisation == 0.45 and job.peak_tflops == 312.0
@@ -246,35 +290,64 @@ def test_unknown_gpu_leaves_times_unknown_and_says_how_to_fix_it():
 
 
 def test_forecast_table_text():
-    cfg = _cfg([{"name": "full_sft", "kind": "full_sft", "epochs": 1, "micro_batch_size": 8, "precision": "bf16",
-                 "resources": {"gpus_per_node": 8, "time_min": 240}},
-                {"name": "qlora", "kind": "qlora", "epochs": 1, "micro_batch_size": 8, "precision": "bf16",
-                 "gradient_checkpointing": True, "lora": {"r": 16}, "resources": {"gpus_per_node": 1}}])
+    cfg = _cfg(
+        [
+            {
+                "name": "full_sft",
+                "kind": "full_sft",
+                "epochs": 1,
+                "micro_batch_size": 8,
+                "precision": "bf16",
+                "resources": {"gpus_per_node": 8, "time_min": 240},
+            },
+            {
+                "name": "qlora",
+                "kind": "qlora",
+                "epochs": 1,
+                "micro_batch_size": 8,
+                "precision": "bf16",
+                "gradient_checkpointing": True,
+                "lora": {"r": 16},
+                "resources": {"gpus_per_node": 1},
+            },
+        ]
+    )
     text = fc.forecast(cfg, LLAMA3_8B, _counts(n_train=10_000), "h100", price_per_gpu_hour=2.5).table()
-    assert text == "\n".join([
-        "cost forecast: h100, peak 989 TFLOP/s per GPU, 2.5 per GPU-hour; tokens: counted with the tokenizer",
-        "job       kind      GPUs  steps  tokens  FLOPs  util  util source     wall   GPU-h  cost",
-        "--------  --------  ----  -----  ------  -----  ----  -----------  -------  ------  ----",
-        "full_sft  full_sft     8    157    1.5M  63.3P  0.33  default      2.2 min   0.294  0.74",
-        "qlora     qlora        1  1,250    1.5M  63.9P  0.23  default      6.0 min  0.0992  0.25",
-        "eval      eval         1      -     45k   549T  0.33  default      1.8 min  0.0305  0.08",
-        "total                                                                        0.424  1.06",
-    ])
+    assert text == "\n".join(
+        [
+            "cost forecast: h100, peak 989 TFLOP/s per GPU, 2.5 per GPU-hour; tokens: counted with the tokenizer",
+            "job       kind      GPUs  steps  tokens  FLOPs  util  util source     wall   GPU-h  cost",
+            "--------  --------  ----  -----  ------  -----  ----  -----------  -------  ------  ----",
+            "full_sft  full_sft     8    157    1.5M  63.3P  0.33  default      2.2 min   0.294  0.74",
+            "qlora     qlora        1  1,250    1.5M  63.9P  0.23  default      6.0 min  0.0992  0.25",
+            "eval      eval         1      -     45k   549T  0.33  default      1.8 min  0.0305  0.08",
+            "total                                                                        0.424  1.06",
+        ]
+    )
     # By hand: full SFT, 10,000 examples / (8 per GPU x 8 GPUs) = 157 steps; 1.5M tokens x 42.1 GFLOP + logits
     # = 63.3 PFLOP; / (8 x 989 TFLOP/s x 0.33) = 24.2 s + 60 s start-up + 16.1 s load + 32.1 s save of 16 GB
     # = 132 s; x 8 GPUs = 0.294 GPU-h; x 2.5 = 0.74. The evaluation scores 3 models (base, full_sft, qlora).
 
 
 def test_time_limit_warning_names_fixes_that_work():
-    method = {"name": "lora", "kind": "lora", "epochs": 6, "micro_batch_size": 8, "precision": "bf16",
-              "lora": {"r": 16}, "resources": {"gpus_per_node": 1, "time_min": 60, "max_timeouts": 1}}
+    method = {
+        "name": "lora",
+        "kind": "lora",
+        "epochs": 6,
+        "micro_batch_size": 8,
+        "precision": "bf16",
+        "lora": {"r": 16},
+        "resources": {"gpus_per_node": 1, "time_min": 60, "max_timeouts": 1},
+    }
     counts = _counts(n_train=150_000)
     out = fc.forecast(_cfg([method]), LLAMA3_8B, counts, "h100", max_time_min=2880)
     job = out.methods[0]
     assert job.wall_s > 2 * 3600
     [note] = out.warnings
-    assert note.startswith(f"methods.lora.resources: forecast wall time {fc.duration(job.wall_s)} exceeds "
-                           "time_min x (max_timeouts + 1) = 60 min x 2 = 2.0 h; the job would stop unfinished -> ")
+    assert note.startswith(
+        f"methods.lora.resources: forecast wall time {fc.duration(job.wall_s)} exceeds "
+        "time_min x (max_timeouts + 1) = 60 min x 2 = 2.0 h; the job would stop unfinished -> "
+    )
     assert f"methods.lora.resources.max_timeouts: {job.attempts - 1} ({job.attempts} attempts of 60 min)" in note
     needed = int(note.split("methods.lora.resources.time_min: ")[1].split(";")[0])
     gpus = int(note.split("; or about ")[1].split(" GPUs")[0])
@@ -295,9 +368,11 @@ def test_a_time_limit_too_short_to_start_is_named():
     assert job.attempts is None and job.wall_s is not None
     [note] = out.warnings
     needed = -(-(job.wall_s + 120) // 60)
-    assert note == ("methods.full.resources.time_min: 2 min leaves no time to train after start-up and loading and "
-                    f"the checkpoint signal 120 s before the limit -> methods.full.resources.time_min: {needed:.0f} "
-                    "(the whole job in one attempt)")
+    assert note == (
+        "methods.full.resources.time_min: 2 min leaves no time to train after start-up and loading and "
+        f"the checkpoint signal 120 s before the limit -> methods.full.resources.time_min: {needed:.0f} "
+        "(the whole job in one attempt)"
+    )
     fixed = dict(method, resources={**method["resources"], "time_min": int(needed)})
     assert fc.forecast(_cfg([fixed]), LLAMA3_8B, _counts(), "h100").warnings == []
 
@@ -343,13 +418,21 @@ def test_compare_gives_each_error_in_percent():
     local = fc.compare({"gpu_hours": None, "wall_s": 900.0}, {"wall_s": 800.0})
     assert local["wall_s"]["actual"] == 800.0 and local["wall_s"]["error_pct"] == pytest.approx(12.5)
     assert local["gpu_hours"]["error_pct"] is None and local["peak_mem_gb"] == {
-        "forecast": None, "actual": None, "error_pct": None}
+        "forecast": None,
+        "actual": None,
+        "error_pct": None,
+    }
 
 
 def test_format_comparison_text():
-    cmp = {"lora": fc.compare({"gpu_hours": 1.2, "wall_s": 900.0, "tokens_per_s": 5000.0},
-                              {"gpu_hours": 1.0, "elapsed_s": 1000, "tokens_per_s": 4000.0, "peak_mem_gb": 40.0}, 50.0),
-           "qlora": fc.compare({"gpu_hours": None}, {})}
+    cmp = {
+        "lora": fc.compare(
+            {"gpu_hours": 1.2, "wall_s": 900.0, "tokens_per_s": 5000.0},
+            {"gpu_hours": 1.0, "elapsed_s": 1000, "tokens_per_s": 4000.0, "peak_mem_gb": 40.0},
+            50.0,
+        ),
+        "qlora": fc.compare({"gpu_hours": None}, {}),
+    }
     assert fc.format_comparison(cmp).splitlines() == [
         "forecast against actual (err = (forecast - actual) / actual; peak GiB fc = the memory estimate)",
         "method  GPU-h fc  GPU-h   err  wall s fc  wall s   err  tok/s fc  tok/s   err  peak GiB fc  peak GiB   err",

@@ -56,7 +56,7 @@ def test_a_float_gguf_imports_to_the_model_it_was_written_from(arch, llamas, tmp
     assert ("lm_head.weight" in names) == (arch == "llama"), "a tied lm_head is stored once, as the embedding"
     from transformers import AutoTokenizer
 
-    from train import prompting
+    from launch import prompting
 
     ours, theirs = AutoTokenizer.from_pretrained(out), AutoTokenizer.from_pretrained(llamas[arch])
     assert ours.chat_template == theirs.chat_template

@@ -20,12 +20,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from launch import prompting
 from launch.config import DataSource
 from launch.data import load_questions
 from launch.expdir import ExperimentDir, MethodDir, Progress
 from launch.jobs import ENTRYPOINTS
 from support.experiments import new_experiment
-from train import loop, packing, prompting, runtime, scoring
+from train import loop, packing, runtime, scoring
 from train.batches import collate
 from train.tiny_model import DEFAULT_DATA
 

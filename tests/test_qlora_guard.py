@@ -16,8 +16,9 @@ import torch
 
 bnb = pytest.importorskip("bitsandbytes")
 
+from launch import prompting  # noqa: E402
 from launch.config import LoraSettings  # noqa: E402
-from train import batches, prompting, quant  # noqa: E402
+from train import batches, quant  # noqa: E402
 from train.lora import lora_config  # noqa: E402
 
 

@@ -43,7 +43,8 @@ def test_imported_smollm2_is_a_plain_tied_model_with_its_chat_template():
 def test_each_answer_letter_is_one_token_after_answer_in_the_chat_template():
     """Scored as one token, and the joint tokenisation of prompt + 'ANSWER: X' (what lm-eval
     re-tokenises, and what a generated reply is) gives exactly our ids."""
-    from train import batches, prompting
+    from launch import prompting
+    from train import batches
 
     tok = batches.load_tokenizer(str(MODEL))
     codec = prompting.AnswerCodec(tok)

@@ -12,9 +12,23 @@ from pathlib import Path
 import pytest
 
 from launch import stats
-from launch.stats import (Comparison, compare, correct_vector, format_comparison, holm, letter_counts,
-                          letter_prior_note, majority_baseline, mcnemar, paired_bootstrap, pareto_front, spread,
-                          t_cdf, t_quantile, with_holm)
+from launch.stats import (
+    Comparison,
+    compare,
+    correct_vector,
+    format_comparison,
+    holm,
+    letter_counts,
+    letter_prior_note,
+    majority_baseline,
+    mcnemar,
+    paired_bootstrap,
+    pareto_front,
+    spread,
+    t_cdf,
+    t_quantile,
+    with_holm,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,8 +45,24 @@ def _pairs(a_only: int, b_only: int, both: int, neither: int) -> tuple[list[bool
 # Student's t quantiles as printed in the usual tables (e.g. NIST/SEMATECH e-Handbook 1.3.6.7.2),
 # rounded to 3 decimals: the computed value must round to the printed one.
 T_TABLE = {
-    0.975: {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
-            10: 2.228, 12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042, 60: 2.000, 120: 1.980},
+    0.975: {
+        1: 12.706,
+        2: 4.303,
+        3: 3.182,
+        4: 2.776,
+        5: 2.571,
+        6: 2.447,
+        7: 2.365,
+        8: 2.306,
+        9: 2.262,
+        10: 2.228,
+        12: 2.179,
+        15: 2.131,
+        20: 2.086,
+        30: 2.042,
+        60: 2.000,
+        120: 1.980,
+    },
     0.95: {1: 6.314, 2: 2.920, 5: 2.015, 10: 1.812, 30: 1.697},
     0.995: {1: 63.657, 5: 4.032, 10: 3.169},
 }
@@ -182,7 +212,8 @@ def test_bootstrap_has_the_distribution_of_resampling_questions_and_seeds(seeds)
     fast = [t / scale for t in fast]
     naive = _naive_replicates(a_runs, b_runs, 10_000, 2)
     assert observed / scale == pytest.approx(
-        sum(map(sum, a_runs)) / (30 * seeds[0]) - sum(map(sum, b_runs)) / (30 * seeds[1]))
+        sum(map(sum, a_runs)) / (30 * seeds[0]) - sum(map(sum, b_runs)) / (30 * seeds[1])
+    )
     grid = sorted(set(fast) | set(naive))
     gap = max(abs(_ecdf(fast, x) - _ecdf(naive, x)) for x in grid)
     assert gap < 0.0276
@@ -264,8 +295,12 @@ def test_format_comparison_line():
     up = Comparison("qlora", "base", 0.0843, 0.041, 0.127, 0.0004, "bootstrap", 500, (3, 1))
     assert format_comparison(up) == "qlora vs base: +8.4 pts [4.1, 12.7], p < 0.001, significant"
     # In a family the Holm-adjusted p decides, and is the one shown.
-    adjusted = with_holm([Comparison("a", "b", 0.03, 0.001, 0.06, 0.04, "mcnemar", 500, (1, 1)),
-                          Comparison("c", "d", 0.0, -0.02, 0.02, 1.0, "mcnemar", 500, (1, 1))])
+    adjusted = with_holm(
+        [
+            Comparison("a", "b", 0.03, 0.001, 0.06, 0.04, "mcnemar", 500, (1, 1)),
+            Comparison("c", "d", 0.0, -0.02, 0.02, 1.0, "mcnemar", 500, (1, 1)),
+        ]
+    )
     assert adjusted[0].p_holm == pytest.approx(0.08)
     assert format_comparison(adjusted[0]) == "a vs b: +3.0 pts [0.1, 6.0], p = 0.08, not significant"
     assert format_comparison(adjusted[1]) == "c vs d: 0.0 pts [-2.0, 2.0], p = 1, not significant"
@@ -275,8 +310,15 @@ def test_format_comparison_line():
 
 
 def test_pareto_front_hand_cases():
-    points = [("lora", 0.5, 0.61), ("base", 0.0, 0.26), ("qlora", 0.4, 0.70), ("full", 2.0, 1.0),
-              ("failed", None, None), ("late", 3.0, 1.0), ("same_cost_worse", 0.4, 0.65)]
+    points = [
+        ("lora", 0.5, 0.61),
+        ("base", 0.0, 0.26),
+        ("qlora", 0.4, 0.70),
+        ("full", 2.0, 1.0),
+        ("failed", None, None),
+        ("late", 3.0, 1.0),
+        ("same_cost_worse", 0.4, 0.65),
+    ]
     # lora: qlora costs less and scores more. late: full scores the same for less.
     # same_cost_worse: qlora has its cost and more accuracy. failed: cannot be placed.
     assert [p.label for p in pareto_front(points)] == ["base", "qlora", "full"]
@@ -308,7 +350,8 @@ def test_letter_prior_note_flags_a_collapsed_model():
     gold = {"A": 25, "B": 24, "C": 27, "D": 24}
     collapsed = {"A": 5, "B": 6, "C": 83, "D": 6, "none": 0}
     assert letter_prior_note("base", collapsed, gold) == (
-        "base answered C for 83 of 100 questions (83%); C is the answer to 27% of them")
+        "base answered C for 83 of 100 questions (83%); C is the answer to 27% of them"
+    )
     assert letter_prior_note("lora", {"A": 26, "B": 23, "C": 29, "D": 22}, gold) is None
     # A key that is mostly C makes answering mostly C unremarkable.
     assert letter_prior_note("x", {"A": 10, "B": 10, "C": 70, "D": 10}, {"A": 5, "B": 5, "C": 85, "D": 5}) is None
@@ -324,11 +367,13 @@ def test_correct_vector_orders_and_checks_rows():
 
 
 def test_stats_imports_only_the_standard_library():
-    code = ("import sys\n"
-            "before = set(sys.modules)\n"
-            "import launch.stats\n"
-            "new = {m.split('.')[0] for m in set(sys.modules) - before}\n"
-            "print(sorted(new - set(sys.stdlib_module_names) - {'launch'}))\n")
+    code = (
+        "import sys\n"
+        "before = set(sys.modules)\n"
+        "import launch.stats\n"
+        "new = {m.split('.')[0] for m in set(sys.modules) - before}\n"
+        "print(sorted(new - set(sys.stdlib_module_names) - {'launch'}))\n"
+    )
     res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "[]"

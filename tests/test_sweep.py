@@ -32,12 +32,20 @@ def _sweep(raw: dict) -> sweep.SweepConfig:
 
 def test_expand_orders_cells_and_applies_each_point(cfg):
     cells = sweep.expand(cfg, _sweep({"seeds": [0, 1, 2], "grid": GRID, "max_parallel": 4}))
-    assert [c.id for c in cells] == ([f"full_sft[{i}]" for i in range(3)] + [f"lora[{i}]" for i in range(12)]
-                                     + [f"qlora[{i}]" for i in range(3)])
+    assert [c.id for c in cells] == (
+        [f"full_sft[{i}]" for i in range(3)] + [f"lora[{i}]" for i in range(12)] + [f"qlora[{i}]" for i in range(3)]
+    )
     lora = [c for c in cells if c.method == "lora"]
     # The first grid entry varies slowest, seeds fastest.
     assert [(c.config.learning_rate, c.config.lora.r, c.seed) for c in lora[:7]] == [
-        (1e-4, 8, 0), (1e-4, 8, 1), (1e-4, 8, 2), (1e-4, 16, 0), (1e-4, 16, 1), (1e-4, 16, 2), (2e-4, 8, 0)]
+        (1e-4, 8, 0),
+        (1e-4, 8, 1),
+        (1e-4, 8, 2),
+        (1e-4, 16, 0),
+        (1e-4, 16, 1),
+        (1e-4, 16, 2),
+        (2e-4, 8, 0),
+    ]
     assert lora[3].point == {"learning_rate": 1e-4, "lora.r": 16}
     assert lora[3].point_label == "learning_rate=0.0001, lora.r=16"
     assert lora[3].group == "lora (learning_rate=0.0001, lora.r=16)"
@@ -67,10 +75,15 @@ def test_expand_is_deterministic(cfg):
 def test_no_sweep_and_no_seeds_mean_the_experiment_seed(cfg):
     cfg.seed = 41
     assert [(c.id, c.seed, c.point) for c in sweep.expand(cfg, None)] == [
-        ("full_sft[0]", 41, {}), ("lora[0]", 41, {}), ("qlora[0]", 41, {})]
+        ("full_sft[0]", 41, {}),
+        ("lora[0]", 41, {}),
+        ("qlora[0]", 41, {}),
+    ]
     cells = sweep.expand(cfg, _sweep({"grid": {"methods.qlora.max_steps": [10, 20]}}))
     assert [(c.id, c.seed, c.config.max_steps) for c in cells if c.method == "qlora"] == [
-        ("qlora[0]", 41, 10), ("qlora[1]", 41, 20)]
+        ("qlora[0]", 41, 10),
+        ("qlora[1]", 41, 20),
+    ]
 
 
 def test_summary_text(cfg):
@@ -79,9 +92,12 @@ def test_summary_text(cfg):
         "sweep: 18 cells in 3 submissions (at most 4 running per method)\n"
         "  full_sft: 3 seeds = 3 cells\n"
         "  lora: 2 learning_rate x 2 r x 3 seeds = 12 cells\n"
-        "  qlora: 3 seeds = 3 cells")
-    assert sweep.summary(cfg, None).splitlines()[:2] == ["sweep: 3 cells in 3 submissions",
-                                                         "  full_sft: 1 seed = 1 cell"]
+        "  qlora: 3 seeds = 3 cells"
+    )
+    assert sweep.summary(cfg, None).splitlines()[:2] == [
+        "sweep: 3 cells in 3 submissions",
+        "  full_sft: 1 seed = 1 cell",
+    ]
     nested = _sweep({"grid": {"methods.lora.checkpoint.every_steps": [10, 20], "methods.lora.max_steps": [50]}})
     assert "  lora: 2 every_steps x 1 max_steps x 1 seed = 2 cells" in sweep.summary(cfg, nested)
     # Two fields with the same last name (none in today's MethodConfig) would be shown in full.
@@ -137,19 +153,30 @@ def test_grid_points_get_the_configs_own_cross_field_checks(cfg):
     # epochs 0 is in the field's range, but without max_steps the config refuses it.
     s = _sweep({"grid": {"methods.full_sft.max_steps": [None, 100], "methods.full_sft.epochs": [0.0, 1.0]}})
     assert sweep.check(cfg, s) == [
-        "sweep.grid at max_steps=None, epochs=0.0: methods[0] (full_sft).epochs: 0.0 -> positive, or set max_steps"]
+        "sweep.grid at max_steps=None, epochs=0.0: methods[0] (full_sft).epochs: 0.0 -> positive, or set max_steps"
+    ]
     s = _sweep({"grid": {"methods.lora.lora.target_modules": [["q_proj", "v_proj"], [], "all-linear"]}})
     (problem,) = sweep.check(cfg, s)
     assert problem.startswith("sweep.grid at lora.target_modules=[]: methods[1] (lora).lora.target_modules: empty")
 
 
 def test_values_take_the_field_type(cfg):
-    s = _sweep({"grid": {"methods.lora.lora.target_modules": [["q_proj", "v_proj"], "all-linear"],
-                         "methods.lora.max_steps": [None, 5]}})
+    s = _sweep(
+        {
+            "grid": {
+                "methods.lora.lora.target_modules": [["q_proj", "v_proj"], "all-linear"],
+                "methods.lora.max_steps": [None, 5],
+            }
+        }
+    )
     cells = sweep.expand(cfg, s)
     lora = [c.config for c in cells if c.method == "lora"]
     assert [(m.lora.target_modules, m.max_steps) for m in lora] == [
-        (["q_proj", "v_proj"], None), (["q_proj", "v_proj"], 5), ("all-linear", None), ("all-linear", 5)]
+        (["q_proj", "v_proj"], None),
+        (["q_proj", "v_proj"], 5),
+        ("all-linear", None),
+        ("all-linear", 5),
+    ]
     # An int where a float is expected is a number; a float where an int is expected is not.
     assert sweep.check(cfg, _sweep({"grid": {"methods.lora.learning_rate": [1]}})) == []
     (problem,) = sweep.check(cfg, _sweep({"grid": {"methods.lora.lora.r": [8.5]}}))
@@ -169,7 +196,8 @@ def test_nested_grid_and_overrides(cfg):
     # replace the whole grid.
     raw = config.apply_overrides({"sweep": {"grid": dict(GRID)}}, ["sweep.grid.methods.lora.lora.r=[4]"], problems)
     assert sweep.check(cfg, sweep.parse(raw["sweep"], problems)) == [
-        "sweep.grid.methods.lora.lora.r: given twice (as a dotted key and nested) -> keep one"]
+        "sweep.grid.methods.lora.lora.r: given twice (as a dotted key and nested) -> keep one"
+    ]
     raw = config.apply_overrides({"sweep": {"grid": dict(GRID)}}, ["sweep.grid={methods.lora.lora.r: [4]}"], problems)
     assert sweep.summary(cfg, sweep.parse(raw["sweep"], problems)).splitlines()[2] == "  lora: 1 r x 1 seed = 1 cell"
     assert problems == []
@@ -177,10 +205,14 @@ def test_nested_grid_and_overrides(cfg):
 
 def test_method_names_with_dots(cfg):
     cfg.methods.append(dataclasses_replace(cfg.method("lora"), name="lora.v2"))
-    cells = sweep.expand(cfg, _sweep({"grid": {"methods.lora.v2.learning_rate": [1e-3, 2e-3],
-                                               "methods.lora.lora.r": [4]}}))
+    cells = sweep.expand(
+        cfg, _sweep({"grid": {"methods.lora.v2.learning_rate": [1e-3, 2e-3], "methods.lora.lora.r": [4]}})
+    )
     assert [(c.id, c.config.learning_rate, c.config.lora.r) for c in cells if c.method.startswith("lora")] == [
-        ("lora[0]", 3e-3, 4), ("lora.v2[0]", 1e-3, 16), ("lora.v2[1]", 2e-3, 16)]
+        ("lora[0]", 3e-3, 4),
+        ("lora.v2[0]", 1e-3, 16),
+        ("lora.v2[1]", 2e-3, 16),
+    ]
 
 
 @dataclasses.dataclass
@@ -219,17 +251,22 @@ def test_parse_types_the_section():
     assert any(p.startswith("sweep.max_parallel: 0 -> at least 1") for p in problems)
     assert any(p == "sweep.grdi: unknown key -> did you mean 'grid'?" for p in problems)
     problems.clear()
-    assert sweep.check(config.ExperimentConfig(methods=[config.MethodConfig(name="m")]),
-                       sweep.parse({"seeds": []}, problems))[0].startswith("sweep.seeds: empty")
+    assert sweep.check(
+        config.ExperimentConfig(methods=[config.MethodConfig(name="m")]), sweep.parse({"seeds": []}, problems)
+    )[0].startswith("sweep.seeds: empty")
 
 
 def test_too_many_cells_is_refused_before_expanding(cfg):
     # 20^5 = 3.2 million grid points: refused from the counts, never built.
-    grid = {f"methods.lora.{f}": list(range(1, 21)) for f in ("lora.r", "lora.alpha", "max_steps",
-                                                              "micro_batch_size", "grad_accum_steps")}
+    grid = {
+        f"methods.lora.{f}": list(range(1, 21))
+        for f in ("lora.r", "lora.alpha", "max_steps", "micro_batch_size", "grad_accum_steps")
+    }
     (problem,) = sweep.check(cfg, _sweep({"seeds": [0, 1], "grid": grid}))
-    assert problem.startswith("sweep: methods.lora has 20 r x 20 alpha x 20 max_steps x 20 micro_batch_size x "
-                              "20 grad_accum_steps x 2 seeds = 6400000 cells -> at most 1001 cells per method")
+    assert problem.startswith(
+        "sweep: methods.lora has 20 r x 20 alpha x 20 max_steps x 20 micro_batch_size x "
+        "20 grad_accum_steps x 2 seeds = 6400000 cells -> at most 1001 cells per method"
+    )
     ok = _sweep({"seeds": list(range(7)), "grid": {"methods.lora.lora.r": list(range(1, 144))}})
     assert len(sweep.expand(cfg, ok)) == 7 * 143 + 7 + 7
 
@@ -244,8 +281,11 @@ def test_select_arrays_and_groups(cfg):
     cells = sweep.expand(cfg, _sweep({"seeds": [0, 1, 2], "grid": {"methods.lora.learning_rate": [1e-4, 2e-4]}}))
     assert [c.id for c in sweep.select(cells, "lora")] == [f"lora[{i}]" for i in range(6)]
     assert [c.id for c in sweep.select(cells, "lora[4]")] == ["lora[4]"]
-    with pytest.raises(ValueError, match=r"no method or cell 'lora\[6\]' -> a method name or a cell: "
-                                         r"full_sft\[0-2\], lora\[0-5\], qlora\[0-2\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"no method or cell 'lora\[6\]' -> a method name or a cell: "
+        r"full_sft\[0-2\], lora\[0-5\], qlora\[0-2\]",
+    ):
         sweep.select(cells, "lora[6]")
     with pytest.raises(ValueError, match="no method or cell 'base'"):
         sweep.select(cells, "base")

@@ -12,7 +12,7 @@ import pytest
 from launch import tokencount as tc
 from launch.config import DataSource
 from launch.data import load_questions
-from train.prompting import SYSTEM_PROMPT, user_message
+from launch.prompting import SYSTEM_PROMPT, user_message
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_DATA = REPO / "data" / "sample" / "cyber_mcq.json"
@@ -44,9 +44,10 @@ def _save_tokenizer(directory: Path, template: str | None) -> Path:
 
 def _what_the_jobs_see(directory: Path, train, eval_, max_len):
     """Lengths of train.prompting's training examples and scoring contexts, through transformers' tokenizer."""
-    from train import common, prompting
+    from launch import prompting
+    from train import batches
 
-    tok = common.load_tokenizer(str(directory))
+    tok = batches.load_tokenizer(str(directory))
     codec = prompting.AnswerCodec(tok)
     examples = [prompting.encode_training_example(tok, codec, q, max_len)[0] for q in train]
     answers = [len(codec.answer_ids(q.solution)) for q in train]
@@ -87,8 +88,10 @@ def test_large_splits_are_counted_on_a_sample_and_scaled(tmp_path, questions, mo
     monkeypatch.setattr(tc, "SAMPLE", 100)
     sampled = tc.count_tokens(questions[:400], questions[400:], str(directory), 512, mode="count")
     n_eval = len(questions) - 400
-    assert sampled.source == (f"tokens: counted with the tokenizer on 100 of 400 training examples and 100 of "
-                              f"{n_eval:,} evaluation examples, scaled")
+    assert sampled.source == (
+        f"tokens: counted with the tokenizer on 100 of 400 training examples and 100 of "
+        f"{n_eval:,} evaluation examples, scaled"
+    )
     assert sampled.train.examples == 400
     assert sampled.train.tokens == pytest.approx(full.train.tokens, rel=0.03)
     assert sampled.eval.tokens == pytest.approx(full.eval.tokens, rel=0.03)
@@ -101,8 +104,9 @@ def test_without_the_tokenizer_tokens_are_estimated_from_characters(tmp_path, qu
     q = questions[0]
     counts = tc.count_tokens([q], [q, q], "meta-llama/Meta-Llama-3-8B", 512)
     assert not counts.counted
-    assert counts.source == ("tokens: estimated from characters (3.6 characters per token; the tokenizer is not on "
-                             "this machine)")
+    assert counts.source == (
+        "tokens: estimated from characters (3.6 characters per token; the tokenizer is not on this machine)"
+    )
     prompt = len(f"{SYSTEM_PROMPT}\n\n{user_message(q)}\n\n") / 3.6
     assert counts.train.tokens == pytest.approx(prompt + tc.ANSWER_TOKENS)
     assert counts.train.logit_tokens == tc.ANSWER_TOKENS
@@ -111,7 +115,8 @@ def test_without_the_tokenizer_tokens_are_estimated_from_characters(tmp_path, qu
     cut = tc.count_tokens([q], [q], "meta-llama/Meta-Llama-3-8B", 16)
     assert cut.train.tokens == 16  # cut at max_seq_len, as the jobs cut it
     assert tc.count_tokens([q], [q], "x", 512, mode="chars").source == (
-        "tokens: estimated from characters (3.6 characters per token)")
+        "tokens: estimated from characters (3.6 characters per token)"
+    )
 
 
 def test_auto_skips_a_tokenizer_too_large_for_the_dry_run(tmp_path, questions, monkeypatch):
@@ -142,8 +147,9 @@ def test_without_the_tokenizers_package_tokens_are_estimated(tmp_path, questions
     monkeypatch.setitem(sys.modules, "tokenizers", None)  # the login node's base install
     counts = tc.count_tokens(questions[:10], questions[10:20], str(directory), 512)
     assert not counts.counted
-    assert counts.source.endswith("; tokenizers is not installed here (pip install tokenizers jinja2 counts with "
-                                  "the tokenizer))")
+    assert counts.source.endswith(
+        "; tokenizers is not installed here (pip install tokenizers jinja2 counts with the tokenizer))"
+    )
 
 
 def test_hub_model_in_the_cache_is_counted(tmp_path, questions, monkeypatch):
@@ -157,13 +163,16 @@ def test_hub_model_in_the_cache_is_counted(tmp_path, questions, monkeypatch):
     assert tc.count_tokens(questions[:10], questions[10:20], "org/tiny", 512).counted
 
 
-@pytest.mark.skipif(not (SMOLLM2 / "tokenizer.json").is_file() or not CYBERMETRIC_500.is_file(),
-                    reason="needs .cache/smollm2-135m-instruct (make real-model) and ../shared CyberMetric-500")
+@pytest.mark.skipif(
+    not (SMOLLM2 / "tokenizer.json").is_file() or not CYBERMETRIC_500.is_file(),
+    reason="needs .cache/smollm2-135m-instruct (make real-model) and ../shared CyberMetric-500",
+)
 def test_chars_per_token_constant_is_what_smollm2_measures_on_cybermetric():
     questions = load_questions(DataSource(path=str(CYBERMETRIC_500)))
-    from train import common, prompting
+    from launch import prompting
+    from train import batches
 
-    tok = common.load_tokenizer(str(SMOLLM2))
+    tok = batches.load_tokenizer(str(SMOLLM2))
     tokens = sum(len(prompting.prompt_ids(tok, q)) for q in questions)
     chars = sum(len(tc.plain_prompt(q)) for q in questions)
     assert chars / tokens == pytest.approx(tc.CHARS_PER_TOKEN, rel=0.02)

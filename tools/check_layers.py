@@ -41,6 +41,7 @@ CONTRACT = {
     "launch.expdir": "the experiment directory: every path and record both sides share",
     "launch.stats": "the Wilson interval an evaluation result carries",
     "launch.gpus": "the GPU-binding check every rank runs before touching CUDA (standard library only)",
+    "launch.prompting": "the one prompt template: the jobs build token ids with it, the forecast counts them",
 }
 """What ``train/`` may import from ``launch/``, and why each is shared rather than login-side."""
 

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import torch
 
+from launch import prompting
 from launch.config import ExperimentConfig
 from launch.expdir import ExperimentDir
-from train import prompting
 
 
 def load_split(

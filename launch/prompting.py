@@ -1,4 +1,7 @@
-"""One prompt template, shared by training and evaluation.
+"""One prompt template, shared by training, evaluation and the login side's token counts.
+
+A contract module: ``train/`` builds every token id through it, and ``launch/tokencount.py`` renders
+the same text to count tokens for the cost forecast. Standard library only; the tokenizer is passed in.
 
 The prompt follows CyberMetric's own evaluator (system prompt, ``Question:`` /
 ``Options:`` and the ``ANSWER: X`` instruction) and goes through the
