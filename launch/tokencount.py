@@ -5,7 +5,7 @@ squared example lengths (attention's cost grows with each example's own length: 
 packed, never attended across) and the positions where logits are computed. Two ways:
 
 * **counted** with the model's own ``tokenizer.json`` through the ``tokenizers`` package (Rust,
-  no torch), the prompt built exactly as :mod:`train.prompting` builds it: the chat template
+  no torch), the prompt built exactly as :mod:`launch.prompting` builds it: the chat template
   rendered by jinja2 the way transformers renders it, then the pieces tokenised separately
   (prompt, ``ANSWER:``, `` X``, end token) and cut at ``model.max_seq_len`` as the jobs cut them.
   Large datasets are counted on a fixed random sample of :data:`SAMPLE` examples and scaled;
@@ -160,7 +160,7 @@ def _chat_template(directory: Path, config: dict) -> str | None:
 
 
 class _Encoder:
-    """The pieces :mod:`train.prompting` tokenises, with the ``tokenizers`` package instead of transformers."""
+    """The pieces :mod:`launch.prompting` tokenises, with the ``tokenizers`` package instead of transformers."""
 
     def __init__(self, directory: Path) -> None:
         from tokenizers import Tokenizer
@@ -184,13 +184,13 @@ class _Encoder:
         return self.tok.encode(text, add_special_tokens=special).ids
 
     def prompts(self, questions: list[_Question]) -> list[list[int]]:
-        """``train.prompting.prompt_ids`` of each: a chat template writes its own BOS, a plain prompt gets one."""
+        """``launch.prompting.prompt_ids`` of each: a chat template writes its own BOS, a plain prompt gets one."""
         texts = [prompt_text(self.chat, q) for q in questions]
         return [e.ids for e in self.tok.encode_batch(texts, add_special_tokens=self.chat is None)]
 
 
 class _ChatTemplate:
-    """What ``train.prompting.prompt_text`` asks of a tokenizer with a chat template, without transformers."""
+    """What ``launch.prompting.prompt_text`` asks of a tokenizer with a chat template, without transformers."""
 
     def __init__(self, template: str, bos: str | None, eos: str | None) -> None:
         self.chat_template = template
@@ -245,13 +245,13 @@ def _scaled(lengths: list[int], logits: list[int], n: int, prefix: int = 0) -> S
 
 
 def _train_lengths(enc: _Encoder, questions: list[_Question], max_len: int) -> tuple[list[int], list[int]]:
-    """``train.prompting.encode_training_example``'s lengths, and its answer's: the prompt keeps its last tokens."""
+    """``launch.prompting.encode_training_example``'s lengths, and its answer's: the prompt keeps its last tokens."""
     answers = [enc.answer[q.solution] for q in questions]
     return [min(len(p), max(max_len - a, 1)) + a for p, a in zip(enc.prompts(questions), answers)], answers
 
 
 def _eval_contexts(enc: _Encoder, questions: list[_Question], max_len: int) -> list[list[int]]:
-    """``train.prompting.scoring_context``'s ids, but only their lengths and shared start matter."""
+    """``launch.prompting.scoring_context``'s ids, but only their lengths and shared start matter."""
     room = max(max_len - enc.context_tail - enc.longest_letter, 1)
     return [p[-room:] + [-1] * enc.context_tail for p in enc.prompts(questions)]
 
@@ -280,7 +280,7 @@ def _counted(enc: _Encoder, train: tp.Sequence[_Question], eval_: tp.Sequence[_Q
 
 
 def plain_prompt(q: _Question) -> str:
-    """The prompt without a chat template (``train.prompting.prompt_text`` for a tokenizer without one)."""
+    """The prompt without a chat template (``launch.prompting.prompt_text`` for a tokenizer without one)."""
     return prompt_text(None, q)
 
 

@@ -43,7 +43,7 @@ def _save_tokenizer(directory: Path, template: str | None) -> Path:
 
 
 def _what_the_jobs_see(directory: Path, train, eval_, max_len):
-    """Lengths of train.prompting's training examples and scoring contexts, through transformers' tokenizer."""
+    """Lengths of launch.prompting's training examples and scoring contexts, through transformers' tokenizer."""
     from launch import prompting
     from train import batches
 
