@@ -2,10 +2,12 @@
 
 Each finished job appends one record, its measured utilisation and overhead, to
 ``slurm/profiles/<site>.calibration.jsonl`` (:func:`calibration_path`: the profile's file name with
-``.calibration.jsonl`` for ``.yaml``). The next forecast for the same method kind, GPU type and
+``.calibration.jsonl`` for ``.yaml``; local runs: :func:`local_calibration_path`; both in the directory
+:data:`DIR_ENV` names when it is set). The next forecast for the same method kind, GPU type and
 model size (:func:`launch.forecast.size_bucket`) uses them instead of the published defaults and
 says so: ``source: calibrated from 3 runs``. ``cyberft calibration show --profile P`` prints
-:func:`show`.
+:func:`show`. The evaluation job records its experiment (:func:`launch.costcheck.calibrate`), into
+the file the experiment's forecast names: the one chosen when it was submitted.
 
 Records
 -------

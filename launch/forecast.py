@@ -43,29 +43,34 @@ evaluation (forward)   ``2N + 4 L d T``                            ``2 V h``
   tiny Llama with torch's FLOP counter, tests/test_forecast.py); the calibration absorbs it.
 * The evaluation computes the prompt prefix all questions share once per model, and scores the base
   model (``eval.include_base``) and every method.
+* Each method kind is one row of :data:`KIND_MODELS` (:class:`KindModel`): whether the gradient runs back
+  through the base (``4N`` instead of ``2N``), whether the base's weights are trained (``6N``), its extra
+  trained parameters (``6A``), what its checkpoints weigh, whether it scales over GPUs, and whose
+  published utilisation it borrows until it has its own. A new kind adds a row.
 
 **Time** = FLOPs / (GPUs x peak x utilisation) + overhead. *Peak* is the GPU's dense 16-bit
 tensor-core rate (:data:`GPU_PEAK_TFLOPS`; fp32 training uses the fp32 rate), or the profile's own
-value: the profile field proposed for it is :data:`PROFILE_FIELD` (``gpu_tflops``, to be added to
-``launch/profiles.py``). *Utilisation* is counted FLOPs (recompute included) over peak: the
-"hardware FLOPs utilisation" of Korthikanti et al. 2022, not PaLM's MFU, which leaves the recompute
-out. Defaults per method kind and GPU type (:data:`DEFAULT_UTILISATION`) come from published runs,
-each cited there; after a site has run studies, :mod:`launch.calibration` supplies its measured
-values instead (``source: calibrated from 3 runs``). *Overhead* per job: start-up, loading the
-weights (per attempt: a requeued job starts again), intermediate checkpoints and the final save
-(:data:`STARTUP_S`, :data:`READ_GB_PER_S`, :data:`WRITE_GB_PER_S`, assumptions scaled by the
-calibration's measured factor).
+value: :data:`PROFILE_FIELD` (``gpu_tflops`` in ``launch/profiles.py``). *Utilisation* is counted
+FLOPs (recompute included) over peak: the "hardware FLOPs utilisation" of Korthikanti et al. 2022,
+not PaLM's MFU, which leaves the recompute out. Defaults per method kind and GPU type
+(:data:`DEFAULT_UTILISATION`) come from published runs, each cited there; after a site has run
+studies, :mod:`launch.calibration` supplies its measured values instead (``source: calibrated from 3
+runs``). *Overhead* per job: start-up, loading the weights (per attempt: a requeued job starts
+again), intermediate checkpoints and the final save (:data:`STARTUP_S`, :data:`READ_GB_PER_S`,
+:data:`WRITE_GB_PER_S`, assumptions scaled by the calibration's measured factor).
 
 Example
 -------
+(:mod:`launch.costcheck` does this for the dry run, ``submit``, ``run`` and the evaluation job.)
+
 >>> shape = memory.model_shape(cfg.model.name_or_path)
 >>> split = data.plan_splits(cfg.data)
 >>> counts = tokencount.count_tokens(split.train, split.eval, cfg.model.name_or_path, cfg.model.max_seq_len)
 >>> fc = forecast(cfg, shape, counts, gpu_type=profile.gpu_type, price_per_gpu_hour=profile.price_per_gpu_hour,
-...               gpu_tflops=getattr(profile, "gpu_tflops", None), max_time_min=profile.max_time_min,
+...               gpu_tflops=profile.gpu_tflops, max_time_min=profile.max_time_min,
 ...               calibration=calibration.load_for_profile(profile_path))
 >>> print(fc.table())                   # the dry run; fc.warnings are notes, they do not stop the plan
->>> atomic_write_json(exp_dir / "forecast.json", fc.to_json())           # at submit time
+>>> exp.write_forecast(fc.to_json())    # at submit time: EXP/forecast.json
 >>> # after the run (report): each method's forecast next to its report row and memory estimate
 >>> cmp = {name: compare(fc_json["methods"][name], row, est.total_gb) for ...}
 >>> print(format_comparison(cmp))      # and summary.json["forecast_vs_actual"] = cmp
@@ -83,9 +88,9 @@ from launch.memory import ModelShape, lora_params
 from launch.tokencount import SplitTokens, TokenCounts
 
 PROFILE_FIELD = "gpu_tflops"
-"""Proposed ``SlurmProfile`` field: the peak dense TFLOP/s of one GPU at the precision the methods
-train in (null: :data:`GPU_PEAK_TFLOPS` by ``gpu_type``). A site with another GPU, a power-capped
-one, or the dev cluster (CPU standing in: its measured matmul rate, about 0.17 here) sets it."""
+"""The ``SlurmProfile`` field: the peak dense TFLOP/s of one GPU at the precision the methods train in
+(null: :data:`GPU_PEAK_TFLOPS` by ``gpu_type``). A site with another GPU, a power-capped one, or the dev
+cluster (one CPU core standing in for each fake GPU: 0.085, half the 2-core matmul rate) sets it."""
 
 # --------------------------------------------------------------------------- hardware
 
