@@ -1,28 +1,30 @@
-"""How close the cost forecast comes, before and after one calibration run (local runs, CPU standing in for a GPU).
+"""How close the cost forecast comes, before and after one calibration run (CPU figures standing in for GPU ones).
 
-Runs the smoke experiment twice with ``cyberft run``: run A (``--steps`` steps of ``--micro-batch``),
-then run B (twice the steps, half the micro-batch). Forecasts A with the published defaults, records
-A's measured utilisation and overhead in a calibration file (``launch/calibration.py``), then forecasts
-B without and with that calibration, each against what B measured (wall time from the job's own
-timers, tokens/s; peak memory against the memory estimate, which is per GPU: on CPU the peak is the
-process's whole RSS, so that row only shows the plumbing). Not a test: the timings are the machine's.
+Two experiments of the smoke study (``--config``): run A (``--steps`` steps of ``--micro-batch``), then run B
+(twice the steps, micro-batch ``--micro-batch-b``). Each is made the way a user makes it, so the forecast,
+its check and the calibration are the launcher's own (``launch/costcheck.py``): A's evaluation job appends
+what A measured to the site's calibration file and B's forecast, made at B's submission, uses it. B is also
+forecast with the published defaults (no calibration). Both against what B cost: sacct's GPU-hours on
+Slurm, the jobs' CPU-hours locally. Not a test: the timings are the machine's.
 
-    .venv/bin/python bench/forecast_accuracy.py [--peak 0.085] [--steps 150] [--micro-batch 16] [--out DIR]
+    # on the dev cluster (eval "$(BASE=/tmp/slurm-dev slurm/dev-cluster/up)" first):
+    .venv/bin/python bench/forecast_accuracy.py --profile dev [--steps 150] [--micro-batch 16] [--out DIR]
+    # locally (cyberft run; CPU-hours):
+    .venv/bin/python bench/forecast_accuracy.py [--steps 150] [--micro-batch 16]
 
-``--peak``: TFLOP/s of one job's "GPU", here one CPU thread's fp32 matmul rate (a 2048^3 fp32 matmul
-on both cores of the development machine ran at 164-176 GFLOP/s, README "Performance"). The smoke
-model (``.cache/tiny-llama``) must exist: ``make smoke`` or ``cyberft tiny-model .cache/tiny-llama``.
-On the dev cluster the same loop runs through ``cyberft submit`` and sacct (the report's wiring).
-
-Run it on an otherwise idle machine: on the shared 2-core development machine the same job's
-tokens/s changed 3.4x between two runs minutes apart (other sessions' tests), and local runs execute
-two jobs at a time on two cores, so whichever method runs alone looks faster.
+The calibration file lives in ``DIR`` (``CYBERFT_CALIBRATION_DIR``), so the site's own file is untouched and
+run A is the only calibration run. Run it on an otherwise idle machine: on the shared 2-core development
+machine one job's tokens/s changed 3.4x between two runs minutes apart (other sessions' tests); the load
+average before and after each run is printed.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -32,87 +34,93 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from launch import calibration, forecast, memory, tokencount  # noqa: E402
+from launch import calibration, costcheck  # noqa: E402
 from launch.data import load_jsonl_questions  # noqa: E402
 from launch.expdir import ExperimentDir  # noqa: E402
+from launch.fsio import read_json  # noqa: E402
+from launch.profiles import load_profile  # noqa: E402
 
 METHODS = ("full_sft", "lora", "qlora")
 
 
-def run(out: Path, tag: str, steps: int, micro_batch: int) -> Path:
-    """One smoke experiment with every method cut to ``steps`` steps of ``micro_batch``; its directory."""
-    overrides = [f"output_dir={out / tag}", f"name=forecast-{tag}"]
+def load() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def cyberft(*argv: str, timeout: float = 3600) -> str:
+    res = subprocess.run(
+        [sys.executable, "-m", "launch.cli", *argv], cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
+    if res.returncode != 0:
+        raise RuntimeError(f"cyberft {' '.join(argv)} failed ({res.returncode}):\n{res.stdout[-3000:]}{res.stderr}")
+    return res.stdout
+
+
+def run(args: argparse.Namespace, tag: str, steps: int, micro_batch: int) -> ExperimentDir:
+    """One experiment with every method cut to ``steps`` steps of ``micro_batch``; its directory once it ended."""
+    overrides = [f"output_dir={args.out / tag}", f"name=forecast-{tag}"]
     for m in METHODS:
         overrides += [f"methods.{m}.max_steps={steps}", f"methods.{m}.micro_batch_size={micro_batch}"]
-    t0 = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "launch.cli", "run", "configs/smoke.yaml", *overrides],
-        cwd=REPO,
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    print(f"run {tag}: {steps} steps of {micro_batch}, {time.perf_counter() - t0:.0f} s", flush=True)
-    return next((out / tag).iterdir())
+    t0, before = time.perf_counter(), load()
+    if args.profile:
+        out = cyberft("submit", args.config, "--profile", args.profile, *overrides)
+        exp = Path(re.search(r"^experiment: (.+)$", out, re.M).group(1))
+        cyberft("status", str(exp), "--wait", "--interval", "2")
+        while not ExperimentDir(exp).summary_file.is_file():  # the evaluation job's report comes last
+            time.sleep(1)
+    else:
+        cyberft("run", args.config, "--no-progress", *overrides)
+        exp = next((args.out / tag).iterdir())
+    print(f"run {tag}: {steps} steps of {micro_batch}, {time.perf_counter() - t0:.0f} s; load {before} -> {load()}")
+    return ExperimentDir(exp)
 
 
-def predict(exp: Path, peak: float, cal: calibration.Calibration | None = None) -> forecast.Forecast:
-    """The forecast of experiment ``exp`` from its frozen config and staged data."""
-    cfg = ExperimentDir(exp).load_config()
-    train = load_jsonl_questions(ExperimentDir(exp).data.train_file)
-    eval_ = load_jsonl_questions(ExperimentDir(exp).data.eval_file)
-    counts = tokencount.count_tokens(train, eval_, cfg.model.name_or_path, cfg.model.max_seq_len, mode="count")
-    shape = memory.model_shape(cfg.model.name_or_path)
-    return forecast.forecast(cfg, shape, counts, "cpu", gpu_tflops=peak, calibration=cal)
+def default_forecast(exp: ExperimentDir, args: argparse.Namespace) -> dict:
+    """The forecast of ``exp`` with the published defaults: its site with an empty calibration."""
+    cfg = exp.load_config()
+    split = argparse.Namespace(train=load_jsonl_questions(exp.data.train_file))
+    split.eval = load_jsonl_questions(exp.data.eval_file)
+    site = costcheck.Site.from_profile(load_profile(args.profile), args.profile) if args.profile else None
+    site = site or costcheck.Site.local(cfg)
+    site = dataclasses.replace(site, calibration_file=args.out / "none.calibration.jsonl")
+    return costcheck.plan(cfg, split, site).saved()
 
 
-def metrics(exp: Path, name: str) -> dict:
-    return json.loads(ExperimentDir(exp).method(name).metrics_file.read_text())
-
-
-def compared(exp: Path, fc: forecast.Forecast) -> dict:
-    """Each method's forecast against its metrics.json (GPU-hours: wall x 1, as one "GPU" per job)."""
-    cfg = ExperimentDir(exp).load_config()
-    shape = memory.model_shape(cfg.model.name_or_path)
-    out = {}
-    for name, job in fc.to_json()["methods"].items():
-        m = metrics(exp, name)
-        row = {
-            "wall_s": m["wall_s"],
-            "gpu_hours": m["wall_s"] / 3600,
-            "tokens_per_s": m["tokens_per_s"],
-            "peak_mem_gb": m["peak_mem_bytes"] / 2**30,
-        }
-        est = memory.estimate(shape, cfg.method(name), cfg.model.max_seq_len).total_gb
-        out[name] = forecast.compare(job, row, est)
-    return out
+def errors(exp: ExperimentDir, saved: dict) -> dict[str, dict]:
+    """Each method's (and the evaluation's) forecast against ``exp``'s measured cost, as the report computes it."""
+    summary = read_json(exp.summary_file)
+    metrics = {m: exp.method(m).read_metrics().to_dict() for m in METHODS}
+    scored = {n: exp.eval.read_result(n).to_dict() for n in exp.eval.scored()}
+    tokens = costcheck.counted_eval_tokens(exp.load_config(), exp)
+    return costcheck.check(saved, summary["rows"], metrics, summary["evaluation"], scored, tokens)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--peak", type=float, default=0.085, help="TFLOP/s of one job's compute (one CPU thread)")
+    parser.add_argument("--profile", default=None, help="a Slurm site (dev); default: cyberft run on this machine")
+    parser.add_argument("--config", default="configs/smoke.yaml")
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--micro-batch", type=int, default=16)
+    parser.add_argument("--micro-batch-b", type=int, default=None, help="run B's micro-batch (default: half A's)")
     parser.add_argument("--out", type=Path, default=None, help="where the runs go (default: a temporary directory)")
     args = parser.parse_args()
-    out = args.out or Path(tempfile.mkdtemp(prefix="forecast-accuracy-"))
-    cal_path = out / "site.calibration.jsonl"
+    args.out = (args.out or Path(tempfile.mkdtemp(prefix="forecast-accuracy-"))).absolute()
+    os.environ[calibration.DIR_ENV] = str(args.out)  # run A is the only calibration run
 
-    a = run(out, "a", args.steps, args.micro_batch)
-    fa = predict(a, args.peak)
-    print(fa.table())
-    print(forecast.format_comparison(compared(a, fa)))
-    for name, job in fa.to_json()["methods"].items():
-        rec = calibration.measure_method(job, metrics(a, name), None, a.name, "cpu")
-        if rec is not None:
-            calibration.append(cal_path, rec)
-    print(calibration.format_calibration(calibration.load(cal_path)))
+    a = run(args, "a", args.steps, args.micro_batch)
+    check_a = read_json(a.summary_file)["forecast_vs_actual"]
+    print(costcheck.format_check(check_a))
+    print(calibration.show(args.profile) if args.profile else calibration.show(None))
 
-    b = run(out, "b", 2 * args.steps, max(1, args.micro_batch // 2))
-    for label, cal in (("defaults", None), ("calibrated by run a", calibration.load(cal_path))):
-        fb = predict(b, args.peak, cal)
-        print(f"\nrun b, forecast with the {label}:")
-        print(fb.table())
-        print(forecast.format_comparison(compared(b, fb)))
+    b = run(args, "b", 2 * args.steps, args.micro_batch_b or max(1, args.micro_batch // 2))
+    results = {"load_after": load(), "a": check_a}
+    for label, saved in (("defaults", default_forecast(b, args)), ("calibrated by run A", b.read_forecast())):
+        print(f"\nrun B, forecast with the {label}:")
+        cmp = errors(b, saved)
+        print(costcheck.format_check(cmp))
+        results[label] = cmp
+    (args.out / "forecast_accuracy.json").write_text(json.dumps(results, indent=1))
+    print(f"\nfigures: {args.out / 'forecast_accuracy.json'}")
 
 
 if __name__ == "__main__":

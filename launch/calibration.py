@@ -2,10 +2,12 @@
 
 Each finished job appends one record, its measured utilisation and overhead, to
 ``slurm/profiles/<site>.calibration.jsonl`` (:func:`calibration_path`: the profile's file name with
-``.calibration.jsonl`` for ``.yaml``). The next forecast for the same method kind, GPU type and
+``.calibration.jsonl`` for ``.yaml``; local runs: :func:`local_calibration_path`; both in the directory
+:data:`DIR_ENV` names when it is set). The next forecast for the same method kind, GPU type and
 model size (:func:`launch.forecast.size_bucket`) uses them instead of the published defaults and
 says so: ``source: calibrated from 3 runs``. ``cyberft calibration show --profile P`` prints
-:func:`show`.
+:func:`show`. The evaluation job records its experiment (:func:`launch.costcheck.calibrate`), into
+the file the experiment's forecast names: the one chosen when it was submitted.
 
 Records
 -------
@@ -62,14 +64,28 @@ import typing as tp
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from launch import forecast, profiles
+from launch import REPO_ROOT, forecast, profiles
 from launch.forecast import Calibrated, duration, quantity, size_bucket, text_table
 from launch.fsio import atomic_write_text
 from launch.redact import token_kind
 
 SUFFIX = ".calibration.jsonl"
 VERSION = 1
-KINDS = ("full_sft", "lora", "qlora", "eval")
+
+
+def kinds() -> tuple[str, ...]:
+    """Job kinds a record may have: every method kind the forecast models (:data:`launch.forecast.KIND_MODELS`,
+    read when asked, so a kind added there calibrates too), and the evaluation."""
+    return (*forecast.KIND_MODELS, "eval")
+
+
+DIR_ENV = "CYBERFT_CALIBRATION_DIR"
+"""When set, every calibration file lives in this directory instead (``<dir>/<site>.calibration.jsonl``):
+for a checkout whose profiles directory is read-only, and for tests, which must not write into the checkout."""
+
+LOCAL_SITE = "local"
+"""The pseudo-site of ``cyberft run`` (this machine): its file is ``.cache/local.calibration.jsonl``,
+machine-local and never committed (a laptop's speed is no site's)."""
 FIELDS = (
     "v",
     "id",
@@ -98,9 +114,22 @@ WRITE_ATTEMPTS = 5
 
 
 def calibration_path(profile: str | os.PathLike) -> Path:
-    """``slurm/profiles/<site>.calibration.jsonl`` for profile ``<site>`` (a name or the path of its YAML)."""
+    """``slurm/profiles/<site>.calibration.jsonl`` for profile ``<site>`` (a name or the path of its YAML).
+
+    In :data:`DIR_ENV`'s directory when that is set.
+    """
     path = profiles.profile_path(profile)
-    return path.with_name(path.stem + SUFFIX)
+    return _placed(path.stem, path.parent)
+
+
+def local_calibration_path() -> Path:
+    """The calibration file of local runs (:data:`LOCAL_SITE`): ``.cache/`` of the checkout, or :data:`DIR_ENV`."""
+    return _placed(LOCAL_SITE, REPO_ROOT / ".cache")
+
+
+def _placed(site: str, default_dir: Path) -> Path:
+    where = os.environ.get(DIR_ENV)
+    return (Path(where).expanduser() if where else default_dir) / (site + SUFFIX)
 
 
 def gpu_key(gpu_type: str) -> str:
@@ -234,8 +263,8 @@ def record_problem(record: tp.Any) -> str | None:
     extra = sorted(set(record) - set(FIELDS))
     if extra:
         return f"unknown keys {extra}"
-    if record.get("kind") not in KINDS:
-        return f"kind: {record.get('kind')!r} -> one of {', '.join(KINDS)}"
+    if record.get("kind") not in kinds():
+        return f"kind: {record.get('kind')!r} -> one of {', '.join(kinds())}"
     for key in ("utilisation", "tokens", "compute_s"):
         value = record.get(key)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
@@ -364,7 +393,7 @@ def _group_rows(cal: Calibration) -> list[list[str]]:
     groups: dict[tuple[str, str, str], list[dict]] = {}
     for r in cal.records:
         groups.setdefault((r["kind"], r["gpu_type"], r["size"]), []).append(r)
-    order = {k: i for i, k in enumerate(KINDS)}
+    order = {k: i for i, k in enumerate(kinds())}
     rows = []
     for (kind, gpu, size), runs in sorted(groups.items(), key=lambda kv: (order[kv[0][0]], kv[0][1], kv[0][2])):
         c = combine(runs)
@@ -417,6 +446,11 @@ def format_calibration(cal: Calibration, name: str = "") -> str:
     return "\n".join(lines)
 
 
-def show(profile: str | os.PathLike) -> str:
-    """``cyberft calibration show --profile P``: the calibration of profile ``P`` (a name or a path) as text."""
+def show(profile: str | os.PathLike | None) -> str:
+    """``cyberft calibration show --profile P``: the calibration of profile ``P`` (a name or a path) as text.
+
+    ``None``: that of local runs (``cyberft calibration show --local``).
+    """
+    if profile is None:
+        return format_calibration(load(local_calibration_path()), f"{LOCAL_SITE} (cyberft run on this machine)")
     return format_calibration(load(calibration_path(profile)), profiles.profile_path(profile).stem)

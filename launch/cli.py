@@ -71,12 +71,39 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"{prepared.n_dropped_duplicates} duplicate(s) dropped",
         flush=True,
     )
+    _local_forecast(cfg, exp, split)
     rows, states = local.run(cfg, exp, progress=not args.no_progress)
     print()
     print(report.format_table(rows))
+    _print_forecast_check(exp)
     print(f"\nexperiment directory: {exp}")
     print(f"report: {exp.report_html}")
     return EXIT_OK if all(s == "completed" for s in states.values()) else EXIT_JOB_FAILED
+
+
+def _local_forecast(cfg: tp.Any, exp: ExperimentDir, split: tp.Any) -> None:
+    """Forecast a local run (the ``local`` pseudo-site), print it and save it, so the report can check it."""
+    from launch import costcheck, local
+
+    site = costcheck.Site.local(cfg, costcheck.local_gpu_name() if local.has_gpu() else None)
+    planned = costcheck.plan(cfg, split, site)
+    print("\n".join(f"[cyberft] {line}" for line in costcheck.section(planned)), flush=True)
+    saved = planned.saved()
+    if saved is not None:
+        exp.write_forecast(saved)
+
+
+def _print_forecast_check(exp: ExperimentDir) -> None:
+    """The finished experiment's forecast against actual (``summary.json``), when it has one."""
+    from launch import costcheck
+    from launch.fsio import read_json
+
+    try:
+        checked = read_json(exp.summary_file).get("forecast_vs_actual")
+    except (OSError, ValueError, AttributeError):
+        return
+    if checked:
+        print(f"\n{costcheck.format_check(checked)}")
 
 
 def cmd_data_check(args: argparse.Namespace) -> int:
@@ -113,6 +140,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         _err(f"{summary} does not exist -> the evaluation job has not finished; check its log under {exp.jobs_dir}")
         return EXIT_BAD_INPUT
     print(report.format_table(read_json(summary)["rows"]))
+    _print_forecast_check(exp)
     return EXIT_OK
 
 
@@ -141,8 +169,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     for note in findings.notes:
         _err(f"note: {note}")
+    forecast = _submit_forecast(findings.forecast)
     try:
-        done = submit.submit(findings.cfg, findings.profile, args.config, args.overrides, split=findings.split)
+        done = submit.submit(
+            findings.cfg, findings.profile, args.config, args.overrides, split=findings.split, forecast=forecast
+        )
     except DataError as exc:
         _err(
             f"{len(exc.problems)} problem(s) in the data; nothing was submitted:\n"
@@ -162,6 +193,16 @@ def cmd_submit(args: argparse.Namespace) -> int:
     print(f"  cyberft cancel {exp}")
     print(f"  cyberft report {exp}            # once the eval job has finished")
     return EXIT_OK
+
+
+def _submit_forecast(planned: tp.Any) -> dict | None:
+    """Print the plan's cost forecast before it is sent; what the experiment saves of it."""
+    from launch import costcheck
+
+    if planned is None:
+        return None
+    print("\n".join(costcheck.section(planned)), flush=True)
+    return planned.saved()
 
 
 def _refused(exc: tp.Any) -> int:
@@ -297,6 +338,37 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_calibration_show(args: argparse.Namespace) -> int:
+    """Print a site's calibration: per method kind, GPU type and model size, the measured utilisation."""
+    from launch import calibration, profiles
+
+    if args.local == bool(args.profile):
+        raise InputError(["calibration show: give --profile P (a Slurm site) or --local (cyberft run)"], "arguments")
+    if args.profile and not profiles.profile_path(args.profile).is_file():
+        profiles.load_profile(args.profile)  # raises ProfileError, with the shipped profiles named
+    print(calibration.show(None if args.local else args.profile))
+    return EXIT_OK
+
+
+def cmd_calibration_record(args: argparse.Namespace) -> int:
+    """Append a finished experiment's measurements to its site's calibration file (again: nothing is doubled)."""
+    from launch import costcheck
+
+    exp = _exp_dir(args.exp_dir)
+    try:
+        done = costcheck.record(exp)
+    except ValueError as exc:
+        raise InputError([f"experiment: {exc}"], "arguments") from None
+    if done["error"]:
+        _err(f"calibration not recorded: {done['error']}")
+        return EXIT_JOB_FAILED
+    print(
+        f"{done['file']}: {len(done['recorded'])} job(s) recorded ({', '.join(done['recorded']) or 'none'}), "
+        f"{len(done['already'])} already there"
+    )
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cyberft",
@@ -382,6 +454,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("exp_dir")
     p.add_argument("--dry-run", action="store_true", help="say what would be resubmitted; submit nothing")
     p.set_defaults(func=cmd_resume)
+
+    p = sub.add_parser("calibration", help="the cost forecast's calibration per site")
+    csub = p.add_subparsers(dest="calibration_command", required=True, metavar="ACTION")
+    c = csub.add_parser("show", help="measured utilisation per method kind, GPU type and model size")
+    c.add_argument("--profile", help="site profile: a name in slurm/profiles/ (e.g. dev) or a YAML path")
+    c.add_argument("--local", action="store_true", help="the calibration of `cyberft run` on this machine")
+    c.set_defaults(func=cmd_calibration_show)
+    c = csub.add_parser("record", help="record a finished experiment in its site's calibration (idempotent)")
+    c.add_argument("exp_dir")
+    c.set_defaults(func=cmd_calibration_record)
 
     p = sub.add_parser("report", help="print an experiment's comparison table")
     p.add_argument("exp_dir")

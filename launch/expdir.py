@@ -10,6 +10,7 @@ Layout::
     EXP/config.yaml                  config_file      the resolved config every job reads
     EXP/manifest.json                manifest_file    Manifest: hash, commit, executor, jobs
     EXP/profile.yaml                 profile_file     the site profile (Slurm only)
+    EXP/forecast.json                forecast_file    the cost forecast the plan was made with (launch.costcheck)
     EXP/data/                        data             DataFiles: train.jsonl, eval.jsonl, data_report.json
     EXP/code/                        code_dir         the frozen launch/, train/, ds_configs/ (Slurm only)
     EXP/jobs/<job id>/               job_paths()      submitit's folders: logs, pickles (its own names)
@@ -523,6 +524,10 @@ class ExperimentDir:
         return self.root / "profile.yaml"
 
     @property
+    def forecast_file(self) -> Path:
+        return self.root / "forecast.json"
+
+    @property
     def data(self) -> DataFiles:
         return DataFiles(self.root / "data")
 
@@ -607,6 +612,14 @@ class ExperimentDir:
         from launch import yamlio
 
         atomic_write_text(self.profile_file, yamlio.dump(dataclasses.asdict(profile)))
+
+    def read_forecast(self) -> dict | None:
+        """The saved cost forecast (``launch.forecast.Forecast.to_json`` and what ``launch.costcheck``
+        adds); None when the experiment has none (made before forecasts, or the model's shape was unknown)."""
+        return _read_object(self.forecast_file)
+
+    def write_forecast(self, forecast: tp.Mapping[str, tp.Any]) -> None:
+        atomic_write_json(self.forecast_file, dict(forecast))
 
     def read_manifest(self) -> Manifest:
         return Manifest.from_dict(read_json(self.manifest_file))

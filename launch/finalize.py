@@ -11,7 +11,7 @@ import typing as tp
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from launch import report, slurm
+from launch import costcheck, report, slurm
 from launch.config import ExperimentConfig
 from launch.expdir import EvalResult, ExperimentDir
 
@@ -61,11 +61,16 @@ def main(
     print(f"[eval] cost source: {cost_note}", flush=True)
     evaluation = report.evaluation_cost(scored, gpus, threads, price)
     print(f"[eval] {report.evaluation_line(evaluation)}", flush=True)
+    # Forecast against actual, and the site's calibration fed with what this experiment measured.
+    checked = costcheck.after_run(cfg, exp, rows, metrics, accounts, evaluation, scored)
+    if checked is not None:
+        print(f"[eval] {costcheck.format_check(checked)}", flush=True)
     paths = report.write_reports(
         exp,
         rows,
         title=f"{cfg.name}: accuracy vs cost",
         evaluation=evaluation,
         extra={"experiment": exp.name, "eval_mode": cfg.eval.mode, "n_eval": n_eval},
+        forecast_check=checked,
     )
     return Finalized(rows, paths, evaluation)

@@ -43,29 +43,34 @@ evaluation (forward)   ``2N + 4 L d T``                            ``2 V h``
   tiny Llama with torch's FLOP counter, tests/test_forecast.py); the calibration absorbs it.
 * The evaluation computes the prompt prefix all questions share once per model, and scores the base
   model (``eval.include_base``) and every method.
+* Each method kind is one row of :data:`KIND_MODELS` (:class:`KindModel`): whether the gradient runs back
+  through the base (``4N`` instead of ``2N``), whether the base's weights are trained (``6N``), its extra
+  trained parameters (``6A``), what its checkpoints weigh, whether it scales over GPUs, and whose
+  published utilisation it borrows until it has its own. A new kind adds a row.
 
 **Time** = FLOPs / (GPUs x peak x utilisation) + overhead. *Peak* is the GPU's dense 16-bit
 tensor-core rate (:data:`GPU_PEAK_TFLOPS`; fp32 training uses the fp32 rate), or the profile's own
-value: the profile field proposed for it is :data:`PROFILE_FIELD` (``gpu_tflops``, to be added to
-``launch/profiles.py``). *Utilisation* is counted FLOPs (recompute included) over peak: the
-"hardware FLOPs utilisation" of Korthikanti et al. 2022, not PaLM's MFU, which leaves the recompute
-out. Defaults per method kind and GPU type (:data:`DEFAULT_UTILISATION`) come from published runs,
-each cited there; after a site has run studies, :mod:`launch.calibration` supplies its measured
-values instead (``source: calibrated from 3 runs``). *Overhead* per job: start-up, loading the
-weights (per attempt: a requeued job starts again), intermediate checkpoints and the final save
-(:data:`STARTUP_S`, :data:`READ_GB_PER_S`, :data:`WRITE_GB_PER_S`, assumptions scaled by the
-calibration's measured factor).
+value: :data:`PROFILE_FIELD` (``gpu_tflops`` in ``launch/profiles.py``). *Utilisation* is counted
+FLOPs (recompute included) over peak: the "hardware FLOPs utilisation" of Korthikanti et al. 2022,
+not PaLM's MFU, which leaves the recompute out. Defaults per method kind and GPU type
+(:data:`DEFAULT_UTILISATION`) come from published runs, each cited there; after a site has run
+studies, :mod:`launch.calibration` supplies its measured values instead (``source: calibrated from 3
+runs``). *Overhead* per job: start-up, loading the weights (per attempt: a requeued job starts
+again), intermediate checkpoints and the final save (:data:`STARTUP_S`, :data:`READ_GB_PER_S`,
+:data:`WRITE_GB_PER_S`, assumptions scaled by the calibration's measured factor).
 
 Example
 -------
+(:mod:`launch.costcheck` does this for the dry run, ``submit``, ``run`` and the evaluation job.)
+
 >>> shape = memory.model_shape(cfg.model.name_or_path)
 >>> split = data.plan_splits(cfg.data)
 >>> counts = tokencount.count_tokens(split.train, split.eval, cfg.model.name_or_path, cfg.model.max_seq_len)
 >>> fc = forecast(cfg, shape, counts, gpu_type=profile.gpu_type, price_per_gpu_hour=profile.price_per_gpu_hour,
-...               gpu_tflops=getattr(profile, "gpu_tflops", None), max_time_min=profile.max_time_min,
+...               gpu_tflops=profile.gpu_tflops, max_time_min=profile.max_time_min,
 ...               calibration=calibration.load_for_profile(profile_path))
 >>> print(fc.table())                   # the dry run; fc.warnings are notes, they do not stop the plan
->>> atomic_write_json(exp_dir / "forecast.json", fc.to_json())           # at submit time
+>>> exp.write_forecast(fc.to_json())    # at submit time: EXP/forecast.json
 >>> # after the run (report): each method's forecast next to its report row and memory estimate
 >>> cmp = {name: compare(fc_json["methods"][name], row, est.total_gb) for ...}
 >>> print(format_comparison(cmp))      # and summary.json["forecast_vs_actual"] = cmp
@@ -83,9 +88,9 @@ from launch.memory import ModelShape, lora_params
 from launch.tokencount import SplitTokens, TokenCounts
 
 PROFILE_FIELD = "gpu_tflops"
-"""Proposed ``SlurmProfile`` field: the peak dense TFLOP/s of one GPU at the precision the methods
-train in (null: :data:`GPU_PEAK_TFLOPS` by ``gpu_type``). A site with another GPU, a power-capped
-one, or the dev cluster (CPU standing in: its measured matmul rate, about 0.17 here) sets it."""
+"""The ``SlurmProfile`` field: the peak dense TFLOP/s of one GPU at the precision the methods train in
+(null: :data:`GPU_PEAK_TFLOPS` by ``gpu_type``). A site with another GPU, a power-capped one, or the dev
+cluster (one CPU core standing in for each fake GPU: 0.085, half the 2-core matmul rate) sets it."""
 
 # --------------------------------------------------------------------------- hardware
 
@@ -168,8 +173,13 @@ DEFAULT_UTILISATION: dict[tuple[str, str], float] = {
 
 
 def default_utilisation(kind: str, gpu_type: str) -> float:
-    """:data:`DEFAULT_UTILISATION` for ``kind`` on ``gpu_type`` (its own row, else the ``*`` row)."""
+    """:data:`DEFAULT_UTILISATION` for ``kind`` on ``gpu_type`` (its own row, else the ``*`` row).
+
+    A kind without rows of its own takes those of its :attr:`KindModel.utilisation_as`.
+    """
     key = gpu_key(gpu_type)
+    if (kind, "*") not in DEFAULT_UTILISATION and kind in KIND_MODELS:
+        kind = KIND_MODELS[kind].utilisation_as or kind
     for (k, gpu), value in DEFAULT_UTILISATION.items():
         if k == kind and gpu != "*" and key.startswith(gpu):
             return value
@@ -204,6 +214,75 @@ SIZE_BUCKETS: tuple[tuple[float, str], ...] = (
 def size_bucket(n_params: int) -> str:
     """The :data:`SIZE_BUCKETS` label of a model with ``n_params`` parameters."""
     return next(label for limit, label in SIZE_BUCKETS if n_params < limit)
+
+
+# --------------------------------------------------------------------------- method kinds
+
+
+def _no_adapters(shape: ModelShape, method: MethodConfig) -> int:
+    return 0
+
+
+def _lora_adapters(shape: ModelShape, method: MethodConfig) -> int:
+    return lora_params(shape, method.lora)[0]
+
+
+def _full_checkpoint(method: MethodConfig, shape: ModelShape, adapters: int) -> tuple[float, float]:
+    """Full SFT: 16-bit weights + fp32 master weights and Adam moments (2 + 12 B per parameter; fp32
+    training 4 + 8), and the 16-bit (fp32) model at the end."""
+    fp32 = method.precision == "fp32"
+    return (12.0 if fp32 else 14.0) * shape.n_params, (4.0 if fp32 else 2.0) * shape.n_params
+
+
+def _adapter_checkpoint(method: MethodConfig, shape: ModelShape, adapters: int) -> tuple[float, float]:
+    """LoRA, QLoRA: the adapters with their Adam state (16 B per adapter parameter), then the adapters alone (4)."""
+    return 16.0 * adapters, 4.0 * adapters
+
+
+@dataclass(frozen=True)
+class KindModel:
+    """How the forecast counts one method kind: one row of :data:`KIND_MODELS`.
+
+    A new kind adds a row (and, with published figures, its :data:`DEFAULT_UTILISATION` rows; without
+    them it borrows ``utilisation_as``'s). Per token, each weight of the base's matrices costs 2 FLOPs
+    forward, 2 more when the gradient flows back through it (``base_backward``: every kind that trains
+    anything below the top of the model) and 2 more when it gets a gradient itself (``base_trained``).
+    """
+
+    checkpoint_bytes: tp.Callable[[MethodConfig, ModelShape, int], tuple[float, float]]
+    """(bytes of one intermediate checkpoint, bytes of the final save), given the adapters' parameters."""
+    base_trained: bool = False
+    base_backward: bool = True
+    adapters: tp.Callable[[ModelShape, MethodConfig], int] = _no_adapters
+    """Trained parameters outside the base's matrices that every token multiplies (6 FLOPs each)."""
+    utilisation_as: str = ""
+    """The kind whose :data:`DEFAULT_UTILISATION` rows apply when this one has none (empty: its own)."""
+    scales_with_gpus: bool = True
+    """Data-parallel over GPUs: the time-limit warning may propose more of them (QLoRA runs on one)."""
+
+    @property
+    def weight_passes(self) -> float:
+        """FLOPs per base weight per token: 2 forward, + 2 input gradient, + 2 weight gradient."""
+        return 2.0 + 2.0 * self.base_backward + 2.0 * self.base_trained
+
+
+KIND_MODELS: dict[str, KindModel] = {
+    "full_sft": KindModel(_full_checkpoint, base_trained=True),
+    # The frozen base passes the gradient back to the adapters below (no weight gradient of its own).
+    "lora": KindModel(_adapter_checkpoint, adapters=_lora_adapters),
+    # LoRA's products on weights dequantised on the fly: same FLOPs, lower utilisation (its own rows).
+    "qlora": KindModel(_adapter_checkpoint, adapters=_lora_adapters, scales_with_gpus=False),
+}
+"""The throughput model of each method kind the forecast knows (``launch.config.METHOD_KINDS`` lists
+those the config accepts; a method of a kind missing here is left out of the forecast with a warning)."""
+
+
+def kind_model(kind: str) -> KindModel:
+    """The :data:`KIND_MODELS` row of ``kind``; ValueError naming the known kinds otherwise."""
+    try:
+        return KIND_MODELS[kind]
+    except KeyError:
+        raise ValueError(f"kind: {kind!r} has no throughput model -> one of {', '.join(KIND_MODELS)}") from None
 
 
 # --------------------------------------------------------------------------- overhead assumptions
@@ -263,23 +342,24 @@ def train_flops(
     Parameters
     ----------
     kind:
-        ``full_sft``, ``lora`` or ``qlora``.
+        A method kind of :data:`KIND_MODELS` (``full_sft``, ``lora``, ``qlora``, ...).
     context:
         Token-weighted mean example length (:attr:`launch.tokencount.SplitTokens.mean_context`).
     adapter_params:
-        LoRA/QLoRA adapter parameters (:func:`launch.memory.lora_params`); ignored for full SFT.
+        Trained parameters outside the base's matrices (LoRA/QLoRA adapters, :func:`launch.memory.lora_params`);
+        ignored by kinds whose :attr:`KindModel.adapters` counts none.
     checkpointing:
-        ``gradient_checkpointing``: adds one forward of the layers (and adapters).
+        ``gradient_checkpointing``: adds one forward of the layers (and adapters) to kinds with a backward pass.
     """
+    model = kind_model(kind)
     n, attn, logit = matmul_params(shape), attention_flops(shape, context), logit_flops(shape)
-    if kind == "full_sft":
-        per_token, per_logit, adapters = 6.0 * n + 3 * attn, 3 * logit, 0
-    elif kind in ("lora", "qlora"):
-        adapters = adapter_params
-        per_token, per_logit = 4.0 * n + 6.0 * adapters + 3 * attn, 2 * logit
-    else:
-        raise ValueError(f"kind: {kind!r} -> full_sft, lora or qlora")
-    if checkpointing:
+    passes = model.weight_passes
+    adapters = adapter_params if model.adapters is not _no_adapters else 0
+    # Attention has no weights: forward, and the input gradient when the backward goes through it.
+    attn_passes = 3 if model.base_backward else 1
+    per_token = passes * n + 6.0 * adapters + attn_passes * attn
+    per_logit = passes / 2 * logit
+    if checkpointing and model.base_backward:
         per_token += 2.0 * n + 2.0 * adapters + attn
     return Flops(per_token, per_logit)
 
@@ -374,6 +454,8 @@ class Forecast:
     methods: list[JobForecast]
     evaluation: JobForecast
     warnings: list[str] = field(default_factory=list)
+    device: str = "GPU"
+    """What one of a job's ``gpus`` is: ``GPU``, or ``CPU thread`` (a local run on the CPU: CPU-hours)."""
 
     @property
     def jobs(self) -> list[JobForecast]:
@@ -396,6 +478,7 @@ class Forecast:
 
         return {
             "gpu_type": self.gpu_type,
+            "device": self.device,
             "price_per_gpu_hour": self.price_per_gpu_hour,
             "tokens_source": self.tokens_source,
             "methods": {j.name: job(j) for j in self.methods},
@@ -409,19 +492,6 @@ def _weights_bytes(shape: ModelShape, dtype: str, precision: str) -> float:
     """Bytes of the checkpoint the jobs load: 2 per parameter in 16-bit, 4 in fp32."""
     wide = dtype == "float32" or (dtype == "auto" and precision == "fp32")
     return (4.0 if wide else 2.0) * shape.n_params
-
-
-def _checkpoint_bytes(method: MethodConfig, shape: ModelShape, adapters: int) -> tuple[float, float]:
-    """(bytes of one intermediate checkpoint, bytes of the final save).
-
-    Full SFT checkpoints the 16-bit weights and the fp32 master weights and Adam moments (2 + 12 bytes
-    per parameter; fp32 training 4 + 8) and saves the 16-bit (fp32) model; LoRA and QLoRA the adapters
-    with their Adam state (16 bytes per adapter parameter) and the adapters alone (4).
-    """
-    if method.kind == "full_sft":
-        fp32 = method.precision == "fp32"
-        return (12.0 if fp32 else 14.0) * shape.n_params, (4.0 if fp32 else 2.0) * shape.n_params
-    return 16.0 * adapters, 4.0 * adapters
 
 
 def _checkpoints(method: MethodConfig, steps: int, compute_s: float) -> int:
@@ -487,18 +557,24 @@ def method_forecast(
     gpu_type: str,
     gpu_tflops: float | None = None,
     calibration: CalibrationSource | None = None,
+    devices: int | None = None,
 ) -> JobForecast:
-    """The forecast of one training method (no price: :func:`forecast` adds it)."""
+    """The forecast of one training method (no price: :func:`forecast` adds it).
+
+    ``devices``: what the compute is divided over and the hours multiplied by, when not the method's
+    GPUs (a local CPU run: its threads).
+    """
+    model = kind_model(method.kind)
     n = counts.train.examples
     steps = total_steps(method, n)
     share = examples_seen(method, n, steps) / n if n else 0.0
     tokens, logits = counts.train.tokens * share, counts.train.logit_tokens * share
-    adapters = lora_params(shape, method.lora)[0] if method.kind != "full_sft" else 0
+    adapters = model.adapters(shape, method)
     flops = train_flops(shape, method.kind, counts.train.mean_context, adapters, method.gradient_checkpointing).total(
         tokens, logits
     )
     util, factor, source = _util(method.kind, gpu_type, shape.n_params, calibration)
-    gpus = method.resources.nodes * method.resources.gpus_per_node
+    gpus = devices if devices is not None else method.resources.nodes * method.resources.gpus_per_node
     peak = peak_tflops(gpu_type, method.precision, gpu_tflops)
     compute = _compute_s(flops, peak, util, gpus)
     job = dict(
@@ -518,7 +594,7 @@ def method_forecast(
         cost=None,
     )
     write = WRITE_GB_PER_S * GB
-    ckpt, final = _checkpoint_bytes(method, shape, adapters)
+    ckpt, final = model.checkpoint_bytes(method, shape, adapters)
     saves = _checkpoints(method, steps, compute) * ckpt if compute is not None else 0.0
     load = _weights_bytes(shape, cfg.model.dtype, method.precision) / (READ_GB_PER_S * GB)
     return JobForecast(**_timed(job, STARTUP_S + load, (saves + final) / write, factor))
@@ -531,15 +607,20 @@ def evaluation_forecast(
     gpu_type: str,
     gpu_tflops: float | None = None,
     calibration: CalibrationSource | None = None,
+    devices: int | None = None,
 ) -> JobForecast:
-    """The shared evaluation job: every model (the base one too when ``eval.include_base``) scores every question."""
+    """The shared evaluation job: every model (the base one too when ``eval.include_base``) scores every question.
+
+    ``devices`` as in :func:`method_forecast`.
+    """
     models = len(cfg.methods) + (1 if cfg.eval.include_base else 0)
     flops = models * eval_flops(shape, counts.eval)
     if cfg.eval.mode == "generate":  # decoding: one forward of one token per new token and question
         flops += models * counts.eval.examples * cfg.eval.max_new_tokens * 2.0 * matmul_params(shape)
     util, factor, source = _util("eval", gpu_type, shape.n_params, calibration)
     r = cfg.eval.resources
-    gpus, peak = r.nodes * r.gpus_per_node, peak_tflops(gpu_type, "auto", gpu_tflops)
+    gpus = devices if devices is not None else r.nodes * r.gpus_per_node
+    peak = peak_tflops(gpu_type, "auto", gpu_tflops)
     job = dict(
         name="eval",
         kind="eval",
@@ -575,6 +656,8 @@ def forecast(
     gpu_tflops: float | None = None,
     max_time_min: int | None = None,
     calibration: CalibrationSource | None = None,
+    devices: tuple[int, int] | None = None,
+    device: str = "GPU",
 ) -> Forecast:
     """The cost forecast of every method and of the evaluation.
 
@@ -597,26 +680,45 @@ def forecast(
         The profile's ``max_time_min``: a warning proposes a longer ``time_min`` only within it.
     calibration:
         :func:`launch.calibration.load` of the profile's calibration file; None: the defaults.
+    devices:
+        (devices of each training job, of the evaluation) in place of the config's GPUs: a local run
+        on the CPU gives its threads (``gpu_tflops`` then is one thread's peak), so the hours are CPU-hours.
+    device:
+        What one device is, for the table's words (``GPU``, ``CPU thread``).
 
     Returns
     -------
     Forecast
-        With a warning per job whose wall time exceeds ``time_min x (max_timeouts + 1)``, and one
-        when the peak of ``gpu_type`` is unknown.
+        With a warning per job whose wall time exceeds ``time_min x (max_timeouts + 1)``, one when the
+        peak of ``gpu_type`` is unknown, and one per method whose kind has no :data:`KIND_MODELS` row
+        (left out of the forecast).
     """
+    train_devices, eval_devices = devices if devices is not None else (None, None)
+    known = [m for m in cfg.methods if m.kind in KIND_MODELS]
     methods = [
-        _priced(method_forecast(m, cfg, shape, counts, gpu_type, gpu_tflops, calibration), price_per_gpu_hour)
-        for m in cfg.methods
+        _priced(
+            method_forecast(m, cfg, shape, counts, gpu_type, gpu_tflops, calibration, train_devices),
+            price_per_gpu_hour,
+        )
+        for m in known
     ]
-    evaluation = _priced(evaluation_forecast(cfg, shape, counts, gpu_type, gpu_tflops, calibration), price_per_gpu_hour)
-    fc = Forecast(gpu_type, price_per_gpu_hour, counts.source, methods, evaluation)
+    evaluation = evaluation_forecast(cfg, shape, counts, gpu_type, gpu_tflops, calibration, eval_devices)
+    fc = Forecast(
+        gpu_type, price_per_gpu_hour, counts.source, methods, _priced(evaluation, price_per_gpu_hour), device=device
+    )
+    for m in cfg.methods:
+        if m.kind not in KIND_MODELS:
+            fc.warnings.append(
+                f"methods.{m.name}: kind {m.kind!r} has no throughput model, so it is not forecast -> add its row to "
+                "launch.forecast.KIND_MODELS"
+            )
     if any(j.peak_tflops is None for j in fc.jobs):
         fc.warnings.append(
             f"{PROFILE_FIELD}: no peak TFLOP/s known for GPU type {gpu_type or '(none)'!r}, so no wall time, "
             f"GPU-hours or cost -> set {PROFILE_FIELD} in the profile (dense bf16 TFLOP/s of one GPU; known types: "
             f"{', '.join(GPU_PEAK_TFLOPS)})"
         )
-    for job, method in zip(methods, cfg.methods):
+    for job, method in zip(methods, known):
         note = time_warning(job, f"methods.{job.name}.resources", max_time_min, method.kind)
         if note:
             fc.warnings.append(note)
@@ -634,8 +736,9 @@ def time_warning(job: JobForecast, where: str, max_time_min: int | None = None, 
 
     Fixes, each computed for this job: ``max_timeouts`` high enough at the current ``time_min`` (each
     requeue starts and loads again), a ``time_min`` that covers the run within the current requeues
-    (only up to the partition's ``max_time_min`` when known), and, for full SFT and LoRA, the GPUs that
-    would bring the compute time within the limit (assuming linear scaling).
+    (only up to the partition's ``max_time_min`` when known), and, for kinds that scale over GPUs
+    (:attr:`KindModel.scales_with_gpus`: full SFT and LoRA), the GPUs that would bring the compute time
+    within the limit (assuming linear scaling).
     """
     if job.wall_s is None:
         return None
@@ -654,7 +757,7 @@ def time_warning(job: JobForecast, where: str, max_time_min: int | None = None, 
     needed = math.ceil((job.wall_s / (job.max_timeouts + 1) + SIGNAL_MARGIN_S) / 60)
     if max_time_min is None or needed <= max_time_min:
         fixes.append(f"{where}.time_min: {needed}")
-    if kind in ("full_sft", "lora") and job.compute_s:
+    if kind in KIND_MODELS and KIND_MODELS[kind].scales_with_gpus and job.compute_s:
         room = limit - (job.max_timeouts + 1) * per_attempt - SIGNAL_MARGIN_S * (job.max_timeouts + 1)
         if room > 0:
             gpus = math.ceil(max(job.gpus, 1) * job.compute_s / room)
@@ -714,13 +817,26 @@ def _money(value: float | None, price: float) -> str:
     return "?" if value is None else f"{value:,.2f}"
 
 
+def device_words(device: str) -> tuple[str, str]:
+    """(count header, hours header) for a device: ``GPUs``, ``GPU-h``; a CPU thread: ``threads``, ``CPU-h``."""
+    return ("GPUs", "GPU-h") if device == "GPU" else ("threads", "CPU-h")
+
+
 def format_forecast(fc: Forecast) -> str:
     """The forecast as the dry run prints it."""
     peaks = sorted({j.peak_tflops for j in fc.jobs if j.peak_tflops is not None})
     peak = "/".join(f"{p:g}" for p in peaks) or "?"
-    price = f"{fc.price_per_gpu_hour:g} per GPU-hour" if fc.price_per_gpu_hour else "no price in the profile"
-    head = f"cost forecast: {fc.gpu_type or 'unknown GPU'}, peak {peak} TFLOP/s per GPU, {price}; {fc.tokens_source}"
-    headers = ["job", "kind", "GPUs", "steps", "tokens", "FLOPs", "util", "util source", "wall", "GPU-h", "cost"]
+    count, hours = device_words(fc.device)
+    price = (
+        f"{fc.price_per_gpu_hour:g} per {hours.removesuffix('-h')}-hour"
+        if fc.price_per_gpu_hour
+        else "no price in the profile"
+    )
+    head = (
+        f"cost forecast: {fc.gpu_type or 'unknown GPU'}, peak {peak} TFLOP/s per {fc.device}, {price}; "
+        f"{fc.tokens_source}"
+    )
+    headers = ["job", "kind", count, "steps", "tokens", "FLOPs", "util", "util source", "wall", hours, "cost"]
     rows = [
         [
             j.name,
@@ -815,10 +931,14 @@ def _err(value: float | None) -> str:
     return "-" if value is None else f"{value:+.0f}%"
 
 
-def format_comparison(comparisons: tp.Mapping[str, tp.Mapping[str, dict]]) -> str:
-    """A text table: per method, each quantity's forecast, actual and error (``+12%``: forecast too high)."""
+def format_comparison(comparisons: tp.Mapping[str, tp.Mapping[str, dict]], hours: str = "GPU-h") -> str:
+    """A text table: per method, each quantity's forecast, actual and error (``+12%``: forecast too high).
+
+    ``hours``: the label of the hours (``CPU-h`` for a local run on the CPU).
+    """
     headers = ["method"]
-    for _, label in COMPARED:
+    for key, label in COMPARED:
+        label = hours if key == "gpu_hours" else label
         headers += [f"{label} fc", label, "err"]
     rows = []
     for name, cmp in comparisons.items():

@@ -22,7 +22,8 @@ from launch.jobs import EvalJob, TrainJob
 POLL_S = 0.5
 
 
-def _has_gpu() -> bool:
+def has_gpu() -> bool:
+    """Whether local jobs run on this machine's GPU (an NVIDIA driver, CUDA not hidden)."""
     return shutil.which("nvidia-smi") is not None and bool(os.environ.get("CUDA_VISIBLE_DEVICES", "0") != "")
 
 
@@ -30,7 +31,7 @@ def parallel_slots(cfg: ExperimentConfig) -> int:
     """How many training jobs run at once: one per GPU job, else CPU cores / threads per job."""
     if cfg.local.max_parallel:
         return cfg.local.max_parallel
-    if _has_gpu():
+    if has_gpu():
         return 1
     return max(1, (os.cpu_count() or 1) // cfg.local.threads_per_job)
 
@@ -39,7 +40,7 @@ def _executor(exp: ExperimentDir, time_min: int) -> tp.Any:
     import submitit
 
     ex = submitit.LocalExecutor(folder=str(exp.job_folder))
-    ex.update_parameters(timeout_min=time_min, gpus_per_node=1 if _has_gpu() else 0)
+    ex.update_parameters(timeout_min=time_min, gpus_per_node=1 if has_gpu() else 0)
     return ex
 
 
@@ -145,7 +146,7 @@ def run_training(cfg: ExperimentConfig, exp: ExperimentDir, progress: bool = Tru
     for warning in multi_device_warnings(cfg):
         print(f"[cyberft] warning: {warning}", file=sys.stderr, flush=True)
     slots = parallel_slots(cfg)
-    threads = None if _has_gpu() else cfg.local.threads_per_job
+    threads = None if has_gpu() else cfg.local.threads_per_job
     pending = list(cfg.methods)
     running: dict[str, tp.Any] = {}
     states: dict[str, str] = {}
@@ -183,7 +184,7 @@ def _outcome(job: tp.Any) -> str:
 def run_evaluation(cfg: ExperimentConfig, exp: ExperimentDir, progress: bool = True) -> list[dict]:
     """The evaluation job, after training, its progress shown as it scores; returns the report rows."""
     print("[cyberft] evaluating base and trained methods", flush=True)
-    threads = None if _has_gpu() else max(1, os.cpu_count() or 1)
+    threads = None if has_gpu() else max(1, os.cpu_count() or 1)
     job = _executor(exp, cfg.eval.resources.time_min).submit(EvalJob(exp.root, threads))
     exp.record_job("eval", JobRecord(job.job_id, executor="local"))
     bars, read = _Progress(progress), functools.partial(eval_progress, exp)

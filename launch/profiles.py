@@ -183,6 +183,13 @@ class SlurmProfile:
     price_per_gpu_hour: tp.Annotated[float, Range(0, 10**6, "0 or more")] = 0.0
     """Price of one GPU-hour in your currency, for cost estimates; 0 when free."""
 
+    gpu_tflops: tp.Annotated[float, Range(0, 10**5, "more than 0 (TFLOP/s), or null", lo_open=True)] | None = None
+    """Peak dense TFLOP/s of one GPU at the precision the methods train in, for the cost forecast
+    (``launch/forecast.py``); null: the data sheet's figure for ``gpu_type`` (a100, h100, h200, l40s,
+    a10g, v100). Set it for other GPUs, power-capped ones, or where CPUs stand in (``dev``: one core's
+    fp32 matmul rate). The forecast's utilisation is calibrated against it, so keep it fixed once
+    the site has calibration runs."""
+
     python: str | None = None
     """The Python that runs the jobs on the compute nodes (``/shared/venvs/cyberft/bin/python``, or a
     container command such as ``apptainer exec img.sif python``); null: the interpreter running

@@ -23,6 +23,7 @@ import math
 import typing as tp
 from pathlib import Path
 
+from launch.costcheck import format_check
 from launch.expdir import ExperimentDir
 from launch.fsio import atomic_write_bytes, atomic_write_json, atomic_write_text
 from launch.stats import wilson_interval
@@ -376,10 +377,12 @@ def evaluation_line(ev: dict | None) -> str:
     )
 
 
-def _markdown_report(rows: list[Row], title: str, evaluation: dict | None = None) -> str:
+def _markdown_report(rows: list[Row], title: str, evaluation: dict | None = None, forecast: str = "") -> str:
     parts = [f"# {title}", "", format_markdown(rows), "", METRIC_NOTE, ""]
     if evaluation:
         parts += [evaluation_line(evaluation), ""]
+    if forecast:
+        parts += ["## Forecast against actual", "", "```", forecast, "```", ""]
     problems = _problems(rows)
     if problems:
         parts += ["Rows that did not complete:", ""] + [f"- {p}" for p in problems] + [""]
@@ -387,7 +390,7 @@ def _markdown_report(rows: list[Row], title: str, evaluation: dict | None = None
     return "\n".join(parts)
 
 
-def _html_report(rows: list[Row], title: str, png: bytes, evaluation: dict | None = None) -> str:
+def _html_report(rows: list[Row], title: str, png: bytes, evaluation: dict | None = None, forecast: str = "") -> str:
     """One self-contained page: table, notes and the chart inlined as base64."""
     e = html.escape
     head = "".join(f"<th>{e(h)}</th>" for _, h in COLUMNS)
@@ -416,6 +419,7 @@ td.n {{ text-align: right; font-variant-numeric: tabular-nums; }}
 </table>
 <p>{e(METRIC_NOTE)}</p>
 {f"<p>{e(evaluation_line(evaluation))}</p>" if evaluation else ""}
+{f"<h2>Forecast against actual</h2><pre>{e(forecast)}</pre>" if forecast else ""}
 {f"<p>Rows that did not complete:</p><ul>{problems}</ul>" if problems else ""}
 <img alt="accuracy vs compute" src="data:image/png;base64,{img}">
 </body></html>
@@ -423,7 +427,12 @@ td.n {{ text-align: right; font-variant-numeric: tabular-nums; }}
 
 
 def write_reports(
-    exp: ExperimentDir, rows: list[Row], title: str, extra: dict | None = None, evaluation: dict | None = None
+    exp: ExperimentDir,
+    rows: list[Row],
+    title: str,
+    extra: dict | None = None,
+    evaluation: dict | None = None,
+    forecast_check: dict | None = None,
 ) -> dict[str, Path]:
     """Write ``summary.json``, ``report.md``, ``chart.png`` and ``report.html``.
 
@@ -439,6 +448,8 @@ def write_reports(
         More top-level keys for ``summary.json`` (config hash, eval mode...).
     evaluation:
         From :func:`evaluation_cost`: ``summary.json``'s ``evaluation`` and a line in the reports.
+    forecast_check:
+        From :func:`launch.costcheck.after_run`: ``summary.json``'s ``forecast_vs_actual`` and a table in the reports.
 
     Returns
     -------
@@ -450,8 +461,11 @@ def write_reports(
     summary = {"title": title, "rows": rows, **(extra or {})}
     if evaluation:
         summary["evaluation"] = evaluation
+    if forecast_check:
+        summary["forecast_vs_actual"] = forecast_check
+    forecast = format_check(forecast_check)
     atomic_write_json(paths["summary"], summary)
-    atomic_write_text(paths["markdown"], _markdown_report(rows, title, evaluation))
+    atomic_write_text(paths["markdown"], _markdown_report(rows, title, evaluation, forecast))
     atomic_write_bytes(paths["chart"], png)
-    atomic_write_text(paths["html"], _html_report(rows, title, png, evaluation))
+    atomic_write_text(paths["html"], _html_report(rows, title, png, evaluation, forecast))
     return paths

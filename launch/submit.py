@@ -267,6 +267,8 @@ class Findings:
     """Not problems (the plan may be submitted): advice shown by the dry run and by ``submit``."""
     split: tp.Any = None
     scripts_safe: bool = True
+    forecast: tp.Any = None
+    """The cost forecast (``launch.costcheck.Planned``) when the config and the profile loaded."""
 
 
 def _labelled(prefix: str, items: tp.Iterable[str]) -> list[str]:
@@ -310,7 +312,12 @@ def check(config_path: str, overrides: tp.Sequence[str], profile_name: str) -> F
         notes = _notes(cfg, profile)
     problems += _labelled("data", found.data_problems)
     safe = cfg is not None and not scriptsafe.output_dir_problems(cfg.output_dir)
-    return Findings(cfg, profile, problems, memory_lines, notes, split=found.split, scripts_safe=safe)
+    planned = None
+    if cfg is not None and profile is not None:
+        from launch import costcheck
+
+        planned = costcheck.plan(cfg, found.split, costcheck.Site.from_profile(profile, profile_name))
+    return Findings(cfg, profile, problems, memory_lines, notes, found.split, safe, planned)
 
 
 # --------------------------------------------------------------------------- plan
@@ -453,6 +460,10 @@ def dry_run_text(findings: Findings, exp: ExperimentDir) -> str:
         ]
     if findings.memory_lines:
         out += ["# ---- estimated memory per GPU"] + [f"  {line}" for line in findings.memory_lines]
+    if findings.forecast is not None:
+        from launch import costcheck
+
+        out += ["# ---- cost forecast"] + [f"  {line}" for line in costcheck.section(findings.forecast)]
     if findings.notes:
         out += ["# ---- notes (not problems)"] + [f"  - {note}" for note in findings.notes]
     if cfg is not None and profile is not None:
@@ -578,11 +589,13 @@ def submit(
     overrides: tp.Sequence[str],
     progress: bool = False,
     split: tp.Any = None,
+    forecast: dict | None = None,
 ) -> Submitted:
     """Create the experiment, submit every job, record the ids; returns without waiting.
 
     ``cfg`` must have passed :func:`check` (``split`` is its data split; read again when not
-    given). The data is written first, in a temporary directory: a problem there raises
+    given; ``forecast`` its saved cost forecast, written into the experiment). The data is written
+    first, in a temporary directory: a problem there raises
     :class:`~launch.data.DataError` before the experiment directory exists or any job is
     submitted. When ``sbatch`` refuses a job, :class:`Refused` is raised: if it was the first,
     the experiment directory (and any output directory made for it) is removed, so nothing that
@@ -606,6 +619,8 @@ def submit(
     _freeze_deepspeed(cfg, code_dir)
     exp.write_config(cfg)
     exp.write_profile(profile)
+    if forecast is not None:
+        exp.write_forecast(forecast)
     exp.update_manifest(
         config_hash=config_hash(cfg),
         profile=profile.name,

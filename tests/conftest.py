@@ -27,6 +27,22 @@ if cuda_hidden():
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _calibration_outside_the_checkout(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Runs made by the suite (module fixtures included) never append to a calibration file of the checkout."""
+    from launch.calibration import DIR_ENV
+
+    os.environ[DIR_ENV] = str(tmp_path_factory.mktemp("calibration"))
+
+
+@pytest.fixture(autouse=True)
+def _calibration_of_this_test(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts with no calibration runs: a forecast never depends on what an earlier test ran."""
+    from launch.calibration import DIR_ENV
+
+    monkeypatch.setenv(DIR_ENV, str(tmp_path_factory.mktemp("calibration", numbered=True)))
+
+
 @pytest.fixture(scope="session")
 def repo() -> Path:
     return REPO

@@ -144,9 +144,14 @@ def test_a_lost_update_is_written_again(tmp_path, monkeypatch):
         cal.append(path, _record("third", 1000, 10.0, 20.0))
 
 
-def test_calibration_path_is_next_to_the_profile(tmp_path):
+def test_calibration_path_is_next_to_the_profile(tmp_path, monkeypatch):
+    monkeypatch.delenv(cal.DIR_ENV)  # the suite keeps every calibration out of the checkout (conftest)
     assert cal.calibration_path("dev") == REPO / "slurm" / "profiles" / "dev.calibration.jsonl"
     assert cal.calibration_path(tmp_path / "site.yaml") == tmp_path / "site.calibration.jsonl"
+    assert cal.local_calibration_path() == REPO / ".cache" / "local.calibration.jsonl"
+    monkeypatch.setenv(cal.DIR_ENV, str(tmp_path / "elsewhere"))
+    assert cal.calibration_path("dev") == tmp_path / "elsewhere" / "dev.calibration.jsonl"
+    assert cal.local_calibration_path() == tmp_path / "elsewhere" / "local.calibration.jsonl"
 
 
 def test_show(tmp_path):

@@ -105,6 +105,19 @@ def test_experiment_directory_holds_everything(smoke_run):
     assert "| qlora |" in (exp_dir / "report.md").read_text()
 
 
+def test_the_run_is_forecast_before_and_checked_after(smoke_run):
+    """CPU-hours on CPU threads; the check in summary.json and the printed report; the local site calibrated."""
+    exp_dir, out, _ = smoke_run
+    assert "[cyberft] cost forecast: cpu, peak 0.085 TFLOP/s per CPU thread" in out
+    assert out.index("[cyberft] cost forecast:") < out.index("[cyberft] training 3 method(s)")
+    checked = json.loads((exp_dir / "summary.json").read_text())["forecast_vs_actual"]
+    assert checked["hours"] == "CPU-h" and set(checked["methods"]) == {"full_sft", "lora", "qlora"}
+    for cmp in [*checked["methods"].values(), checked["evaluation"]]:
+        assert all(cmp[k]["error_pct"] is not None for k in ("gpu_hours", "wall_s", "tokens_per_s")), cmp
+    assert len(checked["calibration"]["recorded"]) == 4 and checked["calibration"]["error"] is None
+    assert "forecast against actual" in out[out.index("method ") :]
+
+
 def test_wandb_offline_runs_hold_the_comparison_and_every_method(smoke_run):
     exp_dir, _, _ = smoke_run
     runs = {r.job_type + ":" + r.name: r for r in map(read_run, find_runs(exp_dir / "wandb"))}

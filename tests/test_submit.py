@@ -49,13 +49,16 @@ def fake_slurm(tmp_path, monkeypatch):
 
 def test_dry_run_matches_golden_file_and_is_fast():
     t0 = time.perf_counter()
-    # A fixed, empty Hugging Face cache: the note on downloading the model names it.
+    # A fixed, empty Hugging Face cache: the note on downloading the model names it. The study's
+    # CyberMetric-10000 is not shipped: the bundled sample stands in, so the cost forecast has tokens to count
+    # (estimated from characters: the Llama 3 tokenizer is not on this machine). No calibration runs (conftest).
     res = run_cli(
         "submit",
         "configs/llama3-8b-cybermetric.yaml",
         "--profile",
         "dev",
         "--dry-run",
+        "data.train.path=data/sample/cyber_mcq.json",
         env={"HF_HOME": "/nonexistent/hf-home", "HF_HUB_CACHE": ""},
     )
     wall = time.perf_counter() - t0
@@ -66,7 +69,7 @@ def test_dry_run_matches_golden_file_and_is_fast():
     assert text == GOLDEN.read_text(), (
         "dry run output changed; if intended, rerun with UPDATE_GOLDEN=1 and review the diff"
     )
-    # The data file of the 8B study is not shipped, and dev's fake nodes are small: exit 2 with every reason.
+    # Dev's fake nodes are small: exit 2 with every reason.
     assert res.returncode == 2
     for needle in (
         "#SBATCH --partition=debug",
@@ -77,6 +80,9 @@ def test_dry_run_matches_golden_file_and_is_fast():
         "--kill-on-bad-exit=1 --gpu-bind=none",
         "export SRUN_CPUS_PER_TASK=$SLURM_CPUS_PER_TASK",
         "--dependency='afterany:<job id of full_sft>:<job id of lora>:<job id of qlora>'",
+        "# ---- cost forecast\n  cost forecast: fake, peak 0.085 TFLOP/s per GPU, 2 per GPU-hour;",
+        "\n  full_sft  full_sft     8     10",
+        "  calibration: no runs recorded for dev yet (cyberft calibration show --profile dev)",
     ):
         assert needle in text
     assert wall < 2.0  # budget 0.5 s; generous here, measured in bench/

@@ -55,6 +55,7 @@ EXPERIMENT_FILES = frozenset(
         "manifest.json",
         "config.yaml",
         "profile.yaml",
+        "forecast.json",
         "metrics.json",
         "progress.json",
         "summary.json",

@@ -1,0 +1,421 @@
+"""The cost forecast in the launcher's flow: made with the plan, saved with the experiment, checked after the run.
+
+:mod:`launch.forecast` computes; this module says for what and from which inputs.
+
+* **Before** (``cyberft submit`` and its dry run, ``cyberft run``): :func:`plan` counts the split's
+  tokens (:mod:`launch.tokencount`), reads the site's calibration (:mod:`launch.calibration`), forecasts
+  every method and the evaluation and estimates each method's peak memory; :func:`section` is the dry
+  run's text and :meth:`Planned.saved` what ``EXP/forecast.json`` keeps.
+* **After** (the evaluation job's finalise step, :mod:`launch.finalize`): :func:`check` puts each job's
+  forecast next to what it measured (:func:`launch.forecast.compare`) for ``summary.json`` and the
+  report, and :func:`calibrate` appends each completed job's measured utilisation to the site's
+  calibration file, which the next forecast reads (``calibrated from 1 run``).
+
+Sites
+-----
+A Slurm profile is a site: its ``gpu_type``, ``gpu_tflops``, price, ``max_time_min`` and the
+calibration file next to it. ``cyberft run`` is the pseudo-site ``local``: each method runs as one
+process whatever its resources say (as :mod:`launch.local` runs it); on the CPU a device is one thread
+(:data:`CPU_TFLOPS_PER_THREAD` of peak), so the hours are CPU-hours, as the report's local rows count
+them. Local runs calibrate too, into ``.cache/local.calibration.jsonl``: this machine's speed, never
+committed. The calibration corrects the product peak x utilisation, so the nominal per-thread peak
+only has to be the same from run to run.
+
+Memory
+------
+The estimate per GPU (:func:`launch.memory.estimate`) is compared with the peak the job measured: on
+a GPU the allocator's peak (the estimate includes about 1.5 GB of CUDA context and workspaces that it
+does not count); on the CPU the process's maximum RSS, against the estimate without that CUDA overhead
+plus the resident size of a training process before it loads a model (:data:`CPU_PROCESS_GB`).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import subprocess
+import typing as tp
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from launch import REPO_ROOT, calibration, forecast, memory, tokencount
+from launch.config import ExperimentConfig
+from launch.expdir import ExperimentDir, now_iso
+
+if tp.TYPE_CHECKING:  # pragma: no cover
+    from launch.profiles import SlurmProfile
+
+LOCAL = calibration.LOCAL_SITE
+
+CPU_TFLOPS_PER_THREAD = 0.085
+"""Nominal peak of one CPU thread for local runs: one core's fp32 matmul rate on the development
+machine (a 2048^3 fp32 matmul on both cores ran at 164-176 GFLOP/s, README "Performance"). Other CPUs
+differ by several times; the first calibrated run corrects it."""
+
+CPU_PROCESS_GB = 0.65
+"""Resident memory (GiB) of a training process on the CPU before its model counts: the interpreter,
+torch, transformers, peft, accelerate and the tokenised data. A smoke run's tiny model (0.85M
+parameters, a few MB of states) peaked at 0.69-0.73 GiB of RSS (README)."""
+
+
+# --------------------------------------------------------------------------- the site
+
+
+@dataclass(frozen=True)
+class Site:
+    """Where the jobs run, as the forecast needs it."""
+
+    name: str
+    gpu_type: str
+    gpu_tflops: float | None
+    price_per_gpu_hour: float
+    max_time_min: int | None
+    calibration_file: Path
+    devices: tuple[int, int] | None = None
+    """(devices of a training job, of the evaluation) when not the config's GPUs: a local run."""
+    device: str = "GPU"
+
+    @classmethod
+    def from_profile(cls, profile: SlurmProfile, ref: str | os.PathLike) -> Site:
+        """A Slurm site; ``ref`` is the profile as given (a name or a path), which places its calibration file."""
+        return cls(
+            profile.name,
+            profile.gpu_type,
+            profile.gpu_tflops,
+            profile.price_per_gpu_hour,
+            profile.max_time_min,
+            calibration.calibration_path(ref).absolute(),
+        )
+
+    @classmethod
+    def local(cls, cfg: ExperimentConfig, gpu_name: str | None = None) -> Site:
+        """``cyberft run`` on this machine: on its GPU (``gpu_name``, one per job) or on CPU threads.
+
+        The threads are those :mod:`launch.local` gives: ``local.threads_per_job`` to each training
+        job, every core to the evaluation.
+        """
+        path = calibration.local_calibration_path().absolute()
+        if gpu_name:
+            return cls(LOCAL, gpu_name, None, 0.0, None, path, devices=(1, 1))
+        cores = max(1, os.cpu_count() or 1)
+        threads = (cfg.local.threads_per_job, cores)
+        return cls(LOCAL, "cpu", CPU_TFLOPS_PER_THREAD, 0.0, None, path, devices=threads, device="CPU thread")
+
+
+def local_gpu_name() -> str:
+    """This machine's first GPU as ``nvidia-smi`` names it, vendor words dropped (``H100 80GB HBM3``); "" if none."""
+    if shutil.which("nvidia-smi") is None:
+        return ""
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=20
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    name = (out.strip().splitlines() or [""])[0].strip()
+    for vendor in ("NVIDIA ", "Tesla "):
+        name = name.removeprefix(vendor)
+    return name
+
+
+def one_process(cfg: ExperimentConfig) -> ExperimentConfig:
+    """``cfg`` as a local run executes it: every job one process on one device (``launch.local``)."""
+    view = copy.deepcopy(cfg)
+    for resources in [m.resources for m in view.methods] + [view.eval.resources]:
+        resources.nodes, resources.gpus_per_node = 1, 1
+    return view
+
+
+# --------------------------------------------------------------------------- before the run
+
+
+@dataclass
+class Planned:
+    """A forecast with what it was made from, or the reason there is none (``note``)."""
+
+    site: Site
+    forecast: forecast.Forecast | None = None
+    memory_gb: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Method -> ``{"gpu": estimate per GPU, "cpu": the same on the CPU}`` in GiB (:func:`memory_estimates`)."""
+    calibration_runs: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def saved(self) -> dict | None:
+        """What ``EXP/forecast.json`` holds (None without a forecast): :meth:`Forecast.to_json`, the memory
+        estimates, the site and the calibration file the finished jobs append to."""
+        if self.forecast is None:
+            return None
+        return {
+            **self.forecast.to_json(),
+            "site": self.site.name,
+            "calibration_file": str(self.site.calibration_file),
+            "memory_gb": self.memory_gb,
+            "made_at": now_iso(),
+        }
+
+
+def memory_estimates(cfg: ExperimentConfig, shape: memory.ModelShape) -> dict[str, dict[str, float]]:
+    """Each method's peak memory estimate in GiB: ``gpu`` per GPU, ``cpu`` the process on the CPU.
+
+    The CPU figure drops the CUDA overhead and adds :data:`CPU_PROCESS_GB`. Methods the estimator
+    does not cover (a kind without its rule, an unreadable DeepSpeed JSON) are left out.
+    """
+    out = {}
+    for m in cfg.methods:
+        try:
+            est = memory.estimate(shape, m, cfg.model.max_seq_len, repo_root=REPO_ROOT)
+        except (ValueError, OSError):
+            continue
+        out[m.name] = {"gpu": est.total_gb, "cpu": est.total_gb - est.overhead_gb + CPU_PROCESS_GB}
+    return out
+
+
+def plan(cfg: ExperimentConfig, split: tp.Any, site: Site, mode: str = "auto") -> Planned:
+    """The forecast of ``cfg`` on ``site`` for the data ``split`` (``launch.data.Split``; None: not readable).
+
+    Never raises for what the plan's other checks report: no model shape, no data, an unreadable
+    calibration file each leave a note instead.
+    """
+    planned = Planned(site)
+    shape = memory.model_shape(cfg.model.name_or_path)
+    if shape is None:
+        planned.notes.append(
+            f"not made: no usable config.json for {cfg.model.name_or_path!r} here (the memory estimate says why)"
+        )
+        return planned
+    if split is None:
+        planned.notes.append("not made: the data could not be read (see the problems)")
+        return planned
+    counts = tokencount.count_tokens(split.train, split.eval, cfg.model.name_or_path, cfg.model.max_seq_len, mode)
+    try:
+        cal: calibration.Calibration | None = calibration.load(site.calibration_file)
+    except OSError as exc:
+        cal = None
+        planned.notes.append(f"calibration: {site.calibration_file} could not be read ({exc}): defaults used")
+    view = one_process(cfg) if site.devices else cfg
+    planned.forecast = forecast.forecast(
+        view,
+        shape,
+        counts,
+        site.gpu_type,
+        site.price_per_gpu_hour,
+        site.gpu_tflops,
+        site.max_time_min,
+        cal,
+        site.devices,
+        site.device,
+    )
+    planned.memory_gb = memory_estimates(view, shape)
+    if cal is not None:
+        planned.calibration_runs = len(cal.records)
+        planned.notes += [f"calibration: skipped {line}" for line in cal.skipped]
+    return planned
+
+
+def _show_command(site: Site) -> str:
+    return "cyberft calibration show " + ("--local" if site.name == LOCAL else f"--profile {site.name}")
+
+
+def section(planned: Planned) -> list[str]:
+    """The forecast as the dry run (and ``submit``, ``run``) print it: the table, its warnings, its notes."""
+    if planned.forecast is None:
+        return [f"cost forecast: {note}" for note in planned.notes]
+    lines = planned.forecast.table().splitlines()
+    runs = planned.calibration_runs
+    if runs:
+        lines.append(f"calibration: {runs} run(s) recorded for {planned.site.name} in {planned.site.calibration_file}")
+    else:
+        lines.append(f"calibration: no runs recorded for {planned.site.name} yet ({_show_command(planned.site)})")
+    return lines + planned.notes
+
+
+# --------------------------------------------------------------------------- after the run
+
+
+def counted_eval_tokens(cfg: ExperimentConfig, exp: ExperimentDir) -> float | None:
+    """Tokens one model scores, counted from the frozen eval split with the tokenizer wherever it can be read
+    (the dry run may have estimated them); None when the split cannot be read."""
+    from launch.data import DataError, load_jsonl_questions
+
+    try:
+        questions = load_jsonl_questions(exp.data.eval_file)
+    except (OSError, ValueError, DataError):
+        return None
+    counts = tokencount.count_tokens([], questions, cfg.model.name_or_path, cfg.model.max_seq_len, mode="count")
+    return counts.eval.tokens
+
+
+def _memory_pair(estimates: dict | None, peak_kind: str | None) -> float | None:
+    """The estimate to set against a measured peak: per GPU for CUDA's peak, the CPU figure for an RSS."""
+    if not estimates:
+        return None
+    return estimates.get("cpu") if peak_kind == "rss" else estimates.get("gpu")
+
+
+def _seconds(results: tp.Mapping[str, tp.Mapping[str, tp.Any]], key: str) -> float:
+    return sum(float(r.get(key) or 0.0) for r in results.values())
+
+
+def check(
+    saved: tp.Mapping[str, tp.Any],
+    rows: list[dict],
+    metrics: tp.Mapping[str, tp.Mapping[str, tp.Any]],
+    evaluation: tp.Mapping[str, tp.Any],
+    scored: tp.Mapping[str, tp.Mapping[str, tp.Any]],
+    tokens_per_model: float | None,
+) -> dict:
+    """Forecast next to actual, for ``summary.json``: each method, and the evaluation.
+
+    Parameters
+    ----------
+    saved:
+        ``EXP/forecast.json`` (:meth:`Planned.saved`).
+    rows:
+        The report rows (``launch.report.build_rows``): GPU-hours and elapsed time from sacct on Slurm,
+        the job's own timers and CPU-hours on a local CPU run.
+    metrics:
+        Method -> its ``metrics.json``: which kind of memory peak it measured.
+    evaluation:
+        ``launch.report.evaluation_cost``: the evaluation's own hours and seconds (from its timers: it is
+        still running).
+    scored:
+        Model -> its evaluation result (``load_s``, ``eval_s``).
+    tokens_per_model:
+        Tokens of the eval split as counted after the run (:func:`eval_tokens`), for the evaluation's tokens/s.
+    """
+    cpu = saved.get("device", "GPU") != "GPU"
+    hours_key = "cpu_hours" if cpu else "gpu_hours"
+    methods = {}
+    for row in rows:
+        job = (saved.get("methods") or {}).get(row["method"])
+        if job is None:
+            continue
+        kind = (metrics.get(row["method"]) or {}).get("peak_mem_kind")
+        mem = _memory_pair((saved.get("memory_gb") or {}).get(row["method"]), kind)
+        methods[row["method"]] = forecast.compare(job, {**row, "gpu_hours": row.get(hours_key)}, mem)
+    eval_s = _seconds(scored, "eval_s")
+    tokens = tokens_per_model * len(scored) if tokens_per_model is not None else None
+    actual_eval = {
+        "gpu_hours": evaluation.get(hours_key),
+        "wall_s": evaluation.get("seconds"),
+        "tokens_per_s": tokens / eval_s if tokens and eval_s else None,
+    }
+    return {
+        "hours": forecast.device_words(saved.get("device", "GPU"))[1],
+        "site": saved.get("site"),
+        "gpu_type": saved.get("gpu_type"),
+        "tokens_source": saved.get("tokens_source"),
+        "made_at": saved.get("made_at"),
+        "methods": methods,
+        "evaluation": forecast.compare(saved.get("evaluation") or {}, actual_eval),
+    }
+
+
+def calibrate(
+    saved: tp.Mapping[str, tp.Any],
+    experiment: str,
+    metrics: tp.Mapping[str, tp.Mapping[str, tp.Any]],
+    accounts: tp.Mapping[str, tp.Mapping[str, tp.Any]] | None,
+    scored: tp.Mapping[str, tp.Mapping[str, tp.Any]],
+    tokens_per_model: float | None,
+) -> dict:
+    """Append what each completed job measured to the site's calibration file; what was done, for ``summary.json``.
+
+    Training methods: their ``metrics.json`` and, on Slurm, sacct's elapsed time and GPUs
+    (:func:`launch.calibration.measure_method`). The evaluation: its scoring time against its load and
+    scoring time (its timers, as :func:`check` reports it). Recording twice (a report run again, a
+    resumed experiment) adds nothing. A file that cannot be written is reported, never raised: the
+    report matters more.
+    """
+    path, gpu_type = saved.get("calibration_file"), saved.get("gpu_type") or ""
+    out: dict[str, tp.Any] = {"file": path, "recorded": [], "already": [], "error": None}
+    if not path:
+        out["error"] = "the forecast names no calibration file"
+        return out
+    records = []
+    for name, job in (saved.get("methods") or {}).items():
+        account = (accounts or {}).get(name)
+        records.append(calibration.measure_method(job, metrics.get(name) or {}, account, experiment, gpu_type))
+    ev = saved.get("evaluation")
+    if ev and scored and tokens_per_model:
+        compute, wall = _seconds(scored, "eval_s"), _seconds(scored, "load_s") + _seconds(scored, "eval_s")
+        records.append(
+            calibration.measure_job(ev, tokens_per_model * len(scored), compute, wall, experiment, gpu_type, ev["gpus"])
+        )
+    try:
+        for rec in [r for r in records if r is not None]:
+            out["recorded" if calibration.append(path, rec) else "already"].append(rec["id"])
+    except (OSError, ValueError) as exc:
+        out["error"] = f"{type(exc).__name__}: {exc}"
+    return out
+
+
+def format_check(check_: tp.Mapping[str, tp.Any] | None) -> str:
+    """The report's text: the comparison table, the evaluation's row, and what the calibration recorded."""
+    if not check_:
+        return ""
+    rows = dict(check_.get("methods") or {})
+    if check_.get("evaluation"):
+        rows["eval"] = check_["evaluation"]
+    text = forecast.format_comparison(rows, hours=check_.get("hours") or "GPU-h")
+    lines = [
+        text,
+        f"forecast made {check_.get('made_at') or '?'} for {check_.get('site')}; {check_.get('tokens_source')}",
+    ]
+    lines.append(
+        "peak GiB: the estimate per GPU against the allocator's peak on a GPU; on the CPU the process's maximum "
+        "RSS against the estimate without CUDA overhead"
+    )
+    cal = check_.get("calibration") or {}
+    if cal.get("error"):
+        lines.append(
+            f"calibration not recorded: {cal['error']} -> make {cal.get('file')} writable, then "
+            "`cyberft calibration record EXP_DIR`"
+        )
+    elif cal.get("recorded") or cal.get("already"):
+        lines.append(
+            f"calibration: {len(cal.get('recorded') or [])} job(s) recorded in {cal.get('file')}"
+            + (f" ({len(cal['already'])} already there)" if cal.get("already") else "")
+        )
+    return "\n".join(lines)
+
+
+def after_run(
+    cfg: ExperimentConfig,
+    exp: ExperimentDir,
+    rows: list[dict],
+    metrics: tp.Mapping[str, tp.Mapping[str, tp.Any]],
+    accounts: tp.Mapping[str, tp.Mapping[str, tp.Any]] | None,
+    evaluation: tp.Mapping[str, tp.Any],
+    scored: tp.Mapping[str, tp.Mapping[str, tp.Any]],
+) -> dict | None:
+    """:func:`check` and :func:`calibrate` for the finalise step; None when the experiment saved no forecast."""
+    saved = exp.read_forecast()
+    if saved is None:
+        return None
+    tokens = counted_eval_tokens(cfg, exp)
+    out = check(saved, rows, metrics, evaluation, scored, tokens)
+    out["calibration"] = calibrate(saved, exp.name, metrics, accounts, scored, tokens)
+    return out
+
+
+def record(exp: ExperimentDir) -> dict:
+    """``cyberft calibration record EXP``: :func:`calibrate` again from what the finished experiment wrote.
+
+    For an evaluation job that could not write the calibration file (it says so in the report).
+    Raises ``ValueError`` when the experiment has no forecast or no report yet.
+    """
+    from launch.fsio import read_json
+
+    saved = exp.read_forecast()
+    if saved is None:
+        raise ValueError(f"{exp.forecast_file} does not exist: the experiment was planned without a forecast")
+    if not exp.summary_file.is_file():
+        raise ValueError(f"{exp.summary_file} does not exist: the evaluation job has not finished")
+    cfg = exp.load_config()
+    rows = read_json(exp.summary_file).get("rows") or []
+    metrics = {m.name: exp.method(m.name).read_metrics().to_dict() for m in cfg.methods}
+    accounts = {r["method"]: r for r in rows if r.get("cost_source") == "sacct"}
+    scored = {name: r.to_dict() for name in exp.eval.scored() if (r := exp.eval.read_result(name)) is not None}
+    return calibrate(saved, exp.name, metrics, accounts, scored, counted_eval_tokens(cfg, exp))
