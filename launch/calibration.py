@@ -69,7 +69,7 @@ from launch.redact import token_kind
 
 SUFFIX = ".calibration.jsonl"
 VERSION = 1
-KINDS = ("full_sft", "lora", "qlora", "eval")
+KINDS = ("full_sft", "lora", "qlora", "few_shot", "prompt_tuning", "feature_head", "multi_task", "eval")
 FIELDS = (
     "v",
     "id",

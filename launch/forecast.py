@@ -167,8 +167,16 @@ DEFAULT_UTILISATION: dict[tuple[str, str], float] = {
 """Default utilisation (counted FLOPs / peak) per (method kind, GPU type); ``*``: any other GPU."""
 
 
+UTILISATION_AS = {"few_shot": "eval", "feature_head": "eval", "prompt_tuning": "lora"}
+"""Kinds without rows of their own take another kind's defaults: few-shot and the feature head run the model
+forward only, as the evaluation does; prompt tuning trains like LoRA (frozen weights, a gradient through
+every layer). ``multi_task`` takes what it adapts (``full_sft`` or ``lora``). A site's calibration of the
+kind itself wins over these defaults once it has runs."""
+
+
 def default_utilisation(kind: str, gpu_type: str) -> float:
     """:data:`DEFAULT_UTILISATION` for ``kind`` on ``gpu_type`` (its own row, else the ``*`` row)."""
+    kind = UTILISATION_AS.get(kind, kind)
     key = gpu_key(gpu_type)
     for (k, gpu), value in DEFAULT_UTILISATION.items():
         if k == kind and gpu != "*" and key.startswith(gpu):
@@ -263,7 +271,9 @@ def train_flops(
     Parameters
     ----------
     kind:
-        ``full_sft``, ``lora`` or ``qlora``.
+        ``full_sft``, ``lora``, ``qlora``; ``prompt_tuning`` (LoRA's backward, no adapters in the layers),
+        ``feature_head`` (one forward: the features; its head's FLOPs are negligible), ``few_shot`` (none:
+        it pays in the evaluation, :func:`evaluation_forecast`). ``multi_task`` is given as what it adapts.
     context:
         Token-weighted mean example length (:attr:`launch.tokencount.SplitTokens.mean_context`).
     adapter_params:
@@ -274,11 +284,15 @@ def train_flops(
     n, attn, logit = matmul_params(shape), attention_flops(shape, context), logit_flops(shape)
     if kind == "full_sft":
         per_token, per_logit, adapters = 6.0 * n + 3 * attn, 3 * logit, 0
-    elif kind in ("lora", "qlora"):
-        adapters = adapter_params
+    elif kind in ("lora", "qlora", "prompt_tuning"):
+        adapters = adapter_params if kind != "prompt_tuning" else 0
         per_token, per_logit = 4.0 * n + 6.0 * adapters + 3 * attn, 2 * logit
+    elif kind == "feature_head":
+        return Flops(2.0 * n + attn, logit)
+    elif kind == "few_shot":
+        return Flops(0.0, 0.0)
     else:
-        raise ValueError(f"kind: {kind!r} -> full_sft, lora or qlora")
+        raise ValueError(f"kind: {kind!r} -> full_sft, lora, qlora, prompt_tuning, feature_head or few_shot")
     if checkpointing:
         per_token += 2.0 * n + 2.0 * adapters + attn
     return Flops(per_token, per_logit)
@@ -416,9 +430,12 @@ def _checkpoint_bytes(method: MethodConfig, shape: ModelShape, adapters: int) ->
 
     Full SFT checkpoints the 16-bit weights and the fp32 master weights and Adam moments (2 + 12 bytes
     per parameter; fp32 training 4 + 8) and saves the 16-bit (fp32) model; LoRA and QLoRA the adapters
-    with their Adam state (16 bytes per adapter parameter) and the adapters alone (4).
+    with their Adam state (16 bytes per adapter parameter) and the adapters alone (4). ``multi_task`` as
+    what it adapts; prompt tuning, the feature head and few-shot save kilobytes to megabytes: none counted.
     """
-    if method.kind == "full_sft":
+    if method.kind in ("few_shot", "feature_head", "prompt_tuning"):
+        return 0.0, 0.0
+    if method.adapts == "full_sft":
         fp32 = method.precision == "fp32"
         return (12.0 if fp32 else 14.0) * shape.n_params, (4.0 if fp32 else 2.0) * shape.n_params
     return 16.0 * adapters, 4.0 * adapters
@@ -440,12 +457,15 @@ def _attempts(work_s: float, per_attempt_s: float, time_limit_s: float) -> int |
     return max(1, math.ceil(work_s / usable)) if usable > 0 else None
 
 
-def _util(kind: str, gpu_type: str, n_params: int, calibration: CalibrationSource | None) -> tuple[float, float, str]:
-    """(utilisation, overhead factor, source) from the calibration when it has runs, else the defaults."""
+def _util(
+    kind: str, gpu_type: str, n_params: int, calibration: CalibrationSource | None, default_as: str = ""
+) -> tuple[float, float, str]:
+    """(utilisation, overhead factor, source) from the calibration when it has runs of ``kind``, else the
+    defaults of ``default_as or kind`` (``multi_task`` gives what it adapts, see :data:`UTILISATION_AS`)."""
     found = calibration.lookup(kind, gpu_type, n_params) if calibration is not None else None
     if found is not None and found.runs > 0:
         return found.utilisation, found.overhead_factor, f"calibrated from {found.runs} run{'s' * (found.runs != 1)}"
-    return default_utilisation(kind, gpu_type), 1.0, "default"
+    return default_utilisation(default_as or kind, gpu_type), 1.0, "default"
 
 
 def _compute_s(flops: float, peak: float | None, utilisation: float, gpus: int) -> float | None:
@@ -488,16 +508,18 @@ def method_forecast(
     gpu_tflops: float | None = None,
     calibration: CalibrationSource | None = None,
 ) -> JobForecast:
-    """The forecast of one training method (no price: :func:`forecast` adds it)."""
-    n = counts.train.examples
-    steps = total_steps(method, n)
-    share = examples_seen(method, n, steps) / n if n else 0.0
-    tokens, logits = counts.train.tokens * share, counts.train.logit_tokens * share
-    adapters = lora_params(shape, method.lora)[0] if method.kind != "full_sft" else 0
-    flops = train_flops(shape, method.kind, counts.train.mean_context, adapters, method.gradient_checkpointing).total(
-        tokens, logits
-    )
-    util, factor, source = _util(method.kind, gpu_type, shape.n_params, calibration)
+    """The forecast of one training method (no price: :func:`forecast` adds it).
+
+    A ``multi_task`` mixture is taken as ``1 + sum(weights) / target_weight`` times the training split
+    (its auxiliary examples as long as the target's on average); prompt tuning's rows are longer by the
+    virtual tokens; the feature head reads the training split once, whatever its epochs (they are over the
+    cached features); few-shot computes nothing in its own job.
+    """
+    steps, tokens, logits, context = _train_work(method, counts)
+    adapters = lora_params(shape, method.lora)[0] if method.adapts in ("lora", "qlora") else 0
+    kind = method.adapts
+    flops = train_flops(shape, kind, context, adapters, method.gradient_checkpointing).total(tokens, logits)
+    util, factor, source = _util(method.kind, gpu_type, shape.n_params, calibration, default_as=kind)
     gpus = method.resources.nodes * method.resources.gpus_per_node
     peak = peak_tflops(gpu_type, method.precision, gpu_tflops)
     compute = _compute_s(flops, peak, util, gpus)
@@ -521,7 +543,47 @@ def method_forecast(
     ckpt, final = _checkpoint_bytes(method, shape, adapters)
     saves = _checkpoints(method, steps, compute) * ckpt if compute is not None else 0.0
     load = _weights_bytes(shape, cfg.model.dtype, method.precision) / (READ_GB_PER_S * GB)
+    if method.kind == "few_shot":  # the tokenizer only
+        load = 0.0
     return JobForecast(**_timed(job, STARTUP_S + load, (saves + final) / write, factor))
+
+
+def _train_work(method: MethodConfig, counts: TokenCounts) -> tuple[int, float, float, float]:
+    """(steps, tokens, logit positions, mean context) of a method's own job (see :func:`method_forecast`)."""
+    train = counts.train
+    if method.kind == "few_shot":
+        return 0, 0.0, 0.0, 0.0
+    if method.kind == "feature_head":  # one forward per question, the last position's logits
+        return total_steps(method, train.examples), train.tokens, float(train.examples), train.mean_context
+    mix = _mixture_factor(method)
+    extra = method.prompt_tuning.num_virtual_tokens if method.kind == "prompt_tuning" else 0
+    n = round(train.examples * mix)
+    steps = total_steps(method, n)
+    share = (examples_seen(method, n, steps) / n if n else 0.0) * mix
+    return (
+        steps,
+        (train.tokens + extra * train.examples) * share,
+        train.logit_tokens * share,
+        train.mean_context + extra,
+    )
+
+
+def _mixture_factor(method: MethodConfig) -> float:
+    """How many times the training split a ``multi_task`` mixture is (1 for other kinds)."""
+    if method.kind != "multi_task":
+        return 1.0
+    mt = method.multi_task
+    return 1.0 + sum(t.weight for t in mt.tasks) / mt.target_weight
+
+
+def shared_prefix_extra(method: MethodConfig, counts: TokenCounts) -> float:
+    """Tokens a method adds to the prefix every question shares when it is scored: few-shot's ``k`` examples
+    (each as long as a training example on average), prompt tuning's virtual tokens; 0 otherwise."""
+    if method.kind == "few_shot":
+        return method.few_shot.k * (counts.train.tokens / counts.train.examples if counts.train.examples else 0.0)
+    if method.kind == "prompt_tuning":
+        return float(method.prompt_tuning.num_virtual_tokens)
+    return 0.0
 
 
 def evaluation_forecast(
@@ -535,6 +597,9 @@ def evaluation_forecast(
     """The shared evaluation job: every model (the base one too when ``eval.include_base``) scores every question."""
     models = len(cfg.methods) + (1 if cfg.eval.include_base else 0)
     flops = models * eval_flops(shape, counts.eval)
+    for m in cfg.methods:  # a longer shared prefix: computed once, then attended to by every question's tokens
+        prefix = shared_prefix_extra(m, counts)
+        flops += 2.0 * matmul_params(shape) * prefix + attention_flops(shape, prefix) * counts.eval.tokens
     if cfg.eval.mode == "generate":  # decoding: one forward of one token per new token and question
         flops += models * counts.eval.examples * cfg.eval.max_new_tokens * 2.0 * matmul_params(shape)
     util, factor, source = _util("eval", gpu_type, shape.n_params, calibration)

@@ -170,6 +170,7 @@ def score_loglik(
     progress: bool = True,
     share_prefix: bool = True,
     on_batch: tp.Callable[[int], None] | None = None,
+    shots: tp.Sequence[tp.Any] = (),
 ) -> list[dict]:
     """Log-likelihood of each answer letter after ``ANSWER:``; the argmax is the prediction.
 
@@ -231,12 +232,16 @@ def score_generate(
     desc: str = "eval",
     progress: bool = True,
     on_batch: tp.Callable[[int], None] | None = None,
+    shots: tp.Sequence[tp.Any] = (),
 ) -> list[dict]:
-    """Greedy generation parsed strictly as ``ANSWER: X``; ``pred`` is None on a parse failure."""
+    """Greedy generation parsed strictly as ``ANSWER: X``; ``pred`` is None on a parse failure.
+
+    ``shots``: solved examples put before every question (few-shot).
+    """
     from tqdm.auto import tqdm
 
     model.eval()
-    prompts = [prompting.prompt_ids(tokenizer, q)[-max_len:] for q in questions]
+    prompts = [prompting.prompt_ids(tokenizer, q, shots)[-max_len:] for q in questions]
     out: list[dict | None] = [None] * len(questions)
     order = sorted(range(len(questions)), key=lambda i: len(prompts[i]))
     bar = tqdm(total=len(questions), desc=desc, disable=not progress, mininterval=1.0)
