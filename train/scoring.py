@@ -180,12 +180,13 @@ def score_loglik(
     the full logits of a batch would take gigabytes. The letters are scored in fp32
     (:func:`letter_logprobs`); ``tie`` marks a question whose best score two letters
     share (the first of them is the prediction). ``on_batch(n)`` is told each batch's size.
+    ``shots``: solved examples put before every question (few-shot); they join the shared prefix.
     """
     from tqdm.auto import tqdm
 
     model.eval()
     codec = prompting.AnswerCodec(tokenizer)
-    contexts = [prompting.scoring_context(tokenizer, codec, q, max_len) for q in questions]
+    contexts = [prompting.scoring_context(tokenizer, codec, q, max_len, shots) for q in questions]
     letter_rows = [codec.letter_ids[k] for k in LETTERS]
     letter_cols = [r[0] for r in letter_rows]
     prefix = PrefixCache.build(model, contexts) if share_prefix and codec.single_token else None
