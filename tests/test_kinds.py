@@ -229,3 +229,19 @@ def test_few_shot_cost_is_its_own_scoring_time():
     assert few["cpu_hours"] == pytest.approx(36 * 4 / 3600) and few["cost"] == pytest.approx(36 * 2 / 3600 * 3.0)
     assert few["cost_source"] == "local + eval scoring"
     assert lora == {"method": "lora", "kind": "lora", "cpu_hours": 0.5, "gpu_hours": None, "cost_source": "local"}
+
+
+def test_the_dry_run_estimates_every_kind_few_shot_in_the_evaluation_job(tmp_path):
+    from launch import submit
+    from launch.profiles import load_profile
+
+    methods = [
+        {"name": "fs", "kind": "few_shot", "resources": {"gpus_per_node": 0}},
+        {"name": "pt", "kind": "prompt_tuning", "batching": "padded"},
+        {"name": "fh", "kind": "feature_head"},
+        {"name": "mt", "kind": "multi_task", "multi_task": {"tasks": [AUX_TASK]}},
+    ]
+    cfg = from_dict(_raw(tmp_path, *methods))
+    lines, problems = submit._memory_problems(cfg, load_profile("dev"))
+    assert [line.split(":")[0] for line in lines] == ["fs", "pt", "fh", "mt"] and problems == []
+    assert "few-shot: the base model scoring" in lines[0]
