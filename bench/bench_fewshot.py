@@ -38,19 +38,20 @@ import time
 import typing as tp
 from pathlib import Path
 
-for _k, _v in {
-    "HF_HUB_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-    "DS_ACCELERATOR": "cpu",
-    "TQDM_DISABLE": "1",
-}.items():
-    os.environ.setdefault(_k, _v)
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import Bench, Row, Target, bench_main, log, machine_info, parse_args  # noqa: E402
-from bench_eval import BATCH_SIZE, BENCH_SIZES, MAX_LEN, SAMPLE, build_bench_model, data_file, disagreements, load  # noqa: E402
+
+# bench_eval keeps everything offline (hubs, datasets) before transformers is imported
+from bench_eval import (  # noqa: E402
+    BATCH_SIZE,
+    BENCH_SIZES,
+    MAX_LEN,
+    SAMPLE,
+    build_bench_model,
+    data_file,
+    disagreements,
+    load,
+)
 
 NAME = "fewshot"
 TASK = "cyberft_bench_fewshot"

@@ -612,14 +612,9 @@ def validate(cfg: ExperimentConfig, problems: list[str]) -> None:
 
 def _validate_method(m: MethodConfig, where: str, seen: set[str], problems: list[str]) -> None:
     label = f"{where} ({m.name})" if NAME_RE.fullmatch(m.name or "") and len(m.name) <= MAX_NAME_LEN else where
-    problem = _name_problem(f"{label}.name", m.name)
+    problem = _distinct_name_problem(f"{label}.name", m.name, seen, ("base", "the un-tuned model row"), "method")
     if problem:
         problems.append(problem)
-    elif m.name == "base":
-        problems.append(f"{label}.name: 'base' is reserved for the un-tuned model row -> pick another name")
-    elif m.name in seen:
-        problems.append(f"{label}.name: {m.name!r} is used twice -> method names must be unique")
-    seen.add(m.name)
     if m.max_steps is None and m.epochs <= 0:
         problems.append(f"{label}.epochs: {m.epochs} -> positive, or set max_steps")
     if m.adapts in ("lora", "qlora"):
@@ -641,6 +636,18 @@ def _validate_method(m: MethodConfig, where: str, seen: set[str], problems: list
         _prompt_tuning_problems(m, label, problems)
     elif m.kind == "multi_task":
         _multi_task_problems(m.multi_task, f"{label}.multi_task", problems)
+
+
+def _distinct_name_problem(where: str, name: str, seen: set[str], reserved: tuple[str, str], things: str) -> str | None:
+    """What is wrong with ``name`` (None: nothing): not a valid name, the ``reserved`` one (``(name, what it
+    names)``), or one of ``seen`` (it is added to them)."""
+    problem = _name_problem(where, name)
+    if not problem and name == reserved[0]:
+        problem = f"{where}: {name!r} is reserved for {reserved[1]} -> pick another name"
+    elif not problem and name in seen:
+        problem = f"{where}: {name!r} is used twice -> {things} names must be unique"
+    seen.add(name)
+    return problem
 
 
 def _lora_problems(m: MethodConfig, label: str, problems: list[str]) -> None:
@@ -677,14 +684,11 @@ def _multi_task_problems(mt: MultiTaskSettings, where: str, problems: list[str])
     names: set[str] = set()
     for i, task in enumerate(mt.tasks):
         at = f"{where}.tasks[{i}]"
-        problem = _name_problem(f"{at}.name", task.name)
+        problem = _distinct_name_problem(
+            f"{at}.name", task.name, names, ("target", "the experiment's own data"), "task"
+        )
         if problem:
             problems.append(problem)
-        elif task.name == "target":
-            problems.append(f"{at}.name: 'target' names the experiment's own data -> pick another name")
-        elif task.name in names:
-            problems.append(f"{at}.name: {task.name!r} is used twice -> task names must be unique")
-        names.add(task.name)
         if not task.path:
             problems.append(f"{at}.path: empty -> a CyberMetric JSON, a JSONL file or a dataset directory")
 

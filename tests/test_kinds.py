@@ -80,7 +80,7 @@ def test_a_valid_config_with_every_new_kind_has_no_problem(tmp_path):
         ({"kind": "multi_task", "multi_task": {"tasks": [{**AUX_TASK, "weight": 0}]}}, "tasks[0] (net).weight: 0"),
         ({"kind": "multi_task", "multi_task": {"tasks": [{**AUX_TASK, "weight": -1}]}}, "tasks[0] (net).weight: -1"),
         ({"kind": "multi_task", "multi_task": {"tasks": [AUX_TASK], "target_weight": 0}}, "target_weight: 0"),
-        ({"kind": "multi_task", "multi_task": {"tasks": [{**AUX_TASK, "name": "target"}]}}, "'target' names"),
+        ({"kind": "multi_task", "multi_task": {"tasks": [{**AUX_TASK, "name": "target"}]}}, "'target' is reserved"),
         ({"kind": "multi_task", "multi_task": {"tasks": [AUX_TASK, AUX_TASK]}}, "'net' is used twice"),
         ({"kind": "multi_task", "multi_task": {"tasks": [{**AUX_TASK, "path": ""}]}}, "tasks[0].path: empty"),
         ({"kind": "multi_task", "multi_task": {"tasks": [AUX_TASK], "adapt": "qlora"}}, "'qlora' is not allowed"),
