@@ -191,6 +191,8 @@ def measure_job(
     if not peak or not tokens or not compute_s or compute_s <= 0 or gpus < 1:
         return None
     flops = float(tokens) * float(job["flops_per_token"])
+    if flops <= 0:  # few-shot's own job computes nothing: no utilisation to measure (it pays in the evaluation)
+        return None
     overhead = max(float(wall_s) - float(compute_s), 0.0)
     modelled = job.get("modelled_overhead_s")
     record = {

@@ -37,7 +37,13 @@ from launch import scriptsafe, yamlio
 from launch.redact import short
 from launch.schema import NAME_RE, InputError, Range, build, key_label
 
-METHOD_KINDS = ("full_sft", "lora", "qlora")
+METHOD_KINDS = ("full_sft", "lora", "qlora", "few_shot", "prompt_tuning", "feature_head", "multi_task")
+"""Every method kind, in the order the README presents them (``MethodConfig.kind`` accepts exactly these)."""
+SINGLE_DEVICE_KINDS = ("qlora", "few_shot", "feature_head")
+"""Kinds whose job runs as one process: QLoRA's 4-bit base, and the two that train nothing through
+accelerate (few-shot selects its examples; the feature head extracts features, then fits a small head)."""
+KIND_SECTIONS = ("few_shot", "prompt_tuning", "feature_head", "multi_task")
+"""Method sections that only their own kind reads (each named as its kind)."""
 MAX_NAME_LEN = 100
 """Longest experiment or method name: each names directories (``<name>-<UTC time>``,
 ``methods/<name>``) and Slurm jobs (``<experiment>.<method>``), and file names stop at 255 bytes."""
@@ -142,6 +148,120 @@ class LoraSettings:
 
 
 @dataclass
+class FewShotSettings:
+    """``few_shot``: no training; ``k`` solved training questions are put before every eval question.
+
+    The examples are the same for every question (a shared prompt prefix, which the evaluation
+    computes once per model: see README "How it scores"), drawn from the training split with a seed,
+    balanced over the answer letters (each letter ``k / 4`` times, +-1), never a question whose
+    normalised text is in the eval split. Each example is a prior user turn (the question in the
+    same template) and assistant turn (``ANSWER: X``) through the chat template, as the model sees
+    its own answer; without a chat template, the same blocks one after the other."""
+
+    k: tp.Annotated[int, Range(1, 256)] = 4
+    """Examples before each question; at most the training split's size (checked with the data).
+    Every prompt, examples included, must fit ``model.max_seq_len`` (checked by the method's job)."""
+
+    seed: tp.Annotated[int, Range(0, 2**32 - 1, f"a whole number from 0 to {2**32 - 1}")] | None = None
+    """Seed of the draw; null: the experiment's ``seed``."""
+
+
+@dataclass
+class PromptTuningSettings:
+    """``prompt_tuning``: trained virtual tokens (peft soft prompts) before every prompt, the model frozen.
+
+    Trained by the same loop as LoRA, saved as an adapter, scored by the shared evaluation. The
+    virtual tokens are prepended to every row, so the method needs ``batching: padded`` (packing
+    several examples into one row would give them one soft prompt between them)."""
+
+    style: tp.Literal["prompt_tuning", "p_tuning"] = "prompt_tuning"
+    """``prompt_tuning``: the virtual tokens' embeddings are the parameters (peft ``PromptTuningConfig``,
+    Lester et al. 2021). ``p_tuning``: an MLP maps them to the embeddings (peft ``PromptEncoderConfig``,
+    Liu et al. 2021), more parameters to train, the same number of virtual tokens at inference."""
+
+    num_virtual_tokens: tp.Annotated[int, Range(1, 4096)] = 20
+    """Virtual tokens prepended to every prompt (each costs one position of ``model.max_seq_len``)."""
+
+    init: tp.Literal["sample_vocab", "text", "random"] = "sample_vocab"
+    """``prompt_tuning`` only. ``sample_vocab``: embeddings of random vocabulary tokens; ``text``:
+    the embeddings of ``init_text``'s tokens (repeated to length); ``random``: peft's random init."""
+
+    init_text: str = "Answer the cybersecurity question with the letter of the correct option."
+    """The text whose token embeddings start the virtual tokens when ``init: text``."""
+
+    encoder_hidden_size: tp.Annotated[int, Range(1, 1 << 20)] = 128
+    """``p_tuning`` only: the hidden size of its MLP."""
+
+
+@dataclass
+class FeatureHeadSettings:
+    """``feature_head``: the model frozen; a linear 4-way head over A-D on one layer's hidden state.
+
+    The feature of a question is the hidden state at the answer position (the last token of
+    ``ANSWER:``, where the letter would be predicted) of layer ``layer``. Training features are
+    extracted once and cached in the method's directory (a restarted job reuses them); the head
+    (hidden size x 4 weights and 4 biases) is trained with AdamW for ``epochs`` or ``max_steps``,
+    ``micro_batch_size`` features a step, at ``learning_rate``. The evaluation scores it by the head
+    (its log-softmax are the predictions' ``logprobs``), in either ``eval.mode``: it never generates."""
+
+    layer: tp.Annotated[int, Range(-(1 << 16), 1 << 16)] = -1
+    """Which hidden state: 0 the embeddings, ``i`` the output of decoder layer ``i`` (1..num_layers, the
+    last one after the final norm), negative counts from the end (-1: the last). Checked against the
+    model's ``num_hidden_layers``."""
+
+    normalize: bool = True
+    """Standardise each feature with the training features' mean and standard deviation (stored
+    with the head): raw hidden states differ in scale by orders of magnitude between dimensions."""
+
+    extract_batch_size: tp.Annotated[int, Range(1, 1 << 20)] = 32
+    """Questions per forward pass while extracting features."""
+
+
+@dataclass
+class AuxTask:
+    """One auxiliary task of a ``multi_task`` method: a multiple-choice dataset and its weight."""
+
+    name: str = ""
+    """Its name in the per-task losses (``train/loss/<name>``); ``target`` is the experiment's own data."""
+
+    path: str = ""
+    """A dataset in a format ``data.train`` reads: CyberMetric JSON, JSONL, a Hugging Face dataset. Its
+    questions are prepared into the experiment's data (those whose normalised text is in the eval split
+    dropped and counted), so jobs never read the original."""
+
+    format: tp.Literal["auto", "cybermetric", "jsonl", "hf"] = "auto"
+    """As ``data.train.format``."""
+
+    split: str = "train"
+    """Split to read for Hugging Face datasets (ignored for files)."""
+
+    weight: tp.Annotated[float, Range(0, 10**6, "a positive number such as 0.5", lo_open=True)] = 1.0
+    """Share of this task in the training mixture, relative to ``multi_task.target_weight``."""
+
+
+@dataclass
+class MultiTaskSettings:
+    """``multi_task``: one run over the target task (the experiment's own training split) and auxiliary
+    tasks, mixed by weight; the loss of each task is reported separately, the evaluation is on the target.
+
+    The mixture is built once, before training, from the seed: the target's ``n`` questions, and from
+    each auxiliary task ``round(n x weight / target_weight)`` of its questions (a seeded draw, repeated
+    when the task has fewer). The training loop then runs over it as over any training set (same
+    shuffling, resumption and batching)."""
+
+    tasks: list[AuxTask] = field(default_factory=list)
+    """The auxiliary tasks (at least one)."""
+
+    target_weight: tp.Annotated[float, Range(0, 10**6, "a positive number such as 1.0", lo_open=True)] = 1.0
+    """The target task's share of the mixture."""
+
+    adapt: tp.Literal["lora", "full"] = "lora"
+    """What the run trains: ``lora`` (adapters as set in ``lora``, the default: the same adapters as a
+    ``lora`` method, so the two rows differ only by the data mixture) or ``full`` (every weight, as
+    ``full_sft``, ``deepspeed`` allowed)."""
+
+
+@dataclass
 class CheckpointSettings:
     """When a training job saves a resumable checkpoint (model or adapter, optimizer, scheduler,
     RNG states, data position) into ``EXP/methods/<name>/checkpoints/``.
@@ -193,9 +313,12 @@ class MethodConfig:
     """Unique name; used for directories, W&B run names and report rows. ``base``
     is reserved for the un-tuned model."""
 
-    kind: tp.Literal["full_sft", "lora", "qlora"] = "lora"
-    """``full_sft`` (all weights, accelerate; ZeRO via ``deepspeed``), ``lora`` (peft
-    adapters on a frozen model) or ``qlora`` (4-bit NF4 base + LoRA, one GPU)."""
+    kind: tp.Literal["full_sft", "lora", "qlora", "few_shot", "prompt_tuning", "feature_head", "multi_task"] = "lora"
+    """``full_sft`` (all weights, accelerate; ZeRO via ``deepspeed``), ``lora`` (peft adapters on a
+    frozen model), ``qlora`` (4-bit NF4 base + LoRA, one GPU), ``few_shot`` (no training: solved
+    examples before each question, see ``few_shot``), ``prompt_tuning`` (trained soft prompts, see
+    ``prompt_tuning``), ``feature_head`` (a linear head on a frozen layer, see ``feature_head``) or
+    ``multi_task`` (the target task trained with auxiliary ones, see ``multi_task``)."""
 
     learning_rate: tp.Annotated[float, Range(0, 10, "a positive number such as 2e-4", lo_open=True)] = 2e-4
     """Peak learning rate (linear warm-up, then linear decay to 0)."""
@@ -238,17 +361,37 @@ class MethodConfig:
     """Recompute activations in backward to save memory (slower)."""
 
     lora: LoraSettings = field(default_factory=LoraSettings)
-    """Adapter settings (``lora`` and ``qlora`` only)."""
+    """Adapter settings (``lora``, ``qlora``, and ``multi_task`` with ``adapt: lora``)."""
+
+    few_shot: FewShotSettings = field(default_factory=FewShotSettings)
+    """In-context examples (``few_shot`` only)."""
+
+    prompt_tuning: PromptTuningSettings = field(default_factory=PromptTuningSettings)
+    """Soft prompts (``prompt_tuning`` only)."""
+
+    feature_head: FeatureHeadSettings = field(default_factory=FeatureHeadSettings)
+    """The frozen layer and its head (``feature_head`` only)."""
+
+    multi_task: MultiTaskSettings = field(default_factory=MultiTaskSettings)
+    """Auxiliary tasks and their weights (``multi_task`` only)."""
 
     deepspeed: str | None = None
-    """Path of a DeepSpeed JSON in ``ds_configs/`` (``full_sft`` only); null: plain
-    accelerate (DDP across GPUs)."""
+    """Path of a DeepSpeed JSON in ``ds_configs/`` (``full_sft``, and ``multi_task`` with
+    ``adapt: full``); null: plain accelerate (DDP across GPUs)."""
 
     checkpoint: CheckpointSettings = field(default_factory=CheckpointSettings)
     """Resumable checkpoints (requeue, preemption, time limits)."""
 
     resources: Resources = field(default_factory=Resources)
     """What the job asks for."""
+
+    @property
+    def adapts(self) -> str:
+        """What the run trains, as one of the weight-training kinds: ``full_sft`` (every weight), ``lora``
+        or ``qlora``; ``multi_task`` answers what its ``adapt`` trains, other kinds their own name."""
+        if self.kind == "multi_task":
+            return "full_sft" if self.multi_task.adapt == "full" else "lora"
+        return self.kind
 
 
 @dataclass
@@ -340,6 +483,9 @@ class ExperimentConfig:
             if m.name == name:
                 return m
         raise KeyError(f"no method {name!r}; known: {[m.name for m in self.methods]}")
+
+
+_DEFAULT_SECTIONS = {name: dataclasses.asdict(getattr(MethodConfig(), name)) for name in KIND_SECTIONS}
 
 
 # --------------------------------------------------------------------------- overrides
@@ -457,7 +603,7 @@ def validate(cfg: ExperimentConfig, problems: list[str]) -> None:
         if src is not None and not src.path:
             problems.append(f"{where}.path: empty -> give a CyberMetric JSON, a JSONL file or a dataset directory")
     if not cfg.methods:
-        problems.append("methods: empty -> list at least one method (kind: full_sft | lora | qlora)")
+        problems.append(f"methods: empty -> list at least one method (kind: {' | '.join(METHOD_KINDS)})")
     seen: set[str] = set()
     for i, m in enumerate(cfg.methods):
         _validate_method(m, f"methods[{i}]", seen, problems)
@@ -466,37 +612,85 @@ def validate(cfg: ExperimentConfig, problems: list[str]) -> None:
 
 def _validate_method(m: MethodConfig, where: str, seen: set[str], problems: list[str]) -> None:
     label = f"{where} ({m.name})" if NAME_RE.fullmatch(m.name or "") and len(m.name) <= MAX_NAME_LEN else where
-    problem = _name_problem(f"{label}.name", m.name)
+    problem = _distinct_name_problem(f"{label}.name", m.name, seen, ("base", "the un-tuned model row"), "method")
     if problem:
         problems.append(problem)
-    elif m.name == "base":
-        problems.append(f"{label}.name: 'base' is reserved for the un-tuned model row -> pick another name")
-    elif m.name in seen:
-        problems.append(f"{label}.name: {m.name!r} is used twice -> method names must be unique")
-    seen.add(m.name)
     if m.max_steps is None and m.epochs <= 0:
         problems.append(f"{label}.epochs: {m.epochs} -> positive, or set max_steps")
-    if m.kind in ("lora", "qlora"):
-        if not m.lora.target_modules:
-            problems.append(
-                f"{label}.lora.target_modules: empty -> all-linear (every linear layer), or names "
-                "such as [q_proj, v_proj]"
-            )
-        elif isinstance(m.lora.target_modules, list) and "all-linear" in m.lora.target_modules:
-            problems.append(
-                f"{label}.lora.target_modules: {m.lora.target_modules!r} -> all-linear stands alone: "
-                "write target_modules: all-linear (not in a list), or list module names only"
-            )
+    if m.adapts in ("lora", "qlora"):
+        _lora_problems(m, label, problems)
     r = m.resources
     world = r.nodes * max(r.gpus_per_node, 1)
-    if m.kind == "qlora" and (r.nodes != 1 or r.gpus_per_node > 1):
+    if m.kind in SINGLE_DEVICE_KINDS and (r.nodes != 1 or r.gpus_per_node > 1):
+        device, other = ("GPU", ", or use kind: lora for several GPUs") if m.kind == "qlora" else ("device", " (or 0)")
         problems.append(
-            f"{label}: qlora runs on one GPU, but resources ask for nodes={r.nodes} x gpus_per_node="
-            f"{r.gpus_per_node} = {world} devices -> set resources.nodes=1 and resources.gpus_per_node=1, "
-            "or use kind: lora for several GPUs"
+            f"{label}: {m.kind} runs on one {device}, but resources ask for nodes={r.nodes} x gpus_per_node="
+            f"{r.gpus_per_node} = {world} devices -> set resources.nodes=1 and resources.gpus_per_node=1{other}"
         )
-    if m.deepspeed is not None and m.kind != "full_sft":
-        problems.append(f"{label}.deepspeed: set for kind {m.kind!r} -> DeepSpeed ZeRO is for full_sft; remove it")
+    if m.deepspeed is not None and m.adapts != "full_sft":
+        problems.append(
+            f"{label}.deepspeed: set for kind {m.kind!r} -> DeepSpeed ZeRO is for full_sft (and multi_task with "
+            "adapt: full); remove it"
+        )
+    if m.kind == "prompt_tuning":
+        _prompt_tuning_problems(m, label, problems)
+    elif m.kind == "multi_task":
+        _multi_task_problems(m.multi_task, f"{label}.multi_task", problems)
+
+
+def _distinct_name_problem(where: str, name: str, seen: set[str], reserved: tuple[str, str], things: str) -> str | None:
+    """What is wrong with ``name`` (None: nothing): not a valid name, the ``reserved`` one (``(name, what it
+    names)``), or one of ``seen`` (it is added to them)."""
+    problem = _name_problem(where, name)
+    if not problem and name == reserved[0]:
+        problem = f"{where}: {name!r} is reserved for {reserved[1]} -> pick another name"
+    elif not problem and name in seen:
+        problem = f"{where}: {name!r} is used twice -> {things} names must be unique"
+    seen.add(name)
+    return problem
+
+
+def _lora_problems(m: MethodConfig, label: str, problems: list[str]) -> None:
+    if not m.lora.target_modules:
+        problems.append(
+            f"{label}.lora.target_modules: empty -> all-linear (every linear layer), or names such as [q_proj, v_proj]"
+        )
+    elif isinstance(m.lora.target_modules, list) and "all-linear" in m.lora.target_modules:
+        problems.append(
+            f"{label}.lora.target_modules: {m.lora.target_modules!r} -> all-linear stands alone: "
+            "write target_modules: all-linear (not in a list), or list module names only"
+        )
+
+
+def _prompt_tuning_problems(m: MethodConfig, label: str, problems: list[str]) -> None:
+    if m.batching == "packed":
+        problems.append(
+            f"{label}.batching: packed -> set batching: padded: prompt tuning prepends its virtual tokens to every "
+            "row, so examples packed into one row would share one soft prompt and attend to each other"
+        )
+    pt = m.prompt_tuning
+    if pt.style == "prompt_tuning" and pt.init == "text" and not pt.init_text.strip():
+        problems.append(
+            f"{label}.prompt_tuning.init_text: empty with init: text -> write the text, or init: sample_vocab"
+        )
+
+
+def _multi_task_problems(mt: MultiTaskSettings, where: str, problems: list[str]) -> None:
+    if not mt.tasks:
+        problems.append(
+            f"{where}.tasks: empty -> list at least one auxiliary task, e.g. "
+            "[{name: aux, path: data/sample/aux_mcq.json, weight: 0.5}]"
+        )
+    names: set[str] = set()
+    for i, task in enumerate(mt.tasks):
+        at = f"{where}.tasks[{i}]"
+        problem = _distinct_name_problem(
+            f"{at}.name", task.name, names, ("target", "the experiment's own data"), "task"
+        )
+        if problem:
+            problems.append(problem)
+        if not task.path:
+            problems.append(f"{at}.path: empty -> a CyberMetric JSON, a JSONL file or a dataset directory")
 
 
 # --------------------------------------------------------------------------- entry points
@@ -577,8 +771,17 @@ def load_config(path: str | os.PathLike, overrides: tp.Sequence[str] = ()) -> Ex
 
 
 def to_dict(cfg: tp.Any) -> dict:
-    """The config as plain data (for YAML/JSON)."""
-    return dataclasses.asdict(cfg)
+    """The config as plain data (for YAML/JSON).
+
+    A method's section of another kind that holds only defaults is left out: it changes nothing,
+    reads back equal, and a config written before that kind existed keeps its text and hash.
+    """
+    data = dataclasses.asdict(cfg)
+    for method in data.get("methods", []) if isinstance(cfg, ExperimentConfig) else []:
+        for section in KIND_SECTIONS:
+            if method["kind"] != section and method[section] == _DEFAULT_SECTIONS[section]:
+                del method[section]
+    return data
 
 
 def dump_yaml(cfg: ExperimentConfig) -> str:

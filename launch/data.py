@@ -34,7 +34,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from launch.config import LETTERS, DataConfig, DataSource
+from launch.config import LETTERS, DataConfig, DataSource, MethodConfig
 from launch.expdir import DataFiles
 from launch.fsio import atomic_write_json, atomic_write_jsonl
 from launch.redact import short
@@ -720,6 +720,18 @@ class Split:
     repeats: int
     n_train_all: int
     n_eval_all: int
+    aux: dict[str, dict[str, AuxQuestions]] = dataclasses.field(default_factory=dict)
+    """``multi_task`` methods' auxiliary tasks (:func:`plan_aux`): method -> task -> questions."""
+
+
+@dataclass
+class AuxQuestions:
+    """One auxiliary task's questions as the experiment uses them (:func:`plan_aux`)."""
+
+    questions: list[Question]
+    dropped: int
+    """Questions dropped because their normalised text is in the eval split."""
+    source: dict
 
 
 def plan_splits(cfg: DataConfig, progress: bool = False) -> Split:
@@ -754,6 +766,45 @@ def plan_splits(cfg: DataConfig, progress: bool = False) -> Split:
     train = _take(train, cfg.max_train, cfg.seed, "max_train")
     eval_ = _take(eval_, cfg.max_eval, cfg.seed, "max_eval")
     return Split(train, eval_, overlap, repeats, n_train_all, n_eval_all)
+
+
+def plan_aux(methods: tp.Sequence[MethodConfig], eval_: tp.Sequence[Question]) -> dict[str, dict[str, AuxQuestions]]:
+    """The auxiliary tasks of every ``multi_task`` method, loaded and validated, eval questions dropped.
+
+    A question whose normalised text is in the eval split is dropped (and counted) whatever
+    ``data.dedup`` says: an auxiliary task must never train on what the target is scored on.
+
+    Raises
+    ------
+    DataError
+        With every problem of every source, or when a task has no question left.
+    """
+    in_eval = {normalize_question(q.question) for q in eval_}
+    problems: list[str] = []
+    out: dict[str, dict[str, AuxQuestions]] = {}
+    for m in methods:
+        if m.kind != "multi_task":
+            continue
+        for task in m.multi_task.tasks:
+            source = DataSource(path=task.path, format=task.format, split=task.split)
+            try:
+                loaded = load_questions(source)
+            except DataError as exc:
+                problems += [f"methods.{m.name}.multi_task.tasks ({task.name}): {p}" for p in exc.problems]
+                continue
+            kept = [q for q in loaded if normalize_question(q.question) not in in_eval]
+            if not kept:
+                problems.append(
+                    f"methods.{m.name}.multi_task.tasks ({task.name}): every one of its {len(loaded)} questions is "
+                    "in the eval split -> an auxiliary task needs questions the evaluation does not ask"
+                )
+                continue
+            out.setdefault(m.name, {})[task.name] = AuxQuestions(
+                kept, len(loaded) - len(kept), dataclasses.asdict(source)
+            )
+    if problems:
+        raise DataError(problems, "multi_task")
+    return out
 
 
 def prepare_splits(
@@ -796,7 +847,19 @@ def prepare_splits(
     )
     atomic_write_jsonl(prepared.train_path, (q.to_record() for q in s.train))
     atomic_write_jsonl(prepared.eval_path, (q.to_record() for q in s.eval))
-    atomic_write_json(files.report_file, _report(cfg, prepared, s.overlap, s.repeats, s.n_train_all, s.n_eval_all))
+    for method, tasks in s.aux.items():
+        for task, aux in tasks.items():
+            atomic_write_jsonl(files.aux_file(method, task), (q.to_record() for q in aux.questions))
+    report = _report(cfg, prepared, s.overlap, s.repeats, s.n_train_all, s.n_eval_all)
+    if s.aux:
+        report["aux"] = {
+            method: {
+                task: {"n": len(a.questions), "n_dropped_eval_overlap": a.dropped, "source": a.source}
+                for task, a in tasks.items()
+            }
+            for method, tasks in s.aux.items()
+        }
+    atomic_write_json(files.report_file, report)
     return prepared
 
 

@@ -11,11 +11,14 @@ Layout::
     EXP/manifest.json                manifest_file    Manifest: hash, commit, executor, jobs
     EXP/profile.yaml                 profile_file     the site profile (Slurm only)
     EXP/forecast.json                forecast_file    the cost forecast the plan was made with (launch.costcheck)
-    EXP/data/                        data             DataFiles: train.jsonl, eval.jsonl, data_report.json
+    EXP/data/                        data             DataFiles: train.jsonl, eval.jsonl, data_report.json,
+                                                      aux/<method>/<task>.jsonl (multi_task)
     EXP/code/                        code_dir         the frozen launch/, train/, ds_configs/ (Slurm only)
     EXP/jobs/<job id>/               job_paths()      submitit's folders: logs, pickles (its own names)
     EXP/methods/<name>/              method(name)     MethodDir: metrics.json (TrainMetrics),
-                                                      progress.json (Progress), checkpoints/, model/, adapter/
+                                                      progress.json (Progress), checkpoints/, model/, adapter/,
+                                                      shots.jsonl (few_shot), features/, head.safetensors
+                                                      (feature_head)
     EXP/eval/                        eval             EvalDir: predictions/, results/ (EvalResult),
                                                       partial/ (chunks), progress.json (EvalProgress)
     EXP/wandb/                       wandb_dir        W&B runs (offline mode)
@@ -209,6 +212,10 @@ class TrainMetrics:
     started_at: str | None = None
     ended_at: str | None = None
     trainable_dtype: str | None = None
+    task_losses: dict[str, float] | None = None
+    """``multi_task``: each task's mean loss over its answer tokens in the last steps that had it."""
+    task_examples: dict[str, int] | None = None
+    """``multi_task``: training examples of each task in the mixture."""
 
     @property
     def completed(self) -> bool:
@@ -219,7 +226,8 @@ class TrainMetrics:
         data = dataclasses.asdict(self)
         if not self.completed:
             return {k: data[k] for k in _FAILURE_FIELDS}
-        return {k: v for k, v in data.items() if k != "error" and not (k in _GPU_FIELDS and v is None)}
+        optional = (*_GPU_FIELDS, "task_losses", "task_examples")
+        return {k: v for k, v in data.items() if k != "error" and not (k in optional and v is None)}
 
     @classmethod
     def from_dict(cls, raw: tp.Mapping[str, tp.Any], method: str = "") -> TrainMetrics:
@@ -239,9 +247,12 @@ class Progress:
     loss: float
     flushed_step: int = 0
     updated_at: str = ""
+    task_losses: dict[str, float] | None = None
+    """``multi_task``: each task's loss at its last step."""
 
     def to_dict(self) -> dict[str, tp.Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        return data if self.task_losses is not None else {k: v for k, v in data.items() if k != "task_losses"}
 
     @classmethod
     def from_dict(cls, raw: tp.Mapping[str, tp.Any]) -> Progress:
@@ -263,6 +274,7 @@ class EvalResult:
     ties: int | None = None
     """Questions whose best letter score two letters share (``loglik`` mode only)."""
     mode: str = "loglik"
+    """``loglik`` or ``generate`` (``eval.mode``), or ``head`` (a ``feature_head`` method, scored by its head)."""
     load_s: float | None = None
     eval_s: float | None = None
     questions_per_s: float | None = None
@@ -353,6 +365,10 @@ class DataFiles:
     def split(self, name: tp.Literal["train", "eval"]) -> Path:
         return {"train": self.train_file, "eval": self.eval_file}[name]
 
+    def aux_file(self, method: str, task: str) -> Path:
+        """The prepared questions of one auxiliary task of a ``multi_task`` method."""
+        return self.root / "aux" / method / f"{task}.jsonl"
+
 
 @dataclass(frozen=True)
 class MethodDir:
@@ -383,8 +399,22 @@ class MethodDir:
 
     @property
     def adapter_dir(self) -> Path:
-        """The LoRA/QLoRA adapter (+ tokenizer)."""
+        """The LoRA/QLoRA/prompt-tuning adapter (+ tokenizer)."""
         return self.root / "adapter"
+
+    @property
+    def shots_file(self) -> Path:
+        """``few_shot``: the examples put before every question (CyberMetric records, in order)."""
+        return self.root / "shots.jsonl"
+
+    def features_file(self, split: str) -> Path:
+        """``feature_head``: the cached features and labels of a split (safetensors)."""
+        return self.root / "features" / f"{split}.safetensors"
+
+    @property
+    def head_file(self) -> Path:
+        """``feature_head``: the trained head, its layer and normalisation (safetensors)."""
+        return self.root / "head.safetensors"
 
     def read_metrics(self) -> TrainMetrics:
         """The job's record; ``missing`` without a file, ``unreadable`` (with the reason) when it is not JSON."""

@@ -39,6 +39,8 @@ def resolve_paths(cfg: ExperimentConfig) -> ExperimentConfig:
     for m in cfg.methods:
         if m.deepspeed:
             m.deepspeed = _absolute(m.deepspeed)
+        for task in m.multi_task.tasks:
+            task.path = _absolute(task.path)
     return cfg
 
 

@@ -58,6 +58,7 @@ def main(
     rows = report.build_rows(
         [(m.name, m.kind) for m in cfg.methods], scored, metrics, price_per_gpu_hour=price, slurm_accounts=accounts
     )
+    report.add_scoring_cost(rows, scored, gpus, threads, price)  # few-shot: its price is its scoring
     print(f"[eval] cost source: {cost_note}", flush=True)
     evaluation = report.evaluation_cost(scored, gpus, threads, price)
     print(f"[eval] {report.evaluation_line(evaluation)}", flush=True)

@@ -239,6 +239,11 @@ def _adapter_checkpoint(method: MethodConfig, shape: ModelShape, adapters: int) 
     return 16.0 * adapters, 4.0 * adapters
 
 
+def _no_checkpoint(method: MethodConfig, shape: ModelShape, adapters: int) -> tuple[float, float]:
+    """Few-shot, prompt tuning, the feature head: nothing, or kilobytes to megabytes (none counted)."""
+    return 0.0, 0.0
+
+
 @dataclass(frozen=True)
 class KindModel:
     """How the forecast counts one method kind: one row of :data:`KIND_MODELS`.
@@ -272,6 +277,15 @@ KIND_MODELS: dict[str, KindModel] = {
     "lora": KindModel(_adapter_checkpoint, adapters=_lora_adapters),
     # LoRA's products on weights dequantised on the fly: same FLOPs, lower utilisation (its own rows).
     "qlora": KindModel(_adapter_checkpoint, adapters=_lora_adapters, scales_with_gpus=False),
+    # No training: the k examples are paid for in the evaluation (a longer shared prefix).
+    "few_shot": KindModel(_no_checkpoint, base_backward=False, utilisation_as="eval", scales_with_gpus=False),
+    # Soft prompts: LoRA's backward through the frozen base, no adapters in the layers; saves kilobytes.
+    "prompt_tuning": KindModel(_no_checkpoint, utilisation_as="lora"),
+    # One forward over the training split (the features), then a head trained in seconds on the cache.
+    "feature_head": KindModel(_no_checkpoint, base_backward=False, utilisation_as="eval", scales_with_gpus=False),
+    # Counted as what it adapts (MethodConfig.adapts: the full_sft or lora row) over its mixture's examples;
+    # this row serves the calibration's kinds and the time-limit warning.
+    "multi_task": KindModel(_adapter_checkpoint, adapters=_lora_adapters, utilisation_as="lora"),
 }
 """The throughput model of each method kind the forecast knows (``launch.config.METHOD_KINDS`` lists
 those the config accepts; a method of a kind missing here is left out of the forecast with a warning)."""
@@ -342,7 +356,9 @@ def train_flops(
     Parameters
     ----------
     kind:
-        A method kind of :data:`KIND_MODELS` (``full_sft``, ``lora``, ``qlora``, ...).
+        A method kind of :data:`KIND_MODELS` (``full_sft``, ``lora``, ``qlora``, ...); ``multi_task`` is given
+        as what it adapts (:attr:`launch.config.MethodConfig.adapts`); ``few_shot`` computes nothing in its own
+        job (it pays in the evaluation, :func:`evaluation_forecast`).
     context:
         Token-weighted mean example length (:attr:`launch.tokencount.SplitTokens.mean_context`).
     adapter_params:
@@ -510,12 +526,16 @@ def _attempts(work_s: float, per_attempt_s: float, time_limit_s: float) -> int |
     return max(1, math.ceil(work_s / usable)) if usable > 0 else None
 
 
-def _util(kind: str, gpu_type: str, n_params: int, calibration: CalibrationSource | None) -> tuple[float, float, str]:
-    """(utilisation, overhead factor, source) from the calibration when it has runs, else the defaults."""
+def _util(
+    kind: str, gpu_type: str, n_params: int, calibration: CalibrationSource | None, default_as: str = ""
+) -> tuple[float, float, str]:
+    """(utilisation, overhead factor, source) from the calibration when it has runs of ``kind``, else the
+    defaults of ``default_as or kind`` (``multi_task`` gives what it adapts; a kind's
+    :attr:`KindModel.utilisation_as` applies from there)."""
     found = calibration.lookup(kind, gpu_type, n_params) if calibration is not None else None
     if found is not None and found.runs > 0:
         return found.utilisation, found.overhead_factor, f"calibrated from {found.runs} run{'s' * (found.runs != 1)}"
-    return default_utilisation(kind, gpu_type), 1.0, "default"
+    return default_utilisation(default_as or kind, gpu_type), 1.0, "default"
 
 
 def _compute_s(flops: float, peak: float | None, utilisation: float, gpus: int) -> float | None:
@@ -561,19 +581,18 @@ def method_forecast(
 ) -> JobForecast:
     """The forecast of one training method (no price: :func:`forecast` adds it).
 
+    A ``multi_task`` mixture is taken as ``1 + sum(weights) / target_weight`` times the training split
+    (its auxiliary examples as long as the target's on average) and counted as what it adapts; prompt
+    tuning's rows are longer by the virtual tokens; the feature head reads the training split once,
+    whatever its epochs (they are over the cached features); few-shot computes nothing in its own job.
     ``devices``: what the compute is divided over and the hours multiplied by, when not the method's
     GPUs (a local CPU run: its threads).
     """
-    model = kind_model(method.kind)
-    n = counts.train.examples
-    steps = total_steps(method, n)
-    share = examples_seen(method, n, steps) / n if n else 0.0
-    tokens, logits = counts.train.tokens * share, counts.train.logit_tokens * share
+    model = kind_model(method.adapts)
+    steps, tokens, logits, context = _train_work(method, counts)
     adapters = model.adapters(shape, method)
-    flops = train_flops(shape, method.kind, counts.train.mean_context, adapters, method.gradient_checkpointing).total(
-        tokens, logits
-    )
-    util, factor, source = _util(method.kind, gpu_type, shape.n_params, calibration)
+    flops = train_flops(shape, method.adapts, context, adapters, method.gradient_checkpointing).total(tokens, logits)
+    util, factor, source = _util(method.kind, gpu_type, shape.n_params, calibration, default_as=method.adapts)
     gpus = devices if devices is not None else method.resources.nodes * method.resources.gpus_per_node
     peak = peak_tflops(gpu_type, method.precision, gpu_tflops)
     compute = _compute_s(flops, peak, util, gpus)
@@ -597,7 +616,47 @@ def method_forecast(
     ckpt, final = model.checkpoint_bytes(method, shape, adapters)
     saves = _checkpoints(method, steps, compute) * ckpt if compute is not None else 0.0
     load = _weights_bytes(shape, cfg.model.dtype, method.precision) / (READ_GB_PER_S * GB)
+    if method.kind == "few_shot":  # the tokenizer only
+        load = 0.0
     return JobForecast(**_timed(job, STARTUP_S + load, (saves + final) / write, factor))
+
+
+def _train_work(method: MethodConfig, counts: TokenCounts) -> tuple[int, float, float, float]:
+    """(steps, tokens, logit positions, mean context) of a method's own job (see :func:`method_forecast`)."""
+    train = counts.train
+    if method.kind == "few_shot":
+        return 0, 0.0, 0.0, 0.0
+    if method.kind == "feature_head":  # one forward per question, the last position's logits
+        return total_steps(method, train.examples), train.tokens, float(train.examples), train.mean_context
+    mix = _mixture_factor(method)
+    extra = method.prompt_tuning.num_virtual_tokens if method.kind == "prompt_tuning" else 0
+    n = round(train.examples * mix)
+    steps = total_steps(method, n)
+    share = (examples_seen(method, n, steps) / n if n else 0.0) * mix
+    return (
+        steps,
+        (train.tokens + extra * train.examples) * share,
+        train.logit_tokens * share,
+        train.mean_context + extra,
+    )
+
+
+def _mixture_factor(method: MethodConfig) -> float:
+    """How many times the training split a ``multi_task`` mixture is (1 for other kinds)."""
+    if method.kind != "multi_task":
+        return 1.0
+    mt = method.multi_task
+    return 1.0 + sum(t.weight for t in mt.tasks) / mt.target_weight
+
+
+def shared_prefix_extra(method: MethodConfig, counts: TokenCounts) -> float:
+    """Tokens a method adds to the prefix every question shares when it is scored: few-shot's ``k`` examples
+    (each as long as a training example on average), prompt tuning's virtual tokens; 0 otherwise."""
+    if method.kind == "few_shot":
+        return method.few_shot.k * (counts.train.tokens / counts.train.examples if counts.train.examples else 0.0)
+    if method.kind == "prompt_tuning":
+        return float(method.prompt_tuning.num_virtual_tokens)
+    return 0.0
 
 
 def evaluation_forecast(
@@ -615,6 +674,9 @@ def evaluation_forecast(
     """
     models = len(cfg.methods) + (1 if cfg.eval.include_base else 0)
     flops = models * eval_flops(shape, counts.eval)
+    for m in cfg.methods:  # a longer shared prefix: computed once, then attended to by every question's tokens
+        prefix = shared_prefix_extra(m, counts)
+        flops += 2.0 * matmul_params(shape) * prefix + attention_flops(shape, prefix) * counts.eval.tokens
     if cfg.eval.mode == "generate":  # decoding: one forward of one token per new token and question
         flops += models * counts.eval.examples * cfg.eval.max_new_tokens * 2.0 * matmul_params(shape)
     util, factor, source = _util("eval", gpu_type, shape.n_params, calibration)

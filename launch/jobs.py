@@ -15,9 +15,17 @@ import typing as tp
 from launch.expdir import ExperimentDir
 from launch.gpus import check_gpu_binding, cuda_hidden
 
-ENTRYPOINTS = {"full_sft": "train.full_sft", "lora": "train.lora", "qlora": "train.qlora"}
-"""The training entrypoint of each method kind: a module whose ``main(cfg, method_name, exp_dir, threads)``
-trains one method (``launch.config.METHOD_KINDS`` lists the kinds the config accepts)."""
+ENTRYPOINTS = {
+    "full_sft": "train.full_sft",
+    "lora": "train.lora",
+    "qlora": "train.qlora",
+    "few_shot": "train.few_shot",
+    "prompt_tuning": "train.prompt_tuning",
+    "feature_head": "train.feature_head",
+    "multi_task": "train.multi_task",
+}
+"""The training entrypoint of each method kind (``launch.config.METHOD_KINDS``): the module ``train.<kind>``,
+whose ``main(cfg, method_name, exp_dir, threads)`` runs one method's job."""
 
 
 def _compute_env(threads: int | None) -> None:

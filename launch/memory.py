@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from launch import REPO_ROOT, hub
-from launch.config import MethodConfig
+from launch.config import LETTERS, METHOD_KINDS, MethodConfig
 
 GB = 2**30
 """Bytes in one "GB" of every figure here: GiB, like nvidia-smi, DeepSpeed's estimators and
@@ -127,6 +127,13 @@ model returns (2), the fp32 log-softmax that cross-entropy saves (4; HF's loss u
 to fp32 first) and the fp32 gradient being formed in backward (4-8): 12 taken. With Llama-3's
 128256-entry vocabulary this is 1.5 MiB per token, often the largest activation with
 checkpointing on. Not reduced by checkpointing (the loss is outside the decoder layers)."""
+
+INFERENCE_ACT_BYTES = 40
+"""Per token, bytes of the largest activations a forward without autograd holds at once in one Llama
+layer, in 16-bit: the layer's input and output (2h + 2h), q, k, v (2h + 4kv), the MLP's gate, up and
+their product (6i), rounded: nothing is kept for backward, so one layer's worth is the peak. Used for
+the kinds that only run the model forward (``few_shot``'s scoring, ``feature_head``'s features) as
+``INFERENCE_ACT_BYTES x hidden`` (the MLP's 6i is about 16h in Llama's proportions); fp32 doubles it."""
 
 LORA_DROPOUT_BYTES = 3
 """Per input feature of each adapted module when ``lora.dropout > 0``: peft applies a separate
@@ -549,6 +556,10 @@ class MemoryEstimate:
             return f"LoRA ({_count(self.trainable_params)} trainable)"
         if self.kind == "qlora":
             return f"QLoRA, 4-bit base ({_count(self.trainable_params)} trainable)"
+        if self.kind in FORWARD_ONLY_SETUP:
+            return FORWARD_ONLY_SETUP[self.kind]
+        if self.kind == "prompt_tuning":
+            return f"soft prompt ({_count(self.trainable_params)} trainable)"
         if self.zero_stage is None:
             return "no DeepSpeed (DDP)" if self.world_size > 1 else "no DeepSpeed"
         off = [n for n, on in (("optimizer", self.offload_optimizer), ("params", self.offload_params)) if on]
@@ -567,6 +578,14 @@ class MemoryEstimate:
             f"optimizer {self.optimizer_gb:.1f}, activations {self.activations_gb:.1f}, overhead "
             f"{self.overhead_gb:.1f}) on {gpus}, {self.setup}{host}"
         )
+
+
+FORWARD_ONLY_SETUP = {
+    "few_shot": "few-shot: the base model scoring k examples + a question in the evaluation job (its own job "
+    "loads no model)",
+    "feature_head": "feature head: forward passes of the frozen model (all hidden states kept), a head of hidden x 4",
+}
+"""How the kinds that train no model weights use the GPU (:attr:`MemoryEstimate.setup`)."""
 
 
 def _count(n: int) -> str:
@@ -599,6 +618,28 @@ def lora_params(shape: ModelShape, lora: tp.Any) -> tuple[int, int]:
         elif name in ("lm_head", "embed_tokens"):
             params += lora.r * (shape.hidden_size + shape.vocab_size)
     return params, inputs
+
+
+def prompt_params(shape: ModelShape, settings: tp.Any) -> int:
+    """Trainable parameters of a soft prompt: the virtual tokens' embeddings, and P-tuning's MLP
+    (hidden -> encoder -> encoder -> hidden, with biases: peft's ``PromptEncoder``)."""
+    h, n = shape.hidden_size, settings.num_virtual_tokens
+    if settings.style != "p_tuning":
+        return n * h
+    e = settings.encoder_hidden_size
+    return n * h + (h * e + e) + (e * e + e) + (e * h + h)
+
+
+def forward_bytes(shape: ModelShape, rows: int, seq_len: int, fp32: bool, keep_hidden: bool = False) -> int:
+    """Bytes a forward without autograd holds at its peak: one layer's activations (:data:`INFERENCE_ACT_BYTES`),
+    the K/V cache of every layer (the evaluation's shared-prefix cache extends it to every row), the last
+    position's logits, and with ``keep_hidden`` every layer's hidden states (``output_hidden_states``)."""
+    width = 4 if fp32 else 2
+    tokens = rows * seq_len
+    layer = tokens * INFERENCE_ACT_BYTES * shape.hidden_size * width // 2
+    kv = tokens * shape.num_layers * 2 * shape.kv_dim * width
+    hidden = tokens * (shape.num_layers + 1) * shape.hidden_size * width if keep_hidden else 0
+    return layer + kv + hidden + rows * shape.vocab_size * 4
 
 
 def activation_bytes(
@@ -682,6 +723,14 @@ def estimate(
     linears at :data:`NF4_BYTES`, the other parameters at 4 B (fp32), adapters as LoRA, activations
     at fp32 size (see :func:`activation_bytes`). LoRA and QLoRA replicate everything on every GPU
     (no ZeRO).
+
+    prompt_tuning: as LoRA with the soft prompt (:func:`prompt_params`) as the trainable parameters,
+    activations over ``max_seq_len`` + the virtual tokens (the gradient reaches the input, through
+    every layer). multi_task: the estimate of what it adapts (``full_sft`` or ``lora``). few_shot and
+    feature_head run the model forward only (:func:`forward_bytes`): few-shot's figure is its scoring
+    in the evaluation job (``micro_batch_size`` rows of ``max_seq_len``: set it to ``eval.batch_size``),
+    the feature head's its extraction (``feature_head.extract_batch_size`` rows) plus a head of
+    hidden x 4 (+ 4) parameters.
     """
     world = _world(method)
     P, L = shape.n_params, shape.largest_layer_params
@@ -723,6 +772,21 @@ def estimate(
             weights += wb * L
             grads += gb * L
         host *= OFFLOAD_HOST_FACTOR
+    elif method.kind == "multi_task":  # what it adapts, over its mixture's examples (same micro-batches)
+        same = estimate(shape, dataclasses.replace(method, kind=method.adapts), max_seq_len, repo_root)
+        return dataclasses.replace(same, method=method.name or method.kind)
+    elif method.kind in ("few_shot", "feature_head"):
+        trainable = len(LETTERS) * (shape.hidden_size + 1) if method.kind == "feature_head" else 0
+        weights = (FP32_WEIGHT_BYTES if fp32 else MIXED_WEIGHT_BYTES) * P + 4 * trainable
+        grads, optimizer = 4 * trainable, 8 * trainable
+        head = method.kind == "feature_head"
+        rows = method.feature_head.extract_batch_size if head else method.micro_batch_size
+        forward = forward_bytes(shape, rows, max_seq_len, fp32, keep_hidden=head)
+    elif method.kind == "prompt_tuning":  # the frozen base as LoRA's, the virtual tokens in front of every row
+        trainable = prompt_params(shape, method.prompt_tuning)
+        weights = (FP32_WEIGHT_BYTES if fp32 else MIXED_WEIGHT_BYTES) * P + 4 * trainable
+        grads, optimizer = 4 * trainable, (ADAPTER_BYTES - 8) * trainable
+        max_seq_len += method.prompt_tuning.num_virtual_tokens
     elif method.kind in ("lora", "qlora"):
         trainable, lora_inputs = lora_params(shape, method.lora)
         if method.lora.dropout > 0:
@@ -736,15 +800,18 @@ def estimate(
         grads = 4 * trainable
         optimizer = (ADAPTER_BYTES - 8) * trainable
     else:
-        raise ValueError(f"unknown method kind {method.kind!r}; expected full_sft, lora or qlora")
-    act = activation_bytes(
-        shape,
-        method.micro_batch_size,
-        max_seq_len,
-        method.gradient_checkpointing,
-        fp32 or method.kind == "qlora",
-        dropout_inputs,
-    )
+        raise ValueError(f"unknown method kind {method.kind!r}; expected one of {', '.join(METHOD_KINDS)}")
+    if method.kind in ("few_shot", "feature_head"):
+        act = forward
+    else:
+        act = activation_bytes(
+            shape,
+            method.micro_batch_size,
+            max_seq_len,
+            method.gradient_checkpointing,
+            fp32 or method.kind == "qlora",
+            dropout_inputs,
+        )
     return MemoryEstimate(
         method=method.name or method.kind,
         kind=method.kind,

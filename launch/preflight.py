@@ -39,7 +39,7 @@ class Preflight:
 
 def check(cfg: ExperimentConfig, data: bool = True) -> Preflight:
     """Every login-side check of ``cfg``'s files; ``data=False`` skips reading the data."""
-    from launch.data import DataError, plan_splits
+    from launch.data import DataError, plan_aux, plan_splits
 
     out = Preflight()
     if _nul_bytes(cfg, out.problems):
@@ -50,9 +50,12 @@ def check(cfg: ExperimentConfig, data: bool = True) -> Preflight:
     _check_source(cfg.data.train, "data.train", out.problems)
     if cfg.data.eval is not None:
         _check_source(cfg.data.eval, "data.eval", out.problems)
+    for where, src in _aux_sources(cfg):
+        _check_source(src, where, out.problems)
     sources_ok = len(out.problems) == before
+    out.problems += _layer_problems(cfg)
     for i, m in enumerate(cfg.methods):
-        if m.deepspeed and m.kind == "full_sft":
+        if m.deepspeed and m.adapts == "full_sft":
             problems = deepspeed_problems(m)
             out.problems += [f"methods[{i}] ({m.name}).deepspeed: {p}" for p in problems]
             if problems:
@@ -62,9 +65,55 @@ def check(cfg: ExperimentConfig, data: bool = True) -> Preflight:
     if data and sources_ok and cfg.data.train.path:
         try:
             out.split = plan_splits(cfg.data)
+            out.split.aux = plan_aux(cfg.methods, out.split.eval)
         except DataError as exc:
             out.data_problems = list(exc.problems)
+        if out.split is not None:
+            out.data_problems += _few_shot_problems(cfg, len(out.split.train))
     return out
+
+
+# --------------------------------------------------------------------------- method kinds
+
+
+def _aux_sources(cfg: ExperimentConfig) -> list[tuple[str, DataSource]]:
+    """``(field, source)`` of every auxiliary task of the ``multi_task`` methods."""
+    return [
+        (f"methods[{i}] ({m.name}).multi_task.tasks[{j}]", DataSource(t.path, t.format, t.split))
+        for i, m in enumerate(cfg.methods)
+        if m.kind == "multi_task"
+        for j, t in enumerate(m.multi_task.tasks)
+        if t.path
+    ]
+
+
+def _few_shot_problems(cfg: ExperimentConfig, n_train: int) -> list[str]:
+    """``few_shot.k`` against the training split it draws from."""
+    return [
+        f"methods[{i}] ({m.name}).few_shot.k: {m.few_shot.k}, but the training split has {n_train} question(s) "
+        f"-> at most {n_train}"
+        for i, m in enumerate(cfg.methods)
+        if m.kind == "few_shot" and m.few_shot.k > n_train
+    ]
+
+
+def _layer_problems(cfg: ExperimentConfig) -> list[str]:
+    """``feature_head.layer`` against the model's layers (when its config.json is here; the job checks again)."""
+    heads = [(i, m) for i, m in enumerate(cfg.methods) if m.kind == "feature_head"]
+    if not heads:
+        return []
+    from launch.memory import model_shape
+
+    shape = model_shape(cfg.model.name_or_path)
+    if shape is None:
+        return []
+    n = shape.num_layers
+    return [
+        f"methods[{i}] ({m.name}).feature_head.layer: {m.feature_head.layer}, but the model has {n} layers -> "
+        f"0 (the embeddings) to {n} (the last layer), or -1 to -{n + 1} counted from the end"
+        for i, m in heads
+        if not -(n + 1) <= m.feature_head.layer <= n
+    ]
 
 
 # --------------------------------------------------------------------------- model, data sources
@@ -79,6 +128,7 @@ def _nul_bytes(cfg: ExperimentConfig, problems: list[str]) -> bool:
         "data.eval.path": cfg.data.eval.path if cfg.data.eval else "",
     }
     paths.update({f"methods[{i}] ({m.name}).deepspeed": m.deepspeed or "" for i, m in enumerate(cfg.methods)})
+    paths.update({f"{where}.path": src.path for where, src in _aux_sources(cfg)})
     bad = [where for where, path in paths.items() if "\x00" in path]
     problems += [f"{where}: holds a NUL byte, which no file name can -> remove it" for where in bad]
     return bool(bad)

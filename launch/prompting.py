@@ -13,6 +13,13 @@ the same ids whatever the tokenizer merges across piece boundaries::
 
 Training puts the loss on ``prefix_ids + letter_ids + [eos]`` only; log-likelihood
 scoring compares the four ``letter_ids`` after ``prompt_ids + prefix_ids``.
+
+Few-shot prompts (``shots``: solved questions) put each example before the question as a prior
+user turn (the question in the same template) and assistant turn (``ANSWER: X``), through the
+chat template: the model reads its own earlier answers in the format it must answer in, as a chat
+model sees a conversation (lm-eval's ``fewshot_as_multiturn`` does the same). Without a chat
+template the same blocks follow each other in the plain prompt. The examples are the same for
+every question, so they belong to the prefix the evaluation computes once.
 """
 
 from __future__ import annotations
@@ -41,22 +48,38 @@ def user_message(q: QuestionLike) -> str:
     return f"Question: {q.question}\nOptions: {options}\n\n{INSTRUCTION}"
 
 
-def prompt_text(tokenizer: tp.Any, q: QuestionLike) -> str:
-    """The full prompt as text, up to where the model's answer starts."""
+def answer_text(letter: str) -> str:
+    """A solved example's answer as the model is asked to write it (``ANSWER: B``)."""
+    return f"{ANSWER_PREFIX} {letter}"
+
+
+def messages(q: QuestionLike, shots: tp.Sequence[QuestionLike] = ()) -> list[dict[str, str]]:
+    """The chat: system prompt, each shot as a user and an assistant turn, then the question."""
+    turns = [{"role": "system", "content": SYSTEM_PROMPT}]
+    for shot in shots:
+        turns += [
+            {"role": "user", "content": user_message(shot)},
+            {"role": "assistant", "content": answer_text(shot.solution)},
+        ]
+    return turns + [{"role": "user", "content": user_message(q)}]
+
+
+def prompt_text(tokenizer: tp.Any, q: QuestionLike, shots: tp.Sequence[QuestionLike] = ()) -> str:
+    """The full prompt as text, up to where the model's answer starts (``shots`` before the question)."""
     if getattr(tokenizer, "chat_template", None):
-        messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user_message(q)}]
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return f"{SYSTEM_PROMPT}\n\n{user_message(q)}\n\n"
+        return tokenizer.apply_chat_template(messages(q, shots), tokenize=False, add_generation_prompt=True)
+    solved = "".join(f"{user_message(s)}\n\n{answer_text(s.solution)}\n\n" for s in shots)
+    return f"{SYSTEM_PROMPT}\n\n{solved}{user_message(q)}\n\n"
 
 
 def _encode(tokenizer: tp.Any, text: str, special: bool) -> list[int]:
     return list(tokenizer(text, add_special_tokens=special)["input_ids"])
 
 
-def prompt_ids(tokenizer: tp.Any, q: QuestionLike) -> list[int]:
+def prompt_ids(tokenizer: tp.Any, q: QuestionLike, shots: tp.Sequence[QuestionLike] = ()) -> list[int]:
     """Token ids of the prompt. Chat templates write their own BOS; plain prompts get the tokenizer's."""
     has_template = bool(getattr(tokenizer, "chat_template", None))
-    return _encode(tokenizer, prompt_text(tokenizer, q), special=not has_template)
+    return _encode(tokenizer, prompt_text(tokenizer, q, shots), special=not has_template)
 
 
 class AnswerCodec:
@@ -89,11 +112,17 @@ def encode_training_example(
     return prompt + answer, [-100] * len(prompt) + answer
 
 
-def scoring_context(tokenizer: tp.Any, codec: AnswerCodec, q: QuestionLike, max_len: int) -> list[int]:
-    """Ids after which the answer letter is scored: the prompt plus ``ANSWER:``."""
+def scoring_room(codec: AnswerCodec, max_len: int) -> int:
+    """Prompt tokens a scored context keeps: ``max_len`` less ``ANSWER:`` and the longest letter."""
     longest = max(len(v) for v in codec.letter_ids.values())
-    room = max(max_len - len(codec.prefix_ids) - longest, 1)
-    return prompt_ids(tokenizer, q)[-room:] + codec.prefix_ids
+    return max(max_len - len(codec.prefix_ids) - longest, 1)
+
+
+def scoring_context(
+    tokenizer: tp.Any, codec: AnswerCodec, q: QuestionLike, max_len: int, shots: tp.Sequence[QuestionLike] = ()
+) -> list[int]:
+    """Ids after which the answer letter is scored: the prompt (``shots`` first) plus ``ANSWER:``."""
+    return prompt_ids(tokenizer, q, shots)[-scoring_room(codec, max_len) :] + codec.prefix_ids
 
 
 def parse_answer(text: str) -> str | None:

@@ -120,6 +120,8 @@ def _train_fields(metrics: dict, price_per_gpu_hour: float | None) -> Row:
         "trainable_params": _int(metrics.get("trainable_params")),
         "cost_source": metrics.get("cost_source"),
     }
+    if metrics.get("task_losses"):  # multi_task: each task's loss, in summary.json
+        out["task_losses"] = metrics["task_losses"]
     if metrics.get("error"):
         out["error"] = str(metrics["error"])
     return out
@@ -345,6 +347,41 @@ def render_chart(rows: list[Row], title: str) -> bytes:
 # --------------------------------------------------------------------------- files
 
 
+def _scoring_s(result: dict) -> float:
+    """One model's load and scoring time in the evaluation job (its result's timers)."""
+    return (_num(result.get("load_s")) or 0.0) + (_num(result.get("eval_s")) or 0.0)
+
+
+SCORING_COST_KINDS = ("few_shot",)
+"""Kinds whose price is paid at evaluation: few-shot trains nothing and scores longer prompts."""
+
+
+def add_scoring_cost(
+    rows: list[Row], results: tp.Mapping[str, dict], gpus: int, threads: int, price_per_gpu_hour: float | None
+) -> None:
+    """Add each :data:`SCORING_COST_KINDS` row's own evaluation time to its cost, in place.
+
+    Its GPU-hours (GPUs of the evaluation job x its load and scoring seconds; none on CPU), CPU-hours
+    (x ``threads``) and money are added to what its own job cost; ``cost_source`` says so
+    (``local + eval scoring``, ``sacct + eval scoring``) and ``scoring_s`` holds the seconds. The
+    evaluation line still counts these seconds with every model's: there they are shared, here they
+    are this row's price.
+    """
+    for row in rows:
+        result = results.get(row["method"])
+        if row.get("kind") not in SCORING_COST_KINDS or not result:
+            continue
+        seconds = _scoring_s(result)
+        row["scoring_s"] = round(seconds, 3)
+        if gpus:
+            gpu_hours = seconds * gpus / 3600
+            row["gpu_hours"] = (row.get("gpu_hours") or 0.0) + gpu_hours
+            if price_per_gpu_hour is not None:
+                row["cost"] = (row.get("cost") or 0.0) + gpu_hours * price_per_gpu_hour
+        row["cpu_hours"] = (row.get("cpu_hours") or 0.0) + seconds * threads / 3600
+        row["cost_source"] = f"{row.get('cost_source') or 'none'} + eval scoring"
+
+
 def evaluation_cost(results: tp.Mapping[str, dict], gpus: int, threads: int, price_per_gpu_hour: float | None) -> dict:
     """What the shared evaluation job spent, from each model's own load and scoring timers.
 
@@ -352,7 +389,7 @@ def evaluation_cost(results: tp.Mapping[str, dict], gpus: int, threads: int, pri
     counts the models scored by its earlier attempts. ``gpus`` is what the job holds
     (0 on CPU: then only CPU-hours, ``threads`` cores).
     """
-    seconds = sum((_num(r.get("load_s")) or 0.0) + (_num(r.get("eval_s")) or 0.0) for r in results.values())
+    seconds = sum(_scoring_s(r) for r in results.values())
     gpu_hours = seconds * gpus / 3600 if gpus else None
     return {
         "models": len(results),
@@ -373,7 +410,7 @@ def evaluation_line(ev: dict | None) -> str:
     money = f", cost {ev['cost']:.4g}" if ev.get("cost") is not None else ""
     return (
         f"Evaluation job: {ev['models']} model(s) loaded and scored in {ev['seconds']:.0f} s ({hours}{money}); "
-        "shared by every row, not included in any row's cost."
+        "shared by every row, not included in any row's cost (a few-shot row's cost is its own part of it)."
     )
 
 

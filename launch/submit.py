@@ -210,6 +210,8 @@ def _memory_problems(cfg: ExperimentConfig, p: SlurmProfile) -> tuple[list[str],
         ], []
     lines, problems = [], []
     for i, m in enumerate(cfg.methods):
+        if m.kind == "few_shot":  # its GPU work is its scoring, in the evaluation job, with the eval's batches
+            m = dataclasses.replace(m, micro_batch_size=cfg.eval.batch_size, resources=cfg.eval.resources)
         if m.resources.gpus_per_node == 0:
             continue  # CPU job: GPU memory does not apply
         try:

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from launch import preflight
-from launch.config import ConfigError, build_config, config_hash, dump_yaml, from_dict, load_config
+from launch.config import METHOD_KINDS, ConfigError, build_config, config_hash, dump_yaml, from_dict, load_config
 
 SHIPPED = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 
@@ -20,8 +20,8 @@ def test_configs_are_shipped():
 def test_smoke_config_validates(repo, smoke_overrides, monkeypatch):
     monkeypatch.chdir(repo)
     cfg = load_config(repo / "configs" / "smoke.yaml", smoke_overrides)
-    assert [m.name for m in cfg.methods] == ["full_sft", "lora", "qlora"]
-    assert [m.kind for m in cfg.methods] == ["full_sft", "lora", "qlora"]
+    assert [m.name for m in cfg.methods] == list(METHOD_KINDS)  # every kind, each named as its kind
+    assert [m.kind for m in cfg.methods] == list(METHOD_KINDS)
     assert cfg.tracking.mode == "offline"
 
 

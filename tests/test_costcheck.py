@@ -16,6 +16,7 @@ from types import SimpleNamespace
 import pytest
 
 from launch import calibration, cli, costcheck, forecast, submit
+from launch.config import load_config
 from launch.expdir import ExperimentDir
 from launch.fsio import read_json
 from support.fake_slurm import install_fake_slurm
@@ -53,7 +54,9 @@ def test_dry_run_forecasts_every_method_and_the_evaluation(tiny_model, tmp_path)
     # The tiny model's tokenizer is on disk: counted, not estimated.
     assert lines[1].startswith("  cost forecast: fake, peak 0.085 TFLOP/s per GPU, 2 per GPU-hour; tokens: counted")
     rows = _table_rows(lines)
-    assert list(rows) == ["full_sft", "lora", "qlora", "eval"]
+    methods = [m.name for m in found.cfg.methods]
+    assert len(methods) == 7  # every method kind the smoke study has
+    assert list(rows) == [*methods, "eval"]
     for name, cells in rows.items():
         assert "default" in cells and "?" not in cells, (name, cells)
     assert rows["full_sft"][3] == "300"  # max_steps
@@ -104,17 +107,16 @@ def test_submit_prints_the_forecast_and_saves_it_in_the_experiment(tmp_path, mon
     assert printed.startswith("cost forecast: fake, peak 0.085 TFLOP/s per GPU")
     (exp,) = out.iterdir()
     saved = ExperimentDir(exp).read_forecast()
-    assert set(saved["methods"]) == {"full_sft", "lora", "qlora"} and saved["evaluation"]["models"] == 4
+    methods = {m.name for m in load_config("configs/smoke.yaml").methods}
+    assert set(saved["methods"]) == methods and saved["evaluation"]["models"] == len(methods) + 1
     assert saved["site"] == "dev" and saved["gpu_type"] == "fake" and saved["device"] == "GPU"
     assert saved["calibration_file"] == str(calibration.calibration_path("dev").absolute())
-    assert set(saved["memory_gb"]) == {"full_sft", "lora", "qlora"}
+    assert set(saved["memory_gb"]) == methods
     # The jobs read it through the experiment directory: nothing else names the file.
     assert ExperimentDir(exp).forecast_file.is_file()
 
 
 def test_a_local_run_is_one_process_per_job_on_cpu_threads(tiny_model, tmp_path):
-    from launch.config import load_config
-
     cfg = load_config("configs/smoke.yaml", [f"model.name_or_path={tiny_model}", "local.threads_per_job=2"])
     cfg.methods[0].resources.nodes, cfg.methods[0].resources.gpus_per_node = 2, 4  # locally: still one process
     site = costcheck.Site.local(cfg)
@@ -234,24 +236,25 @@ def test_a_new_method_kind_is_one_row_of_the_table(monkeypatch, tmp_path):
         adapters=lambda shape, method: 4 * shape.hidden_size,
         utilisation_as="lora",
     )
-    monkeypatch.setitem(forecast.KIND_MODELS, "feature_head", head)
-    per = forecast.train_flops(LLAMA3_8B, "feature_head", 150, 4 * 4096)
+    monkeypatch.setitem(forecast.KIND_MODELS, "head_probe", head)
+    per = forecast.train_flops(LLAMA3_8B, "head_probe", 150, 4 * 4096)
     attn = 4 * 32 * 4096 * 150  # forward only: 4 L d T
     assert per.per_token == 2 * N_8B + 6 * 4 * 4096 + attn and per.per_logit == 2 * 128256 * 4096
-    assert forecast.default_utilisation("feature_head", "h100") == forecast.default_utilisation("lora", "h100")
+    assert forecast.default_utilisation("head_probe", "h100") == forecast.default_utilisation("lora", "h100")
     cfg = _cfg([{"name": "fh", "kind": "lora"}])
-    cfg.methods = [_method(name="fh", kind="feature_head", epochs=1, micro_batch_size=10)]
+    cfg.methods = [_method(name="fh", kind="head_probe", epochs=1, micro_batch_size=10)]
     planned = forecast.forecast(cfg, LLAMA3_8B, _counts(), "h100")
     assert planned.methods[0].flops == pytest.approx(per.total(150_000, 4000))
     # Its finished runs calibrate like any other kind's.
     rec = calibration.measure_job(planned.to_json()["methods"]["fh"], 150_000, 10.0, 20.0, "exp", "h100")
     assert calibration.append(tmp_path / "c.jsonl", rec)
     # A kind with no row is left out of the forecast with a warning, not a crash.
-    monkeypatch.delitem(forecast.KIND_MODELS, "feature_head")
+    monkeypatch.delitem(forecast.KIND_MODELS, "head_probe")
     out = forecast.forecast(cfg, LLAMA3_8B, _counts(), "h100")
-    assert out.methods == [] and out.warnings[0].startswith("methods.fh: kind 'feature_head' has no throughput model")
+    assert out.methods == [] and out.warnings[0].startswith("methods.fh: kind 'head_probe' has no throughput model")
     skipped = calibration.load(tmp_path / "c.jsonl").skipped
-    assert skipped == ["line 1: kind: 'feature_head' -> one of full_sft, lora, qlora, eval"]
+    assert skipped == [f"line 1: kind: 'head_probe' -> one of {', '.join(calibration.kinds())}"]
+    assert "head_probe" not in calibration.kinds() and "feature_head" in calibration.kinds()
 
 
 # --------------------------------------------------------------------------- the command line
@@ -302,16 +305,20 @@ def test_the_evaluation_job_checks_the_forecast_and_calibrates_the_site(tiny_mod
     exp = _finished_local_experiment(tiny_model, tmp_path)
     summary = read_json(exp.summary_file)
     checked = summary["forecast_vs_actual"]
-    assert set(checked["methods"]) == {"full_sft", "lora", "qlora"} and checked["hours"] == "CPU-h"
+    kinds = {m.name: m.kind for m in load_config(str(exp.config_file)).methods}
+    assert set(checked["methods"]) == set(kinds) and checked["hours"] == "CPU-h"
     full = checked["methods"]["full_sft"]
     assert full["gpu_hours"]["actual"] == pytest.approx(22 / 3600) and full["wall_s"]["actual"] == 22.0
     assert full["peak_mem_gb"]["actual"] == pytest.approx(700 / 1024)
-    for cmp in [*checked["methods"].values(), checked["evaluation"]]:
+    # Few-shot's own job computes nothing (it pays in the evaluation): no throughput to forecast or to calibrate.
+    computing = [n for n, kind in kinds.items() if kind != "few_shot"]
+    assert checked["methods"]["few_shot"]["tokens_per_s"]["forecast"] is None
+    for cmp in [*(checked["methods"][n] for n in computing), checked["evaluation"]]:
         for key in ("gpu_hours", "wall_s", "tokens_per_s"):
             assert cmp[key]["forecast"] > 0 and cmp[key]["error_pct"] is not None, (key, cmp)
-    assert checked["calibration"]["recorded"] == [f"{exp.name}/{n}" for n in ("full_sft", "lora", "qlora", "eval")]
+    assert checked["calibration"]["recorded"] == [f"{exp.name}/{n}" for n in (*computing, "eval")]
     cal = calibration.load(calibration.local_calibration_path())
-    assert sorted(r["kind"] for r in cal.records) == ["eval", "full_sft", "lora", "qlora"]
+    assert sorted(r["kind"] for r in cal.records) == sorted([*(kinds[n] for n in computing), "eval"])
     assert "## Forecast against actual" in exp.report_md.read_text()
     assert "Forecast against actual" in exp.report_html.read_text()
     report = run_cli("report", str(exp))
@@ -325,7 +332,7 @@ def test_calibration_record_adds_what_is_missing_and_nothing_twice(tiny_model, t
     path.write_text("\n".join(lines[:2]) + "\n")  # as if the evaluation job had recorded only two jobs
     res = run_cli("calibration", "record", str(exp))
     assert res.returncode == 0, res.stderr
-    assert "2 job(s) recorded" in res.stdout and "2 already there" in res.stdout
-    assert path.read_text().splitlines()[:2] == lines[:2] and len(path.read_text().splitlines()) == 4
+    assert f"{len(lines) - 2} job(s) recorded" in res.stdout and "2 already there" in res.stdout
+    assert path.read_text().splitlines()[:2] == lines[:2] and len(path.read_text().splitlines()) == len(lines)
     res = run_cli("calibration", "record", str(tmp_path))
     assert res.returncode == 2 and "has no manifest.json" in res.stderr

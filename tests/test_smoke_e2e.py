@@ -18,11 +18,20 @@ from pathlib import Path
 
 import pytest
 
+from launch.config import METHOD_KINDS
 from support.wandb_offline import find_runs, read_run
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 CANARIES = {"WANDB_API_KEY": "canary-wandb-0123456789abcdef", "HF_TOKEN": "hf_canaryTOKEN0123456789"}
+METHODS = list(METHOD_KINDS)  # the smoke config has one method of each kind, named as its kind
+TRAINED = [m for m in METHODS if m != "few_shot"]
+LOOP_STEPS = {"full_sft": 300, "lora": 300, "qlora": 300, "prompt_tuning": 150, "multi_task": 300}
+"""Methods trained by the training loop, and their max_steps (the feature head fits 60 epochs of its features)."""
+BELOW_BASE_OK = ("few_shot", "prompt_tuning")
+"""Kinds that do not beat base on the smoke data, and why (README "Method kinds"): the tiny model was
+pretrained on the question texts only, never on answers, so in-context examples teach it nothing it can
+apply to another fact (few-shot), and a soft prompt can steer it but not add the 161 facts' answers."""
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +63,7 @@ def test_runs_within_budget_and_prints_the_table(smoke_run):
     print(f"smoke experiment wall time: {wall:.1f} s")
     assert wall < 300, f"the smoke experiment took {wall:.0f} s (budget 5 minutes on 2 cores)"
     table = out[out.index("method ") :]
-    for name in ("base", "full_sft", "lora", "qlora"):
+    for name in ("base", *METHODS):
         assert f"\n{name} " in table
     assert f"experiment directory: {exp_dir}" in out
 
@@ -62,40 +71,49 @@ def test_runs_within_budget_and_prints_the_table(smoke_run):
 def test_every_method_beats_base_and_the_best_by_20_points(smoke_run):
     exp_dir, _, _ = smoke_run
     rows = {r["method"]: r for r in json.loads((exp_dir / "summary.json").read_text())["rows"]}
-    assert list(rows) == ["base", "full_sft", "lora", "qlora"]
+    assert list(rows) == ["base", *METHODS]
     base = rows["base"]["accuracy"]
-    for name in ("full_sft", "lora", "qlora"):
+    for name in METHODS:
         r = rows[name]
         assert r["status"] == "completed"
-        assert r["accuracy"] > base, f"{name} {r['accuracy']:.3f} is not above base {base:.3f}"
+        if name not in BELOW_BASE_OK:
+            assert r["accuracy"] > base, f"{name} {r['accuracy']:.3f} is not above base {base:.3f}"
         lo, hi = r["ci95"]
         assert lo <= r["accuracy"] <= hi
-        assert r["cpu_hours"] > 0 and r["cost_source"] == "local" and r["trainable_params"] > 0
-    best = max(rows[n]["accuracy"] for n in ("full_sft", "lora", "qlora"))
+        assert r["cpu_hours"] > 0
+        assert r["cost_source"] == ("local + eval scoring" if name == "few_shot" else "local")
+        assert r["trainable_params"] > 0 or name == "few_shot"
+    assert rows["few_shot"]["scoring_s"] > 0  # its cost is its own scoring in the evaluation job
+    best = max(rows[n]["accuracy"] for n in METHODS)
     assert best >= base + 0.20, f"best {best:.3f} vs base {base:.3f}"
     # The evaluation's own cost, shared by the rows: every model's load + scoring time.
     ev = json.loads((exp_dir / "summary.json").read_text())["evaluation"]
     results = [json.loads((exp_dir / "eval" / "results" / f"{n}.json").read_text()) for n in rows]
-    assert ev["models"] == 4 and ev["seconds"] == pytest.approx(
+    assert ev["models"] == len(METHODS) + 1 and ev["seconds"] == pytest.approx(
         sum(r["load_s"] + r["eval_s"] for r in results), abs=0.01
     )
     assert ev["seconds"] > 0 and ev["gpu_hours"] is None and ev["cpu_hours"] > 0
-    assert "Evaluation job: 4 model(s)" in (exp_dir / "report.md").read_text()
+    assert f"Evaluation job: {len(METHODS) + 1} model(s)" in (exp_dir / "report.md").read_text()
 
 
 def test_experiment_directory_holds_everything(smoke_run):
     exp_dir, _, _ = smoke_run
     assert (exp_dir / "config.yaml").is_file() and (exp_dir / "manifest.json").is_file()
     manifest = json.loads((exp_dir / "manifest.json").read_text())
-    assert set(manifest["jobs"]) == {"full_sft", "lora", "qlora", "eval"}
+    assert set(manifest["jobs"]) == {*METHODS, "eval"}
     n_eval = len((exp_dir / "data" / "eval.jsonl").read_text().splitlines())
-    for name in ("full_sft", "lora", "qlora"):
+    for name in METHODS:
         metrics = json.loads((exp_dir / "methods" / name / "metrics.json").read_text())
-        assert metrics["status"] == "completed" and metrics["steps"] == 300
+        assert metrics["status"] == "completed" and metrics["steps"] == LOOP_STEPS.get(name, metrics["steps"])
     assert (exp_dir / "methods" / "full_sft" / "model" / "model.safetensors").is_file()
-    for name in ("lora", "qlora"):
+    for name in ("lora", "qlora", "prompt_tuning", "multi_task"):
         assert (exp_dir / "methods" / name / "adapter" / "adapter_model.safetensors").is_file()
-    for name in ("base", "full_sft", "lora", "qlora"):
+    assert len((exp_dir / "methods" / "few_shot" / "shots.jsonl").read_text().splitlines()) == 4
+    assert (exp_dir / "methods" / "feature_head" / "head.safetensors").is_file()
+    assert (exp_dir / "data" / "aux" / "multi_task" / "netsys.jsonl").is_file()
+    task_losses = json.loads((exp_dir / "methods" / "multi_task" / "metrics.json").read_text())["task_losses"]
+    assert set(task_losses) == {"target", "netsys"}
+    for name in ("base", *METHODS):
         preds = (exp_dir / "eval" / "predictions" / f"{name}.jsonl").read_text().splitlines()
         assert len(preds) == n_eval
         assert {"gold", "pred", "logprobs", "correct"} <= json.loads(preds[0]).keys()
@@ -121,18 +139,20 @@ def test_the_run_is_forecast_before_and_checked_after(smoke_run):
 def test_wandb_offline_runs_hold_the_comparison_and_every_method(smoke_run):
     exp_dir, _, _ = smoke_run
     runs = {r.job_type + ":" + r.name: r for r in map(read_run, find_runs(exp_dir / "wandb"))}
-    assert set(runs) == {"train:full_sft", "train:lora", "train:qlora", "eval:eval"}
+    assert set(runs) == {*(f"train:{m}" for m in METHODS), "eval:eval"}
     assert {r.group for r in runs.values()} == {exp_dir.name}
-    for name in ("full_sft", "lora", "qlora"):
+    for name in TRAINED:
         run = runs[f"train:{name}"]
         losses = [h["train/loss"] for h in run.history if "train/loss" in h]
-        assert len(losses) == 300 and losses[-1] < losses[0]
-        assert run.summary["steps"] == 300 and run.summary["trainable_params"] > 0
+        assert len(losses) == run.summary["steps"] == LOOP_STEPS.get(name, len(losses)) and losses[-1] < losses[0]
+        assert run.summary["trainable_params"] > 0
         assert run.config["method"]["name"] == name
+    for task in ("target", "netsys"):  # multi-task: each task's loss, logged on its own
+        assert any(f"train/loss/{task}" in h for h in runs["train:multi_task"].history), task
     assert any("accuracy_vs_cost" in f for f in runs["eval:eval"].files), runs["eval:eval"].files
     table = runs["eval:eval"].tables["comparison"]
     methods = [dict(zip(table["columns"], row))["method"] for row in table["data"]]
-    assert methods == ["base", "full_sft", "lora", "qlora"]
+    assert methods == ["base", *METHODS]
     acc = {
         dict(zip(table["columns"], row))["method"]: dict(zip(table["columns"], row))["accuracy"]
         for row in table["data"]

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from launch import cli, submit
+from launch.config import METHOD_KINDS
 from launch.expdir import ExperimentDir
 from launch.fsio import read_json
 from support.fake_slurm import install_fake_slurm
@@ -101,7 +102,7 @@ def test_dry_run_of_a_valid_plan_exits_0_and_creates_nothing(tmp_path, tiny_mode
     )
     assert res.returncode == 0, res.stderr + res.stdout
     assert "# ---- OK: nothing submitted (dry run)" in res.stdout
-    assert res.stdout.count("#!/bin/bash") == 4
+    assert res.stdout.count("#!/bin/bash") == len(METHOD_KINDS) + 1  # every method of the smoke config, and eval
     assert not out.exists()
 
 
@@ -177,15 +178,18 @@ def test_submit_with_fake_sbatch_records_ids_dependency_and_scripts(fake_slurm, 
     (exp,) = out.iterdir()
     manifest = read_json(exp / "manifest.json")
     ids = {name: rec["job_id"] for name, rec in manifest["jobs"].items()}
-    assert ids == {"full_sft": "5001", "lora": "5002", "qlora": "5003", "eval": "5004"}
+    names = list(METHOD_KINDS)  # the smoke config names each method as its kind
+    eval_id = str(5001 + len(names))
+    assert ids == {**{name: str(5001 + i) for i, name in enumerate(names)}, "eval": eval_id}
     assert manifest["executor"] == "slurm" and manifest["profile"] == "dev"
-    assert manifest["jobs"]["eval"]["depends_on"] == ["full_sft", "lora", "qlora"]
+    assert manifest["jobs"]["eval"]["depends_on"] == names
     # Everything the jobs need is in the experiment: config, profile, data, frozen code.
     for rel in (
         "config.yaml",
         "profile.yaml",
         "data/train.jsonl",
         "data/eval.jsonl",
+        "data/aux/multi_task/netsys.jsonl",
         "code/launch/jobs.py",
         "code/train/full_sft.py",
         "code/ds_configs/zero3.json",
@@ -199,12 +203,13 @@ def test_submit_with_fake_sbatch_records_ids_dependency_and_scripts(fake_slurm, 
     for spec in specs:
         sent = (fake_slurm / f"script-{ids[spec.name]}.sh").read_text()
         assert sent == submit.sbatch_script(spec, frozen, submit.job_python(profile), ids)
-    eval_script = (fake_slurm / "script-5004.sh").read_text()
-    assert "#SBATCH --dependency=afterany:5001:5002:5003" in eval_script
+    eval_script = (fake_slurm / f"script-{eval_id}.sh").read_text()
+    assert "#SBATCH --dependency=afterany:" + ":".join(ids[n] for n in names) in eval_script
     assert "#SBATCH --mem=2GB" in (fake_slurm / "script-5001.sh").read_text()
+    assert "--gres" not in (fake_slurm / f"script-{ids['few_shot']}.sh").read_text()  # it loads no model
     assert f"export PYTHONPATH={exp}/code" in eval_script
     text = capsys.readouterr().out
-    assert f"cyberft status {exp}" in text and "job 5004" in text
+    assert f"cyberft status {exp}" in text and f"job {eval_id}" in text
     assert result.problems == []
 
 
@@ -232,7 +237,7 @@ def test_each_job_is_requeued_on_its_time_limit_as_often_as_its_config_says(fake
         name: DelayedSubmission.load(exp / "jobs" / i / f"{i}_submitted.pkl")._timeout_countdown
         for name, i in ids.items()
     }
-    assert countdown == {"full_sft": 3, "lora": 9, "qlora": 3, "eval": 0}
+    assert countdown == {**{name: 3 for name in METHOD_KINDS}, "lora": 9, "eval": 0}
 
 
 def test_a_refused_sbatch_cancels_the_jobs_already_submitted(fake_slurm, tmp_path, tiny_model, monkeypatch):

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from launch.config import METHOD_KINDS
 from support.runs import effective_steps
 from support.slurm_cluster import cluster_or_skip, make_base, run, stop_all, stop_cluster
 from support.wandb_offline import find_runs, read_run
@@ -29,7 +30,8 @@ from support.wandb_offline import find_runs, read_run
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[1]
 CANARIES = {"WANDB_API_KEY": "canary-wandb-submit-0123456789", "HF_TOKEN": "hf_canarySUBMIT0123456789"}
-FAST = [f"methods.{m}.max_steps=20" for m in ("full_sft", "lora", "qlora")]
+TRAINED = [k for k in METHOD_KINDS if k != "few_shot"]  # the smoke config names each method as its kind
+FAST = [f"methods.{m}.max_steps=20" for m in TRAINED]
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +102,7 @@ def test_smoke_experiment_end_to_end_with_sacct_cost(cluster, tmp_path, tiny_mod
     exp, ids, wall = submit(env, tmp_path, tiny_model, *FAST)
     print(f"submit returned in {wall:.2f} s (new interpreter included)")
     assert wall < 5.0  # target 2 s; a loaded CI machine gets slack, the figure is printed
-    assert list(ids) == ["full_sft", "lora", "qlora", "eval"]
+    assert list(ids) == [*METHOD_KINDS, "eval"]  # all seven kinds in one submission
 
     # Right after submission the evaluation waits on its dependency while training starts.
     status = cyberft(env, "status", str(exp))
@@ -119,13 +121,15 @@ def test_smoke_experiment_end_to_end_with_sacct_cost(cluster, tmp_path, tiny_mod
 
     summary = json.loads((exp / "summary.json").read_text())
     rows = {r["method"]: r for r in summary["rows"]}
-    assert list(rows) == ["base", "full_sft", "lora", "qlora"]
-    for name in ("full_sft", "lora", "qlora"):
+    assert list(rows) == ["base", *METHOD_KINDS]
+    for name in METHOD_KINDS:
         r = rows[name]
         assert r["status"] == "completed" and r["accuracy"] is not None
-        assert r["cost_source"] == "sacct" and r["job_id"] == ids[name] and r["restarts"] == 0
+        # few-shot's price is its scoring in the evaluation job, added to its own job's (no GPU here)
+        source = "sacct + eval scoring" if name == "few_shot" else "sacct"
+        assert r["cost_source"] == source and r["job_id"] == ids[name] and r["restarts"] == 0
         expected = sacct_gpu_hours(ids[name], env)
-        assert expected > 0
+        assert expected > 0 or name == "few_shot"  # its job asks for no GPU
         assert r["gpu_hours"] == pytest.approx(expected, abs=1e-6), (name, r["gpu_hours"], expected)
         assert r["cost"] == pytest.approx(2.0 * expected, abs=1e-5)  # dev profile: 2.0 per GPU-hour
         assert r["queue_wait_s"] is not None and r["slurm_state"] == "COMPLETED"
@@ -153,7 +157,7 @@ def test_failed_method_gets_its_row_and_the_others_are_still_evaluated(cluster, 
     assert rows["lora"]["accuracy"] is None
     assert rows["lora"]["status"].startswith("failed: Slurm FAILED"), rows["lora"]["status"]
     assert rows["lora"]["slurm_state"] == "FAILED" and rows["lora"]["cost_source"] == "sacct"
-    for name in ("base", "full_sft", "qlora"):
+    for name in ("base", *(k for k in METHOD_KINDS if k != "lora")):
         assert rows[name]["accuracy"] is not None and rows[name]["status"] == "completed", rows[name]
     err = cyberft(env, "logs", str(exp), "lora", "--stream", "err")
     assert "no_such_proj" in err.stdout

@@ -11,9 +11,15 @@ Answer letters are balanced over facts (each letter for a quarter of them, +-1)
 and, like the distractors (drawn from the same category), chosen by a seeded
 ``random.Random``: the same seed writes a byte-identical file.
 
+A second set, ``--set aux`` (``data/sample/aux_mcq.json``), asks about a related topic, networking
+and systems administration (HTTP status codes, OSI layers, file permissions, shell commands, subnet
+sizes, TCP flags), in the same way: the smoke experiment's ``multi_task`` method trains on it as an
+auxiliary task. None of its questions is one of the first set's.
+
 Usage
 -----
-``python tools/sample_data.py data/sample/cyber_mcq.json [--seed 0]`` (with the project installed:
+``python tools/sample_data.py data/sample/cyber_mcq.json [--seed 0]``,
+``python tools/sample_data.py data/sample/aux_mcq.json --set aux`` (with the project installed:
 ``make install``)
 """
 
@@ -32,6 +38,7 @@ from launch.data import Question
 from launch.fsio import atomic_write_json
 
 DEFAULT_PATH = "data/sample/cyber_mcq.json"
+AUX_PATH = "data/sample/aux_mcq.json"
 
 
 @dataclass(frozen=True)
@@ -420,6 +427,146 @@ CATEGORIES: tuple[_Category, ...] = (
 )
 
 
+# --------------------------------------------------------------------------- the auxiliary set's facts
+
+_STATUS = _Category(
+    "status",
+    (
+        "Which HTTP status code means {}?",
+        "A web server answers with which status code when {}?",
+        "What is the HTTP response code for {}?",
+        "Which status code does HTTP define for {}?",
+    ),
+    (
+        ("the request succeeded", "200"),
+        ("a new resource was created", "201"),
+        ("success with no content in the body", "204"),
+        ("a resource moved permanently", "301"),
+        ("a cached copy is still valid (not modified)", "304"),
+        ("a malformed request (bad request)", "400"),
+        ("authentication is required (unauthorized)", "401"),
+        ("access is refused to an authenticated client (forbidden)", "403"),
+        ("the resource was not found", "404"),
+        ("the method is not allowed on the resource", "405"),
+        ("too many requests from one client", "429"),
+        ("an internal server error", "500"),
+        ("a bad gateway", "502"),
+        ("the service is unavailable", "503"),
+        ("a gateway timeout", "504"),
+    ),
+)
+
+_OSI = _Category(
+    "osi",
+    (
+        "At which OSI layer does {} operate?",
+        "Which layer of the OSI model does {} belong to?",
+        "In the OSI reference model, {} works at which layer?",
+        "Where in the OSI model is {} placed?",
+    ),
+    (
+        ("IP", "Network layer"),
+        ("ICMP", "Network layer"),
+        ("a router", "Network layer"),
+        ("Ethernet framing", "Data link layer"),
+        ("a network switch", "Data link layer"),
+        ("TCP", "Transport layer"),
+        ("UDP", "Transport layer"),
+        ("HTTP", "Application layer"),
+        ("SMTP mail transfer", "Application layer"),
+        ("a hub that repeats electrical signals", "Physical layer"),
+        ("a fiber-optic cable", "Physical layer"),
+    ),
+    extra=("Session layer", "Presentation layer"),
+)
+
+_CHMOD = _Category(
+    "chmod",
+    (
+        "Which octal mode gives a file the permissions {}?",
+        "In chmod's octal notation, what is {}?",
+        "What octal number corresponds to the permission string {}?",
+        "A file listed as {} has which octal mode?",
+    ),
+    (
+        ("rwxr-xr-x", "755"),
+        ("rw-r--r--", "644"),
+        ("rwx------", "700"),
+        ("rw-------", "600"),
+        ("rwxrwxrwx", "777"),
+        ("r--r--r--", "444"),
+        ("rwxr-x---", "750"),
+        ("rw-rw-r--", "664"),
+    ),
+)
+
+_COMMAND = _Category(
+    "command",
+    (
+        "Which Linux command {}?",
+        "On a Linux shell, which command {}?",
+        "What is the standard Unix command that {}?",
+        "A system administrator uses which command when it {}?",
+    ),
+    (
+        ("lists the files in a directory", "ls"),
+        ("changes a file's permission bits", "chmod"),
+        ("changes a file's owner", "chown"),
+        ("shows a snapshot of running processes", "ps"),
+        ("searches text for lines matching a pattern", "grep"),
+        ("sends a signal to a process by its ID", "kill"),
+        ("prints the current working directory", "pwd"),
+        ("shows disk space used by file systems", "df"),
+        ("runs a command as another user, usually root", "sudo"),
+        ("copies files securely over SSH", "scp"),
+        ("shows the last lines of a file", "tail"),
+        ("traces the route packets take to a host", "traceroute"),
+    ),
+)
+
+_SUBNET = _Category(
+    "subnet",
+    (
+        "How many usable host addresses does an IPv4 {} subnet have?",
+        "An IPv4 network with prefix length {} offers how many usable hosts?",
+        "What is the number of assignable host addresses in a {} IPv4 network?",
+        "How many hosts can be addressed in an IPv4 subnet with mask {}?",
+    ),
+    (
+        ("/24", "254"),
+        ("/25", "126"),
+        ("/26", "62"),
+        ("/27", "30"),
+        ("/28", "14"),
+        ("/29", "6"),
+        ("/30", "2"),
+        ("/16", "65534"),
+    ),
+)
+
+_TCP_FLAG = _Category(
+    "tcpflag",
+    (
+        "Which TCP flag {}?",
+        "In a TCP header, which flag {}?",
+        "What is the name of the TCP control bit that {}?",
+        "Which of the TCP flags {}?",
+    ),
+    (
+        ("opens a connection in the three-way handshake", "SYN"),
+        ("acknowledges received data", "ACK"),
+        ("closes a connection gracefully", "FIN"),
+        ("aborts a connection at once", "RST"),
+        ("asks the receiver to pass buffered data to the application", "PSH"),
+        ("marks data as urgent", "URG"),
+    ),
+)
+
+AUX_CATEGORIES: tuple[_Category, ...] = (_STATUS, _OSI, _CHMOD, _COMMAND, _SUBNET, _TCP_FLAG)
+SETS = {"cyber": (CATEGORIES, DEFAULT_PATH), "aux": (AUX_CATEGORIES, AUX_PATH)}
+"""The sample sets: their categories and the file each is committed as."""
+
+
 # --------------------------------------------------------------------------- generation
 
 
@@ -443,20 +590,22 @@ def _distractor_pool(cat: _Category, fact: tuple[str, ...]) -> list[str]:
     return pool
 
 
-def _all_facts() -> list[tuple[_Category, int, tuple[str, ...]]]:
-    return [(cat, i, fact) for cat in CATEGORIES for i, fact in enumerate(cat.facts)]
+def _all_facts(categories: tuple[_Category, ...]) -> list[tuple[_Category, int, tuple[str, ...]]]:
+    return [(cat, i, fact) for cat in categories for i, fact in enumerate(cat.facts)]
 
 
-def generate(seed: int = 0) -> list[SampleQuestion]:
+def generate(seed: int = 0, categories: tuple[_Category, ...] = CATEGORIES) -> list[SampleQuestion]:
     """All sample questions: four wordings per fact, facts in table order.
 
     Parameters
     ----------
     seed:
         Seeds the answer letters (balanced over facts) and the distractors.
+    categories:
+        The set: :data:`CATEGORIES` (the cybersecurity questions) or :data:`AUX_CATEGORIES`.
     """
     rng = random.Random(seed)
-    facts = _all_facts()
+    facts = _all_facts(categories)
     letters = [LETTERS[i % len(LETTERS)] for i in range(len(facts))]
     rng.shuffle(letters)  # a shuffled balanced list: each letter for a quarter of the facts, +-1
     out: list[SampleQuestion] = []
@@ -471,9 +620,10 @@ def generate(seed: int = 0) -> list[SampleQuestion]:
     return out
 
 
-def write(path: str | os.PathLike = DEFAULT_PATH, seed: int = 0) -> list[SampleQuestion]:
-    """Write the sample as CyberMetric JSON ``{"questions": [...]}`` atomically; return it."""
-    questions = generate(seed)
+def write(path: str | os.PathLike = DEFAULT_PATH, seed: int = 0, sample: str = "cyber") -> list[SampleQuestion]:
+    """Write the ``sample`` set (a key of :data:`SETS`) as CyberMetric JSON ``{"questions": [...]}`` atomically;
+    return it."""
+    questions = generate(seed, SETS[sample][0])
     atomic_write_json(path, {"questions": [q.to_record() for q in questions]})
     return questions
 
@@ -481,10 +631,12 @@ def write(path: str | os.PathLike = DEFAULT_PATH, seed: int = 0) -> list[SampleQ
 def main(argv: tp.Sequence[str] | None = None) -> int:
     """``python tools/sample_data.py OUT [--seed N]``."""
     parser = argparse.ArgumentParser(prog="python tools/sample_data.py", description=__doc__.splitlines()[0])
-    parser.add_argument("out", nargs="?", default=DEFAULT_PATH, help=f"output JSON (default {DEFAULT_PATH})")
+    parser.add_argument("out", nargs="?", help=f"output JSON (default {DEFAULT_PATH}, with --set aux {AUX_PATH})")
     parser.add_argument("--seed", type=int, default=0, help="seed of letters and distractors (default 0)")
+    parser.add_argument("--set", choices=list(SETS), default="cyber", help="which sample (default cyber)")
     args = parser.parse_args(argv)
-    questions = write(args.out, args.seed)
+    args.out = args.out or SETS[args.set][1]
+    questions = write(args.out, args.seed, args.set)
     n_facts = len({q.fact_id for q in questions})
     counts = Counter(q.solution for q in questions)
     letters = ", ".join(f"{k} {counts[k]}" for k in LETTERS)

@@ -49,6 +49,20 @@ class Example:
 
     input_ids: list[int]
     labels: list[int]
+    task: int = 0
+    """Its task in a ``multi_task`` mixture (0: the target task)."""
+
+
+def task_ids(batch: list[Example], layout: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``{"task_ids": ...}``, each token's task shaped like ``layout`` (the labels), when a task other than
+    the target is in ``batch``; ``{}`` otherwise (the loop then counts every token as the target's)."""
+    if not any(e.task for e in batch):
+        return {}
+    if layout.shape[0] == len(batch):  # one row per example
+        ids = torch.tensor([e.task for e in batch], dtype=torch.long)[:, None].expand_as(layout)
+    else:  # one packed row
+        ids = torch.tensor([[e.task for e in batch for _ in e.input_ids]], dtype=torch.long)
+    return {"task_ids": ids.contiguous()}
 
 
 def encode_examples(tokenizer: tp.Any, questions: list, max_len: int, progress: bool = True) -> list[Example]:
@@ -74,4 +88,4 @@ def collate(batch: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
         ids[i, :n] = torch.tensor(e.input_ids)
         labels[i, :n] = torch.tensor(e.labels)
         mask[i, :n] = 1
-    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+    return {"input_ids": ids, "labels": labels, "attention_mask": mask, **task_ids(batch, labels)}

@@ -58,6 +58,8 @@ class TrainerState:
     """Learning rate of every optimizer step so far (to log lost steps again)."""
     train_s: float = 0.0
     """Training time of the earlier attempts."""
+    task_losses: dict[str, list[float | None]] = field(default_factory=dict)
+    """``multi_task``: each task's loss at every step (None at a step without its tokens)."""
 
 
 def _step_dir(root: Path, step: int) -> Path:

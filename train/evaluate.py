@@ -31,37 +31,65 @@ from pathlib import Path
 import torch
 
 from launch.config import ExperimentConfig
+from launch.data import load_jsonl_questions
 from launch.expdir import EvalDir, EvalProgress, EvalResult, ExperimentDir, now_iso
 from launch.fsio import atomic_write_jsonl
 from train import batches, runtime
+from train.features import HeadModel, LetterHead, score_head
 from train.scoring import score_generate, score_loglik
+from train.soft_prompt import SoftPrompted
 
 # --------------------------------------------------------------------------- models
 
 
 def load_for_eval(cfg: ExperimentConfig, name: str, exp_dir: str | os.PathLike) -> tp.Any:
-    """The model to score as ``name``: the base, a full-SFT checkpoint, or base + adapter."""
+    """What to score as ``name``, by its method's kind.
+
+    The base model (``base``, and ``few_shot``: its examples are in the prompt), a full model
+    (``full_sft``, ``multi_task`` with ``adapt: full``), the base with a LoRA adapter merged (``lora``,
+    ``multi_task``) or on the 4-bit base it was trained with (``qlora``), the base with its soft prompt
+    (``prompt_tuning``, :class:`~train.soft_prompt.SoftPrompted`), or the base and its head
+    (``feature_head``, :class:`~train.features.HeadModel`).
+    """
     from transformers import AutoModelForCausalLM
 
     dtype = runtime.resolve_dtype(cfg.model.dtype)
     device = "cuda" if runtime.on_gpu() else "cpu"
     kw = {"dtype": dtype, "trust_remote_code": cfg.model.trust_remote_code}
-    if name == "base":
-        return AutoModelForCausalLM.from_pretrained(cfg.model.name_or_path, **kw).to(device)
-    method = cfg.method(name)
+    kind = "base" if name == "base" else cfg.method(name).kind
     trained = ExperimentDir(exp_dir).method(name)
-    if method.kind == "full_sft":
-        return AutoModelForCausalLM.from_pretrained(trained.model_dir, **kw).to(device)
-    from peft import PeftModel
+    if kind == "qlora":  # the adapter on the same 4-bit base it was trained with
+        from peft import PeftModel
 
-    if method.kind == "qlora":  # the adapter on the same 4-bit base it was trained with
         from train import quant
 
         base = quant.load_4bit(cfg.model.name_or_path, dtype, cfg.model.trust_remote_code)
         return PeftModel.from_pretrained(base, trained.adapter_dir)
+    if kind in ("full_sft", "multi_task") and cfg.method(name).adapts == "full_sft":
+        return AutoModelForCausalLM.from_pretrained(trained.model_dir, **kw).to(device)
     base = AutoModelForCausalLM.from_pretrained(cfg.model.name_or_path, **kw).to(device)
-    # Merged LoRA weights give the same outputs and a faster forward.
+    if kind in ("base", "few_shot"):
+        return base
+    if kind == "feature_head":
+        return HeadModel(base, LetterHead.load(trained.head_file))
+    from peft import PeftModel
+
+    if kind == "prompt_tuning":
+        return SoftPrompted(PeftModel.from_pretrained(base, trained.adapter_dir))
+    # LoRA (and multi-task's LoRA): merged weights give the same outputs and a faster forward.
     return PeftModel.from_pretrained(base, trained.adapter_dir).merge_and_unload()
+
+
+def scored_mode(cfg: ExperimentConfig, name: str) -> str:
+    """How ``name`` is scored: ``eval.mode``, or ``head`` for a feature head (it never generates)."""
+    return "head" if name != "base" and cfg.method(name).kind == "feature_head" else cfg.eval.mode
+
+
+def shots_of(cfg: ExperimentConfig, name: str, exp: ExperimentDir) -> list:
+    """The solved examples a ``few_shot`` method puts before each question (none for other kinds)."""
+    if name == "base" or cfg.method(name).kind != "few_shot":
+        return []
+    return load_jsonl_questions(exp.method(name).shots_file)
 
 
 def evaluate_model(
@@ -76,15 +104,20 @@ def evaluate_model(
     """Score one model, write its predictions and result; return the result."""
     t0 = time.perf_counter()
     model = load_for_eval(cfg, name, exp.root)
+    shots, mode = shots_of(cfg, name, exp), scored_mode(cfg, name)
     load_s = time.perf_counter() - t0
     t1 = time.perf_counter()
 
     def score(chunk: list) -> list[dict]:
         size, max_len, desc = cfg.eval.batch_size, cfg.model.max_seq_len, f"eval {name}"
-        if cfg.eval.mode == "generate":
+        if mode == "head":
+            return score_head(model, tokenizer, chunk, size, max_len, on_batch)
+        if mode == "generate":
             new_tokens = cfg.eval.max_new_tokens
-            return score_generate(model, tokenizer, chunk, size, max_len, new_tokens, desc, progress, on_batch)
-        return score_loglik(model, tokenizer, chunk, size, max_len, desc, progress, on_batch=on_batch)
+            return score_generate(
+                model, tokenizer, chunk, size, max_len, new_tokens, desc, progress, on_batch, shots=shots
+            )
+        return score_loglik(model, tokenizer, chunk, size, max_len, desc, progress, on_batch=on_batch, shots=shots)
 
     chunk_file = functools.partial(exp.eval.chunk_file, name)
     scored = score_in_chunks(score, questions, chunk_file, chunk_size=max(256, 8 * cfg.eval.batch_size))
@@ -99,10 +132,11 @@ def evaluate_model(
         name,
         sum(p["correct"] for p in predictions),
         len(predictions),
-        cfg.eval.mode,
-        parse_failures=sum(p["pred"] is None for p in predictions) if cfg.eval.mode == "generate" else None,
-        # Questions whose best letter score two letters share (loglik; chunks scored before ties were recorded count 0).
-        ties=sum(bool(p.get("tie")) for p in predictions) if cfg.eval.mode == "loglik" else None,
+        mode,
+        parse_failures=sum(p["pred"] is None for p in predictions) if mode == "generate" else None,
+        # Questions whose best letter score two letters share (loglik, head; chunks scored before ties were
+        # recorded count 0).
+        ties=sum(bool(p.get("tie")) for p in predictions) if mode != "generate" else None,
         load_s=load_s,
         eval_s=eval_s,
     )

@@ -13,11 +13,31 @@ from __future__ import annotations
 
 import os
 import sys
+import typing as tp
 
-from launch.config import ExperimentConfig
+from launch.config import ExperimentConfig, MethodConfig
 from launch.expdir import ExperimentDir
 from train import runtime
 from train.run import TrainingRun, save_consolidated
+
+
+def full_model(cfg: ExperimentConfig, method: MethodConfig) -> tp.Any:
+    """``cfg.model`` with every weight trainable, checkpointing as the method asks.
+
+    Under ZeRO-3 each rank loads only its shard (zero.Init), because the Accelerator made by
+    TrainingRun already registered the DeepSpeed config. Without DeepSpeed the weights are fp32
+    masters trained under autocast (see ``runtime.weights_dtype``).
+    """
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(
+        cfg.model.name_or_path,
+        dtype=runtime.weights_dtype(cfg.model.dtype, method),
+        trust_remote_code=cfg.model.trust_remote_code,
+    )
+    if method.gradient_checkpointing:
+        runtime.enable_checkpointing(model)
+    return model
 
 
 def main(cfg: ExperimentConfig, method_name: str, exp_dir: str | os.PathLike, threads: int | None = None) -> dict:
@@ -27,18 +47,8 @@ def main(cfg: ExperimentConfig, method_name: str, exp_dir: str | os.PathLike, th
         # --- data
         tokenizer, examples = run.load_data()
 
-        # --- model: under ZeRO-3 each rank loads only its shard (zero.Init), because the
-        # Accelerator made by TrainingRun already registered the DeepSpeed config. Without
-        # DeepSpeed the weights are fp32 masters trained under autocast (see weights_dtype).
-        from transformers import AutoModelForCausalLM
-
-        model = AutoModelForCausalLM.from_pretrained(
-            cfg.model.name_or_path,
-            dtype=runtime.weights_dtype(cfg.model.dtype, run.method),
-            trust_remote_code=cfg.model.trust_remote_code,
-        )
-        if run.method.gradient_checkpointing:
-            runtime.enable_checkpointing(model)
+        # --- model: every weight trainable (ZeRO-3 shards it as it loads)
+        model = full_model(cfg, run.method)
 
         # --- train
         result = run.train(model, examples, tokenizer)

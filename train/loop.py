@@ -23,6 +23,7 @@ from launch.config import CheckpointSettings, MethodConfig
 from launch.expdir import MethodDir, Progress, now_iso
 from train import checkpoint, packing
 from train.batches import Example, collate
+from train.task_losses import TaskLosses, step_log
 
 PROGRESS_EVERY_S = 10.0
 """How often the loop rewrites ``progress.json`` (also at the last step and at each checkpoint):
@@ -41,19 +42,27 @@ def progress_every_s() -> float:
         return PROGRESS_EVERY_S
 
 
-def step_stats(accelerator: tp.Any, loss: torch.Tensor, *flags: bool) -> tuple[float, ...]:
+def step_stats(
+    accelerator: tp.Any, loss: torch.Tensor, *flags: bool, extra: torch.Tensor | None = None
+) -> tuple[tp.Any, ...]:
     """The step's loss averaged over ranks, and each flag true if it is true on any rank.
 
     One collective and one host sync per optimizer step, whatever the number of flags: the
     loss stays a tensor on the device until here, and the flags (stop requested, checkpoint
     due) ride in the same all-reduce, so every rank takes the same decisions at the same step.
+    ``extra`` (sums to add up over ranks: the per-task losses of a multi-task run) rides along too
+    and comes back, summed, as a last list.
     """
-    packed = torch.cat([loss.detach().float().reshape(1), torch.tensor(flags, dtype=torch.float32).to(loss.device)])
+    parts = [loss.detach().float().reshape(1), torch.tensor(flags, dtype=torch.float32).to(loss.device)]
+    if extra is not None:
+        parts.append(extra.detach().float().reshape(-1).to(loss.device))
+    packed = torch.cat(parts)
     if accelerator.num_processes > 1:
         packed = accelerator.reduce(packed, "sum")
         packed[0] /= accelerator.num_processes
     values = packed.tolist()
-    return (values[0], *(v > 0 for v in values[1:]))
+    stats = (values[0], *(v > 0 for v in values[1 : 1 + len(flags)]))
+    return stats if extra is None else (*stats, values[1 + len(flags) :])
 
 
 @dataclass
@@ -64,6 +73,8 @@ class TrainResult:
     train_s: float = 0.0
     losses: list[float] = field(default_factory=list)
     """Loss of each optimizer step, averaged over the global batch (all ranks)."""
+    task_losses: dict[str, float] | None = None
+    """Multi-task runs: each task's mean loss over its last (up to) 10 steps that had its tokens."""
     model: tp.Any = field(default=None, repr=False)
     """The prepared model (DDP wrapper or DeepSpeed engine): what ``accelerator.get_state_dict`` needs."""
 
@@ -157,10 +168,10 @@ class ProgressFile:
         self.flushed = earlier.flushed_step if earlier is not None else 0
         self.every_s, self.last = progress_every_s(), -math.inf
 
-    def update(self, step: int, loss: float, force: bool) -> None:
+    def update(self, step: int, loss: float, force: bool, task_losses: dict[str, float] | None = None) -> None:
         if self.paths is None or not (force or time.monotonic() - self.last >= self.every_s):
             return
-        self.paths.write_progress(Progress(step, self.n_steps, loss, self.flushed, now_iso()))
+        self.paths.write_progress(Progress(step, self.n_steps, loss, self.flushed, now_iso(), task_losses))
         self.last = time.monotonic()
 
 
@@ -173,7 +184,7 @@ def replay_lost_steps(log: Log | None, state: checkpoint.TrainerState, flushed: 
     if log is None:
         return
     for s in range(flushed + 1, state.step + 1):
-        log({"train/loss": state.losses[s - 1], "train/lr": state.lrs[s - 1]}, s)
+        log(step_log(state, s), s)
 
 
 class _Meter:
@@ -210,6 +221,7 @@ def train_loop(
     paths: MethodDir | None = None,
     log: Log | None = None,
     progress: bool = True,
+    tasks: tp.Sequence[str] = (),
 ) -> TrainResult:
     """AdamW + linear warm-up/decay over ``examples``; returns steps, tokens, losses.
 
@@ -225,10 +237,14 @@ def train_loop(
     the next step boundary and hands over to submitit's requeue. The data order of epoch ``e``
     depends only on ``seed`` and ``e``, and a resumed epoch skips the batches already consumed,
     so a resumed run takes the same steps as one that was never interrupted.
+
+    ``tasks`` (a multi-task run): the names of the tasks ``Example.task`` indexes; each task's loss
+    (the mean over its answer tokens in the step) is logged as ``train/loss/<task>``, written to the
+    progress file and returned, next to the loss over all of them.
     """
     with packing.padding_free_attention(model, enabled=method.batching == "packed"):
         prepared = _prepare(model, examples, method, accelerator, pad_id)
-        return _optimise(prepared, method, accelerator, seed, paths, log, progress)
+        return _optimise(prepared, method, accelerator, seed, paths, log, progress, tasks)
 
 
 @dataclass
@@ -291,6 +307,7 @@ def _optimise(
     paths: MethodDir | None,
     log: Log | None,
     progress: bool,
+    task_names: tp.Sequence[str] = (),
 ) -> TrainResult:
     from accelerate.utils import DistributedType
     from tqdm.auto import tqdm
@@ -310,13 +327,19 @@ def _optimise(
     meter = _Meter()
     window_loss: tp.Any = 0.0  # summed on the device: no host sync per micro-batch
     window_n = 0
+    tasks = TaskLosses(task_names) if task_names else None
     while state.step < n_steps:
         order.manual_seed(seed + state.epoch)  # the epoch's order, whatever happened before
         skip = state.batches_in_epoch
         for batch in accelerator.skip_first_batches(loader, skip) if skip else loader:
             state.batches_in_epoch += 1
             with accelerator.accumulate(model):
-                loss = packing.answer_loss(model, batch)
+                if tasks is None:
+                    loss = packing.answer_loss(model, batch)
+                else:
+                    token_losses, token_tasks = packing.answer_token_losses(model, batch)
+                    loss = token_losses.mean()
+                    tasks.add(token_losses, token_tasks)
                 accelerator.backward(loss)
                 if clip and accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(params, method.max_grad_norm)
@@ -328,19 +351,22 @@ def _optimise(
             if not accelerator.sync_gradients:
                 continue
             state.step += 1
-            loss, stopping, clock_due = step_stats(
-                accelerator, window_loss / window_n, saver.stop_requested, saver.clock_due()
+            mean = window_loss / window_n
+            extra = tasks.packed(mean.device) if tasks is not None else None
+            loss, stopping, clock_due, *summed = step_stats(
+                accelerator, mean, saver.stop_requested, saver.clock_due(), extra=extra
             )
             window_loss, window_n = 0.0, 0
             state.losses.append(loss)
             state.lrs.append(scheduler.get_last_lr()[0])
+            by_task = tasks.record(summed[0], state) if tasks is not None else None
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
             if log is not None:
-                log({"train/loss": loss, "train/lr": state.lrs[-1]}, state.step)
+                log(step_log(state, state.step), state.step)
             final = state.step >= n_steps
             saving = not final and saver.due(state.step, stopping, clock_due)
-            progress_file.update(state.step, loss, force=final or saving)
+            progress_file.update(state.step, loss, force=final or saving, task_losses=by_task)
             if final:
                 break
             if saving:
@@ -361,5 +387,6 @@ def _optimise(
         final_loss=sum(state.losses[-10:]) / max(1, len(state.losses[-10:])),
         train_s=state.train_s,
         losses=state.losses,
+        task_losses=TaskLosses.final(state) if tasks is not None else None,
         model=model,
     )

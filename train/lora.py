@@ -17,7 +17,7 @@ import typing as tp
 
 import torch
 
-from launch.config import ExperimentConfig
+from launch.config import ExperimentConfig, MethodConfig
 from launch.expdir import ExperimentDir
 from train import runtime
 from train.run import TrainingRun, save_adapter
@@ -71,6 +71,22 @@ def check_targets(model: torch.nn.Module, settings: tp.Any, where: str) -> None:
         )
 
 
+def lora_model(cfg: ExperimentConfig, method: MethodConfig) -> tp.Any:
+    """``cfg.model`` frozen, with ``method.lora``'s trainable adapters (peft), checkpointing as the method asks."""
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(
+        cfg.model.name_or_path,
+        dtype=runtime.resolve_dtype(cfg.model.dtype),
+        trust_remote_code=cfg.model.trust_remote_code,
+    )
+    if method.gradient_checkpointing:
+        runtime.enable_checkpointing(base)
+    check_targets(base, method.lora, f"methods.{method.name}")
+    return get_peft_model(base, lora_config(method.lora))
+
+
 def main(cfg: ExperimentConfig, method_name: str, exp_dir: str | os.PathLike, threads: int | None = None) -> dict:
     """Train LoRA adapters on ``cfg.model`` with method ``method_name``; return the metrics."""
     # --- config & setup: seeds, accelerator, W&B run
@@ -79,18 +95,7 @@ def main(cfg: ExperimentConfig, method_name: str, exp_dir: str | os.PathLike, th
         tokenizer, examples = run.load_data()
 
         # --- model: frozen base + trainable adapters
-        from peft import get_peft_model
-        from transformers import AutoModelForCausalLM
-
-        base = AutoModelForCausalLM.from_pretrained(
-            cfg.model.name_or_path,
-            dtype=runtime.resolve_dtype(cfg.model.dtype),
-            trust_remote_code=cfg.model.trust_remote_code,
-        )
-        if run.method.gradient_checkpointing:
-            runtime.enable_checkpointing(base)
-        check_targets(base, run.method.lora, f"methods.{method_name}")
-        model = get_peft_model(base, lora_config(run.method.lora))
+        model = lora_model(cfg, run.method)
 
         # --- train
         run.train(model, examples, tokenizer)

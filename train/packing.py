@@ -48,7 +48,7 @@ import typing as tp
 import torch
 import torch.nn.functional as F
 
-from train.batches import Example
+from train.batches import Example, task_ids
 
 VARLEN_SDPA = "cyberft_varlen_sdpa"
 """Name of the per-example SDPA attention in transformers' ``AttentionInterface``."""
@@ -81,9 +81,11 @@ def collate_packed(batch: list[Example], pad_id: int | None = None) -> dict[str,
         offsets.append(offsets[-1] + n)
     cu = torch.tensor(offsets, dtype=torch.int32)
     longest = max(b - a for a, b in zip(offsets[:-1], offsets[1:]))
+    label_row = torch.tensor([labels], dtype=torch.long)
     return {
         "input_ids": torch.tensor([ids], dtype=torch.long),
-        "labels": torch.tensor([labels], dtype=torch.long),
+        "labels": label_row,
+        **task_ids(batch, label_row),
         "position_ids": torch.tensor([positions], dtype=torch.long),
         "cu_seq_lens_q": cu,
         "cu_seq_lens_k": cu,
@@ -108,6 +110,21 @@ def answer_loss(model: tp.Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     The same value as ``model(**batch).loss`` (transformers' causal-LM loss: labels shifted by
     one, -100 ignored, fp32 logits), but logits are computed at the labelled positions only.
     """
+    logits, targets, _ = _answer_logits(model, batch)
+    return F.cross_entropy(logits.float(), targets)
+
+
+def answer_token_losses(model: tp.Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy of each labelled (answer) token of ``batch``, and each one's task (``task_ids``, else 0)."""
+    logits, targets, keep = _answer_logits(model, batch)
+    losses = F.cross_entropy(logits.float(), targets, reduction="none")
+    # Position t predicts t + 1 of the same example (across a boundary the target is -100), so its task is t's.
+    tasks = batch["task_ids"].to(keep.device)[keep] if "task_ids" in batch else torch.zeros_like(targets)
+    return losses, tasks
+
+
+def _answer_logits(model: tp.Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Logits at the labelled positions only, their targets, and where they are in the batch."""
     labels = batch["labels"]
     targets = F.pad(labels[:, 1:], (0, 1), value=-100)  # what position t must predict
     keep = targets != -100
@@ -115,7 +132,7 @@ def answer_loss(model: tp.Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     logits = model(**inputs, use_cache=False, logits_to_keep=keep).logits
     if logits.dim() == 3:  # a model that ignores logits_to_keep returns every position
         logits = logits[keep]
-    return F.cross_entropy(logits.float(), targets[keep])
+    return logits, targets[keep], keep
 
 
 # --------------------------------------------------------------------------- attention

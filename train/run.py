@@ -68,6 +68,10 @@ class TrainingRun:
         self.phases: dict[str, float] = {}
         self._t = time.perf_counter()
         self.result: loop.TrainResult | None = None
+        self.params: tuple[int | None, int | None] = (None, None)
+        self.trainable_dtype: str | None = None
+        self.task_examples: dict[str, int] | None = None
+        """``multi_task``: examples of each task in the mixture (recorded in ``metrics.json``)."""
         self.metrics: TrainMetrics | None = None
         """The written record, once the run has ended well."""
         runtime.setup_runtime(cfg.seed, threads)
@@ -120,10 +124,12 @@ class TrainingRun:
         main = self.accelerator.is_main_process
         return tokenizer, batches.encode_examples(tokenizer, questions, self.cfg.model.max_seq_len, main)
 
-    def train(self, model: torch.nn.Module, examples: list[batches.Example], tokenizer: tp.Any) -> loop.TrainResult:
-        """Run the loop; its time becomes the ``train`` phase."""
+    def train(
+        self, model: torch.nn.Module, examples: list[batches.Example], tokenizer: tp.Any, tasks: tp.Sequence[str] = ()
+    ) -> loop.TrainResult:
+        """Run the loop; its time becomes the ``train`` phase. ``tasks``: see :func:`train.loop.train_loop`."""
         self.mark("load")
-        self.result = loop.train_loop(
+        result = loop.train_loop(
             model,
             examples,
             self.method,
@@ -132,12 +138,22 @@ class TrainingRun:
             self.cfg.seed,
             paths=self.paths,
             log=self.tracker.log,
+            tasks=tasks,
         )
-        unwrapped = self.accelerator.unwrap_model(model)
-        self.params = runtime.param_counts(unwrapped)
-        self.trainable_dtype = next((str(p.dtype) for p in unwrapped.parameters() if p.requires_grad), None)
+        self.record(result, self.accelerator.unwrap_model(model))
+        return result
+
+    def record(self, result: loop.TrainResult, model: torch.nn.Module | None) -> None:
+        """What was trained and how (``model``: what holds the trainable parameters, None for nothing); the
+        time since the last phase becomes the ``train`` phase. :meth:`train` calls it; a kind that does
+        not run the loop (few-shot, the feature head) calls it itself."""
+        self.result = result
+        if model is not None:
+            self.params = runtime.param_counts(model)
+            self.trainable_dtype = next((str(p.dtype) for p in model.parameters() if p.requires_grad), None)
+        else:
+            self.params = (0, None)
         self.mark("train")
-        return self.result
 
     # ------------------------------------------------------------------ the end
 
@@ -186,6 +202,8 @@ class TrainingRun:
             started_at=self.started_at,
             ended_at=now_iso(),
             trainable_dtype=self.trainable_dtype,  # fp32 masters for full SFT without DeepSpeed
+            task_losses=result.task_losses,
+            task_examples=self.task_examples,
         )
 
     def _end_badly(self, exc: BaseException) -> None:

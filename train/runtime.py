@@ -98,7 +98,7 @@ def weights_dtype(model_dtype: str, method: MethodConfig) -> torch.dtype:
     keeps fp32 master partitions itself, and peft keeps adapters in fp32, so the others load in
     ``model.dtype``. The saved model is in ``model.dtype`` either way (:func:`save_consolidated`).
     """
-    if method.kind == "full_sft" and not method.deepspeed:
+    if method.adapts == "full_sft" and not method.deepspeed:
         return torch.float32
     return resolve_dtype(model_dtype)
 

@@ -170,6 +170,7 @@ def score_loglik(
     progress: bool = True,
     share_prefix: bool = True,
     on_batch: tp.Callable[[int], None] | None = None,
+    shots: tp.Sequence[tp.Any] = (),
 ) -> list[dict]:
     """Log-likelihood of each answer letter after ``ANSWER:``; the argmax is the prediction.
 
@@ -179,12 +180,13 @@ def score_loglik(
     the full logits of a batch would take gigabytes. The letters are scored in fp32
     (:func:`letter_logprobs`); ``tie`` marks a question whose best score two letters
     share (the first of them is the prediction). ``on_batch(n)`` is told each batch's size.
+    ``shots``: solved examples put before every question (few-shot); they join the shared prefix.
     """
     from tqdm.auto import tqdm
 
     model.eval()
     codec = prompting.AnswerCodec(tokenizer)
-    contexts = [prompting.scoring_context(tokenizer, codec, q, max_len) for q in questions]
+    contexts = [prompting.scoring_context(tokenizer, codec, q, max_len, shots) for q in questions]
     letter_rows = [codec.letter_ids[k] for k in LETTERS]
     letter_cols = [r[0] for r in letter_rows]
     prefix = PrefixCache.build(model, contexts) if share_prefix and codec.single_token else None
@@ -231,12 +233,16 @@ def score_generate(
     desc: str = "eval",
     progress: bool = True,
     on_batch: tp.Callable[[int], None] | None = None,
+    shots: tp.Sequence[tp.Any] = (),
 ) -> list[dict]:
-    """Greedy generation parsed strictly as ``ANSWER: X``; ``pred`` is None on a parse failure."""
+    """Greedy generation parsed strictly as ``ANSWER: X``; ``pred`` is None on a parse failure.
+
+    ``shots``: solved examples put before every question (few-shot).
+    """
     from tqdm.auto import tqdm
 
     model.eval()
-    prompts = [prompting.prompt_ids(tokenizer, q)[-max_len:] for q in questions]
+    prompts = [prompting.prompt_ids(tokenizer, q, shots)[-max_len:] for q in questions]
     out: list[dict | None] = [None] * len(questions)
     order = sorted(range(len(questions)), key=lambda i: len(prompts[i]))
     bar = tqdm(total=len(questions), desc=desc, disable=not progress, mininterval=1.0)
