@@ -120,7 +120,8 @@ def test_dry_run_and_validate_show_the_cells(tmp_path, tiny_model):
     assert text.count("#SBATCH --array=0-2%3") == 3
     rc, out, err = cli_output(["validate", *argv])
     assert rc == 0, err
-    assert "# sweep: 9 cells in 3 submissions (at most 4 running per method)\n#   full_sft: 3 seeds = 3 cells\n#   lora: 3 seeds = 3 cells" in out
+    head = "# sweep: 9 cells in 3 submissions (at most 4 running per method)\n"
+    assert head + "#   full_sft: 3 seeds = 3 cells\n#   lora: 3 seeds = 3 cells" in out
 
 
 def cli_output(argv: list[str]) -> tuple[int, str, str]:

@@ -69,9 +69,7 @@ EXPERIMENT_FILES = frozenset(
 )
 """File names of an experiment directory: a string constant equal to one is a violation."""
 
-EXPERIMENT_FOLDERS = frozenset(
-    {"methods", "cells", "eval", "jobs", "checkpoints", "predictions", "partial", "adapter"}
-)
+EXPERIMENT_FOLDERS = frozenset({"methods", "cells", "eval", "jobs", "checkpoints", "predictions", "partial", "adapter"})
 """Folder names of an experiment directory: joined with ``/`` onto a path that is not the checkout's, a
 violation. (``model``, ``data``, ``code`` and ``results`` are left out: the checkout's ``data/`` and
 ``bench/results/`` and a model's own folders use them too; ``eval/results`` is caught by ``eval``.)"""
