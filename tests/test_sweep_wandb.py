@@ -59,7 +59,7 @@ def test_each_cell_is_one_run_and_gets_its_scores_in_its_summary(tmp_path, tiny_
     assert first.tags == ["method:lora", "seed:4", "lora.r:4"]
     assert first.config["cell"] == {"method": "lora", "index": 1, "seed": 4, "lora.r": 4}
     assert "eval/accuracy" not in first.summary and "final_loss" not in scored.summary
-    cell = merged(attempts)  # what `wandb sync` makes of the two: later keys win, earlier ones stay
+    cell = merged(attempts)  # the two in start order, later keys winning (what a resumed run shows)
     row = next(r for r in done.rows if r["method"] == "lora[1]")
     assert cell.summary["eval/accuracy"] == pytest.approx(row["accuracy"]) == pytest.approx(70 / len(gold))
     assert [cell.summary["eval/ci95_lo"], cell.summary["eval/ci95_hi"]] == pytest.approx(row["ci95"])

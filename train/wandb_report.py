@@ -33,9 +33,9 @@ def log_comparison(
     and the Pareto frontier) that the UI draws from tables. Then each training run (one per cell, id
     from :meth:`~launch.expdir.ExperimentDir.wandb_run_id`) is reopened to put its accuracy, interval
     and cost in its summary, so W&B's runs table, scatter and parallel-coordinates panels compare
-    cells with no custom code. Offline, a reopened run is a second directory with the same run id:
-    ``wandb sync`` uploads the directories of one run in the order they started (wandb 0.31), the
-    later one resuming the run, so the summary gains these keys and keeps the training's.
+    cells with no custom code. Online the reopening resumes the run (``resume="allow"``): the server's
+    summary keeps the training's keys and gains these. Offline it is a second directory with the same
+    run id, which ``wandb sync`` uploads after the training's (README, "Sweeps": what was verified).
     """
     tracker = Tracker.start(
         tracking,

@@ -300,12 +300,14 @@ def _read_table(path: Path) -> dict:
 
 
 def merged(runs: tp.Sequence[OfflineRun]) -> OfflineRun:
-    """The runs of one run id as ``wandb sync`` leaves it: applied in the order they started.
+    """The runs of one run id applied in start order, later keys winning: what a resumed run shows.
 
-    wandb 0.31 syncs the directories of one run one after another by start time, each later one
-    resuming the run (``core/internal/runsync/runsyncoperation.go``); a resumed run starts from the
-    server's config and summary (``core/internal/runbranch/resume.go``), so later keys win and earlier
-    ones stay. ``runs`` must be in start order (:func:`find_runs` sorts by the start time in the name).
+    ``wandb sync`` uploads the directories of one run one after another in start order (wandb-core's
+    ``RunSyncOperation.initAndPlan``, ``core/internal/runsync/runsyncoperation.go``; the symbol is in
+    0.31's ``wandb-core``), and a run resumed online starts from the server's config and summary
+    (``core/internal/runbranch/resume.go``). Whether the server keeps the first directory's summary
+    keys when the second is synced (sync sets no resume mode) was not verified here: no W&B server.
+    ``runs`` must be in start order (:func:`find_runs` sorts by the start time in the name).
     """
     out = OfflineRun()
     for run in runs:
