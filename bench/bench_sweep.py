@@ -4,9 +4,9 @@ The sweep: ``configs/smoke.yaml`` with 10 seeds and a grid (full_sft: 4 learning
 lora and qlora: 4 learning rates x 2 ranks = 80 cells each), 200 cells and 20 rows over seeds.
 
 * **submit** (dev cluster, ``ACCT=dbd``): wall time of ``cyberft submit`` in a new process (config and
-  sweep checks, memory estimate at every grid point, data split, 200 pickles, 3 arrays and the
-  evaluation); the ``sbatch`` calls are counted by a wrapper on PATH. Baseline: the same shape as 4
-  plain ``sbatch --array`` calls (3 arrays, then one job with ``afterany`` on them).
+  sweep checks, memory estimate at every grid point, data split, 212 pickles: 3 training arrays, the
+  scoring array (201 models past ``eval.models_per_job`` 20: 11 tasks) and the evaluation); the ``sbatch``
+  calls are counted by a wrapper on PATH. Baseline: the same shape as 5 plain ``sbatch`` calls.
 * **status** (dev cluster, right after the submission: tasks pending and running): wall time of
   ``cyberft status EXP`` in a new process; its ``squeue`` and ``sacct`` calls are counted.
 * **report** (no cluster needed): every cell's predictions and training record are written as the jobs
@@ -53,6 +53,8 @@ SWEEP = [
     "sweep.grid.methods.qlora.lora.r=[8, 16]",
 ]
 CELLS = 200
+SCORING_TASKS = 11  # 201 models (base and the cells), eval.models_per_job 20: an array of 11 before the report
+JOBS = CELLS + SCORING_TASKS + 1
 N_QUESTIONS = 500
 
 
@@ -80,7 +82,7 @@ def submit_sweep(tiny: Path, out_dir: Path, env: dict) -> tuple[float, Path]:
     argv = ["submit", "configs/smoke.yaml", "--profile", "dev", f"model.name_or_path={tiny}", f"output_dir={out_dir}"]
     dt, rc, out, err = timed_subprocess([venv_bin("cyberft"), *argv, *SWEEP], env=env)
     found = re.search(r"^experiment: (.+)$", out, re.M)
-    if rc != 0 or not found or f"submitted {CELLS + 1} job(s) in 4 sbatch call(s)" not in out:
+    if rc != 0 or not found or f"submitted {JOBS} job(s) in 5 sbatch call(s)" not in out:
         raise RuntimeError(f"cyberft submit failed (rc={rc}):\n{err[-3000:]}{out[-3000:]}")
     return dt, Path(found.group(1))
 
@@ -92,12 +94,14 @@ def array_ids(exp: Path) -> list[str]:
 
 
 def submit_baseline(work: Path, env: dict) -> tuple[float, list[str]]:
-    """The same shape with plain sbatch: 3 arrays (40, 80, 80 tasks, %2), then one job after them."""
+    """The same shape with plain sbatch: 3 arrays (40, 80, 80 tasks, %2), the scoring array after them, the last job."""
     common = ["sbatch", "--parsable", "--partition=debug", "--time=20", "--cpus-per-task=1", "--mem=1G"]
     common += ["--gpus-per-node=1", f"--output={work}/sbatch-%A_%a.out"]
     t = time.perf_counter()
     ids = [slurm([*common, f"--array=0-{n - 1}%2", "--wrap", "sleep 600"], env).strip() for n in (40, 80, 80)]
-    ids.append(slurm([*common, f"--dependency=afterany:{':'.join(ids)}", "--wrap", "sleep 600"], env).strip())
+    after = f"--dependency=afterany:{':'.join(ids)}"
+    ids.append(slurm([*common, after, f"--array=0-{SCORING_TASKS - 1}", "--wrap", "sleep 600"], env).strip())
+    ids.append(slurm([*common, f"{after}:{ids[-1]}", "--wrap", "sleep 600"], env).strip())
     return time.perf_counter() - t, [i.split(";")[0] for i in ids]
 
 
@@ -119,27 +123,29 @@ def cluster_rows(args: tp.Any, bench: Bench, tiny: Path, work: Path) -> None:
         env = counting_wrappers(shims, ("sbatch", "squeue", "sacct"), env)
         cancel_and_drain(array_ids(submit_sweep(tiny, work / "warm", env)[1]), env)  # warm-up, untimed
         cancel_and_drain(submit_baseline(work, env)[1], env)
-        ours, plain, status_s, counts = [], [], [], []
+        ours, plain, status_s, ended_s, counts = [], [], [], [], []
         for i in range(args.runs):
             calls(shims, "sbatch")
             dt, exp = submit_sweep(tiny, work / f"runs{i}", env)
             n_sbatch = calls(shims, "sbatch")
             calls(shims, "squeue"), calls(shims, "sacct")
-            st, rc, out, err = timed_subprocess([venv_bin("cyberft"), "status", str(exp)], env=env)
-            if rc not in (0, 1) or len(out.splitlines()) != CELLS + 2:  # header, the cells, eval
-                raise RuntimeError(f"cyberft status failed (rc={rc}):\n{err[-2000:]}{out[-2000:]}")
-            n_queries = (calls(shims, "squeue"), calls(shims, "sacct"))
+            st, n_queries = timed_status(exp, env, shims)
             cancel_and_drain(array_ids(exp), env)
+            st_ended, n_ended = timed_status(exp, env, shims)  # every task ended: sacct answers
             dt_plain, ids = submit_baseline(work, env)
             cancel_and_drain(ids, env)
-            ours.append(dt), plain.append(dt_plain), status_s.append(st), counts.append((n_sbatch, *n_queries))
+            ours.append(dt), plain.append(dt_plain), status_s.append(st), ended_s.append(st_ended)
+            counts.append({"sbatch": n_sbatch, "status_queued": n_queries, "status_ended": n_ended})
             log(
                 NAME,
                 f"run {i + 1}: submit {dt:.3f}s ({n_sbatch} sbatch), status {st:.3f}s "
-                f"({n_queries[0]} squeue, {n_queries[1]} sacct), 4x sbatch --array {dt_plain:.3f}s",
+                f"({n_queries[0]} squeue, {n_queries[1]} sacct), after scancel {st_ended:.3f}s "
+                f"({n_ended[0]} squeue, {n_ended[1]} sacct), 5x sbatch {dt_plain:.3f}s",
             )
         bench.rows += [
-            Row("sbatch", "4x sbatch (3 --array + 1 afterany)", "s", plain, False, baseline="sbatch"),
+            Row(
+                "sbatch", "5x sbatch (3 --array, 1 --array afterany, 1 afterany)", "s", plain, False, baseline="sbatch"
+            ),
             Row(
                 "submit",
                 f"cyberft submit, {CELLS}-cell sweep",
@@ -157,12 +163,29 @@ def cluster_rows(args: tp.Any, bench: Bench, tiny: Path, work: Path) -> None:
                 False,
                 targets=[Target("<1s", "max", 1.0)],
             ),
+            Row(
+                "status_ended",
+                f"cyberft status, {CELLS} cells ended",
+                "s",
+                ended_s,
+                False,
+                targets=[Target("<1s", "max", 1.0)],
+            ),
         ]
-        bench.info["calls_per_run"] = [dict(zip(("sbatch", "squeue", "sacct"), c)) for c in counts]
+        bench.info["calls_per_run"] = counts  # status: (squeue calls, sacct calls)
         bench.info["cluster"] = "slurm/dev-cluster/up TOPO=single ACCT=dbd"
     finally:
         sc.stop_cluster(base, remove=True)
         log(NAME, "dev cluster stopped")
+
+
+def timed_status(exp: Path, env: dict, shims: Path) -> tuple[float, tuple[int, int]]:
+    """Wall time of ``cyberft status EXP`` in a new process, and its (squeue, sacct) calls."""
+    calls(shims, "squeue"), calls(shims, "sacct")
+    dt, rc, out, err = timed_subprocess([venv_bin("cyberft"), "status", str(exp)], env=env)
+    if rc not in (0, 1) or len(out.splitlines()) != JOBS + 1:  # header, the cells, scoring tasks, eval
+        raise RuntimeError(f"cyberft status failed (rc={rc}):\n{err[-2000:]}{out[-2000:]}")
+    return dt, (calls(shims, "squeue"), calls(shims, "sacct"))
 
 
 def fake_scored_sweep(tiny: Path, work: Path) -> tuple[tp.Any, tp.Any, dict, dict, int]:
