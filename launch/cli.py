@@ -45,8 +45,12 @@ def _load(args: argparse.Namespace) -> tuple[tp.Any, tp.Any]:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Load and validate a config (its files and data too); print the resolved config."""
+    from launch import sweep
+
     cfg, _ = _load(args)
     print(dump_yaml(cfg), end="")
+    if cfg.sweep is not None:
+        print("\n".join(f"# {line}" for line in sweep.summary(cfg, cfg.sweep).splitlines()))
     print(f"# OK: {len(cfg.methods)} method(s): {', '.join(f'{m.name} ({m.kind})' for m in cfg.methods)}")
     return EXIT_OK
 
@@ -55,6 +59,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Run a whole experiment locally: training jobs, then the shared evaluation."""
     from launch import experiment, local, report
     from launch.data import DataError, prepare_splits
+    from launch.fsio import read_json
 
     cfg, split = _load(args)
     cfg = experiment.resolve_paths(cfg)
@@ -74,7 +79,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     _local_forecast(cfg, exp, split)
     rows, states = local.run(cfg, exp, progress=not args.no_progress)
     print()
-    print(report.format_table(rows))
+    print(
+        report.format_report(read_json(exp.summary_file)) if exp.summary_file.is_file() else report.format_table(rows)
+    )
     _print_forecast_check(exp)
     print(f"\nexperiment directory: {exp}")
     print(f"report: {exp.report_html}")
@@ -139,7 +146,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not summary.is_file():
         _err(f"{summary} does not exist -> the evaluation job has not finished; check its log under {exp.jobs_dir}")
         return EXIT_BAD_INPUT
-    print(report.format_table(read_json(summary)["rows"]))
+    print(report.format_report(read_json(summary)))
     _print_forecast_check(exp)
     return EXIT_OK
 
@@ -184,9 +191,16 @@ def cmd_submit(args: argparse.Namespace) -> int:
         return _refused(exc)
     exp = done.exp
     print(f"experiment: {exp}")
-    for name, job_id in done.job_ids.items():
-        print(f"  {name:<12} job {job_id}")
-    print(f"submitted {len(done.job_ids)} job(s) in {time.monotonic() - t0:.2f}s; follow them with:")
+    for name, ids in done.submissions.items():
+        first = ids[0].split("_")[0]
+        what = (
+            f"job {first}" if len(ids) == 1 else f"array {first} ({len(ids)} tasks: {first}_0..{first}_{len(ids) - 1})"
+        )
+        print(f"  {name:<12} {what}")
+    print(
+        f"submitted {len(done.job_ids)} job(s) in {len(done.submissions)} sbatch call(s) in "
+        f"{time.monotonic() - t0:.2f}s; follow them with:"
+    )
     print(f"  cyberft status {exp}            # states, progress")
     print(f"  cyberft status {exp} --wait     # block until all ended (exit 1 if one failed)")
     print(f"  cyberft logs {exp} {next(iter(done.job_ids))}")
@@ -256,15 +270,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     from launch import status
 
     exp = _exp_dir(args.exp_dir)
+    names = _jobs_named(exp, args.jobs)
     refusal = status.refusal(exp)
     if refusal:
-        print(status.format_statuses(status.job_statuses(exp)))
+        print(status.format_statuses(status.job_statuses(exp, names)))
         _err(refusal)
         return EXIT_JOB_FAILED
     if args.wait:
-        statuses = status.wait(exp, poll_s=args.interval)
+        statuses = status.wait(exp, poll_s=args.interval, names=names)
     else:
-        statuses = status.job_statuses(exp)
+        statuses = status.job_statuses(exp, names)
         print(status.format_statuses(statuses))
         if not all(s.ended for s in statuses):
             return EXIT_OK
@@ -296,27 +311,38 @@ def cmd_logs(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_cancel(args: argparse.Namespace) -> int:
-    """Cancel the experiment's jobs (all, or the named ones)."""
-    from launch import slurm
+def _jobs_named(exp: ExperimentDir, addresses: tp.Sequence[str]) -> list[str] | None:
+    """The manifest's jobs that ``addresses`` name (methods, cells ``lora[3]``, ``eval``); None: every job.
+
+    Exit 2 (InputError) naming what exists when one names no job.
+    """
+    from launch import status
     from launch.config import InputError
+
+    if not addresses:
+        return None
+    try:
+        return status.select_jobs(exp, addresses)
+    except KeyError as exc:
+        raise InputError([str(exc.args[0])], "arguments") from None
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    """Cancel the experiment's jobs (all, or those of the named methods, cells and eval)."""
+    from launch import slurm
 
     exp = _exp_dir(args.exp_dir)
     manifest = exp.read_manifest()
     jobs = manifest.jobs
-    names = args.jobs or list(jobs)
-    unknown = [n for n in names if n not in jobs]
-    if unknown:
-        raise InputError(
-            [f"job {n!r}: not in this experiment -> one of: {', '.join(jobs)}" for n in unknown], "arguments"
-        )
+    names = _jobs_named(exp, args.jobs) or list(jobs)
     if not manifest.on_slurm:
         _err("this experiment ran locally; there is nothing to cancel")
         return EXIT_BAD_INPUT
     ids = [jobs[n].job_id for n in names]
     slurm.scancel(ids)
     exp.update_manifest(cancelled=sorted(set(manifest.cancelled) | set(ids)))
-    print(f"cancelled: {', '.join(f'{n} ({i})' for n, i in zip(names, ids))}")
+    shown = [f"{n} ({i})" for n, i in zip(names, ids)]
+    print(f"cancelled: {', '.join(shown[:20])}" + (f" and {len(shown) - 20} more" if len(shown) > 20 else ""))
     return EXIT_OK
 
 
@@ -325,7 +351,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from launch import resume
 
     exp = _exp_dir(args.exp_dir)
-    plan = resume.plan_resume(exp)
+    plan = resume.plan_resume(exp, args.jobs)
     print(plan.describe())
     if args.dry_run or not (plan.resubmit or plan.eval_needed):
         return EXIT_OK
@@ -431,13 +457,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("status", help="state, elapsed time, nodes and progress of an experiment's jobs")
     p.add_argument("exp_dir")
+    p.add_argument("jobs", nargs="*", help="methods, cells (lora[3]) and/or eval; default: every job")
     p.add_argument("--wait", action="store_true", help="block until every job ended; exit 1 if one did not complete")
     p.add_argument("--interval", type=float, default=5.0, help="seconds between polls with --wait")
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("logs", help="print a job's log files")
     p.add_argument("exp_dir")
-    p.add_argument("job", help="a method name, or eval")
+    p.add_argument("job", help="a method name, a cell of a sweep (lora[3]), or eval")
     p.add_argument("--stream", choices=["out", "err", "both"], default="both")
     p.add_argument("--task", type=int, default=0, help="task (rank) of a multi-task job")
     p.add_argument("--tail", type=int, default=0, help="only the last N lines of each file")
@@ -445,13 +472,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("cancel", help="cancel an experiment's Slurm jobs")
     p.add_argument("exp_dir")
-    p.add_argument("jobs", nargs="*", help="method names (and/or eval); default: every job")
+    p.add_argument("jobs", nargs="*", help="methods (all their cells), cells (lora[3]) and/or eval; default: every job")
     p.set_defaults(func=cmd_cancel)
 
     p = sub.add_parser(
         "resume", help="resubmit the jobs that ended unfinished (from their checkpoints) and a new evaluation"
     )
     p.add_argument("exp_dir")
+    p.add_argument("jobs", nargs="*", help="only these methods or cells (lora[3]); default: every unfinished one")
     p.add_argument("--dry-run", action="store_true", help="say what would be resubmitted; submit nothing")
     p.set_defaults(func=cmd_resume)
 

@@ -27,6 +27,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import typing as tp
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,10 @@ BIG = 10**9
 """Upper bound of counts that have no natural limit (steps, examples): far above any real run, far
 below what would overflow the arithmetic that uses them."""
 FRACTION = Range(0, 1, "a fraction strictly between 0 and 1", lo_open=True, hi_open=True)
+SEED = Range(0, 2**32 - 1, f"a whole number from 0 to {2**32 - 1}")
+TRAINING_FREE_KINDS: tuple[str, ...] = ()
+"""Method kinds whose cells get no training job, the evaluation scoring them from the config alone. None
+today: even few-shot has a job (it selects its examples, ``shots.jsonl``); every kind has one per cell."""
 
 
 class ConfigError(InputError):
@@ -412,6 +417,14 @@ class EvalConfig:
     max_new_tokens: tp.Annotated[int, Range(4, 1 << 16, "at least 4 ('ANSWER: X')")] = 8
     """Generation budget in ``generate`` mode."""
 
+    models_per_job: tp.Annotated[int, Range(1, BIG, "at least 1")] = 20
+    """Most models one evaluation job scores on Slurm. With more (a sweep's cells and base), the
+    scoring is shared out over an array of ``ceil(models / models_per_job)`` tasks that run at once,
+    and one more evaluation job after them writes the report (scoring any model a task left). Below
+    it, one job: each array task loads the tokenizer and data again and waits in the queue for its
+    own GPU, which costs more than it saves for a few models. 20 models of an 8B model on 500
+    questions are about an hour of one GPU (load plus scoring, 2-3 minutes each)."""
+
     resources: Resources = field(default_factory=Resources)
     """What the evaluation job asks for."""
 
@@ -447,6 +460,29 @@ class LocalConfig:
 
 
 @dataclass
+class SweepConfig:
+    """Run each method once per seed and per point of a grid over its fields."""
+
+    seeds: list[tp.Annotated[int, SEED]] | None = None
+    """Training seeds (model init, data order, dropout); each grid point runs once per seed. null: the
+    experiment's own ``seed`` only. The data split (``data.seed``) stays the same for every cell, so
+    all cells are scored on the same questions."""
+
+    grid: dict[str, tp.Any] = field(default_factory=dict)
+    """Values to try, per method field: ``methods.<method>.<field>: [value, ...]``, e.g.
+    ``methods.lora.learning_rate: [1.0e-4, 2.0e-4]`` or ``methods.lora.lora.r: [8, 16]``. Each value is
+    checked like the field itself (type, range). A method's cells are the cartesian product of its
+    fields' values, times the seeds; a method without grid entries runs once per seed. ``name``,
+    ``kind``, ``resources`` and ``deepspeed`` cannot vary (one array per method shares one job shape). Nested
+    mappings are read as dotted keys, so an override can replace the whole grid:
+    ``sweep.grid='{methods.lora.learning_rate: [1e-4, 3e-4]}'``."""
+
+    max_parallel: tp.Annotated[int, Range(1, 100000, "at least 1, or null for no limit of ours")] | None = None
+    """Cells of one method running at once on Slurm (the ``%N`` of ``--array=0-11%N``); null:
+    submitit's default of 256. Local runs use ``local.max_parallel``."""
+
+
+@dataclass
 class ExperimentConfig:
     """One experiment: a model, data, the methods to compare, evaluation, tracking."""
 
@@ -456,8 +492,8 @@ class ExperimentConfig:
     output_dir: str = "runs"
     """Where experiment directories are created (shared storage on a cluster)."""
 
-    seed: tp.Annotated[int, Range(0, 2**32 - 1, f"a whole number from 0 to {2**32 - 1}")] = 0
-    """Seed for model init, data order and dropout."""
+    seed: tp.Annotated[int, SEED] = 0
+    """Seed for model init, data order and dropout (``sweep.seeds`` runs each method once per seed instead)."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     """The base model."""
@@ -467,6 +503,10 @@ class ExperimentConfig:
 
     methods: list[MethodConfig] = field(default_factory=list)
     """The methods to compare (at least one)."""
+
+    sweep: SweepConfig | None = None
+    """Run each method several times: once per seed and per point of a grid over its fields, each run a
+    *cell* (``lora[3]``); null: each method once. Checked and expanded by :mod:`launch.sweep`."""
 
     eval: EvalConfig = field(default_factory=EvalConfig)
     """The shared evaluation job."""
@@ -478,14 +518,25 @@ class ExperimentConfig:
     """Local execution settings."""
 
     def method(self, name: str) -> MethodConfig:
-        """The method called ``name``; ``KeyError`` with the known names otherwise."""
+        """The method called ``name``, or the method of a cell address (``lora[3]``); ``KeyError`` otherwise.
+
+        In a cell's view of the config (:func:`launch.sweep.locate`) that method holds the cell's
+        settings; in the experiment's config, the method's own.
+        """
         for m in self.methods:
             if m.name == name:
                 return m
+        base = _CELL_SUFFIX.sub("", name)
+        if base != name:
+            return self.method(base)
         raise KeyError(f"no method {name!r}; known: {[m.name for m in self.methods]}")
 
 
 _DEFAULT_SECTIONS = {name: dataclasses.asdict(getattr(MethodConfig(), name)) for name in KIND_SECTIONS}
+
+
+_CELL_SUFFIX = re.compile(r"\[[0-9]+\]$")
+"""``[3]`` at the end of a cell's address (:func:`launch.expdir.cell_address`)."""
 
 
 # --------------------------------------------------------------------------- overrides

@@ -41,7 +41,7 @@ from pathlib import Path
 
 from launch import REPO_ROOT, calibration, forecast, memory, tokencount
 from launch.config import ExperimentConfig
-from launch.expdir import ExperimentDir, now_iso
+from launch.expdir import ExperimentDir, now_iso, parse_address
 
 if tp.TYPE_CHECKING:  # pragma: no cover
     from launch.profiles import SlurmProfile
@@ -288,11 +288,11 @@ def check(
     hours_key = "cpu_hours" if cpu else "gpu_hours"
     methods = {}
     for row in rows:
-        job = (saved.get("methods") or {}).get(row["method"])
+        job = _job_of(saved, row["method"])
         if job is None:
             continue
         kind = (metrics.get(row["method"]) or {}).get("peak_mem_kind")
-        mem = _memory_pair((saved.get("memory_gb") or {}).get(row["method"]), kind)
+        mem = _memory_pair((saved.get("memory_gb") or {}).get(parse_address(row["method"])[0]), kind)
         methods[row["method"]] = forecast.compare(job, {**row, "gpu_hours": row.get(hours_key)}, mem)
     eval_s = _seconds(scored, "eval_s")
     tokens = tokens_per_model * len(scored) if tokens_per_model is not None else None
@@ -310,6 +310,12 @@ def check(
         "methods": methods,
         "evaluation": forecast.compare(saved.get("evaluation") or {}, actual_eval),
     }
+
+
+def _job_of(saved: tp.Mapping[str, tp.Any], address: str) -> tp.Mapping[str, tp.Any] | None:
+    """The saved forecast of a method (``lora``), or of the method a sweep's cell belongs to (``lora[3]``:
+    the forecast is per run of the method, and every cell is one)."""
+    return (saved.get("methods") or {}).get(parse_address(address)[0])
 
 
 def calibrate(
@@ -334,9 +340,12 @@ def calibrate(
         out["error"] = "the forecast names no calibration file"
         return out
     records = []
-    for name, job in (saved.get("methods") or {}).items():
-        account = (accounts or {}).get(name)
-        records.append(calibration.measure_method(job, metrics.get(name) or {}, account, experiment, gpu_type))
+    for name in metrics:  # every method, or every cell of a sweep (each measures its method's forecast)
+        job = _job_of(saved, name)
+        if job is not None:
+            job = {**job, "name": name}  # a cell's record is its own (lora[3]), not its method's
+            account = (accounts or {}).get(name)
+            records.append(calibration.measure_method(job, metrics.get(name) or {}, account, experiment, gpu_type))
     ev = saved.get("evaluation")
     if ev and scored and tokens_per_model:
         compute, wall = _seconds(scored, "eval_s"), _seconds(scored, "load_s") + _seconds(scored, "eval_s")
@@ -415,7 +424,9 @@ def record(exp: ExperimentDir) -> dict:
         raise ValueError(f"{exp.summary_file} does not exist: the evaluation job has not finished")
     cfg = exp.load_config()
     rows = read_json(exp.summary_file).get("rows") or []
-    metrics = {m.name: exp.method(m.name).read_metrics().to_dict() for m in cfg.methods}
+    from launch import sweep
+
+    metrics = {c.id: exp.method(c.id).read_metrics().to_dict() for c in sweep.cells(cfg)}
     accounts = {r["method"]: r for r in rows if r.get("cost_source") == "sacct"}
     scored = {name: r.to_dict() for name in exp.eval.scored() if (r := exp.eval.read_result(name)) is not None}
     return calibrate(saved, exp.name, metrics, accounts, scored, counted_eval_tokens(cfg, exp))

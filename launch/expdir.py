@@ -19,10 +19,16 @@ Layout::
                                                       progress.json (Progress), checkpoints/, model/, adapter/,
                                                       shots.jsonl (few_shot), features/, head.safetensors
                                                       (feature_head)
+    EXP/methods/<name>/cells/<i>/    method(name[i])  the same, for cell i of a sweep (launch.sweep)
     EXP/eval/                        eval             EvalDir: predictions/, results/ (EvalResult),
-                                                      partial/ (chunks), progress.json (EvalProgress)
+                                                      partial/ (chunks), progress.json (EvalProgress);
+                                                      a cell's files are <name>/<i>.jsonl, <name>/<i>.json
     EXP/wandb/                       wandb_dir        W&B runs (offline mode)
     EXP/summary.json, report.md, report.html, chart.png
+
+Models and jobs are named by *address*: ``base``, a method (``lora``: its one run in an experiment
+without a sweep) or a cell of a sweep (``lora[3]``, :func:`cell_address`). Paths spell a cell by
+its index, never with ``[``/``]`` (glob characters in every shell).
 
 Inside ``checkpoints/`` :mod:`train.checkpoint` owns its format (as accelerate owns its files
 inside each checkpoint). Every record is written atomically (:mod:`launch.fsio`) and keeps the
@@ -34,6 +40,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import os
+import re
 import typing as tp
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +52,29 @@ if tp.TYPE_CHECKING:  # pragma: no cover
 
     from launch.config import ExperimentConfig
     from launch.profiles import SlurmProfile
+
+
+_CELL = re.compile(r"(?P<method>.+)\[(?P<index>[0-9]+)\]")
+
+
+def cell_address(method: str, index: int | None) -> str:
+    """A model's or job's address: ``lora[3]`` for cell 3 of a sweep, ``lora`` (``index`` None) without one."""
+    return method if index is None else f"{method}[{index}]"
+
+
+def parse_address(address: str) -> tuple[str, int | None]:
+    """``("lora", 3)`` for ``lora[3]``; ``("lora", None)`` for ``lora`` (a method, or ``base``, ``eval``)."""
+    match = _CELL.fullmatch(address)
+    return (match["method"], int(match["index"])) if match else (address, None)
+
+
+def _address_path(root: Path, address: str, cell_folder: str = "", suffix: str = "") -> Path:
+    """``root/<method><suffix>``, or ``root/<method>/<cell_folder>/<i><suffix>`` for a cell."""
+    method, index = parse_address(address)
+    if index is None:
+        return root / f"{method}{suffix}"
+    parent = root / method / cell_folder if cell_folder else root / method
+    return parent / f"{index}{suffix}"
 
 
 def now_iso() -> str:
@@ -70,9 +100,14 @@ def _read_object(path: Path) -> dict | None:
 # --------------------------------------------------------------------------- records
 
 
+EVAL_JOB = "eval"
+"""The evaluation job's name in the manifest; ``eval[i]`` are the tasks of an evaluation array."""
+
+
 @dataclass
 class JobRecord:
-    """One job of the manifest: a method's training job, or ``eval``."""
+    """One job of the manifest: a method's or a cell's training job (an array task ``4242_3`` for a
+    cell of a sweep submitted as an array), ``eval``, or a task ``eval[i]`` of an evaluation array."""
 
     job_id: str
     executor: str = "local"
@@ -146,8 +181,12 @@ class Manifest:
         return self.executor == "slurm"
 
     def training_jobs(self) -> dict[str, JobRecord]:
-        """The jobs of the methods, without the evaluation job."""
-        return {name: rec for name, rec in self.jobs.items() if name != "eval"}
+        """The training jobs (one per method, or per cell of a sweep), without the evaluation's."""
+        return {name: rec for name, rec in self.jobs.items() if parse_address(name)[0] != EVAL_JOB}
+
+    def eval_jobs(self) -> dict[str, JobRecord]:
+        """The evaluation's jobs: ``eval``, after the ``eval[i]`` tasks that share out the scoring (if any)."""
+        return {name: rec for name, rec in self.jobs.items() if parse_address(name)[0] == EVAL_JOB}
 
     def to_dict(self) -> dict[str, tp.Any]:
         """The JSON object, in the order (and with the keys) earlier versions wrote."""
@@ -372,13 +411,16 @@ class DataFiles:
 
 @dataclass(frozen=True)
 class MethodDir:
-    """``EXP/methods/<name>/``: one method's training job."""
+    """``EXP/methods/<name>/`` (or ``.../cells/<i>/``): one method's, or one cell's, training job."""
 
     root: Path
+    address: str = ""
+    """``lora`` or ``lora[3]``; the folder's name when not given."""
 
     @property
     def name(self) -> str:
-        return self.root.name
+        """The address of the training run (``lora``, ``lora[3]``)."""
+        return self.address or self.root.name
 
     @property
     def metrics_file(self) -> Path:
@@ -463,22 +505,26 @@ class EvalDir:
         return self.root / "progress.json"
 
     def predictions_file(self, model: str) -> Path:
-        """One line per question: gold, prediction, per-letter log-likelihoods."""
-        return self.predictions_dir / f"{model}.jsonl"
+        """One line per question: gold, prediction, per-letter log-likelihoods (``model``: an address)."""
+        return _address_path(self.predictions_dir, model, suffix=".jsonl")
 
     def result_file(self, model: str) -> Path:
-        return self.results_dir / f"{model}.json"
+        return _address_path(self.results_dir, model, suffix=".json")
 
     def partial_dir(self, model: str) -> Path:
         """The chunks of a model being scored; removed once its result is written."""
-        return self.root / "partial" / model
+        return _address_path(self.root / "partial", model)
 
     def chunk_file(self, model: str, index: int, count: int) -> Path:
         return self.partial_dir(model) / f"chunk-{index:05d}-of-{count:05d}.jsonl"
 
     def scored(self) -> list[str]:
-        """The models with a result, sorted."""
-        return sorted(p.stem for p in self.results_dir.glob("*.json"))
+        """The addresses of the models with a result, sorted (``base``, ``lora``, ``lora[3]``...)."""
+        found = [p.stem for p in self.results_dir.glob("*.json")]
+        for p in self.results_dir.glob("*/*.json"):
+            if p.stem.isdigit():
+                found.append(cell_address(p.parent.name, int(p.stem)))
+        return sorted(found)
 
     def read_result(self, model: str) -> EvalResult | None:
         """The model's result; None when it has none (or only an unreadable one: it is scored again)."""
@@ -494,12 +540,26 @@ class EvalDir:
     def write_predictions(self, model: str, rows: tp.Iterable[dict]) -> None:
         atomic_write_jsonl(self.predictions_file(model), rows)
 
-    def read_progress(self) -> EvalProgress | None:
-        data = _read_object(self.progress_file)
+    def read_predictions(self, model: str) -> list[dict]:
+        """The model's prediction rows (``index``, ``gold``, ``pred``, ``correct``...); [] when it has none."""
+        import json
+
+        try:
+            text = self.predictions_file(model).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return []
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+    def shard_progress_file(self, shard: int | None) -> Path:
+        """Where task ``shard`` of an evaluation array writes its progress (None: the evaluation job)."""
+        return self.progress_file if shard is None else self.root / f"progress-{shard}.json"
+
+    def read_progress(self, shard: int | None = None) -> EvalProgress | None:
+        data = _read_object(self.shard_progress_file(shard))
         return EvalProgress.from_dict(data) if data is not None else None
 
-    def write_progress(self, progress: EvalProgress) -> None:
-        atomic_write_json(self.progress_file, progress.to_dict())
+    def write_progress(self, progress: EvalProgress, shard: int | None = None) -> None:
+        atomic_write_json(self.shard_progress_file(shard), progress.to_dict())
 
 
 @dataclass(frozen=True)
@@ -584,8 +644,15 @@ class ExperimentDir:
 
         return JobPaths(self.job_folder, job_id=job_id, task_id=task)
 
-    def method(self, name: str) -> MethodDir:
-        return MethodDir(self.root / "methods" / name)
+    def method(self, address: str) -> MethodDir:
+        """The training run of a method (``lora``) or of one cell of a sweep (``lora[3]``)."""
+        return MethodDir(_address_path(self.root / "methods", address, cell_folder="cells"), address)
+
+    def wandb_run_id(self, address: str) -> str:
+        """The W&B run id of a training run: the same for every attempt (requeue, resume) and for the
+        evaluation job, which reopens it to put its scores in its summary."""
+        method, index = parse_address(address)
+        return f"{self.name}-{method}" + (f"-{index}" if index is not None else "")
 
     @property
     def eval(self) -> EvalDir:
@@ -665,7 +732,11 @@ class ExperimentDir:
 
     def record_job(self, name: str, record: JobRecord) -> Manifest:
         """Put one job into the manifest (a crash after a submission never loses its id)."""
+        return self.record_jobs({name: record})
+
+    def record_jobs(self, records: tp.Mapping[str, JobRecord]) -> Manifest:
+        """Put the jobs of one submission (an array's cells) into the manifest, in one atomic write."""
         manifest = self.read_manifest()
-        manifest.jobs[name] = record
+        manifest.jobs.update(records)
         self.write_manifest(manifest)
         return manifest

@@ -11,7 +11,7 @@ import typing as tp
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from launch import costcheck, report, slurm
+from launch import comparison, costcheck, report, slurm, stats, sweep
 from launch.config import ExperimentConfig
 from launch.expdir import EvalResult, ExperimentDir
 
@@ -21,10 +21,13 @@ class Finalized:
     """What :func:`main` wrote: the rows, the report files and the evaluation's own cost."""
 
     rows: list[dict]
+    """One per model: ``base``, then each cell (each method without a sweep)."""
     paths: dict[str, Path]
     """``summary``, ``markdown``, ``chart``, ``html``."""
     evaluation: dict
     """The evaluation job's own cost (:func:`launch.report.evaluation_cost`)."""
+    analysis: dict = field(default_factory=dict)
+    """Rows over seeds, comparisons, letters, frontier and totals (:func:`analyse`), as in ``summary.json``."""
     columns: list[str] = field(default_factory=lambda: [key for key, _ in report.COLUMNS])
     """The comparison table's columns, in display order."""
 
@@ -43,21 +46,27 @@ def main(
     Parameters
     ----------
     results:
-        Model name (``base`` included) -> its result, for every model scored.
+        Model address (``base``, a method, a cell ``lora[3]``) -> its result, for every model scored.
     n_eval:
         Questions in the eval split.
     gpus, threads:
         What the evaluation job holds (``gpus`` 0 on CPU): the evaluation's own cost.
     """
-    metrics = {m.name: exp.method(m.name).read_metrics().to_dict() for m in cfg.methods}
+    cells = sweep.cells(cfg)
+    metrics = {c.id: _metrics(exp, c) for c in cells}
     profile = exp.load_profile()
     price = profile.price_per_gpu_hour if profile is not None else None
-    # On Slurm the training jobs' cost comes from sacct (every attempt), not their own timers.
+    # On Slurm the training jobs' cost comes from sacct (every attempt of every job a cell ran as).
     accounts, cost_note = slurm.experiment_accounts(exp.read_manifest(), price)
     scored = {name: r.to_dict() for name, r in results.items()}
     rows = report.build_rows(
-        [(m.name, m.kind) for m in cfg.methods], scored, metrics, price_per_gpu_hour=price, slurm_accounts=accounts
+        [(c.id, c.config.kind) for c in cells], scored, metrics, price_per_gpu_hour=price, slurm_accounts=accounts
     )
+    by_id = {c.id: c for c in cells}
+    for row in rows:
+        if row["method"] in by_id:
+            c = by_id[row["method"]]
+            row.update(group=c.group, seed=c.seed, point=dict(c.point))
     report.add_scoring_cost(rows, scored, gpus, threads, price)  # few-shot: its price is its scoring
     print(f"[eval] cost source: {cost_note}", flush=True)
     evaluation = report.evaluation_cost(scored, gpus, threads, price)
@@ -66,6 +75,7 @@ def main(
     checked = costcheck.after_run(cfg, exp, rows, metrics, accounts, evaluation, scored)
     if checked is not None:
         print(f"[eval] {costcheck.format_check(checked)}", flush=True)
+    analysis = analyse(exp, cells, rows, results)
     paths = report.write_reports(
         exp,
         rows,
@@ -73,5 +83,50 @@ def main(
         evaluation=evaluation,
         extra={"experiment": exp.name, "eval_mode": cfg.eval.mode, "n_eval": n_eval},
         forecast_check=checked,
+        analysis=analysis,
     )
-    return Finalized(rows, paths, evaluation)
+    return Finalized(rows, paths, evaluation, analysis)
+
+
+def _metrics(exp: ExperimentDir, cell: sweep.Cell) -> dict:
+    """A cell's training record; a kind that trains nothing has none and counts as trained."""
+    if not cell.trains:
+        return {"status": "completed", "kind": cell.config.kind, "cost_source": "untrained"}
+    return exp.method(cell.id).read_metrics().to_dict()
+
+
+def analyse(
+    exp: ExperimentDir, cells: list[sweep.Cell], rows: list[dict], results: tp.Mapping[str, EvalResult]
+) -> dict[str, tp.Any]:
+    """The report's statistics (:mod:`launch.comparison`) from the rows and each scored model's predictions."""
+    cost_key, _ = report.chart_axis(rows)
+    groups = comparison.group_rows(cells, {r["method"]: r for r in rows}, cost_key)
+    predictions = {name: exp.eval.read_predictions(name) for name in results}
+    predictions = {name: p for name, p in predictions.items() if p}
+    runs = {name: [stats.correct_vector(p)] for name, p in predictions.items() if name == "base"}
+    for g in groups:
+        found = [stats.correct_vector(predictions[c]) for c in g["cells"] if c in predictions]
+        if found:
+            runs[g["group"]] = found
+    compared, note = comparison.comparisons(groups, runs)
+    predicted = {name: stats.letter_counts(r.get("pred") for r in p) for name, p in predictions.items()}
+    gold_answers = [q.solution for q in _questions(exp.data.eval_file)]
+    train_answers = [q.solution for q in _questions(exp.data.train_file)]
+    baseline = stats.majority_baseline(train_answers, gold_answers) if train_answers and gold_answers else None
+    return {
+        "groups": groups,
+        "comparisons": compared,
+        "comparison_note": note,
+        "letters": comparison.letters(groups, predicted, baseline, stats.letter_counts(gold_answers)),
+        "frontier": comparison.frontier(rows, cost_key),
+        "total": comparison.totals(rows),
+    }
+
+
+def _questions(path: Path) -> list:
+    from launch.data import load_jsonl_questions
+
+    try:
+        return load_jsonl_questions(path)
+    except (OSError, ValueError):  # no split on disk (an experiment made by hand): no baseline row
+        return []

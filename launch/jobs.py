@@ -12,6 +12,7 @@ import importlib
 import os
 import typing as tp
 
+from launch import sweep
 from launch.expdir import ExperimentDir
 from launch.gpus import check_gpu_binding, cuda_hidden
 
@@ -103,14 +104,17 @@ def drop_distributed_env() -> None:
 
 
 class TrainJob:
-    """Train one method of an experiment.
+    """Train one method of an experiment, or one cell of its sweep.
 
     Parameters
     ----------
     exp_dir:
         The experiment directory (holds ``config.yaml``).
     method:
-        The method's name in the config.
+        The training run's address: the method's name (``lora``), or a cell of a sweep (``lora[3]``).
+        The job finds its cell's seed and settings from it (:func:`launch.sweep.locate`), never from
+        ``SLURM_ARRAY_TASK_ID``: ``cyberft resume`` sends a subset of a method's cells as a new
+        array, whose task ids are not the cells' indexes.
     threads:
         CPU threads for torch (None: torch's default).
     """
@@ -126,9 +130,11 @@ class TrainJob:
             export_distributed_env()
         else:  # the local runner: one process per method
             drop_distributed_env()
-        cfg = ExperimentDir(self.exp_dir).load_config()
-        module = importlib.import_module(ENTRYPOINTS[cfg.method(self.method).kind])
-        return module.main(cfg, self.method, self.exp_dir, threads=self.threads)
+        cfg, cell = sweep.locate(ExperimentDir(self.exp_dir).load_config(), self.method)
+        module = importlib.import_module(ENTRYPOINTS[cell.config.kind])
+        # The cell's view of the config (its seed, its grid point) and its address: any entrypoint
+        # trains a cell as it trains a method.
+        return module.main(cfg, cell.id, self.exp_dir, threads=self.threads)
 
     def checkpoint(self, *args: tp.Any, **kwargs: tp.Any) -> tp.Any:
         """submitit calls this on SIGUSR2 (time limit, preemption) before requeueing the job.
@@ -146,11 +152,11 @@ class TrainJob:
 
 
 class EvalJob:
-    """Score the base model and every trained method, then write the report and log the comparison.
+    """Score the base model and every trained method (or cell), then write the report and log the comparison.
 
     Three steps, each on its own side of the contract: score (:mod:`train.evaluate`, compute),
-    finalise (:mod:`launch.finalize`: sacct cost, report rows and files) and log
-    (:func:`train.tracking.log_comparison`, the W&B comparison run).
+    finalise (:mod:`launch.finalize`: sacct cost, report rows, statistics and files) and log
+    (:func:`train.wandb_report.log_comparison`, the W&B comparison run and each cell's scores).
 
     Parameters
     ----------
@@ -158,24 +164,35 @@ class EvalJob:
         The experiment directory.
     threads:
         CPU threads for torch (None: torch's default).
+    shard:
+        ``(i, n)``: one task of an evaluation array, which scores its share of the models
+        (every ``n``-th from the ``i``-th) and writes no report; None: the evaluation job itself,
+        which scores whatever is not scored yet and writes the report.
     """
 
-    def __init__(self, exp_dir: str | os.PathLike, threads: int | None = None) -> None:
+    def __init__(
+        self, exp_dir: str | os.PathLike, threads: int | None = None, shard: tuple[int, int] | None = None
+    ) -> None:
         self.exp_dir = str(exp_dir)
         self.threads = threads
+        self.shard = shard
 
     def __call__(self) -> list[dict]:
         _compute_env(self.threads)
         from launch import finalize
-        from train import evaluate, tracking
+        from train import evaluate, wandb_report
 
         exp = ExperimentDir(self.exp_dir)
         cfg = exp.load_config()
-        scored = evaluate.main(cfg, exp.root, threads=self.threads)
+        scored = evaluate.main(cfg, exp.root, threads=self.threads, shard=self.shard)
+        if self.shard is not None:
+            return [r.to_dict() for r in scored.results.values()]
         done = finalize.main(
             cfg, exp, scored.results, n_eval=scored.n_questions, gpus=scored.gpus, threads=scored.threads
         )
-        tracking.log_comparison(cfg.tracking, exp, done.rows, done.columns, done.paths["chart"], done.evaluation)
+        wandb_report.log_comparison(
+            cfg.tracking, exp, done.rows, done.columns, done.paths["chart"], done.evaluation, done.analysis
+        )
         return done.rows
 
     def checkpoint(self, *args: tp.Any, **kwargs: tp.Any) -> tp.Any:
@@ -183,16 +200,18 @@ class EvalJob:
         every chunk of questions already scored (``train.evaluate.score_in_chunks``)."""
         import submitit
 
-        return submitit.helpers.DelayedSubmission(EvalJob(self.exp_dir, self.threads))
+        return submitit.helpers.DelayedSubmission(EvalJob(self.exp_dir, self.threads, self.shard))
 
     def __repr__(self) -> str:
-        return f"EvalJob({self.exp_dir!r})"
+        shard = f", shard={self.shard}" if self.shard else ""
+        return f"EvalJob({self.exp_dir!r}{shard})"
 
 
 def main(argv: tp.Sequence[str] | None = None) -> int:
     """``python -m launch.jobs EXP_DIR [METHOD]``: one job in this process, as the launcher runs it.
 
-    With ``METHOD`` the method's training job, without it the evaluation job (score, report, log).
+    With ``METHOD`` (a method, or a cell ``lora[3]``) its training job, without it the evaluation
+    job (score, report, log).
     """
     import sys
 

@@ -15,6 +15,7 @@ import sys
 import time
 import typing as tp
 
+from launch import sweep
 from launch.config import ExperimentConfig
 from launch.expdir import EvalProgress, ExperimentDir, JobRecord, Progress
 from launch.jobs import EvalJob, TrainJob
@@ -142,22 +143,24 @@ def multi_device_warnings(cfg: ExperimentConfig) -> list[str]:
 
 
 def run_training(cfg: ExperimentConfig, exp: ExperimentDir, progress: bool = True) -> dict[str, str]:
-    """Run every method's training job; return ``{method: state}`` (``completed`` or ``failed: ...``)."""
+    """Run every training job (one per method, or per cell of a sweep: submitit's local executor has
+    no arrays); return ``{address: state}`` (``completed`` or ``failed: ...``)."""
     for warning in multi_device_warnings(cfg):
         print(f"[cyberft] warning: {warning}", file=sys.stderr, flush=True)
     slots = parallel_slots(cfg)
     threads = None if has_gpu() else cfg.local.threads_per_job
-    pending = list(cfg.methods)
+    pending = [c for c in sweep.cells(cfg) if c.trains]
     running: dict[str, tp.Any] = {}
     states: dict[str, str] = {}
     bars = _Progress(progress)
-    print(f"[cyberft] training {len(pending)} method(s), {slots} at a time", flush=True)
+    what = f"{len(pending)} cell(s) of a sweep" if cfg.sweep is not None else f"{len(pending)} method(s)"
+    print(f"[cyberft] training {what}, {slots} at a time", flush=True)
     while pending or running:
         while pending and len(running) < slots:
-            m = pending.pop(0)
-            job = _executor(exp, m.resources.time_min).submit(TrainJob(exp.root, m.name, threads))
-            running[m.name] = job
-            exp.record_job(m.name, JobRecord(job.job_id, executor="local"))
+            cell = pending.pop(0)
+            job = _executor(exp, cell.config.resources.time_min).submit(TrainJob(exp.root, cell.id, threads))
+            running[cell.id] = job
+            exp.record_job(cell.id, JobRecord(job.job_id, executor="local"))
         for name, job in list(running.items()):
             read = functools.partial(method_progress, exp, name)
             bars.update(name, read)

@@ -1,5 +1,8 @@
 """Login-side checks of what a config names on disk, run by ``validate``, ``run`` and ``submit``.
 
+First the sweep's own checks (:func:`launch.sweep.check`): they need the whole loaded config, and
+:mod:`launch.config` cannot call :mod:`launch.sweep`, which builds on it.
+
 :func:`launch.config.load_config` checks a config's schema and values only. Whether its files
 are usable is checked here, before anything is created: the model directory, the data (read,
 validated, split and deduplicated exactly as the experiment will, without writing), the output
@@ -17,6 +20,7 @@ import typing as tp
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from launch import sweep
 from launch.config import DataSource, ExperimentConfig, MethodConfig
 from launch.redact import short, short_path
 from launch.yamlio import read_bytes
@@ -42,6 +46,9 @@ def check(cfg: ExperimentConfig, data: bool = True) -> Preflight:
     from launch.data import DataError, plan_aux, plan_splits
 
     out = Preflight()
+    # The sweep's checks need the whole config (its grid names methods and their fields, and every
+    # grid point gets the config's own checks), so they run here, after the config loaded.
+    out.problems += sweep.check(cfg, cfg.sweep)
     if _nul_bytes(cfg, out.problems):
         return out  # no such file can exist, and the OS refuses to look such a path up
     _check_model(cfg.model.name_or_path, out.problems)

@@ -249,32 +249,142 @@ def _cells(rows: list[Row]) -> list[list[str]]:
     return [[_fmt(key, row.get(key)) for key, _ in COLUMNS] for row in rows]
 
 
+Table = tuple[list[str], list[list[str]], list[bool]]
+"""(headers, body rows of cell texts, per column: left-aligned text rather than a right-aligned number)."""
+
+
+def text_table(table: Table) -> str:
+    """A fixed-width text table: a header line, a rule, the rows."""
+    headers, body, left = table
+    widths = [max(len(c) for c in col) for col in zip(headers, *body)]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) if lt else c.rjust(w) for c, w, lt in zip(cells, widths, left)).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(headers), rule, *(line(r) for r in body)])
+
+
+def markdown_table(table: Table) -> str:
+    """A GitHub-flavoured markdown table."""
+    headers, body, left = table
+    esc = lambda s: s.replace("|", "\\|")  # noqa: E731 - a cell with '|' would split the row
+    lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join(":--" if lt else "--:" for lt in left) + " |"]
+    lines += ["| " + " | ".join(esc(c) for c in r) + " |" for r in body]
+    return "\n".join(lines)
+
+
+def _rows_table(rows: list[Row]) -> Table:
+    return [h for _, h in COLUMNS], _cells(rows), [key in _TEXT_KEYS for key, _ in COLUMNS]
+
+
 def format_table(rows: list[Row]) -> str:
     """A fixed-width text table for the terminal.
 
     Numbers are right-aligned; accuracy ``0.625``, CI ``[0.52, 0.71]``, hours to
     4 significant digits, ``-`` for null.
     """
-    headers = [h for _, h in COLUMNS]
-    body = _cells(rows)
-    widths = [max(len(c) for c in col) for col in zip(headers, *body)]
-
-    def line(cells: list[str]) -> str:
-        parts = [c.ljust(w) if key in _TEXT_KEYS else c.rjust(w) for c, w, (key, _) in zip(cells, widths, COLUMNS)]
-        return "  ".join(parts).rstrip()
-
-    rule = "  ".join("-" * w for w in widths)
-    return "\n".join([line(headers), rule, *(line(r) for r in body)])
+    return text_table(_rows_table(rows))
 
 
 def format_markdown(rows: list[Row]) -> str:
     """The comparison as a GitHub-flavoured markdown table."""
-    headers = [h for _, h in COLUMNS]
-    align = [":--" if key in _TEXT_KEYS else "--:" for key, _ in COLUMNS]
-    esc = lambda s: s.replace("|", "\\|")  # noqa: E731 - a cell with '|' would split the row
-    lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join(align) + " |"]
-    lines += ["| " + " | ".join(esc(c) for c in r) + " |" for r in _cells(rows)]
-    return "\n".join(lines)
+    return markdown_table(_rows_table(rows))
+
+
+# --------------------------------------------------------------------------- the analysis
+
+
+def _spread_text(s: dict | None, digits: int, hours: bool = False) -> str:
+    """``0.617 ± 0.021 [0.565, 0.669]``, ``0.617`` (one value), ``-`` (none); hours to 4 significant digits."""
+    if not s or s.get("mean") is None:
+        return "-"
+    num = (lambda x: f"{x:.4g}") if hours else (lambda x: f"{x:,.{digits}f}")  # noqa: E731
+    if s.get("sd") is None:
+        return num(s["mean"])
+    return f"{num(s['mean'])} ± {num(s['sd'])} [{num(s['lo'])}, {num(s['hi'])}]"
+
+
+def _letters_text(counts: dict | None) -> str:
+    """``A 24% B 26% C 30% D 20%`` (and ``none`` when a generation did not parse)."""
+    if not counts:
+        return "-"
+    total = sum(counts.values()) or 1
+    keys = [k for k in ("A", "B", "C", "D", "none") if k != "none" or counts.get(k)]
+    return " ".join(f"{k} {100 * counts.get(k, 0) / total:.0f}%" for k in keys)
+
+
+def groups_table(analysis: dict, base: Row | None) -> Table:
+    """Per method and grid point over its seeds: mean ± sd [95% CI] of accuracy, cost and tokens/s,
+    the predicted letters, and the cells not scored; then base, the majority baseline and the gold letters."""
+    groups = analysis.get("groups") or []
+    key = groups[0]["cost_key"] if groups else "gpu_hours"
+    letters = analysis.get("letters") or {}
+    per_row = letters.get("rows") or {}
+    headers = ["row", "n", "accuracy (mean ± sd [95% CI])", f"{'GPU-h' if key == 'gpu_hours' else 'CPU-h'}"]
+    headers += ["tok/s", "letters", "not scored"]
+    body = []
+    if base is not None and base.get("accuracy") is not None:
+        body.append(["base", "1/1", f"{base['accuracy']:.3f}", "0", "-", _letters_text(per_row.get("base")), ""])
+    for g in groups:
+        missing = ", ".join(f"{m['cell']}: {m['status']}" for m in g["not_scored"])
+        body.append(
+            [
+                g["group"],
+                f"{g['n']}/{len(g['cells'])}",
+                _spread_text(g["accuracy"], 3),
+                _spread_text(g["cost"], 4, hours=True),
+                _spread_text(g["tokens_per_s"], 0),
+                _letters_text(per_row.get(g["group"])),
+                missing,
+            ]
+        )
+    b = letters.get("baseline")
+    if b:
+        row = f"majority letter ({b['letter']}: the training split's most common answer)"
+        body.append([row, "-", f"{b['accuracy']:.3f}", "0", "-", _letters_text({b["letter"]: 1}), ""])
+    if letters.get("gold"):
+        body.append(["gold answers", "-", "-", "-", "-", _letters_text(letters["gold"]), ""])
+    return headers, body, [True, False, False, False, False, True, True]
+
+
+def analysis_lines(analysis: dict) -> list[str]:
+    """The comparisons, the letter notes and the training total, one line each (the note first)."""
+    lines = []
+    if analysis.get("comparison_note"):
+        lines += [analysis["comparison_note"], *(c["text"] for c in analysis.get("comparisons") or [])]
+    lines += list((analysis.get("letters") or {}).get("notes") or [])
+    total = analysis.get("total") or {}
+    if total.get("cells"):
+        hours = total.get("gpu_hours")
+        what = f"{hours:.6g} GPU-h" if hours is not None else f"{total.get('cpu_hours') or 0:.6g} CPU-h"
+        money = f", cost {total['cost']:.4g}" if total.get("cost") is not None else ""
+        source = f" ({', '.join(total['cost_source'])})" if total.get("cost_source") else ""
+        lines.append(f"Training, all {total['cells']} cell(s): {what}{money}{source}.")
+    frontier = analysis.get("frontier") or []
+    if frontier:
+        lines.append(
+            f"Accuracy-vs-cost frontier (no other model is both cheaper and more accurate): {', '.join(frontier)}."
+        )
+    return lines
+
+
+def format_report(summary: dict) -> str:
+    """What ``cyberft report`` prints: the per-model table, the rows over seeds and the comparisons."""
+    rows = summary.get("rows") or []
+    analysis = {k: summary.get(k) for k in ANALYSIS_KEYS if k in summary}
+    parts = [format_table(rows)]
+    if analysis.get("groups"):
+        base = next((r for r in rows if r.get("kind") == "base"), None)
+        parts += ["", "Over seeds, per method and grid point:", text_table(groups_table(analysis, base))]
+    lines = analysis_lines(analysis)
+    if lines:
+        parts += [""] + lines
+    return "\n".join(parts)
+
+
+ANALYSIS_KEYS = ("groups", "comparisons", "comparison_note", "letters", "frontier", "total")
+"""The keys of ``summary.json`` that :func:`launch.finalize.analyse` writes."""
 
 
 def _problems(rows: list[Row]) -> list[str]:
@@ -297,14 +407,15 @@ def chart_axis(rows: list[Row]) -> tuple[str, str]:
     return "cpu_hours", "training CPU-hours"
 
 
-def render_chart(rows: list[Row], title: str) -> bytes:
-    """Accuracy (95% CI error bars) vs training compute, one labelled point per model.
+def render_chart(rows: list[Row], title: str, analysis: dict | None = None) -> bytes:
+    """Accuracy vs training compute: every model (each cell of a sweep) a point, the Pareto frontier a step line.
 
     Returns
     -------
     bytes
-        A PNG. Rows without accuracy or compute hours are left out (the table
-        still lists them); ``base`` sits at x = 0.
+        A PNG. Rows without accuracy or compute hours are left out (the table still lists them);
+        ``base`` sits at x = 0. With few points each has its 95% CI and its label; with many, each
+        method has one colour and a legend entry. The majority-letter baseline is a dashed line.
     """
     # Lazy and pyplot-free: the Agg canvas needs no display and no global state.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -314,22 +425,32 @@ def render_chart(rows: list[Row], title: str) -> bytes:
     fig = Figure(figsize=(7.0, 4.5), dpi=110)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
-    xs: list[float] = []
-    for row in rows:
-        acc = row.get("accuracy")
-        x = 0.0 if row.get("kind") == "base" else row.get(key)
-        if acc is None or x is None:
-            continue
-        lo, hi = row.get("ci95") or (acc, acc)
-        yerr = [[max(acc - lo, 0.0)], [max(hi - acc, 0.0)]]
+    points = _chart_points(rows, key)
+    detailed = len(points) <= DETAILED_POINTS
+    colours: dict[str, tp.Any] = {}
+    for row, x, acc in points:
+        series = row.get("group", row["method"]).split(" (")[0] if not detailed else row["method"]
+        first = series not in colours
+        colours.setdefault(series, f"C{len(colours) % 10}")
         marker = "s" if row.get("kind") == "base" else "o"
-        ax.errorbar([x], [acc], yerr=yerr, fmt=marker, capsize=4, label=row["method"])
-        ax.annotate(row["method"], (x, acc), textcoords="offset points", xytext=(6, 6), fontsize=9)
-        xs.append(x)
+        if detailed:
+            lo, hi = row.get("ci95") or (acc, acc)
+            yerr = [[max(acc - lo, 0.0)], [max(hi - acc, 0.0)]]
+            ax.errorbar([x], [acc], yerr=yerr, fmt=marker, capsize=4, color=colours[series], label=series)
+            ax.annotate(row["method"], (x, acc), textcoords="offset points", xytext=(6, 6), fontsize=9)
+        else:
+            ax.plot([x], [acc], marker, color=colours[series], alpha=0.75, label=series if first else None)
+    front = [(x, acc) for row, x, acc in points if row["method"] in set((analysis or {}).get("frontier") or [])]
+    if len(front) > 1:
+        ax.step(*zip(*sorted(front)), where="post", color="0.35", linewidth=1, label="Pareto frontier")
+    baseline = ((analysis or {}).get("letters") or {}).get("baseline")
+    if baseline:
+        ax.axhline(baseline["accuracy"], color="0.5", linestyle="--", linewidth=1, label=f"always {baseline['letter']}")
+    xs = [x for _, x, _ in points]
     if not xs:
         ax.text(0.5, 0.5, "no evaluated methods", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel(label)
-    ax.set_ylabel("accuracy (exact match, 95% CI)")
+    ax.set_ylabel("accuracy (exact match" + (", 95% CI)" if detailed else ")"))
     ax.set_ylim(0.0, 1.08)  # room above 1.0 for a perfect score and its label
     # Margins so that base (x = 0) and the labels of the costliest run are not clipped.
     span = max(xs, default=0.0) or 1.0
@@ -342,6 +463,21 @@ def render_chart(rows: list[Row], title: str) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
+
+
+DETAILED_POINTS = 12
+"""Up to this many models, the chart labels each one and draws its 95% interval."""
+
+
+def _chart_points(rows: list[Row], key: str) -> list[tuple[Row, float, float]]:
+    """(row, cost, accuracy) of every row with both; base at cost 0."""
+    out = []
+    for row in rows:
+        acc = row.get("accuracy")
+        x = 0.0 if row.get("kind") == "base" else row.get(key)
+        if acc is not None and x is not None:
+            out.append((row, x, acc))
+    return out
 
 
 # --------------------------------------------------------------------------- files
@@ -414,7 +550,9 @@ def evaluation_line(ev: dict | None) -> str:
     )
 
 
-def _markdown_report(rows: list[Row], title: str, evaluation: dict | None = None, forecast: str = "") -> str:
+def _markdown_report(
+    rows: list[Row], title: str, evaluation: dict | None = None, analysis: dict | None = None, forecast: str = ""
+) -> str:
     parts = [f"# {title}", "", format_markdown(rows), "", METRIC_NOTE, ""]
     if evaluation:
         parts += [evaluation_line(evaluation), ""]
@@ -423,22 +561,46 @@ def _markdown_report(rows: list[Row], title: str, evaluation: dict | None = None
     problems = _problems(rows)
     if problems:
         parts += ["Rows that did not complete:", ""] + [f"- {p}" for p in problems] + [""]
+    if analysis and analysis.get("groups"):
+        base = next((r for r in rows if r.get("kind") == "base"), None)
+        parts += ["## Over seeds, per method and grid point", "", markdown_table(groups_table(analysis, base)), ""]
+    lines = analysis_lines(analysis or {})
+    if lines:
+        parts += ["## Comparisons", ""] + [f"- {line}" for line in lines] + [""]
     parts += ["![accuracy vs compute](chart.png)", ""]
     return "\n".join(parts)
 
 
-def _html_report(rows: list[Row], title: str, png: bytes, evaluation: dict | None = None, forecast: str = "") -> str:
-    """One self-contained page: table, notes and the chart inlined as base64."""
+def _html_table(table: Table) -> str:
     e = html.escape
-    head = "".join(f"<th>{e(h)}</th>" for _, h in COLUMNS)
-    body = "".join(
-        "<tr>"
-        + "".join(f'<td class="{"t" if key in _TEXT_KEYS else "n"}">{e(c)}</td>' for c, (key, _) in zip(cells, COLUMNS))
-        + "</tr>\n"
-        for cells in _cells(rows)
+    headers, body, left = table
+    head = "".join(f"<th>{e(h)}</th>" for h in headers)
+    rows = "".join(
+        "<tr>" + "".join(f'<td class="{"t" if lt else "n"}">{e(c)}</td>' for c, lt in zip(cells, left)) + "</tr>\n"
+        for cells in body
     )
+    return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{rows}</tbody>\n</table>"
+
+
+def _html_report(
+    rows: list[Row],
+    title: str,
+    png: bytes,
+    evaluation: dict | None = None,
+    analysis: dict | None = None,
+    forecast: str = "",
+) -> str:
+    """One self-contained page: tables, notes and the chart inlined as base64."""
+    e = html.escape
     problems = "".join(f"<li>{e(p)}</li>" for p in _problems(rows))
     img = base64.b64encode(png).decode("ascii")
+    extra = ""
+    if analysis and analysis.get("groups"):
+        base = next((r for r in rows if r.get("kind") == "base"), None)
+        extra += f"<h2>Over seeds, per method and grid point</h2>\n{_html_table(groups_table(analysis, base))}\n"
+    lines = analysis_lines(analysis or {})
+    if lines:
+        extra += "<h2>Comparisons</h2>\n<ul>" + "".join(f"<li>{e(x)}</li>" for x in lines) + "</ul>\n"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>
 <style>
@@ -449,16 +611,12 @@ td.n {{ text-align: right; font-variant-numeric: tabular-nums; }}
 </style></head>
 <body>
 <h1>{e(title)}</h1>
-<table>
-<thead><tr>{head}</tr></thead>
-<tbody>
-{body}</tbody>
-</table>
+{_html_table(_rows_table(rows))}
 <p>{e(METRIC_NOTE)}</p>
 {f"<p>{e(evaluation_line(evaluation))}</p>" if evaluation else ""}
 {f"<h2>Forecast against actual</h2><pre>{e(forecast)}</pre>" if forecast else ""}
 {f"<p>Rows that did not complete:</p><ul>{problems}</ul>" if problems else ""}
-<img alt="accuracy vs compute" src="data:image/png;base64,{img}">
+{extra}<img alt="accuracy vs compute" src="data:image/png;base64,{img}">
 </body></html>
 """
 
@@ -470,6 +628,7 @@ def write_reports(
     extra: dict | None = None,
     evaluation: dict | None = None,
     forecast_check: dict | None = None,
+    analysis: dict | None = None,
 ) -> dict[str, Path]:
     """Write ``summary.json``, ``report.md``, ``chart.png`` and ``report.html``.
 
@@ -487,22 +646,25 @@ def write_reports(
         From :func:`evaluation_cost`: ``summary.json``'s ``evaluation`` and a line in the reports.
     forecast_check:
         From :func:`launch.costcheck.after_run`: ``summary.json``'s ``forecast_vs_actual`` and a table in the reports.
+    analysis:
+        From :func:`launch.finalize.analyse`: rows over seeds, comparisons, letters, frontier and
+        totals; ``summary.json`` keys of their own, sections in the reports, the frontier in the chart.
 
     Returns
     -------
     dict
         ``{"summary": ..., "markdown": ..., "chart": ..., "html": ...}`` paths.
     """
-    png = render_chart(rows, title)
+    png = render_chart(rows, title, analysis)
     paths = {"summary": exp.summary_file, "markdown": exp.report_md, "chart": exp.chart_file, "html": exp.report_html}
-    summary = {"title": title, "rows": rows, **(extra or {})}
+    summary = {"title": title, "rows": rows, **(extra or {}), **(analysis or {})}
     if evaluation:
         summary["evaluation"] = evaluation
     if forecast_check:
         summary["forecast_vs_actual"] = forecast_check
     forecast = format_check(forecast_check)
     atomic_write_json(paths["summary"], summary)
-    atomic_write_text(paths["markdown"], _markdown_report(rows, title, evaluation, forecast))
+    atomic_write_text(paths["markdown"], _markdown_report(rows, title, evaluation, analysis, forecast))
     atomic_write_bytes(paths["chart"], png)
-    atomic_write_text(paths["html"], _html_report(rows, title, png, evaluation, forecast))
+    atomic_write_text(paths["html"], _html_report(rows, title, png, evaluation, analysis, forecast))
     return paths

@@ -8,6 +8,14 @@ Cost comes from ``sacct`` because it is what the site bills: GPU-hours are
 ``gres/gpu`` of AllocTRES x Elapsed, summed over *every* attempt of a job
 (``--duplicates``: a requeued or preempted job has one record per attempt, and
 each attempt held its GPUs).
+
+Job arrays (one per method of a sweep) are named as Slurm 22.05 names them, checked on the dev
+cluster: a task is ``<array id>_<task>`` in ``squeue -r`` (without ``-r`` its pending tasks are one
+line, ``4242_[5-11%4]``) and in sacct's ``JobID``; sacct's ``JobIDRaw`` is a different number per
+task (the last task started takes the array's own id), so tasks are matched by ``JobID``. A
+requeued task keeps its ``JobID`` and has one sacct record per attempt, as a plain job does.
+Tasks not started yet are one sacct line in the collapsed form, expanded here. Every call asks
+for the array ids (``-j 4242``), so one ``squeue`` and one ``sacct`` cover any number of cells.
 """
 
 from __future__ import annotations
@@ -42,7 +50,7 @@ ACTIVE_STATES = frozenset(
 """States of a job that has not ended: it may still run (again)."""
 
 SACCT_FIELDS = (
-    "JobIDRaw",
+    "JobID",
     "State",
     "ElapsedRaw",
     "AllocTRES",
@@ -90,12 +98,19 @@ class LiveJob:
     reason: str
 
 
+def array_ids(job_ids: tp.Iterable[str]) -> list[str]:
+    """The ids to ask Slurm about: each array once (``4242`` for ``4242_0``..``4242_11``), plain jobs as they are."""
+    return list(dict.fromkeys(j.split("_")[0] for j in job_ids))
+
+
 def squeue(job_ids: tp.Sequence[str]) -> dict[str, LiveJob]:
-    """Jobs among ``job_ids`` that Slurm still holds (pending, running, requeued...)."""
+    """Jobs among ``job_ids`` (plain ids, array tasks ``4242_3``) that Slurm still holds (pending, running...).
+
+    One call, whatever the number of tasks: ``-r`` lists an array's pending tasks one per line.
+    """
     if not job_ids:
         return {}
-    # squeue fails on an id it has forgotten (ended long ago); ask for all of the user's jobs and filter.
-    out = _run(["squeue", "-h", "-a", "-o", "%i|%T|%M|%N|%r", "-j", ",".join(job_ids)]) if job_ids else ""
+    out = _run(["squeue", "-h", "-a", "-r", "-o", "%i|%T|%M|%N|%r", "-j", ",".join(array_ids(job_ids))])
     return _parse_squeue(out, set(job_ids))
 
 
@@ -103,10 +118,25 @@ def _parse_squeue(out: str, wanted: set[str]) -> dict[str, LiveJob]:
     jobs: dict[str, LiveJob] = {}
     for line in out.splitlines():
         parts = line.strip().split("|")
-        if len(parts) != 5 or parts[0] not in wanted:
+        if len(parts) != 5:
             continue
-        jobs[parts[0]] = LiveJob(*parts)
+        for job_id in expand_task_ids(parts[0]):
+            if job_id in wanted:
+                jobs[job_id] = LiveJob(job_id, *parts[1:])
     return jobs
+
+
+def expand_task_ids(job_id: str) -> list[str]:
+    """``4242_[5-7%4]`` -> ``4242_5``, ``4242_6``, ``4242_7`` (Slurm's collapsed pending tasks); others as given."""
+    head, bracket, rest = job_id.partition("_[")
+    if not bracket or not rest.endswith("]"):
+        return [job_id]
+    out = []
+    for part in rest[:-1].split("%")[0].split(","):
+        lo, _, hi = part.partition("-")
+        if lo.isdigit() and (hi.isdigit() or not hi):
+            out += [f"{head}_{i}" for i in range(int(lo), int(hi or lo) + 1)]
+    return out
 
 
 # --------------------------------------------------------------------------- sacct
@@ -227,35 +257,38 @@ def parse_tres(text: str) -> dict[str, str]:
 
 
 def parse_sacct(out: str) -> dict[str, JobAccount]:
-    """Parse ``sacct -X -D -P -n -o <SACCT_FIELDS>`` output into accounts per job id."""
+    """Parse ``sacct -X -D -P -n -o <SACCT_FIELDS>`` output into accounts per job id (``4242_3`` for a task)."""
     accounts: dict[str, JobAccount] = {}
     for line in out.splitlines():
         parts = line.rstrip("\n").split("|")
         if len(parts) != len(SACCT_FIELDS):
             continue
         job_id, state, elapsed, tres, submit, start, end, nodes, exit_code, reason = parts
-        base_id = job_id.split(".")[0]
-        attempt = Attempt(
-            base_id,
-            state,
-            int(elapsed) if elapsed.isdigit() else 0,
-            parse_tres(tres),
-            submit,
-            start,
-            end,
-            nodes,
-            exit_code,
-            reason,
-        )
-        accounts.setdefault(base_id, JobAccount(base_id)).attempts.append(attempt)
+        for base_id in expand_task_ids(job_id.split(".")[0]):
+            attempt = Attempt(
+                base_id,
+                state,
+                int(elapsed) if elapsed.isdigit() else 0,
+                parse_tres(tres),
+                submit,
+                start,
+                end,
+                nodes,
+                exit_code,
+                reason,
+            )
+            accounts.setdefault(base_id, JobAccount(base_id)).attempts.append(attempt)
     return accounts
 
 
 def sacct(job_ids: tp.Sequence[str]) -> dict[str, JobAccount]:
-    """Accounting records of ``job_ids``, every attempt (needs slurmdbd)."""
+    """Accounting records of ``job_ids`` (plain ids, array tasks ``4242_3``), every attempt (needs slurmdbd).
+
+    One call: each array is asked for once; the answer may hold more tasks than were asked for.
+    """
     if not job_ids:
         return {}
-    out = _run(["sacct", "-X", "-D", "-P", "-n", "-o", ",".join(SACCT_FIELDS), "-j", ",".join(job_ids)])
+    out = _run(["sacct", "-X", "-D", "-P", "-n", "-o", ",".join(SACCT_FIELDS), "-j", ",".join(array_ids(job_ids))])
     return parse_sacct(out)
 
 
@@ -287,16 +320,16 @@ def scancel(job_ids: tp.Sequence[str]) -> None:
 def experiment_accounts(
     manifest: Manifest, price_per_gpu_hour: float | None, timeout_s: float = 60
 ) -> tuple[dict[str, dict] | None, str]:
-    """Slurm's accounting of each training job of a submitted experiment.
+    """Slurm's accounting of each training job of a submitted experiment (a method's, or a cell's).
 
-    Returns ``({method: JobAccount.summary(price)}, note)``; ``(None, why)`` for a local
+    Returns ``({address: JobAccount.summary(price)}, note)``; ``(None, why)`` for a local
     run or when ``sacct`` cannot answer (then the report keeps the jobs' own estimate,
     ``cost_source: local``). Waits up to ``timeout_s`` for jobs that just ended to
     reach the accounting database.
     """
     if not manifest.on_slurm:
         return None, "local run"
-    # A method resubmitted by `cyberft resume` ran as several jobs: its cost is all of them.
+    # A method or cell resubmitted by `cyberft resume` ran as several jobs: its cost is all of them.
     jobs = {name: rec.all_ids for name, rec in manifest.training_jobs().items()}
     try:
         accounts = wait_accounted([i for ids in jobs.values() for i in ids], timeout_s=timeout_s)

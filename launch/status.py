@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from launch import slurm
-from launch.expdir import ExperimentDir
+from launch.expdir import EVAL_JOB, ExperimentDir, parse_address
 
 
 @dataclass
@@ -53,10 +53,17 @@ def _train_detail(exp: ExperimentDir, name: str) -> tuple[str, str | None]:
     return "", None
 
 
-def _eval_detail(exp: ExperimentDir) -> tuple[str, str | None]:
+def _eval_detail(exp: ExperimentDir, name: str) -> tuple[str, str | None]:
+    """The evaluation job's progress (``eval``), or a task's of an evaluation array (``eval[i]``)."""
+    shard = parse_address(name)[1]
+    if shard is not None:
+        p = exp.eval.read_progress(shard)
+        return (f"scored {len(p.finished)}/{p.models} model(s)" if p else ""), None
     results = exp.eval.scored()
     if exp.summary_file.is_file():
         return f"report written ({len(results)} model(s) scored)", "completed"
+    if len(results) > 8:
+        return f"scored: {len(results)} models", None
     return (f"scored: {', '.join(results)}" if results else ""), None
 
 
@@ -75,10 +82,49 @@ def refusal(exp: ExperimentDir) -> str | None:
     )
 
 
-def job_statuses(exp: ExperimentDir) -> list[JobStatus]:
-    """The state of every job in the experiment's manifest."""
+def select_jobs(exp: ExperimentDir, addresses: tp.Sequence[str] = ()) -> list[str]:
+    """The manifest's job names that ``addresses`` name (all when empty): a method names all its
+    cells (``lora`` -> ``lora[0]``, ``lora[1]``...), ``eval`` every evaluation job.
+
+    Raises KeyError naming what exists when an address names no job.
+    """
+    names = list(exp.read_manifest().jobs)
+    if not addresses:
+        return names
+    out: list[str] = []
+    for address in addresses:
+        found = [n for n in names if n == address or (parse_address(address)[1] is None and _method_of(n) == address)]
+        if not found:
+            raise KeyError(f"no job {address!r} in {exp.manifest_file} -> a method, a cell or eval: {_known(names)}")
+        out += [n for n in found if n not in out]
+    return out
+
+
+def _method_of(name: str) -> str:
+    return parse_address(name)[0]
+
+
+def _known(names: tp.Sequence[str]) -> str:
+    """``full_sft[0-2], lora[0-11], eval`` (the jobs of a manifest, each method's cells as one span)."""
+    spans: dict[str, list[int | None]] = {}
+    for n in names:
+        method, index = parse_address(n)
+        spans.setdefault(method, []).append(index)
+    out = []
+    for method, indexes in spans.items():
+        cells = sorted(i for i in indexes if i is not None)
+        out.append(
+            f"{method}[{cells[0]}-{cells[-1]}]" if len(cells) > 1 else f"{method}[{cells[0]}]" if cells else method
+        )
+    return ", ".join(out) or "none yet"
+
+
+def job_statuses(exp: ExperimentDir, names: tp.Sequence[str] | None = None) -> list[JobStatus]:
+    """The state of every job in the experiment's manifest (or of the jobs ``names``): one ``squeue``
+    and one ``sacct`` call, whatever the number of jobs or cells."""
     manifest = exp.read_manifest()
-    ids = [rec.job_id for rec in manifest.jobs.values()]
+    jobs = manifest.jobs if names is None else {n: manifest.jobs[n] for n in names}
+    ids = [rec.job_id for rec in jobs.values()]
     live: dict[str, slurm.LiveJob] = {}
     accounts: dict[str, slurm.JobAccount] = {}
     if manifest.on_slurm:
@@ -91,8 +137,9 @@ def job_statuses(exp: ExperimentDir) -> list[JobStatus]:
         except slurm.SlurmError:
             accounts = {}
     out = []
-    for name, rec in manifest.jobs.items():
-        detail, file_status = _eval_detail(exp) if name == "eval" else _train_detail(exp, name)
+    for name, rec in jobs.items():
+        is_eval = _method_of(name) == EVAL_JOB
+        detail, file_status = _eval_detail(exp, name) if is_eval else _train_detail(exp, name)
         st = JobStatus(name, rec.job_id, "UNKNOWN", detail=detail)
         if rec.job_id in live:
             lj = live[rec.job_id]
@@ -105,7 +152,7 @@ def job_statuses(exp: ExperimentDir) -> list[JobStatus]:
             # Slurm no longer knows the job (no accounting database, or purged): trust its files.
             st.state, st.ended = ("COMPLETED" if file_status == "completed" else "FAILED"), True
         st.ok = st.ended and st.state == "COMPLETED" and file_status in (None, "completed")
-        if st.ended and st.state == "COMPLETED" and name != "eval" and file_status != "completed":
+        if st.ended and st.state == "COMPLETED" and not is_eval and file_status != "completed":
             st.ok = False  # Slurm says fine, but the job did not record a completed training
             st.detail = st.detail or "no metrics.json: training did not complete"
         out.append(st)
@@ -133,12 +180,17 @@ def format_statuses(statuses: list[JobStatus]) -> str:
 
 
 def wait(
-    exp: ExperimentDir, poll_s: float = 5.0, print_every_s: float = 30.0, out: tp.TextIO = sys.stdout
+    exp: ExperimentDir,
+    poll_s: float = 5.0,
+    print_every_s: float = 30.0,
+    out: tp.TextIO = sys.stdout,
+    names: tp.Sequence[str] | None = None,
 ) -> list[JobStatus]:
-    """Block until every job has ended, printing the table when it changes (or every ``print_every_s``)."""
+    """Block until every job (or every one of ``names``) has ended, printing the table when it
+    changes (or every ``print_every_s``)."""
     last_text, last_states, last_print = "", None, 0.0
     while True:
-        statuses = job_statuses(exp)
+        statuses = job_statuses(exp, names)
         text = format_statuses(statuses)
         states = [(s.name, s.state) for s in statuses]
         done = all(s.ended for s in statuses)
@@ -151,10 +203,14 @@ def wait(
 
 
 def log_paths(exp: ExperimentDir, name: str, task: int = 0) -> tuple[Path, Path]:
-    """(stdout, stderr) of one task of a job, as submitit names them (asked of submitit's ``JobPaths``)."""
+    """(stdout, stderr) of one task of a job, as submitit names them (asked of submitit's ``JobPaths``).
+
+    ``name``: a job's manifest name: a method without a sweep, a cell (``lora[3]``), ``eval``.
+    """
     jobs = exp.read_manifest().jobs
     if name not in jobs:
-        known = ", ".join(jobs) or "none yet"
-        raise KeyError(f"no job {name!r} in {exp.manifest_file} -> one of: {known}")
+        cells = [n for n in jobs if _method_of(n) == name and n != name]
+        hint = f" (its cells: {_known(cells)}; give one)" if cells else ""
+        raise KeyError(f"no job {name!r} in {exp.manifest_file}{hint} -> one of: {_known(list(jobs))}")
     paths = exp.job_paths(jobs[name].job_id, task)
     return paths.stdout, paths.stderr

@@ -1,4 +1,4 @@
-"""Submit an experiment to Slurm with submitit: one job per method, then the shared evaluation.
+"""Submit an experiment to Slurm with submitit: a job (a sweep: an array) per method, then the evaluation.
 
 The login-node side of ``cyberft submit`` (standard library, PyYAML and submitit;
 never torch). In order:
@@ -13,6 +13,13 @@ never torch). In order:
 4. :func:`submit` creates the experiment directory, prepares the data, freezes
    a snapshot of the code, submits every job and records the ids in the
    manifest, atomically, after each submission. It does not wait.
+
+A sweep's cells (:mod:`launch.sweep`) are submitted as one submitit array per method: one
+``sbatch`` call with ``--array=0-N%M`` (``M``: ``sweep.max_parallel``), task ``i`` training cell
+``i`` (a one-cell method is a plain job: submitit makes no array of one). Each task is a job of its
+own for Slurm and submitit: its own pickle, log files, time-out count and requeue
+(``scontrol requeue <array>_<i>``), so a cell checkpoints and resumes alone. The evaluation depends
+on the arrays' ids (``afterany:<array>``: it starts once every task has ended).
 
 Why the evaluation job depends on ``afterany`` (not ``afterok``): one method
 that fails, times out or is cancelled must not take the others' results down
@@ -44,9 +51,9 @@ import typing as tp
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from launch import REPO_ROOT
-from launch.config import ExperimentConfig, Resources, check_config, config_hash
-from launch.expdir import ExperimentDir, JobRecord
+from launch import REPO_ROOT, slurm, sweep
+from launch.config import ConfigError, ExperimentConfig, MethodConfig, Resources, check_config, config_hash
+from launch.expdir import EVAL_JOB, ExperimentDir, JobRecord, cell_address, parse_address
 from launch.profiles import ProfileError, SlurmProfile, load_profile
 from launch.redact import short_path
 
@@ -76,9 +83,13 @@ class JobSpec:
     world_size:
         Tasks in the job: one per GPU over every node (1 for single-device jobs).
     depends_on:
-        Names of the jobs this one waits for (``afterany``).
+        Names of the submissions this one waits for (``afterany``): each a job or a whole array.
     max_timeouts:
         Requeues on reaching the time limit (submitit's ``max_num_timeout``).
+    tasks:
+        The manifest names of the jobs this submission makes: one (``lora``, ``eval``) is one job;
+        several (a method's cells ``lora[0]``..., the evaluation's shares ``eval[0]``...) are one
+        Slurm array, task ``i`` running ``tasks[i]``.
     """
 
     name: str
@@ -88,6 +99,11 @@ class JobSpec:
     world_size: int
     depends_on: list[str] = field(default_factory=list)
     max_timeouts: int = 3
+    tasks: list[str] = field(default_factory=list)
+
+    @property
+    def is_array(self) -> bool:
+        return len(self.tasks) > 1
 
 
 # --------------------------------------------------------------------------- validation
@@ -209,7 +225,8 @@ def _memory_problems(cfg: ExperimentConfig, p: SlurmProfile) -> tuple[list[str],
             "estimate does not cover): the per-GPU memory check is skipped"
         ], []
     lines, problems = [], []
-    for i, m in enumerate(cfg.methods):
+    index = {m.name: i for i, m in enumerate(cfg.methods)}
+    for label, m in _variants(cfg):
         if m.kind == "few_shot":  # its GPU work is its scoring, in the evaluation job, with the eval's batches
             m = dataclasses.replace(m, micro_batch_size=cfg.eval.batch_size, resources=cfg.eval.resources)
         if m.resources.gpus_per_node == 0:
@@ -217,14 +234,25 @@ def _memory_problems(cfg: ExperimentConfig, p: SlurmProfile) -> tuple[list[str],
         try:
             est = memory.estimate(shape, m, cfg.model.max_seq_len, repo_root=REPO_ROOT)
         except (ValueError, OSError) as exc:  # e.g. an unreadable DeepSpeed JSON, already reported
-            lines.append(f"{m.name}: not estimated ({exc})")
+            lines.append(f"{label}: not estimated ({exc})")
             continue
-        lines.append(est.line())
+        lines.append(label + est.line()[len(m.name) :])
+        at = f" (at sweep grid point {label})" if label != m.name else ""
         for problem in memory.fit_problems(
             est, p.gpu_mem_gb, m, gpus_per_node_max=p.gpus_per_node, max_nodes=p.max_nodes
         ):
-            problems.append(problem.replace(f"methods.{m.name}.", f"methods[{i}] ({m.name}).", 1))
+            problems.append(problem.replace(f"methods.{m.name}.", f"methods[{index[m.name]}] ({m.name}).", 1) + at)
     return lines, problems
+
+
+def _variants(cfg: ExperimentConfig) -> list[tuple[str, MethodConfig]]:
+    """Each method at each grid point of its sweep (its report row's label and settings): a grid may
+    vary what the memory estimate reads (``lora.r``, ``micro_batch_size``, ``gradient_checkpointing``)."""
+    try:
+        groups = sweep.groups(sweep.cells(cfg))
+    except ConfigError:  # the sweep's own problems are reported by the preflight
+        return [(m.name, m) for m in cfg.methods]
+    return [(label, group[0].config) for label, group in groups.items()]
 
 
 def _notes(cfg: ExperimentConfig, p: SlurmProfile) -> list[str]:
@@ -236,7 +264,7 @@ def _notes(cfg: ExperimentConfig, p: SlurmProfile) -> list[str]:
     shape = memory.model_shape(cfg.model.name_or_path)
     if shape is None:
         return notes
-    for m in cfg.methods:
+    for _, m in _variants(cfg):
         try:
             est = memory.estimate(shape, m, cfg.model.max_seq_len, repo_root=REPO_ROOT)
         except (ValueError, OSError):  # already reported by the memory check
@@ -370,11 +398,24 @@ def job_name(cfg: ExperimentConfig, name: str) -> str:
     return f"{cfg.name}.{name}"
 
 
+EVAL_ARRAY = "eval-array"
+"""The submission name of the evaluation array (tasks ``eval[0]``...), when there is one."""
+
+
 def plan(cfg: ExperimentConfig, profile: SlurmProfile, exp: ExperimentDir) -> list[JobSpec]:
-    """The Slurm jobs of an experiment: one per method, then ``eval`` depending on all of them."""
+    """The Slurm submissions of an experiment: one per method that trains (a job, or an array of its
+    sweep's cells), then the evaluation depending on all of them (``afterany``).
+
+    With more models than ``eval.models_per_job``, the scoring is an array of its own first (every
+    task scores its share), and the evaluation job that writes the report depends on that array.
+    """
     setup = _setup_lines(profile, exp, cfg.model.name_or_path)
+    cells = sweep.arrays(sweep.cells(cfg))
     specs: list[JobSpec] = []
     for m in cfg.methods:
+        tasks = [c.id for c in cells[m.name]]
+        if not cells[m.name][0].trains:
+            continue  # a kind with no training job: the evaluation scores its cells
         r = m.resources
         world = r.nodes * max(1, r.gpus_per_node)
         tasks_per_node = max(1, r.gpus_per_node) if world > 1 else 1
@@ -388,27 +429,44 @@ def plan(cfg: ExperimentConfig, profile: SlurmProfile, exp: ExperimentDir) -> li
                 # Every rank must see all GPUs of its node (it opens cuda:LOCAL_RANK), whatever the
                 # site's default binding of GPUs to tasks; launch.gpus checks it on each rank.
                 params["srun_args"].append("--gpu-bind=none")
+        if len(tasks) > 1 and cfg.sweep is not None and cfg.sweep.max_parallel:
+            params["array_parallelism"] = cfg.sweep.max_parallel  # the %N of --array=0-11%N
         specs.append(
-            JobSpec(m.name, m.kind, params, threads=r.cpus_per_gpu, world_size=world, max_timeouts=r.max_timeouts)
+            JobSpec(
+                m.name,
+                m.kind,
+                params,
+                threads=r.cpus_per_gpu,
+                world_size=world,
+                max_timeouts=r.max_timeouts,
+                tasks=tasks,
+            )
         )
-    # The evaluation is one process: it gets every CPU of its GPUs.
+    return specs + _eval_specs(cfg, profile, setup, [s.name for s in specs], sum(map(len, cells.values())))
+
+
+def _eval_specs(
+    cfg: ExperimentConfig, profile: SlurmProfile, setup: list[str], training: list[str], n_cells: int
+) -> list[JobSpec]:
+    """The evaluation job, after an array of scoring tasks when there are more than ``models_per_job`` models."""
     r = cfg.eval.resources
-    params = _base_params(r, profile, job_name(cfg, "eval"), 1)
+    params = _base_params(r, profile, job_name(cfg, EVAL_JOB), 1)
+    # The evaluation is one process: it gets every CPU of its GPUs.
     params["cpus_per_task"] = threads = r.cpus_per_gpu * max(1, r.gpus_per_node)
     params["setup"] = setup
     params["additional_parameters"] = dict(profile.additional_parameters)
-    specs.append(
-        JobSpec(
-            "eval",
-            "eval",
-            params,
-            threads=threads,
-            world_size=1,
-            depends_on=[m.name for m in cfg.methods],
-            max_timeouts=r.max_timeouts,
-        )
-    )
-    return specs
+    models = n_cells + (1 if cfg.eval.include_base else 0)
+    shards = -(-models // cfg.eval.models_per_job)
+
+    def spec(name: str, depends_on: list[str], tasks: list[str]) -> JobSpec:
+        return JobSpec(name, EVAL_JOB, dict(params), threads, 1, depends_on, r.max_timeouts, tasks)
+
+    if shards <= 1:
+        return [spec(EVAL_JOB, training, [EVAL_JOB])]
+    return [
+        spec(EVAL_ARRAY, training, [cell_address(EVAL_JOB, i) for i in range(shards)]),
+        spec(EVAL_JOB, [EVAL_ARRAY], [EVAL_JOB]),
+    ]
 
 
 def dependency(spec: JobSpec, ids: dict[str, str]) -> str | None:
@@ -419,13 +477,15 @@ def dependency(spec: JobSpec, ids: dict[str, str]) -> str | None:
 
 
 def sbatch_script(spec: JobSpec, exp: ExperimentDir, python: str, ids: dict[str, str]) -> str:
-    """The sbatch script submitit writes for ``spec`` (same function, same parameters)."""
+    """The sbatch script submitit writes for ``spec`` (same function, same parameters; ``--array`` for an array)."""
     from submitit.slurm import slurm as submitit_slurm
 
     params = dict(spec.params)
     dep = dependency(spec, ids)
     if dep:
         params["additional_parameters"] = dict(params["additional_parameters"], dependency=dep)
+    if spec.is_array:
+        params["map_count"] = len(spec.tasks)  # what submitit's submit_array sets
     command = " ".join([python, "-u -m submitit.core._submit", shlex.quote(str(exp.job_folder))])
     return submitit_slurm._make_sbatch_string(command=command, folder=exp.job_folder, **params)
 
@@ -442,9 +502,24 @@ def dependency_graph(specs: list[JobSpec]) -> str:
             f"{s.params['nodes']} node(s) x {gpus} GPU(s), {s.world_size} task(s), {s.params['time']} min, "
             f"requeued on the time limit up to {s.max_timeouts}x"
         )
+        if s.is_array:
+            limit = s.params.get("array_parallelism", DEFAULT_ARRAY_PARALLELISM)
+            shape = (
+                f"array of {len(s.tasks)} ({_span(s.tasks)}, at most {min(limit, len(s.tasks))} at once), each {shape}"
+            )
         wait = f"  <- afterany: {', '.join(s.depends_on)}" if s.depends_on else ""
         lines.append(f"  {s.name:<12} [{s.kind}] {shape}{wait}")
     return "\n".join(lines)
+
+
+DEFAULT_ARRAY_PARALLELISM = 256
+"""submitit's ``array_parallelism`` when ``sweep.max_parallel`` is not set (its ``--array=0-N%256``)."""
+
+
+def _span(tasks: list[str]) -> str:
+    """``lora[0-11]``: the first and last task of an array."""
+    method, first = parse_address(tasks[0])
+    return f"{method}[{first}-{parse_address(tasks[-1])[1]}]"
 
 
 def dry_run_text(findings: Findings, exp: ExperimentDir) -> str:
@@ -471,6 +546,8 @@ def dry_run_text(findings: Findings, exp: ExperimentDir) -> str:
     if cfg is not None and profile is not None:
         specs = plan(cfg, profile, exp)
         ids = {s.name: DEPENDENCY_PLACEHOLDER.format(name=s.name) for s in specs}
+        if cfg.sweep is not None:
+            out += ["# ---- sweep", sweep.summary(cfg, cfg.sweep)]
         out += ["# ---- jobs and dependencies", dependency_graph(specs)]
         python = job_python(profile)
         if not findings.scripts_safe:
@@ -523,6 +600,17 @@ def _executor(exp: ExperimentDir, spec: JobSpec, profile: SlurmProfile, dep: str
     return ex
 
 
+def job_callables(exp: ExperimentDir, spec: JobSpec, tasks: tp.Sequence[str]) -> list[tp.Any]:
+    """What each task of a submission runs: a training run's, an evaluation share's or the evaluation's job."""
+    from launch.jobs import EvalJob, TrainJob
+
+    if spec.kind != EVAL_JOB:
+        return [TrainJob(exp.root, task, spec.threads) for task in tasks]
+    if spec.name == EVAL_JOB:
+        return [EvalJob(exp.root, spec.threads)]
+    return [EvalJob(exp.root, spec.threads, shard=(parse_address(t)[1], len(spec.tasks))) for t in tasks]
+
+
 class Refused(RuntimeError):
     """``sbatch`` refused a job (a partition, account or GRES the site does not accept, ...).
 
@@ -547,24 +635,34 @@ class Refused(RuntimeError):
         self.cancelled: list[str] = []
 
 
-def submit_spec(exp: ExperimentDir, spec: JobSpec, profile: SlurmProfile, dep: str | None) -> str:
-    """sbatch one planned job (its module-level job object, pickled by submitit); return its id.
+def submit_spec(
+    exp: ExperimentDir, spec: JobSpec, profile: SlurmProfile, dep: str | None, tasks: tp.Sequence[str] | None = None
+) -> dict[str, str]:
+    """sbatch one planned submission; return ``{task: job id}`` (``{"lora[3]": "4242_3"}`` for an array).
 
-    Raises :class:`Refused` with Slurm's message when sbatch refuses it. submitit also prints
-    sbatch's stderr as it fails; that copy is kept back so the message is shown once.
+    ``tasks``: a subset of ``spec.tasks`` (``cyberft resume``); several tasks are one submitit array
+    (one ``sbatch`` call, ``--array=0-N%M``), one task is a plain job. Raises :class:`Refused` with
+    Slurm's message when sbatch refuses it. submitit also prints sbatch's stderr as it fails; that
+    copy is kept back so the message is shown once.
     """
     import io
 
-    from launch.jobs import EvalJob, TrainJob
-
-    fn = EvalJob(exp.root, spec.threads) if spec.kind == "eval" else TrainJob(exp.root, spec.name, spec.threads)
+    tasks = list(spec.tasks if tasks is None else tasks)
+    fns = job_callables(exp, spec, tasks)
     echoed = io.StringIO()
     try:
         with contextlib.redirect_stderr(echoed):
-            return _executor(exp, spec, profile, dep).submit(fn).job_id
+            ex = _executor(exp, spec, profile, dep)
+            jobs = ex.submit_array(fns) if len(fns) > 1 else [ex.submit(fns[0])]
     except Exception as exc:  # submitit's FailedJobError holds sbatch's stderr; anything else: its text
         message = " ".join(str(exc).split()) or " ".join(echoed.getvalue().split()) or type(exc).__name__
         raise Refused(spec.name, message) from None
+    return {task: job.job_id for task, job in zip(tasks, jobs)}
+
+
+def submission_id(ids: tp.Mapping[str, str]) -> str:
+    """The id a dependency names for a submission's jobs: the array's (``4242`` for ``4242_0``...), or the job's."""
+    return slurm.array_ids(ids.values())[0]
 
 
 @dataclass
@@ -573,6 +671,9 @@ class Submitted:
 
     exp: ExperimentDir
     job_ids: dict[str, str]
+    """Every job: manifest name (a method, a cell, ``eval``) -> Slurm job id (``4242_3`` for an array task)."""
+    submissions: dict[str, list[str]] = field(default_factory=dict)
+    """Each sbatch call: submission name (a method, ``eval``) -> the job ids it made, in task order."""
 
 
 def _missing_dirs(path: Path) -> list[Path]:
@@ -630,7 +731,7 @@ def submit(
         submitted_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     )
     try:
-        return Submitted(exp, _submit_all(cfg, profile, exp))
+        return _submit_all(cfg, profile, exp)
     except Refused as exc:
         if exc.cancelled:
             exp.update_manifest(submit_error=str(exc), cancelled=exc.cancelled)
@@ -643,21 +744,26 @@ def submit(
         raise
 
 
-def _submit_all(cfg: ExperimentConfig, profile: SlurmProfile, exp: ExperimentDir) -> dict[str, str]:
-    """sbatch every planned job in order, recording each id in the manifest as soon as it is known."""
-    from launch import slurm
-
-    ids: dict[str, str] = {}
+def _submit_all(cfg: ExperimentConfig, profile: SlurmProfile, exp: ExperimentDir) -> Submitted:
+    """sbatch every planned submission in order (one per method, one per evaluation step), recording
+    each submission's job ids in the manifest as soon as they are known."""
+    done = Submitted(exp, {})
+    ids: dict[str, str] = {}  # submission -> the id its dependents name
     for spec in plan(cfg, profile, exp):
         try:
-            job_id = submit_spec(exp, spec, profile, dependency(spec, ids))
+            jobs = submit_spec(exp, spec, profile, dependency(spec, ids))
         except Refused as exc:
             if ids:
                 with contextlib.suppress(slurm.SlurmError):
                     slurm.scancel(list(ids.values()))
             exc.cancelled = list(ids.values())
             raise
-        ids[spec.name] = job_id
-        record = JobRecord(job_id, "slurm", spec.kind, spec.depends_on, spec.world_size)
-        exp.record_job(spec.name, record)  # after each: a crash never loses an id
-    return ids
+        ids[spec.name] = submission_id(jobs)
+        done.job_ids.update(jobs)
+        done.submissions[spec.name] = list(jobs.values())
+        records = {
+            task: JobRecord(job_id, "slurm", spec.kind, spec.depends_on, spec.world_size)
+            for task, job_id in jobs.items()
+        }
+        exp.record_jobs(records)  # after each sbatch: a crash never loses an id
+    return done

@@ -51,13 +51,13 @@ import dataclasses
 import difflib
 import itertools
 import math
-import re
 import typing as tp
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from launch.config import ConfigError, ExperimentConfig, MethodConfig, validate
+from launch.config import TRAINING_FREE_KINDS, ConfigError, ExperimentConfig, MethodConfig, SweepConfig, validate
+from launch.expdir import cell_address, parse_address
 from launch.redact import short
-from launch.schema import Range, build, convert, field_types, key_label
+from launch.schema import build, convert, field_types, key_label
 
 MAX_CELLS_PER_METHOD = 1001
 """Most cells of one method: one Slurm array, and Slurm's default ``MaxArraySize`` (1001) allows
@@ -70,33 +70,12 @@ FIXED_FIELDS = {
         "every cell of a method is one task of the same Slurm array, which asks for the same resources "
         "-> list another method with those resources"
     ),
+    "deepspeed": (
+        "the method's DeepSpeed file is frozen into the experiment's code copy once, at submission "
+        "-> list another method with that file"
+    ),
 }
 """Method fields a grid may not vary, with the reason and the fix."""
-
-SEED = Range(0, 2**32 - 1, f"a whole number from 0 to {2**32 - 1}")
-
-
-@dataclass
-class SweepConfig:
-    """Run each method once per seed and per point of a grid over its fields."""
-
-    seeds: list[tp.Annotated[int, SEED]] | None = None
-    """Training seeds (model init, data order, dropout); each grid point runs once per seed. null: the
-    experiment's own ``seed`` only. The data split (``data.seed``) stays the same for every cell, so
-    all cells are scored on the same questions."""
-
-    grid: dict[str, tp.Any] = field(default_factory=dict)
-    """Values to try, per method field: ``methods.<method>.<field>: [value, ...]``, e.g.
-    ``methods.lora.learning_rate: [1.0e-4, 2.0e-4]`` or ``methods.lora.lora.r: [8, 16]``. Each value is
-    checked like the field itself (type, range). A method's cells are the cartesian product of its
-    fields' values, times the seeds; a method without grid entries runs once per seed. ``name``,
-    ``kind`` and ``resources`` cannot vary (one array per method shares one job shape). Nested
-    mappings are read as dotted keys, so an override can replace the whole grid:
-    ``sweep.grid='{methods.lora.learning_rate: [1e-4, 3e-4]}'``."""
-
-    max_parallel: tp.Annotated[int, Range(1, 100000, "at least 1, or null for no limit of ours")] | None = None
-    """Cells of one method running at once on Slurm (the ``%N`` of ``--array=0-11%N``); null:
-    submitit's default of 256. Local runs use ``local.max_parallel``."""
 
 
 @dataclass(frozen=True)
@@ -128,6 +107,9 @@ class Cell:
         ``{field path: value}`` of this cell's grid point (empty without a grid for the method).
     config:
         The method's config with the point applied (a deep copy; change nothing in it).
+    swept:
+        Whether the experiment has a sweep. Without one, each method is one cell addressed by its
+        name (``lora``), which keeps the layout and the names of an experiment without a sweep.
     """
 
     method: str
@@ -135,11 +117,22 @@ class Cell:
     seed: int
     point: dict
     config: MethodConfig
+    swept: bool = True
 
     @property
     def id(self) -> str:
-        """``lora[3]``."""
-        return f"{self.method}[{self.index}]"
+        """The cell's address: ``lora[3]`` in a sweep, ``lora`` without one (:func:`launch.expdir.cell_address`)."""
+        return cell_address(self.method, self.index if self.swept else None)
+
+    @property
+    def trains(self) -> bool:
+        """Whether the cell has a training job (not for a kind in ``TRAINING_FREE_KINDS``)."""
+        return self.config.kind not in TRAINING_FREE_KINDS
+
+    @property
+    def tags(self) -> list[str]:
+        """W&B tags: ``method:lora``, ``seed:1`` and one ``<field>:<value>`` per grid field."""
+        return [f"method:{self.method}", f"seed:{self.seed}"] + [f"{k}:{_value_text(v)}" for k, v in self.point.items()]
 
     @property
     def point_label(self) -> str:
@@ -387,10 +380,38 @@ def expand(cfg: ExperimentConfig, sweep: SweepConfig | None) -> list[Cell]:
     axes = _axes(cfg, sweep)
     seeds = _seeds(cfg, sweep)
     cells = []
+    swept = sweep is not None
     for m in cfg.methods:
         combos = enumerate(itertools.product(_points(axes, m.name), seeds))
-        cells += [Cell(m.name, i, seed, dict(point), _with_point(m, point)) for i, (point, seed) in combos]
+        cells += [Cell(m.name, i, seed, dict(point), _with_point(m, point), swept) for i, (point, seed) in combos]
     return cells
+
+
+def cells(cfg: ExperimentConfig) -> list[Cell]:
+    """Every cell of the experiment (its own ``sweep``, or one per method without one)."""
+    return expand(cfg, cfg.sweep)
+
+
+def view(cfg: ExperimentConfig, cell: Cell) -> ExperimentConfig:
+    """The config the cell's jobs run with: its seed, and its method's settings at its grid point.
+
+    Everything else (model, data, the other methods, the sweep itself) is the experiment's, so
+    expanding the view again gives the same cells.
+    """
+    methods = [cell.config if m.name == cell.method else m for m in cfg.methods]
+    return dataclasses.replace(cfg, seed=cell.seed, methods=methods)
+
+
+def locate(cfg: ExperimentConfig, address: str) -> tuple[ExperimentConfig, Cell]:
+    """The cell at ``address`` (``lora[3]``, or ``lora`` without a sweep) and its :func:`view` of ``cfg``.
+
+    Raises KeyError naming what exists when the address names no single cell.
+    """
+    every = cells(cfg)
+    found = next((c for c in every if c.id == address), None)
+    if found is None:
+        raise KeyError(f"no cell {short(address)} in this experiment -> one of: {_known(every)}")
+    return view(cfg, found), found
 
 
 def arrays(cells: tp.Sequence[Cell]) -> dict[str, list[Cell]]:
@@ -409,25 +430,27 @@ def groups(cells: tp.Sequence[Cell]) -> dict[str, list[Cell]]:
     return out
 
 
-_CELL_RE = re.compile(r"(?P<method>.+)\[(?P<index>[0-9]+)\]")
-
-
 def select(cells: tp.Sequence[Cell], address: str) -> list[Cell]:
     """The cells a command addresses: a method (all its cells) or one cell (``lora[3]``).
 
     Raises ValueError naming what exists when nothing matches.
     """
-    match = _CELL_RE.fullmatch(address)
-    if match:
-        found = [c for c in cells if c.method == match["method"] and c.index == int(match["index"])]
-    else:
-        found = [c for c in cells if c.method == address]
+    method, index = parse_address(address)
+    found = [c for c in cells if c.method == method and (index is None or c.index == index)]
     if not found:
-        known = ", ".join(
-            f"{name}[0-{len(group) - 1}]" if len(group) > 1 else f"{name}[0]" for name, group in arrays(cells).items()
-        )
-        raise ValueError(f"no method or cell {short(address)} -> a method name or a cell: {known}")
+        raise ValueError(f"no method or cell {short(address)} -> a method name or a cell: {_known(cells)}")
     return found
+
+
+def _known(cells: tp.Sequence[Cell]) -> str:
+    """``full_sft[0-2], lora[0-11]`` (``full_sft, lora`` without a sweep): what an address may name."""
+    spans = []
+    for name, group in arrays(cells).items():
+        if not group[0].swept:
+            spans.append(name)
+        else:
+            spans.append(f"{name}[0-{len(group) - 1}]" if len(group) > 1 else f"{name}[0]")
+    return ", ".join(spans)
 
 
 def _count_text(axes: list[Axis], method: str, seeds: int) -> str:
@@ -452,11 +475,16 @@ def summary(cfg: ExperimentConfig, sweep: SweepConfig | None) -> str:
     """
     axes = _axes(cfg, sweep)
     seeds = len(_seeds(cfg, sweep))
-    lines = [f"  {m.name}: {_count_text(axes, m.name, seeds)}" for m in cfg.methods]
+    untrained = " (no training job: scored by the evaluation)"
+    lines = [
+        f"  {m.name}: {_count_text(axes, m.name, seeds)}{'' if m.kind not in TRAINING_FREE_KINDS else untrained}"
+        for m in cfg.methods
+    ]
     total = sum(math.prod(len(a.values) for a in axes if a.method == m.name) * seeds for m in cfg.methods)
+    submissions = sum(m.kind not in TRAINING_FREE_KINDS for m in cfg.methods)
     limit = f" (at most {sweep.max_parallel} running per method)" if sweep is not None and sweep.max_parallel else ""
     head = (
-        f"sweep: {total} cell{'s' if total != 1 else ''} in {len(cfg.methods)} submission"
-        f"{'s' if len(cfg.methods) != 1 else ''}{limit}"
+        f"sweep: {total} cell{'s' if total != 1 else ''} in {submissions} submission"
+        f"{'s' if submissions != 1 else ''}{limit}"
     )
     return "\n".join([head, *lines])

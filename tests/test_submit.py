@@ -353,7 +353,7 @@ def test_resume_of_a_local_experiment_is_refused_with_the_fix(tmp_path):
             },
             ["lora"],
             [],
-            None,
+            [],
             True,
         ),
         (
@@ -364,14 +364,14 @@ def test_resume_of_a_local_experiment_is_refused_with_the_fix(tmp_path):
             },
             ["lora"],
             ["full_sft"],
-            "9003",
+            ["9003"],
             True,
         ),
         (
             {"full_sft": ("COMPLETED", True, True), "lora": ("COMPLETED", True, True), "eval": ("FAILED", True, False)},
             [],
             [],
-            None,
+            [],
             True,
         ),
         (
@@ -382,7 +382,7 @@ def test_resume_of_a_local_experiment_is_refused_with_the_fix(tmp_path):
             },
             [],
             [],
-            None,
+            [],
             False,
         ),
         (
@@ -393,7 +393,7 @@ def test_resume_of_a_local_experiment_is_refused_with_the_fix(tmp_path):
             },
             [],
             ["full_sft"],
-            None,
+            [],
             False,
         ),  # the pending evaluation already waits for what is left
     ],

@@ -74,11 +74,14 @@ def test_expand_is_deterministic(cfg):
 
 def test_no_sweep_and_no_seeds_mean_the_experiment_seed(cfg):
     cfg.seed = 41
-    assert [(c.id, c.seed, c.point) for c in sweep.expand(cfg, None)] == [
-        ("full_sft[0]", 41, {}),
-        ("lora[0]", 41, {}),
-        ("qlora[0]", 41, {}),
+    # Without a sweep each method is one cell addressed by its name: the layout and names of an
+    # experiment without a sweep stay what they were.
+    assert [(c.id, c.index, c.seed, c.point, c.swept) for c in sweep.expand(cfg, None)] == [
+        ("full_sft", 0, 41, {}, False),
+        ("lora", 0, 41, {}, False),
+        ("qlora", 0, 41, {}, False),
     ]
+    assert [c.id for c in sweep.select(sweep.expand(cfg, None), "lora[0]")] == ["lora"]
     cells = sweep.expand(cfg, _sweep({"grid": {"methods.qlora.max_steps": [10, 20]}}))
     assert [(c.id, c.seed, c.config.max_steps) for c in cells if c.method == "qlora"] == [
         ("qlora[0]", 41, 10),
@@ -289,12 +292,31 @@ def test_select_arrays_and_groups(cfg):
         sweep.select(cells, "lora[6]")
     with pytest.raises(ValueError, match="no method or cell 'base'"):
         sweep.select(cells, "base")
+    with pytest.raises(ValueError, match=r"-> a method name or a cell: full_sft, lora, qlora$"):
+        sweep.select(sweep.expand(cfg, None), "lora[1]")
     arrays = sweep.arrays(list(reversed(cells)))
     assert list(arrays) == ["qlora", "lora", "full_sft"]
     assert [c.index for c in arrays["lora"]] == list(range(6))
     groups = sweep.groups(cells)
     assert list(groups) == ["full_sft", "lora (learning_rate=0.0001)", "lora (learning_rate=0.0002)", "qlora"]
     assert [c.seed for c in groups["lora (learning_rate=0.0002)"]] == [0, 1, 2]
+
+
+def test_locate_gives_the_cells_view_of_the_config(cfg):
+    cfg.sweep = _sweep({"seeds": [5, 6], "grid": {"methods.lora.learning_rate": [1e-4, 2e-4]}})
+    view, cell = sweep.locate(cfg, "lora[3]")
+    assert (cell.id, cell.seed, cell.point) == ("lora[3]", 6, {"learning_rate": 2e-4})
+    assert view.seed == 6 and view.method("lora").learning_rate == 2e-4
+    # The address names the method in the view (what an entrypoint's cfg.method(name) does).
+    assert view.method("lora[3]") is view.method("lora")
+    assert view.method("full_sft") == cfg.method("full_sft") and cfg.method("lora").learning_rate == 3e-3
+    # Expanding the view again gives the same cells: a job may locate its cell in either config.
+    assert [(c.id, c.seed, c.point) for c in sweep.cells(view)] == [(c.id, c.seed, c.point) for c in sweep.cells(cfg)]
+    assert cell.tags == ["method:lora", "seed:6", "learning_rate:0.0002"]
+    with pytest.raises(KeyError, match=r"no cell 'lora' in this experiment -> one of: full_sft\[0-1\], lora\[0-3\]"):
+        sweep.locate(cfg, "lora")
+    cfg.sweep = None
+    assert sweep.locate(cfg, "lora")[0] == cfg
 
 
 def test_sweep_imports_no_torch():

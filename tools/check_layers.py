@@ -40,6 +40,7 @@ CONTRACT = {
     "launch.fsio": "atomic writes: every file both sides write",
     "launch.expdir": "the experiment directory: every path and record both sides share",
     "launch.stats": "the Wilson interval an evaluation result carries",
+    "launch.sweep": "a sweep's cells: a job finds its cell's seed and settings from its address",
     "launch.gpus": "the GPU-binding check every rank runs before touching CUDA (standard library only)",
     "launch.prompting": "the one prompt template: the jobs build token ids with it, the forecast counts them",
 }
@@ -72,7 +73,7 @@ EXPERIMENT_FILES = frozenset(
 """File names of an experiment directory: a string constant equal to one is a violation."""
 
 EXPERIMENT_FOLDERS = frozenset(
-    {"methods", "eval", "jobs", "checkpoints", "predictions", "partial", "adapter", "features", "aux"}
+    {"methods", "cells", "eval", "jobs", "checkpoints", "predictions", "partial", "adapter", "features", "aux"}
 )
 """Folder names of an experiment directory: joined with ``/`` onto a path that is not the checkout's, a
 violation. (``model``, ``data``, ``code`` and ``results`` are left out: the checkout's ``data/`` and

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from launch import sweep
 from launch.config import ExperimentConfig
 from launch.data import load_jsonl_questions
 from launch.expdir import EvalDir, EvalProgress, EvalResult, ExperimentDir, now_iso
@@ -186,10 +187,24 @@ def _read_chunk(path: Path, expected: int) -> list[dict] | None:
     return rows if len(rows) == expected else None
 
 
-def models_to_score(cfg: ExperimentConfig, exp: ExperimentDir) -> list[str]:
-    """``base`` (if asked) and every method whose training completed."""
-    names = ["base"] if cfg.eval.include_base else []
-    return names + [m.name for m in cfg.methods if exp.method(m.name).read_metrics().completed]
+def models_to_score(cfg: ExperimentConfig, exp: ExperimentDir, shard: tuple[int, int] | None = None) -> list[str]:
+    """``base`` (if asked) and every cell (a method without a sweep) whose training completed, or that
+    trains nothing; with ``shard = (i, n)`` the share of one evaluation task: every ``n``-th of the
+    planned models from the ``i``-th, so the tasks of an array never score the same model."""
+    cells = {c.id: c for c in sweep.cells(cfg)}
+    planned = (["base"] if cfg.eval.include_base else []) + list(cells)
+    if shard is not None:
+        planned = planned[shard[0] :: shard[1]]
+    return [
+        name
+        for name in planned
+        if name == "base" or not cells[name].trains or exp.method(name).read_metrics().completed
+    ]
+
+
+def model_config(cfg: ExperimentConfig, name: str) -> ExperimentConfig:
+    """The config a model is loaded and scored with: the experiment's for ``base``, a cell's view otherwise."""
+    return cfg if name == "base" else sweep.locate(cfg, name)[0]
 
 
 class ScoringProgress:
@@ -198,8 +213,8 @@ class ScoringProgress:
 
     EVERY_S = 1.0
 
-    def __init__(self, where: EvalDir, models: list[str], total: int) -> None:
-        self.where, self.models = where, models
+    def __init__(self, where: EvalDir, models: list[str], total: int, shard: int | None = None) -> None:
+        self.where, self.models, self.shard = where, models, shard
         self.record = EvalProgress(models=len(models), total=total)
         self._written = 0.0
 
@@ -220,7 +235,7 @@ class ScoringProgress:
     def _write(self) -> None:
         self._written = time.monotonic()
         self.record.updated_at = now_iso()
-        self.where.write_progress(self.record)
+        self.where.write_progress(self.record, self.shard)
 
 
 # --------------------------------------------------------------------------- main
@@ -239,9 +254,16 @@ class Scored:
 
 
 def main(
-    cfg: ExperimentConfig, exp_dir: str | os.PathLike, threads: int | None = None, progress: bool = True
+    cfg: ExperimentConfig,
+    exp_dir: str | os.PathLike,
+    threads: int | None = None,
+    progress: bool = True,
+    shard: tuple[int, int] | None = None,
 ) -> Scored:
-    """Score every model (those already scored are read back); write predictions and results."""
+    """Score every model (those already scored are read back); write predictions and results.
+
+    ``shard = (i, n)``: only task ``i``'s share of ``n`` (:func:`models_to_score`).
+    """
     # --- config & setup
     exp = ExperimentDir(exp_dir)
     runtime.setup_runtime(cfg.seed, threads)
@@ -252,12 +274,12 @@ def main(
 
     # --- score each model (skipping those already scored: the job is idempotent)
     results: dict[str, EvalResult] = {}
-    names = models_to_score(cfg, exp)
-    tracker = ScoringProgress(exp.eval, names, len(questions))
+    names = models_to_score(cfg, exp, shard)
+    tracker = ScoringProgress(exp.eval, names, len(questions), shard[0] if shard else None)
     for name in names:
         tracker.start(name)
         results[name] = exp.eval.read_result(name) or evaluate_model(
-            cfg, name, exp, questions, tokenizer, progress, on_batch=tracker.advance
+            model_config(cfg, name), name, exp, questions, tokenizer, progress, on_batch=tracker.advance
         )
         tracker.finish(results[name].accuracy)
         print(f"[eval] {name}: accuracy {results[name].accuracy:.3f} on {results[name].n} questions", flush=True)

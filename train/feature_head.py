@@ -96,6 +96,7 @@ def main(cfg: ExperimentConfig, method_name: str, exp_dir: str | os.PathLike, th
     """Fit a linear head on a frozen layer of ``cfg.model`` with method ``method_name``; return the metrics."""
     # --- config & setup: seeds, accelerator, W&B run
     with TrainingRun(cfg, method_name, exp_dir, kind="feature_head", threads=threads) as run:
+        cfg = run.cfg  # a sweep cell's view of the config: its seed and its grid point
         settings = run.method.feature_head
 
         # --- data

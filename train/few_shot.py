@@ -68,6 +68,7 @@ def main(cfg: ExperimentConfig, method_name: str, exp_dir: str | os.PathLike, th
     """Draw and check the examples of method ``method_name``; return the metrics."""
     # --- config & setup: seeds, accelerator (for the data split's main-process-first), W&B run
     with TrainingRun(cfg, method_name, exp_dir, kind="few_shot", threads=threads) as run:
+        cfg = run.cfg  # a sweep cell's view of the config: its seed and its grid point
         settings = run.method.few_shot
         seed = cfg.seed if settings.seed is None else settings.seed
 

@@ -74,6 +74,7 @@ def main(cfg: ExperimentConfig, method_name: str, exp_dir: str | os.PathLike, th
     """Train method ``method_name`` on the target and auxiliary tasks together; return the metrics."""
     # --- config & setup: seeds, accelerator, W&B run
     with TrainingRun(cfg, method_name, exp_dir, kind="multi_task", threads=threads) as run:
+        cfg = run.cfg  # a sweep cell's view of the config: its seed and its grid point
         settings = run.method.multi_task
 
         # --- data: the target split and each auxiliary task, in one seeded mixture

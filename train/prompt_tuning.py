@@ -27,6 +27,7 @@ def main(cfg: ExperimentConfig, method_name: str, exp_dir: str | os.PathLike, th
     """Train a soft prompt for ``cfg.model`` with method ``method_name``; return the metrics."""
     # --- config & setup: seeds, accelerator, W&B run
     with TrainingRun(cfg, method_name, exp_dir, kind="prompt_tuning", threads=threads) as run:
+        cfg = run.cfg  # a sweep cell's view of the config: its seed and its grid point
         # --- data
         tokenizer, examples = run.load_data()
 

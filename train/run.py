@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from launch import sweep
 from launch.config import ExperimentConfig, TrackingConfig
 from launch.expdir import ExperimentDir, TrainMetrics, now_iso
 from launch.fsio import atomic_write_json, umask
@@ -45,7 +46,8 @@ class TrainingRun:
     cfg:
         The experiment's resolved config.
     method_name:
-        The method this job trains.
+        The method this job trains, or the address of one cell of its sweep (``lora[3]``): the
+        run then trains with the cell's seed and settings into the cell's folder.
     exp_dir:
         The experiment directory.
     kind:
@@ -57,12 +59,15 @@ class TrainingRun:
     def __init__(
         self, cfg: ExperimentConfig, method_name: str, exp_dir: str | os.PathLike, kind: str, threads: int | None
     ) -> None:
-        self.cfg = cfg
+        # A method, or one cell of a sweep (``lora[3]``): its seed and its grid point's settings.
+        self.cfg, self.cell = sweep.locate(cfg, method_name)
         self.exp = ExperimentDir(exp_dir)
-        self.method = cfg.method(method_name)
+        self.method = self.cell.config
         if self.method.kind != kind:
             raise ValueError(f"method {method_name!r} is kind {self.method.kind!r}, this entrypoint runs {kind!r}")
-        self.paths = self.exp.method(self.method.name)
+        self.address = self.cell.id
+        self.paths = self.exp.method(self.address)
+        cfg = self.cfg
         self.threads = threads or torch.get_num_threads()
         self.started_at = now_iso()
         self.phases: dict[str, float] = {}
@@ -84,14 +89,22 @@ class TrainingRun:
                 self._write_failure(exc)
             raise
         tracking = cfg.tracking if self.accelerator.is_main_process else TrackingConfig(backend="none")
+        c = self.cell
         self.tracker = Tracker.start(
             tracking,
             run_dir=self.exp.root,
-            name=self.method.name,
+            name=self.address,
             group=self.exp.name,
             job_type="train",
-            config={"experiment": self.exp.name, "model": cfg.model.name_or_path, "method": to_plain(self.method)},
-            run_id=f"{self.exp.name}-{self.method.name}",
+            config={
+                "experiment": self.exp.name,
+                "model": cfg.model.name_or_path,
+                "method": to_plain(self.method),
+                # Flat, so W&B's runs table, scatter and parallel-coordinates panels can use each key.
+                "cell": {"method": c.method, "index": c.index, "seed": c.seed, **c.point},
+            },
+            run_id=self.exp.wandb_run_id(self.address),
+            tags=c.tags,
         )
 
     def __enter__(self) -> TrainingRun:
@@ -179,7 +192,7 @@ class TrainingRun:
         n_devices, on_gpu = self.accelerator.num_processes, runtime.on_gpu()
         trainable, total = self.params
         return TrainMetrics(
-            method=self.method.name,
+            method=self.address,
             kind=self.method.kind,
             status="completed",
             device="cuda" if on_gpu else "cpu",
@@ -227,7 +240,7 @@ class TrainingRun:
     def _write_failure(self, error: BaseException) -> None:
         """Record a failed job so the report still has its row."""
         failed = TrainMetrics(
-            self.method.name,
+            self.address,
             self.method.kind,
             status="failed",
             error=f"{type(error).__name__}: {error}"[:2000],

@@ -31,7 +31,6 @@ from launch.redact import is_credential_name, token_kind
 
 if tp.TYPE_CHECKING:  # pragma: no cover
     from launch.config import TrackingConfig
-    from launch.expdir import ExperimentDir
 
 SECRET_ENV_VARS = ("WANDB_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 """Environment variables whose values must never reach a log."""
@@ -180,8 +179,9 @@ class Tracker:
         name: str,
         group: str,
         job_type: str,
-        config: dict,
+        config: dict | None,
         run_id: str | None = None,
+        tags: tp.Sequence[str] | None = None,
     ) -> Tracker:
         """Start a W&B run, or return a disabled tracker.
 
@@ -196,10 +196,13 @@ class Tracker:
             Run display name (the method), group (the experiment) and job type
             (``train`` / ``eval``).
         config:
-            The run config; credentials are scrubbed before anything sees it.
+            The run config; credentials are scrubbed before anything sees it. None:
+            none given (a run reopened to add to its summary keeps its own).
         run_id:
             A stable id so that a requeued job resumes the same run
             (``resume="allow"``); None lets W&B pick one.
+        tags:
+            Run tags (``method:lora``, ``seed:1``, ``learning_rate:0.0001``).
 
         Returns
         -------
@@ -222,7 +225,8 @@ class Tracker:
             resume="allow",
             dir=str(run_dir),
             mode=tracking.mode,
-            config=scrub(dict(config)),
+            config=scrub(dict(config)) if config is not None else None,
+            tags=list(tags) if tags else None,
             reinit="create_new",  # several trackers in one process stay independent
             settings=wandb.Settings(**wandb_settings_kwargs()),
         )
@@ -295,6 +299,19 @@ class Tracker:
         # commit=False: attach to the current step instead of adding a history row.
         self._run.log({key: wandb.Table(columns=list(columns), data=data)}, commit=False)
 
+    def log_scatter(self, key: str, rows: list[dict], columns: list[str], x: str, title: str) -> None:
+        """A W&B scatter chart of ``y = accuracy`` against ``x`` over a table of ``rows`` (a chart the UI
+        draws from the table, so it stays interactive: hover shows each row's cells)."""
+        if self._run is None or not rows:
+            return
+        import wandb
+
+        secrets = secret_values()
+        table = wandb.Table(
+            columns=list(columns), data=[[_redact_cell(r.get(c), secrets) for c in columns] for r in rows]
+        )
+        self._run.log({key: wandb.plot.scatter(table, x, "accuracy", title=title)}, commit=False)
+
     def log_image(self, key: str, path: Path) -> None:
         """Log an image file (a chart PNG) at the current history step."""
         if self._run is None:
@@ -302,36 +319,3 @@ class Tracker:
         import wandb
 
         self._run.log({key: wandb.Image(str(path))}, commit=False)
-
-
-# --------------------------------------------------------------------------- the evaluation's run
-
-
-def log_comparison(
-    tracking: TrackingConfig,
-    exp: ExperimentDir,
-    rows: list[dict],
-    columns: list[str],
-    chart: Path,
-    evaluation: dict | None = None,
-) -> None:
-    """One W&B run for the evaluation: per-method accuracy, the comparison table, the chart.
-
-    ``rows`` and ``columns`` are the report's (:mod:`launch.finalize`), ``chart`` its PNG, and
-    ``evaluation`` the evaluation job's own cost.
-    """
-    tracker = Tracker.start(
-        tracking,
-        run_dir=exp.root,
-        name="eval",
-        group=exp.name,
-        job_type="eval",
-        config={"experiment": exp.name},
-        run_id=f"{exp.name}-eval",
-    )
-    tracker.log_table("comparison", rows, columns)
-    tracker.log_image("accuracy_vs_cost", chart)
-    tracker.summary({f"accuracy/{r['method']}": r["accuracy"] for r in rows if r.get("accuracy") is not None})
-    if evaluation:
-        tracker.summary({f"evaluation/{k}": v for k, v in evaluation.items() if isinstance(v, (int, float))})
-    tracker.finish()

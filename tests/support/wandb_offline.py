@@ -59,6 +59,11 @@ class OfflineRun:
         the last table logged under that key.
     files:
         Paths (relative to ``files/``) of every file in the run's ``files/``.
+    tags:
+        The run's tags.
+    charts:
+        Chart key -> its W&B panel config (``wandb.plot.scatter`` and the like: a chart the UI draws
+        from the table logged as ``<key>_table``), from the config's ``_wandb.visualize``.
     path:
         The run directory.
     """
@@ -72,6 +77,8 @@ class OfflineRun:
     summary: dict = field(default_factory=dict)
     tables: dict[str, dict] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    charts: dict[str, dict] = field(default_factory=dict)
     path: Path | None = None
 
 
@@ -292,6 +299,28 @@ def _read_table(path: Path) -> dict:
     return {"columns": list(raw.get("columns", [])), "data": list(raw.get("data", []))}
 
 
+def merged(runs: tp.Sequence[OfflineRun]) -> OfflineRun:
+    """The runs of one run id applied in start order, later keys winning: what a resumed run shows.
+
+    ``wandb sync`` uploads the directories of one run one after another in start order (wandb-core's
+    ``RunSyncOperation.initAndPlan``, ``core/internal/runsync/runsyncoperation.go``; the symbol is in
+    0.31's ``wandb-core``), and a run resumed online starts from the server's config and summary
+    (``core/internal/runbranch/resume.go``). Whether the server keeps the first directory's summary
+    keys when the second is synced (sync sets no resume mode) was not verified here: no W&B server.
+    ``runs`` must be in start order (:func:`find_runs` sorts by the start time in the name).
+    """
+    out = OfflineRun()
+    for run in runs:
+        out.run_id, out.name = run.run_id or out.run_id, run.name or out.name
+        out.group, out.job_type = run.group or out.group, run.job_type or out.job_type
+        out.tags = run.tags or out.tags
+        out.config.update(run.config)
+        out.summary.update(run.summary)
+        out.history += run.history
+        out.tables.update(run.tables)
+    return out
+
+
 def read_run(run_dir: Path) -> OfflineRun:
     """Parse one offline run directory.
 
@@ -315,6 +344,7 @@ def read_run(run_dir: Path) -> OfflineRun:
             out.name = r.display_name or out.name
             out.group = r.run_group or out.group
             out.job_type = r.job_type or out.job_type
+            out.tags = list(r.tags) or out.tags
             _apply_updates(out.config, r.config)
             _apply_updates(out.summary, r.summary)
         elif kind == "config":
@@ -323,7 +353,9 @@ def read_run(run_dir: Path) -> OfflineRun:
             out.history.append(_history_row(rec.history))
         elif kind == "summary":
             _apply_updates(out.summary, rec.summary)
-    out.config.pop("_wandb", None)  # W&B's own bookkeeping, not the user's config
+    internal = out.config.pop("_wandb", None)  # W&B's own bookkeeping, not the user's config
+    if isinstance(internal, dict) and isinstance(internal.get("visualize"), dict):
+        out.charts = {k: v.get("panel_config", v) for k, v in internal["visualize"].items() if isinstance(v, dict)}
     files_dir = run_dir / "files"
     if files_dir.is_dir():
         out.files = sorted(p.relative_to(files_dir).as_posix() for p in files_dir.rglob("*") if p.is_file())
