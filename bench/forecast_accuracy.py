@@ -40,7 +40,12 @@ from launch.expdir import ExperimentDir  # noqa: E402
 from launch.fsio import read_json  # noqa: E402
 from launch.profiles import load_profile  # noqa: E402
 
-METHODS = ("full_sft", "lora", "qlora")
+
+def methods(config: str) -> list[tuple[str, str]]:
+    """(name, kind) of every method of the study: each is forecast and measured."""
+    from launch.config import load_config
+
+    return [(m.name, m.kind) for m in load_config(config).methods]
 
 
 def load() -> str:
@@ -57,10 +62,14 @@ def cyberft(*argv: str, timeout: float = 3600) -> str:
 
 
 def run(args: argparse.Namespace, tag: str, steps: int, micro_batch: int) -> ExperimentDir:
-    """One experiment with every method cut to ``steps`` steps of ``micro_batch``; its directory once it ended."""
+    """One experiment with every method that steps cut to ``steps`` steps of ``micro_batch`` (few-shot and the
+    feature head as configured: neither has steps to cut); its directory once it ended."""
     overrides = [f"output_dir={args.out / tag}", f"name=forecast-{tag}"]
-    for m in METHODS:
-        overrides += [f"methods.{m}.max_steps={steps}", f"methods.{m}.micro_batch_size={micro_batch}"]
+    for name, kind in methods(args.config):
+        if kind == "feature_head":  # one pass over the data (its epochs are over cached features): the split's size
+            continue
+        if kind != "few_shot":  # few-shot trains nothing: its cost is its scoring
+            overrides += [f"methods.{name}.max_steps={steps}", f"methods.{name}.micro_batch_size={micro_batch}"]
     t0, before = time.perf_counter(), load()
     if args.profile:
         out = cyberft("submit", args.config, "--profile", args.profile, *overrides)
@@ -89,7 +98,7 @@ def default_forecast(exp: ExperimentDir, args: argparse.Namespace) -> dict:
 def errors(exp: ExperimentDir, saved: dict) -> dict[str, dict]:
     """Each method's (and the evaluation's) forecast against ``exp``'s measured cost, as the report computes it."""
     summary = read_json(exp.summary_file)
-    metrics = {m: exp.method(m).read_metrics().to_dict() for m in METHODS}
+    metrics = {m: exp.method(m).read_metrics().to_dict() for m, _ in methods(str(exp.config_file))}
     scored = {n: exp.eval.read_result(n).to_dict() for n in exp.eval.scored()}
     tokens = costcheck.counted_eval_tokens(exp.load_config(), exp)
     return costcheck.check(saved, summary["rows"], metrics, summary["evaluation"], scored, tokens)

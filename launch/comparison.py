@@ -106,11 +106,14 @@ def totals(rows: tp.Iterable[Row]) -> dict[str, tp.Any]:
 # --------------------------------------------------------------------------- paired comparisons
 
 
-def _pairs(groups_: list[Row], has_base: bool) -> tuple[list[tuple[str, str]], str]:
+def _pairs(groups_: list[Row], predicted: tp.Collection[str]) -> tuple[list[tuple[str, str]], str]:
     """The family of comparisons: every scored row against base, rows of different methods against
-    each other (each method's best row only, past :data:`MAX_BETWEEN` pairs); and what the note says."""
-    usable = [g for g in groups_ if g["n"]]
-    pairs = [(g["group"], "base") for g in usable] if has_base else []
+    each other (each method's best row only, past :data:`MAX_BETWEEN` pairs); and what the note says.
+
+    ``predicted``: the rows (and ``base``) whose predictions were read; a row without them is left out.
+    """
+    usable = [g for g in groups_ if g["n"] and g["group"] in predicted]
+    pairs = [(g["group"], "base") for g in usable] if "base" in predicted else []
     between = [
         (b["group"], a["group"]) for i, a in enumerate(usable) for b in usable[i + 1 :] if a["method"] != b["method"]
     ]
@@ -136,7 +139,7 @@ def comparisons(
 
     ``runs``: row name (``base`` and each group) -> the correctness of each of its scored cells.
     """
-    family, extra = _pairs(groups_, "base" in runs)
+    family, extra = _pairs(groups_, runs.keys())
     if not family:
         return [], ""
     found = stats.with_holm(stats.compare_family(runs, family, resamples=resamples))

@@ -36,7 +36,8 @@ from launch.profiles import ProfileError, profile_from_dict
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = yamlio.parse((REPO / "configs" / "smoke.yaml").read_text())
 DEV = yamlio.parse((REPO / "slurm" / "profiles" / "dev.yaml").read_text())
-IDS = {"full_sft": "101", "lora": "102", "qlora": "103", "eval": "104"}
+IDS = {name: str(101 + i) for i, name in enumerate([*(m["name"] for m in SMOKE["methods"]), "eval"])}
+"""Slurm job ids the dependency lines are written with: one per smoke method and the evaluation."""
 
 ALPHABET = list("ab09 \t\n\r'\"\\$`;|&#%(){}[]<>*?!~=:,.-_/@+") + ["\u2028", "\x00", "\x1b", "\x85", "\u202e", "é"]
 HOSTILE = st.text(alphabet=st.sampled_from(ALPHABET), min_size=1, max_size=16)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from launch import cli, status, submit
+from launch.config import load_config
 from launch.expdir import ExperimentDir
 from launch.fsio import read_json
 from launch.jobs import TrainJob
@@ -22,6 +23,9 @@ from launch.slurm import parse_sacct
 from support.fake_slurm import install_fake_slurm, write_profile
 
 REPO = Path(__file__).resolve().parents[1]
+SMOKE = load_config(str(REPO / "configs" / "smoke.yaml"))
+EVAL_ID = 5001 + len(SMOKE.methods)
+"""The fake sbatch numbers jobs from 5001 in submission order: the smoke study's methods, then the evaluation."""
 REFUSAL = "sbatch: error: Batch job submission failed: Invalid partition name specified"
 
 
@@ -60,13 +64,14 @@ def test_a_refused_first_job_leaves_no_experiment_exits_2_and_says_it_once(
 
 
 def test_a_refused_later_job_is_reported_by_status_and_resume(fake_slurm, tmp_path, tiny_model, monkeypatch, capsys):
-    monkeypatch.setenv("FAKE_SBATCH_FAIL_AT", "5004")  # the evaluation job
+    monkeypatch.setenv("FAKE_SBATCH_FAIL_AT", str(EVAL_ID))  # the evaluation job
     out = tmp_path / "runs"
     assert _submit(tiny_model, out) == 1
     err = capsys.readouterr().err
-    assert err.count("Invalid qos specification") == 1 and "5001, 5002, 5003" in err
+    sent = [str(n) for n in range(5001, EVAL_ID)]
+    assert err.count("Invalid qos specification") == 1 and ", ".join(sent) in err
     (exp,) = out.iterdir()
-    assert (fake_slurm / "scancel").read_text().split() == ["5001", "5002", "5003"]
+    assert (fake_slurm / "scancel").read_text().split() == sent
     assert cli.main(["status", str(exp)]) == 1
     assert "never fully submitted" in capsys.readouterr().err
     assert cli.main(["resume", str(exp), "--dry-run"]) == 2
@@ -76,8 +81,12 @@ def test_a_refused_later_job_is_reported_by_status_and_resume(fake_slurm, tmp_pa
 def test_typed_gpus_are_requested_by_the_profiles_gpu_type(fake_slurm, tmp_path, tiny_model):
     profile = write_profile(tmp_path, gpu_type="a100", typed_gpus=True)
     assert _submit(tiny_model, tmp_path / "runs", profile) == 0
-    scripts = [(fake_slurm / f"script-{n}.sh").read_text() for n in range(5001, 5005)]
-    assert all("#SBATCH --gpus-per-node=a100:1\n" in s for s in scripts)
+    gpus = [m.resources.gpus_per_node for m in SMOKE.methods] + [SMOKE.eval.resources.gpus_per_node]
+    scripts = [(fake_slurm / f"script-{n}.sh").read_text() for n in range(5001, EVAL_ID + 1)]
+    assert 0 in gpus and len(set(gpus) - {0}) == 1  # CPU jobs too (few-shot): they request no GPU
+    for script, n in zip(scripts, gpus, strict=True):
+        assert ("#SBATCH --gpus-per-node=a100:1\n" in script) == (n == 1), script
+        assert "--gpus-per-node" in script or n == 0
     assert not any("--gres" in s for s in scripts)
 
 
@@ -172,7 +181,7 @@ def test_jobs_load_the_frozen_experiment_after_the_original_data_moved(fake_slur
         ],
     )
     assert cli.main(["resume", str(exp)]) == 0  # resubmits lora and a new evaluation from the frozen files
-    assert (fake_slurm / "count").read_text().strip() == "5006"
+    assert (fake_slurm / "count").read_text().strip() == str(EVAL_ID + 2)  # + lora and a new evaluation
     import torch
 
     threads = torch.get_num_threads()

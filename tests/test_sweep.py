@@ -19,8 +19,9 @@ GRID = {"methods.lora.learning_rate": [1.0e-4, 2.0e-4], "methods.lora.lora.r": [
 
 @pytest.fixture
 def cfg() -> config.ExperimentConfig:
-    """The smoke config: methods full_sft, lora, qlora (no file is read beyond the YAML)."""
-    return config.load_config(REPO / "configs" / "smoke.yaml")
+    """The smoke config's full_sft, lora and qlora (no file is read beyond the YAML)."""
+    smoke = config.load_config(REPO / "configs" / "smoke.yaml")
+    return dataclasses.replace(smoke, methods=[m for m in smoke.methods if m.kind in ("full_sft", "lora", "qlora")])
 
 
 def _sweep(raw: dict) -> sweep.SweepConfig:

@@ -15,6 +15,7 @@ from submitit.core.utils import DelayedSubmission
 
 from launch import cli, resume, slurm, status, submit
 from launch.expdir import ExperimentDir
+from support.experiments import classic_smoke
 from support.fake_slurm import install_fake_slurm
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,7 +29,14 @@ def fake_slurm(tmp_path, monkeypatch):
 
 def _submit(tmp_path: Path, tiny_model: Path, *overrides: str) -> ExperimentDir:
     out = tmp_path / "runs"
-    argv = ["submit", "configs/smoke.yaml", "--profile", "dev", f"model.name_or_path={tiny_model}", f"output_dir={out}"]
+    argv = [
+        "submit",
+        str(classic_smoke(tmp_path)),
+        "--profile",
+        "dev",
+        f"model.name_or_path={tiny_model}",
+        f"output_dir={out}",
+    ]
     assert cli.main([*argv, *overrides]) == 0
     (exp,) = out.iterdir()
     return ExperimentDir(exp)
@@ -136,7 +144,14 @@ def cli_output(argv: list[str]) -> tuple[int, str, str]:
 
 def test_a_bad_sweep_is_refused_before_anything_is_submitted(fake_slurm, tmp_path, tiny_model, capsys):
     out = tmp_path / "runs"
-    argv = ["submit", "configs/smoke.yaml", "--profile", "dev", f"model.name_or_path={tiny_model}", f"output_dir={out}"]
+    argv = [
+        "submit",
+        str(classic_smoke(tmp_path)),
+        "--profile",
+        "dev",
+        f"model.name_or_path={tiny_model}",
+        f"output_dir={out}",
+    ]
     rc = cli.main([*argv, "sweep.grid.methods.lora.lerning_rate=[1e-3]", "sweep.seeds=[1, 1]"])
     err = capsys.readouterr().err
     assert rc == 2

@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import json
 import typing as tp
 from pathlib import Path
 
-from launch import REPO_ROOT, experiment
+from launch import REPO_ROOT, experiment, yamlio
 from launch.config import ExperimentConfig, load_config
 from launch.data import prepare_splits
 from launch.expdir import ExperimentDir
 
 SMOKE = REPO_ROOT / "configs" / "smoke.yaml"
+CLASSIC = ("full_sft", "lora", "qlora")
+"""The smoke study's first three methods: what tests written around full SFT, LoRA and QLoRA submit."""
+
+
+def classic_smoke(folder: Path) -> Path:
+    """``configs/smoke.yaml`` with only its :data:`CLASSIC` methods, written into ``folder`` (JSON is YAML);
+    its paths stay relative to the checkout, where the tests run."""
+    raw = yamlio.parse(SMOKE.read_text(encoding="utf-8"))
+    raw["methods"] = [m for m in raw["methods"] if m["kind"] in CLASSIC]
+    path = Path(folder) / "smoke-classic.yaml"
+    path.write_text(json.dumps(raw, indent=1), encoding="utf-8")
+    return path
 
 
 def new_experiment(overrides: tp.Sequence[str], config: Path = SMOKE) -> tuple[ExperimentConfig, ExperimentDir]:
