@@ -83,7 +83,7 @@ import re
 import typing as tp
 from dataclasses import asdict, dataclass, field
 
-from launch.config import ExperimentConfig, MethodConfig
+from launch.config import ConfigError, ExperimentConfig, MethodConfig
 from launch.memory import ModelShape, lora_params
 from launch.tokencount import SplitTokens, TokenCounts
 
@@ -448,6 +448,9 @@ class JobForecast:
     max_timeouts: int
     n_params: int = 0
     models: int = 1
+    runs: int = 1
+    """Jobs of this forecast the plan runs: a method's cells in a sweep (each one job as forecast here,
+    its own wall time, GPU-hours and cost); 1 otherwise."""
 
     @property
     def flops_per_token(self) -> float:
@@ -478,9 +481,9 @@ class Forecast:
         return [*self.methods, self.evaluation]
 
     def total(self, key: str) -> float | None:
-        """Sum of ``gpu_hours`` or ``cost`` over every job; None when one is unknown."""
+        """Sum of ``gpu_hours`` or ``cost`` over every job (a sweep's cells each); None when one is unknown."""
         values = [getattr(j, key) for j in self.jobs]
-        return None if any(v is None for v in values) else sum(values)
+        return None if any(v is None for v in values) else sum(v * j.runs for v, j in zip(values, self.jobs))
 
     def table(self) -> str:
         """The dry run's text: assumptions line, one row per job, the total, then each warning."""
@@ -667,16 +670,20 @@ def evaluation_forecast(
     gpu_tflops: float | None = None,
     calibration: CalibrationSource | None = None,
     devices: int | None = None,
+    runs: tp.Mapping[str, int] | None = None,
 ) -> JobForecast:
     """The shared evaluation job: every model (the base one too when ``eval.include_base``) scores every question.
 
-    ``devices`` as in :func:`method_forecast`.
+    ``devices`` as in :func:`method_forecast`; ``runs``: method -> its cells in a sweep (:func:`runs_per_method`),
+    each scored as a model of its own.
     """
-    models = len(cfg.methods) + (1 if cfg.eval.include_base else 0)
+    runs = runs or {}
+    models = sum(runs.get(m.name, 1) for m in cfg.methods) + (1 if cfg.eval.include_base else 0)
     flops = models * eval_flops(shape, counts.eval)
     for m in cfg.methods:  # a longer shared prefix: computed once, then attended to by every question's tokens
         prefix = shared_prefix_extra(m, counts)
-        flops += 2.0 * matmul_params(shape) * prefix + attention_flops(shape, prefix) * counts.eval.tokens
+        extra = 2.0 * matmul_params(shape) * prefix + attention_flops(shape, prefix) * counts.eval.tokens
+        flops += runs.get(m.name, 1) * extra
     if cfg.eval.mode == "generate":  # decoding: one forward of one token per new token and question
         flops += models * counts.eval.examples * cfg.eval.max_new_tokens * 2.0 * matmul_params(shape)
     util, factor, source = _util("eval", gpu_type, shape.n_params, calibration)
@@ -704,9 +711,29 @@ def evaluation_forecast(
     return JobForecast(**_timed(job, STARTUP_S, load, factor))
 
 
-def _priced(job: JobForecast, price: float) -> JobForecast:
+def _priced(job: JobForecast, price: float, runs: int = 1) -> JobForecast:
     cost = job.gpu_hours * price if job.gpu_hours is not None and price else None
-    return JobForecast(**{**asdict(job), "cost": cost})
+    return JobForecast(**{**asdict(job), "cost": cost, "runs": runs})
+
+
+def runs_per_method(cfg: ExperimentConfig) -> dict[str, int]:
+    """Method -> the cells its sweep runs it as (1 each without a sweep).
+
+    Each cell is forecast as the method's own settings: a grid over the learning rate or the seed
+    changes no FLOPs; one over ``max_steps`` or ``micro_batch_size`` makes the cells differ from it.
+    """
+    from launch import sweep  # the expansion validates every grid point: read only when there is a sweep
+
+    counts = dict.fromkeys((m.name for m in cfg.methods), 1)
+    if cfg.sweep is None:
+        return counts
+    try:
+        cells = sweep.cells(cfg)
+    except ConfigError:  # the sweep's own problems are reported by the preflight
+        return counts
+    for name in counts:
+        counts[name] = sum(c.method == name for c in cells) or 1
+    return counts
 
 
 def forecast(
@@ -757,14 +784,16 @@ def forecast(
     """
     train_devices, eval_devices = devices if devices is not None else (None, None)
     known = [m for m in cfg.methods if m.kind in KIND_MODELS]
+    runs = runs_per_method(cfg)
     methods = [
         _priced(
             method_forecast(m, cfg, shape, counts, gpu_type, gpu_tflops, calibration, train_devices),
             price_per_gpu_hour,
+            runs[m.name],
         )
         for m in known
     ]
-    evaluation = evaluation_forecast(cfg, shape, counts, gpu_type, gpu_tflops, calibration, eval_devices)
+    evaluation = evaluation_forecast(cfg, shape, counts, gpu_type, gpu_tflops, calibration, eval_devices, runs)
     fc = Forecast(
         gpu_type, price_per_gpu_hour, counts.source, methods, _priced(evaluation, price_per_gpu_hour), device=device
     )
@@ -899,9 +928,13 @@ def format_forecast(fc: Forecast) -> str:
         f"{fc.tokens_source}"
     )
     headers = ["job", "kind", count, "steps", "tokens", "FLOPs", "util", "util source", "wall", hours, "cost"]
+
+    def times(value: float | None, runs: int) -> float | None:
+        return None if value is None else value * runs
+
     rows = [
         [
-            j.name,
+            j.name if j.runs == 1 else f"{j.name} x{j.runs}",
             j.kind,
             str(j.gpus),
             "-" if j.steps is None else f"{j.steps:,}",
@@ -910,8 +943,8 @@ def format_forecast(fc: Forecast) -> str:
             f"{j.utilisation:.2f}",
             j.source,
             duration(j.wall_s),
-            _hours(j.gpu_hours),
-            _money(j.cost, fc.price_per_gpu_hour),
+            _hours(times(j.gpu_hours, j.runs)),
+            _money(times(j.cost, j.runs), fc.price_per_gpu_hour),
         ]
         for j in fc.jobs
     ]
@@ -932,6 +965,12 @@ def format_forecast(fc: Forecast) -> str:
     )
     table = text_table(headers, rows, left=(0, 1, 7))
     notes = [f"warning: {w}" for w in fc.warnings]
+    if any(j.runs > 1 for j in fc.methods):
+        notes.insert(
+            0,
+            f"sweep: a job 'x N' runs as N cells; steps, tokens, FLOPs and wall time are one cell's, {hours} and "
+            "cost all N together",
+        )
     return "\n".join([head, table, *notes])
 
 

@@ -101,11 +101,12 @@ class _Progress:
         if self.tty:
             self._bar(name, p, final)
             return
-        text = p[2] if p else "starting"
+        # A job that ends without a progress record (few-shot loads no model) ends with its outcome alone.
+        text = p[2] if p else ("" if final else "starting")
         due = time.monotonic() - self.last_line.get(name, float("-inf")) >= self.LINE_EVERY_S
         if final or (text != self.last_text.get(name) and (due or name not in self.last_text)):
             self.last_line[name], self.last_text[name] = time.monotonic(), text
-            print(f"[cyberft] {name}: {text}{' ' + final if final else ''}", flush=True)
+            print(f"[cyberft] {name}: {' '.join(t for t in (text, final) if t)}", flush=True)
 
     def _bar(self, name: str, p: tuple[int, int, str] | None, final: str) -> None:
         from tqdm.auto import tqdm

@@ -44,6 +44,15 @@ def test_a_job_that_has_not_started_says_starting_once(tmp_path, capsys):
     ]
 
 
+def test_a_job_that_ends_without_progress_says_starting_once_then_its_outcome(tmp_path, capsys):
+    """A few-shot job loads no model and writes no progress record: its end is its outcome alone."""
+    bars = quiet_progress()
+    read = functools.partial(local.method_progress, ExperimentDir(tmp_path), "few_shot")
+    bars.update("few_shot", read)
+    bars.update("few_shot", read, final="completed")
+    assert capsys.readouterr().out.splitlines() == ["[cyberft] few_shot: starting", "[cyberft] few_shot: completed"]
+
+
 def test_the_evaluation_reports_its_progress(tmp_path, capsys):
     from train.evaluate import ScoringProgress
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from launch import forecast as fc
+from launch import sweep
 from launch.config import ExperimentConfig, LoraSettings, MethodConfig, Resources, from_dict
 from launch.memory import ModelShape
 from launch.tokencount import SplitTokens, TokenCounts
@@ -464,3 +465,23 @@ def test_forecast_modules_work_with_torch_unimportable(tmp_path):
     res = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     assert "full_sft  full_sft     8" in res.stdout
+
+
+def test_a_sweep_forecasts_each_cell_and_totals_them_all():
+    """Each cell is one job as the method forecasts it; the totals count every cell and the evaluation
+    scores each cell as a model of its own."""
+    methods = [{"name": "sft", "kind": "full_sft", "max_steps": 50}, {"name": "lora", "kind": "lora", "max_steps": 50}]
+    plain = fc.forecast(_cfg(methods), LLAMA3_8B, _counts(), "h100", price_per_gpu_hour=2.0)
+    swept_cfg = _cfg(methods)
+    swept_cfg.sweep = sweep.parse({"seeds": [0, 1, 2], "grid": {"methods.lora.learning_rate": [1e-4, 2e-4]}}, [])
+    swept = fc.forecast(swept_cfg, LLAMA3_8B, _counts(), "h100", price_per_gpu_hour=2.0)
+    assert [j.runs for j in swept.methods] == [3, 6] and [j.runs for j in plain.methods] == [1, 1]
+    for one, many in zip(plain.methods, swept.methods):  # a learning rate or a seed changes no FLOPs
+        assert (many.flops, many.wall_s, many.gpu_hours) == (one.flops, one.wall_s, one.gpu_hours)
+    assert (plain.evaluation.models, swept.evaluation.models) == (3, 10)
+    assert swept.evaluation.flops == pytest.approx(plain.evaluation.flops * 10 / 3)
+    by_hand = 3 * swept.methods[0].gpu_hours + 6 * swept.methods[1].gpu_hours + swept.evaluation.gpu_hours
+    assert swept.total("gpu_hours") == pytest.approx(by_hand) and swept.total("cost") == pytest.approx(2 * by_hand)
+    text = swept.table()
+    assert "\nsft x3 " in text and "\nlora x6 " in text and "\nsweep: a job 'x N' runs as N cells" in text
+    assert "sweep:" not in plain.table() and "sft x" not in plain.table()

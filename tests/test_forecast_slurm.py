@@ -13,6 +13,7 @@ import json
 import pytest
 
 from launch import calibration
+from support.experiments import classic_smoke
 from support.slurm_cluster import cluster_or_skip, make_base, stop_all, stop_cluster
 from test_submit_slurm import cyberft, sacct_gpu_hours, submit
 
@@ -32,8 +33,9 @@ def cluster():
 
 def test_a_finished_experiment_calibrates_the_next_forecast(cluster, tmp_path, tiny_model):
     _, env = cluster
+    config = classic_smoke(tmp_path)  # every kind's forecast is checked by tests/test_smoke_e2e.py
     first = [f"methods.{m}.max_steps=20" for m in METHODS]
-    exp, ids, _ = submit(env, tmp_path, tiny_model, *first)
+    exp, ids, _ = submit(env, tmp_path, tiny_model, *first, config=config)
     saved = json.loads((exp / "forecast.json").read_text())
     assert all(job["source"] == "default" for job in saved["methods"].values())
     waited = cyberft(env, "status", str(exp), "--wait", "--interval", "1", timeout=900)
@@ -64,7 +66,7 @@ def test_a_finished_experiment_calibrates_the_next_forecast(cluster, tmp_path, t
     dry = cyberft(
         env,
         "submit",
-        "configs/smoke.yaml",
+        str(config),
         "--profile",
         "dev",
         "--dry-run",

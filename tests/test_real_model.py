@@ -17,6 +17,7 @@ import pytest
 from launch import memory
 from launch.config import DataSource
 from launch.data import load_questions
+from launch.expdir import ExperimentDir
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / ".cache" / "smollm2-135m-instruct"
@@ -86,19 +87,24 @@ def test_the_packaged_gguf_imports_again_to_the_same_model(tmp_path):
     assert str(source).endswith("SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
+STEPPED = ("full_sft", "lora", "qlora", "prompt_tuning", "feature_head", "multi_task")
+"""The real study's methods that take steps (few-shot trains nothing)."""
+
+
 @pytest.mark.slow
 @needs_model
 @needs_data
 def test_shortened_real_study_runs_every_method_and_the_shared_evaluation(tmp_path):
-    """configs/smollm2-cybermetric.yaml as shipped, cut to 2 steps of 2 questions per method and 16
-    held-out questions, through `cyberft run` with stdout a pipe (as in CI or a log file)."""
+    """configs/smollm2-cybermetric.yaml as shipped (every method kind), cut to 2 steps of 2 questions per
+    method that steps and 16 held-out questions, through `cyberft run` with stdout a pipe (as in CI or a
+    log file). Few-shot puts 4 of the 8 training questions before each one."""
     overrides = [
         f"data.train.path={CM500}",
         "data.max_train=8",
         "data.max_eval=16",
         f"output_dir={tmp_path}",
         "tracking.backend=none",
-    ] + [f"methods.{m}.{k}" for m in ("full_sft", "lora", "qlora") for k in ("max_steps=2", "micro_batch_size=2")]
+    ] + [f"methods.{m}.{k}" for m in STEPPED for k in ("max_steps=2", "micro_batch_size=2")]
     t0 = time.perf_counter()
     res = subprocess.run(
         [sys.executable, "-m", "launch.cli", "run", "configs/smollm2-cybermetric.yaml", *overrides],
@@ -111,8 +117,17 @@ def test_shortened_real_study_runs_every_method_and_the_shared_evaluation(tmp_pa
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     (exp,) = tmp_path.iterdir()
     rows = {r["method"]: r for r in json.loads((exp / "summary.json").read_text())["rows"]}
-    assert list(rows) == ["base", "full_sft", "lora", "qlora"]
-    assert all(r["status"] == "completed" for r in rows.values())
+    assert list(rows) == [
+        "base",
+        "full_sft",
+        "lora",
+        "qlora",
+        "few_shot",
+        "prompt_tuning",
+        "feature_head",
+        "multi_task",
+    ]
+    assert all(r["status"] == "completed" for r in rows.values()), rows
     assert len((exp / "eval" / "predictions" / "qlora.jsonl").read_text().splitlines()) == 16
     for name in ("full_sft", "lora", "qlora"):
         metrics = json.loads((exp / "methods" / name / "metrics.json").read_text())
@@ -120,6 +135,9 @@ def test_shortened_real_study_runs_every_method_and_the_shared_evaluation(tmp_pa
         assert metrics["steps"] == 2 and metrics["total_params"] == 134_515_008 + adapters
         assert metrics["trainable_params"] == (adapters or 134_515_008)
     out = res.stdout
-    for name in ("full_sft", "lora", "qlora"):
+    for name in STEPPED:
+        assert json.loads((exp / "methods" / name / "metrics.json").read_text())["steps"] == 2, name
+    assert len(ExperimentDir(exp).method("few_shot").shots_file.read_text().splitlines()) == 4
+    for name in rows.keys() - {"base"}:
         assert out.count(f"[cyberft] {name}: starting") <= 1
     assert "[cyberft] eval: " in out and "completed" in out.split("[cyberft] eval: ")[-1]

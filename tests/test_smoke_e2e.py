@@ -127,19 +127,25 @@ def test_the_run_is_forecast_before_and_checked_after(smoke_run):
     """CPU-hours on CPU threads; the check in summary.json and the printed report; the local site calibrated."""
     exp_dir, out, _ = smoke_run
     assert "[cyberft] cost forecast: cpu, peak 0.085 TFLOP/s per CPU thread" in out
-    assert out.index("[cyberft] cost forecast:") < out.index("[cyberft] training 3 method(s)")
+    assert out.index("[cyberft] cost forecast:") < out.index(f"[cyberft] training {len(METHODS)} method(s)")
     checked = json.loads((exp_dir / "summary.json").read_text())["forecast_vs_actual"]
-    assert checked["hours"] == "CPU-h" and set(checked["methods"]) == {"full_sft", "lora", "qlora"}
-    for cmp in [*checked["methods"].values(), checked["evaluation"]]:
+    assert checked["hours"] == "CPU-h" and set(checked["methods"]) == set(METHODS)
+    # Few-shot's own job computes nothing (its cost is its scoring): no tokens/s to forecast or calibrate.
+    for cmp in [*(checked["methods"][m] for m in TRAINED), checked["evaluation"]]:
         assert all(cmp[k]["error_pct"] is not None for k in ("gpu_hours", "wall_s", "tokens_per_s")), cmp
-    assert len(checked["calibration"]["recorded"]) == 4 and checked["calibration"]["error"] is None
+    recorded = [r.split("/")[-1] for r in checked["calibration"]["recorded"]]
+    assert recorded == [*TRAINED, "eval"] and checked["calibration"]["error"] is None
     assert "forecast against actual" in out[out.index("method ") :]
 
 
 def test_wandb_offline_runs_hold_the_comparison_and_every_method(smoke_run):
     exp_dir, _, _ = smoke_run
-    runs = {r.job_type + ":" + r.name: r for r in map(read_run, find_runs(exp_dir / "wandb"))}
-    assert set(runs) == {*(f"train:{m}" for m in METHODS), "eval:eval"}
+    every = list(map(read_run, find_runs(exp_dir / "wandb")))
+    # Offline, the evaluation's scores for each method's own run are a second directory with the run's id.
+    scored = {r.name: r for r in every if "eval/accuracy" in r.summary}
+    runs = {r.job_type + ":" + r.name: r for r in every if r.name not in scored or r is not scored[r.name]}
+    assert set(runs) == {*(f"train:{m}" for m in METHODS), "eval:eval"} and set(scored) == set(METHODS)
+    assert all(scored[m].run_id == runs[f"train:{m}"].run_id for m in METHODS)
     assert {r.group for r in runs.values()} == {exp_dir.name}
     for name in TRAINED:
         run = runs[f"train:{name}"]
@@ -159,6 +165,7 @@ def test_wandb_offline_runs_hold_the_comparison_and_every_method(smoke_run):
     }
     summary = {r["method"]: r["accuracy"] for r in json.loads((exp_dir / "summary.json").read_text())["rows"]}
     assert acc == pytest.approx(summary)
+    assert {m: scored[m].summary["eval/accuracy"] for m in METHODS} == pytest.approx({m: summary[m] for m in METHODS})
 
 
 def test_no_secret_reaches_any_file(smoke_run):

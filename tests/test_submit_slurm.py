@@ -57,12 +57,14 @@ def cyberft(env: dict, *argv: str, timeout: float = 120) -> subprocess.Completed
     )
 
 
-def submit(env: dict, tmp_path: Path, tiny_model: Path, *overrides: str) -> tuple[Path, dict[str, str], float]:
+def submit(
+    env: dict, tmp_path: Path, tiny_model: Path, *overrides: str, config: str | Path = "configs/smoke.yaml"
+) -> tuple[Path, dict[str, str], float]:
     t0 = time.perf_counter()
     res = cyberft(
         env,
         "submit",
-        "configs/smoke.yaml",
+        str(config),
         "--profile",
         "dev",
         f"model.name_or_path={tiny_model}",

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from support.experiments import classic_smoke
 from support.slurm_cluster import cluster_or_skip, make_base, run, stop_all, stop_cluster
 from test_submit_slurm import cyberft, sacct_gpu_hours, scan_for_canaries
 
@@ -64,7 +65,7 @@ def test_three_methods_three_seeds_two_learning_rates(cluster, tmp_path, tiny_mo
     sweep = ["sweep.seeds=[0, 1, 2]", "sweep.max_parallel=2"]
     for m in METHODS:
         sweep += [f"methods.{m}.max_steps=5", f"sweep.grid.methods.{m}.learning_rate=[1.0e-3, 3.0e-3]"]
-    exp, out = submit(env, tmp_path, tiny_model, *sweep)
+    exp, out = submit(env, tmp_path, tiny_model, *sweep, config=classic_smoke(tmp_path))
     assert "submitted 19 job(s) in 4 sbatch call(s)" in out, out
     jobs = manifest_jobs(exp)
     arrays = {m: {jobs[f"{m}[{i}]"]["job_id"].split("_")[0] for i in range(6)} for m in METHODS}
@@ -122,10 +123,12 @@ def test_requeue_cancel_and_resume_address_one_cell(cluster, tmp_path, tiny_mode
     ids = {name: rec["job_id"] for name, rec in manifest_jobs(exp).items()}
     assert set(ids) == {"lora[0]", "lora[1]", "lora[2]", "eval"}, ids
 
-    _wait_for_checkpoint(exp, "lora/cells/1")
-    run(["scontrol", "requeue", ids["lora[1]"]], env)  # Slurm kills the task and starts it again
+    # Cell 0 first: Slurm starts an array's tasks in index order, and on a node with room for one task at
+    # a time cell 1 only starts once cell 0 has ended, so cell 0 must be caught while it runs.
     _wait_for_checkpoint(exp, "lora/cells/0")
     assert cyberft(env, "cancel", str(exp), "lora[0]").returncode == 0
+    _wait_for_checkpoint(exp, "lora/cells/1")
+    run(["scontrol", "requeue", ids["lora[1]"]], env)  # Slurm kills the task and starts it again
 
     wait(env, exp, 1)
     result = summary(exp)
