@@ -53,6 +53,11 @@ CPU_TFLOPS_PER_THREAD = 0.085
 machine (a 2048^3 fp32 matmul on both cores ran at 164-176 GFLOP/s, README "Performance"). Other CPUs
 differ by several times; the first calibrated run corrects it."""
 
+LOCAL_STARTUP_S = 8.0
+"""Seconds a local job takes before its first step, apart from reading the weights: a new Python
+process importing torch and transformers, no scheduler, no CUDA or NCCL start. Measured on the 2-core
+development machine: 6-8 s of each smoke job's wall time outside its steps (README "The cost forecast")."""
+
 CPU_PROCESS_GB = 0.65
 """Resident memory (GiB) of a training process on the CPU before its model counts: the interpreter,
 torch, transformers, peft, accelerate and the tokenised data. A smoke run's tiny model (0.85M
@@ -75,6 +80,9 @@ class Site:
     devices: tuple[int, int] | None = None
     """(devices of a training job, of the evaluation) when not the config's GPUs: a local run."""
     device: str = "GPU"
+    startup_s: float | None = None
+    """Seconds a job attempt takes before its first step (the profile's ``job_startup_s``); None: the
+    forecast's GPU-site assumption (:data:`launch.forecast.STARTUP_S`)."""
 
     @classmethod
     def from_profile(cls, profile: SlurmProfile, ref: str | os.PathLike) -> Site:
@@ -86,6 +94,7 @@ class Site:
             profile.price_per_gpu_hour,
             profile.max_time_min,
             calibration.calibration_path(ref).absolute(),
+            startup_s=profile.job_startup_s,
         )
 
     @classmethod
@@ -97,10 +106,20 @@ class Site:
         """
         path = calibration.local_calibration_path().absolute()
         if gpu_name:
-            return cls(LOCAL, gpu_name, None, 0.0, None, path, devices=(1, 1))
+            return cls(LOCAL, gpu_name, None, 0.0, None, path, devices=(1, 1), startup_s=LOCAL_STARTUP_S)
         cores = max(1, os.cpu_count() or 1)
         threads = (cfg.local.threads_per_job, cores)
-        return cls(LOCAL, "cpu", CPU_TFLOPS_PER_THREAD, 0.0, None, path, devices=threads, device="CPU thread")
+        return cls(
+            LOCAL,
+            "cpu",
+            CPU_TFLOPS_PER_THREAD,
+            0.0,
+            None,
+            path,
+            devices=threads,
+            device="CPU thread",
+            startup_s=LOCAL_STARTUP_S,
+        )
 
 
 def local_gpu_name() -> str:
@@ -205,6 +224,7 @@ def plan(cfg: ExperimentConfig, split: tp.Any, site: Site, mode: str = "auto") -
         cal,
         site.devices,
         site.device,
+        site.startup_s,
     )
     planned.memory_gb = memory_estimates(view, shape)
     if cal is not None:

@@ -304,7 +304,8 @@ def kind_model(kind: str) -> KindModel:
 STARTUP_S = 60.0
 """Per attempt of a job, before its first step apart from reading the weights: Python imports
 from shared storage, CUDA and NCCL initialisation, DeepSpeed's engine, tokenising the data. An
-assumption (no GPU run has measured it yet); the calibration replaces it with what a site measures."""
+assumption for a GPU site (no GPU run has measured it yet); a profile's ``job_startup_s`` replaces it,
+and the calibration scales it by what the site measures."""
 
 READ_GB_PER_S = 1.0
 """GB/s one job reads the weights at from shared storage (an assumption: parallel file systems
@@ -581,6 +582,7 @@ def method_forecast(
     gpu_tflops: float | None = None,
     calibration: CalibrationSource | None = None,
     devices: int | None = None,
+    startup_s: float = STARTUP_S,
 ) -> JobForecast:
     """The forecast of one training method (no price: :func:`forecast` adds it).
 
@@ -621,7 +623,7 @@ def method_forecast(
     load = _weights_bytes(shape, cfg.model.dtype, method.precision) / (READ_GB_PER_S * GB)
     if method.kind == "few_shot":  # the tokenizer only
         load = 0.0
-    return JobForecast(**_timed(job, STARTUP_S + load, (saves + final) / write, factor))
+    return JobForecast(**_timed(job, startup_s + load, (saves + final) / write, factor))
 
 
 def _train_work(method: MethodConfig, counts: TokenCounts) -> tuple[int, float, float, float]:
@@ -671,6 +673,7 @@ def evaluation_forecast(
     calibration: CalibrationSource | None = None,
     devices: int | None = None,
     runs: tp.Mapping[str, int] | None = None,
+    startup_s: float = STARTUP_S,
 ) -> JobForecast:
     """The shared evaluation job: every model (the base one too when ``eval.include_base``) scores every question.
 
@@ -708,7 +711,7 @@ def evaluation_forecast(
         cost=None,
     )
     load = models * _weights_bytes(shape, cfg.model.dtype, "auto") / (READ_GB_PER_S * GB)
-    return JobForecast(**_timed(job, STARTUP_S, load, factor))
+    return JobForecast(**_timed(job, startup_s, load, factor))
 
 
 def _priced(job: JobForecast, price: float, runs: int = 1) -> JobForecast:
@@ -747,6 +750,7 @@ def forecast(
     calibration: CalibrationSource | None = None,
     devices: tuple[int, int] | None = None,
     device: str = "GPU",
+    startup_s: float | None = None,
 ) -> Forecast:
     """The cost forecast of every method and of the evaluation.
 
@@ -774,6 +778,9 @@ def forecast(
         on the CPU gives its threads (``gpu_tflops`` then is one thread's peak), so the hours are CPU-hours.
     device:
         What one device is, for the table's words (``GPU``, ``CPU thread``).
+    startup_s:
+        Seconds each job attempt takes before its first step, apart from reading the weights (the
+        profile's ``job_startup_s``); None: :data:`STARTUP_S`.
 
     Returns
     -------
@@ -785,15 +792,16 @@ def forecast(
     train_devices, eval_devices = devices if devices is not None else (None, None)
     known = [m for m in cfg.methods if m.kind in KIND_MODELS]
     runs = runs_per_method(cfg)
+    startup = STARTUP_S if startup_s is None else startup_s
     methods = [
         _priced(
-            method_forecast(m, cfg, shape, counts, gpu_type, gpu_tflops, calibration, train_devices),
+            method_forecast(m, cfg, shape, counts, gpu_type, gpu_tflops, calibration, train_devices, startup),
             price_per_gpu_hour,
             runs[m.name],
         )
         for m in known
     ]
-    evaluation = evaluation_forecast(cfg, shape, counts, gpu_type, gpu_tflops, calibration, eval_devices, runs)
+    evaluation = evaluation_forecast(cfg, shape, counts, gpu_type, gpu_tflops, calibration, eval_devices, runs, startup)
     fc = Forecast(
         gpu_type, price_per_gpu_hour, counts.source, methods, _priced(evaluation, price_per_gpu_hour), device=device
     )

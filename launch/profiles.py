@@ -183,6 +183,12 @@ class SlurmProfile:
     price_per_gpu_hour: tp.Annotated[float, Range(0, 10**6, "0 or more")] = 0.0
     """Price of one GPU-hour in your currency, for cost estimates; 0 when free."""
 
+    job_startup_s: tp.Annotated[float, Range(0, 3600, "from 0 to 3600 (seconds), or null")] | None = None
+    """Seconds a job takes at this site from its start to its first step, apart from reading the
+    weights (module loads, a container's start, imports from shared storage, CUDA and NCCL
+    initialisation), for the cost forecast; null: 60, an assumption for a GPU site. Its calibration
+    scales whatever is given by what the site measures."""
+
     gpu_tflops: tp.Annotated[float, Range(0, 10**5, "more than 0 (TFLOP/s), or null", lo_open=True)] | None = None
     """Peak dense TFLOP/s of one GPU at the precision the methods train in, for the cost forecast
     (``launch/forecast.py``); null: the data sheet's figure for ``gpu_type`` (a100, h100, h200, l40s,

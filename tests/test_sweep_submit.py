@@ -27,17 +27,15 @@ def fake_slurm(tmp_path, monkeypatch):
     return install_fake_slurm(tmp_path, monkeypatch)
 
 
+def _argv(tmp_path: Path, tiny_model: Path) -> list[str]:
+    """``cyberft submit`` of the smoke study's full_sft, lora and qlora to the dev profile, into ``tmp_path/runs``."""
+    config = str(classic_smoke(tmp_path))
+    return ["submit", config, "--profile", "dev", f"model.name_or_path={tiny_model}", f"output_dir={tmp_path / 'runs'}"]
+
+
 def _submit(tmp_path: Path, tiny_model: Path, *overrides: str) -> ExperimentDir:
     out = tmp_path / "runs"
-    argv = [
-        "submit",
-        str(classic_smoke(tmp_path)),
-        "--profile",
-        "dev",
-        f"model.name_or_path={tiny_model}",
-        f"output_dir={out}",
-    ]
-    assert cli.main([*argv, *overrides]) == 0
+    assert cli.main([*_argv(tmp_path, tiny_model), *overrides]) == 0
     (exp,) = out.iterdir()
     return ExperimentDir(exp)
 
@@ -144,15 +142,7 @@ def cli_output(argv: list[str]) -> tuple[int, str, str]:
 
 def test_a_bad_sweep_is_refused_before_anything_is_submitted(fake_slurm, tmp_path, tiny_model, capsys):
     out = tmp_path / "runs"
-    argv = [
-        "submit",
-        str(classic_smoke(tmp_path)),
-        "--profile",
-        "dev",
-        f"model.name_or_path={tiny_model}",
-        f"output_dir={out}",
-    ]
-    rc = cli.main([*argv, "sweep.grid.methods.lora.lerning_rate=[1e-3]", "sweep.seeds=[1, 1]"])
+    rc = cli.main([*_argv(tmp_path, tiny_model), "sweep.grid.methods.lora.lerning_rate=[1e-3]", "sweep.seeds=[1, 1]"])
     err = capsys.readouterr().err
     assert rc == 2
     assert "sweep.grid.methods.lora.lerning_rate: no field 'lerning_rate' in MethodConfig -> did you mean" in err
