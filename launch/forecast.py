@@ -725,18 +725,16 @@ def runs_per_method(cfg: ExperimentConfig) -> dict[str, int]:
     Each cell is forecast as the method's own settings: a grid over the learning rate or the seed
     changes no FLOPs; one over ``max_steps`` or ``micro_batch_size`` makes the cells differ from it.
     """
-    from launch import sweep  # the expansion validates every grid point: read only when there is a sweep
-
     counts = dict.fromkeys((m.name for m in cfg.methods), 1)
     if cfg.sweep is None:
         return counts
+    from launch import sweep  # the expansion validates every grid point: read only when there is a sweep
+
     try:
-        cells = sweep.cells(cfg)
+        per_method = sweep.arrays(sweep.cells(cfg))
     except ConfigError:  # the sweep's own problems are reported by the preflight
         return counts
-    for name in counts:
-        counts[name] = sum(c.method == name for c in cells) or 1
-    return counts
+    return {**counts, **{name: len(cells) for name, cells in per_method.items()}}
 
 
 def forecast(
