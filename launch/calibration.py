@@ -56,6 +56,7 @@ Example
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import math
@@ -65,6 +66,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from launch import REPO_ROOT, forecast, profiles
+from launch.expdir import CPU_BF16_MIN_PARAMS
 from launch.forecast import Calibrated, duration, quantity, size_bucket, text_table
 from launch.fsio import atomic_write_text
 from launch.redact import token_kind
@@ -106,8 +108,13 @@ FIELDS = (
     "overhead_s",
     "modelled_overhead_s",
     "overhead_factor",
+    "precision",
 )
-"""Every key of a record, and no other."""
+"""Every key of a record, and no other. ``precision`` (what a training job computed in: ``fp32``, ``bf16``,
+``fp16``; null when unknown) came later: a record without it is a CPU run's ``fp32`` (CPU jobs trained in
+nothing else before) and a GPU run's unknown (it matches every precision)."""
+
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 NAME_LIMIT = 120
 WRITE_ATTEMPTS = 5
@@ -159,6 +166,7 @@ def measure_job(
     gpu_type: str,
     gpus: int | None = None,
     recorded_at: str | None = None,
+    precision: str | None = None,
 ) -> dict | None:
     """A record from one job's forecast and what it measured.
 
@@ -179,6 +187,8 @@ def measure_job(
         The experiment's directory name (``EXP.name``).
     gpus:
         GPUs the job held (sacct's), else the forecast's.
+    precision:
+        What the job computed in (``metrics.json``'s ``precision``); None when not recorded.
 
     Returns
     -------
@@ -215,6 +225,7 @@ def measure_job(
         "overhead_s": overhead,
         "modelled_overhead_s": modelled,
         "overhead_factor": overhead / modelled if modelled else None,
+        "precision": precision,
     }
     problem = record_problem(record)
     if problem:
@@ -250,6 +261,7 @@ def measure_method(
         gpu_type,
         (account or {}).get("gpus"),
         recorded_at,
+        metrics.get("precision"),
     )
 
 
@@ -274,7 +286,43 @@ def record_problem(record: tp.Any) -> str | None:
     for key in ("id", "gpu_type", "size"):
         if not isinstance(record.get(key), str) or not record[key]:
             return f"{key}: {record.get(key)!r} is not a name"
+    if record.get("precision") not in (None, *PRECISIONS):
+        return f"precision: {record.get('precision')!r} -> one of {', '.join(PRECISIONS)} or null"
     return None
+
+
+def cpu_bf16_units(cpuinfo: str | None = None) -> bool:
+    """Whether this machine's CPU has bf16 matrix units (``amx_bf16`` or ``avx512_bf16`` among the flags of
+    ``/proc/cpuinfo``): the login side's reading of what ``train.runtime.cpu_bf16_native`` asks torch."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        except OSError:  # not Linux: no units known
+            return False
+    flags = {f for line in cpuinfo.splitlines() if line.startswith("flags") for f in line.split(":", 1)[-1].split()}
+    return bool(flags & {"amx_bf16", "avx512_bf16"})
+
+
+def expected_precision(precision: str, gpu_type: str, n_params: int, deepspeed: bool = False) -> str | None:
+    """What a job with config ``precision`` will compute in, as ``train.runtime.decide_precision`` decides it;
+    None when that cannot be told here (``auto`` on a GPU type the table does not know).
+
+    An explicit value is used as asked or refused, never swapped. ``auto``: on a GPU, bf16 where the table
+    says it is native; on a CPU (``gpu_type`` ``cpu``: a local run, this machine's flags), bf16 with bf16
+    units, without DeepSpeed and from :data:`launch.expdir.CPU_BF16_MIN_PARAMS` parameters, else fp32.
+    """
+    if precision != "auto":
+        return precision
+    if gpu_key(gpu_type) == "cpu":
+        big = n_params >= CPU_BF16_MIN_PARAMS
+        return "bf16" if big and not deepspeed and cpu_bf16_units() else "fp32"
+    entry = forecast.gpu_entry(gpu_type)
+    return None if entry is None else ("bf16" if entry[2] else "fp32")
+
+
+def _ran_in(record: dict) -> str | None:
+    """A record's precision; one written before records kept it: fp32 on a CPU, unknown (None) on a GPU."""
+    return record.get("precision") or ("fp32" if record["gpu_type"] == "cpu" else None)
 
 
 @dataclass
@@ -285,11 +333,27 @@ class Calibration:
     records: list[dict] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     """``line N: why`` for each line left out (kept in the file as it is)."""
+    precision: str | None = None
+    """The config precision lookups are for (:meth:`keyed`); None: runs of any precision."""
+    deepspeed: bool = False
+
+    def keyed(self, precision: str, deepspeed: bool = False) -> Calibration:
+        """This calibration for a method of config ``precision``: bf16 runs never calibrate an fp32 forecast."""
+        return dataclasses.replace(self, precision=precision, deepspeed=deepspeed)
 
     def matching(self, kind: str, gpu_type: str, n_params: int) -> list[dict]:
-        """Records of ``kind`` on ``gpu_type`` for a model of the same size bucket as ``n_params``."""
+        """Records of ``kind`` on ``gpu_type`` for a model of the same size bucket as ``n_params`` (and, when
+        :meth:`keyed`, that computed in the precision the job will: :func:`expected_precision`)."""
         gpu, size = gpu_key(gpu_type), size_bucket(n_params)
-        return [r for r in self.records if r["kind"] == kind and r["gpu_type"] == gpu and r["size"] == size]
+        want = expected_precision(self.precision, gpu_type, n_params, self.deepspeed) if self.precision else None
+        return [
+            r
+            for r in self.records
+            if r["kind"] == kind
+            and r["gpu_type"] == gpu
+            and r["size"] == size
+            and (want is None or _ran_in(r) in (None, want))
+        ]
 
     def lookup(self, kind: str, gpu_type: str, n_params: int) -> Calibrated | None:
         """What the forecast uses (:class:`launch.forecast.CalibrationSource`); None without matching runs."""

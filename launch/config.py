@@ -102,6 +102,14 @@ class DataSource:
     split: str = "train"
     """Split to read for Hugging Face datasets (ignored for files)."""
 
+    examples: tp.Annotated[int, Range(1, BIG, "a positive number of records, or null")] | None = None
+    """How many records the source holds, so that the cost forecast can be made before the data is on this
+    machine (``cyberft submit --dry-run`` before the file is fetched; ``data.train.examples=10000`` as an
+    override does the same). The split is then planned from this count as ``eval_fraction``, ``max_train``
+    and ``max_eval`` would make it (no duplicates assumed), each question as long as the bundled sample's
+    on average, and the forecast says its tokens were estimated so. Once the data is read, its own count
+    is used (and a different one noted). null: no forecast without the data."""
+
 
 @dataclass
 class DataConfig:
@@ -360,7 +368,9 @@ class MethodConfig:
     """Gradient clipping norm; 0 disables clipping."""
 
     precision: tp.Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    """Training precision. ``auto``: bf16 on GPUs that support it, fp32 on CPU."""
+    """Training precision. ``auto``: bf16 on GPUs with native bf16; on a CPU, bf16 with AMX-BF16 or AVX512-BF16
+    for models of 100M parameters or more, else fp32. An explicit value is used as asked or the job is refused
+    (bf16 on a CPU without those units, fp16 on any CPU), never swapped."""
 
     gradient_checkpointing: bool = False
     """Recompute activations in backward to save memory (slower)."""
@@ -468,6 +478,12 @@ class SweepConfig:
     experiment's own ``seed`` only. The data split (``data.seed``) stays the same for every cell, so
     all cells are scored on the same questions."""
 
+    seeded: list[str] | None = None
+    """The methods that run once per seed of ``seeds``; null: every method. The others run once, with
+    the experiment's ``seed`` (their rows show n = 1, and their comparisons pair that one run with
+    every seed of the other side). For studies whose budget gives seeds to the cheap methods only:
+    ``seeded: [lora, qlora]``."""
+
     grid: dict[str, tp.Any] = field(default_factory=dict)
     """Values to try, per method field: ``methods.<method>.<field>: [value, ...]``, e.g.
     ``methods.lora.learning_rate: [1.0e-4, 2.0e-4]`` or ``methods.lora.lora.r: [8, 16]``. Each value is
@@ -571,6 +587,14 @@ def apply_overrides(raw: dict, overrides: tp.Sequence[str], problems: list[str])
             problems.append(f"override {short(item)}: expected key=value -> e.g. methods.lora.learning_rate=1e-4")
             continue
         key, text = item.split("=", 1)
+        if not key.strip() or "" in key.strip().split("."):
+            if not key.strip():
+                what, fix = "no key before '='", "write the dotted field name, then '=' and the value"
+            else:
+                what = f"key {short(key)} has an empty part (two dots in a row, or one at an end)"
+                fix = "one dot between names"
+            problems.append(f"override {short(item)}: {what} -> {fix}, e.g. methods.lora.learning_rate=1e-3")
+            continue
         value = _parse_value(text, key, problems)
         if value is not _UNUSABLE:
             _set(raw, key, value, problems)
@@ -653,6 +677,11 @@ def validate(cfg: ExperimentConfig, problems: list[str]) -> None:
     for src, where in ((cfg.data.train, "data.train"), (cfg.data.eval, "data.eval")):
         if src is not None and not src.path:
             problems.append(f"{where}.path: empty -> give a CyberMetric JSON, a JSONL file or a dataset directory")
+    if cfg.data.eval is None and cfg.data.train.examples == 1:
+        problems.append(
+            "data.train.examples: 1 -> at least 2: with data.eval null the records are split into training "
+            "and evaluation questions (or give data.eval)"
+        )
     if not cfg.methods:
         problems.append(f"methods: empty -> list at least one method (kind: {' | '.join(METHOD_KINDS)})")
     seen: set[str] = set()
@@ -825,9 +854,17 @@ def to_dict(cfg: tp.Any) -> dict:
     """The config as plain data (for YAML/JSON).
 
     A method's section of another kind that holds only defaults is left out: it changes nothing,
-    reads back equal, and a config written before that kind existed keeps its text and hash.
+    reads back equal, and a config written before that kind existed keeps its text and hash. So is a
+    data source's ``examples`` when null, and the sweep's ``seeded``, for the same reason.
     """
     data = dataclasses.asdict(cfg)
+    sources = [data["data"]["train"], data["data"]["eval"]] if isinstance(cfg, ExperimentConfig) else []
+    for source in sources:
+        if isinstance(source, dict) and source.get("examples", 0) is None:
+            del source["examples"]
+    sweep = data.get("sweep") if isinstance(cfg, ExperimentConfig) else None
+    if isinstance(sweep, dict) and sweep.get("seeded", 0) is None:
+        del sweep["seeded"]
     for method in data.get("methods", []) if isinstance(cfg, ExperimentConfig) else []:
         for section in KIND_SECTIONS:
             if method["kind"] != section and method[section] == _DEFAULT_SECTIONS[section]:

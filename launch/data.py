@@ -591,6 +591,11 @@ def letter_counts(questions: tp.Iterable[Question]) -> dict[str, int]:
     return {k: counts.get(k, 0) for k in LETTERS}
 
 
+def eval_size(n: int, eval_fraction: float) -> int:
+    """Questions :func:`split_questions` holds out of ``n >= 2``: ``round(n * eval_fraction)`` in ``[1, n - 1]``."""
+    return min(max(round(n * eval_fraction), 1), n - 1)
+
+
 def split_questions(
     questions: tp.Sequence[Question], eval_fraction: float, seed: int
 ) -> tuple[list[Question], list[Question]]:
@@ -610,7 +615,7 @@ def split_questions(
     n = len(questions)
     if n < 2:
         raise ValueError(f"cannot split {n} question(s) into train and eval -> need at least 2")
-    n_eval = min(max(round(n * eval_fraction), 1), n - 1)
+    n_eval = eval_size(n, eval_fraction)
     order = list(range(n))
     random.Random(seed).shuffle(order)
     held = set(order[:n_eval])
@@ -766,6 +771,52 @@ def plan_splits(cfg: DataConfig, progress: bool = False) -> Split:
     train = _take(train, cfg.max_train, cfg.seed, "max_train")
     eval_ = _take(eval_, cfg.max_eval, cfg.seed, "max_eval")
     return Split(train, eval_, overlap, repeats, n_train_all, n_eval_all)
+
+
+def declared_sizes(cfg: DataConfig) -> tuple[tuple[int, int] | None, str]:
+    """The (training, evaluation) sizes the split would have, from the record counts the config declares.
+
+    For the cost forecast before the data is on this machine (``DataSource.examples``): the split
+    :func:`plan_splits` would make of that many records, caps included, no duplicates assumed. Returns
+    ``(sizes, what they were planned from)``, or ``(None, why not, with the fix)``.
+    """
+    n_train = cfg.train.examples
+    if n_train is None:
+        return None, (
+            "data.train.examples: not given -> to forecast without the data, give the file's record count, "
+            "e.g. data.train.examples=10000"
+        )
+    if cfg.eval is None:
+        if n_train < 2:
+            return None, "data.train.examples: 1 -> at least 2 (the records are split into train and eval)"
+        n_eval = eval_size(n_train, cfg.eval_fraction)
+        n_train -= n_eval
+        planned = f"data.train.examples: {cfg.train.examples:,}, eval_fraction {cfg.eval_fraction:g}"
+    elif cfg.eval.examples is None:
+        return None, (
+            "data.eval.examples: not given -> to forecast without the data, give the record count of both "
+            "data.train and data.eval"
+        )
+    else:
+        n_eval = cfg.eval.examples
+        planned = f"data.train.examples: {n_train:,}, data.eval.examples: {n_eval:,}"
+    train, eval_ = min(n_train, cfg.max_train or n_train), min(n_eval, cfg.max_eval or n_eval)
+    caps = [f"{name} {cap:,}" for name, cap in (("max_train", cfg.max_train), ("max_eval", cfg.max_eval)) if cap]
+    return (train, eval_), planned + "".join(f", {c}" for c in caps)
+
+
+def declared_size_notes(cfg: DataConfig, split: Split) -> list[str]:
+    """A note for each source whose declared ``examples`` differs from the records it was read with."""
+    train_records = split.n_train_all + split.overlap + split.repeats
+    counts = [("data.train", cfg.train, train_records + (split.n_eval_all if cfg.eval is None else 0))]
+    if cfg.eval is not None:
+        counts.append(("data.eval", cfg.eval, split.n_eval_all))
+    return [
+        f"{where}.examples: {src.examples:,}, but {short(src.path)} holds {records:,} records; the forecast "
+        f"counted the data -> set {where}.examples: {records} (or null)"
+        for where, src, records in counts
+        if src.examples is not None and src.examples != records
+    ]
 
 
 def plan_aux(methods: tp.Sequence[MethodConfig], eval_: tp.Sequence[Question]) -> dict[str, dict[str, AuxQuestions]]:

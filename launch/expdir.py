@@ -209,6 +209,14 @@ class Manifest:
         return cls(**known)
 
 
+CPU_BF16_MIN_PARAMS = 100_000_000
+"""``precision: auto`` computes in bf16 on a CPU with bf16 matrix units only for models of this many parameters
+or more; both sides read it (``train.runtime.decide_precision``, ``train.evaluate.eval_dtype``, and the
+calibration's keying, ``launch.calibration.expected_precision``). The measured gain is for a 0.5B model
+(LoRA step 1.9x fp32, scoring forward 2.9x under autocast and 3.75x in bf16 weights, issue 27); below
+~100M parameters (hidden size 512 or less) the matrix products are too small for AMX tiles to pay for
+autocast's casts of every weight and activation, and the smoke models (0.85M) stay fp32 as before."""
+
 _FAILURE_FIELDS = ("method", "kind", "status", "error", "started_at", "ended_at")
 _GPU_FIELDS = ("gpu_name", "gpu_capability", "bf16_native")
 
@@ -234,6 +242,13 @@ class TrainMetrics:
     gpu_name: str | None = None
     gpu_capability: str | None = None
     bf16_native: bool | None = None
+    precision: str | None = None
+    """What the job computed in: ``fp32``, or ``bf16``/``fp16`` under autocast (``auto`` resolved; an explicit
+    value is used as asked or the job is refused, never swapped: ``train.runtime.decide_precision``)."""
+    precision_reason: str | None = None
+    """Why: ``as asked``, or what decided ``auto`` (native bf16, the CPU flags seen, the model's size)."""
+    cpu_flags: dict[str, bool] | None = None
+    """On a CPU: the bf16 features torch saw (``amx_bf16``, ``avx512_bf16``, ``mkldnn_bf16``)."""
     phases_s: dict[str, float] = field(default_factory=dict)
     wall_s: float | None = None
     train_tokens: int | None = None
@@ -265,7 +280,7 @@ class TrainMetrics:
         data = dataclasses.asdict(self)
         if not self.completed:
             return {k: data[k] for k in _FAILURE_FIELDS}
-        optional = (*_GPU_FIELDS, "task_losses", "task_examples")
+        optional = (*_GPU_FIELDS, "cpu_flags", "task_losses", "task_examples")
         return {k: v for k, v in data.items() if k != "error" and not (k in optional and v is None)}
 
     @classmethod
@@ -317,6 +332,8 @@ class EvalResult:
     load_s: float | None = None
     eval_s: float | None = None
     questions_per_s: float | None = None
+    precision: str | None = None
+    """The dtype the model was scored in (``bf16``, ``fp32``...; None in results written before it was kept)."""
 
     @classmethod
     def from_counts(
@@ -330,6 +347,7 @@ class EvalResult:
         ties: int | None = None,
         load_s: float = 0.0,
         eval_s: float = 0.0,
+        precision: str | None = None,
     ) -> EvalResult:
         """The result of ``correct`` right answers out of ``n``: accuracy and interval computed here."""
         from launch.stats import wilson_interval
@@ -347,10 +365,12 @@ class EvalResult:
             round(load_s, 3),
             round(eval_s, 3),
             round(n / eval_s, 1) if eval_s else None,
+            precision,
         )
 
     def to_dict(self) -> dict[str, tp.Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        return data if self.precision is not None else {k: v for k, v in data.items() if k != "precision"}
 
     @classmethod
     def from_dict(cls, raw: tp.Mapping[str, tp.Any]) -> EvalResult:

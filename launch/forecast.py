@@ -531,11 +531,19 @@ def _attempts(work_s: float, per_attempt_s: float, time_limit_s: float) -> int |
 
 
 def _util(
-    kind: str, gpu_type: str, n_params: int, calibration: CalibrationSource | None, default_as: str = ""
+    kind: str,
+    gpu_type: str,
+    n_params: int,
+    calibration: CalibrationSource | None,
+    default_as: str = "",
+    method: MethodConfig | None = None,
 ) -> tuple[float, float, str]:
     """(utilisation, overhead factor, source) from the calibration when it has runs of ``kind``, else the
     defaults of ``default_as or kind`` (``multi_task`` gives what it adapts; a kind's
-    :attr:`KindModel.utilisation_as` applies from there)."""
+    :attr:`KindModel.utilisation_as` applies from there). A calibration that can be keyed on ``method``'s
+    precision (:meth:`launch.calibration.Calibration.keyed`) is: bf16 runs never calibrate fp32 ones."""
+    if method is not None and hasattr(calibration, "keyed"):
+        calibration = calibration.keyed(method.precision, bool(method.deepspeed))
     found = calibration.lookup(kind, gpu_type, n_params) if calibration is not None else None
     if found is not None and found.runs > 0:
         return found.utilisation, found.overhead_factor, f"calibrated from {found.runs} run{'s' * (found.runs != 1)}"
@@ -597,7 +605,7 @@ def method_forecast(
     steps, tokens, logits, context = _train_work(method, counts)
     adapters = model.adapters(shape, method)
     flops = train_flops(shape, method.adapts, context, adapters, method.gradient_checkpointing).total(tokens, logits)
-    util, factor, source = _util(method.kind, gpu_type, shape.n_params, calibration, default_as=method.adapts)
+    util, factor, source = _util(method.kind, gpu_type, shape.n_params, calibration, method.adapts, method)
     gpus = devices if devices is not None else method.resources.nodes * method.resources.gpus_per_node
     peak = peak_tflops(gpu_type, method.precision, gpu_tflops)
     compute = _compute_s(flops, peak, util, gpus)

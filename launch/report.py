@@ -100,9 +100,9 @@ def _eval_fields(result: dict | None) -> Row:
     else:
         ci95 = None
     out: Row = {"accuracy": acc, "ci95": ci95, "n": n, "correct": correct}
-    for key in ("parse_failures", "mode", "eval_s", "error"):
+    for key in ("parse_failures", "mode", "eval_s", "error", "precision"):
         if key in result:
-            out["eval_" + key if key == "error" else key] = result[key]
+            out["eval_" + key if key in ("error", "precision") else key] = result[key]
     return out
 
 
@@ -120,6 +120,8 @@ def _train_fields(metrics: dict, price_per_gpu_hour: float | None) -> Row:
         "trainable_params": _int(metrics.get("trainable_params")),
         "cost_source": metrics.get("cost_source"),
     }
+    if metrics.get("precision"):  # what it computed in (the config's ``auto`` resolved)
+        out["precision"] = metrics["precision"]
     if metrics.get("task_losses"):  # multi_task: each task's loss, in summary.json
         out["task_losses"] = metrics["task_losses"]
     if metrics.get("error"):
@@ -369,11 +371,33 @@ def analysis_lines(analysis: dict) -> list[str]:
     return lines
 
 
+def precision_line(rows: list[Row]) -> str:
+    """One sentence: what each row trained in and was scored in (``Precision: training bf16 (lora), fp32
+    (full); scoring bf16 (base, lora)``); empty when no row recorded either."""
+
+    def grouped(key: str) -> str:
+        groups: dict[str, list[str]] = {}
+        for row in rows:
+            if row.get(key):
+                groups.setdefault(str(row[key]), []).append(str(row["method"]))
+        return ", ".join(f"{p} ({', '.join(names)})" for p, names in groups.items())
+
+    parts = [
+        f"{what} {text}"
+        for what, key in (("training", "precision"), ("scoring", "eval_precision"))
+        if (text := grouped(key))
+    ]
+    return f"Precision: {'; '.join(parts)}." if parts else ""
+
+
 def format_report(summary: dict) -> str:
-    """What ``cyberft report`` prints: the per-model table, the rows over seeds and the comparisons."""
+    """What ``cyberft report`` prints: the per-model table, its precision line, the rows over seeds and
+    the comparisons."""
     rows = summary.get("rows") or []
     analysis = {k: summary.get(k) for k in ANALYSIS_KEYS if k in summary}
     parts = [format_table(rows)]
+    if precision_line(rows):
+        parts.append(precision_line(rows))
     if analysis.get("groups"):
         base = next((r for r in rows if r.get("kind") == "base"), None)
         parts += ["", "Over seeds, per method and grid point:", text_table(groups_table(analysis, base))]
@@ -554,6 +578,8 @@ def _markdown_report(
     rows: list[Row], title: str, evaluation: dict | None = None, analysis: dict | None = None, forecast: str = ""
 ) -> str:
     parts = [f"# {title}", "", format_markdown(rows), "", METRIC_NOTE, ""]
+    if precision_line(rows):
+        parts += [precision_line(rows), ""]
     if evaluation:
         parts += [evaluation_line(evaluation), ""]
     if forecast:
@@ -613,6 +639,7 @@ td.n {{ text-align: right; font-variant-numeric: tabular-nums; }}
 <h1>{e(title)}</h1>
 {_html_table(_rows_table(rows))}
 <p>{e(METRIC_NOTE)}</p>
+{f"<p>{e(precision_line(rows))}</p>" if precision_line(rows) else ""}
 {f"<p>{e(evaluation_line(evaluation))}</p>" if evaluation else ""}
 {f"<h2>Forecast against actual</h2><pre>{e(forecast)}</pre>" if forecast else ""}
 {f"<p>Rows that did not complete:</p><ul>{problems}</ul>" if problems else ""}

@@ -152,13 +152,7 @@ def convert(value: tp.Any, t: tp.Any, where: str, problems: list[str]) -> tp.Any
         inner = [a for a in args if a is not type(None)]
         if len(inner) == 1:
             return convert(value, inner[0], where, problems)
-        for alternative in inner:  # the first alternative the value fits, e.g. 'all-linear' or a list
-            trial: list[str] = []
-            converted = convert(value, alternative, where, trial)
-            if not trial:
-                return converted
-        problems.append(f"{where}: {short(value)} is not {type_name(t)} -> write one of those")
-        return None
+        return _union(value, inner, where, problems)
     if origin is tp.Literal:
         return _literal(value, tp.get_args(t), where, problems)
     if origin is list:
@@ -184,11 +178,107 @@ def convert(value: tp.Any, t: tp.Any, where: str, problems: list[str]) -> tp.Any
     return _scalar(value, t, where, problems)
 
 
+def _union(value: tp.Any, alternatives: list[tp.Any], where: str, problems: list[str]) -> tp.Any:
+    """``value`` as the first of ``alternatives`` it fits (e.g. ``'all-linear'`` or a list of str).
+
+    When it fits none: a value of an alternative's shape (a list where a list may go) gets that
+    alternative's own problems, which name the bad item; anything else one line saying what the
+    field takes, what it got and how to write it.
+    """
+    tried = []
+    for alternative in alternatives:
+        trial: list[str] = []
+        converted = convert(value, alternative, where, trial)
+        if not trial:
+            return converted
+        tried.append((alternative, trial))
+    for alternative, trial in tried:
+        if _shape(alternative) is not None and isinstance(value, _shape(alternative)):
+            problems.extend(trial)
+            return None
+    expected = " or ".join(_expected(a) for a in alternatives)
+    got = "null" if value is None else f"{_value_kind(value)} {short(value)}"
+    problems.append(f"{where}: expected {expected}, got {got} -> {_union_fix(value, alternatives)}")
+    return None
+
+
+def _shape(t: tp.Any) -> type | None:
+    """The container a value of type ``t`` is (list or dict), None for a scalar or a choice of words."""
+    origin = tp.get_origin(t)
+    if origin is tp.Annotated:
+        return _shape(tp.get_args(t)[0])
+    if origin is list:
+        return list
+    if origin is dict or _is_dataclass_type(t):
+        return dict
+    return None
+
+
+def _expected(t: tp.Any) -> str:
+    """One alternative of a union as a message names it: ``'all-linear'``, ``a list of str``, ``a mapping``."""
+    origin = tp.get_origin(t)
+    if origin is tp.Annotated:
+        return _expected(tp.get_args(t)[0])
+    if origin is tp.Literal:
+        return " or ".join(repr(a) for a in tp.get_args(t))
+    if origin is list or origin is dict or _is_dataclass_type(t):
+        return f"a {type_name(t)}"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(t, type_name(t))
+
+
+def _value_kind(value: tp.Any) -> str:
+    """What a value is, in a message's words: ``a mapping``, ``a list``, ``a string``..."""
+    if isinstance(value, dict):
+        return "a mapping"
+    kinds = {list: "a list", str: "a string", bool: "a boolean", int: "an integer", float: "a number"}
+    return kinds.get(type(value), f"a {type(value).__name__}")
+
+
+def _union_fix(value: tp.Any, alternatives: list[tp.Any]) -> str:
+    """The fix for a value that fits no alternative: the close spelling of a word, else how to write each."""
+    words = [a for t in alternatives if tp.get_origin(t) is tp.Literal for a in tp.get_args(t)]
+    if isinstance(value, str):
+        hint = difflib.get_close_matches(value[:100], [str(w) for w in words], n=1)
+        if hint:
+            return f"did you mean {hint[0]!r}?"
+    ways = [" or ".join(repr(w) for w in words)] if words else []
+    for t in alternatives:
+        shape = _shape(t)
+        if shape is list:
+            ways.append("a YAML list such as [a, b] (or one `- a` line per item)")
+        elif shape is dict:
+            ways.append("`key: value` lines indented under the field")
+        elif tp.get_origin(t) is not tp.Literal:
+            ways.append(_expected(t))
+    fix = "write " + ", or ".join(ways)
+    if isinstance(value, dict) and dict not in map(_shape, alternatives):
+        fix += ", not `key: value` lines"  # a mapping where a list or a word goes
+    return fix
+
+
+OFF_WORDS = ("disabled", "none", "off")
+"""How a choice of words says "nothing" (W&B's ``mode: disabled``, ``backend: none``), in order of preference."""
+
+OFF_LIKE = frozenset({"off", "no", "none", "null", "false", "0", "n", "disable", "disabled", "nothing", ""})
+"""Values (lower-cased text) that mean "off": one of them where the choices have a word for it gets that word
+as the fix, not the closest spelling (``off`` is not a misspelt ``offline``). YAML 1.1 readers and the
+overrides give ``false``, ``0`` or null for some of them, so those count too."""
+
+
+def _off_like(value: tp.Any) -> bool:
+    if value is None or value is False or (isinstance(value, int) and not isinstance(value, bool) and value == 0):
+        return True
+    return isinstance(value, str) and value.strip().lower() in OFF_LIKE
+
+
 def _literal(value: tp.Any, allowed: tuple, where: str, problems: list[str]) -> tp.Any:
     if isinstance(value, (str, int)) and not isinstance(value, bool) and value in allowed:
         return value
-    hint = difflib.get_close_matches(str(value)[:100], [str(a) for a in allowed], n=1)
+    off = next((w for w in OFF_WORDS if w in allowed), None) if _off_like(value) else None
+    hint = [off] if off else difflib.get_close_matches(str(value)[:100], [str(a) for a in allowed], n=1)
     fix = f"did you mean {hint[0]!r}?" if hint else f"use one of {', '.join(map(repr, allowed))}"
+    if off:
+        fix += f" (this field's word for off; the others: {', '.join(repr(a) for a in allowed if a != off)})"
     problems.append(f"{where}: {short(value)} is not allowed -> {fix}")
     return None
 

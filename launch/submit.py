@@ -285,8 +285,8 @@ class Findings:
     """What :func:`check` found: the config and profile as loaded, every problem, and notes for the dry run.
 
     ``split`` is the data as the experiment will use it (None when the data has a problem);
-    ``scripts_safe`` is False when a config value cannot be written into a job script, so the
-    dry run does not show scripts built from it.
+    ``scripts_safe`` is False when a config value cannot be written into a job script: the dry run
+    then prints the problems alone, nothing resolved from the config.
     """
 
     cfg: ExperimentConfig | None
@@ -344,10 +344,26 @@ def check(config_path: str, overrides: tp.Sequence[str], profile_name: str) -> F
     safe = cfg is not None and not scriptsafe.output_dir_problems(cfg.output_dir)
     planned = None
     if cfg is not None and profile is not None:
-        from launch import costcheck
-
-        planned = costcheck.plan(cfg, found.split, costcheck.Site.from_profile(profile, profile_name))
+        planned = _forecast(cfg, found.split, profile, profile_name, notes)
     return Findings(cfg, profile, problems, memory_lines, notes, found.split, safe, planned)
+
+
+def _forecast(cfg: ExperimentConfig, split: tp.Any, profile: SlurmProfile, ref: str, notes: list[str]) -> tp.Any:
+    """The cost forecast (``launch.costcheck.Planned``) of the data ``split``; without it (None: the data is not
+    on this machine, or not readable), of a split planned from the record counts the config declares
+    (``data.train.examples``), its tokens estimated from the bundled sample's questions."""
+    from launch import costcheck, data, tokencount
+
+    why = ""
+    if split is None:
+        stand_in, why = tokencount.stand_in_split(cfg.data)
+    else:
+        stand_in = None
+        notes += data.declared_size_notes(cfg.data, split)
+    planned = costcheck.plan(cfg, split if split is not None else stand_in, costcheck.Site.from_profile(profile, ref))
+    if planned.forecast is None and why:
+        planned.notes.append(why)
+    return planned
 
 
 # --------------------------------------------------------------------------- plan
@@ -522,11 +538,28 @@ def _span(tasks: list[str]) -> str:
     return f"{method}[{first}-{parse_address(tasks[-1])[1]}]"
 
 
+_NOT_SHOWN = (
+    "# ---- nothing else shown (resolved config, forecast, jobs, sbatch scripts): a config value above cannot be "
+    "written into a job script; fix it and run the dry run again"
+)
+
+
 def dry_run_text(findings: Findings, exp: ExperimentDir) -> str:
-    """Everything ``submit`` would do, as text: resolved config, memory, graph, scripts, problems."""
+    """Everything ``submit`` would do, as text: resolved config, memory, graph, scripts, problems.
+
+    When a config value cannot be written into a job script (``scripts_safe`` is False: a line break or
+    another control character in ``output_dir``), only the problems are printed, before anything resolved
+    from the config, so a hostile value is shown only as the problem line quotes it (escaped, shortened).
+    """
     from launch.config import dump_yaml
 
     cfg, profile = findings.cfg, findings.profile
+    refusal = [f"# ---- {len(findings.problems)} problem(s): submit would refuse this plan"]
+    refusal += [f"  - {p}" for p in findings.problems]
+    if cfg is not None and not findings.scripts_safe and findings.problems:
+        # A value that cannot go into a job script (a line break in output_dir): refused before anything
+        # resolved from the config is printed, so the hostile value never reaches the terminal raw.
+        return "\n".join([*refusal, _NOT_SHOWN]) + "\n"
     out = []
     if cfg is not None:
         out += ["# ---- resolved config", dump_yaml(cfg).rstrip()]
@@ -550,13 +583,10 @@ def dry_run_text(findings: Findings, exp: ExperimentDir) -> str:
             out += ["# ---- sweep", sweep.summary(cfg, cfg.sweep)]
         out += ["# ---- jobs and dependencies", dependency_graph(specs)]
         python = job_python(profile)
-        if not findings.scripts_safe:
-            out += ["# ---- sbatch scripts not shown: a value below cannot be written into a job script"]
-        for s in specs if findings.scripts_safe else []:
+        for s in specs:
             out += [f"# ---- sbatch script: {s.name}", sbatch_script(s, exp, python, ids).rstrip()]
     if findings.problems:
-        out += [f"# ---- {len(findings.problems)} problem(s): submit would refuse this plan"]
-        out += [f"  - {p}" for p in findings.problems]
+        out += refusal
     else:
         out += ["# ---- OK: nothing submitted (dry run)"]
     return "\n".join(out) + "\n"

@@ -202,8 +202,9 @@ def resolve(cfg: ExperimentConfig, sweep: SweepConfig, problems: list[str]) -> l
         axis = _axis(cfg, key, values, problems)
         if axis is not None:
             axes.append(axis)
-    seeds = len(_seeds(cfg, sweep))
+    _seeded_problems(cfg, sweep, problems)
     for m in cfg.methods:
+        seeds = len(_seeds(cfg, sweep, m.name))
         count = math.prod(len(a.values) for a in axes if a.method == m.name) * seeds
         if count > MAX_CELLS_PER_METHOD:
             problems.append(
@@ -214,8 +215,30 @@ def resolve(cfg: ExperimentConfig, sweep: SweepConfig, problems: list[str]) -> l
     return axes
 
 
-def _seeds(cfg: ExperimentConfig, sweep: SweepConfig | None) -> list[int]:
-    return list(sweep.seeds) if sweep is not None and sweep.seeds is not None else [cfg.seed]
+def _seeds(cfg: ExperimentConfig, sweep: SweepConfig | None, method: str) -> list[int]:
+    """The seeds ``method`` runs with: the sweep's (for the methods it seeds), else the experiment's ``seed``."""
+    if sweep is None or sweep.seeds is None or (sweep.seeded is not None and method not in sweep.seeded):
+        return [cfg.seed]
+    return list(sweep.seeds)
+
+
+def _seeded_problems(cfg: ExperimentConfig, sweep: SweepConfig, problems: list[str]) -> None:
+    """``seeded`` names methods of the config, each once, and only with ``seeds`` to give them."""
+    if sweep.seeded is None:
+        return
+    names = [m.name for m in cfg.methods]
+    if sweep.seeds is None:
+        problems.append(
+            f"sweep.seeded: {sweep.seeded} but sweep.seeds is not set -> list the seeds (seeds: [0, 1, 2]) "
+            "or remove seeded"
+        )
+    for name in sweep.seeded:
+        if name not in names:
+            close = difflib.get_close_matches(name, names, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"the methods are {', '.join(names)}"
+            problems.append(f"sweep.seeded: {name!r} is not a method of this experiment -> {hint}")
+    for name in sorted({n for n in sweep.seeded if sweep.seeded.count(n) > 1}):
+        problems.append(f"sweep.seeded: {name!r} is listed {sweep.seeded.count(name)} times -> list each method once")
 
 
 def _seed_problems(sweep: SweepConfig, problems: list[str]) -> None:
@@ -378,11 +401,10 @@ def expand(cfg: ExperimentConfig, sweep: SweepConfig | None) -> list[Cell]:
     ``sweep=None``: one cell per method, with ``cfg.seed`` and the method's config unchanged.
     """
     axes = _axes(cfg, sweep)
-    seeds = _seeds(cfg, sweep)
     cells = []
     swept = sweep is not None
     for m in cfg.methods:
-        combos = enumerate(itertools.product(_points(axes, m.name), seeds))
+        combos = enumerate(itertools.product(_points(axes, m.name), _seeds(cfg, sweep, m.name)))
         cells += [Cell(m.name, i, seed, dict(point), _with_point(m, point), swept) for i, (point, seed) in combos]
     return cells
 
@@ -474,13 +496,14 @@ def summary(cfg: ExperimentConfig, sweep: SweepConfig | None) -> str:
           lora: 2 learning_rate x 2 r x 3 seeds = 12 cells
     """
     axes = _axes(cfg, sweep)
-    seeds = len(_seeds(cfg, sweep))
+    seeds = {m.name: len(_seeds(cfg, sweep, m.name)) for m in cfg.methods}
     untrained = " (no training job: scored by the evaluation)"
     lines = [
-        f"  {m.name}: {_count_text(axes, m.name, seeds)}{'' if m.kind not in TRAINING_FREE_KINDS else untrained}"
+        f"  {m.name}: {_count_text(axes, m.name, seeds[m.name])}"
+        f"{'' if m.kind not in TRAINING_FREE_KINDS else untrained}"
         for m in cfg.methods
     ]
-    total = sum(math.prod(len(a.values) for a in axes if a.method == m.name) * seeds for m in cfg.methods)
+    total = sum(math.prod(len(a.values) for a in axes if a.method == m.name) * seeds[m.name] for m in cfg.methods)
     submissions = sum(m.kind not in TRAINING_FREE_KINDS for m in cfg.methods)
     limit = f" (at most {sweep.max_parallel} running per method)" if sweep is not None and sweep.max_parallel else ""
     head = (

@@ -36,12 +36,16 @@ import json
 import os
 import random
 import typing as tp
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from launch import hub
-from launch.config import LETTERS
+from launch import SAMPLE_DATA, hub
+from launch.config import LETTERS, DataConfig, DataSource
 from launch.prompting import ANSWER_PREFIX, prompt_text
+
+if tp.TYPE_CHECKING:  # pragma: no cover
+    from launch.data import Split
 
 CHARS_PER_TOKEN = 3.6
 """Characters of the plain prompt (system prompt, question, options, instruction) per token of the
@@ -302,6 +306,80 @@ def _estimated(
     )
 
 
+# --------------------------------------------------------------------------- without the data
+
+
+class StandIn(Sequence):
+    """``n`` questions standing in for a split that is not on this machine: the ``sample``'s, over and over.
+
+    :func:`count_tokens` counts (or estimates) the sample's questions once and scales them to ``n``, and
+    its ``source`` says so with ``planned`` (what ``n`` was planned from).
+    """
+
+    def __init__(self, sample: tp.Sequence[_Question], n: int, planned: str) -> None:
+        if not sample:
+            raise ValueError("a stand-in needs at least one sample question")
+        self.sample, self.n, self.planned = list(sample), n, planned
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: tp.Any) -> tp.Any:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self.n))]
+        if not -self.n <= i < self.n:
+            raise IndexError(i)
+        return self.sample[i % self.n % len(self.sample)]
+
+
+def stand_in_split(cfg: DataConfig, sample: str | os.PathLike = SAMPLE_DATA) -> tuple[Split | None, str]:
+    """A split of :class:`StandIn` questions sized from the record counts the config declares
+    (:func:`launch.data.declared_sizes`), for the cost forecast when the data cannot be read here.
+
+    Returns ``(split, "")``, or ``(None, why not, with the fix)``. Never use it for anything but counting
+    tokens: its questions are the bundled ``sample``'s, not the experiment's.
+    """
+    from launch.data import DataError, Split, declared_sizes, load_questions
+
+    sizes, planned = declared_sizes(cfg)
+    if sizes is None:
+        return None, planned
+    try:
+        questions = load_questions(DataSource(path=str(sample)))
+    except DataError as exc:  # the checkout's own file: only a broken checkout gets here
+        return None, f"the bundled sample {sample} could not be read ({exc.problems[0]})"
+    train, eval_ = (StandIn(questions, n, planned) for n in sizes)
+    return Split(train, eval_, 0, 0, len(train), len(eval_)), ""  # type: ignore[arg-type]  # stand-ins, not lists
+
+
+def _resized(split: SplitTokens, n: int) -> SplitTokens:
+    """``split``'s counts for ``n`` examples of the same mean length."""
+    scale = n / split.examples if split.examples else 0.0
+    return SplitTokens(n, split.tokens * scale, split.squared * scale, split.logit_tokens * scale, split.shared_prefix)
+
+
+def _stood_in(
+    train: StandIn | tp.Sequence[_Question],
+    eval_: StandIn | tp.Sequence[_Question],
+    model: str,
+    max_seq_len: int,
+    mode: str,
+    chars_per_token: float,
+) -> TokenCounts:
+    """:func:`count_tokens` of stand-ins: the sample counted once, scaled to the planned sizes."""
+    base = count_tokens(
+        *(s.sample if isinstance(s, StandIn) else s for s in (train, eval_)), model, max_seq_len, mode, chars_per_token
+    )
+    stand_in = next(s for s in (train, eval_) if isinstance(s, StandIn))
+    how = base.source.removeprefix("tokens: ")
+    source = (
+        f"tokens: estimated without the data: {len(train):,} training and {len(eval_):,} evaluation examples "
+        f"from {stand_in.planned} (no duplicates assumed), each as long as the {len(stand_in.sample):,} "
+        f"bundled sample questions on average (their tokens {how})"
+    )
+    return TokenCounts(_resized(base.train, len(train)), _resized(base.eval, len(eval_)), source, counted=False)
+
+
 # --------------------------------------------------------------------------- entry point
 
 
@@ -339,6 +417,8 @@ def count_tokens(
     """
     if mode not in MODES:
         raise ValueError(f"mode: {mode!r} -> one of {', '.join(MODES)}")
+    if isinstance(train, StandIn) or isinstance(eval_, StandIn):
+        return _stood_in(train, eval_, model, max_seq_len, mode, chars_per_token)
     directory = None if mode == "chars" else tokenizer_dir(model)
     if directory is None:
         why = "" if mode == "chars" else "; the tokenizer is not on this machine"

@@ -834,6 +834,22 @@ def _(case: Case, pick: Pick) -> list[str]:
     return [rf"config: override {re.escape(repr(item))}: expected key=value"]
 
 
+@kind("override_with_an_empty_key")
+def _(case: Case, pick: Pick) -> list[str]:
+    key = pick("", st.sampled_from(["", " ", ".", "methods..learning_rate", ".seed", "seed.", "methods.lora."]))
+    item = f"{key}={pick('1e-3', st.sampled_from(['1e-3', '7', 'x', '']))}"
+    case.overrides.append(item)
+    what = "no key before '='" if not key.strip() else "key .* has an empty part"
+    return [rf"config: override {re.escape(repr(item))}: {what} -> .*e\.g\. methods\.lora\.learning_rate=1e-3"]
+
+
+@kind("tracking_mode_off")
+def _(case: Case, pick: Pick) -> list[str]:
+    value = pick("off", st.sampled_from(["off", "Off", "OFF", "no", "none", "false", "0", "null"]))
+    case.overrides.append(f"tracking.mode={value}")
+    return [r"config: tracking\.mode: .* is not allowed -> did you mean 'disabled'\?"]
+
+
 @kind("override_unknown_method")
 def _(case: Case, pick: Pick) -> list[str]:
     names = [m["name"] for m in case.config["methods"]]
@@ -1764,6 +1780,31 @@ def test_each_kind_is_refused(harness, kind_name):
 def test_random_bad_input_is_refused(harness, data):
     kind_name = data.draw(st.sampled_from(sorted(KINDS)), label="kind")
     harness(kind_name, Pick(data))
+
+
+@pytest.mark.parametrize("control", ["\n", "\r", "\u2028", "\x1b", "\x85", "\x0b"])
+def test_the_dry_run_refuses_a_value_for_a_job_script_before_printing_anything_resolved(
+    tmp_path, tiny_model, monkeypatch, capsys, control
+):
+    """A line break in output_dir: the refusal comes first, and nothing resolved from the config is printed,
+    so the hostile value appears only as the problem line quotes it (escaped, shortened)."""
+    monkeypatch.chdir(REPO)
+    hostile = f"{tmp_path / 'runs'}{control}#SBATCH --array=1-1000"
+    config = tmp_path / "exp.yaml"
+    raw = copy.deepcopy(SMOKE)
+    raw.update(output_dir=hostile, model={**raw["model"], "name_or_path": str(tiny_model)})
+    config.write_bytes(_yaml(raw))
+    rc = cli.main(["submit", str(config), "--profile", "dev", "--dry-run"])
+    out = capsys.readouterr().out
+    assert rc == 2
+    lines = out.split("\n")
+    assert re.fullmatch(r"# ---- \d+ problem\(s\): submit would refuse this plan", lines[0]), out[:2000]
+    assert any(ln.startswith("  - config: output_dir: holds a control character") and "->" in ln for ln in lines)
+    assert lines[-2].startswith("# ---- nothing else shown (resolved config, forecast, jobs, sbatch scripts)")
+    assert "# ---- resolved config" not in out and "#SBATCH" not in out and "#!/bin/bash" not in out
+    assert "--array=1-1000" not in out  # the value is never printed, not even quoted by YAML
+    assert control == "\n" or control not in out
+    assert not (tmp_path / "runs").exists()
 
 
 def test_repeated_questions_that_agree_are_accepted(tmp_path):

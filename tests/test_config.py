@@ -165,3 +165,105 @@ def test_load_config_file_errors(tmp_path):
     bad.write_bytes(b"name: \xff\xfe\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+# ---- issue 22: words for "off", overrides without a key, a data source's record count
+
+OFF_FIX = "did you mean 'disabled'? (this field's word for off; the others: 'online', 'offline')"
+
+
+@pytest.mark.parametrize(
+    "yaml_text, override",
+    [
+        ("off", None),  # YAML 1.2 (the config's reader): the text 'off'
+        ("Off", None),
+        ("none", None),
+        ("no", None),
+        ("", None),  # `mode:` with nothing after it: null
+        (None, "tracking.mode=false"),  # what a YAML 1.1 reader would have made of off
+        (None, "tracking.mode=0"),
+        (None, "tracking.mode=null"),
+    ],
+)
+def test_an_off_like_tracking_mode_is_pointed_at_disabled(tmp_path, yaml_text, override):
+    path = tmp_path / "exp.yaml"
+    text = yaml.safe_dump(_base(tmp_path))
+    if yaml_text is not None:
+        text += f"tracking:\n  mode: {yaml_text}\n"
+    path.write_text(text)
+    cfg, problems = check_config_file(path, [override] if override else [])
+    hits = [p for p in problems if p.startswith("tracking.mode:")]
+    assert len(hits) == 1 and hits[0].endswith(OFF_FIX), problems
+    assert "offline'?" not in hits[0]
+
+
+def check_config_file(path: Path, overrides: list[str]) -> tuple:
+    from launch.config import check_config
+
+    return check_config(path, overrides)
+
+
+def test_off_gets_each_fields_own_word_and_a_typo_its_closest_spelling(tmp_path):
+    problems = _all_problems(_base(tmp_path, tracking={"backend": "off"}))
+    assert any(p.startswith("tracking.backend: 'off' is not allowed -> did you mean 'none'?") for p in problems)
+    problems = _all_problems(_base(tmp_path, tracking={"mode": "ofline"}))
+    assert "tracking.mode: 'ofline' is not allowed -> did you mean 'offline'?" in problems
+    problems = _all_problems(_base(tmp_path, eval={"mode": "off"}))  # no word for off among its choices
+    assert "eval.mode: 'off' is not allowed -> use one of 'loglik', 'generate'" in problems
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        (
+            "=1e-3",
+            "override '=1e-3': no key before '=' -> write the dotted field name, then '=' and the value, "
+            "e.g. methods.lora.learning_rate=1e-3",
+        ),
+        (
+            " =1e-3",
+            "override ' =1e-3': no key before '=' -> write the dotted field name, then '=' and the value, "
+            "e.g. methods.lora.learning_rate=1e-3",
+        ),
+        (
+            "methods..learning_rate=1e-3",
+            "override 'methods..learning_rate=1e-3': key 'methods..learning_rate' has an empty part (two dots in "
+            "a row, or one at an end) -> one dot between names, e.g. methods.lora.learning_rate=1e-3",
+        ),
+        (
+            "seed.=3",
+            "override 'seed.=3': key 'seed.' has an empty part (two dots in a row, or one at an end) -> one dot "
+            "between names, e.g. methods.lora.learning_rate=1e-3",
+        ),
+    ],
+)
+def test_an_override_with_an_empty_key_is_named_with_its_fix(tmp_path, override, expected):
+    cfg, problems = build_config(_base(tmp_path), [override])
+    assert problems == [expected]
+    assert cfg.seed == 0 and cfg.methods[0].learning_rate == 2e-4  # nothing applied
+
+
+def test_a_data_sources_record_count_is_checked_and_left_out_of_the_text_when_null(tmp_path):
+    raw = _base(tmp_path)
+    cfg = from_dict(raw)
+    assert cfg.data.train.examples is None
+    assert "examples" not in dump_yaml(cfg)  # configs without it keep their text and hash
+    declared = from_dict(raw, ["data.train.examples=10000"])
+    assert declared.data.train.examples == 10000
+    assert "    examples: 10000\n" in dump_yaml(declared)
+    assert load_config_text(tmp_path, dump_yaml(declared)).data.train.examples == 10000  # read back equal
+    for value, fragment in [
+        ("0", "data.train.examples: 0 -> a positive number of records, or null"),
+        ("1.5", "data.train.examples: expected an integer"),
+        ("1", "data.train.examples: 1 -> at least 2: with data.eval null the records are split"),
+    ]:
+        _, problems = build_config(raw, [f"data.train.examples={value}"])
+        assert [p for p in problems if p.startswith(fragment)], (value, problems)
+    _, problems = build_config(raw, ["data.train.examples=1", f"data.eval={{path: {raw['data']['train']['path']}}}"])
+    assert problems == []  # one training record is enough when the evaluation has its own data
+
+
+def load_config_text(tmp_path: Path, text: str):
+    path = tmp_path / "again.yaml"
+    path.write_text(text)
+    return load_config(path)

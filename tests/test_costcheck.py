@@ -89,10 +89,14 @@ def test_the_next_forecast_uses_the_sites_calibration_and_says_so(tiny_model, tm
 
 
 def test_without_data_or_model_shape_the_dry_run_says_why_there_is_no_forecast(tmp_path):
-    """The 8B study's data is not shipped: the forecast needs the split, the problems say the file is missing."""
-    found = submit.check("configs/llama3-8b-cybermetric.yaml", [], "dev")
+    """The 8B study's data is not shipped: without its record count (``data.train.examples``) the forecast
+    needs the split, the problems say the file is missing and the forecast says how to do without it."""
+    found = submit.check("configs/llama3-8b-cybermetric.yaml", ["data.train.examples=null"], "dev")
     text = submit.dry_run_text(found, ExperimentDir(tmp_path / "x"))
-    assert "# ---- cost forecast\n  cost forecast: not made: the data could not be read (see the problems)\n" in text
+    assert (
+        "# ---- cost forecast\n  cost forecast: not made: the data could not be read (see the problems)\n"
+        "  cost forecast: data.train.examples: not given -> " in text
+    )
     assert "data.train.path: 'data/cybermetric/CyberMetric-10000-v1.json' does not exist -> check the path" in text
     found = submit.check("configs/smoke.yaml", [f"model.name_or_path={tmp_path / 'nowhere'}"], "dev")
     assert costcheck.section(found.forecast)[0].startswith("cost forecast: not made: no usable config.json")

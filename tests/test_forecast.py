@@ -485,3 +485,112 @@ def test_a_sweep_forecasts_each_cell_and_totals_them_all():
     text = swept.table()
     assert "\nsft x3 " in text and "\nlora x6 " in text and "\nsweep: a job 'x N' runs as N cells" in text
     assert "sweep:" not in plain.table() and "sft x" not in plain.table()
+
+
+# ---- a forecast before the data is on this machine (issue 22): the split planned from the config's record count
+
+
+def _data(**kw):
+    from launch.config import DataConfig, DataSource
+
+    return DataConfig(train=DataSource(path="nowhere.json", examples=kw.pop("examples", 10000)), **kw)
+
+
+def test_the_declared_record_count_plans_the_split_as_the_data_would_be_split():
+    from launch.config import DataSource
+    from launch.data import declared_sizes, eval_size
+
+    assert declared_sizes(_data(eval_fraction=0.1)) == ((9000, 1000), "data.train.examples: 10,000, eval_fraction 0.1")
+    assert eval_size(10000, 0.1) == 1000 and eval_size(3, 0.01) == 1 and eval_size(3, 0.99) == 2
+    sizes, planned = declared_sizes(_data(eval_fraction=0.2, max_train=500, max_eval=50))
+    assert sizes == (500, 50) and planned.endswith(", max_train 500, max_eval 50")
+    sizes, why = declared_sizes(_data(examples=None))
+    assert sizes is None and why.startswith("data.train.examples: not given -> ") and "=10000" in why
+    sizes, why = declared_sizes(_data(eval=DataSource(path="e.json")))
+    assert sizes is None and why.startswith("data.eval.examples: not given -> ")
+    assert declared_sizes(_data(eval=DataSource(path="e.json", examples=300)))[0] == (10000, 300)
+
+
+def test_stand_in_tokens_are_the_samples_scaled_to_the_declared_count_and_say_so():
+    from launch import SAMPLE_DATA
+    from launch.config import DataSource
+    from launch.data import load_questions
+    from launch.tokencount import StandIn, count_tokens, stand_in_split
+
+    split, why = stand_in_split(_data(eval_fraction=0.1))
+    assert why == "" and (len(split.train), len(split.eval)) == (9000, 1000)
+    assert all(isinstance(s, StandIn) for s in (split.train, split.eval))
+    sample = load_questions(DataSource(path=str(SAMPLE_DATA)))
+    assert split.train[len(sample)] is split.train[0] and len(split.train[:3]) == 3
+    counts = count_tokens(split.train, split.eval, "no/such-model", 512)
+    alone = count_tokens(sample, sample, "no/such-model", 512)
+    assert counts.train.examples == 9000 and counts.eval.examples == 1000 and not counts.counted
+    assert counts.train.tokens == pytest.approx(alone.train.tokens / len(sample) * 9000)
+    assert counts.eval.tokens == pytest.approx(alone.eval.tokens / len(sample) * 1000)
+    assert counts.train.mean_context == pytest.approx(alone.train.mean_context)
+    assert counts.eval.shared_prefix == alone.eval.shared_prefix
+    assert counts.source.startswith(
+        "tokens: estimated without the data: 9,000 training and 1,000 evaluation examples from data.train.examples: "
+        f"10,000, eval_fraction 0.1 (no duplicates assumed), each as long as the {len(sample)} bundled sample "
+        "questions on average (their tokens estimated from characters"
+    ), counts.source
+    assert stand_in_split(_data(examples=None))[0] is None
+
+
+def test_a_declared_count_that_differs_from_the_data_is_noted():
+    from launch import SAMPLE_DATA
+    from launch.config import DataConfig, DataSource
+    from launch.data import declared_size_notes, plan_splits
+
+    cfg = DataConfig(train=DataSource(path=str(SAMPLE_DATA), examples=10000), eval_fraction=0.1)
+    split = plan_splits(cfg)
+    n = split.n_train_all + split.overlap + split.repeats + split.n_eval_all
+    assert declared_size_notes(cfg, split) == [
+        f"data.train.examples: 10,000, but {str(SAMPLE_DATA)!r} holds {n:,} records; the forecast counted the data "
+        f"-> set data.train.examples: {n} (or null)"
+    ]
+    cfg.train.examples = n
+    assert declared_size_notes(cfg, split) == []
+
+
+def _seed_study_dry_run(tmp_path, capsys, *overrides: str) -> tuple[int, str]:
+    from launch import cli
+
+    missing = tmp_path / "CyberMetric-10000-v1.json"  # certainly not here, whatever data/cybermetric holds
+    argv = ["submit", str(REPO / "configs" / "llama3-8b-cybermetric.yaml"), "--profile", "example-a100", "--dry-run"]
+    rc = cli.main([*argv, f"data.train.path={missing}", *overrides])
+    return rc, capsys.readouterr().out
+
+
+def test_the_seed_study_is_priced_before_its_data_is_fetched(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(REPO)
+    rc, out = _seed_study_dry_run(tmp_path, capsys)
+    assert rc == 2  # the missing file is still a problem: submit would refuse
+    assert "data.train.path:" in out and "does not exist" in out
+    section = out.split("# ---- cost forecast\n", 1)[1].split("\n# ---- ", 1)[0].splitlines()
+    assert section[0].startswith(
+        "  cost forecast: a100, peak 312 TFLOP/s per GPU, 2.5 per GPU-hour; tokens: estimated without the data: "
+        "9,000 training and 1,000 evaluation examples from data.train.examples: 10,000, eval_fraction 0.1"
+    ), section
+    rows = {line.split()[0]: line.split() for line in section[3:] if line.strip()}
+    assert set(rows) >= {"full_sft", "lora", "qlora", "eval", "total"}
+    # The steps of 9,000 training examples, as the training loop counts them (tested above).
+    from launch.config import load_config
+
+    cfg = load_config(REPO / "configs" / "llama3-8b-cybermetric.yaml")
+    for name in ("full_sft", "lora", "qlora"):
+        assert rows[name][3] == f"{fc.total_steps(cfg.method(name), 9000):,}", rows[name]
+    assert rows["total"][-1] not in ("?", "-")  # money: every job priced
+    assert "not made" not in "\n".join(section)
+
+
+def test_without_a_declared_count_the_dry_run_says_how_to_forecast_without_the_data(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(REPO)
+    rc, out = _seed_study_dry_run(tmp_path, capsys, "data.train.examples=null")
+    assert rc == 2
+    section = out.split("# ---- cost forecast\n", 1)[1].split("\n# ---- ", 1)[0]
+    assert section.splitlines() == [
+        "  cost forecast: not made: the data could not be read (see the problems)",
+        "  cost forecast: data.train.examples: not given -> to forecast without the data, give the file's record "
+        "count, e.g. data.train.examples=10000",
+    ]

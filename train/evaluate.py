@@ -43,6 +43,42 @@ from train.soft_prompt import SoftPrompted
 # --------------------------------------------------------------------------- models
 
 
+def eval_dtype(model_dtype: str, model: torch.nn.Module) -> torch.dtype | None:
+    """The dtype the evaluation casts ``model`` to before scoring, or None to score it as loaded.
+
+    ``model.dtype: auto`` on a CPU with bf16 matrix units (:func:`train.runtime.cpu_bf16_native`) scores a
+    model of :data:`~train.runtime.CPU_BF16_MIN_PARAMS` parameters or more in bf16 weights (a 0.5B model's
+    scoring forward ran 3.75x fp32 there, issue 27); the letters are still projected in fp32
+    (:func:`train.scoring.letter_logprobs`). Elsewhere, and for an explicit ``model.dtype``, as loaded.
+    """
+    if model_dtype != "auto" or runtime.on_gpu() or not runtime.cpu_bf16_native():
+        return None
+    n = sum(p.numel() for p in model.parameters())
+    return torch.bfloat16 if n >= runtime.CPU_BF16_MIN_PARAMS else None
+
+
+def _for_scoring(cfg: ExperimentConfig, model: tp.Any) -> tp.Any:
+    dtype = eval_dtype(cfg.model.dtype, model)
+    return model.to(dtype) if dtype is not None else model
+
+
+_SHORT = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+def precision_of(model: tp.Any) -> str:
+    """The dtype most of ``model``'s floating-point weights are in (``fp32``, ``bf16``...); ``nf4/`` before it
+    when 4-bit layers hold the rest."""
+    model = getattr(model, "model", model) if not isinstance(model, torch.nn.Module) else model  # a HeadModel
+    sizes: dict[torch.dtype, int] = {}
+    for p in model.parameters():
+        if p.is_floating_point():
+            sizes[p.dtype] = sizes.get(p.dtype, 0) + p.numel()
+    dtype = max(sizes, key=sizes.__getitem__) if sizes else torch.float32
+    name = _SHORT.get(dtype, str(dtype).removeprefix("torch."))
+    quantised = any(p.__class__.__name__ == "Params4bit" for p in model.parameters())
+    return f"nf4/{name}" if quantised else name
+
+
 def load_for_eval(cfg: ExperimentConfig, name: str, exp_dir: str | os.PathLike) -> tp.Any:
     """What to score as ``name``, by its method's kind.
 
@@ -50,7 +86,8 @@ def load_for_eval(cfg: ExperimentConfig, name: str, exp_dir: str | os.PathLike) 
     (``full_sft``, ``multi_task`` with ``adapt: full``), the base with a LoRA adapter merged (``lora``,
     ``multi_task``) or on the 4-bit base it was trained with (``qlora``), the base with its soft prompt
     (``prompt_tuning``, :class:`~train.soft_prompt.SoftPrompted`), or the base and its head
-    (``feature_head``, :class:`~train.features.HeadModel`).
+    (``feature_head``, :class:`~train.features.HeadModel`). A plain causal LM (base, few-shot, full, merged
+    LoRA) is then cast to :func:`eval_dtype`'s dtype when there is one.
     """
     from transformers import AutoModelForCausalLM
 
@@ -67,10 +104,10 @@ def load_for_eval(cfg: ExperimentConfig, name: str, exp_dir: str | os.PathLike) 
         base = quant.load_4bit(cfg.model.name_or_path, dtype, cfg.model.trust_remote_code)
         return PeftModel.from_pretrained(base, trained.adapter_dir)
     if kind in ("full_sft", "multi_task") and cfg.method(name).adapts == "full_sft":
-        return AutoModelForCausalLM.from_pretrained(trained.model_dir, **kw).to(device)
+        return _for_scoring(cfg, AutoModelForCausalLM.from_pretrained(trained.model_dir, **kw).to(device))
     base = AutoModelForCausalLM.from_pretrained(cfg.model.name_or_path, **kw).to(device)
     if kind in ("base", "few_shot"):
-        return base
+        return _for_scoring(cfg, base)
     if kind == "feature_head":
         return HeadModel(base, LetterHead.load(trained.head_file))
     from peft import PeftModel
@@ -78,7 +115,7 @@ def load_for_eval(cfg: ExperimentConfig, name: str, exp_dir: str | os.PathLike) 
     if kind == "prompt_tuning":
         return SoftPrompted(PeftModel.from_pretrained(base, trained.adapter_dir))
     # LoRA (and multi-task's LoRA): merged weights give the same outputs and a faster forward.
-    return PeftModel.from_pretrained(base, trained.adapter_dir).merge_and_unload()
+    return _for_scoring(cfg, PeftModel.from_pretrained(base, trained.adapter_dir).merge_and_unload())
 
 
 def scored_mode(cfg: ExperimentConfig, name: str) -> str:
@@ -106,6 +143,9 @@ def evaluate_model(
     t0 = time.perf_counter()
     model = load_for_eval(cfg, name, exp.root)
     shots, mode = shots_of(cfg, name, exp), scored_mode(cfg, name)
+    precision = precision_of(model)
+    if progress:
+        print(f"[eval] {name}: scoring in {precision}", flush=True)
     load_s = time.perf_counter() - t0
     t1 = time.perf_counter()
 
@@ -140,6 +180,7 @@ def evaluate_model(
         ties=sum(bool(p.get("tie")) for p in predictions) if mode != "generate" else None,
         load_s=load_s,
         eval_s=eval_s,
+        precision=precision,
     )
     exp.eval.write_predictions(name, predictions)
     exp.eval.write_result(result)

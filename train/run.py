@@ -83,11 +83,15 @@ class TrainingRun:
         try:
             check_gpu_binding()  # every rank sees its node's GPUs, or all stop here, before any CUDA call
             runtime.check_bf16(cfg.model.dtype, self.method.precision)
-            self.accelerator = runtime.make_accelerator(self.method)
-        except (ValueError, RuntimeError) as exc:  # bf16 on an old GPU, GPUs bound per task: say why in the report
+            size = lambda: runtime.model_params(cfg.model.name_or_path, cfg.model.trust_remote_code)  # noqa: E731
+            self.precision = runtime.decide_precision(self.method, size)
+            self.accelerator = runtime.make_accelerator(self.method, self.precision)
+        except (ValueError, RuntimeError) as exc:  # emulated bf16, GPUs bound per task: say why in the report
             if os.environ.get("RANK", "0") == "0":  # no accelerator to ask yet; the environment's rank 0 writes
                 self._write_failure(exc)
             raise
+        if self.accelerator.is_main_process:  # what it computes in, before anything is loaded
+            print(f"[{self.address}] {self.precision.line()}", flush=True)
         tracking = cfg.tracking if self.accelerator.is_main_process else TrackingConfig(backend="none")
         c = self.cell
         self.tracker = Tracker.start(
@@ -100,6 +104,7 @@ class TrainingRun:
                 "experiment": self.exp.name,
                 "model": cfg.model.name_or_path,
                 "method": to_plain(self.method),
+                "precision": {"asked": self.precision.asked, **self.precision.record()},  # what it ran in
                 # Flat, so W&B's runs table, scatter and parallel-coordinates panels can use each key.
                 "cell": {"method": c.method, "index": c.index, "seed": c.seed, **c.point},
             },
@@ -198,7 +203,7 @@ class TrainingRun:
             device="cuda" if on_gpu else "cpu",
             n_devices=n_devices,
             threads=self.threads,
-            **runtime.runtime_info(self.method),
+            **runtime.runtime_info(self.precision),
             phases_s={k: round(v, 3) for k, v in self.phases.items()},
             wall_s=round(wall, 3),
             train_tokens=result.tokens,

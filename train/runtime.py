@@ -13,10 +13,12 @@ import os
 import random
 import resource
 import typing as tp
+from dataclasses import dataclass
 
 import torch
 
 from launch.config import MethodConfig
+from launch.expdir import CPU_BF16_MIN_PARAMS
 
 
 def setup_runtime(seed: int, threads: int | None = None) -> None:
@@ -51,13 +53,142 @@ def bf16_native() -> bool:
         return torch.cuda.get_device_capability()[0] >= 8
 
 
+@dataclass(frozen=True)
+class Precision:
+    """The precision a job computes in, and why: what ``precision: auto`` became, or the explicit value.
+
+    ``used`` is ``fp32``, ``bf16`` or ``fp16``: an explicit value is used as asked or refused
+    (:func:`decide_precision`), never swapped. ``cpu_flags``: the bf16 features torch saw (CPU only).
+    """
+
+    asked: str
+    used: str
+    reason: str
+    cpu_flags: dict[str, bool] | None = None
+
+    @property
+    def mixed_precision(self) -> str:
+        """accelerate's ``mixed_precision``: ``no`` for fp32, else autocast to ``used``."""
+        return "no" if self.used == "fp32" else self.used
+
+    def line(self) -> str:
+        return f"precision: {self.used} (asked {self.asked}: {self.reason})"
+
+    def record(self) -> dict[str, tp.Any]:
+        """What ``metrics.json`` and the W&B config keep of it."""
+        out = {"mixed_precision": self.mixed_precision, "precision": self.used, "precision_reason": self.reason}
+        return {**out, "cpu_flags": self.cpu_flags} if self.cpu_flags is not None else out
+
+
+def cpu_bf16_flags() -> dict[str, bool]:
+    """The CPU's bf16 features as torch sees them.
+
+    ``amx_bf16`` and ``avx512_bf16`` from ``torch.cpu.get_capabilities()`` (cpuinfo, torch 2.9+; older:
+    ``torch.cpu._is_amx_tile_supported`` / ``_is_avx512_bf16_supported``), and ``mkldnn_bf16``:
+    ``torch.ops.mkldnn._is_mkldnn_bf16_supported()``, whether oneDNN runs bf16 at all (it says yes on any
+    AVX512BW CPU, emulating the products where neither unit exists, so it is not enough alone).
+    """
+    if hasattr(torch.cpu, "get_capabilities"):
+        flags = {f: bool(torch.cpu.get_capabilities().get(f, False)) for f in ("amx_bf16", "avx512_bf16")}
+    else:  # torch before get_capabilities
+        flags = {"amx_bf16": torch.cpu._is_amx_tile_supported(), "avx512_bf16": torch.cpu._is_avx512_bf16_supported()}
+    try:
+        flags["mkldnn_bf16"] = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch built without oneDNN
+        flags["mkldnn_bf16"] = False
+    return flags
+
+
+def cpu_bf16_native(flags: tp.Mapping[str, bool] | None = None) -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware: AMX-BF16 or AVX512-BF16, through oneDNN."""
+    flags = cpu_bf16_flags() if flags is None else flags
+    return bool(flags.get("mkldnn_bf16") and (flags.get("amx_bf16") or flags.get("avx512_bf16")))
+
+
+def _flags_text(flags: tp.Mapping[str, bool]) -> str:
+    return ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in flags.items())
+
+
+EMULATED_BF16_COST = (
+    "1.9x slower than fp32 for a LoRA step and 2.3-2.5x for scoring on a 2-core AVX2 EPYC at 64 tokens a row, "
+    "a 2 x 128-token LoRA step 20-30x slower (bench/bench_cpu_precision.py)"
+)
+"""What emulated bf16 cost where it was measured (bench/bench_cpu_precision.py): why it is refused."""
+
+
+def decide_precision(
+    method: MethodConfig, n_params: tp.Callable[[], int | None] = lambda: None, field: str = ""
+) -> Precision:
+    """The precision ``method`` trains in here: ``auto`` resolved, an explicit value kept or refused.
+
+    GPU: ``auto`` is bf16 where it is native (:func:`bf16_native`), else fp32; an explicit value is kept
+    (:func:`check_bf16` refuses emulated bf16 first). CPU: ``auto`` is bf16 when the CPU has bf16 matrix
+    units (:func:`cpu_bf16_native`), the job runs without DeepSpeed (its CPU bf16 path is untested) and the
+    model has :data:`CPU_BF16_MIN_PARAMS` parameters or more (``n_params``, asked only then), else fp32.
+    fp32 weights train under autocast as on GPUs (full SFT's masters, LoRA's base and fp32 adapters).
+
+    Raises
+    ------
+    ValueError
+        ``bf16`` on a CPU without the units (torch would emulate it) and ``fp16`` on any CPU (accelerate
+        runs no fp16 autocast there: it would train in fp32), naming the field, the flags seen and the fix.
+    """
+    asked, field = method.precision, field or f"methods.{method.name or method.kind}.precision"
+    if on_gpu():
+        if asked == "auto":
+            native = bf16_native()
+            return Precision(asked, "bf16" if native else "fp32", f"native bf16 on this GPU: {native}")
+        return Precision(asked, asked, "as asked")
+    flags = cpu_bf16_flags()
+    native = cpu_bf16_native(flags)
+    units = f"CPU flags seen by torch: {_flags_text(flags)}"
+    if asked == "fp32":
+        return Precision(asked, "fp32", "as asked", flags)
+    if asked == "fp16":
+        raise ValueError(
+            f"{field}: fp16, but on a CPU accelerate runs no fp16 autocast: the job would train in fp32 while "
+            f"its config says fp16 ({units}) -> precision: auto or fp32"
+            + (", or bf16 (this CPU has bf16 units)" if native else ", or a GPU")
+        )
+    if asked == "bf16":
+        if native:
+            return Precision(asked, "bf16", f"as asked; {units}", flags)
+        raise ValueError(
+            f"{field}: bf16, but this CPU has no bf16 matrix units ({units}; AMX-BF16 or AVX512-BF16 "
+            f"needed): torch would emulate bf16, {EMULATED_BF16_COST} -> precision: auto (fp32 on this CPU) "
+            "or fp32, or run on a CPU with amx_bf16/avx512_bf16 (Xeon Sapphire Rapids, EPYC Zen 4 or newer) or a GPU"
+        )
+    if not native:
+        return Precision(asked, "fp32", f"no bf16 matrix units; {units}", flags)
+    if method.deepspeed:
+        return Precision(asked, "fp32", f"DeepSpeed on CPU trains in fp32 under auto; {units}", flags)
+    n = n_params()
+    if n is None or n < CPU_BF16_MIN_PARAMS:
+        size = "model size unknown" if n is None else f"{n / 1e6:.1f}M parameters"
+        return Precision(
+            asked, "fp32", f"{size}, under the {CPU_BF16_MIN_PARAMS / 1e6:.0f}M of the bf16 rule; {units}", flags
+        )
+    return Precision(asked, "bf16", f"bf16 units and {n / 1e6:.0f}M parameters; {units}", flags)
+
+
 def resolve_precision(precision: str) -> str:
-    """accelerate's ``mixed_precision`` for a config precision: bf16 on GPUs with native bf16, fp32 on CPU."""
-    if precision == "auto":
-        return "bf16" if bf16_native() else "no"
-    if precision in ("bf16", "fp16") and not on_gpu():
-        return "no"  # CPU autocast would only slow the tiny smoke models down
-    return {"fp32": "no"}.get(precision, precision)
+    """accelerate's ``mixed_precision`` for a config precision, the model's size unknown (:func:`decide_precision`)."""
+    return decide_precision(MethodConfig(precision=precision)).mixed_precision
+
+
+def model_params(name_or_path: str, trust_remote_code: bool = False) -> int | None:
+    """Parameters of a model, from its config alone (built on the meta device: nothing is allocated); None
+    when it cannot be built so."""
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+        with init_empty_weights():
+            model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError, TypeError, ImportError, RuntimeError):
+        return None
+    return sum(p.numel() for p in model.parameters())
 
 
 def resolve_dtype(dtype: str) -> torch.dtype:
@@ -201,15 +332,18 @@ def process_group_kwargs() -> tp.Any:
     return InitProcessGroupKwargs(backend="nccl" if on_gpu() else "gloo", timeout=PROCESS_GROUP_TIMEOUT)
 
 
-def make_accelerator(method: MethodConfig) -> tp.Any:
+def make_accelerator(method: MethodConfig, precision: Precision | None = None) -> tp.Any:
     """An accelerate ``Accelerator`` for this method: one process, DDP, or DeepSpeed ZeRO.
 
     Under DeepSpeed it must exist before ``from_pretrained``: it registers
     the DeepSpeed config with transformers (``is_deepspeed_zero3_enabled``),
     so that under ZeRO-3 each rank builds only its shard inside
-    ``deepspeed.zero.Init`` instead of the whole model.
+    ``deepspeed.zero.Init`` instead of the whole model. ``precision``: :func:`decide_precision`'s (by
+    default decided here, the model's size unknown).
     """
     from accelerate import Accelerator
+
+    precision = precision or decide_precision(method)
 
     plugin = deepspeed_plugin(method)
     if plugin is not None:
@@ -220,7 +354,7 @@ def make_accelerator(method: MethodConfig) -> tp.Any:
         # accelerate only turns DeepSpeed on when cpu=False; on a CPU machine
         # DS_ACCELERATOR=cpu (launch/jobs.py) keeps DeepSpeed's tensors on the CPU.
         cpu=not on_gpu() and plugin is None,
-        mixed_precision=resolve_precision(method.precision),
+        mixed_precision=precision.mixed_precision,
         gradient_accumulation_steps=method.grad_accum_steps,
         deepspeed_plugin=plugin,
         kwargs_handlers=handlers,
@@ -247,13 +381,13 @@ def param_counts(model: torch.nn.Module) -> tuple[int, int]:
     return trainable, total
 
 
-def runtime_info(method: MethodConfig) -> dict[str, tp.Any]:
+def runtime_info(precision: Precision) -> dict[str, tp.Any]:
     """What this process ran with: usable CPUs (a Slurm task bound to one core shows 1), precision, GPU."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cpus = os.cpu_count() or 1
-    info: dict[str, tp.Any] = {"cpu_affinity": cpus, "mixed_precision": resolve_precision(method.precision)}
+    info: dict[str, tp.Any] = {"cpu_affinity": cpus, **precision.record()}
     if on_gpu():
         major, minor = torch.cuda.get_device_capability()
         info.update(gpu_name=torch.cuda.get_device_name(), gpu_capability=f"{major}.{minor}", bf16_native=bf16_native())

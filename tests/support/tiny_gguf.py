@@ -23,11 +23,11 @@ def _permute(w: np.ndarray, n_head: int) -> np.ndarray:
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def _tensors(model: tp.Any) -> dict[str, np.ndarray]:
+def _tensors(model: tp.Any, head_twice: bool = False) -> dict[str, np.ndarray]:
     cfg = model.config
     sd = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
     out = {"token_embd.weight": sd["model.embed_tokens.weight"], "output_norm.weight": sd["model.norm.weight"]}
-    if not cfg.tie_word_embeddings:
+    if not cfg.tie_word_embeddings or head_twice:
         out["output.weight"] = sd["lm_head.weight"]
     names = {
         "self_attn.v_proj": "attn_v",
@@ -47,11 +47,19 @@ def _tensors(model: tp.Any) -> dict[str, np.ndarray]:
     return out
 
 
-def write_llama_gguf(model_dir: Path, out: Path, arch: str = "llama", quant: str | None = None) -> Path:
+def write_llama_gguf(
+    model_dir: Path,
+    out: Path,
+    arch: str = "llama",
+    quant: str | None = None,
+    head_twice: tuple[str, str] | None = None,
+) -> Path:
     """A GGUF of the Llama model and tokenizer in ``model_dir``; ``arch`` is what it claims to be.
 
     Weights are float32, or with ``quant`` (a ``gguf.GGMLQuantizationType`` name such as ``Q8_0``) the
-    matrices are quantised like a published file's (norms stay float32).
+    matrices are quantised like a published file's (norms stay float32). ``head_twice=(EMB, HEAD)``
+    stores a tied model's embedding twice, as ``token_embd.weight`` quantised ``EMB`` and
+    ``output.weight`` quantised ``HEAD``: the way Qwen2.5-0.5B's GGUF stores its tied embedding.
     """
     import gguf
     from transformers import AutoModelForCausalLM
@@ -88,10 +96,11 @@ def write_llama_gguf(model_dir: Path, out: Path, arch: str = "llama", quant: str
     w.add_pad_token_id(cfg.pad_token_id)
     w.add_add_bos_token(True)
     w.add_chat_template(template)
-    for name, array in _tensors(model).items():
+    kinds = dict(zip(("token_embd.weight", "output.weight"), head_twice or ()))
+    for name, array in _tensors(model, head_twice=bool(head_twice)).items():
         array = np.ascontiguousarray(array, dtype=np.float32)
-        if quant and array.ndim == 2:
-            kind = gguf.GGMLQuantizationType[quant]
+        if (quant or name in kinds) and array.ndim == 2:
+            kind = gguf.GGMLQuantizationType[kinds.get(name, quant)]
             w.add_tensor(name, gguf.quants.quantize(array, kind), raw_dtype=kind)
         else:
             w.add_tensor(name, array)
