@@ -1,12 +1,15 @@
 """Benchmark: a 200-cell sweep: submission and status on the dev cluster, the report from made-up scores.
 
-The sweep: ``configs/smoke.yaml`` with 10 seeds and a grid (full_sft: 4 learning rates = 40 cells;
-lora and qlora: 4 learning rates x 2 ranks = 80 cells each), 200 cells and 20 rows over seeds.
+The sweep: ``configs/smoke.yaml`` with its three classic methods (``bench_submit.bench_config``; the
+other kinds would add 10 cells each and change the shape the targets were set on), 10 seeds and a grid
+(full_sft: 4 learning rates = 40 cells; lora and qlora: 4 learning rates x 2 ranks = 80 cells each),
+200 cells and 20 rows over seeds.
 
 * **submit** (dev cluster, ``ACCT=dbd``): wall time of ``cyberft submit`` in a new process (config and
   sweep checks, memory estimate at every grid point, data split, 212 pickles: 3 training arrays, the
   scoring array (201 models past ``eval.models_per_job`` 20: 11 tasks) and the evaluation); the ``sbatch``
-  calls are counted by a wrapper on PATH. Baseline: the same shape as 5 plain ``sbatch`` calls.
+  calls are counted by a wrapper on PATH; the job ids come from the experiment's manifest. Baseline: the
+  same shape as 5 plain ``sbatch`` calls.
 * **status** (dev cluster, right after the submission: tasks pending and running): wall time of
   ``cyberft status EXP`` in a new process; its ``squeue`` and ``sacct`` calls are counted.
 * **report** (no cluster needed): every cell's predictions and training record are written as the jobs
@@ -15,7 +18,9 @@ lora and qlora: 4 learning rates x 2 ranks = 80 cells each), 200 cells and 20 ro
   this process, with the cells' sacct records given (the one ``sacct`` call is timed under status), and
   ``cyberft report EXP`` in a new process. Fake scores are honest here: the step reads files only.
 
-After each submission the arrays are cancelled and the queue drained (untimed). Targets (issue 15):
+After each submission the arrays are cancelled and the queue drained (untimed). The cluster is always
+stopped at the end, also on an error or SIGTERM, with every process it left behind (``bench/_cluster.py``).
+Targets (issue 15):
 submit under 2 s, status under 1 s with one squeue and one sacct call, report under 5 s.
 
     python bench/bench_sweep.py [--runs 5] [--json out.json]
@@ -25,7 +30,6 @@ from __future__ import annotations
 
 import os
 import random
-import re
 import shutil
 import stat
 import sys
@@ -37,8 +41,16 @@ from pathlib import Path
 for _k, _v in {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TQDM_DISABLE": "1"}.items():
     os.environ.setdefault(_k, _v)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _cluster import dev_cluster  # noqa: E402
 from _common import REPO, Bench, Row, Target, bench_main, log, machine_info, parse_args, timed_subprocess, venv_bin  # noqa: E402
-from bench_submit import cancel_and_drain, slurm  # noqa: E402
+from bench_submit import (  # noqa: E402
+    bench_config,
+    cancel_and_drain,
+    cancel_quietly,
+    manifest_job_ids,
+    slurm,
+    submitted_experiment,
+)
 
 sys.path.insert(0, str(REPO))
 NAME = "sweep"
@@ -55,6 +67,7 @@ SWEEP = [
 CELLS = 200
 SCORING_TASKS = 11  # 201 models (base and the cells), eval.models_per_job 20: an array of 11 before the report
 JOBS = CELLS + SCORING_TASKS + 1
+SBATCH_CALLS = 5  # the 3 training arrays, the scoring array, the last evaluation job
 N_QUESTIONS = 500
 
 
@@ -78,19 +91,31 @@ def calls(folder: Path, name: str) -> int:
     return n
 
 
-def submit_sweep(tiny: Path, out_dir: Path, env: dict) -> tuple[float, Path]:
-    argv = ["submit", "configs/smoke.yaml", "--profile", "dev", f"model.name_or_path={tiny}", f"output_dir={out_dir}"]
+def submit_sweep(config: Path, tiny: Path, out_dir: Path, env: dict) -> tuple[float, Path]:
+    """Time ``cyberft submit`` of the sweep in a new process; return (seconds, the experiment directory).
+
+    The experiment and its jobs are read from ``out_dir`` and the manifest, not from the printed output.
+    Raises ``RuntimeError`` (after cancelling what was submitted) unless it exits 0 having submitted
+    :data:`JOBS` jobs in :data:`SBATCH_CALLS` sbatch calls.
+    """
+    argv = ["submit", str(config), "--profile", "dev", f"model.name_or_path={tiny}", f"output_dir={out_dir}"]
     dt, rc, out, err = timed_subprocess([venv_bin("cyberft"), *argv, *SWEEP], env=env)
-    found = re.search(r"^experiment: (.+)$", out, re.M)
-    if rc != 0 or not found or f"submitted {JOBS} job(s) in 5 sbatch call(s)" not in out:
-        raise RuntimeError(f"cyberft submit failed (rc={rc}):\n{err[-3000:]}{out[-3000:]}")
-    return dt, Path(found.group(1))
+    exp = submitted_experiment(out_dir)
+    jobs = manifest_job_ids(exp)
+    arrays = {i.split("_")[0] for i in jobs.values()}
+    if rc != 0 or exp is None or len(jobs) != JOBS or len(arrays) != SBATCH_CALLS:
+        cancel_quietly(jobs.values(), env)
+        raise RuntimeError(
+            f"cyberft submit of the {CELLS}-cell sweep failed: exit {rc}, experiment {exp}, {len(jobs)} job(s) "
+            f"in {len(arrays)} submission(s) in the manifest, expected {JOBS} in {SBATCH_CALLS}; if the config's "
+            f"methods or the sweep changed, update SWEEP, CELLS and SCORING_TASKS together.\n"
+            f"stderr:\n{err[-3000:]}\nstdout:\n{out[-3000:]}"
+        )
+    return dt, exp
 
 
 def array_ids(exp: Path) -> list[str]:
-    from launch.expdir import ExperimentDir
-
-    return sorted({rec.job_id.split("_")[0] for rec in ExperimentDir(exp).read_manifest().jobs.values()})
+    return sorted({job_id.split("_")[0] for job_id in manifest_job_ids(exp).values()})
 
 
 def submit_baseline(work: Path, env: dict) -> tuple[float, list[str]]:
@@ -105,7 +130,7 @@ def submit_baseline(work: Path, env: dict) -> tuple[float, list[str]]:
     return time.perf_counter() - t, [i.split(";")[0] for i in ids]
 
 
-def cluster_rows(args: tp.Any, bench: Bench, tiny: Path, work: Path) -> None:
+def cluster_rows(args: tp.Any, bench: Bench, config: Path, tiny: Path, work: Path) -> None:
     """submit and status against the dev cluster; nothing when it cannot start (the reason in the notes)."""
     from tests.support import slurm_cluster as sc
 
@@ -114,19 +139,15 @@ def cluster_rows(args: tp.Any, bench: Bench, tiny: Path, work: Path) -> None:
         bench.notes.append(f"submit and status not measured: {reason}")
         log(NAME, f"cluster rows skipped: {reason}")
         return
-    base = sc.make_base("cyberft-bench-sweep-")
-    try:
-        t0 = time.perf_counter()
-        env = dict(os.environ, **sc.start_cluster(base, topo="single", acct="dbd"))
-        log(NAME, f"dev cluster (single, dbd) up in {time.perf_counter() - t0:.1f}s at {base}")
+    with dev_cluster(NAME) as (_base, env):
         shims = work / "shims"
         env = counting_wrappers(shims, ("sbatch", "squeue", "sacct"), env)
-        cancel_and_drain(array_ids(submit_sweep(tiny, work / "warm", env)[1]), env)  # warm-up, untimed
+        cancel_and_drain(array_ids(submit_sweep(config, tiny, work / "warm", env)[1]), env)  # warm-up, untimed
         cancel_and_drain(submit_baseline(work, env)[1], env)
         ours, plain, status_s, ended_s, counts = [], [], [], [], []
         for i in range(args.runs):
             calls(shims, "sbatch")
-            dt, exp = submit_sweep(tiny, work / f"runs{i}", env)
+            dt, exp = submit_sweep(config, tiny, work / f"runs{i}", env)
             n_sbatch = calls(shims, "sbatch")
             calls(shims, "squeue"), calls(shims, "sacct")
             st, n_queries = timed_status(exp, env, shims)
@@ -142,41 +163,36 @@ def cluster_rows(args: tp.Any, bench: Bench, tiny: Path, work: Path) -> None:
                 f"({n_queries[0]} squeue, {n_queries[1]} sacct), after scancel {st_ended:.3f}s "
                 f"({n_ended[0]} squeue, {n_ended[1]} sacct), 5x sbatch {dt_plain:.3f}s",
             )
-        bench.rows += [
-            Row(
-                "sbatch", "5x sbatch (3 --array, 1 --array afterany, 1 afterany)", "s", plain, False, baseline="sbatch"
-            ),
-            Row(
-                "submit",
-                f"cyberft submit, {CELLS}-cell sweep",
-                "s",
-                ours,
-                False,
-                baseline="sbatch",
-                targets=[Target("<2s", "max", 2.0)],
-            ),
-            Row(
-                "status",
-                f"cyberft status, {CELLS} cells queued",
-                "s",
-                status_s,
-                False,
-                targets=[Target("<1s", "max", 1.0)],
-            ),
-            Row(
-                "status_ended",
-                f"cyberft status, {CELLS} cells ended",
-                "s",
-                ended_s,
-                False,
-                targets=[Target("<1s", "max", 1.0)],
-            ),
-        ]
-        bench.info["calls_per_run"] = counts  # status: (squeue calls, sacct calls)
-        bench.info["cluster"] = "slurm/dev-cluster/up TOPO=single ACCT=dbd"
-    finally:
-        sc.stop_cluster(base, remove=True)
-        log(NAME, "dev cluster stopped")
+    bench.rows += [
+        Row("sbatch", "5x sbatch (3 --array, 1 --array afterany, 1 afterany)", "s", plain, False, baseline="sbatch"),
+        Row(
+            "submit",
+            f"cyberft submit, {CELLS}-cell sweep",
+            "s",
+            ours,
+            False,
+            baseline="sbatch",
+            targets=[Target("<2s", "max", 2.0)],
+        ),
+        Row(
+            "status",
+            f"cyberft status, {CELLS} cells queued",
+            "s",
+            status_s,
+            False,
+            targets=[Target("<1s", "max", 1.0)],
+        ),
+        Row(
+            "status_ended",
+            f"cyberft status, {CELLS} cells ended",
+            "s",
+            ended_s,
+            False,
+            targets=[Target("<1s", "max", 1.0)],
+        ),
+    ]
+    bench.info["calls_per_run"] = counts  # status: (squeue calls, sacct calls)
+    bench.info["cluster"] = "slurm/dev-cluster/up TOPO=single ACCT=dbd"
 
 
 def timed_status(exp: Path, env: dict, shims: Path) -> tuple[float, tuple[int, int]]:
@@ -188,13 +204,14 @@ def timed_status(exp: Path, env: dict, shims: Path) -> tuple[float, tuple[int, i
     return dt, (calls(shims, "squeue"), calls(shims, "sacct"))
 
 
-def fake_scored_sweep(tiny: Path, work: Path) -> tuple[tp.Any, tp.Any, dict, dict, int]:
+def fake_scored_sweep(config: Path, tiny: Path, work: Path) -> tuple[tp.Any, tp.Any, dict, dict, int]:
     """A local 200-cell experiment whose cells are trained and scored with made-up figures."""
     from launch.expdir import EvalResult, TrainMetrics
     from launch.sweep import cells as all_cells
     from tests.support.experiments import new_experiment
 
-    cfg, exp = new_experiment([f"output_dir={work / 'report'}", f"model.name_or_path={tiny}", *SWEEP])
+    overrides = [f"output_dir={work / 'report'}", f"model.name_or_path={tiny}", *SWEEP]
+    cfg, exp = new_experiment(overrides, config=config)
     rng = random.Random(0)
     gold = [rng.choice("ABCD") for _ in range(N_QUESTIONS)]
     results, accounts = {}, {}
@@ -227,10 +244,10 @@ def fake_scored_sweep(tiny: Path, work: Path) -> tuple[tp.Any, tp.Any, dict, dic
     return cfg, exp, results, accounts, len(gold)
 
 
-def report_rows(args: tp.Any, bench: Bench, tiny: Path, work: Path) -> None:
+def report_rows(args: tp.Any, bench: Bench, config: Path, tiny: Path, work: Path) -> None:
     from launch import finalize, slurm
 
-    cfg, exp, results, accounts, n_eval = fake_scored_sweep(tiny, work)
+    cfg, exp, results, accounts, n_eval = fake_scored_sweep(config, tiny, work)
     slurm.experiment_accounts = lambda manifest, price, timeout_s=60: (accounts, "sacct")  # timed under status
     build, show = [], []
     for i in range(args.runs):
@@ -261,13 +278,14 @@ def report_rows(args: tp.Any, bench: Bench, tiny: Path, work: Path) -> None:
 
 def build(args: tp.Any) -> Bench:
     bench = Bench(NAME)
-    work = Path(tempfile.mkdtemp(prefix="cyberft-bench-sweep-"))
+    work = Path(tempfile.mkdtemp(prefix="cyberft-bench-sweep-work-"))
     try:
         from train.tiny_model import build_tiny_model
 
         tiny = build_tiny_model(work / "tiny-llama", seed=0, pretrain_steps=0)
-        report_rows(args, bench, tiny, work)
-        cluster_rows(args, bench, tiny, work)
+        config = bench_config(work)
+        report_rows(args, bench, config, tiny, work)
+        cluster_rows(args, bench, config, tiny, work)
         bench.info |= {"machine": machine_info(), "cells": CELLS, "sweep": SWEEP, "questions": N_QUESTIONS}
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -13,7 +13,8 @@ an output directory that already holds an earlier experiment), runs
 * stderr (stdout for the dry run) has a problem line that names the field or record
   (``methods[1] (lora).learning_rate``, ``record 3``, ``line 5``, ``profile: gpus_per_node``)
   *and* carries its fix (``->``) on that line;
-* ``sbatch`` was never called, and each command returned within 2 s;
+* ``sbatch`` was never called (how fast a refusal comes is measured in bench/bench_cli.py, not asserted
+  here: a wall-clock bound fails on a loaded machine);
 * nothing already on disk changed: every file under the case directory (config, profile, data,
   model, the output directory with the earlier experiment) keeps its bytes, mode and mtime, and
   no file or directory appeared or vanished;
@@ -31,7 +32,8 @@ shared storage, a submission Slurm refuses).
 
 :func:`test_each_kind_is_refused` runs every kind once with its canonical bad value;
 :func:`test_random_bad_input_is_refused` lets hypothesis pick the kind and the details (which
-method or record, which bad value) from strategies (``BAD_INPUT_EXAMPLES=2000`` for a longer hunt).
+method or record, which bad value) from strategies: the same examples every run (``derandomize``), so a
+run fails only when the code changed; ``BAD_INPUT_EXAMPLES=2000`` hunts longer, with new examples.
 
 Running as root, where mode bits do not stop writes, the read-only output directory is checked
 with ``os.access`` answering as for another user.
@@ -47,7 +49,6 @@ import re
 import shutil
 import stat
 import tempfile
-import time
 import typing as tp
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,7 +73,6 @@ from support.fake_slurm import install_fake_slurm  # noqa: E402
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 MAX_LINE = 2000
 """The longest message line (stderr, the dry run's problem list) a case may print: long values are shortened."""
-MAX_SECONDS = 2.0
 
 
 # --------------------------------------------------------------------------- one case
@@ -370,13 +370,20 @@ def _(case: Case, pick: Pick) -> list[str]:
 
 @kind("mapping_for_list")
 def _(case: Case, pick: Pick) -> list[str]:
+    """A mapping where a list goes (``target_modules`` also takes the word 'all-linear'). The contract, not the
+    wording: the line names the field, says a mapping was given and echoes it, and its fix says to write a list."""
     if pick("methods", st.sampled_from(["methods", "target_modules"])) == "methods":
         case.config["methods"] = {m["name"]: m for m in case.config["methods"]}
-        return [r"config: methods: expected a list"]
-    case.method(1)["lora"]["target_modules"] = pick(
-        {"q_proj": True}, st.dictionaries(IDENT, st.integers(), min_size=1, max_size=2)
-    )
-    return [rf"config: {case.label(1)}\.lora\.target_modules: expected a list"]
+        field_, keys = "methods", []  # the echo is cut after the first method: which one comes first is not the point
+    else:
+        value = pick({"q_proj": True}, st.dictionaries(IDENT, st.integers(), min_size=1, max_size=2))
+        case.method(1)["lora"]["target_modules"] = value
+        field_, keys = rf"{case.label(1)}\.lora\.target_modules", list(value)
+    return [
+        rf"config: {field_}: .*\b(mapping|dict)\b \{{",  # what was given ...
+        *(rf"config: {field_}: .*\{{.*{re.escape(repr(k))}" for k in keys),  # ... echoed (its keys)
+        rf"config: {field_}: .*-> .*\blist\b",  # the fix: a list
+    ]
 
 
 @kind("yaml11_surprise")
@@ -446,7 +453,9 @@ def _(case: Case, pick: Pick) -> list[str]:
 @kind("typo_method_key")
 def _(case: Case, pick: Pick) -> list[str]:
     i = pick(0, METHOD)
-    key = pick("learning_rate", st.sampled_from(["learning_rate", "micro_batch_size", "max_steps", "resources"]))
+    # Only keys the method has (few_shot has no learning_rate); resources: every method has it.
+    keys = [k for k in ("learning_rate", "micro_batch_size", "max_steps", "resources") if k in case.method(i)]
+    key = pick(keys[0], st.sampled_from(keys))
     pos = pick(5, st.integers(0, len(key) - 1))
     typo = key[:pos] + key[pos + 1 :]
     case.method(i)[typo] = case.method(i).pop(key)
@@ -840,7 +849,7 @@ def _(case: Case, pick: Pick) -> list[str]:
     item = f"{key}={pick('1e-3', st.sampled_from(['1e-3', '7', 'x', '']))}"
     case.overrides.append(item)
     what = "no key before '='" if not key.strip() else "key .* has an empty part"
-    return [rf"config: override {re.escape(repr(item))}: {what} -> .*e\.g\. methods\.lora\.learning_rate=1e-3"]
+    return [rf"config: override {re.escape(repr(item))}: {what}.* -> .*e\.g\. methods\.lora\.learning_rate=1e-3"]
 
 
 @kind("tracking_mode_off")
@@ -1359,7 +1368,10 @@ def _alias_bomb(levels: int, width: int) -> str:
 
 @kind("alias_bomb")
 def _(case: Case, pick: Pick) -> list[str]:
-    bomb = _alias_bomb(pick(9, st.integers(5, 30)), pick(10, st.integers(6, 12)))
+    # At least 6 levels of width 6: 10 x 6**5 = 77,760 values, beyond yamlio.MAX_NODES (5 levels are 12,960).
+    levels, width = pick(9, st.integers(6, 30)), pick(10, st.integers(6, 12))
+    assert 10 * width ** (levels - 1) > yamlio.MAX_NODES, (levels, width)  # a bomb, whatever was drawn
+    bomb = _alias_bomb(levels, width)
     where = pick("config", st.sampled_from(["config", "profile", "override"]))
     nested = ("bomb:\n" + "".join(f"  {ln}\n" for ln in bomb.splitlines())).encode()
     if where == "config":  # an unknown key holding it: the reader refuses before any key is looked at
@@ -1678,7 +1690,7 @@ def harness(tmp_path, tiny_model, monkeypatch, capsys):
     state = install_fake_slurm(tmp_path, monkeypatch)
     monkeypatch.chdir(REPO)
 
-    def command(case: Case, argv: list[str]) -> tuple[int, str, str, float]:
+    def command(case: Case, argv: list[str]) -> tuple[int, str, str]:
         capsys.readouterr()
         with monkeypatch.context() as mp:
             if case.as_non_root:
@@ -1687,14 +1699,12 @@ def harness(tmp_path, tiny_model, monkeypatch, capsys):
                 mp.setenv(name, value)
             for obj, attr, value in case.patches:
                 mp.setattr(obj, attr, value)
-            t0 = time.perf_counter()
             try:
                 rc = cli.main(argv)
             except SystemExit as exc:  # argparse refusing the command line
                 rc = exc.code
-            wall = time.perf_counter() - t0
         out = capsys.readouterr()
-        return rc, out.out, out.err, wall
+        return rc, out.out, out.err
 
     def check_refusal(kind_name: str, case: Case, what: str, text: str, needles: list[str]) -> None:
         lines = text.split("\n")  # not splitlines(): a quoted value may hold U+2028 and friends
@@ -1703,7 +1713,7 @@ def harness(tmp_path, tiny_model, monkeypatch, capsys):
             assert hits, f"{kind_name} ({what}): no line matches {needle!r} in\n{text[-6000:]}"
             assert any("->" in ln for ln in hits), f"{kind_name} ({what}): no fix ('->') on {hits}"
 
-    def check_output(kind_name: str, case: Case, what: str, out: str, err: str, wall: float) -> None:
+    def check_output(kind_name: str, case: Case, what: str, out: str, err: str) -> None:
         assert "Traceback" not in err + out, f"{kind_name} ({what}): a traceback\n{err}"
         for secret in case.secrets:
             assert secret not in err + out, f"{kind_name} ({what}): a secret value was echoed\n{err}{out[-3000:]}"
@@ -1711,7 +1721,6 @@ def harness(tmp_path, tiny_model, monkeypatch, capsys):
         messages = err.split("\n") + [ln for ln in out.split("\n") if ln.startswith("  - ")]
         longest = max(map(len, messages), default=0)
         assert longest <= MAX_LINE, f"{kind_name} ({what}): a message line of {longest} characters"
-        assert wall < MAX_SECONDS, f"{kind_name} ({what}): took {wall:.2f} s"
 
     def run(kind_name: str | None, pick: Pick) -> tuple[int, str]:
         root = Path(tempfile.mkdtemp(dir=tmp_path, prefix="case-"))
@@ -1722,11 +1731,11 @@ def harness(tmp_path, tiny_model, monkeypatch, capsys):
             needles = KINDS[kind_name](case, pick) if kind_name else []
             case.write()
             before = _snapshot(root)
-            rc, out, err, wall = command(case, case.argv())
+            rc, out, err = command(case, case.argv())
             if kind_name is None:
                 return rc, err
             assert rc == case.rc, f"{kind_name}: exit {rc}, expected {case.rc}\n{err}"
-            check_output(kind_name, case, "submit", out, err, wall)
+            check_output(kind_name, case, "submit", out, err)
             if case.verify is not None:
                 case.verify(state)
                 return rc, err
@@ -1734,10 +1743,10 @@ def harness(tmp_path, tiny_model, monkeypatch, capsys):
                 assert not (state / "count").exists() or case.env, f"{kind_name}: sbatch was called"
                 assert _snapshot(root) == before, f"{kind_name}: files under {root} changed"
                 check_refusal(kind_name, case, "submit", err, needles)
-            dry_rc, out, err, wall = command(case, case.argv() + ["--dry-run"])
+            dry_rc, out, err = command(case, case.argv() + ["--dry-run"])
             expected = case.rc if case.dry_rc is None else case.dry_rc
             assert dry_rc == expected, f"{kind_name}: the dry run exited {dry_rc}, not {expected}\n{err}{out[-3000:]}"
-            check_output(kind_name, case, "dry run", out, err, wall)
+            check_output(kind_name, case, "dry run", out, err)
             assert _snapshot(root) == before, f"{kind_name}: the dry run changed files under {root}"
             if dry_rc == 2:
                 check_refusal(kind_name, case, "dry run", out + err, needles)
@@ -1770,9 +1779,16 @@ def test_each_kind_is_refused(harness, kind_name):
     harness(kind_name, Pick())
 
 
+HUNT = os.environ.get("BAD_INPUT_EXAMPLES")
+"""A longer hunt for bad input the catalogue misses (``BAD_INPUT_EXAMPLES=2000``): new examples each run."""
+
+
 @settings(
-    max_examples=int(os.environ.get("BAD_INPUT_EXAMPLES", "100")),
-    deadline=None,
+    max_examples=int(HUNT or 200),
+    # Without a hunt the same examples every run (derived from the test, not from a clock or a seed file):
+    # CI cannot draw a new failing example by chance; what a hunt finds becomes a kind or a canonical value.
+    derandomize=HUNT is None,
+    deadline=None,  # no per-example time limit: a slow machine is not bad input
     database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
@@ -1780,6 +1796,31 @@ def test_each_kind_is_refused(harness, kind_name):
 def test_random_bad_input_is_refused(harness, data):
     kind_name = data.draw(st.sampled_from(sorted(KINDS)), label="kind")
     harness(kind_name, Pick(data))
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ({"q_proj": True}, r"target_modules: expected 'all-linear' or a list of str, got a mapping \{'q_proj': True\}"),
+        ("q_proj", r"target_modules: expected 'all-linear' or a list of str, got a string 'q_proj'"),
+        ("all_linear", r"target_modules: .*'all_linear' -> did you mean 'all-linear'\?"),
+        (7, r"target_modules: expected 'all-linear' or a list of str, got an integer 7"),
+        ([1, "q_proj"], r"target_modules\[0\]: expected a string, got int 1"),  # the list's own problem, per item
+        (["q_proj", TOKENS["hf"]], r"target_modules\[1\]: holds what looks like a Hugging Face token"),
+    ],
+)
+def test_a_field_of_two_shapes_says_which_it_takes_and_what_it_got(value, says):
+    """``target_modules`` takes the word 'all-linear' or a list: a value of neither shape gets one line naming
+    both, the value and how to write it; a list gets the list's own problems, which name the bad item."""
+    from launch.config import ConfigError, from_dict
+
+    raw = copy.deepcopy(SMOKE)
+    raw["methods"][1]["lora"]["target_modules"] = value
+    with pytest.raises(ConfigError) as info:
+        from_dict(raw)
+    (problem,) = [p for p in info.value.problems if "target_modules" in p]
+    assert problem.startswith("methods[1] (lora).lora.target_modules") and re.search(says, problem), problem
+    assert " -> " in problem and "s3cr3t" not in problem
 
 
 @pytest.mark.parametrize("control", ["\n", "\r", "\u2028", "\x1b", "\x85", "\x0b"])

@@ -110,5 +110,9 @@ def test_shortened_qwen_study_runs_every_kind_with_seeds_and_the_shared_evaluati
         assert len(layout.eval.predictions_file(cell).read_text().splitlines()) == 16, cell
     lora = json.loads(layout.method("lora[1]").metrics_file.read_text())
     assert lora["steps"] == 2 and lora["total_params"] == PARAMS + lora["trainable_params"]
-    assert "lora: 2 seeds = 2 cells" in res.stdout.replace("  ", " ")
+    groups = {g["group"]: g for g in summary["groups"]}
+    assert groups["lora"]["cells"] == ["lora[0]", "lora[1]"] and groups["lora"]["accuracy"]["n"] == 2
+    assert groups["full_sft"]["cells"] == ["full_sft[0]"] and groups["full_sft"]["accuracy"]["n"] == 1
+    lora_vs_base = next(c for c in summary["comparisons"] if (c["a"], c["b"]) == ("lora", "base"))
+    assert lora_vs_base["test"] == "bootstrap" and lora_vs_base["runs"] == [2, 1]
     assert "[cyberft] eval: " in res.stdout and "completed" in res.stdout.split("[cyberft] eval: ")[-1]

@@ -1,16 +1,19 @@
-"""The learning-rate search behind ``configs/smollm2-cybermetric.yaml``, on the training split only.
+"""The learning-rate search behind the real studies' configs, on the training split only.
 
 The study's held-out questions are never looked at: the study's own split is prepared first, and
 the search splits *its training part* again (seed 1) into 120 questions to train on and 80 to
-validate on. For each point of the grid, one ``cyberft run`` trains full SFT, LoRA and QLoRA for
-one epoch of the 120 (15 steps of 8, the study's batch and warm-up) and scores them on the 80.
-Every method is ranked by the mean log-probability of the right letter among the four
-(a continuous score: 80 questions give accuracy intervals of +-10 points, too wide to rank by),
-accuracy is reported beside it.
+validate on. For each point of the grid, one ``cyberft run`` of the searched methods alone (the
+config's other methods and its sweep are left out) trains each for one epoch of the 120 (15 steps
+of 8, the study's batch and warm-up) and scores them on the 80. Every method is ranked by the mean
+log-probability of the right letter among the four (a continuous score: 80 questions give accuracy
+intervals of +-10 points, too wide to rank by), accuracy is reported beside it.
 
-    python bench/search_smollm2.py [--data CyberMetric-500-v1.json] [--out bench/results/search_smollm2.json]
+    python bench/search_lr.py [--config configs/smollm2-cybermetric.yaml] [--grid qwen05]
+        [--data CyberMetric-500-v1.json] [--out bench/results/search_smollm2.json]
 
-About 15-20 minutes on 2 CPU cores (3 runs x 3 methods, 2 at a time, plus the scoring).
+SmolLM2 (the default): about 15-20 minutes on 2 CPU cores (3 runs x 3 methods, 2 at a time, plus the
+scoring). ``--config configs/qwen05-cybermetric.yaml --grid qwen05 --out
+bench/results/search_qwen05.json``: the 0.5B study's grid (four methods).
 """
 
 from __future__ import annotations
@@ -29,13 +32,24 @@ sys.path.insert(0, str(REPO))
 
 from launch.expdir import ExperimentDir  # noqa: E402
 
-CONFIG = REPO / "configs" / "smollm2-cybermetric.yaml"
 SHARED = REPO.parent / "shared" / "data" / "cybermetric" / "CyberMetric-500-v1.json"
-GRID = {  # one run per column: the three methods at their i-th learning rate
-    "full_sft": [1e-5, 3e-5, 1e-4],
-    "lora": [1e-4, 3e-4, 1e-3],
-    "qlora": [1e-4, 3e-4, 1e-3],
+GRIDS = {  # one run per column: the methods at their i-th learning rate
+    "smollm2": {
+        "full_sft": [1e-5, 3e-5, 1e-4],
+        "lora": [1e-4, 3e-4, 1e-3],
+        "qlora": [1e-4, 3e-4, 1e-3],
+    },
+    # Qwen2.5-0.5B-Instruct: published LoRA fine-tunes of 0.5B models use 1e-4..2e-4, full SFT 1e-5;
+    # one step either side. Prompt tuning's soft prompt needs far larger steps (peft's examples: 3e-2).
+    "qwen05": {
+        "full_sft": [3e-6, 1e-5, 3e-5],
+        "lora": [5e-5, 2e-4, 6e-4],
+        "qlora": [5e-5, 2e-4, 6e-4],
+        "prompt_tuning": [3e-3, 3e-2, 3e-1],
+    },
 }
+CONFIG = REPO / "configs" / "smollm2-cybermetric.yaml"
+GRID = GRIDS["smollm2"]
 N_TRAIN, N_VAL = 120, 80
 
 
@@ -62,6 +76,18 @@ def score(predictions: Path) -> dict:
     return {"n": n, "accuracy": sum(r["correct"] for r in rows) / n, "gold_logprob": sum(gold) / n}
 
 
+def searched_config(work: Path) -> Path:
+    """``CONFIG`` with only the searched methods and no sweep (one run of each per point)."""
+    import yaml
+
+    raw = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))
+    raw["methods"] = [m for m in raw["methods"] if m["name"] in GRID]
+    raw.pop("sweep", None)
+    out = work / "search.yaml"
+    out.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    return out
+
+
 def run_point(i: int, train_jsonl: Path, work: Path) -> dict:
     """One ``cyberft run`` with every method at its i-th learning rate; their validation scores."""
     out = work / f"point{i}"
@@ -77,7 +103,7 @@ def run_point(i: int, train_jsonl: Path, work: Path) -> dict:
     ] + [f"methods.{m}.learning_rate={lrs[i]}" for m, lrs in GRID.items()]
     t = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "launch.cli", "run", str(CONFIG), "--no-progress", *overrides],
+        [sys.executable, "-m", "launch.cli", "run", str(searched_config(work)), "--no-progress", *overrides],
         cwd=REPO,
         check=True,
         stdout=subprocess.DEVNULL,
@@ -104,10 +130,14 @@ def run_point(i: int, train_jsonl: Path, work: Path) -> dict:
 
 
 def main() -> int:
+    global CONFIG, GRID
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=REPO / "data" / "cybermetric" / "CyberMetric-500-v1.json")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "search_smollm2.json")
+    parser.add_argument("--config", type=Path, default=CONFIG, help="the study's config (its split is kept out)")
+    parser.add_argument("--grid", choices=sorted(GRIDS), default="smollm2", help="learning rates per method")
     args = parser.parse_args()
+    CONFIG, GRID = args.config.resolve(), GRIDS[args.grid]
     data = args.data if args.data.is_file() else SHARED
     with tempfile.TemporaryDirectory(prefix="cyberft-search-") as tmp:
         work = Path(tmp)
@@ -122,6 +152,7 @@ def main() -> int:
             "data": str(data),
             "n_train": N_TRAIN,
             "n_val": N_VAL,
+            "config": str(CONFIG.relative_to(REPO)) if CONFIG.is_relative_to(REPO) else str(CONFIG),
             "grid": GRID,
             "points": points,
             "best_learning_rate": best,
