@@ -76,7 +76,7 @@ real-model: $(REAL)/config.json $(QWEN)/config.json
 # It includes shortened real studies on SmolLM2 and Qwen2.5-0.5B (tests/test_real_model.py,
 # tests/test_qwen_model.py), so it imports them first.
 test: $(STAMP) $(REAL)/config.json $(QWEN)/config.json
-	CUDA_VISIBLE_DEVICES= $(BIN)/python -m pytest tests
+	CUDA_VISIBLE_DEVICES= $(BIN)/python -m pytest --durations=25 tests
 
 test-fast: $(STAMP)
 	CUDA_VISIBLE_DEVICES= $(BIN)/python -m pytest -m "not slow and not slurm" tests

@@ -3,15 +3,20 @@
 The same :mod:`launch.jobs` objects as on Slurm, each in its own process: the
 training jobs (several at once on CPU, one thread each), then the evaluation
 job once every training job has ended, whatever its outcome, so a failed
-method still gets a row in the report.
+method still gets a row in the report. Stopping ``cyberft run`` (Ctrl-C, or SIGTERM from a
+``kill`` or a batch system) cancels the jobs it started: they run in processes of their own, which
+would otherwise go on training with nobody to evaluate them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 import typing as tp
 
@@ -143,6 +148,33 @@ def multi_device_warnings(cfg: ExperimentConfig) -> list[str]:
     return out
 
 
+def _exit_on_sigterm(signum: int, frame: tp.Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+@contextlib.contextmanager
+def cancelled_on_exit(running: dict[str, tp.Any]) -> tp.Iterator[None]:
+    """Cancel the jobs in ``running`` that are not done when the block is left by an exception.
+
+    SIGTERM is turned into ``SystemExit`` meanwhile (in the main thread), so a ``kill`` of
+    ``cyberft run`` reaches here as Ctrl-C does. submitit's ``cancel`` sends SIGINT to the job's
+    controller, which stops its task (SIGKILL after a second): the newest complete checkpoint stays.
+    """
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if main else None
+    try:
+        yield
+    except BaseException:
+        for name, job in running.items():
+            if not job.done():
+                job.cancel(check=False)
+                print(f"[cyberft] {name}: cancelled (cyberft run was stopped)", file=sys.stderr, flush=True)
+        raise
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
+
+
 def run_training(cfg: ExperimentConfig, exp: ExperimentDir, progress: bool = True) -> dict[str, str]:
     """Run every training job (one per method, or per cell of a sweep: submitit's local executor has
     no arrays); return ``{address: state}`` (``completed`` or ``failed: ...``)."""
@@ -156,20 +188,21 @@ def run_training(cfg: ExperimentConfig, exp: ExperimentDir, progress: bool = Tru
     bars = _Progress(progress)
     what = f"{len(pending)} cell(s) of a sweep" if cfg.sweep is not None else f"{len(pending)} method(s)"
     print(f"[cyberft] training {what}, {slots} at a time", flush=True)
-    while pending or running:
-        while pending and len(running) < slots:
-            cell = pending.pop(0)
-            job = _executor(exp, cell.config.resources.time_min).submit(TrainJob(exp.root, cell.id, threads))
-            running[cell.id] = job
-            exp.record_job(cell.id, JobRecord(job.job_id, executor="local"))
-        for name, job in list(running.items()):
-            read = functools.partial(method_progress, exp, name)
-            bars.update(name, read)
-            if job.done():
-                states[name] = _outcome(job)
-                bars.update(name, read, final=states[name].split(":")[0])
-                del running[name]
-        time.sleep(POLL_S)
+    with cancelled_on_exit(running):
+        while pending or running:
+            while pending and len(running) < slots:
+                cell = pending.pop(0)
+                job = _executor(exp, cell.config.resources.time_min).submit(TrainJob(exp.root, cell.id, threads))
+                running[cell.id] = job
+                exp.record_job(cell.id, JobRecord(job.job_id, executor="local"))
+            for name, job in list(running.items()):
+                read = functools.partial(method_progress, exp, name)
+                bars.update(name, read)
+                if job.done():
+                    states[name] = _outcome(job)
+                    bars.update(name, read, final=states[name].split(":")[0])
+                    del running[name]
+            time.sleep(POLL_S)
     bars.close()
     for name, state in states.items():
         if state != "completed":
@@ -192,9 +225,10 @@ def run_evaluation(cfg: ExperimentConfig, exp: ExperimentDir, progress: bool = T
     job = _executor(exp, cfg.eval.resources.time_min).submit(EvalJob(exp.root, threads))
     exp.record_job("eval", JobRecord(job.job_id, executor="local"))
     bars, read = _Progress(progress), functools.partial(eval_progress, exp)
-    while not job.done():
-        bars.update("eval", read)
-        time.sleep(POLL_S)
+    with cancelled_on_exit({"eval": job}):
+        while not job.done():
+            bars.update("eval", read)
+            time.sleep(POLL_S)
     bars.update("eval", read, final=_outcome(job).split(":")[0])
     bars.close()
     return job.result()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from launch import yamlio
@@ -50,9 +48,7 @@ def _bomb(levels: int) -> str:
 
 
 def test_an_alias_bomb_is_refused_at_once_with_its_line():
-    t0 = time.perf_counter()
-    value, problem = yamlio.parse_problem(_bomb(30))  # 10**30 values if expanded
-    assert time.perf_counter() - t0 < 1.0
+    value, problem = yamlio.parse_problem(_bomb(30))  # 10**30 values if expanded: returning at all shows it was not
     assert value is None and problem.startswith("expands to") and "line 30" in problem and "->" in problem
     assert yamlio.parse(_bomb(3))["a2"][0][0] == ["x"] * 10  # a few aliases are fine
 
@@ -224,10 +220,8 @@ def test_shell_lines_assigning_credentials(line, names):
 
 
 def test_short_is_bounded_and_never_shows_a_token():
-    t0 = time.perf_counter()
     for value in ("X" * 2_000_000, ["a" * 10**6] * 50, {"k" * 10**6: "v"}):
         assert len(short(value)) < 200
-    assert time.perf_counter() - t0 < 0.5
     token = "hf_" + "Q" * 34
     for value in (token, [1, {"a": token}], "x" * 70 + token, f"  {token}"):
         assert "QQQQ" not in short(value)

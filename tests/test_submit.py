@@ -48,7 +48,7 @@ def fake_slurm(tmp_path, monkeypatch):
     return install_fake_slurm(tmp_path, monkeypatch)
 
 
-def test_dry_run_matches_golden_file_and_is_fast():
+def test_dry_run_matches_golden_file():
     t0 = time.perf_counter()
     # A fixed, empty Hugging Face cache: the note on downloading the model names it. The study's
     # CyberMetric-10000 is not shipped: the bundled sample stands in, so the cost forecast has tokens to count
@@ -86,7 +86,7 @@ def test_dry_run_matches_golden_file_and_is_fast():
         "  calibration: no runs recorded for dev yet (cyberft calibration show --profile dev)",
     ):
         assert needle in text
-    assert wall < 2.0  # budget 0.5 s; generous here, measured in bench/
+    # Its speed (budget 0.5 s) is measured in bench/bench_cli.py, not asserted: a test must not depend on timing.
 
 
 def test_dry_run_of_a_valid_plan_exits_0_and_creates_nothing(tmp_path, tiny_model):
