@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from launch.config import InputError
+from support.cli import cyberft
 from support.tiny_gguf import write_llama_gguf
 from train import gguf_import
 from train.tiny_model import ARCHITECTURES, DEFAULT_DATA, _corpus, build_tiny_model, build_tokenizer
@@ -100,13 +101,7 @@ def test_a_failed_import_leaves_the_output_directory_as_it_was(llamas, tmp_path,
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "launch.cli", "import-gguf", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return cyberft("import-gguf", *args)
 
 
 def test_a_file_that_is_not_gguf_exits_2_and_writes_nothing(tmp_path):

@@ -6,13 +6,13 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from launch.config import InputError
+from support.cli import cyberft
 from support.tiny_gguf import write_llama_gguf
 from train import gguf_import, gguf_parts
 from train.tiny_model import DEFAULT_DATA, _corpus, build_tiny_model, build_tokenizer
@@ -52,14 +52,7 @@ def logits(model_dir: Path) -> torch.Tensor:
 
 
 def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "launch.cli", "import-gguf", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, **(env or {})},
-    )
+    return cyberft("import-gguf", *args, env=env)
 
 
 def test_parts_in_order_import_to_the_whole_files_model_and_leave_no_joined_file(tiny, tmp_path):

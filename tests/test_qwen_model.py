@@ -8,8 +8,6 @@ import (or without ``../shared`` for the CyberMetric questions), the tests skip 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from launch import memory
 from launch.config import DataSource
 from launch.data import load_questions
 from launch.expdir import ExperimentDir
+from support.cli import shortened_study
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / ".cache" / "qwen2.5-coder-0.5b-instruct"
@@ -81,22 +80,9 @@ def test_shortened_qwen_study_runs_every_kind_with_seeds_and_the_shared_evaluati
     """configs/qwen05-cybermetric.yaml as shipped, cut to 2 steps of 2 questions per method that steps,
     16 held-out questions, and two seeds for LoRA alone: every kind trains, saves and is scored on the
     real 0.5B model, and LoRA's row aggregates its two cells."""
-    overrides = [
-        f"data.train.path={CM500}",
-        "data.max_train=8",
-        "data.max_eval=16",
-        f"output_dir={tmp_path}",
-        "tracking.backend=none",
-        "sweep.seeds=[0, 1]",
-        "sweep.seeded=[lora]",
-    ] + [f"methods.{m}.{k}" for m in STEPPED for k in ("max_steps=2", "micro_batch_size=2")]
     t0 = time.perf_counter()
-    res = subprocess.run(
-        [sys.executable, "-m", "launch.cli", "run", "configs/qwen05-cybermetric.yaml", *overrides],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=1800,
+    res = shortened_study(
+        "configs/qwen05-cybermetric.yaml", CM500, tmp_path, STEPPED, "sweep.seeds=[0, 1]", "sweep.seeded=[lora]"
     )
     print(f"shortened qwen study: {time.perf_counter() - t0:.0f} s")
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]

@@ -18,6 +18,7 @@ from launch import memory
 from launch.config import DataSource
 from launch.data import load_questions
 from launch.expdir import ExperimentDir
+from support.cli import shortened_study
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / ".cache" / "smollm2-135m-instruct"
@@ -99,21 +100,8 @@ def test_shortened_real_study_runs_every_method_and_the_shared_evaluation(tmp_pa
     """configs/smollm2-cybermetric.yaml as shipped (every method kind), cut to 2 steps of 2 questions per
     method that steps and 16 held-out questions, through `cyberft run` with stdout a pipe (as in CI or a
     log file). Few-shot puts 4 of the 8 training questions before each one."""
-    overrides = [
-        f"data.train.path={CM500}",
-        "data.max_train=8",
-        "data.max_eval=16",
-        f"output_dir={tmp_path}",
-        "tracking.backend=none",
-    ] + [f"methods.{m}.{k}" for m in STEPPED for k in ("max_steps=2", "micro_batch_size=2")]
     t0 = time.perf_counter()
-    res = subprocess.run(
-        [sys.executable, "-m", "launch.cli", "run", "configs/smollm2-cybermetric.yaml", *overrides],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
+    res = shortened_study("configs/smollm2-cybermetric.yaml", CM500, tmp_path, STEPPED, timeout=1200)
     print(f"shortened real study: {time.perf_counter() - t0:.0f} s")
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     (exp,) = tmp_path.iterdir()
