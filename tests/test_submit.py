@@ -21,6 +21,7 @@ from launch import cli, submit
 from launch.config import METHOD_KINDS
 from launch.expdir import ExperimentDir
 from launch.fsio import read_json
+from support.cli import cyberft
 from support.fake_slurm import install_fake_slurm
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,14 +34,7 @@ def normalise(text: str) -> str:
 
 
 def run_cli(*argv: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "launch.cli", *argv],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        timeout=120,
-    )
+    return cyberft(*argv, env=env, timeout=120)
 
 
 @pytest.fixture
