@@ -170,15 +170,16 @@ SAME_MATRIX_MAX_REL_RMS = 0.10
 """Relative RMS difference below this: one matrix quantised twice (Q5_0 against Q8_0: 4.4%)."""
 
 
-def bits_per_weight(path: Path, tensor: str) -> float | None:
-    """Bits a weight of ``tensor`` takes in the GGUF file (Q8_0: 8.5, Q5_0: 5.5, F32: 32)."""
+def bits_per_weight(path: Path, tensors: tp.Sequence[str]) -> dict[str, float | None]:
+    """Bits a weight of each of ``tensors`` takes in the GGUF file (Q8_0: 8.5, Q5_0: 5.5, F32: 32); one header read."""
     from gguf import GGML_QUANT_SIZES, GGUFReader
 
-    for t in GGUFReader(str(path)).tensors:
-        if t.name == tensor:
-            block, nbytes = GGML_QUANT_SIZES[t.tensor_type]
-            return 8.0 * nbytes / block
-    return None
+    found = {t.name: t.tensor_type for t in GGUFReader(str(path)).tensors if t.name in tensors}
+    out: dict[str, float | None] = {}
+    for name in tensors:
+        block, nbytes = GGML_QUANT_SIZES[found[name]] if name in found else (0, 0)
+        out[name] = 8.0 * nbytes / block if block else None
+    return out
 
 
 def duplicate_head(model: tp.Any) -> dict | None:
@@ -211,7 +212,8 @@ def tie_to_finer_copy(model: tp.Any, src: Path) -> dict:
     """Tie head and embedding, keeping the copy the GGUF stored with more bits per weight; what was done."""
     import torch
 
-    emb_bits, head_bits = bits_per_weight(src, "token_embd.weight"), bits_per_weight(src, "output.weight")
+    bits = bits_per_weight(src, ("token_embd.weight", "output.weight"))
+    emb_bits, head_bits = bits["token_embd.weight"], bits["output.weight"]
     keep_head = (head_bits or 0) > (emb_bits or 0)
     if keep_head:
         with torch.no_grad():
@@ -221,7 +223,6 @@ def tie_to_finer_copy(model: tp.Any, src: Path) -> dict:
     if not check_tied(model):
         raise RuntimeError("tie_weights() left lm_head and the input embedding separate")
     kept, dropped = ("output.weight", "token_embd.weight") if keep_head else ("token_embd.weight", "output.weight")
-    bits = {"output.weight": head_bits, "token_embd.weight": emb_bits}
     return {"kept": kept, "kept_bits": bits[kept], "dropped": dropped, "dropped_bits": bits[dropped]}
 
 
