@@ -15,10 +15,9 @@ from pathlib import Path
 import pytest
 
 from launch import memory
-from launch.config import DataSource
-from launch.data import load_questions
 from launch.expdir import ExperimentDir
 from support.cli import shortened_study
+from support.letters import check_letters_are_one_token
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / ".cache" / "smollm2-135m-instruct"
@@ -45,19 +44,7 @@ def test_imported_smollm2_is_a_plain_tied_model_with_its_chat_template():
 def test_each_answer_letter_is_one_token_after_answer_in_the_chat_template():
     """Scored as one token, and the joint tokenisation of prompt + 'ANSWER: X' (what lm-eval
     re-tokenises, and what a generated reply is) gives exactly our ids."""
-    from launch import prompting
-    from train import batches
-
-    tok = batches.load_tokenizer(str(MODEL))
-    codec = prompting.AnswerCodec(tok)
-    assert codec.single_token and len({v[0] for v in codec.letter_ids.values()}) == 4
-    assert tok.convert_ids_to_tokens([v[0] for v in codec.letter_ids.values()]) == ["ĠA", "ĠB", "ĠC", "ĠD"]
-    for q in load_questions(DataSource(path=str(CM500)))[::10]:
-        ctx = prompting.scoring_context(tok, codec, q, 512)
-        text = tok.decode(ctx, skip_special_tokens=False, clean_up_tokenization_spaces=False)
-        assert "<|im_start|>assistant\n" in text and text.endswith("ANSWER:")
-        for k in "ABCD":
-            assert tok(text + f" {k}", add_special_tokens=False)["input_ids"] == ctx + codec.letter_ids[k]
+    check_letters_are_one_token(MODEL, CM500, 512)
 
 
 @pytest.mark.slow
