@@ -456,12 +456,13 @@ def append(path: str | os.PathLike, record: dict) -> bool:
 
 
 def _group_rows(cal: Calibration) -> list[list[str]]:
-    groups: dict[tuple[str, str, str], list[dict]] = {}
+    # Precision is part of the key: a bf16 run's rate never calibrates an fp32 forecast (Calibration.keyed).
+    groups: dict[tuple[str, str, str, str], list[dict]] = {}
     for r in cal.records:
-        groups.setdefault((r["kind"], r["gpu_type"], r["size"]), []).append(r)
+        groups.setdefault((r["kind"], r["gpu_type"], r["size"], _ran_in(r) or "?"), []).append(r)
     order = {k: i for i, k in enumerate(kinds())}
     rows = []
-    for (kind, gpu, size), runs in sorted(groups.items(), key=lambda kv: (order[kv[0][0]], kv[0][1], kv[0][2])):
+    for (kind, gpu, size, precision), runs in sorted(groups.items(), key=lambda kv: (order[kv[0][0]], *kv[0][1:])):
         c = combine(runs)
         utils = [r["utilisation"] for r in runs]
         wall = sum(r.get("wall_s") or 0 for r in runs) / len(runs)
@@ -470,6 +471,7 @@ def _group_rows(cal: Calibration) -> list[list[str]]:
                 kind,
                 gpu,
                 size,
+                precision,
                 str(len(runs)),
                 f"{c.utilisation:.3f}",
                 f"{min(utils):.3f}-{max(utils):.3f}",
@@ -495,6 +497,7 @@ def format_calibration(cal: Calibration, name: str = "") -> str:
         "kind",
         "GPU",
         "size",
+        "precision",
         "runs",
         "utilisation",
         "range",
@@ -503,11 +506,12 @@ def format_calibration(cal: Calibration, name: str = "") -> str:
         "mean wall",
         "last recorded",
     ]
-    lines = [head, text_table(headers, _group_rows(cal), left=(0, 1, 2, 9))]
+    lines = [head, text_table(headers, _group_rows(cal), left=(0, 1, 2, 3, 10))]
     lines += [f"skipped {cal.path}: {s}" for s in cal.skipped]
     lines.append(
         "utilisation: median weighted by tokens; overhead x: median of measured / modelled start-up, load "
-        "and save. Forecasts of the same kind, GPU type and size use these in place of the defaults."
+        "and save. Forecasts of the same kind, GPU type, size and precision use these in place of the defaults "
+        "(precision ?: a GPU run recorded before records kept it, used for either)."
     )
     return "\n".join(lines)
 

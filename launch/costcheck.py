@@ -369,8 +369,13 @@ def calibrate(
     ev = saved.get("evaluation")
     if ev and scored and tokens_per_model:
         compute, wall = _seconds(scored, "eval_s"), _seconds(scored, "load_s") + _seconds(scored, "eval_s")
+        # One precision for the whole job, or none: a bf16 scoring rate must not calibrate an fp32 forecast.
+        precisions = {r.get("precision") for r in scored.values()}
+        precision = precisions.pop() if len(precisions) == 1 else None
         records.append(
-            calibration.measure_job(ev, tokens_per_model * len(scored), compute, wall, experiment, gpu_type, ev["gpus"])
+            calibration.measure_job(
+                ev, tokens_per_model * len(scored), compute, wall, experiment, gpu_type, ev["gpus"], None, precision
+            )
         )
     try:
         for rec in [r for r in records if r is not None]:

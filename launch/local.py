@@ -33,6 +33,38 @@ def has_gpu() -> bool:
     return shutil.which("nvidia-smi") is not None and bool(os.environ.get("CUDA_VISIBLE_DEVICES", "0") != "")
 
 
+def precision_problems(cfg: ExperimentConfig, gpu: bool | None = None, cpuinfo: str | None = None) -> list[str]:
+    """An explicit precision this machine's CPU cannot run, found before ``cyberft run`` creates anything.
+
+    The jobs refuse the same at their start (``train.runtime.decide_precision``); a local run's jobs run on
+    this machine, so the login side can tell first, from ``/proc/cpuinfo`` (no torch). ``gpu`` and
+    ``cpuinfo``: for tests (default: :func:`has_gpu`, this machine's flags).
+    """
+    from launch.calibration import cpu_bf16_units
+
+    if has_gpu() if gpu is None else gpu:
+        return []
+    units = cpu_bf16_units(cpuinfo)
+    problems = []
+    for m in cfg.methods:
+        field = f"methods.{m.name}.precision"
+        if m.kind == "few_shot":  # trains nothing; its examples are scored with the base model
+            continue
+        if m.precision == "fp16":
+            problems.append(
+                f"{field}: fp16, but this run has no GPU and on a CPU accelerate runs no fp16 autocast: the job "
+                "would train in fp32 while its config says fp16 -> precision: auto or fp32"
+                + (", or bf16 (this CPU has bf16 units)" if units else ", or submit to a GPU site")
+            )
+        elif m.precision == "bf16" and not units:
+            problems.append(
+                f"{field}: bf16, but this run has no GPU and this CPU has no bf16 matrix units (neither amx_bf16 "
+                "nor avx512_bf16 in /proc/cpuinfo): torch would emulate bf16, 2-30x slower than fp32 "
+                "(bench/bench_cpu_precision.py) -> precision: auto (fp32 on this CPU) or fp32, or submit to a GPU site"
+            )
+    return problems
+
+
 def parallel_slots(cfg: ExperimentConfig) -> int:
     """How many training jobs run at once: one per GPU job, else CPU cores / threads per job."""
     if cfg.local.max_parallel:

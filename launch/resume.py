@@ -16,10 +16,18 @@ only the models not scored yet (their results are kept), then rewrites the repor
 Nothing is lost: the manifest keeps each method's earlier job ids (``previous_job_ids``), and the
 report's sacct cost adds the GPU-hours of every job a method ever ran as (see
 :func:`launch.slurm.experiment_accounts`).
+
+``key=value`` arguments change what a job may ask of the cluster before it is sent again (a job
+that timed out with no requeues left gets a longer ``time_min``): only the fields of
+:data:`RESUMABLE` may change, since any other would make the resumed jobs a different experiment
+from the checkpoints and scores already made (:func:`plan_changes`). The changes are written into
+the experiment's ``config.yaml``/``profile.yaml`` (atomically, just before the first sbatch) and
+recorded, old and new value, in the manifest's ``resumed`` entry.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import typing as tp
 from dataclasses import dataclass, field
@@ -27,6 +35,39 @@ from dataclasses import dataclass, field
 from launch import slurm, status
 from launch.config import InputError
 from launch.expdir import EVAL_JOB, ExperimentDir, JobRecord, parse_address
+from launch.redact import short
+from launch.schema import key_label
+
+if tp.TYPE_CHECKING:  # pragma: no cover
+    from launch.config import ExperimentConfig
+    from launch.profiles import SlurmProfile
+
+_LIMITS = ("time_min", "max_timeouts", "mem_gb_per_gpu", "cpus_per_gpu")
+RESUMABLE = (
+    *(f"methods.<name>.resources.{f}" for f in _LIMITS),
+    *(f"eval.resources.{f}" for f in _LIMITS),
+    "eval.batch_size",
+    "eval.models_per_job",
+    *(f"profile.{f}" for f in ("partition", "account", "qos", "constraint", "max_time_min")),
+    *(f"profile.{f}" for f in ("cpus_per_gpu", "mem_gb_per_gpu")),
+)
+"""What ``cyberft resume EXP key=value`` may change: what the jobs ask of the cluster (time, requeues,
+memory, CPUs, where they run and under which account) and how the evaluation batches its work. Nothing
+that trains or scores differently: the resumed jobs continue checkpoints made with the old values."""
+RESUMABLE_TEXT = (
+    f"methods.<name>.resources.{{{','.join(_LIMITS)}}}, eval.resources.{{same}}, eval.batch_size, "
+    "eval.models_per_job, profile.{partition,account,qos,constraint,max_time_min,cpus_per_gpu,mem_gb_per_gpu}"
+)
+
+_WHY_NOT = {
+    "methods": "the method's checkpoints were made with the old value: its resumed run would train differently",
+    "model": "every checkpoint and score was made from the old model",
+    "data": "the split is frozen in EXP/data: the models were trained and are scored on it",
+    "eval": "the models already scored were scored with the old value: the rows would not compare",
+    "profile": "the cost table would mix two kinds of GPU, or the jobs would have fewer GPUs than their checkpoints",
+    "sweep": "the cells and their seeds are the experiment",
+}
+_WORLD = ("nodes", "gpus_per_node")
 
 
 @dataclass
@@ -109,21 +150,26 @@ def plan_resume(exp: ExperimentDir, addresses: tp.Sequence[str] = ()) -> ResumeP
     return plan
 
 
-def resume(exp: ExperimentDir, plan: ResumePlan) -> dict[str, str]:
+def resume(exp: ExperimentDir, plan: ResumePlan, changes: Changes | None = None) -> dict[str, str]:
     """Carry out ``plan``; return ``{job name: new job id}``. The manifest is updated after each sbatch.
 
     Each method's cells to resubmit go as one submission (an array when there are several);
-    the new evaluation job depends on those and on every training job still running.
+    the new evaluation job depends on those and on every training job still running. ``changes``
+    (:func:`plan_changes`) are written into the experiment first, so every job sent from now on,
+    and every requeue, runs with them.
     """
     from launch.submit import plan as plan_jobs
     from launch.submit import submission_id, submit_spec
 
-    cfg = exp.load_config()
-    profile = exp.load_profile()
+    cfg = changes.config if changes else exp.load_config()
+    profile = changes.profile if changes else exp.load_profile()
     if profile is None:
         raise InputError(
             [f"experiment {str(exp.root)!r}: no profile.yaml -> was it submitted with `cyberft submit`?"], "arguments"
         )
+    if changes and changes.changed:
+        exp.write_config(cfg)  # atomically, each: the jobs read these, never the checkout's files
+        exp.write_profile(profile)
     if plan.cancel_eval:
         slurm.scancel(plan.cancel_eval)
     jobs = exp.read_manifest().jobs
@@ -149,5 +195,125 @@ def resume(exp: ExperimentDir, plan: ResumePlan) -> dict[str, str]:
         record(submit_spec(exp, specs[EVAL_JOB], profile, "afterany:" + ":".join(after) if after else None))
     at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     entry = {"at": at, "jobs": new, **({"cancelled_eval": plan.cancel_eval} if plan.cancel_eval else {})}
+    if changes and changes.changed:
+        entry["changed"] = {k: {"from": old, "to": new_} for k, (old, new_) in changes.changed.items()}
     exp.update_manifest(resumed=[*exp.read_manifest().resumed, entry])
     return new
+
+
+# --------------------------------------------------------------------------- key=value changes
+
+
+@dataclass
+class Changes:
+    """What :func:`plan_changes` found: the experiment's config and profile with the changes made,
+    and ``changed``: each changed field, as ``{"methods.lora.resources.time_min": [30, 60]}``."""
+
+    config: ExperimentConfig
+    profile: SlurmProfile | None
+    changed: dict[str, list] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        return "\n".join(f"  change {k}: {_shown(old)} -> {_shown(new)}" for k, (old, new) in self.changed.items())
+
+
+def _shown(value: tp.Any) -> str:
+    """A value as the YAML files spell it (null, a number), a string quoted and shortened (never raw text)."""
+    return "null" if value is None else short(value) if isinstance(value, str) else short(repr(value))[1:-1]
+
+
+def plan_changes(exp: ExperimentDir, overrides: tp.Sequence[str]) -> Changes:
+    """The experiment's frozen config and profile with ``overrides`` (``key=value``) applied.
+
+    Raises
+    ------
+    InputError
+        Every problem at once: a field not in :data:`RESUMABLE` (with why it cannot change and the fix),
+        a value the schema refuses, or a limit the (changed) profile does not allow.
+    """
+    from launch import yamlio
+    from launch.config import apply_overrides, build_config, read_raw, to_dict
+    from launch.profiles import ProfileError, profile_from_dict
+    from launch.submit import resources_problems
+
+    raw_cfg = read_raw(exp.config_file)
+    raw_profile, problem = None, None
+    if exp.profile_file.is_file():
+        raw_profile, problem = yamlio.read(exp.profile_file, "profile", "the experiment's profile.yaml")
+    problems = [problem] if problem else []
+    names = [m.get("name") for m in raw_cfg.get("methods") or [] if isinstance(m, dict)]
+    for_cfg, for_profile, keys = [], [], []
+    for item in overrides:
+        key, _, value = item.partition("=")
+        canonical, refusal = _resumable(key.strip(), names)
+        if refusal:
+            problems.append(refusal)
+            continue
+        keys.append(canonical)
+        target = for_profile if canonical.startswith("profile.") else for_cfg
+        target.append(f"{canonical.removeprefix('profile.')}={value}")
+    if problems:
+        raise InputError(problems, "arguments")
+    old_cfg, old_profile = to_dict(exp.load_config()), dict(raw_profile or {})
+    cfg, problems = build_config(raw_cfg, for_cfg)
+    profile = None
+    if raw_profile is not None:
+        try:
+            profile = profile_from_dict(
+                apply_overrides(dict(raw_profile), for_profile, problems), str(exp.profile_file)
+            )
+        except ProfileError as exc:
+            problems += [f"profile.{p}" for p in exc.problems]
+    if cfg is not None and profile is not None and not problems:
+        problems += resources_problems(cfg, profile)
+    if problems or cfg is None:
+        raise InputError(problems, "arguments")
+    new_cfg, new_profile = to_dict(cfg), dataclasses.asdict(profile) if profile else {}
+    changed = {}
+    for key in dict.fromkeys(keys):
+        old = _lookup(old_profile if key.startswith("profile.") else old_cfg, key)
+        new = _lookup(new_profile if key.startswith("profile.") else new_cfg, key)
+        if old != new:
+            changed[key] = [old, new]
+    return Changes(cfg, profile, changed)
+
+
+def _resumable(key: str, methods: list[str]) -> tuple[str, str | None]:
+    """``key`` with a method index replaced by its name, and why it may not change (None when it may)."""
+    parts = key.split(".")
+    if parts[0] == "methods" and len(parts) > 1:
+        part = parts[1]
+        if part.isdigit() and int(part) < len(methods):
+            parts[1] = str(methods[int(part)])
+        elif part not in methods:
+            return key, (
+                f"{key_label(key)}: no method {short(part)} in this experiment -> one of {', '.join(map(str, methods))}"
+            )
+    canonical = ".".join(parts)
+    generic = ".".join(["methods", "<name>", *parts[2:]]) if parts[0] == "methods" else canonical
+    if generic in RESUMABLE:
+        return canonical, None
+    section = parts[0] if parts[0] in _WHY_NOT else ""
+    why = _WHY_NOT.get(section, "it is not a field resume can change")
+    if parts[-1] in _WORLD:
+        why = "the checkpoints were saved by that many processes (the world size and the batch follow from it)"
+    return canonical, (
+        f"{key_label(key)}: cannot change on resume: {why} -> submit a new experiment with `cyberft submit CONFIG "
+        f"{key_label(key)}=...`; resume may change {RESUMABLE_TEXT}"
+    )
+
+
+def _lookup(data: tp.Any, key: str) -> tp.Any:
+    """The value at a canonical key (methods by name) of a config's or profile's plain data."""
+    parts = key.split(".")
+    if parts[0] == "profile":
+        parts = parts[1:]
+    node = data
+    for i, part in enumerate(parts):
+        if i == 1 and parts[0] == "methods":
+            node = next((m for m in node if m.get("name") == part), None)
+        elif isinstance(node, dict):
+            node = node.get(part)
+        else:
+            return None
+    return node

@@ -148,6 +148,15 @@ def _resources_problems(r: Resources, where: str, p: SlurmProfile) -> list[str]:
     return problems
 
 
+def resources_problems(cfg: ExperimentConfig, profile: SlurmProfile) -> list[str]:
+    """What every job (each method's, the evaluation's) asks that a node or the partition of ``profile``
+    does not have; ``submit`` and ``resume`` with changed limits check the same."""
+    problems = []
+    for i, m in enumerate(cfg.methods):
+        problems += _resources_problems(m.resources, f"methods[{i}] ({m.name}).resources", profile)
+    return problems + _resources_problems(cfg.eval.resources, "eval.resources", profile)
+
+
 def _under(path: str, dirs: tp.Iterable[str]) -> bool:
     """Whether ``path`` is one of ``dirs`` or inside one, by its name (no links followed)."""
     path = os.path.normpath(path)
@@ -331,9 +340,7 @@ def check(config_path: str, overrides: tp.Sequence[str], profile_name: str) -> F
     if cfg is not None:
         cfg = resolve_paths(cfg)
     if cfg is not None and profile is not None:
-        for i, m in enumerate(cfg.methods):
-            problems += _resources_problems(m.resources, f"methods[{i}] ({m.name}).resources", profile)
-        problems += _resources_problems(cfg.eval.resources, "eval.resources", profile)
+        problems += resources_problems(cfg, profile)
         problems += _shared_path_problems(cfg, profile, job_python(profile))
         if profile.python is None:
             problems += [x for x in [scriptsafe.interpreter_problem(sys.executable)] if x]

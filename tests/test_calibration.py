@@ -30,9 +30,9 @@ def _job(name="lora", kind="lora", gpus=1, peak=0.17, per_token=8e8, modelled=70
     }
 
 
-def _record(experiment, tokens, compute_s, wall_s, **job) -> dict:
+def _record(experiment, tokens, compute_s, wall_s, precision=None, **job) -> dict:
     return cal.measure_job(
-        _job(**job), tokens, compute_s, wall_s, experiment, "fake", recorded_at="2026-12-01T00:00:00Z"
+        _job(**job), tokens, compute_s, wall_s, experiment, "fake", None, "2026-12-01T00:00:00Z", precision
     )
 
 
@@ -161,14 +161,16 @@ def test_show(tmp_path):
     path = cal.calibration_path(profile)
     cal.append(path, _record("a", 10_000, 100.0, 170.0))
     cal.append(path, _record("b", 10_000, 50.0, 120.0, name="full", kind="full_sft", gpus=2))
+    cal.append(path, _record("c", 10_000, 25.0, 60.0, "bf16", name="full", kind="full_sft", gpus=2))
     with path.open("a") as fh:
         fh.write("garbage\n")
     lines = cal.show(profile).splitlines()
-    assert lines[0] == f"calibration of profile site: {path}, 2 runs"
+    assert lines[0] == f"calibration of profile site: {path}, 3 runs"
     assert lines[1].split() == [
         "kind",
         "GPU",
         "size",
+        "precision",
         "runs",
         "utilisation",
         "range",
@@ -180,9 +182,11 @@ def test_show(tmp_path):
         "last",
         "recorded",
     ]
-    assert lines[3].split()[:5] == ["full_sft", "fake", "<1B", "1", "0.471"]  # 8e12 FLOPs / (50 s x 2 x 0.17e12)
-    assert lines[4].split()[:5] == ["lora", "fake", "<1B", "1", "0.471"]
-    assert lines[5].startswith(f"skipped {path}: line 3: not JSON")
+    # A bf16 run is a row of its own (never combined with fp32 runs); a GPU run recorded without one is "?".
+    assert lines[3].split()[:6] == ["full_sft", "fake", "<1B", "?", "1", "0.471"]  # 8e12 / (50 s x 2 x 0.17e12)
+    assert lines[4].split()[:6] == ["full_sft", "fake", "<1B", "bf16", "1", "0.941"]  # the same FLOPs in 25 s
+    assert lines[5].split()[:6] == ["lora", "fake", "<1B", "?", "1", "0.471"]
+    assert lines[6].startswith(f"skipped {path}: line 4: not JSON")
 
 
 # --------------------------------------------------------------------------- the forecast through its calibration

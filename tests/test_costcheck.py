@@ -198,7 +198,10 @@ def test_calibrate_appends_each_completed_job_once(tmp_path):
     saved = {**_saved(), "calibration_file": str(tmp_path / "site.calibration.jsonl")}
     metrics = {"lora": {"status": "completed", "train_tokens": 1_000_000, "phases_s": {"train": 200.0}, "wall_s": 260}}
     account = {"lora": {"elapsed_s": 300, "gpus": 1}}
-    scored = {"base": {"load_s": 2.0, "eval_s": 20.0}, "lora": {"load_s": 3.0, "eval_s": 30.0}}
+    scored = {
+        "base": {"load_s": 2.0, "eval_s": 20.0, "precision": "fp32"},
+        "lora": {"load_s": 3.0, "eval_s": 30.0, "precision": "fp32"},
+    }
     done = costcheck.calibrate(saved, "exp-1", metrics, account, scored, 100_000.0)
     assert done == {"file": saved["calibration_file"], "recorded": ["exp-1/lora", "exp-1/eval"], "already": []} | {
         "error": None
@@ -210,10 +213,15 @@ def test_calibrate_appends_each_completed_job_once(tmp_path):
     # The evaluation: both models' tokens over their scoring time; load time is its overhead.
     assert records["eval"]["utilisation"] == pytest.approx(2e5 * 2e6 / (50 * 1e12))
     assert records["eval"]["overhead_s"] == pytest.approx(5.0)
+    assert records["eval"]["precision"] == "fp32"  # what every model was scored in: bf16 never calibrates fp32
     again = costcheck.calibrate(saved, "exp-1", metrics, account, scored, 100_000.0)
     assert again["recorded"] == [] and again["already"] == ["exp-1/lora", "exp-1/eval"]
     failed = costcheck.calibrate(saved, "exp-2", {"lora": {"status": "failed"}}, None, {}, None)
     assert failed["recorded"] == []  # a failed job says nothing about speed
+    mixed = {"base": {**scored["base"], "precision": "bf16"}, "lora": scored["lora"]}
+    costcheck.calibrate(saved, "exp-3", {}, None, mixed, 100_000.0)
+    records = {r["experiment"]: r for r in calibration.load(saved["calibration_file"]).records if r["job"] == "eval"}
+    assert records["exp-3"]["precision"] is None  # two precisions in one job: its rate is neither's
 
 
 def test_an_unwritable_calibration_file_is_reported_not_raised(tmp_path):
@@ -277,7 +285,8 @@ def test_calibration_show_and_its_input_errors(tmp_path):
     res = run_cli("calibration", "show", "--local")
     assert res.returncode == 0, res.stderr
     assert "local.calibration.jsonl, 1 run" in res.stdout
-    assert "\nlora  fake  <1B      1        0.010  0.010-0.010        1.00      1M" in res.stdout
+    row = next(line for line in res.stdout.splitlines() if line.startswith("lora "))
+    assert row.split()[:9] == ["lora", "fake", "<1B", "?", "1", "0.010", "0.010-0.010", "1.00", "1M"]
 
 
 def _finished_local_experiment(tiny_model, tmp_path):

@@ -337,3 +337,35 @@ def test_a_completed_record_round_trips_its_precision(tmp_path):
     raw = json.loads(exp.method("lora").metrics_file.read_text())
     assert (raw["precision"], raw["cpu_flags"]) == ("bf16", AMX)
     assert exp.method("lora").read_metrics() == rec
+
+
+def test_a_local_run_refuses_a_precision_this_cpu_cannot_run_before_creating_anything(tmp_path, tiny_model):
+    """``cyberft run`` reads /proc/cpuinfo (no torch) and refuses what its jobs would refuse at their start."""
+    from launch import local
+    from support.cli import cyberft
+
+    cfg, _ = new_experiment([f"model.name_or_path={tiny_model}", f"output_dir={tmp_path / 'x'}"])
+    lora = cfg.method("lora")
+    lora.precision = "bf16"
+    avx2 = "flags\t\t: fpu sse2 avx2 fma\n"
+    amx = "flags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_bf16\n"
+    (problem,) = local.precision_problems(cfg, gpu=False, cpuinfo=avx2)
+    assert problem.startswith("methods.lora.precision: bf16, but this run has no GPU and this CPU has no bf16")
+    assert "-> precision: auto (fp32 on this CPU) or fp32" in problem
+    assert local.precision_problems(cfg, gpu=False, cpuinfo=amx) == []
+    assert local.precision_problems(cfg, gpu=True, cpuinfo=avx2) == []  # a local GPU runs it
+    lora.precision = "fp16"
+    (problem,) = local.precision_problems(cfg, gpu=False, cpuinfo=amx)
+    assert "methods.lora.precision: fp16" in problem and "or bf16 (this CPU has bf16 units)" in problem
+
+    # The command: fp16 is refused on any CPU, so this holds on every machine without a GPU.
+    if local.has_gpu():
+        pytest.skip("this machine has a GPU: a local run would use it, and fp16 is valid there")
+    out = tmp_path / "runs"
+    res = cyberft(
+        "run", "configs/smoke.yaml", f"model.name_or_path={tiny_model}", f"output_dir={out}",
+        "methods.lora.precision=fp16", "tracking.backend=none",
+    )  # fmt: skip
+    assert res.returncode == 2, res.stderr
+    assert "methods.lora.precision: fp16, but this run has no GPU" in res.stderr
+    assert not out.exists()  # nothing created: no experiment directory, no job
