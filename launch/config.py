@@ -38,12 +38,12 @@ from launch import scriptsafe, yamlio
 from launch.redact import short
 from launch.schema import NAME_RE, InputError, Range, build, key_label
 
-METHOD_KINDS = ("full_sft", "lora", "qlora", "few_shot", "prompt_tuning", "feature_head", "multi_task")
+METHOD_KINDS = ("full_sft", "lora", "qlora", "few_shot", "prompt_tuning", "feature_head", "multi_task", "ia3")
 """Every method kind, in the order the README presents them (``MethodConfig.kind`` accepts exactly these)."""
 SINGLE_DEVICE_KINDS = ("qlora", "few_shot", "feature_head")
 """Kinds whose job runs as one process: QLoRA's 4-bit base, and the two that train nothing through
 accelerate (few-shot selects its examples; the feature head extracts features, then fits a small head)."""
-KIND_SECTIONS = ("few_shot", "prompt_tuning", "feature_head", "multi_task")
+KIND_SECTIONS = ("few_shot", "prompt_tuning", "feature_head", "multi_task", "ia3")
 """Method sections that only their own kind reads (each named as its kind)."""
 MAX_NAME_LEN = 100
 """Longest experiment or method name: each names directories (``<name>-<UTC time>``,
@@ -159,6 +159,27 @@ class LoraSettings:
     that matches no linear layer of the model stops the job before its first step, listing the names
     the model has."""
 
+    use_dora: bool = False
+    """DoRA (Liu et al. 2024, peft ``use_dora``): each adapted weight is split into a trained magnitude (one
+    number per output feature) and a direction that LoRA adapts. The weight's norm is recomputed at every
+    forward, which costs time (``launch.forecast.DORA_TIME_FACTOR``); ``lora`` and ``qlora`` (peft
+    dequantises the 4-bit weight for the norm)."""
+
+    use_rslora: bool = False
+    """Rank-stabilised LoRA (Kalajdzievski 2023, peft ``use_rslora``): the adapter output is scaled by
+    ``alpha / sqrt(r)`` instead of ``alpha / r``, so higher ranks keep learning. Costs nothing."""
+
+    init: tp.Literal["default", "gaussian", "pissa", "olora", "loftq"] = "default"
+    """How the adapters start (peft ``init_lora_weights``). ``default``: peft's ``True`` (A Kaiming-uniform,
+    B zero: the model starts as the base). ``gaussian``: A normal with std ``1/r``, B zero. ``pissa``
+    (Meng et al. 2024) and ``olora`` (Buyukakyuz 2024): the adapters start as the top ``r`` singular
+    vectors (PiSSA, an exact SVD) or a QR factor (OLoRA) of each weight, and the base keeps the residual;
+    the saved adapter is converted to a plain LoRA adapter of rank ``2r`` on the original base (peft's
+    ``path_initial_model_for_weight_conversion``), so the evaluation loads it like any other; ``lora``
+    only, without ``use_dora``. ``loftq`` (Li et al. 2023): ``qlora`` only, the adapters start as the
+    rank-``r`` SVD of the 4-bit quantisation error, read from the unquantised ``model.safetensors``
+    (peft ``replace_lora_weights_loftq``); peft computes it on CUDA only, so the job needs a GPU."""
+
 
 @dataclass
 class FewShotSettings:
@@ -204,6 +225,25 @@ class PromptTuningSettings:
 
     encoder_hidden_size: tp.Annotated[int, Range(1, 1 << 20)] = 128
     """``p_tuning`` only: the hidden size of its MLP."""
+
+
+@dataclass
+class IA3Settings:
+    """``ia3``: (IA)^3 (Liu et al. 2022, peft ``IA3Config``): learned vectors that rescale the outputs of some
+    linear layers (attention keys and values) and the inputs of the feed-forward ones, the model frozen.
+
+    Trained by the same loop as LoRA, saved as an adapter, merged for the evaluation. Trains about 0.01-0.2%
+    of LoRA's parameters; like LoRA it runs on several GPUs."""
+
+    target_modules: tp.Literal["auto"] | list[str] = "auto"
+    """Modules that get a vector. ``auto``: peft's choice for the architecture (Llama and Mistral
+    ``[k_proj, v_proj, down_proj]``, Qwen2 ``[q_proj, v_proj, down_proj]``, ...; an architecture peft has
+    no entry for stops the job before its first step, asking for a list). Or module names, as LoRA's."""
+
+    feedforward_modules: tp.Literal["auto"] | list[str] = "auto"
+    """Which of ``target_modules`` are feed-forward layers (their input is rescaled, not their output).
+    ``auto``: peft's choice for the architecture (``[down_proj]`` for Llama); needs ``target_modules: auto``.
+    With listed ``target_modules``, list these too (a subset of them; ``[]`` for none)."""
 
 
 @dataclass
@@ -326,12 +366,16 @@ class MethodConfig:
     """Unique name; used for directories, W&B run names and report rows. ``base``
     is reserved for the un-tuned model."""
 
-    kind: tp.Literal["full_sft", "lora", "qlora", "few_shot", "prompt_tuning", "feature_head", "multi_task"] = "lora"
+    kind: tp.Literal["full_sft", "lora", "qlora", "few_shot", "prompt_tuning", "feature_head", "multi_task", "ia3"] = (
+        "lora"
+    )
     """``full_sft`` (all weights, accelerate; ZeRO via ``deepspeed``), ``lora`` (peft adapters on a
     frozen model), ``qlora`` (4-bit NF4 base + LoRA, one GPU), ``few_shot`` (no training: solved
     examples before each question, see ``few_shot``), ``prompt_tuning`` (trained soft prompts, see
     ``prompt_tuning``), ``feature_head`` (a linear head on a frozen layer, see ``feature_head``) or
-    ``multi_task`` (the target task trained with auxiliary ones, see ``multi_task``)."""
+    ``multi_task`` (the target task trained with auxiliary ones, see ``multi_task``) or ``ia3`` (learned
+    rescaling vectors on a frozen model, see ``ia3``). LoRA's variants (DoRA, rsLoRA, PiSSA/OLoRA/LoftQ
+    starts) are settings of ``lora``, not kinds."""
 
     learning_rate: tp.Annotated[float, Range(0, 10, "a positive number such as 2e-4", lo_open=True)] = 2e-4
     """Peak learning rate (linear warm-up, then linear decay to 0)."""
@@ -390,6 +434,9 @@ class MethodConfig:
     multi_task: MultiTaskSettings = field(default_factory=MultiTaskSettings)
     """Auxiliary tasks and their weights (``multi_task`` only)."""
 
+    ia3: IA3Settings = field(default_factory=IA3Settings)
+    """The layers that get (IA)^3 vectors (``ia3`` only)."""
+
     deepspeed: str | None = None
     """Path of a DeepSpeed JSON in ``ds_configs/`` (``full_sft``, and ``multi_task`` with
     ``adapt: full``); null: plain accelerate (DDP across GPUs)."""
@@ -407,6 +454,17 @@ class MethodConfig:
         if self.kind == "multi_task":
             return "full_sft" if self.multi_task.adapt == "full" else "lora"
         return self.kind
+
+    @property
+    def variant(self) -> str:
+        """The kind with its LoRA options, as report rows, W&B and ``summary.json`` name it: ``lora``,
+        ``lora+dora``, ``lora+rslora``, ``lora(init=pissa)``, ``qlora+dora(init=loftq)``... Kinds without
+        adapters, and LoRA with peft's defaults, are their kind."""
+        if self.adapts not in ("lora", "qlora"):
+            return self.kind
+        lora = self.lora
+        name = self.kind + "+dora" * lora.use_dora + "+rslora" * lora.use_rslora
+        return name + (f"(init={lora.init})" if lora.init != "default" else "")
 
 
 @dataclass
@@ -549,6 +607,9 @@ class ExperimentConfig:
 
 
 _DEFAULT_SECTIONS = {name: dataclasses.asdict(getattr(MethodConfig(), name)) for name in KIND_SECTIONS}
+_LORA_VARIANT_DEFAULTS = {"use_dora": False, "use_rslora": False, "init": "default"}
+"""LoRA's variant settings at peft's defaults: left out of dumps (:func:`to_dict`), so a config written before
+they existed keeps its text and hash."""
 
 
 _CELL_SUFFIX = re.compile(r"\[[0-9]+\]$")
@@ -716,6 +777,8 @@ def _validate_method(m: MethodConfig, where: str, seen: set[str], problems: list
         _prompt_tuning_problems(m, label, problems)
     elif m.kind == "multi_task":
         _multi_task_problems(m.multi_task, f"{label}.multi_task", problems)
+    elif m.kind == "ia3":
+        _ia3_problems(m, label, problems)
 
 
 def _distinct_name_problem(where: str, name: str, seen: set[str], reserved: tuple[str, str], things: str) -> str | None:
@@ -739,6 +802,68 @@ def _lora_problems(m: MethodConfig, label: str, problems: list[str]) -> None:
         problems.append(
             f"{label}.lora.target_modules: {m.lora.target_modules!r} -> all-linear stands alone: "
             "write target_modules: all-linear (not in a list), or list module names only"
+        )
+    _variant_problems(m, label, problems)
+
+
+RESIDUAL_INITS = ("pissa", "olora")
+"""``lora.init`` values that move part of each base weight into the adapters (the base keeps the residual)."""
+
+
+def _variant_problems(m: MethodConfig, label: str, problems: list[str]) -> None:
+    """The combinations of ``lora.init`` / ``lora.use_dora`` and the kind that peft 0.21 cannot train, save and
+    reload to the same scores on this stack; each with the reason (what peft does) and the fix."""
+    lora, at = m.lora, f"{label}.lora"
+    if lora.init == "loftq" and m.adapts == "lora":
+        problems.append(
+            f"{at}.init: loftq with kind {m.kind} -> use kind: qlora (LoftQ starts the adapters from the error of "
+            "the base's 4-bit quantisation; on an unquantised base peft would replace the weights by their 4-bit "
+            "round trip), or init: pissa / olora / gaussian for an unquantised base"
+        )
+    if lora.init == "loftq" and m.kind == "qlora" and m.resources.gpus_per_node == 0:
+        problems.append(
+            f"{at}.init: loftq with resources.gpus_per_node=0 -> set gpus_per_node: 1 (peft's LoftQ, "
+            "replace_lora_weights_loftq, quantises and decomposes on CUDA only), or init: default on a CPU"
+        )
+    if lora.init == "pissa" and m.kind == "qlora":
+        problems.append(
+            f"{at}.init: pissa with kind qlora -> use kind: lora for PiSSA, or init: loftq for a 4-bit base "
+            "(peft's PiSSA takes the SVD of unquantised weights only: 'Please initialize PiSSA under float32, "
+            "float16, or bfloat16')"
+        )
+    if lora.init == "olora" and m.kind == "qlora":
+        problems.append(
+            f"{at}.init: olora with kind qlora -> use kind: lora for OLoRA, or init: loftq for a 4-bit base "
+            "(peft re-quantises the residual weight to NF4 at the start, so the adapter converted for the "
+            "original 4-bit base does not reload to the trained model's scores)"
+        )
+    if lora.init in RESIDUAL_INITS and lora.use_dora:
+        problems.append(
+            f"{at}.use_dora: true with init: {lora.init} -> set use_dora: false or init: default (peft converts a "
+            f"{lora.init} adapter for the original base from lora_A and lora_B only: DoRA's magnitudes, "
+            "measured on the residual weights, would be dropped)"
+        )
+
+
+def _ia3_problems(m: MethodConfig, label: str, problems: list[str]) -> None:
+    ia3, at = m.ia3, f"{label}.ia3"
+    targets, feedforward = ia3.target_modules, ia3.feedforward_modules
+    if isinstance(targets, list) and not targets:
+        problems.append(f"{at}.target_modules: empty -> auto (peft's choice for the architecture), or module names")
+    elif isinstance(targets, list) and feedforward == "auto":
+        problems.append(
+            f"{at}.feedforward_modules: auto with listed target_modules -> list the feed-forward ones among "
+            f"{targets} (e.g. [down_proj]; [] for none), or set target_modules: auto"
+        )
+    elif targets == "auto" and isinstance(feedforward, list):
+        problems.append(
+            f"{at}.feedforward_modules: {feedforward} with target_modules: auto -> list target_modules too "
+            "(peft takes both from the same place), or set feedforward_modules: auto"
+        )
+    elif isinstance(targets, list) and isinstance(feedforward, list) and set(feedforward) - set(targets):
+        problems.append(
+            f"{at}.feedforward_modules: {sorted(set(feedforward) - set(targets))} not in target_modules -> "
+            "feed-forward modules are a subset of target_modules (peft refuses others)"
         )
 
 
@@ -855,7 +980,8 @@ def to_dict(cfg: tp.Any) -> dict:
 
     A method's section of another kind that holds only defaults is left out: it changes nothing,
     reads back equal, and a config written before that kind existed keeps its text and hash. So is a
-    data source's ``examples`` when null, and the sweep's ``seeded``, for the same reason.
+    data source's ``examples`` when null, the sweep's ``seeded``, and LoRA's variant settings (``use_dora``,
+    ``use_rslora``, ``init``) at their defaults, for the same reason.
     """
     data = dataclasses.asdict(cfg)
     sources = [data["data"]["train"], data["data"]["eval"]] if isinstance(cfg, ExperimentConfig) else []
@@ -866,6 +992,9 @@ def to_dict(cfg: tp.Any) -> dict:
     if isinstance(sweep, dict) and sweep.get("seeded", 0) is None:
         del sweep["seeded"]
     for method in data.get("methods", []) if isinstance(cfg, ExperimentConfig) else []:
+        for key, default in _LORA_VARIANT_DEFAULTS.items():
+            if method["lora"].get(key, default) == default:
+                del method["lora"][key]
         for section in KIND_SECTIONS:
             if method["kind"] != section and method[section] == _DEFAULT_SECTIONS[section]:
                 del method[section]

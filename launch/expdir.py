@@ -217,7 +217,7 @@ calibration's keying, ``launch.calibration.expected_precision``). The measured g
 ~100M parameters (hidden size 512 or less) the matrix products are too small for AMX tiles to pay for
 autocast's casts of every weight and activation, and the smoke models (0.85M) stay fp32 as before."""
 
-_FAILURE_FIELDS = ("method", "kind", "status", "error", "started_at", "ended_at")
+_FAILURE_FIELDS = ("method", "kind", "variant", "status", "error", "started_at", "ended_at")
 _GPU_FIELDS = ("gpu_name", "gpu_capability", "bf16_native")
 
 
@@ -232,6 +232,9 @@ class TrainMetrics:
     method: str
     kind: str | None = None
     status: str = "missing"
+    variant: str | None = None
+    """The kind with its LoRA options (:attr:`launch.config.MethodConfig.variant`: ``lora+dora``,
+    ``qlora(init=loftq)``...); None in records written before it existed."""
     error: str | None = None
     device: str | None = None
     n_devices: int | None = None
@@ -279,8 +282,8 @@ class TrainMetrics:
         """A completed record holds every field (GPU details on a GPU only); a failure only what is known."""
         data = dataclasses.asdict(self)
         if not self.completed:
-            return {k: data[k] for k in _FAILURE_FIELDS}
-        optional = (*_GPU_FIELDS, "cpu_flags", "task_losses", "task_examples")
+            return {k: data[k] for k in _FAILURE_FIELDS if k != "variant" or data[k] is not None}
+        optional = (*_GPU_FIELDS, "cpu_flags", "task_losses", "task_examples", "variant")
         return {k: v for k, v in data.items() if k != "error" and not (k in optional and v is None)}
 
     @classmethod

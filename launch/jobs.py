@@ -24,6 +24,7 @@ ENTRYPOINTS = {
     "prompt_tuning": "train.prompt_tuning",
     "feature_head": "train.feature_head",
     "multi_task": "train.multi_task",
+    "ia3": "train.ia3",
 }
 """The training entrypoint of each method kind (``launch.config.METHOD_KINDS``): the module ``train.<kind>``,
 whose ``main(cfg, method_name, exp_dir, threads)`` runs one method's job."""

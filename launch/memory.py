@@ -535,6 +535,8 @@ class MemoryEstimate:
     activations_gb: float
     overhead_gb: float
     offloaded_gb: float = 0.0
+    variant: str = ""
+    """The method's kind with its LoRA options (``lora+dora``...; :attr:`launch.config.MethodConfig.variant`)."""
     shape: ModelShape | None = field(default=None, repr=False, compare=False)
     max_seq_len: int = field(default=0, repr=False, compare=False)
     repo_root: Path | None = field(default=None, repr=False, compare=False)
@@ -552,10 +554,13 @@ class MemoryEstimate:
     @property
     def setup(self) -> str:
         """How the model is spread: ``ZeRO-3 with CPU offload (optimizer, params)``, ``LoRA``..."""
+        options = f", {self.variant}" if self.variant not in ("", self.kind) else ""  # lora+dora, lora(init=pissa)
         if self.kind == "lora":
-            return f"LoRA ({_count(self.trainable_params)} trainable)"
+            return f"LoRA{options} ({_count(self.trainable_params)} trainable)"
         if self.kind == "qlora":
-            return f"QLoRA, 4-bit base ({_count(self.trainable_params)} trainable)"
+            return f"QLoRA, 4-bit base{options} ({_count(self.trainable_params)} trainable)"
+        if self.kind == "ia3":
+            return f"(IA)^3 ({_count(self.trainable_params)} trainable)"
         if self.kind in FORWARD_ONLY_SETUP:
             return FORWARD_ONLY_SETUP[self.kind]
         if self.kind == "prompt_tuning":
@@ -618,6 +623,56 @@ def lora_params(shape: ModelShape, lora: tp.Any) -> tuple[int, int]:
         elif name in ("lm_head", "embed_tokens"):
             params += lora.r * (shape.hidden_size + shape.vocab_size)
     return params, inputs
+
+
+def dora_params(shape: ModelShape, lora: tp.Any) -> int:
+    """DoRA's magnitudes: one trained number per output feature of every adapted linear (0 without DoRA)."""
+    if not getattr(lora, "use_dora", False):
+        return 0
+    linears = shape.linear_shapes()
+    targets = list(linears) if lora.target_modules == "all-linear" else lora.target_modules
+    outs = [linears[n.split(".")[-1]][1] for n in dict.fromkeys(targets) if n.split(".")[-1] in linears]
+    return shape.num_layers * sum(outs)
+
+
+def dora_transient_bytes(shape: ModelShape, lora: tp.Any) -> int:
+    """Bytes DoRA holds for a moment in each adapted layer's forward, the largest counted: peft builds the
+    fp32 weight (dequantised for QLoRA), ``B A`` and their sum to take the norm (:data:`DORA_WEIGHT_COPIES`)."""
+    if not getattr(lora, "use_dora", False):
+        return 0
+    linears = shape.linear_shapes()
+    targets = list(linears) if lora.target_modules == "all-linear" else lora.target_modules
+    sizes = [linears[n.split(".")[-1]] for n in dict.fromkeys(targets) if n.split(".")[-1] in linears]
+    return DORA_WEIGHT_COPIES * 4 * max((i * o for i, o in sizes), default=0)
+
+
+DORA_WEIGHT_COPIES = 3
+"""fp32 copies of one adapted weight during DoRA's norm (peft ``DoraLinearLayer.forward``): the base weight
+(dequantised for QLoRA), ``B A``, and their scaled sum."""
+
+IA3_AUTO: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "llama": (("k_proj", "v_proj", "down_proj"), ("down_proj",)),
+    "gpt_neox": (("query_key_value", "dense_4h_to_h"), ("dense_4h_to_h",)),
+}
+"""(target, feed-forward) modules of ``ia3.target_modules: auto`` per :attr:`ModelShape.layout`: peft 0.21's
+table for Llama and Mistral (Qwen2/3 take ``q_proj`` for ``k_proj``: the same count with grouped-query
+attention off) and GPT-NeoX. Phi-3 has no entry in peft (the job asks for a list); counted as every linear."""
+
+
+def ia3_params(shape: ModelShape, settings: tp.Any) -> int:
+    """(IA)^3's vectors: per layer, the output features of each target module and the input features of each
+    feed-forward one (peft's ``ia3_l`` scales a feed-forward layer's input, the others' output)."""
+    linears = shape.linear_shapes()
+    if settings.target_modules == "auto":
+        targets, feedforward = IA3_AUTO.get(shape.layout, (tuple(linears), ()))
+    else:
+        targets, feedforward = tuple(settings.target_modules), tuple(settings.feedforward_modules)
+    n = 0
+    for name in dict.fromkeys(t.split(".")[-1] for t in targets):
+        if name in linears:
+            fan_in, fan_out = linears[name]
+            n += fan_in if name in {f.split(".")[-1] for f in feedforward} else fan_out
+    return shape.num_layers * n
 
 
 def prompt_params(shape: ModelShape, settings: tp.Any) -> int:
@@ -719,7 +774,10 @@ def estimate(
     Without DeepSpeed in mixed precision the weights are fp32 masters under autocast:
     4 + 4 + 8 B plus :data:`AMP_CAST_BYTES` for autocast's 16-bit copies.
 
-    lora: frozen 16-bit base (2 B/param; 4 in fp32) + adapters at 16 B/param. qlora: quantised
+    lora: frozen 16-bit base (2 B/param; 4 in fp32) + adapters at 16 B/param (DoRA's magnitudes among them,
+    :func:`dora_params`, and its weight copies while it takes a layer's norm, :func:`dora_transient_bytes`,
+    among the activations; rsLoRA and the ``init`` options change no size). ia3: LoRA's frozen base with
+    :func:`ia3_params` trained. qlora: quantised
     linears at :data:`NF4_BYTES`, the other parameters at 4 B (fp32), adapters as LoRA, activations
     at fp32 size (see :func:`activation_bytes`). LoRA and QLoRA replicate everything on every GPU
     (no ZeRO).
@@ -743,7 +801,7 @@ def estimate(
     stage: int | None = None
     off_opt = off_par = False
     host = 0.0
-    dropout_inputs = 0
+    dropout_inputs = transient = 0
     if method.kind == "full_sft":
         trainable = P
         if method.deepspeed:
@@ -787,11 +845,16 @@ def estimate(
         weights = (FP32_WEIGHT_BYTES if fp32 else MIXED_WEIGHT_BYTES) * P + 4 * trainable
         grads, optimizer = 4 * trainable, (ADAPTER_BYTES - 8) * trainable
         max_seq_len += method.prompt_tuning.num_virtual_tokens
-    elif method.kind in ("lora", "qlora"):
-        trainable, lora_inputs = lora_params(shape, method.lora)
-        if method.lora.dropout > 0:
-            dropout_inputs = lora_inputs
-        if method.kind == "lora":
+    elif method.kind in ("lora", "qlora", "ia3"):
+        if method.kind == "ia3":  # vectors in a few layers: LoRA's frozen base, almost nothing trained
+            trainable = ia3_params(shape, method.ia3)
+        else:
+            trainable, lora_inputs = lora_params(shape, method.lora)
+            trainable += dora_params(shape, method.lora)
+            transient = dora_transient_bytes(shape, method.lora)
+            if method.lora.dropout > 0:
+                dropout_inputs = lora_inputs
+        if method.kind != "qlora":
             base = (FP32_WEIGHT_BYTES if fp32 else MIXED_WEIGHT_BYTES) * P
         else:
             quantised = shape.num_layers * shape.linear_params_per_layer
@@ -812,9 +875,11 @@ def estimate(
             fp32 or method.kind == "qlora",
             dropout_inputs,
         )
+        act += transient  # DoRA: one layer's weight copies during its norm
     return MemoryEstimate(
         method=method.name or method.kind,
         kind=method.kind,
+        variant=method.variant,
         zero_stage=stage,
         offload_optimizer=off_opt,
         offload_params=off_par,

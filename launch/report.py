@@ -203,6 +203,7 @@ def build_rows(
     for name, kind in methods:
         row = _empty_row(name, kind)
         metrics = train_metrics.get(name) or {"status": "missing"}
+        row["variant"] = metrics.get("variant") or kind  # lora+dora, lora(init=pissa); records before it: the kind
         if metrics.get("status") not in (None, "missing"):
             # Failed runs keep their partial cost: the hours were spent all the same.
             row.update(_train_fields(metrics, price_per_gpu_hour))
@@ -248,7 +249,9 @@ def _fmt(key: str, value: tp.Any) -> str:
 
 
 def _cells(rows: list[Row]) -> list[list[str]]:
-    return [[_fmt(key, row.get(key)) for key, _ in COLUMNS] for row in rows]
+    # The kind column names the variant (lora+dora, lora(init=pissa)): it is the kind with its LoRA options.
+    shown = lambda row, key: row.get("variant") or row.get(key) if key == "kind" else row.get(key)  # noqa: E731
+    return [[_fmt(key, shown(row, key)) for key, _ in COLUMNS] for row in rows]
 
 
 Table = tuple[list[str], list[list[str]], list[bool]]

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from launch.config import METHOD_KINDS
+from support.experiments import SMOKE_METHODS
 from support.wandb_offline import find_runs, read_run
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 CANARIES = {"WANDB_API_KEY": "canary-wandb-0123456789abcdef", "HF_TOKEN": "hf_canaryTOKEN0123456789"}
-METHODS = list(METHOD_KINDS)  # the smoke config has one method of each kind, named as its kind
+METHODS = list(SMOKE_METHODS)  # the smoke config has one method of each kind, named as its kind
 TRAINED = [m for m in METHODS if m != "few_shot"]
 LOOP_STEPS = {"full_sft": 300, "lora": 300, "qlora": 300, "prompt_tuning": 150, "multi_task": 300}
 """Methods trained by the training loop, and their max_steps (the feature head fits 60 epochs of its features)."""

@@ -18,10 +18,10 @@ import pytest
 import yaml
 
 from launch import cli, submit
-from launch.config import METHOD_KINDS
 from launch.expdir import ExperimentDir
 from launch.fsio import read_json
 from support.cli import cyberft
+from support.experiments import SMOKE_METHODS
 from support.fake_slurm import install_fake_slurm
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,7 +96,7 @@ def test_dry_run_of_a_valid_plan_exits_0_and_creates_nothing(tmp_path, tiny_mode
     )
     assert res.returncode == 0, res.stderr + res.stdout
     assert "# ---- OK: nothing submitted (dry run)" in res.stdout
-    assert res.stdout.count("#!/bin/bash") == len(METHOD_KINDS) + 1  # every method of the smoke config, and eval
+    assert res.stdout.count("#!/bin/bash") == len(SMOKE_METHODS) + 1  # every method of the smoke config, and eval
     assert not out.exists()
 
 
@@ -172,7 +172,7 @@ def test_submit_with_fake_sbatch_records_ids_dependency_and_scripts(fake_slurm, 
     (exp,) = out.iterdir()
     manifest = read_json(exp / "manifest.json")
     ids = {name: rec["job_id"] for name, rec in manifest["jobs"].items()}
-    names = list(METHOD_KINDS)  # the smoke config names each method as its kind
+    names = list(SMOKE_METHODS)  # the smoke config names each method as its kind
     eval_id = str(5001 + len(names))
     assert ids == {**{name: str(5001 + i) for i, name in enumerate(names)}, "eval": eval_id}
     assert manifest["executor"] == "slurm" and manifest["profile"] == "dev"
@@ -231,7 +231,7 @@ def test_each_job_is_requeued_on_its_time_limit_as_often_as_its_config_says(fake
         name: DelayedSubmission.load(exp / "jobs" / i / f"{i}_submitted.pkl")._timeout_countdown
         for name, i in ids.items()
     }
-    assert countdown == {**{name: 3 for name in METHOD_KINDS}, "lora": 9, "eval": 0}
+    assert countdown == {**{name: 3 for name in SMOKE_METHODS}, "lora": 9, "eval": 0}
 
 
 def test_a_refused_sbatch_cancels_the_jobs_already_submitted(fake_slurm, tmp_path, tiny_model, monkeypatch):

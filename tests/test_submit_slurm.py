@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from launch.config import METHOD_KINDS
+from support.experiments import SMOKE_METHODS
 from support.runs import effective_steps
 from support.slurm_cluster import cluster_or_skip, make_base, run, stop_all, stop_cluster
 from support.wandb_offline import find_runs, read_run
@@ -30,7 +30,7 @@ from support.wandb_offline import find_runs, read_run
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[1]
 CANARIES = {"WANDB_API_KEY": "canary-wandb-submit-0123456789", "HF_TOKEN": "hf_canarySUBMIT0123456789"}
-TRAINED = [k for k in METHOD_KINDS if k != "few_shot"]  # the smoke config names each method as its kind
+TRAINED = [k for k in SMOKE_METHODS if k != "few_shot"]  # the smoke config names each method as its kind
 FAST = [f"methods.{m}.max_steps=20" for m in TRAINED]
 
 
@@ -104,7 +104,7 @@ def test_smoke_experiment_end_to_end_with_sacct_cost(cluster, tmp_path, tiny_mod
     exp, ids, wall = submit(env, tmp_path, tiny_model, *FAST)
     print(f"submit returned in {wall:.2f} s (new interpreter included)")
     assert wall < 5.0  # target 2 s; a loaded CI machine gets slack, the figure is printed
-    assert list(ids) == [*METHOD_KINDS, "eval"]  # all seven kinds in one submission
+    assert list(ids) == [*SMOKE_METHODS, "eval"]  # all seven kinds in one submission
 
     # Right after submission the evaluation waits on its dependency while training starts.
     status = cyberft(env, "status", str(exp))
@@ -123,8 +123,8 @@ def test_smoke_experiment_end_to_end_with_sacct_cost(cluster, tmp_path, tiny_mod
 
     summary = json.loads((exp / "summary.json").read_text())
     rows = {r["method"]: r for r in summary["rows"]}
-    assert list(rows) == ["base", *METHOD_KINDS]
-    for name in METHOD_KINDS:
+    assert list(rows) == ["base", *SMOKE_METHODS]
+    for name in SMOKE_METHODS:
         r = rows[name]
         assert r["status"] == "completed" and r["accuracy"] is not None
         # few-shot's price is its scoring in the evaluation job, added to its own job's (no GPU here)
@@ -159,7 +159,7 @@ def test_failed_method_gets_its_row_and_the_others_are_still_evaluated(cluster, 
     assert rows["lora"]["accuracy"] is None
     assert rows["lora"]["status"].startswith("failed: Slurm FAILED"), rows["lora"]["status"]
     assert rows["lora"]["slurm_state"] == "FAILED" and rows["lora"]["cost_source"] == "sacct"
-    for name in ("base", *(k for k in METHOD_KINDS if k != "lora")):
+    for name in ("base", *(k for k in SMOKE_METHODS if k != "lora")):
         assert rows[name]["accuracy"] is not None and rows[name]["status"] == "completed", rows[name]
     err = cyberft(env, "logs", str(exp), "lora", "--stream", "err")
     assert "no_such_proj" in err.stdout

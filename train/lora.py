@@ -11,16 +11,27 @@ Writes ``EXP/methods/<name>/adapter`` (peft adapter + tokenizer) and
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
+import tempfile
 import typing as tp
+import warnings
+from pathlib import Path
 
 import torch
 
 from launch.config import ExperimentConfig, MethodConfig
 from launch.expdir import ExperimentDir
 from train import runtime
-from train.run import TrainingRun, save_adapter
+from train.run import TrainingRun, save_adapter, save_model_atomic
+
+INIT_LORA_WEIGHTS: dict[str, bool | str] = {"default": True, "gaussian": "gaussian", "pissa": "pissa", "olora": "olora"}
+"""peft's ``init_lora_weights`` for each ``lora.init``. ``loftq`` starts from peft's default and is then
+replaced by :func:`apply_loftq` (the 4-bit path: peft's ``init_lora_weights="loftq"`` is for an unquantised
+base, whose weights it would replace by their 4-bit round trip)."""
+INITIAL_STATE = "cyberft_initial_adapter"
+"""Attribute of a PiSSA/OLoRA model holding its adapters as initialised, for the conversion at save time."""
 
 
 def lora_config(settings) -> peft.LoraConfig:  # noqa: F821 - peft is imported lazily
@@ -34,7 +45,65 @@ def lora_config(settings) -> peft.LoraConfig:  # noqa: F821 - peft is imported l
         lora_dropout=settings.dropout,
         target_modules=targets if isinstance(targets, str) else list(targets),
         task_type="CAUSAL_LM",
+        use_dora=settings.use_dora,
+        use_rslora=settings.use_rslora,
+        init_lora_weights=INIT_LORA_WEIGHTS.get(settings.init, True),
     )
+
+
+def add_adapters(base: torch.nn.Module, settings: tp.Any) -> tp.Any:
+    """``base`` with LoRA adapters as ``settings`` ask (peft ``get_peft_model``).
+
+    PiSSA and OLoRA move part of each weight into the adapters: their initial values are kept on the model
+    (:data:`INITIAL_STATE`) so that :func:`save_lora_adapter` can convert the trained adapter to one on the
+    original base. They are a function of the base weights alone, so a resumed job computes the same ones.
+    """
+    from peft import get_peft_model
+    from peft.utils import get_peft_model_state_dict
+
+    model = get_peft_model(base, lora_config(settings))
+    if settings.init in ("pissa", "olora"):
+        initial = {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
+        setattr(model, INITIAL_STATE, initial)
+    return model
+
+
+def apply_loftq(model: tp.Any, name_or_path: str) -> None:
+    """LoftQ on a 4-bit LoRA model: each adapter becomes the rank-``r`` SVD of its layer's quantisation error,
+    the unquantised weights read from ``name_or_path``'s safetensors (peft ``replace_lora_weights_loftq``)."""
+    from peft import replace_lora_weights_loftq
+
+    if not torch.cuda.is_available():  # the config refuses gpus_per_node: 0; a local run on a CPU ends here
+        raise ValueError(
+            "lora.init: loftq needs a GPU: peft's replace_lora_weights_loftq quantises and decomposes on CUDA "
+            "only -> run it on a GPU, or set lora.init: default"
+        )
+    replace_lora_weights_loftq(model, model_path=str(name_or_path))
+
+
+def save_lora_adapter(accelerator: tp.Any, model: tp.Any, tokenizer: tp.Any, out: Path) -> None:
+    """:func:`~train.run.save_adapter`, a PiSSA/OLoRA adapter converted to a plain LoRA one of rank ``2r`` on the
+    original base (peft's ``path_initial_model_for_weight_conversion``: ``B A - B0 A0``), which the evaluation
+    loads like any LoRA adapter; every rank calls it."""
+    unwrapped = accelerator.unwrap_model(model)
+    initial = getattr(unwrapped, INITIAL_STATE, None)
+    if initial is None:
+        save_adapter(accelerator, model, tokenizer, out)
+        return
+    if accelerator.is_main_process:
+        from safetensors.torch import save_file
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".initial-", dir=out.parent) as tmp:
+            initial_dir = Path(tmp) / "initial"
+            config = copy.deepcopy(unwrapped.peft_config["default"])
+            config.init_lora_weights = True  # peft loads it as a plain adapter, without decomposing the base again
+            config.save_pretrained(initial_dir)
+            save_file(initial, initial_dir / "adapter_model.safetensors")
+            with warnings.catch_warnings():  # peft's advice to convert, given while it converts
+                warnings.filterwarnings("ignore", message=".*changes the base weights of the model")
+                save_model_atomic(unwrapped, tokenizer, out, path_initial_model_for_weight_conversion=str(initial_dir))
+    accelerator.wait_for_everyone()
 
 
 def linear_module_names(model: torch.nn.Module) -> list[str]:
@@ -73,7 +142,6 @@ def check_targets(model: torch.nn.Module, settings: tp.Any, where: str) -> None:
 
 def lora_model(cfg: ExperimentConfig, method: MethodConfig) -> tp.Any:
     """``cfg.model`` frozen, with ``method.lora``'s trainable adapters (peft), checkpointing as the method asks."""
-    from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
     base = AutoModelForCausalLM.from_pretrained(
@@ -84,7 +152,7 @@ def lora_model(cfg: ExperimentConfig, method: MethodConfig) -> tp.Any:
     if method.gradient_checkpointing:
         runtime.enable_checkpointing(base)
     check_targets(base, method.lora, f"methods.{method.name}")
-    return get_peft_model(base, lora_config(method.lora))
+    return add_adapters(base, method.lora)
 
 
 def main(cfg: ExperimentConfig, method_name: str, exp_dir: str | os.PathLike, threads: int | None = None) -> dict:
@@ -101,7 +169,7 @@ def main(cfg: ExperimentConfig, method_name: str, exp_dir: str | os.PathLike, th
         run.train(model, examples, tokenizer)
 
         # --- save: the adapter only (the evaluation job loads it on the base)
-        save_adapter(run.accelerator, model, tokenizer, run.paths.adapter_dir)
+        save_lora_adapter(run.accelerator, model, tokenizer, run.paths.adapter_dir)
     return run.metrics.to_dict()
 
 

@@ -27,8 +27,8 @@ from launch.expdir import ExperimentDir
 from launch.fsio import atomic_write_jsonl
 from train import batches, runtime
 from train.full_sft import full_model
-from train.lora import lora_model
-from train.run import TrainingRun, save_adapter, save_consolidated
+from train.lora import lora_model, save_lora_adapter
+from train.run import TrainingRun, save_consolidated
 
 TARGET = "target"
 """The experiment's own task among the per-task losses (task 0)."""
@@ -98,7 +98,7 @@ def main(cfg: ExperimentConfig, method_name: str, exp_dir: str | os.PathLike, th
             dtype = runtime.resolve_dtype(cfg.model.dtype)
             save_consolidated(run.accelerator, result.model, tokenizer, run.paths.model_dir, dtype=dtype)
         else:
-            save_adapter(run.accelerator, model, tokenizer, run.paths.adapter_dir)
+            save_lora_adapter(run.accelerator, model, tokenizer, run.paths.adapter_dir)
     return run.metrics.to_dict()
 
 

@@ -18,7 +18,7 @@ import sys
 from launch.config import ExperimentConfig
 from launch.expdir import ExperimentDir
 from train import quant, runtime
-from train.lora import check_targets, lora_config
+from train.lora import add_adapters, apply_loftq, check_targets
 from train.run import TrainingRun, save_adapter
 
 
@@ -30,7 +30,7 @@ def main(cfg: ExperimentConfig, method_name: str, exp_dir: str | os.PathLike, th
         tokenizer, examples = run.load_data()
 
         # --- model: NF4 base (guarded against CPU repacking) + trainable adapters
-        from peft import get_peft_model, prepare_model_for_kbit_training
+        from peft import prepare_model_for_kbit_training
 
         dtype = runtime.resolve_dtype(cfg.model.dtype)
         base = quant.load_4bit(cfg.model.name_or_path, dtype, cfg.model.trust_remote_code)
@@ -40,7 +40,9 @@ def main(cfg: ExperimentConfig, method_name: str, exp_dir: str | os.PathLike, th
         base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=False)
         if run.method.gradient_checkpointing:
             runtime.enable_checkpointing(base)
-        model = get_peft_model(base, lora_config(run.method.lora))
+        model = add_adapters(base, run.method.lora)
+        if run.method.lora.init == "loftq":  # the adapters from the quantisation error (the weights on disk)
+            apply_loftq(model, cfg.model.name_or_path)
 
         # --- train
         run.train(model, examples, tokenizer)

@@ -104,6 +104,7 @@ class TrainingRun:
                 "experiment": self.exp.name,
                 "model": cfg.model.name_or_path,
                 "method": to_plain(self.method),
+                "variant": self.method.variant,  # the kind with its LoRA options: lora+dora, lora(init=pissa)
                 "precision": {"asked": self.precision.asked, **self.precision.record()},  # what it ran in
                 # Flat, so W&B's runs table, scatter and parallel-coordinates panels can use each key.
                 "cell": {"method": c.method, "index": c.index, "seed": c.seed, **c.point},
@@ -199,6 +200,7 @@ class TrainingRun:
         return TrainMetrics(
             method=self.address,
             kind=self.method.kind,
+            variant=self.method.variant,
             status="completed",
             device="cuda" if on_gpu else "cpu",
             n_devices=n_devices,
@@ -247,6 +249,7 @@ class TrainingRun:
         failed = TrainMetrics(
             self.address,
             self.method.kind,
+            variant=self.method.variant,
             status="failed",
             error=f"{type(error).__name__}: {error}"[:2000],
             started_at=self.started_at,

@@ -46,6 +46,8 @@ def log_comparison(
         config={"experiment": exp.name},
         run_id=f"{exp.name}-eval",
     )
+    if "variant" not in columns and any("variant" in r for r in rows):  # lora+dora, lora(init=pissa), ...
+        columns = [*columns, "variant"]
     try:
         tracker.log_table("comparison", rows, columns)
         tracker.log_image("accuracy_vs_cost", chart)

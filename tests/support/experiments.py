@@ -12,6 +12,9 @@ from launch.data import prepare_splits
 from launch.expdir import ExperimentDir
 
 SMOKE = REPO_ROOT / "configs" / "smoke.yaml"
+SMOKE_METHODS = tuple(m["name"] for m in yamlio.parse(SMOKE.read_text(encoding="utf-8"))["methods"])
+"""The smoke study's methods: one of each kind but ``ia3`` (configs/peft-variants.yaml shows it with LoRA's
+variants), each named as its kind."""
 CLASSIC = ("full_sft", "lora", "qlora")
 """The smoke study's first three methods: what tests written around full SFT, LoRA and QLoRA submit."""
 
