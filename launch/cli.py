@@ -62,6 +62,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from launch.fsio import read_json
 
     cfg, split = _load(args)
+    problems = local.precision_problems(cfg)  # the jobs would refuse it at their start: say so before anything
+    if problems:
+        raise ConfigError(problems, args.config)
     cfg = experiment.resolve_paths(cfg)
     exp = experiment.create(cfg, args.config, args.overrides)
     try:
@@ -351,13 +354,17 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from launch import resume
 
     exp = _exp_dir(args.exp_dir)
-    plan = resume.plan_resume(exp, args.jobs)
+    overrides = [a for a in args.jobs if "=" in a]  # key=value: a changed limit; else a method or cell
+    plan = resume.plan_resume(exp, [a for a in args.jobs if "=" not in a])
+    changes = resume.plan_changes(exp, overrides) if overrides else None
     print(plan.describe())
+    if changes and (plan.resubmit or plan.eval_needed):
+        print(changes.describe() or "  change nothing: every value given is the experiment's already")
     if args.dry_run or not (plan.resubmit or plan.eval_needed):
         return EXIT_OK
     if not _sbatch_found():
         return EXIT_BAD_INPUT
-    new = resume.resume(exp, plan)
+    new = resume.resume(exp, plan, changes)
     for name, job_id in new.items():
         print(f"  {name:<12} job {job_id}")
     print(f"resubmitted {len(new)} job(s); follow them with:\n  cyberft status {exp} --wait")
@@ -392,6 +399,51 @@ def cmd_calibration_record(args: argparse.Namespace) -> int:
         f"{done['file']}: {len(done['recorded'])} job(s) recorded ({', '.join(done['recorded']) or 'none'}), "
         f"{len(done['already'])} already there"
     )
+    return EXIT_OK
+
+
+def cmd_profile_detect(args: argparse.Namespace) -> int:
+    """Write a site profile from the scheduler's own answers, then let ``sbatch --test-only`` judge it."""
+    from launch import sitecheck
+
+    missing = sitecheck.no_slurm_message()
+    if missing:
+        _err(missing)
+        return EXIT_BAD_INPUT
+    facts = sitecheck.gather()
+    opts = sitecheck.DetectArgs(
+        output=args.output,
+        partition=args.partition,
+        account=args.account,
+        qos=args.qos,
+        force=args.force,
+        python=args.python,
+        shared_dirs=args.shared_dir,
+        price=args.price,
+        check=not args.no_check,
+    )
+    code, problems = sitecheck.detect(opts, facts, interactive=sys.stdin.isatty() and sys.stdout.isatty())
+    if problems:
+        what = "Slurm refuses the profile as written" if code == EXIT_JOB_FAILED else "nothing was written"
+        _err(f"{len(problems)} problem(s); {what}:\n" + "\n".join(f"  - {p}" for p in problems))
+    return code
+
+
+def cmd_profile_check(args: argparse.Namespace) -> int:
+    """Load a profile and try its training and evaluation job shapes with ``sbatch --test-only``."""
+    from launch import sitecheck
+
+    missing = sitecheck.no_slurm_message() or (None if _sbatch_found() else "sbatch")
+    if missing:
+        if missing != "sbatch":
+            _err(missing)
+        return EXIT_BAD_INPUT
+    problems, accepted = sitecheck.check(args.profile, sitecheck.gather())
+    print("\n".join(accepted))
+    if problems:
+        _err(f"{len(problems)} problem(s) with {args.profile}:\n" + "\n".join(f"  - {p}" for p in problems))
+        return EXIT_JOB_FAILED
+    print(f"{args.profile}: every job shape accepted; nothing was submitted")
     return EXIT_OK
 
 
@@ -490,7 +542,14 @@ def build_parser() -> argparse.ArgumentParser:
         "resume", help="resubmit the jobs that ended unfinished (from their checkpoints) and a new evaluation"
     )
     p.add_argument("exp_dir")
-    p.add_argument("jobs", nargs="*", help="only these methods or cells (lora[3]); default: every unfinished one")
+    p.add_argument(
+        "jobs",
+        nargs="*",
+        metavar="JOB|key=value",
+        help="only these methods or cells (lora[3]), default every unfinished one; key=value changes a limit "
+        "before they are sent again (methods.lora.resources.time_min=120, profile.partition=long; "
+        "see launch/resume.py: RESUMABLE)",
+    )
     p.add_argument("--dry-run", action="store_true", help="say what would be resubmitted; submit nothing")
     p.set_defaults(func=cmd_resume)
 
@@ -503,6 +562,23 @@ def build_parser() -> argparse.ArgumentParser:
     c = csub.add_parser("record", help="record a finished experiment in its site's calibration (idempotent)")
     c.add_argument("exp_dir")
     c.set_defaults(func=cmd_calibration_record)
+
+    p = sub.add_parser("profile", help="site profiles: detect one from the cluster, check one with Slurm")
+    psub = p.add_subparsers(dest="profile_command", required=True, metavar="ACTION")
+    c = psub.add_parser("detect", help="write a profile from sinfo/scontrol/sacctmgr, checked by sbatch --test-only")
+    c.add_argument("-o", "--output", help="file to write (default slurm/profiles/<cluster>-<partition>.yaml)")
+    c.add_argument("--partition", help="the GPU partition (needed when there are several)")
+    c.add_argument("--account", help="the account to charge (needed when several may use the partition)")
+    c.add_argument("--qos", help="the QoS (needed when several are allowed)")
+    c.add_argument("--force", action="store_true", help="replace an existing file")
+    c.add_argument("--python", help="the Python the jobs run (default: the one running this command)")
+    c.add_argument("--shared-dir", action="append", help="a directory every node sees (repeat for several)")
+    c.add_argument("--price", type=float, help="price of one GPU-hour (default 0)")
+    c.add_argument("--no-check", action="store_true", help="write the file without trying it with sbatch --test-only")
+    c.set_defaults(func=cmd_profile_detect)
+    c = psub.add_parser("check", help="try a profile's job shapes with sbatch --test-only (nothing is queued)")
+    c.add_argument("profile", help="a name in slurm/profiles/ or a YAML path")
+    c.set_defaults(func=cmd_profile_check)
 
     p = sub.add_parser("report", help="print an experiment's comparison table")
     p.add_argument("exp_dir")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from launch.config import METHOD_KINDS
+from support.experiments import SMOKE_METHODS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -102,4 +102,4 @@ def test_validate_prints_resolved_config(tmp_path, tiny_model):
     assert res.returncode == 0, res.stderr
     body = yaml.safe_load(res.stdout)
     assert body["methods"][1]["max_steps"] == 5
-    assert f"# OK: {len(METHOD_KINDS)} method(s)" in res.stdout
+    assert f"# OK: {len(SMOKE_METHODS)} method(s)" in res.stdout
