@@ -1,6 +1,6 @@
 """``make gpu-check``: what the CPU test suite cannot show, on one NVIDIA GPU, in under 8 minutes, offline.
 
-The single-GPU acceptance script of the GPU readiness work (the README's "GPUs: what has and has not been run"):
+The single-GPU acceptance script of the GPU readiness work (docs/gpus.md):
 bf16 full SFT with fp32 master weights, ZeRO-2/3 over NCCL with consolidated save, reload and resume, the
 GPU-binding guard, LoRA merged against unmerged, QLoRA on bitsandbytes' CUDA kernels, packed attention
 isolation per attention kernel, the evaluation's batch and prefix-cache invariance, throughput and peak memory

@@ -39,7 +39,7 @@ from launch.redact import short
 from launch.schema import NAME_RE, InputError, Range, build, key_label
 
 METHOD_KINDS = ("full_sft", "lora", "qlora", "few_shot", "prompt_tuning", "feature_head", "multi_task", "ia3")
-"""Every method kind, in the order the README presents them (``MethodConfig.kind`` accepts exactly these)."""
+"""Every method kind, in the order docs/methods.md presents them (``MethodConfig.kind`` accepts exactly these)."""
 SINGLE_DEVICE_KINDS = ("qlora", "few_shot", "feature_head")
 """Kinds whose job runs as one process: QLoRA's 4-bit base, and the two that train nothing through
 accelerate (few-shot selects its examples; the feature head extracts features, then fits a small head)."""
@@ -186,7 +186,7 @@ class FewShotSettings:
     """``few_shot``: no training; ``k`` solved training questions are put before every eval question.
 
     The examples are the same for every question (a shared prompt prefix, which the evaluation
-    computes once per model: see README "How it scores"), drawn from the training split with a seed,
+    computes once per model: see docs/methods.md "How it scores"), drawn from the training split with a seed,
     balanced over the answer letters (each letter ``k / 4`` times, +-1), never a question whose
     normalised text is in the eval split. Each example is a prior user turn (the question in the
     same template) and assistant turn (``ANSWER: X``) through the chat template, as the model sees

@@ -50,18 +50,18 @@ LOCAL = calibration.LOCAL_SITE
 
 CPU_TFLOPS_PER_THREAD = 0.085
 """Nominal peak of one CPU thread for local runs: one core's fp32 matmul rate on the development
-machine (a 2048^3 fp32 matmul on both cores ran at 164-176 GFLOP/s, README "Performance"). Other CPUs
+machine (a 2048^3 fp32 matmul on both cores ran at 164-176 GFLOP/s, docs/benchmarks.md). Other CPUs
 differ by several times; the first calibrated run corrects it."""
 
 LOCAL_STARTUP_S = 8.0
 """Seconds a local job takes before its first step, apart from reading the weights: a new Python
 process importing torch and transformers, no scheduler, no CUDA or NCCL start. Measured on the 2-core
-development machine: 6-8 s of each smoke job's wall time outside its steps (README "The cost forecast")."""
+development machine: 6-8 s of each smoke job's wall time outside its steps (docs/cost.md)."""
 
 CPU_PROCESS_GB = 0.65
 """Resident memory (GiB) of a training process on the CPU before its model counts: the interpreter,
 torch, transformers, peft, accelerate and the tokenised data. A smoke run's tiny model (0.85M
-parameters, a few MB of states) peaked at 0.69-0.73 GiB of RSS (README)."""
+parameters, a few MB of states) peaked at 0.69-0.73 GiB of RSS (measured when this was written)."""
 
 
 # --------------------------------------------------------------------------- the site

@@ -152,8 +152,8 @@ DEFAULT_UTILISATION: dict[tuple[str, str], float] = {
     # eager: 0.45 taken. Megatron-LM reached 52% on A100 (Narayanan et al. 2021, 163 of 312 TFLOP/s).
     ("full_sft", "a100"): 0.45,
     # LoRA: the same utilisation as full SFT. Its FLOPs per token are 2/3 of full SFT's and measured
-    # speed-ups match or beat that: torchtune's Llama 3.1 8B table (README, 1x A6000, packed 2,048,
-    # compiled) gives 4,699 vs 2,579 tokens/s (1.8x), and our own CPU study (README, SmolLM2-135M)
+    # speed-ups match or beat that: torchtune's published Llama 3.1 8B table (1x A6000, packed 2,048,
+    # compiled) gives 4,699 vs 2,579 tokens/s (1.8x), and our own CPU study (docs/studies.md, SmolLM2-135M)
     # 1.3-1.4x against the 1.5x the FLOPs predict, i.e. 0.9x full SFT's utilisation.
     ("lora", "*"): 0.33,
     ("lora", "a100"): 0.45,
@@ -164,7 +164,7 @@ DEFAULT_UTILISATION: dict[tuple[str, str], float] = {
     ("qlora", "*"): 0.23,
     ("qlora", "a100"): 0.32,
     # Evaluation: forward passes over batches of whole prompts, as compute-bound as training's
-    # (our CPU benchmark, README "Performance": evaluation 0.82x and training 0.78x of the matmul
+    # (our CPU benchmark, docs/benchmarks.md: evaluation 0.82x and training 0.78x of the matmul
     # ceiling); full SFT's figures taken.
     ("eval", "*"): 0.33,
     ("eval", "a100"): 0.45,

@@ -29,7 +29,7 @@ TRAINED = [m for m in METHODS if m != "few_shot"]
 LOOP_STEPS = {"full_sft": 300, "lora": 300, "qlora": 300, "prompt_tuning": 150, "multi_task": 300}
 """Methods trained by the training loop, and their max_steps (the feature head fits 60 epochs of its features)."""
 BELOW_BASE_OK = ("few_shot", "prompt_tuning")
-"""Kinds that do not beat base on the smoke data, and why (README "Method kinds"): the tiny model was
+"""Kinds that do not beat base on the smoke data, and why (docs/methods.md "On the smoke data"): the tiny model was
 pretrained on the question texts only, never on answers, so in-context examples teach it nothing it can
 apply to another fact (few-shot), and a soft prompt can steer it but not add the 161 facts' answers."""
 

@@ -35,7 +35,7 @@ def log_comparison(
     and cost in its summary, so W&B's runs table, scatter and parallel-coordinates panels compare
     cells with no custom code. Online the reopening resumes the run (``resume="allow"``): the server's
     summary keeps the training's keys and gains these. Offline it is a second directory with the same
-    run id, which ``wandb sync`` uploads after the training's (README, "Sweeps": what was verified).
+    run id, which ``wandb sync`` uploads after the training's (docs/sweeps.md, "W&B": what was verified).
     """
     tracker = Tracker.start(
         tracking,
