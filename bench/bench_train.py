@@ -1,4 +1,4 @@
-"""Benchmark: our SFT loop (``train.loop.train_loop``, as ``full_sft`` runs it) vs a plain HF ``Trainer``.
+"""Benchmark: our SFT loop (``train.loop.train_loop``, as ``full_sft`` runs it) vs HF ``Trainer`` and TRL.
 
 Useful (non-padding) tokens per second of training, fp32 on CPU, the same model weights, the same
 examples in the same micro-batches, the same effective batch, AdamW, linear warm-up/decay, gradient
@@ -9,6 +9,12 @@ clipping at 1.0; in one process, the contenders interleaved within every run:
   ``train_sampling_strategy="sequential"`` over our epoch order, so that every micro-batch holds the
   examples ours holds; no packing. ``model.config.use_cache = False`` (the usual SFT setting; it only
   spares the Trainer building a KV cache it never reads).
+* **TRL, padding-free**: ``trl.SFTTrainer`` (the ``bench`` extra) with ``padding_free=True`` (each
+  micro-batch one row with ``position_ids``, what ``packing=True`` trains on too), the loss on the answer
+  only (``completion_mask``), the tokenised rows as given, sequential order, and ``bf16=False``,
+  ``gradient_checkpointing=False``: SFTConfig's defaults are bf16 and checkpointing, which on a CPU
+  without bf16 units is emulated bf16, 7-8x slower than fp32 here (measured while writing this bench).
+  TRL's packing bins (``bfd``) would put other examples in a step; this keeps every step's examples ours.
 * **ours, packed** (the default, ``batching: packed``): ``train_loop`` with a real accelerate
   ``Accelerator``, a progress file written every step, the per-step log callback and a checkpoint
   directory (resumable-loop bookkeeping on; no checkpoint falls due in a short run).
@@ -185,22 +191,10 @@ def run_ours(
     return window(stamps, warmup, n_steps), result
 
 
-def run_trainer(setup: dict, micro_batch: int, warmup: int, n_steps: int, tmp: Path) -> float:
-    """Timed seconds of transformers.Trainer over the same micro-batches, right-padded."""
-    from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments
-    from transformers.trainer_callback import PrinterCallback
-
-    model = copy.deepcopy(setup["model"])
-    model.config.use_cache = False
-    data = [{"input_ids": e.input_ids, "labels": e.labels} for b in setup["batches"] for e in b]
-    stamps: dict[int, float] = {}
-
-    class Stamp(TrainerCallback):
-        def on_step_end(self, args: tp.Any, state: tp.Any, control: tp.Any, **kw: tp.Any) -> None:
-            stamps[state.global_step] = time.perf_counter()
-
-    out = Path(tempfile.mkdtemp(prefix="trainer-", dir=tmp))
-    args = TrainingArguments(
+def trainer_args(out: Path, micro_batch: int, n_steps: int) -> dict[str, tp.Any]:
+    """The TrainingArguments HF Trainer and TRL share: our micro-batches in our order, AdamW, the linear
+    schedule, clipping, one process on the CPU, nothing saved or reported."""
+    return dict(
         output_dir=str(out),
         per_device_train_batch_size=micro_batch,
         gradient_accumulation_steps=1,
@@ -218,6 +212,26 @@ def run_trainer(setup: dict, micro_batch: int, warmup: int, n_steps: int, tmp: P
         report_to="none",
         disable_tqdm=True,
         dataloader_num_workers=0,
+    )
+
+
+def run_trainer(setup: dict, micro_batch: int, warmup: int, n_steps: int, tmp: Path) -> float:
+    """Timed seconds of transformers.Trainer over the same micro-batches, right-padded."""
+    from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments
+    from transformers.trainer_callback import PrinterCallback
+
+    model = copy.deepcopy(setup["model"])
+    model.config.use_cache = False
+    data = [{"input_ids": e.input_ids, "labels": e.labels} for b in setup["batches"] for e in b]
+    stamps: dict[int, float] = {}
+
+    class Stamp(TrainerCallback):
+        def on_step_end(self, args: tp.Any, state: tp.Any, control: tp.Any, **kw: tp.Any) -> None:
+            stamps[state.global_step] = time.perf_counter()
+
+    out = Path(tempfile.mkdtemp(prefix="trainer-", dir=tmp))
+    args = TrainingArguments(
+        **trainer_args(out, micro_batch, n_steps),
         remove_unused_columns=False,
     )
     collator = DataCollatorForSeq2Seq(setup["tok"], padding="longest", label_pad_token_id=-100)
@@ -226,6 +240,66 @@ def run_trainer(setup: dict, micro_batch: int, warmup: int, n_steps: int, tmp: P
     trainer.train()
     shutil.rmtree(out, ignore_errors=True)
     return window(stamps, warmup, n_steps)
+
+
+def run_trl(setup: dict, micro_batch: int, warmup: int, n_steps: int, tmp: Path) -> tuple[float, list[float]]:
+    """(timed seconds, losses) of TRL's ``SFTTrainer`` over the same micro-batches, padding-free.
+
+    TRL's own way to train without padding (``padding_free=True``: each micro-batch flattened into one
+    row with ``position_ids``, what ``packing=True`` with its default ``bfd`` strategy does too, here on
+    our micro-batches rather than TRL's best-fit bins, so that the examples of each step are the same),
+    the loss on the completion only (``completion_mask``: our answer tokens), the already tokenised rows
+    (``skip_prepare_dataset``), sequential order, AdamW and the linear schedule as the others.
+    """
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from transformers.trainer_callback import PrinterCallback
+    from trl import SFTConfig, SFTTrainer
+
+    model = copy.deepcopy(setup["model"])
+    model.config.use_cache = False
+    rows = [e for b in setup["batches"] for e in b]
+    data = Dataset.from_list(
+        [
+            {"input_ids": e.input_ids, "labels": e.labels, "completion_mask": [int(x != -100) for x in e.labels]}
+            for e in rows
+        ]
+    )
+    stamps: dict[int, float] = {}
+    losses: list[float] = []
+
+    class Stamp(TrainerCallback):
+        def on_step_end(self, args: tp.Any, state: tp.Any, control: tp.Any, **kw: tp.Any) -> None:
+            stamps[state.global_step] = time.perf_counter()
+
+        def on_log(self, args: tp.Any, state: tp.Any, control: tp.Any, logs: tp.Any = None, **kw: tp.Any) -> None:
+            if logs and "loss" in logs:
+                losses.append(float(logs["loss"]))
+
+    out = Path(tempfile.mkdtemp(prefix="trl-", dir=tmp))
+    args = SFTConfig(
+        **trainer_args(out, micro_batch, n_steps),
+        logging_steps=1,
+        # SFTConfig's own defaults are bf16=True and gradient_checkpointing=True: on a CPU without bf16
+        # units that is emulated bf16 (7-8x slower here) and recomputation; the same precision as ours.
+        bf16=False,
+        gradient_checkpointing=False,
+        padding_free=True,
+        completion_only_loss=True,
+        max_length=None,
+        dataset_kwargs={"skip_prepare_dataset": True},
+    )
+    trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=setup["tok"], callbacks=[Stamp()])
+    trainer.remove_callback(PrinterCallback)
+    trainer.train()
+    shutil.rmtree(out, ignore_errors=True)
+    return window(stamps, warmup, n_steps), losses
+
+
+def _trl_version() -> str:
+    import trl
+
+    return trl.__version__
 
 
 def run_ceiling(setup: dict, warmup: int, n_steps: int) -> tuple[float, list[float]]:
@@ -294,15 +368,17 @@ def build(args: tp.Any) -> Bench:
     )
 
     tmp = Path(tempfile.mkdtemp(prefix="cyberft-bench-train-"))
-    contenders = ["trainer", "packed", "ceiling"] + (["padded"] if args.padded else [])
+    contenders = ["trainer", "trl", "packed", "ceiling"] + (["padded"] if args.padded else [])
     samples: dict[str, list[float]] = {name: [] for name in contenders}
     peak: list[float] = []
     flops = 6 * matmul_params(setup["model"]) * useful  # forward + backward matmuls over the useful tokens
     loss_diffs: list[float] = []
+    trl_first: list[float] = []  # TRL's logged loss of its first step: the same examples, the same loss
     try:
         # Warm-up, untimed: imports, allocator, oneDNN kernels, the first Accelerator and Trainer.
         short = dict(setup, batches=batches[:2])
         run_trainer(short, mb, 1, 2, tmp)
+        run_trl(short, mb, 1, 2, tmp)
         run_ceiling(short, 1, 2)
         for name in ("packed", "padded") if args.padded else ("packed",):
             run_ours(setup, name, mb, 1, 2, tmp)
@@ -318,6 +394,9 @@ def build(args: tp.Any) -> Bench:
             for name in turn:
                 if name == "trainer":
                     seconds[name] = run_trainer(setup, mb, warmup, n_steps, tmp)
+                elif name == "trl":
+                    seconds[name], trl_losses = run_trl(setup, mb, warmup, n_steps, tmp)
+                    trl_first.append(trl_losses[0] if trl_losses else float("nan"))
                 elif name == "ceiling":
                     seconds[name], ceiling_losses = run_ceiling(setup, warmup, n_steps)
                 else:
@@ -344,6 +423,14 @@ def build(args: tp.Any) -> Bench:
     bench.rows = [
         Row("trainer", "HF Trainer, padded (no packing)", "tok/s", samples["trainer"], True, baseline="trainer"),
         Row(
+            "trl",
+            f"TRL {_trl_version()} SFTTrainer, padding-free (packed rows), fp32",
+            "tok/s",
+            samples["trl"],
+            True,
+            baseline="trainer",
+        ),
+        Row(
             "ours",
             "ours: train_loop, batching packed",
             "tok/s",
@@ -352,6 +439,7 @@ def build(args: tp.Any) -> Bench:
             baseline="trainer",
             targets=[
                 Target(">=1.5x Trainer", "ratio_min", 1.5, ref="trainer"),
+                Target(">=1.0x TRL packed", "ratio_min", 1.0, ref="trl"),
                 Target(">=0.8x bare loop", "ratio_min", 0.8, ref="ceiling"),
             ],
         ),
@@ -405,7 +493,7 @@ def build(args: tp.Any) -> Bench:
                 "warmup_ratio": WARMUP_RATIO,
                 "max_grad_norm": MAX_GRAD_NORM,
             },
-            "first_batch_loss": {"hf_padded": hf_loss, "ours_packed": packed_loss},
+            "first_batch_loss": {"hf_padded": hf_loss, "ours_packed": packed_loss, "trl_logged_per_run": trl_first},
             "max_abs_loss_diff_ours_vs_bare_loop_per_run": loss_diffs,
             "threads": torch.get_num_threads(),
             "matmul_gflops": peak,
@@ -416,7 +504,8 @@ def build(args: tp.Any) -> Bench:
         f"{steps} timed steps (after {warmup} untimed) of {mb} {setup['path'].name} examples each: "
         f"{useful} useful tokens, "
         f"{useful / padded_tokens:.0%} of the padded batches' tokens; all contenders start from the same weights and "
-        f"train on the same micro-batches (first-batch loss {hf_loss:.6f} padded vs {packed_loss:.6f} packed; ours vs "
+        f"train on the same micro-batches (first-batch loss {hf_loss:.6f} padded vs {packed_loss:.6f} packed vs "
+        f"{trl_first[0] if trl_first else float('nan'):.6f} TRL; ours vs "
         f"bare loop per-step losses within {max(loss_diffs):.1e})"
     )
     bench.notes.append(

@@ -8,9 +8,10 @@ Two shapes, one cluster each (module-scoped, one at a time):
     ``proj`` that alone may use ``gpu`` (root's default account ``root`` may not), a QoS ``short``
     (MaxWall 30 min, DenyOnLimit), and two node types in ``gpu`` (n1: 2 GPUs, n2: 1 GPU, less memory).
 
-For each: detect, then ``cyberft submit configs/smoke.yaml --profile <detected>`` with no edit of the
-file; every job must run in the detected partition under the detected account (sacct) and the
-report's GPU-hours must equal sacct's. Skipped like the other Slurm tests (tests/support/slurm_cluster.py).
+For each: detect, then ``cyberft submit`` of the smoke config's classic methods with
+``--profile <detected>`` and no edit of the file; every job must run in the detected partition under
+the detected account (sacct) and the report's GPU-hours must equal sacct's. Skipped like the other
+Slurm tests (tests/support/slurm_cluster.py).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import pytest
 import yaml
 
 from support import slurm_cluster as sc
+from support.experiments import CLASSIC, classic_smoke
 from test_submit_slurm import FAST, cyberft, sacct_gpu_hours
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -83,9 +85,13 @@ def detect(env: dict, out: Path, *flags: str) -> tuple[dict, str]:
 
 
 def submit_and_check(env: dict, profile: Path, tmp_path: Path, tiny_model: Path, partition: str, account: str) -> None:
-    """Smoke experiment with the detected profile: right partition and account, GPU-hours = sacct."""
-    res = cyberft(env, "submit", "configs/smoke.yaml", "--profile", str(profile),
-                  f"model.name_or_path={tiny_model}", f"output_dir={tmp_path / 'runs'}", *FAST)  # fmt: skip
+    """The smoke experiment's classic methods (full SFT, LoRA, QLoRA; every kind is submitted to this cluster
+    by test_submit_slurm.py) and the evaluation with the detected profile: right partition and account,
+    GPU-hours = sacct. Three training jobs, not seven: the same checks at half the suite's time."""
+    config = classic_smoke(tmp_path)
+    fast = [o for o in FAST if o.split(".")[1] in CLASSIC]
+    res = cyberft(env, "submit", str(config), "--profile", str(profile),
+                  f"model.name_or_path={tiny_model}", f"output_dir={tmp_path / 'runs'}", *fast)  # fmt: skip
     assert res.returncode == 0, res.stdout + res.stderr
     exp = Path(re.search(r"^experiment: (.+)$", res.stdout, re.M).group(1))
     ids = dict(re.findall(r"^  (\S+)\s+job (\d+)$", res.stdout, re.M))
