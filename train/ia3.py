@@ -19,8 +19,7 @@ import torch
 
 from launch.config import ExperimentConfig, IA3Settings, MethodConfig
 from launch.expdir import ExperimentDir
-from train import runtime
-from train.lora import linear_module_names
+from train.lora import base_model, linear_module_names
 from train.run import TrainingRun, save_adapter
 
 
@@ -59,15 +58,8 @@ def ia3_config(settings: IA3Settings, model: torch.nn.Module, where: str) -> tp.
 def ia3_model(cfg: ExperimentConfig, method: MethodConfig) -> tp.Any:
     """``cfg.model`` frozen, with ``method.ia3``'s trainable vectors (peft), checkpointing as the method asks."""
     from peft import get_peft_model
-    from transformers import AutoModelForCausalLM
 
-    base = AutoModelForCausalLM.from_pretrained(
-        cfg.model.name_or_path,
-        dtype=runtime.resolve_dtype(cfg.model.dtype),
-        trust_remote_code=cfg.model.trust_remote_code,
-    )
-    if method.gradient_checkpointing:
-        runtime.enable_checkpointing(base)
+    base = base_model(cfg, method)
     return get_peft_model(base, ia3_config(method.ia3, base, f"methods.{method.name}"))
 
 

@@ -140,8 +140,8 @@ def check_targets(model: torch.nn.Module, settings: tp.Any, where: str) -> None:
         )
 
 
-def lora_model(cfg: ExperimentConfig, method: MethodConfig) -> tp.Any:
-    """``cfg.model`` frozen, with ``method.lora``'s trainable adapters (peft), checkpointing as the method asks."""
+def base_model(cfg: ExperimentConfig, method: MethodConfig) -> tp.Any:
+    """``cfg.model`` as an adapter kind trains on it (LoRA, IA3): full precision, checkpointing as the method asks."""
     from transformers import AutoModelForCausalLM
 
     base = AutoModelForCausalLM.from_pretrained(
@@ -151,6 +151,12 @@ def lora_model(cfg: ExperimentConfig, method: MethodConfig) -> tp.Any:
     )
     if method.gradient_checkpointing:
         runtime.enable_checkpointing(base)
+    return base
+
+
+def lora_model(cfg: ExperimentConfig, method: MethodConfig) -> tp.Any:
+    """``cfg.model`` frozen, with ``method.lora``'s trainable adapters (peft), checkpointing as the method asks."""
+    base = base_model(cfg, method)
     check_targets(base, method.lora, f"methods.{method.name}")
     return add_adapters(base, method.lora)
 
