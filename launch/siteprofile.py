@@ -294,7 +294,8 @@ def render(fields: list[Field], header: list[str], intro: list[str]) -> str:
     """The profile as YAML text: ``intro`` and ``header`` lines first, every value under its comment."""
     import textwrap
 
-    lines = [f"# {x}" for x in intro + header]
+    # What Slurm printed (node, partition and GRES names) goes into comments: one line each, whatever it holds.
+    lines = ["# " + "".join(" " if c in "\r\n\v\f\x85\u2028\u2029" else c for c in x) for x in intro + header]
     for fl in fields:
         lines.append("")
         lines += [f"# {w}" for c in fl.comment for w in textwrap.wrap(c, 110, break_on_hyphens=False)]

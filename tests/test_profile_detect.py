@@ -293,3 +293,12 @@ def test_no_slurm_command_is_said_clearly(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     assert "no Slurm command found (sinfo, scontrol not on PATH)" in sitecheck.no_slurm_message()
     assert cli.main(["profile", "detect", "-o", "/tmp/never.yaml"]) == 2
+
+
+def test_text_from_slurm_stays_inside_its_comment_line():
+    """A name Slurm printed with a line break in it (a hostile or broken site) cannot add a YAML key."""
+    from launch.siteprofile import Field, render
+
+    text = render([Field("partition", "gpu", ["the only one"])], ["group n1\nqos: evil"], ["intro\r\naccount: x"])
+    parsed = yaml.safe_load(text)
+    assert parsed == {"partition": "gpu"}, text
