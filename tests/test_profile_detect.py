@@ -60,9 +60,9 @@ def facts(sinfo=SINFO, partitions=PARTITIONS, config=CONFIG, dbd=True) -> Facts:
         config=parse_config(config),
         user="root",
         login_host="vm",
-        python="/work/venv/bin/python",
+        python="/srv/venv/bin/python",
         base_python="/usr/bin/python3.11",
-        checkout="/work/main",
+        checkout="/srv/cyberft",
     )
     if dbd:
         f.assoc, f.default_accounts, f.qos = parse_assoc(ASSOC), parse_users(USERS), parse_qos(QOS)
@@ -167,7 +167,7 @@ def test_second_shape_profile(tmp_path):
     assert p["gpu_type"] == "nvidia_a100_80" and p["typed_gpus"] is True
     assert (p["gpu_mem_gb"], p["gpu_tflops"]) == (80, 312.0)
     assert p["max_time_min"] == 120 and p["max_nodes"] == 2
-    assert p["shared_dirs"] == [] and p["python"] == "/work/venv/bin/python"  # the nodes are this machine
+    assert p["shared_dirs"] == [] and p["python"] == "/srv/venv/bin/python"  # the nodes are this machine
     # every value has a comment above it
     lines = text.splitlines()
     for i, line in enumerate(lines):
@@ -215,7 +215,7 @@ def test_untyped_gres_on_some_nodes_no_memory_and_remote_nodes(tmp_path):
     assert "mem_gb_per_gpu" not in p and "report no memory" in text  # commented out, with what to do
     assert "gpu_mem_gb" not in p and "comes in 40 and 80 GB" in text
     assert p["max_time_min"] == 2880 and p["account"] is None
-    assert p["shared_dirs"] == ["/work"]  # the checkout and the venv's top directory, said to be assumed
+    assert p["shared_dirs"] == ["/srv"]  # the checkout and the venv's top directory, said to be assumed
     assert "not known to Slurm: assumed" in text
 
 
