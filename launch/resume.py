@@ -43,20 +43,20 @@ if tp.TYPE_CHECKING:  # pragma: no cover
     from launch.profiles import SlurmProfile
 
 _LIMITS = ("time_min", "max_timeouts", "mem_gb_per_gpu", "cpus_per_gpu")
+_SITE = ("partition", "account", "qos", "constraint", "max_time_min", "cpus_per_gpu", "mem_gb_per_gpu")
 RESUMABLE = (
     *(f"methods.<name>.resources.{f}" for f in _LIMITS),
     *(f"eval.resources.{f}" for f in _LIMITS),
     "eval.batch_size",
     "eval.models_per_job",
-    *(f"profile.{f}" for f in ("partition", "account", "qos", "constraint", "max_time_min")),
-    *(f"profile.{f}" for f in ("cpus_per_gpu", "mem_gb_per_gpu")),
+    *(f"profile.{f}" for f in _SITE),
 )
 """What ``cyberft resume EXP key=value`` may change: what the jobs ask of the cluster (time, requeues,
 memory, CPUs, where they run and under which account) and how the evaluation batches its work. Nothing
 that trains or scores differently: the resumed jobs continue checkpoints made with the old values."""
 RESUMABLE_TEXT = (
     f"methods.<name>.resources.{{{','.join(_LIMITS)}}}, eval.resources.{{same}}, eval.batch_size, "
-    "eval.models_per_job, profile.{partition,account,qos,constraint,max_time_min,cpus_per_gpu,mem_gb_per_gpu}"
+    f"eval.models_per_job, profile.{{{','.join(_SITE)}}}"
 )
 
 _WHY_NOT = {
@@ -254,7 +254,8 @@ def plan_changes(exp: ExperimentDir, overrides: tp.Sequence[str]) -> Changes:
         target.append(f"{canonical.removeprefix('profile.')}={value}")
     if problems:
         raise InputError(problems, "arguments")
-    old_cfg, old_profile = to_dict(exp.load_config()), dict(raw_profile or {})
+    frozen, _ = build_config(raw_cfg)  # the file as read above, not read again
+    old_cfg, old_profile = to_dict(frozen), dict(raw_profile or {})
     cfg, problems = build_config(raw_cfg, for_cfg)
     profile = None
     if raw_profile is not None:
