@@ -109,10 +109,16 @@ FIELDS = (
     "modelled_overhead_s",
     "overhead_factor",
     "precision",
+    "mem_estimate_gb",
+    "mem_peak_gb",
 )
 """Every key of a record, and no other. ``precision`` (what a training job computed in: ``fp32``, ``bf16``,
 ``fp16``; null when unknown) came later: a record without it is a CPU run's ``fp32`` (CPU jobs trained in
-nothing else before) and a GPU run's unknown (it matches every precision)."""
+nothing else before) and a GPU run's unknown (it matches every precision). ``mem_estimate_gb`` and
+``mem_peak_gb`` (GiB; null or absent when not measured) came later too: a training job's memory estimate
+before calibration (``launch.memory.MemoryEstimate.own_gb`` with no scale) and its measured peak above its
+memory before loading (``metrics.json``'s ``peak_mem_bytes - base_mem_bytes``), which
+:meth:`Calibration.memory_scale` turns into the site's correction of the estimate."""
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -226,6 +232,8 @@ def measure_job(
         "modelled_overhead_s": modelled,
         "overhead_factor": overhead / modelled if modelled else None,
         "precision": precision,
+        "mem_estimate_gb": None,  # a training job's, when it measured both sides (measure_method)
+        "mem_peak_gb": None,
     }
     problem = record_problem(record)
     if problem:
@@ -252,7 +260,7 @@ def measure_method(
     wall = (account or {}).get("elapsed_s") or metrics.get("wall_s")
     if compute is None or wall is None:
         return None
-    return measure_job(
+    record = measure_job(
         job,
         metrics.get("train_tokens") or 0,
         compute,
@@ -263,6 +271,20 @@ def measure_method(
         recorded_at,
         metrics.get("precision"),
     )
+    if record is not None:
+        record.update(memory_measured(job, metrics))
+    return record
+
+
+def memory_measured(job: tp.Mapping[str, tp.Any], metrics: tp.Mapping[str, tp.Any]) -> dict[str, float]:
+    """``{"mem_estimate_gb", "mem_peak_gb"}`` of a training job, or ``{}`` when either side is unknown: the
+    estimate before calibration (the forecast's ``memory_own_raw_gb``, which ``launch.costcheck`` saves with
+    each method) and the peak above the job's memory before loading (a job that did not record it: none)."""
+    estimate = job.get("memory_own_raw_gb")
+    peak, base = metrics.get("peak_mem_bytes"), metrics.get("base_mem_bytes")
+    if not isinstance(estimate, (int, float)) or estimate <= 0 or not peak or base is None or peak <= base:
+        return {}
+    return {"mem_estimate_gb": float(estimate), "mem_peak_gb": (peak - base) / 2**30}
 
 
 # --------------------------------------------------------------------------- the file
@@ -288,6 +310,12 @@ def record_problem(record: tp.Any) -> str | None:
             return f"{key}: {record.get(key)!r} is not a name"
     if record.get("precision") not in (None, *PRECISIONS):
         return f"precision: {record.get('precision')!r} -> one of {', '.join(PRECISIONS)} or null"
+    for key in ("mem_estimate_gb", "mem_peak_gb"):
+        value = record.get(key)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0
+        ):
+            return f"{key}: {value!r} is not a positive number or null"
     return None
 
 
@@ -359,6 +387,27 @@ class Calibration:
         """What the forecast uses (:class:`launch.forecast.CalibrationSource`); None without matching runs."""
         runs = self.matching(kind, gpu_type, n_params)
         return combine(runs) if runs else None
+
+    def memory_scale(self, kind: str, gpu_type: str, n_params: int) -> tuple[float, int] | None:
+        """The memory estimate's correction for ``kind`` here, and from how many runs: the largest measured
+        peak / estimate of the matching runs that measured both (:meth:`matching`); None without any.
+
+        The largest, not a median as for the utilisation: a memory estimate is a limit to plan under, and
+        one below a peak this site has already seen would plan a job that runs out. Runs of the same
+        config differ by several percent (three LoRA seeds of the Qwen study: 6.5-7.2 GiB), so a median
+        would put half of them above it. The estimate models the allocations; the scale carries what this
+        site's allocator, libraries and threads add to them, measured.
+        """
+        ratios = [
+            r["mem_peak_gb"] / r["mem_estimate_gb"]
+            for r in self.matching(kind, gpu_type, n_params)
+            # Within 2x of the model's size, not its whole size bucket: "<1B" holds a 0.85M smoke model, whose
+            # memory is mostly the runtime's, and a 494M one, whose is mostly the model's.
+            if r.get("mem_peak_gb") and r.get("mem_estimate_gb") and 0.5 <= r["n_params"] / n_params <= 2
+        ]
+        if not ratios:
+            return None
+        return max(ratios), len(ratios)
 
 
 def weighted_median(values: tp.Sequence[float], weights: tp.Sequence[float]) -> float:
@@ -465,6 +514,9 @@ def _group_rows(cal: Calibration) -> list[list[str]]:
     for (kind, gpu, size, precision), runs in sorted(groups.items(), key=lambda kv: (order[kv[0][0]], *kv[0][1:])):
         c = combine(runs)
         utils = [r["utilisation"] for r in runs]
+        mem = [
+            r["mem_peak_gb"] / r["mem_estimate_gb"] for r in runs if r.get("mem_peak_gb") and r.get("mem_estimate_gb")
+        ]
         wall = sum(r.get("wall_s") or 0 for r in runs) / len(runs)
         rows.append(
             [
@@ -476,6 +528,7 @@ def _group_rows(cal: Calibration) -> list[list[str]]:
                 f"{c.utilisation:.3f}",
                 f"{min(utils):.3f}-{max(utils):.3f}",
                 f"{c.overhead_factor:.2f}",
+                f"{max(mem):.2f} ({len(mem)})" if mem else "-",
                 quantity(sum(r["tokens"] for r in runs)),
                 duration(wall),
                 max(r.get("recorded_at") or "" for r in runs),
@@ -502,16 +555,18 @@ def format_calibration(cal: Calibration, name: str = "") -> str:
         "utilisation",
         "range",
         "overhead x",
+        "memory x",
         "tokens",
         "mean wall",
         "last recorded",
     ]
-    lines = [head, text_table(headers, _group_rows(cal), left=(0, 1, 2, 3, 10))]
+    lines = [head, text_table(headers, _group_rows(cal), left=(0, 1, 2, 3, 11))]
     lines += [f"skipped {cal.path}: {s}" for s in cal.skipped]
     lines.append(
         "utilisation: median weighted by tokens; overhead x: median of measured / modelled start-up, load "
-        "and save. Forecasts of the same kind, GPU type, size and precision use these in place of the defaults "
-        "(precision ?: a GPU run recorded before records kept it, used for either)."
+        "and save; memory x: the largest measured peak / memory estimate (of the runs that measured both), "
+        "which scales the next memory estimate. Forecasts of the same kind, GPU type, size and precision use "
+        "these in place of the defaults (precision ?: a GPU run recorded before records kept it, used for either)."
     )
     return "\n".join(lines)
 

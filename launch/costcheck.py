@@ -32,6 +32,7 @@ plus the resident size of a training process before it loads a model (:data:`CPU
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -47,6 +48,7 @@ if tp.TYPE_CHECKING:  # pragma: no cover
     from launch.profiles import SlurmProfile
 
 LOCAL = calibration.LOCAL_SITE
+GB = memory.GB
 
 CPU_TFLOPS_PER_THREAD = 0.085
 """Nominal peak of one CPU thread for local runs: one core's fp32 matmul rate on the development
@@ -57,6 +59,13 @@ LOCAL_STARTUP_S = 8.0
 """Seconds a local job takes before its first step, apart from reading the weights: a new Python
 process importing torch and transformers, no scheduler, no CUDA or NCCL start. Measured on the 2-core
 development machine: 6-8 s of each smoke job's wall time outside its steps (docs/cost.md)."""
+
+CPU_RUNTIME_GB = 0.2
+"""What a training job on the CPU holds above its baseline (libraries imported, data read) apart from what
+the memory estimate models: the libraries' lazily loaded parts (peft, accelerate), torch's autograd and
+oneDNN scratch, the data loader. On the CPU it is resident memory, as the model's is; on a GPU the
+allocator's peak does not count it. Measured on the smoke study's 0.85M-parameter model, whose states are
+a few MB: 0.17-0.24 GiB above the baseline across the six training kinds (2026-12-07)."""
 
 CPU_PROCESS_GB = 0.65
 """Resident memory (GiB) of a training process on the CPU before its model counts: the interpreter,
@@ -156,7 +165,17 @@ class Planned:
     site: Site
     forecast: forecast.Forecast | None = None
     memory_gb: dict[str, dict[str, float]] = field(default_factory=dict)
-    """Method -> ``{"gpu": estimate per GPU, "cpu": the same on the CPU}`` in GiB (:func:`memory_estimates`)."""
+    """Method -> ``{"gpu": estimate per GPU, "own": without the overhead, "cpu": the process on the CPU, ...}``
+    in GiB (:func:`memory_estimates`)."""
+    lengths: memory.RowLengths | None = None
+    """The training split's example lengths the estimates used (:func:`row_lengths`); None: not counted."""
+    memory_scales: dict[str, dict[str, tuple[float, int]]] = field(default_factory=dict)
+    """Method -> the site's calibration of its memory estimate (:func:`memory_scales`)."""
+
+    def scales(self, method: str) -> dict[str, float]:
+        """Kind -> scale for ``method``'s estimate (:func:`launch.memory.estimate`'s ``scales``)."""
+        return {kind: scale for kind, (scale, _) in (self.memory_scales.get(method) or {}).items()}
+
     calibration_runs: int = 0
     notes: list[str] = field(default_factory=list)
 
@@ -174,19 +193,95 @@ class Planned:
         }
 
 
-def memory_estimates(cfg: ExperimentConfig, shape: memory.ModelShape) -> dict[str, dict[str, float]]:
-    """Each method's peak memory estimate in GiB: ``gpu`` per GPU, ``cpu`` the process on the CPU.
+def row_lengths(split: tokencount.SplitTokens) -> memory.RowLengths | None:
+    """The training split's example lengths as the memory estimate sizes micro-batches with them; None when empty."""
+    if not split.examples or not split.tokens:
+        return None
+    return memory.RowLengths(
+        examples=split.examples,
+        mean=split.mean,
+        sd=split.sd,
+        longest=split.longest or split.mean,
+        answer_tokens=split.logit_tokens / split.examples,
+    )
 
-    The CPU figure drops the CUDA overhead and adds :data:`CPU_PROCESS_GB`. Methods the estimator
-    does not cover (a kind without its rule, an unreadable DeepSpeed JSON) are left out.
+
+def memory_scales(
+    cfg: ExperimentConfig, shape: memory.ModelShape, cal: calibration.Calibration | None, gpu_type: str
+) -> dict[str, dict[str, tuple[float, int]]]:
+    """Method -> ``{kind: (scale, runs)}``: the site's calibration of the memory estimate for the method's kind
+    (and, for ``multi_task``, the kind it adapts), in the precision it will compute in; ``{}`` without runs."""
+    out: dict[str, dict[str, tuple[float, int]]] = {}
+    if cal is None:
+        return out
+    for m in cfg.methods:
+        keyed = cal.keyed(m.precision, bool(m.deepspeed))
+        found = {}
+        for kind in {m.kind, *([m.adapts] if m.kind == "multi_task" else [])}:
+            scale = keyed.memory_scale(kind, gpu_type, shape.n_params)
+            if scale is not None:
+                found[kind] = scale
+        out[m.name] = found
+    return out
+
+
+def method_estimate(
+    cfg: ExperimentConfig,
+    method: tp.Any,
+    shape: memory.ModelShape,
+    gpu_type: str,
+    lengths: memory.RowLengths | None = None,
+    scales: tp.Mapping[str, float] | None = None,
+) -> memory.MemoryEstimate:
+    """:func:`launch.memory.estimate` of ``method`` in the precision it will compute in on ``gpu_type``
+    (``auto`` resolved as the job will: :func:`launch.calibration.expected_precision`; fp32 on a CPU
+    without bf16 units), its micro-batches sized by ``lengths``. Raises what the estimate raises."""
+    ran = calibration.expected_precision(method.precision, gpu_type, shape.n_params, bool(method.deepspeed))
+    if ran is not None and ran != method.precision:
+        method = dataclasses.replace(method, precision=ran)
+    return memory.estimate(shape, method, cfg.model.max_seq_len, REPO_ROOT, lengths, scales)
+
+
+def memory_estimates(
+    cfg: ExperimentConfig,
+    shape: memory.ModelShape,
+    lengths: memory.RowLengths | None = None,
+    scales: tp.Mapping[str, tp.Mapping[str, tuple[float, int]]] | None = None,
+    gpu_type: str = "",
+) -> dict[str, dict[str, float]]:
+    """Each method's peak memory estimate in GiB.
+
+    ``gpu``: per GPU, what the fit check compares with the card; ``own``: without the fixed CUDA/NCCL
+    overhead, what the job's measured peak above its memory before loading is compared with (on a GPU
+    the allocator's, on the CPU the resident set's, with :data:`CPU_RUNTIME_GB`); ``cpu``: ``own`` plus
+    :data:`CPU_PROCESS_GB`, the whole process on the CPU; ``own_raw``: ``own`` before the site's calibration
+    (what a finished job's calibration record keeps); ``scale`` and ``scale_runs``: that calibration (1 and
+    0 without one). ``lengths`` sizes the micro-batches (:func:`row_lengths`); without them every example is taken at
+    ``max_seq_len``. Methods the estimator does not cover (a kind without its rule, an unreadable
+    DeepSpeed JSON) are left out; few-shot has ``gpu`` alone (and ``scored_in_eval``): its figure is its
+    scoring in the evaluation job, not its own job's, which loads no model.
     """
     out = {}
     for m in cfg.methods:
+        found = (scales or {}).get(m.name) or {}
         try:
-            est = memory.estimate(shape, m, cfg.model.max_seq_len, repo_root=REPO_ROOT)
+            raw = method_estimate(cfg, m, shape, gpu_type, lengths)
         except (ValueError, OSError):
             continue
-        out[m.name] = {"gpu": est.total_gb, "cpu": est.total_gb - est.overhead_gb + CPU_PROCESS_GB}
+        # multi_task: its own runs' scale, else that of the kind it adapts (as launch.memory.estimate takes it)
+        scale, runs = found.get(m.kind) or (found.get(m.adapts) if m.kind == "multi_task" else None) or (1.0, 0)
+        if m.kind == "few_shot":  # its figure is its scoring in the evaluation job; its own job loads no model
+            out[m.name] = {"gpu": raw.total_gb, "scored_in_eval": True}
+            continue
+        own_raw = raw.own_gb + (CPU_RUNTIME_GB if calibration.gpu_key(gpu_type) == "cpu" else 0.0)
+        out[m.name] = {
+            "gpu": raw.own_gb * scale + raw.overhead_gb,
+            "own": own_raw * scale,
+            "cpu": own_raw * scale + CPU_PROCESS_GB,
+            "own_raw": own_raw,
+            "scale": scale,
+            "scale_runs": runs,
+        }
     return out
 
 
@@ -226,7 +321,9 @@ def plan(cfg: ExperimentConfig, split: tp.Any, site: Site, mode: str = "auto") -
         site.device,
         site.startup_s,
     )
-    planned.memory_gb = memory_estimates(view, shape)
+    planned.lengths = row_lengths(counts.train)
+    planned.memory_scales = memory_scales(view, shape, cal, site.gpu_type)
+    planned.memory_gb = memory_estimates(view, shape, planned.lengths, planned.memory_scales, site.gpu_type)
     if cal is not None:
         planned.calibration_runs = len(cal.records)
         planned.notes += [f"calibration: skipped {line}" for line in cal.skipped]
@@ -266,11 +363,22 @@ def counted_eval_tokens(cfg: ExperimentConfig, exp: ExperimentDir) -> float | No
     return counts.eval.tokens
 
 
-def _memory_pair(estimates: dict | None, peak_kind: str | None) -> float | None:
-    """The estimate to set against a measured peak: per GPU for CUDA's peak, the CPU figure for an RSS."""
+def _memory_pair(estimates: dict | None, metrics: tp.Mapping[str, tp.Any]) -> tuple[float | None, float | None]:
+    """The estimate and the measured peak to set side by side, in GiB.
+
+    A job that recorded its memory before loading (``base_mem_bytes``): its peak above it against the
+    estimate without overhead (``own``). An older one: its whole peak against the CPU figure for an RSS,
+    the per-GPU figure for CUDA's peak (as reports of that time compared them).
+    """
+    peak, base = metrics.get("peak_mem_bytes"), metrics.get("base_mem_bytes")
+    actual = peak / GB if peak else None
+    if estimates and estimates.get("scored_in_eval"):  # few-shot: nothing of its own job to compare
+        return None, actual
+    if peak and base is not None and estimates and "own" in estimates:
+        return estimates["own"], (peak - base) / GB
     if not estimates:
-        return None
-    return estimates.get("cpu") if peak_kind == "rss" else estimates.get("gpu")
+        return None, actual
+    return (estimates.get("cpu") if metrics.get("peak_mem_kind") == "rss" else estimates.get("gpu")), actual
 
 
 def _seconds(results: tp.Mapping[str, tp.Mapping[str, tp.Any]], key: str) -> float:
@@ -311,9 +419,10 @@ def check(
         job = _job_of(saved, row["method"])
         if job is None:
             continue
-        kind = (metrics.get(row["method"]) or {}).get("peak_mem_kind")
-        mem = _memory_pair((saved.get("memory_gb") or {}).get(parse_address(row["method"])[0]), kind)
-        methods[row["method"]] = forecast.compare(job, {**row, "gpu_hours": row.get(hours_key)}, mem)
+        estimates = (saved.get("memory_gb") or {}).get(parse_address(row["method"])[0])
+        mem, peak = _memory_pair(estimates, metrics.get(row["method"]) or {})
+        actual = {**row, "gpu_hours": row.get(hours_key), "peak_mem_gb": peak or row.get("peak_mem_gb")}
+        methods[row["method"]] = forecast.compare(job, actual, mem)
     eval_s = _seconds(scored, "eval_s")
     tokens = tokens_per_model * len(scored) if tokens_per_model is not None else None
     actual_eval = {
@@ -363,7 +472,9 @@ def calibrate(
     for name in metrics:  # every method, or every cell of a sweep (each measures its method's forecast)
         job = _job_of(saved, name)
         if job is not None:
-            job = {**job, "name": name}  # a cell's record is its own (lora[3]), not its method's
+            # A cell's record is its own (lora[3]), not its method's; with its memory estimate before calibration.
+            own_raw = ((saved.get("memory_gb") or {}).get(parse_address(name)[0]) or {}).get("own_raw")
+            job = {**job, "name": name, "memory_own_raw_gb": own_raw}
             account = (accounts or {}).get(name)
             records.append(calibration.measure_method(job, metrics.get(name) or {}, account, experiment, gpu_type))
     ev = saved.get("evaluation")
@@ -398,8 +509,8 @@ def format_check(check_: tp.Mapping[str, tp.Any] | None) -> str:
         f"forecast made {check_.get('made_at') or '?'} for {check_.get('site')}; {check_.get('tokens_source')}",
     ]
     lines.append(
-        "peak GiB: the estimate per GPU against the allocator's peak on a GPU; on the CPU the process's maximum "
-        "RSS against the estimate without CUDA overhead"
+        "peak GiB: the method's own memory, the job's peak above its memory before loading (the allocator's on a "
+        "GPU, the resident set's on the CPU), against the estimate without CUDA overhead (docs/cost.md#memory)"
     )
     cal = check_.get("calibration") or {}
     if cal.get("error"):

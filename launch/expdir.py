@@ -23,6 +23,8 @@ Layout::
     EXP/eval/                        eval             EvalDir: predictions/, results/ (EvalResult),
                                                       partial/ (chunks), progress.json (EvalProgress);
                                                       a cell's files are <name>/<i>.jsonl, <name>/<i>.json
+    EXP/eval/continual/<name>/old/   eval.continual() the same for a continued method (init_from): the
+    EXP/eval/continual/<name>/new/                    earlier split's questions, and the earlier result
     EXP/wandb/                       wandb_dir        W&B runs (offline mode)
     EXP/summary.json, report.md, report.html, chart.png
 
@@ -75,6 +77,40 @@ def _address_path(root: Path, address: str, cell_folder: str = "", suffix: str =
         return root / f"{method}{suffix}"
     parent = root / method / cell_folder if cell_folder else root / method
     return parent / f"{index}{suffix}"
+
+
+_RESULT_REF = re.compile(r"(?P<exp>.+):(?P<address>[A-Za-z0-9][A-Za-z0-9_.-]*(\[[0-9]+\])?)")
+"""``EXP_DIR:method`` (or ``EXP_DIR:lora[3]``, a cell of a sweep): a method's ``init_from`` naming an earlier
+experiment's result."""
+
+
+def parse_result_ref(text: str) -> tuple[ExperimentDir, str] | None:
+    """``(earlier experiment, address)`` of an ``init_from`` written ``EXP_DIR:method``; None for a plain path
+    (a saved adapter or model directory), which is also what a text naming an existing file or folder is."""
+    if not text or os.path.exists(os.path.expanduser(text)):
+        return None
+    match = _RESULT_REF.fullmatch(text)
+    return (ExperimentDir(Path(match["exp"]).expanduser()), match["address"]) if match else None
+
+
+def result_dir(init_from: str, adapts: str) -> Path:
+    """The folder an ``init_from`` names: the earlier method's ``model/`` (``adapts`` ``full_sft``) or
+    ``adapter/`` (the rest) for ``EXP_DIR:method``, the path itself otherwise."""
+    ref = parse_result_ref(init_from)
+    if ref is None:
+        return Path(init_from).expanduser()
+    trained = ref[0].method(ref[1])
+    return trained.model_dir if adapts == "full_sft" else trained.adapter_dir
+
+
+def absolute_result_ref(init_from: str | None) -> str | None:
+    """``init_from`` with its path made absolute (links not followed), so a job does not depend on its cwd."""
+    if not init_from:
+        return init_from
+    ref = parse_result_ref(init_from)
+    if ref is None:
+        return os.path.abspath(os.path.expanduser(init_from))
+    return f"{os.path.abspath(ref[0].root)}:{ref[1]}"
 
 
 def now_iso() -> str:
@@ -258,6 +294,12 @@ class TrainMetrics:
     tokens_per_s: float | None = None
     peak_mem_bytes: int | None = None
     peak_mem_kind: str | None = None
+    base_mem_bytes: int | None = None
+    """Memory in use when the job's libraries were imported and nothing was loaded yet (on the CPU the
+    interpreter, torch and the libraries' resident set; on a GPU the allocator's, about 0): the memory
+    estimate is checked against ``peak_mem_bytes`` minus this."""
+    phase_peak_mem_bytes: dict[str, int] | None = None
+    """The peak so far at the end of each phase (``load``, ``train``, ``save``): which phase set the peak."""
     trainable_params: int | None = None
     total_params: int | None = None
     final_loss: float | None = None
@@ -283,7 +325,15 @@ class TrainMetrics:
         data = dataclasses.asdict(self)
         if not self.completed:
             return {k: data[k] for k in _FAILURE_FIELDS if k != "variant" or data[k] is not None}
-        optional = (*_GPU_FIELDS, "cpu_flags", "task_losses", "task_examples", "variant")
+        optional = (
+            *_GPU_FIELDS,
+            "cpu_flags",
+            "task_losses",
+            "task_examples",
+            "variant",
+            "base_mem_bytes",
+            "phase_peak_mem_bytes",
+        )
         return {k: v for k, v in data.items() if k != "error" and not (k in optional and v is None)}
 
     @classmethod
@@ -572,6 +622,11 @@ class EvalDir:
         except FileNotFoundError:
             return []
         return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+    def continual(self, address: str, questions: tp.Literal["old", "new"]) -> EvalDir:
+        """A continued model's extra scoring (``init_from``): ``old``, the earlier experiment's eval split
+        (``continued``, ``earlier`` and ``base`` scored on it), ``new``, this split (``earlier`` scored on it)."""
+        return EvalDir(_address_path(self.root / "continual", address, cell_folder="cells") / questions)
 
     def shard_progress_file(self, shard: int | None) -> Path:
         """Where task ``shard`` of an evaluation array writes its progress (None: the evaluation job)."""

@@ -21,21 +21,29 @@ DeepSpeed's own estimators count it; a "80 GB" GPU has 80 GiB.
 Example
 -------
 >>> shape = model_shape("meta-llama/Meta-Llama-3-8B-Instruct")
->>> est = estimate(shape, cfg.method("full_sft"), cfg.model.max_seq_len)
+>>> est = estimate(shape, cfg.method("full_sft"), cfg.model.max_seq_len)       # every example at max_seq_len
 >>> print(est.line())
-full_sft: 62.9 GB/GPU (weights 15.0, grads 1.9, optimizer 11.2, activations 32.9, overhead 2.0) on 8 GPUs, ZeRO-2
+full_sft: 57.1 GB/GPU (weights 15.0, grads 1.9, optimizer 11.2, activations 27.0, overhead 2.0) on 8 GPUs, ZeRO-2
+>>> lengths = launch.costcheck.row_lengths(counts.train)                      # the split's own lengths
+>>> print(estimate(shape, cfg.method("full_sft"), cfg.model.max_seq_len, lengths=lengths).line())
+full_sft: 35.4 GB/GPU (weights 15.0, grads 1.9, optimizer 11.2, activations 5.4, overhead 2.0) on 8 GPUs, ZeRO-2
 >>> fit_problems(est, profile.gpu_mem_gb, cfg.method("full_sft"))
 []
 
-All figures are estimates of the allocator's peak to within roughly 10-20%:
-good enough to stop a job that cannot fit before it waits in the queue, not to
-tune the last gigabyte.
+The activations are those of the largest micro-batch the split's example lengths make
+(:class:`RowLengths`, :func:`peak_rows`), when the plan could count them; without them every
+example is taken at ``max_seq_len``, a bound several times the peak on short questions. A site's
+finished runs scale the estimate of each kind (``scales``: the largest measured peak / estimate
+its calibration file holds, ``launch.calibration.Calibration.memory_scale``): the model counts the
+allocations, the scale what the site's allocator and libraries add to them. docs/cost.md#memory
+has the measured fit.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing as tp
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,11 +130,15 @@ layer's 16-bit input (2*hidden bytes) is kept, plus one layer's full activations
 recomputed in backward."""
 
 LOGITS_BYTES = 12
-"""Per token and vocabulary entry, at the end of forward / start of backward: the 16-bit logits the
-model returns (2), the fp32 log-softmax that cross-entropy saves (4; HF's loss up-casts the logits
-to fp32 first) and the fp32 gradient being formed in backward (4-8): 12 taken. With Llama-3's
-128256-entry vocabulary this is 1.5 MiB per token, often the largest activation with
-checkpointing on. Not reduced by checkpointing (the loss is outside the decoder layers)."""
+"""Per labelled token and vocabulary entry, at the end of forward / start of backward: the 16-bit logits
+the model returns (2), the fp32 log-softmax that cross-entropy saves (4; the loss up-casts the logits
+to fp32 first) and the fp32 gradient being formed in backward (4-8): 12 taken. Only the labelled
+(answer) positions count: the trainer asks the model for logits there alone (``logits_to_keep``,
+train/packing.py), a few tokens per example, not every token of the row."""
+
+ANSWER_TOKENS = 4
+"""Labelled tokens per training example when the split's were not counted (:class:`RowLengths`):
+``launch.tokencount.ANSWER_TOKENS``'s figure (``ANSWER:``, the letter, the end token)."""
 
 INFERENCE_ACT_BYTES = 40
 """Per token, bytes of the largest activations a forward without autograd holds at once in one Llama
@@ -540,6 +552,16 @@ class MemoryEstimate:
     shape: ModelShape | None = field(default=None, repr=False, compare=False)
     max_seq_len: int = field(default=0, repr=False, compare=False)
     repo_root: Path | None = field(default=None, repr=False, compare=False)
+    lengths: RowLengths | None = field(default=None, repr=False, compare=False)
+    scales: tp.Mapping[str, float] | None = field(default=None, repr=False, compare=False)
+    scale: float = 1.0
+    """The site's calibration factor applied to this estimate (1: none; :func:`estimate`'s ``scales``)."""
+
+    @property
+    def own_gb(self) -> float:
+        """What the method itself holds, without the fixed CUDA/NCCL overhead: what a job's measured peak
+        above its memory before loading is compared with."""
+        return self.total_gb - self.overhead_gb
 
     @property
     def model_states_gb(self) -> float:
@@ -685,12 +707,58 @@ def prompt_params(shape: ModelShape, settings: tp.Any) -> int:
     return n * h + (h * e + e) + (e * e + e) + (e * h + h)
 
 
-def forward_bytes(shape: ModelShape, rows: int, seq_len: int, fp32: bool, keep_hidden: bool = False) -> int:
-    """Bytes a forward without autograd holds at its peak: one layer's activations (:data:`INFERENCE_ACT_BYTES`),
-    the K/V cache of every layer (the evaluation's shared-prefix cache extends it to every row), the last
-    position's logits, and with ``keep_hidden`` every layer's hidden states (``output_hidden_states``)."""
+@dataclass(frozen=True)
+class RowLengths:
+    """Token lengths of the examples a job steps through: what sizes its activations.
+
+    Built from the split's token counts (``launch.costcheck.row_lengths`` of ``launch.tokencount``'s
+    :class:`~launch.tokencount.SplitTokens`), each example cut at ``model.max_seq_len`` as the jobs cut it.
+    Without them the estimate takes every example at ``max_seq_len``: a safe bound, several times the
+    peak on short questions (CyberMetric's average 112 tokens under a ``max_seq_len`` of 1024).
+    """
+
+    examples: int
+    mean: float
+    """Mean tokens per example."""
+    sd: float
+    """Their standard deviation."""
+    longest: float
+    """The longest example (of those counted: a large split is counted on a sample)."""
+    answer_tokens: float = ANSWER_TOKENS
+    """Labelled tokens per example (where the training loss computes logits)."""
+
+
+def peak_rows(
+    lengths: RowLengths | None, rows: int, max_seq_len: int, packed: bool, extra_per_row: int = 0
+) -> tuple[int, int]:
+    """Tokens in the largest micro-batch of ``rows`` examples, and its labelled tokens.
+
+    ``packed`` (examples end to end in one row, no padding): the largest of ``n`` micro-batch sums,
+    ``rows x mean + z x sd x sqrt(rows)`` with ``z = sqrt(2 ln n)`` (the expected largest of ``n``
+    near-normal sums; 2.4 for 20 micro-batches, 3.0 for 100), at most ``rows`` of the longest example.
+    Padded (one row per example, padded to the longest in the micro-batch): the micro-batch that holds
+    the longest example, ``rows x longest``. ``extra_per_row``: tokens put before every row (prompt
+    tuning's virtual tokens). Without ``lengths``: ``rows x max_seq_len``.
+    """
+    rows = max(int(rows), 1)
+    if lengths is None or lengths.examples <= 0:
+        return rows * (max_seq_len + extra_per_row), rows * ANSWER_TOKENS
+    longest = min(lengths.longest, max_seq_len)
+    if packed:
+        n = max(lengths.examples / rows, 2.0)
+        per_batch = rows * lengths.mean + math.sqrt(2 * math.log(n)) * lengths.sd * math.sqrt(rows)
+        tokens = min(per_batch, rows * longest)
+    else:
+        tokens = rows * longest
+    return math.ceil(tokens + rows * extra_per_row), math.ceil(rows * lengths.answer_tokens)
+
+
+def forward_bytes(shape: ModelShape, rows: int, tokens: int, fp32: bool, keep_hidden: bool = False) -> int:
+    """Bytes a forward without autograd holds at its peak for ``rows`` rows of ``tokens`` tokens in all: one
+    layer's activations (:data:`INFERENCE_ACT_BYTES`), the K/V cache of every layer (the evaluation's
+    shared-prefix cache extends it to every row), the last position's logits per row, and with
+    ``keep_hidden`` every layer's hidden states (``output_hidden_states``)."""
     width = 4 if fp32 else 2
-    tokens = rows * seq_len
     layer = tokens * INFERENCE_ACT_BYTES * shape.hidden_size * width // 2
     kv = tokens * shape.num_layers * 2 * shape.kv_dim * width
     hidden = tokens * (shape.num_layers + 1) * shape.hidden_size * width if keep_hidden else 0
@@ -699,30 +767,32 @@ def forward_bytes(shape: ModelShape, rows: int, seq_len: int, fp32: bool, keep_h
 
 def activation_bytes(
     shape: ModelShape,
-    micro_batch_size: int,
-    seq_len: int,
+    tokens: int,
     gradient_checkpointing: bool,
     fp32: bool = False,
     lora_dropout_inputs: int = 0,
+    logit_tokens: int | None = None,
 ) -> int:
     """Bytes autograd keeps for backward at the peak (end of forward), per GPU.
 
     Parameters
     ----------
+    tokens:
+        Tokens in the micro-batch (:func:`peak_rows`: its largest).
     lora_dropout_inputs:
         Sum of in_features of the modules whose adapter input gets its own dropout copy
         (LoRA/QLoRA with ``lora.dropout > 0``), per layer.
+    logit_tokens:
+        Positions whose logits are computed (the labelled answer tokens); None: every token.
 
     Notes
     -----
     Per token: layers x (24h + 8kv + 8i) bytes without checkpointing, or layers x 2h plus one
-    layer's full activations with it; plus ``LOGITS_BYTES`` x vocab for the logits and loss.
-    Sequences are taken at full ``max_seq_len`` (batches are padded to the longest one).
+    layer's full activations with it; plus ``LOGITS_BYTES`` x vocab per logit position.
     ``fp32`` doubles the per-layer terms: fp32 training, and QLoRA, whose residual stream is fp32
     after ``prepare_model_for_kbit_training`` (fp32 embeddings and norms, and ``Linear4bit`` casts
     its output back to its input's dtype), with an fp32 lm_head and logits.
     """
-    tokens = micro_batch_size * seq_len
     scale = 2 if fp32 else 1
     per_layer = (
         scale
@@ -738,11 +808,16 @@ def activation_bytes(
     else:
         layers = shape.num_layers * per_layer
     logits = (LOGITS_BYTES + (4 if fp32 else 0)) * shape.vocab_size
-    return tokens * (layers + logits)
+    return tokens * layers + (tokens if logit_tokens is None else logit_tokens) * logits
 
 
 def estimate(
-    shape: ModelShape, method: MethodConfig, max_seq_len: int, repo_root: Path | None = None
+    shape: ModelShape,
+    method: MethodConfig,
+    max_seq_len: int,
+    repo_root: Path | None = None,
+    lengths: RowLengths | None = None,
+    scales: tp.Mapping[str, float] | None = None,
 ) -> MemoryEstimate:
     """Per-GPU memory of training ``method`` on a model of ``shape``.
 
@@ -758,6 +833,13 @@ def estimate(
     repo_root:
         Where relative ``method.deepspeed`` paths are resolved (default: the current directory,
         then this repository).
+    lengths:
+        The training split's example lengths (:class:`RowLengths`): the activations are those of its
+        largest micro-batch (:func:`peak_rows`). None: every example at ``max_seq_len``.
+    scales:
+        Method kind -> the site's calibration of this estimate (measured peak / estimate of the
+        finished runs, ``launch.calibration.Calibration.memory_scale``), applied to every component but
+        the fixed overhead. None or a kind not in it: 1.
 
     Returns
     -------
@@ -783,12 +865,12 @@ def estimate(
     (no ZeRO).
 
     prompt_tuning: as LoRA with the soft prompt (:func:`prompt_params`) as the trainable parameters,
-    activations over ``max_seq_len`` + the virtual tokens (the gradient reaches the input, through
+    activations over each row + the virtual tokens (the gradient reaches the input, through
     every layer). multi_task: the estimate of what it adapts (``full_sft`` or ``lora``). few_shot and
     feature_head run the model forward only (:func:`forward_bytes`): few-shot's figure is its scoring
-    in the evaluation job (``micro_batch_size`` rows of ``max_seq_len``: set it to ``eval.batch_size``),
-    the feature head's its extraction (``feature_head.extract_batch_size`` rows) plus a head of
-    hidden x 4 (+ 4) parameters.
+    in the evaluation job (``micro_batch_size`` rows of k solved examples and a question: set it to
+    ``eval.batch_size``), the feature head's its extraction (``feature_head.extract_batch_size`` padded
+    rows) plus a head of hidden x 4 (+ 4) parameters.
     """
     world = _world(method)
     P, L = shape.n_params, shape.largest_layer_params
@@ -801,7 +883,7 @@ def estimate(
     stage: int | None = None
     off_opt = off_par = False
     host = 0.0
-    dropout_inputs = transient = 0
+    dropout_inputs = transient = extra = 0
     if method.kind == "full_sft":
         trainable = P
         if method.deepspeed:
@@ -831,20 +913,32 @@ def estimate(
             grads += gb * L
         host *= OFFLOAD_HOST_FACTOR
     elif method.kind == "multi_task":  # what it adapts, over its mixture's examples (same micro-batches)
-        same = estimate(shape, dataclasses.replace(method, kind=method.adapts), max_seq_len, repo_root)
-        return dataclasses.replace(same, method=method.name or method.kind)
+        # Its own runs calibrate it when there are some, else those of what it adapts.
+        own = {
+            **(scales or {}),
+            method.adapts: (scales or {}).get("multi_task", (scales or {}).get(method.adapts, 1.0)),
+        }
+        same = estimate(shape, dataclasses.replace(method, kind=method.adapts), max_seq_len, repo_root, lengths, own)
+        return dataclasses.replace(same, method=method.name or method.kind, scales=scales)
     elif method.kind in ("few_shot", "feature_head"):
         trainable = len(LETTERS) * (shape.hidden_size + 1) if method.kind == "feature_head" else 0
         weights = (FP32_WEIGHT_BYTES if fp32 else MIXED_WEIGHT_BYTES) * P + 4 * trainable
         grads, optimizer = 4 * trainable, 8 * trainable
         head = method.kind == "feature_head"
         rows = method.feature_head.extract_batch_size if head else method.micro_batch_size
-        forward = forward_bytes(shape, rows, max_seq_len, fp32, keep_hidden=head)
+        scored = lengths
+        if not head and lengths is not None:  # k solved examples before the question, in one context
+            k = method.few_shot.k
+            scored = dataclasses.replace(
+                lengths, longest=k * lengths.mean + lengths.longest, mean=(k + 1) * lengths.mean
+            )
+        tokens, _ = peak_rows(scored, rows, max_seq_len, packed=False)
+        forward = forward_bytes(shape, rows, tokens, fp32, keep_hidden=head)
     elif method.kind == "prompt_tuning":  # the frozen base as LoRA's, the virtual tokens in front of every row
         trainable = prompt_params(shape, method.prompt_tuning)
         weights = (FP32_WEIGHT_BYTES if fp32 else MIXED_WEIGHT_BYTES) * P + 4 * trainable
         grads, optimizer = 4 * trainable, (ADAPTER_BYTES - 8) * trainable
-        max_seq_len += method.prompt_tuning.num_virtual_tokens
+        extra = method.prompt_tuning.num_virtual_tokens
     elif method.kind in ("lora", "qlora", "ia3"):
         if method.kind == "ia3":  # vectors in a few layers: LoRA's frozen base, almost nothing trained
             trainable = ia3_params(shape, method.ia3)
@@ -867,15 +961,18 @@ def estimate(
     if method.kind in ("few_shot", "feature_head"):
         act = forward
     else:
+        tokens, labelled = peak_rows(lengths, method.micro_batch_size, max_seq_len, method.batching == "packed", extra)
         act = activation_bytes(
             shape,
-            method.micro_batch_size,
-            max_seq_len,
+            tokens,
             method.gradient_checkpointing,
             fp32 or method.kind == "qlora",
             dropout_inputs,
+            labelled,
         )
         act += transient  # DoRA: one layer's weight copies during its norm
+    f = float((scales or {}).get(method.kind, 1.0))
+    weights, grads, optimizer, act = weights * f, grads * f, optimizer * f, act * f
     return MemoryEstimate(
         method=method.name or method.kind,
         kind=method.kind,
@@ -895,6 +992,9 @@ def estimate(
         shape=shape,
         max_seq_len=max_seq_len,
         repo_root=repo_root,
+        lengths=lengths,
+        scales=scales,
+        scale=f,
     )
 
 
@@ -974,7 +1074,7 @@ def fitting_alternatives(
     g_max = max(gpus_per_node_max or r.gpus_per_node, r.gpus_per_node, 1)
 
     def redo(m: MethodConfig) -> MemoryEstimate:
-        return estimate(shape, m, est.max_seq_len, est.repo_root)
+        return estimate(shape, m, est.max_seq_len, est.repo_root, est.lengths, est.scales)
 
     def with_res(m: MethodConfig, **kw: int) -> MethodConfig:
         return dataclasses.replace(m, resources=dataclasses.replace(m.resources, **kw))
@@ -1150,7 +1250,7 @@ def checkpointing_advice(est: MemoryEstimate, gpu_mem_gb: float, method: MethodC
     if not method.gradient_checkpointing or method.resources.gpus_per_node < 1 or est.shape is None:
         return None
     off = dataclasses.replace(method, gradient_checkpointing=False)
-    e = estimate(est.shape, off, est.max_seq_len, est.repo_root)
+    e = estimate(est.shape, off, est.max_seq_len, est.repo_root, est.lengths, est.scales)
     fits, extra = _fits(e, gpu_mem_gb, off)
     if not fits or extra:
         return None

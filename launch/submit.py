@@ -220,8 +220,12 @@ def _shared_path_problems(cfg: ExperimentConfig, p: SlurmProfile, python: str) -
     return [x for x in problems if x]
 
 
-def _memory_problems(cfg: ExperimentConfig, p: SlurmProfile) -> tuple[list[str], list[str]]:
-    """Per-GPU memory estimate of each method: (one line each, problems when one will not fit)."""
+def _memory_problems(cfg: ExperimentConfig, p: SlurmProfile, planned: tp.Any = None) -> tuple[list[str], list[str]]:
+    """Per-GPU memory estimate of each method: (one line each, problems when one will not fit).
+
+    ``planned`` (``launch.costcheck.Planned``): the training split's example lengths and the site's
+    calibration of the estimate, when the forecast could count them; without it every example is taken
+    at ``max_seq_len``, uncalibrated."""
     try:
         from launch import memory
     except ImportError:  # pragma: no cover - the estimator ships with the launcher
@@ -240,8 +244,9 @@ def _memory_problems(cfg: ExperimentConfig, p: SlurmProfile) -> tuple[list[str],
             m = dataclasses.replace(m, micro_batch_size=cfg.eval.batch_size, resources=cfg.eval.resources)
         if m.resources.gpus_per_node == 0:
             continue  # CPU job: GPU memory does not apply
+        lengths, scales = _sizing(planned, m.name)
         try:
-            est = memory.estimate(shape, m, cfg.model.max_seq_len, repo_root=REPO_ROOT)
+            est = memory.estimate(shape, m, cfg.model.max_seq_len, REPO_ROOT, lengths, scales)
         except (ValueError, OSError) as exc:  # e.g. an unreadable DeepSpeed JSON, already reported
             lines.append(f"{label}: not estimated ({exc})")
             continue
@@ -264,7 +269,14 @@ def _variants(cfg: ExperimentConfig) -> list[tuple[str, MethodConfig]]:
     return [(label, group[0].config) for label, group in groups.items()]
 
 
-def _notes(cfg: ExperimentConfig, p: SlurmProfile) -> list[str]:
+def _sizing(planned: tp.Any, method: str) -> tuple[tp.Any, dict[str, float] | None]:
+    """The example lengths and calibration scales the memory estimate of ``method`` uses (None, None: none)."""
+    if planned is None:
+        return None, None
+    return planned.lengths, planned.scales(method)
+
+
+def _notes(cfg: ExperimentConfig, p: SlurmProfile, planned: tp.Any = None) -> list[str]:
     """What would not stop the plan but costs time or GPU-hours: a model to download, needless recompute."""
     from launch import hub, memory
 
@@ -274,8 +286,9 @@ def _notes(cfg: ExperimentConfig, p: SlurmProfile) -> list[str]:
     if shape is None:
         return notes
     for _, m in _variants(cfg):
+        lengths, scales = _sizing(planned, m.name)
         try:
-            est = memory.estimate(shape, m, cfg.model.max_seq_len, repo_root=REPO_ROOT)
+            est = memory.estimate(shape, m, cfg.model.max_seq_len, REPO_ROOT, lengths, scales)
         except (ValueError, OSError):  # already reported by the memory check
             continue
         advice = memory.checkpointing_advice(est, p.gpu_mem_gb, m)
@@ -337,6 +350,7 @@ def check(config_path: str, overrides: tp.Sequence[str], profile_name: str) -> F
         problems += _labelled("profile", exc.problems)
     memory_lines: list[str] = []
     notes: list[str] = []
+    planned = None
     if cfg is not None:
         cfg = resolve_paths(cfg)
     if cfg is not None and profile is not None:
@@ -344,14 +358,14 @@ def check(config_path: str, overrides: tp.Sequence[str], profile_name: str) -> F
         problems += _shared_path_problems(cfg, profile, job_python(profile))
         if profile.python is None:
             problems += [x for x in [scriptsafe.interpreter_problem(sys.executable)] if x]
-        memory_lines, mem_problems = _memory_problems(cfg, profile)
+        # The forecast first: its token counts size the memory estimate's micro-batches.
+        forecast_notes: list[str] = []
+        planned = _forecast(cfg, found.split, profile, profile_name, forecast_notes)
+        memory_lines, mem_problems = _memory_problems(cfg, profile, planned)
         problems += mem_problems
-        notes = _notes(cfg, profile)
+        notes = _notes(cfg, profile, planned) + forecast_notes
     problems += _labelled("data", found.data_problems)
     safe = cfg is not None and not scriptsafe.output_dir_problems(cfg.output_dir)
-    planned = None
-    if cfg is not None and profile is not None:
-        planned = _forecast(cfg, found.split, profile, profile_name, notes)
     return Findings(cfg, profile, problems, memory_lines, notes, found.split, safe, planned)
 
 

@@ -89,6 +89,9 @@ class SplitTokens:
         only), one per question in the evaluation (the letter after ``ANSWER:``).
     shared_prefix:
         Tokens every context of the split starts with (the evaluation computes them once per model).
+    longest:
+        The longest example counted (of the sample, when a large split is counted on one): with the
+        mean and spread it sizes the largest micro-batch, which the memory estimate plans for.
     """
 
     examples: int
@@ -96,6 +99,19 @@ class SplitTokens:
     squared: float
     logit_tokens: float
     shared_prefix: int = 0
+    longest: float = 0.0
+
+    @property
+    def mean(self) -> float:
+        """Mean tokens per example."""
+        return self.tokens / self.examples if self.examples else 0.0
+
+    @property
+    def sd(self) -> float:
+        """Standard deviation of the example lengths (from ``squared``)."""
+        if not self.examples:
+            return 0.0
+        return max(self.squared / self.examples - self.mean**2, 0.0) ** 0.5
 
     @property
     def mean_context(self) -> float:
@@ -245,7 +261,14 @@ def _sample(questions: tp.Sequence[_Question], limit: int) -> list[_Question]:
 def _scaled(lengths: list[int], logits: list[int], n: int, prefix: int = 0) -> SplitTokens:
     """A split of ``n`` examples from the ``lengths`` (and logit positions) of a sample of them."""
     scale = n / (len(lengths) or 1)
-    return SplitTokens(n, sum(lengths) * scale, sum(x * x for x in lengths) * scale, sum(logits) * scale, prefix)
+    return SplitTokens(
+        n,
+        sum(lengths) * scale,
+        sum(x * x for x in lengths) * scale,
+        sum(logits) * scale,
+        prefix,
+        float(max(lengths, default=0)),
+    )
 
 
 def _train_lengths(enc: _Encoder, questions: list[_Question], max_len: int) -> tuple[list[int], list[int]]:
@@ -299,8 +322,16 @@ def _estimated(
     texts = [plain_prompt(q) for q in eval_]
     prefix = round(len(os.path.commonprefix(texts)) / chars_per_token) if len(texts) > 1 else 0
     return TokenCounts(
-        train=SplitTokens(len(train), sum(lengths), sum(x * x for x in lengths), ANSWER_TOKENS * len(train)),
-        eval=SplitTokens(len(eval_), sum(contexts), sum(x * x for x in contexts), len(eval_), prefix),
+        train=SplitTokens(
+            len(train),
+            sum(lengths),
+            sum(x * x for x in lengths),
+            ANSWER_TOKENS * len(train),
+            longest=max(lengths, default=0.0),
+        ),
+        eval=SplitTokens(
+            len(eval_), sum(contexts), sum(x * x for x in contexts), len(eval_), prefix, max(contexts, default=0.0)
+        ),
         source=f"tokens: estimated from characters ({chars_per_token:g} characters per token{why})",
         counted=False,
     )
@@ -355,7 +386,9 @@ def stand_in_split(cfg: DataConfig, sample: str | os.PathLike = SAMPLE_DATA) -> 
 def _resized(split: SplitTokens, n: int) -> SplitTokens:
     """``split``'s counts for ``n`` examples of the same mean length."""
     scale = n / split.examples if split.examples else 0.0
-    return SplitTokens(n, split.tokens * scale, split.squared * scale, split.logit_tokens * scale, split.shared_prefix)
+    return SplitTokens(
+        n, split.tokens * scale, split.squared * scale, split.logit_tokens * scale, split.shared_prefix, split.longest
+    )
 
 
 def _stood_in(

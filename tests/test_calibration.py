@@ -176,6 +176,8 @@ def test_show(tmp_path):
         "range",
         "overhead",
         "x",
+        "memory",
+        "x",
         "tokens",
         "mean",
         "wall",
@@ -187,6 +189,11 @@ def test_show(tmp_path):
     assert lines[4].split()[:6] == ["full_sft", "fake", "<1B", "bf16", "1", "0.941"]  # the same FLOPs in 25 s
     assert lines[5].split()[:6] == ["lora", "fake", "<1B", "?", "1", "0.471"]
     assert lines[6].startswith(f"skipped {path}: line 4: not JSON")
+    assert lines[3].split()[8] == "-"  # no run of the group measured its memory
+    # A run that measured its memory: the group shows the largest peak / estimate, and from how many runs.
+    cal.append(path, {**_record("d", 10_000, 50.0, 120.0, kind="qlora"), "mem_estimate_gb": 4.0, "mem_peak_gb": 5.0})
+    qlora = next(line for line in cal.show(profile).splitlines() if line.startswith("qlora"))
+    assert qlora.split()[8:10] == ["1.25", "(1)"]
 
 
 # --------------------------------------------------------------------------- the forecast through its calibration

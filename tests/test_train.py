@@ -23,6 +23,8 @@ METRIC_KEYS = {
     "tokens_per_s",
     "peak_mem_bytes",
     "peak_mem_kind",
+    "base_mem_bytes",
+    "phase_peak_mem_bytes",
     "trainable_params",
     "total_params",
     "final_loss",
@@ -51,6 +53,11 @@ def test_entrypoint_trains_saves_and_writes_metrics(kind, repo, smoke_overrides,
     assert set(metrics["phases_s"]) == {"load", "train", "save"} and all(v >= 0 for v in metrics["phases_s"].values())
     assert metrics["train_tokens"] > 4 * 8 * 20  # 4 steps of 8 sequences, each well over 20 tokens
     assert metrics["tokens_per_s"] > 0 and metrics["peak_mem_bytes"] > 10 * 2**20
+    # The memory before loading (what the estimate is checked above) and the peak at the end of each phase.
+    peaks = metrics["phase_peak_mem_bytes"]
+    assert 0 < metrics["base_mem_bytes"] < metrics["peak_mem_bytes"]
+    assert list(peaks) == ["load", "train", "save"] and peaks["load"] <= peaks["train"] <= peaks["save"]
+    assert peaks["save"] == metrics["peak_mem_bytes"]
     assert metrics["final_loss"] > 0 and metrics["cpu_hours"] > 0 and metrics["gpu_hours"] is None
     progress = json.loads(exp_dir.method(kind).progress_file.read_text())
     assert progress["step"] == progress["total_steps"] == 4

@@ -108,6 +108,8 @@ def main(cfg: ExperimentConfig, method_name: str, exp_dir: str | os.PathLike, th
         # --- model: frozen; the layer checked against it
         from transformers import AutoModelForCausalLM
 
+        run.baseline()  # libraries and data in, the model not yet: what its memory estimate is checked above
+
         model = AutoModelForCausalLM.from_pretrained(
             cfg.model.name_or_path,
             dtype=runtime.resolve_dtype(cfg.model.dtype),

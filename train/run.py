@@ -71,6 +71,9 @@ class TrainingRun:
         self.threads = threads or torch.get_num_threads()
         self.started_at = now_iso()
         self.phases: dict[str, float] = {}
+        self.phase_peaks: dict[str, int] = {}
+        """The peak memory (``runtime.peak_memory``) at the end of each phase: a peak reached while loading
+        shows under ``load``, one reached by the steps under ``train``."""
         self._t = time.perf_counter()
         self.result: loop.TrainResult | None = None
         self.params: tuple[int | None, int | None] = (None, None)
@@ -80,6 +83,7 @@ class TrainingRun:
         self.metrics: TrainMetrics | None = None
         """The written record, once the run has ended well."""
         runtime.setup_runtime(cfg.seed, threads)
+        self.base_mem = memory_now()  # taken again by baseline() once the libraries and the data are in
         try:
             check_gpu_binding()  # every rank sees its node's GPUs, or all stop here, before any CUDA call
             runtime.check_bf16(cfg.model.dtype, self.method.precision)
@@ -134,6 +138,7 @@ class TrainingRun:
         """Close the current phase under ``phase`` and start timing the next."""
         t = time.perf_counter()
         self.phases[phase] = self.phases.get(phase, 0.0) + t - self._t
+        self.phase_peaks[phase] = runtime.peak_memory()[0]
         self._t = t
 
     def load_data(self) -> tuple[tp.Any, list[batches.Example]]:
@@ -141,7 +146,15 @@ class TrainingRun:
         tokenizer = batches.load_tokenizer(self.cfg.model.name_or_path)
         questions = batches.load_split(self.cfg, self.exp, "train", self.accelerator)
         main = self.accelerator.is_main_process
-        return tokenizer, batches.encode_examples(tokenizer, questions, self.cfg.model.max_seq_len, main)
+        encoded = batches.encode_examples(tokenizer, questions, self.cfg.model.max_seq_len, main)
+        self.baseline()
+        return tokenizer, encoded
+
+    def baseline(self) -> None:
+        """Take the memory in use as the job's baseline: call it with the libraries imported and the data read,
+        before the model loads (:meth:`load_data` does). The memory estimate is checked above it: what a
+        method holds, not the interpreter's, the libraries' (several hundred MiB) or the tokenizer's."""
+        self.base_mem = memory_now()
 
     def train(
         self, model: torch.nn.Module, examples: list[batches.Example], tokenizer: tp.Any, tasks: tp.Sequence[str] = ()
@@ -212,6 +225,8 @@ class TrainingRun:
             tokens_per_s=round(result.tokens / result.train_s, 1) if result.train_s else None,
             peak_mem_bytes=peak,
             peak_mem_kind=peak_kind,
+            base_mem_bytes=self.base_mem,
+            phase_peak_mem_bytes=dict(self.phase_peaks),
             trainable_params=trainable,
             total_params=total,
             final_loss=result.final_loss,
@@ -256,6 +271,15 @@ class TrainingRun:
             ended_at=now_iso(),
         )
         self.paths.write_metrics(failed)
+
+
+def memory_now() -> int:
+    """Memory in use now, as ``runtime.peak_memory`` counts it (the allocator's, else the resident set): before
+    the model loads, the baseline (interpreter, libraries) the memory estimate is checked above."""
+    if runtime.on_gpu():
+        return int(torch.cuda.memory_allocated())
+    with open("/proc/self/statm") as f:  # Linux, as the jobs are; fields: size, resident, ... in pages
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def to_plain(obj: tp.Any) -> tp.Any:
