@@ -441,6 +441,18 @@ class MethodConfig:
     """Path of a DeepSpeed JSON in ``ds_configs/`` (``full_sft``, and ``multi_task`` with
     ``adapt: full``); null: plain accelerate (DDP across GPUs)."""
 
+    init_from: str | None = None
+    """Continue an earlier result instead of starting from ``model`` (continual re-training): ``EXP_DIR:method``
+    (an experiment directory ``cyberft run`` or ``submit`` made, and one of its methods, or a cell ``lora[3]``)
+    or the path of a saved result (a LoRA adapter directory, or a full model directory written by
+    ``save_pretrained``). ``lora`` continues a LoRA adapter (loaded trainable; its ``r``, ``alpha`` and targets
+    are the adapter's, so ``lora`` must match them), ``full_sft`` a full model; other kinds cannot continue.
+    Checked before anything runs or is submitted: the result exists and its training completed, it was
+    trained on the same ``model.name_or_path``, and its kind fits. With ``EXP_DIR:method`` the evaluation
+    also scores the earlier experiment's eval split (the old questions), and the report shows the row's
+    change there against the result it continued from (forgetting) beside its gain on this split. null:
+    start from ``model``."""
+
     checkpoint: CheckpointSettings = field(default_factory=CheckpointSettings)
     """Resumable checkpoints (requeue, preemption, time limits)."""
 
@@ -773,6 +785,8 @@ def _validate_method(m: MethodConfig, where: str, seen: set[str], problems: list
             f"{label}.deepspeed: set for kind {m.kind!r} -> DeepSpeed ZeRO is for full_sft (and multi_task with "
             "adapt: full); remove it"
         )
+    if m.init_from is not None:
+        _init_from_problems(m, label, problems)
     if m.kind == "prompt_tuning":
         _prompt_tuning_problems(m, label, problems)
     elif m.kind == "multi_task":
@@ -842,6 +856,32 @@ def _variant_problems(m: MethodConfig, label: str, problems: list[str]) -> None:
             f"{at}.use_dora: true with init: {lora.init} -> set use_dora: false or init: default (peft converts a "
             f"{lora.init} adapter for the original base from lora_A and lora_B only: DoRA's magnitudes, "
             "measured on the residual weights, would be dropped)"
+        )
+
+
+CONTINUABLE_KINDS = ("lora", "full_sft")
+"""Kinds that can start from an earlier result (``init_from``): LoRA continues an adapter, full SFT a model."""
+
+
+def _init_from_problems(m: MethodConfig, label: str, problems: list[str]) -> None:
+    """``init_from``'s value and kind, without the file system (whether the result exists, completed and fits
+    is :mod:`launch.preflight`'s check)."""
+    at = f"{label}.init_from"
+    if not m.init_from.strip():
+        problems.append(
+            f"{at}: empty -> null to start from model, EXP_DIR:method (e.g. runs/round1-<time>:lora), or the "
+            "path of a saved adapter or model directory"
+        )
+    elif m.kind not in CONTINUABLE_KINDS:
+        problems.append(
+            f"{at}: {short(m.init_from)} with kind {m.kind} -> remove init_from, or use kind: lora (continues a "
+            "LoRA adapter) or kind: full_sft (continues a full model): only these two can start from an earlier "
+            "result"
+        )
+    elif m.kind == "lora" and m.lora.init != "default":
+        problems.append(
+            f"{at}: {short(m.init_from)} with lora.init: {m.lora.init} -> set lora.init: default: a continued "
+            "adapter starts from the earlier adapter's weights, so an initialisation would be ignored"
         )
 
 
@@ -980,8 +1020,8 @@ def to_dict(cfg: tp.Any) -> dict:
 
     A method's section of another kind that holds only defaults is left out: it changes nothing,
     reads back equal, and a config written before that kind existed keeps its text and hash. So is a
-    data source's ``examples`` when null, the sweep's ``seeded``, and LoRA's variant settings (``use_dora``,
-    ``use_rslora``, ``init``) at their defaults, for the same reason.
+    data source's ``examples`` when null, a method's ``init_from`` when null, the sweep's ``seeded``, and
+    LoRA's variant settings (``use_dora``, ``use_rslora``, ``init``) at their defaults, for the same reason.
     """
     data = dataclasses.asdict(cfg)
     sources = [data["data"]["train"], data["data"]["eval"]] if isinstance(cfg, ExperimentConfig) else []
@@ -992,6 +1032,8 @@ def to_dict(cfg: tp.Any) -> dict:
     if isinstance(sweep, dict) and sweep.get("seeded", 0) is None:
         del sweep["seeded"]
     for method in data.get("methods", []) if isinstance(cfg, ExperimentConfig) else []:
+        if method.get("init_from", 0) is None:
+            del method["init_from"]
         for key, default in _LORA_VARIANT_DEFAULTS.items():
             if method["lora"].get(key, default) == default:
                 del method["lora"][key]

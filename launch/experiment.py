@@ -15,7 +15,7 @@ from pathlib import Path
 
 from launch import REPO_ROOT
 from launch.config import ExperimentConfig, config_hash
-from launch.expdir import ExperimentDir, Manifest
+from launch.expdir import ExperimentDir, Manifest, absolute_result_ref
 
 
 def _absolute(path: str) -> str:
@@ -39,6 +39,7 @@ def resolve_paths(cfg: ExperimentConfig) -> ExperimentConfig:
     for m in cfg.methods:
         if m.deepspeed:
             m.deepspeed = _absolute(m.deepspeed)
+        m.init_from = absolute_result_ref(m.init_from)  # EXP_DIR:method keeps its form, EXP_DIR absolute
         for task in m.multi_task.tasks:
             task.path = _absolute(task.path)
     return cfg

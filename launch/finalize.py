@@ -13,7 +13,7 @@ from pathlib import Path
 
 from launch import comparison, costcheck, report, slurm, stats, sweep
 from launch.config import ExperimentConfig
-from launch.expdir import EvalResult, ExperimentDir
+from launch.expdir import EvalResult, ExperimentDir, parse_result_ref
 
 
 @dataclass
@@ -113,7 +113,7 @@ def analyse(
     gold_answers = [q.solution for q in _questions(exp.data.eval_file)]
     train_answers = [q.solution for q in _questions(exp.data.train_file)]
     baseline = stats.majority_baseline(train_answers, gold_answers) if train_answers and gold_answers else None
-    return {
+    out = {
         "groups": groups,
         "comparisons": compared,
         "comparison_note": note,
@@ -121,6 +121,75 @@ def analyse(
         "frontier": comparison.frontier(rows, cost_key),
         "total": comparison.totals(rows),
     }
+    continued, continual_note = continual(exp, cells, predictions)
+    if continued:  # only experiments with init_from get the keys: others' summary.json is as before
+        out.update(continual=continued, continual_note=continual_note)
+    return out
+
+
+CONTINUAL_ROLES = ("continued", "earlier", "base")
+"""The models of a continued row's extra scoring (:meth:`launch.expdir.EvalDir.continual`)."""
+
+
+def continual(
+    exp: ExperimentDir, cells: list[sweep.Cell], predictions: tp.Mapping[str, list[dict]]
+) -> tuple[list[dict[str, tp.Any]], str]:
+    """Each continued row (``init_from``) against the result it started from, paired question by question.
+
+    ``forgetting``: the row minus the earlier result on the earlier experiment's eval split (the old
+    questions; negative is forgetting), ``gain``: the same on this experiment's split (the new questions).
+    Each a :func:`launch.stats.compare` of one run a side (McNemar's exact test and its paired interval),
+    Holm-adjusted over every such comparison of the report. ``predictions``: the main scoring's, by address.
+    """
+    entries: list[dict[str, tp.Any]] = []
+    found: list[tuple[dict, str, stats.Comparison]] = []
+    for c in cells:
+        if not c.config.init_from or c.id not in predictions:
+            continue
+        old, new = exp.eval.continual(c.id, "old"), exp.eval.continual(c.id, "new")
+        runs = {
+            "old": {role: old.read_predictions(role) for role in CONTINUAL_ROLES},
+            "new": {"continued": predictions[c.id], "earlier": new.read_predictions("earlier")},
+        }
+        runs["new"]["base"] = predictions.get("base") or []
+        entry: dict[str, tp.Any] = {"row": c.id, "init_from": c.config.init_from, "from": _earlier_label(c)}
+        for split, key in (("old", "forgetting"), ("new", "gain")):
+            vectors = {role: stats.correct_vector(p) for role, p in runs[split].items() if p}
+            entry[split] = {"n": len(vectors["continued"]) if "continued" in vectors else None}
+            entry[split].update({role: sum(v) / len(v) for role, v in vectors.items()})
+            if "continued" in vectors and "earlier" in vectors:
+                compared = stats.compare(c.id, [vectors["continued"]], entry["from"], [vectors["earlier"]])
+                found.append((entry, key, compared))
+        entries.append(entry)
+    if not found:
+        return entries, ""
+    adjusted = stats.with_holm([f[2] for f in found])
+    for (entry, key, _), cmp in zip(found, adjusted):
+        split = "old" if key == "forgetting" else "new"
+        entry[key] = {
+            "diff": cmp.diff,
+            "lo": cmp.lo,
+            "hi": cmp.hi,
+            "p": cmp.p,
+            "p_holm": cmp.p_holm,
+            "test": cmp.test,
+            "n": cmp.n,
+            "significant": cmp.significant(comparison.ALPHA),
+            "text": f"{stats.format_comparison(cmp, comparison.ALPHA)} on the {split} questions ({cmp.n})",
+        }
+    note = (
+        "Continual re-training: each continued row against the result it started from (init_from), paired on the "
+        "same questions (McNemar's exact test, 95% interval): its change on the earlier experiment's eval split "
+        "(the old questions; negative is forgetting) and its gain on this experiment's; p-values Holm-adjusted "
+        f"over these {len(found)} comparison(s), significant at {comparison.ALPHA}."
+    )
+    return entries, note
+
+
+def _earlier_label(cell: sweep.Cell) -> str:
+    """How the report names the result a cell continued from: ``<experiment>:<method>``, or the folder's name."""
+    ref = parse_result_ref(cell.config.init_from or "")
+    return f"{ref[0].name}:{ref[1]}" if ref else Path(cell.config.init_from or "").name
 
 
 def _questions(path: Path) -> list:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from launch import sweep
 from launch.config import DataSource, ExperimentConfig, MethodConfig
+from launch.expdir import ExperimentDir, parse_result_ref, result_dir
 from launch.redact import short, short_path
 from launch.yamlio import read_bytes
 
@@ -61,6 +62,7 @@ def check(cfg: ExperimentConfig, data: bool = True) -> Preflight:
         _check_source(src, where, out.problems)
     sources_ok = len(out.problems) == before
     out.problems += _layer_problems(cfg)
+    out.problems += continual_problems(cfg)
     for i, m in enumerate(cfg.methods):
         if m.deepspeed and m.adapts == "full_sft":
             problems = deepspeed_problems(m)
@@ -123,6 +125,182 @@ def _layer_problems(cfg: ExperimentConfig) -> list[str]:
     ]
 
 
+# --------------------------------------------------------------------------- continual re-training
+
+INIT_FROM_FIX = "EXP_DIR:method (an experiment directory and one of its methods), or a saved adapter or model directory"
+SAVED_KINDS = {"lora": "a LoRA adapter", "full_sft": "a full model"}
+"""What a result of each weight-training kind (``MethodConfig.adapts``) saves, as the problems name it."""
+
+
+def continual_problems(cfg: ExperimentConfig) -> list[str]:
+    """Every method's ``init_from`` against what it names: the result exists, its training completed, it was
+    trained on ``cfg.model``, and its kind fits the method's (LoRA continues an adapter, full SFT a model).
+
+    The kind itself (only ``lora`` and ``full_sft`` continue) is the config's own check.
+    """
+    from launch.config import CONTINUABLE_KINDS
+
+    problems: list[str] = []
+    for i, m in enumerate(cfg.methods):
+        if m.init_from and m.init_from.strip() and m.kind in CONTINUABLE_KINDS:
+            where = f"methods[{i}] ({m.name}).init_from: {short_path(m.init_from)}"
+            ref = parse_result_ref(m.init_from)
+            found = _earlier_method(cfg, m, ref) if ref else _saved_result(cfg, m, Path(m.init_from).expanduser())
+            problems += [f"{where} {p}" for p in found]
+    return problems
+
+
+def _same_model(a: str, b: str) -> bool:
+    """Whether two ``model.name_or_path`` values name the same model: the same directory, or the same hub name."""
+    if looks_local(a) or looks_local(b):
+        return os.path.realpath(os.path.expanduser(a)) == os.path.realpath(os.path.expanduser(b))
+    return a == b
+
+
+def _kind_problem(m: MethodConfig, saved: str, what: str) -> list[str]:
+    """Why a result of weight-training kind ``saved`` (``what``: its kind as named) cannot start ``m``."""
+    if saved == m.adapts:
+        return []
+    if saved in SAVED_KINDS:
+        other = "lora" if saved == "lora" else "full_sft"
+        return [
+            f"is {SAVED_KINDS[saved]} ({what}), but kind {m.kind} continues {SAVED_KINDS[m.adapts]} -> use kind: "
+            f"{other} to continue it, or give a {m.kind} result"
+        ]
+    return [
+        f"is a {what} result, which neither a lora nor a full_sft method can continue -> give a lora result (for "
+        "kind: lora) or a full_sft result (for kind: full_sft)"
+    ]
+
+
+def _earlier_method(cfg: ExperimentConfig, m: MethodConfig, ref: tuple[ExperimentDir, str]) -> list[str]:
+    """``EXP_DIR:method``: the experiment, its method's completed training, its model and kind, its eval split."""
+    from launch.config import ConfigError
+
+    exp, address = ref
+    if not exp.config_file.is_file():
+        return [
+            f"names no experiment directory ({short_path(exp.root)} holds no config.yaml) -> {INIT_FROM_FIX}, "
+            "e.g. runs/round1-<time>:lora"
+        ]
+    try:
+        earlier_cfg, cell = sweep.locate(exp.load_config(), address)
+    except (ConfigError, KeyError) as exc:
+        why = "; ".join(exc.problems) if isinstance(exc, ConfigError) else str(exc.args[0])
+        return [f"cannot be used ({short(why, 300)}) -> name a method of that experiment, e.g. EXP_DIR:lora"]
+    earlier = cell.config
+    problems = []
+    metrics = exp.method(address).read_metrics()
+    if not metrics.completed:
+        problems.append(
+            f"did not complete (its training is {metrics.status}) -> continue from a completed method, or finish "
+            f"it first (cyberft status / cyberft resume {short_path(exp.root)})"
+        )
+    elif not result_dir(m.init_from, earlier.adapts).is_dir():
+        problems.append(
+            f"completed, but its saved result {short_path(result_dir(m.init_from, earlier.adapts))} is missing "
+            "-> give a method whose result is still on disk"
+        )
+    if not _same_model(earlier_cfg.model.name_or_path, cfg.model.name_or_path):
+        problems.append(
+            f"was trained on model {short_path(earlier_cfg.model.name_or_path)}, not on this config's "
+            f"{short_path(cfg.model.name_or_path)} -> set model.name_or_path to the earlier experiment's, or "
+            "continue a result of this model"
+        )
+    problems += _kind_problem(m, earlier.adapts, earlier.variant)
+    if earlier.adapts == "lora" == m.adapts:
+        mine, theirs = _lora_shape(m.lora), _lora_shape(earlier.lora)
+        if mine != theirs:
+            problems.append(
+                f"is an adapter with lora {theirs}, but this method's lora is {mine} -> set lora to the earlier "
+                "method's (the adapter continues as it was saved)"
+            )
+    if not exp.data.eval_file.is_file():
+        problems.append(
+            f"has no eval split on disk ({short_path(exp.data.eval_file)}), which the evaluation scores as the "
+            "old questions -> continue from an experiment whose data is still there"
+        )
+    return problems
+
+
+def _lora_shape(lora: tp.Any) -> dict:
+    """What a saved LoRA adapter fixes: rank, alpha, targets and the DoRA / rsLoRA options."""
+    targets = lora.target_modules if isinstance(lora.target_modules, str) else sorted(lora.target_modules)
+    return {
+        "r": lora.r,
+        "alpha": lora.alpha,
+        "target_modules": targets,
+        "use_dora": lora.use_dora,
+        "use_rslora": lora.use_rslora,
+    }
+
+
+def _saved_result(cfg: ExperimentConfig, m: MethodConfig, path: Path) -> list[str]:
+    """A path: a LoRA adapter directory (``adapter_config.json``) or a full model (``config.json``)."""
+    if not path.is_dir():
+        what = "does not exist" if not path.exists() else "is not a directory"
+        return [f"{what} -> {INIT_FROM_FIX}"]
+    adapter, model = path / "adapter_config.json", path / "config.json"
+    if adapter.is_file():
+        raw = _json_object(adapter)
+        if raw.get("peft_type") != "LORA":
+            return _kind_problem(m, "other", f"{raw.get('peft_type') or 'unknown'} adapter")
+        problems = _kind_problem(m, "lora", "lora")
+        base = str(raw.get("base_model_name_or_path") or "")
+        if base and not _same_model(base, cfg.model.name_or_path):
+            problems.append(
+                f"is an adapter for model {short_path(base)}, not this config's {short_path(cfg.model.name_or_path)} "
+                "-> set model.name_or_path to its base, or continue an adapter of this model"
+            )
+        if not any(path.glob("adapter_model.*")):
+            problems.append(
+                "has no adapter weights (adapter_model.*): its training did not complete -> give a saved adapter"
+            )
+        shape = {"r": raw.get("r"), "alpha": raw.get("lora_alpha")}
+        mine = {"r": m.lora.r, "alpha": m.lora.alpha}
+        if m.adapts == "lora" and shape != mine:
+            problems.append(
+                f"is an adapter with {shape}, but this method's lora is {mine} -> set lora.r and "
+                "lora.alpha to the adapter's"
+            )
+        return problems
+    if model.is_file():
+        problems = _kind_problem(m, "full_sft", "full model")
+        if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
+            problems.append("has no weights (*.safetensors): its training did not complete -> give a saved model")
+        problems += _shape_problems(cfg, model)
+        return problems
+    return [f"holds neither adapter_config.json (a LoRA adapter) nor config.json (a model) -> {INIT_FROM_FIX}"]
+
+
+SHAPE_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "vocab_size")
+
+
+def _shape_problems(cfg: ExperimentConfig, saved_config: Path) -> list[str]:
+    """A full model given by path records no base model: the same base is checked as the same architecture
+    and shape as ``cfg.model`` (when its config.json is here)."""
+    base_config = Path(cfg.model.name_or_path).expanduser() / "config.json"
+    if not base_config.is_file():
+        return []
+    mine, theirs = _json_object(base_config), _json_object(saved_config)
+    differ = {k: (theirs.get(k), mine.get(k)) for k in SHAPE_KEYS if theirs.get(k) != mine.get(k)}
+    if not differ:
+        return []
+    shown = ", ".join(f"{k} {a} vs {b}" for k, (a, b) in differ.items())
+    return [
+        f"is not a fine-tune of this config's model ({shown}) -> give a model trained from "
+        f"{short_path(cfg.model.name_or_path)}, or set model.name_or_path to its base"
+    ]
+
+
+def _json_object(path: Path) -> dict:
+    try:
+        raw = json.loads(read_bytes(path, MAX_DEEPSPEED_BYTES).decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return {}
+    return raw if isinstance(raw, dict) else {}
+
+
 # --------------------------------------------------------------------------- model, data sources
 
 
@@ -136,6 +314,7 @@ def _nul_bytes(cfg: ExperimentConfig, problems: list[str]) -> bool:
     }
     paths.update({f"methods[{i}] ({m.name}).deepspeed": m.deepspeed or "" for i, m in enumerate(cfg.methods)})
     paths.update({f"{where}.path": src.path for where, src in _aux_sources(cfg)})
+    paths.update({f"methods[{i}] ({m.name}).init_from": m.init_from or "" for i, m in enumerate(cfg.methods)})
     bad = [where for where, path in paths.items() if "\x00" in path]
     problems += [f"{where}: holds a NUL byte, which no file name can -> remove it" for where in bad]
     return bool(bad)

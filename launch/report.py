@@ -26,7 +26,7 @@ from pathlib import Path
 from launch.costcheck import format_check
 from launch.expdir import ExperimentDir
 from launch.fsio import atomic_write_bytes, atomic_write_json, atomic_write_text
-from launch.stats import wilson_interval
+from launch.stats import format_p, wilson_interval
 
 Row = dict[str, tp.Any]
 
@@ -353,6 +353,40 @@ def groups_table(analysis: dict, base: Row | None) -> Table:
     return headers, body, [True, False, False, False, False, True, True]
 
 
+def _change_text(c: dict | None) -> str:
+    """``-14.0 pts [-20.1, -7.5], p < 0.001`` (the Holm-adjusted p-value), ``-`` without a comparison."""
+    if not c:
+        return "-"
+    p = c["p"] if c.get("p_holm") is None else c["p_holm"]
+    return f"{100 * c['diff']:+.1f} pts [{100 * c['lo']:.1f}, {100 * c['hi']:.1f}], {format_p(p)}"
+
+
+def _accuracies_text(split: dict | None) -> str:
+    """``n 129: base 0.264, earlier 0.837 -> 0.705`` for one split of a continued row."""
+    if not split or not split.get("n"):
+        return "-"
+    acc = lambda role: f"{split[role]:.3f}" if split.get(role) is not None else "-"  # noqa: E731
+    return f"n {split['n']}: base {acc('base')}, earlier {acc('earlier')} -> {acc('continued')}"
+
+
+def continual_table(analysis: dict) -> Table:
+    """One row per continued row (``init_from``): on the old questions (the earlier experiment's eval split)
+    base, the earlier result and the row, and its change (forgetting); the same on the new questions (gain)."""
+    headers = ["row", "continued from", "old questions", "change on old (forgetting)", "new questions", "gain on new"]
+    body = [
+        [
+            e["row"],
+            e["from"],
+            _accuracies_text(e.get("old")),
+            _change_text(e.get("forgetting")),
+            _accuracies_text(e.get("new")),
+            _change_text(e.get("gain")),
+        ]
+        for e in analysis.get("continual") or []
+    ]
+    return headers, body, [True, True, True, False, True, False]
+
+
 def analysis_lines(analysis: dict) -> list[str]:
     """The comparisons, the letter notes and the training total, one line each (the note first)."""
     lines = []
@@ -404,13 +438,24 @@ def format_report(summary: dict) -> str:
     if analysis.get("groups"):
         base = next((r for r in rows if r.get("kind") == "base"), None)
         parts += ["", "Over seeds, per method and grid point:", text_table(groups_table(analysis, base))]
+    if analysis.get("continual"):
+        parts += ["", "Continual re-training:", text_table(continual_table(analysis)), analysis["continual_note"]]
     lines = analysis_lines(analysis)
     if lines:
         parts += [""] + lines
     return "\n".join(parts)
 
 
-ANALYSIS_KEYS = ("groups", "comparisons", "comparison_note", "letters", "frontier", "total")
+ANALYSIS_KEYS = (
+    "groups",
+    "comparisons",
+    "comparison_note",
+    "letters",
+    "frontier",
+    "total",
+    "continual",
+    "continual_note",
+)
 """The keys of ``summary.json`` that :func:`launch.finalize.analyse` writes."""
 
 
@@ -593,6 +638,9 @@ def _markdown_report(
     if analysis and analysis.get("groups"):
         base = next((r for r in rows if r.get("kind") == "base"), None)
         parts += ["## Over seeds, per method and grid point", "", markdown_table(groups_table(analysis, base)), ""]
+    if analysis and analysis.get("continual"):
+        table = markdown_table(continual_table(analysis))
+        parts += ["## Continual re-training: forgetting and gain", "", table, "", analysis["continual_note"], ""]
     lines = analysis_lines(analysis or {})
     if lines:
         parts += ["## Comparisons", ""] + [f"- {line}" for line in lines] + [""]
@@ -627,6 +675,9 @@ def _html_report(
     if analysis and analysis.get("groups"):
         base = next((r for r in rows if r.get("kind") == "base"), None)
         extra += f"<h2>Over seeds, per method and grid point</h2>\n{_html_table(groups_table(analysis, base))}\n"
+    if analysis and analysis.get("continual"):
+        extra += "<h2>Continual re-training: forgetting and gain</h2>\n"
+        extra += f"{_html_table(continual_table(analysis))}\n<p>{e(analysis['continual_note'])}</p>\n"
     lines = analysis_lines(analysis or {})
     if lines:
         extra += "<h2>Comparisons</h2>\n<ul>" + "".join(f"<li>{e(x)}</li>" for x in lines) + "</ul>\n"

@@ -33,7 +33,7 @@ import torch
 from launch import sweep
 from launch.config import ExperimentConfig
 from launch.data import load_jsonl_questions
-from launch.expdir import EvalDir, EvalProgress, EvalResult, ExperimentDir, now_iso
+from launch.expdir import EvalDir, EvalProgress, EvalResult, ExperimentDir, now_iso, parse_result_ref, result_dir
 from launch.fsio import atomic_write_jsonl
 from train import batches, runtime
 from train.features import HeadModel, LetterHead, score_head
@@ -118,6 +118,22 @@ def load_for_eval(cfg: ExperimentConfig, name: str, exp_dir: str | os.PathLike) 
     return _for_scoring(cfg, PeftModel.from_pretrained(base, trained.adapter_dir).merge_and_unload())
 
 
+def load_earlier(cfg: ExperimentConfig, name: str) -> tp.Any:
+    """The result method ``name`` continued from (its ``init_from``), loaded as a result of its kind is:
+    a full model, or the base with the adapter merged (the two kinds that continue)."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    method = cfg.method(name)
+    kw = {"dtype": runtime.resolve_dtype(cfg.model.dtype), "trust_remote_code": cfg.model.trust_remote_code}
+    device = "cuda" if runtime.on_gpu() else "cpu"
+    saved = result_dir(method.init_from, method.adapts)
+    if method.adapts == "full_sft":
+        return _for_scoring(cfg, AutoModelForCausalLM.from_pretrained(saved, **kw).to(device))
+    base = AutoModelForCausalLM.from_pretrained(cfg.model.name_or_path, **kw).to(device)
+    return _for_scoring(cfg, PeftModel.from_pretrained(base, saved).merge_and_unload())
+
+
 def scored_mode(cfg: ExperimentConfig, name: str) -> str:
     """How ``name`` is scored: ``eval.mode``, or ``head`` for a feature head (it never generates)."""
     return "head" if name != "base" and cfg.method(name).kind == "feature_head" else cfg.eval.mode
@@ -138,10 +154,19 @@ def evaluate_model(
     tokenizer: tp.Any,
     progress: bool = True,
     on_batch: tp.Callable[[int], None] | None = None,
+    *,
+    where: EvalDir | None = None,
+    record_as: str | None = None,
+    load: tp.Callable[[], tp.Any] | None = None,
 ) -> EvalResult:
-    """Score one model, write its predictions and result; return the result."""
+    """Score one model, write its predictions and result; return the result.
+
+    By default model ``name`` into the experiment's ``eval/``; a continued model's extra scoring
+    (:func:`score_continual`) writes into ``where`` as ``record_as``, the model made by ``load``.
+    """
+    where, record_as = where or exp.eval, record_as or name
     t0 = time.perf_counter()
-    model = load_for_eval(cfg, name, exp.root)
+    model = load() if load is not None else load_for_eval(cfg, name, exp.root)
     shots, mode = shots_of(cfg, name, exp), scored_mode(cfg, name)
     precision = precision_of(model)
     if progress:
@@ -160,7 +185,7 @@ def evaluate_model(
             )
         return score_loglik(model, tokenizer, chunk, size, max_len, desc, progress, on_batch=on_batch, shots=shots)
 
-    chunk_file = functools.partial(exp.eval.chunk_file, name)
+    chunk_file = functools.partial(where.chunk_file, record_as)
     scored = score_in_chunks(score, questions, chunk_file, chunk_size=max(256, 8 * cfg.eval.batch_size))
     eval_s = time.perf_counter() - t1
     model = None  # free it before the next model loads (the scoring closure above holds the name)
@@ -170,7 +195,7 @@ def evaluate_model(
         for i, (q, s) in enumerate(zip(questions, scored))
     ]
     result = EvalResult.from_counts(
-        name,
+        record_as,
         sum(p["correct"] for p in predictions),
         len(predictions),
         mode,
@@ -182,10 +207,36 @@ def evaluate_model(
         eval_s=eval_s,
         precision=precision,
     )
-    exp.eval.write_predictions(name, predictions)
-    exp.eval.write_result(result)
-    shutil.rmtree(exp.eval.partial_dir(name), ignore_errors=True)  # the result file now holds it all
+    where.write_predictions(record_as, predictions)
+    where.write_result(result)
+    shutil.rmtree(where.partial_dir(record_as), ignore_errors=True)  # the result file now holds it all
     return result
+
+
+def score_continual(
+    cfg: ExperimentConfig, exp: ExperimentDir, names: list[str], questions: list, tokenizer: tp.Any, progress: bool
+) -> None:
+    """For each scored model with ``init_from``: the earlier result on this split (``new``), and the model,
+    the earlier result and base on the earlier experiment's eval split (``old``; ``EXP_DIR:method`` only).
+
+    What :mod:`launch.finalize` pairs into the forgetting and gain of each continued row; like the main
+    scoring, a model already scored is read back, not scored again.
+    """
+    for name in (n for n in names if n != "base" and model_config(cfg, n).method(n).init_from):
+        view = model_config(cfg, name)
+        ref = parse_result_ref(view.method(name).init_from)
+        old = load_jsonl_questions(ref[0].data.eval_file) if ref else []
+        earlier = functools.partial(load_earlier, view, name)
+        jobs = [("new", "earlier", questions, earlier)]
+        if old:
+            base = functools.partial(load_for_eval, cfg, "base", exp.root)
+            jobs += [("old", "continued", old, None), ("old", "earlier", old, earlier), ("old", "base", old, base)]
+        for split, role, qs, load in jobs:
+            where = exp.eval.continual(name, split)
+            result = where.read_result(role) or evaluate_model(
+                view, name, exp, qs, tokenizer, progress, where=where, record_as=role, load=load
+            )
+            print(f"[eval] {name} ({split} questions) {role}: accuracy {result.accuracy:.3f} of {result.n}", flush=True)
 
 
 def score_in_chunks(
@@ -324,6 +375,8 @@ def main(
         )
         tracker.finish(results[name].accuracy)
         print(f"[eval] {name}: accuracy {results[name].accuracy:.3f} on {results[name].n} questions", flush=True)
+    if shard is None:  # the evaluation job itself (not a task of an array) scores the continued rows' extras
+        score_continual(cfg, exp, names, questions, tokenizer, progress)
     r = cfg.eval.resources
     gpus = r.nodes * r.gpus_per_node if runtime.on_gpu() else 0
     return Scored(results, len(questions), gpus, threads or torch.get_num_threads())

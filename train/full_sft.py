@@ -16,13 +16,14 @@ import sys
 import typing as tp
 
 from launch.config import ExperimentConfig, MethodConfig
-from launch.expdir import ExperimentDir
+from launch.expdir import ExperimentDir, result_dir
 from train import runtime
 from train.run import TrainingRun, save_consolidated
 
 
 def full_model(cfg: ExperimentConfig, method: MethodConfig) -> tp.Any:
-    """``cfg.model`` with every weight trainable, checkpointing as the method asks.
+    """``cfg.model`` (or the earlier model ``method.init_from`` names) with every weight trainable,
+    checkpointing as the method asks.
 
     Under ZeRO-3 each rank loads only its shard (zero.Init), because the Accelerator made by
     TrainingRun already registered the DeepSpeed config. Without DeepSpeed the weights are fp32
@@ -30,8 +31,10 @@ def full_model(cfg: ExperimentConfig, method: MethodConfig) -> tp.Any:
     """
     from transformers import AutoModelForCausalLM
 
+    # init_from: the earlier full model (continual re-training; launch.preflight checked it is one of this base).
+    start = result_dir(method.init_from, "full_sft") if method.init_from else cfg.model.name_or_path
     model = AutoModelForCausalLM.from_pretrained(
-        cfg.model.name_or_path,
+        start,
         dtype=runtime.weights_dtype(cfg.model.dtype, method),
         trust_remote_code=cfg.model.trust_remote_code,
     )

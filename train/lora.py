@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from launch.config import ExperimentConfig, MethodConfig
-from launch.expdir import ExperimentDir
+from launch.expdir import ExperimentDir, result_dir
 from train import runtime
 from train.run import TrainingRun, save_adapter, save_model_atomic
 
@@ -155,8 +155,14 @@ def base_model(cfg: ExperimentConfig, method: MethodConfig) -> tp.Any:
 
 
 def lora_model(cfg: ExperimentConfig, method: MethodConfig) -> tp.Any:
-    """``cfg.model`` frozen, with ``method.lora``'s trainable adapters (peft), checkpointing as the method asks."""
+    """``cfg.model`` frozen, with ``method.lora``'s trainable adapters (peft), checkpointing as the method asks;
+    with ``init_from``, the earlier adapter's weights loaded trainable (continual re-training)."""
     base = base_model(cfg, method)
+    if method.init_from:
+        from peft import PeftModel
+
+        # launch.preflight checked that it is a completed LoRA adapter of this base with method.lora's shape.
+        return PeftModel.from_pretrained(base, result_dir(method.init_from, "lora"), is_trainable=True)
     check_targets(base, method.lora, f"methods.{method.name}")
     return add_adapters(base, method.lora)
 
