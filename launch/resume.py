@@ -22,19 +22,24 @@ that timed out with no requeues left gets a longer ``time_min``): only the field
 :data:`RESUMABLE` may change, since any other would make the resumed jobs a different experiment
 from the checkpoints and scores already made (:func:`plan_changes`). The changes are written into
 the experiment's ``config.yaml``/``profile.yaml`` (atomically, just before the first sbatch) and
-recorded, old and new value, in the manifest's ``resumed`` entry.
+recorded, old and new value, in the manifest's ``resumed`` entry. When sbatch refuses the first job
+(a partition the site does not have: no check before sbatch can know), both files are put back and
+nothing is recorded; when it refuses a later one, the jobs sent and the changes they run with are.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import os
 import typing as tp
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from launch import slurm, status
 from launch.config import InputError
 from launch.expdir import EVAL_JOB, ExperimentDir, JobRecord, parse_address
+from launch.fsio import atomic_write_bytes
 from launch.redact import short
 from launch.schema import key_label
 
@@ -158,8 +163,8 @@ def resume(exp: ExperimentDir, plan: ResumePlan, changes: Changes | None = None)
     (:func:`plan_changes`) are written into the experiment first, so every job sent from now on,
     and every requeue, runs with them.
     """
+    from launch.submit import Refused, submission_id, submit_spec
     from launch.submit import plan as plan_jobs
-    from launch.submit import submission_id, submit_spec
 
     cfg = changes.config if changes else exp.load_config()
     profile = changes.profile if changes else exp.load_profile()
@@ -167,13 +172,14 @@ def resume(exp: ExperimentDir, plan: ResumePlan, changes: Changes | None = None)
         raise InputError(
             [f"experiment {str(exp.root)!r}: no profile.yaml -> was it submitted with `cyberft submit`?"], "arguments"
         )
+    frozen = {}
     if changes and changes.changed:
+        frozen = {p: (p.read_bytes(), p.stat()) for p in (exp.config_file, exp.profile_file) if p.is_file()}
         exp.write_config(cfg)  # atomically, each: the jobs read these, never the checkout's files
         exp.write_profile(profile)
-    if plan.cancel_eval:
-        slurm.scancel(plan.cancel_eval)
     jobs = exp.read_manifest().jobs
     specs = {s.name: s for s in plan_jobs(cfg, profile, exp)}
+    listed = set(os.listdir(exp.jobs_dir)) if exp.jobs_dir.is_dir() else set()
     new: dict[str, str] = {}
 
     def record(sent: dict[str, str]) -> None:
@@ -186,19 +192,57 @@ def resume(exp: ExperimentDir, plan: ResumePlan, changes: Changes | None = None)
     for name in plan.resubmit:
         by_method.setdefault(parse_address(name)[0], []).append(name)
     after: list[str] = []
-    for method, names in by_method.items():
-        sent = submit_spec(exp, specs[method], profile, None, tasks=names)
-        record(sent)
-        after.append(submission_id(sent))
-    if plan.eval_needed:
-        after += slurm.array_ids(jobs[n].job_id for n in plan.waiting_on)
-        record(submit_spec(exp, specs[EVAL_JOB], profile, "afterany:" + ":".join(after) if after else None))
+    cancelled: list[str] = []
+    try:
+        for method, names in by_method.items():
+            sent = submit_spec(exp, specs[method], profile, None, tasks=names)
+            record(sent)
+            after.append(submission_id(sent))
+        if plan.cancel_eval:  # once a resubmission went through: a refused one leaves the pending evaluation
+            slurm.scancel(plan.cancel_eval)
+            cancelled = plan.cancel_eval
+        if plan.eval_needed:
+            after += slurm.array_ids(jobs[n].job_id for n in plan.waiting_on)
+            record(submit_spec(exp, specs[EVAL_JOB], profile, "afterany:" + ":".join(after) if after else None))
+    except Refused as exc:
+        _remove_leftovers(exp.jobs_dir, listed)
+        fix = "-> check the values against `sinfo -s` and `sacctmgr show assoc user=$USER`, then resume"
+        if not new:  # nothing was sent: the experiment is left exactly as it was
+            for path, (data, st) in frozen.items():
+                atomic_write_bytes(path, data)
+                os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+            raise InputError(
+                [f"sbatch refused job {exc.job}: {exc.message}; nothing was sent, the experiment is unchanged {fix}"],
+                "arguments",
+            ) from None
+        _record_resumed(exp, new, cancelled, changes)  # the jobs sent run with the changes: the manifest says so
+        sent_text = ", ".join(f"{n} ({i})" for n, i in new.items())
+        raise slurm.SlurmError(
+            f"sbatch refused job {exc.job}: {exc.message}; sent before it: {sent_text}, recorded in "
+            f"{exp.manifest_file} {fix}"
+        ) from None
+    _record_resumed(exp, new, cancelled, changes)
+    return new
+
+
+def _remove_leftovers(folder: Path, listed: set[str]) -> None:
+    """Remove what submitit left in the job folder for a submission sbatch refused: its script
+    (``.submission_file_<uuid>.sh``) and pickle (``<uuid>.pkl``), plain files not ``listed`` before.
+    A submission that went through leaves a symlink there and moves its pickle to ``<job id>/``."""
+    for name in set(os.listdir(folder)) - listed if folder.is_dir() else ():
+        path = folder / name
+        leftover = (name.startswith(".submission_file_") and name.endswith(".sh")) or name.endswith(".pkl")
+        if leftover and path.is_file() and not path.is_symlink():
+            path.unlink(missing_ok=True)
+
+
+def _record_resumed(exp: ExperimentDir, new: dict[str, str], cancelled: list[str], changes: Changes | None) -> None:
+    """Add this resume to the manifest's ``resumed`` list: when, the jobs sent, those cancelled, what changed."""
     at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    entry = {"at": at, "jobs": new, **({"cancelled_eval": plan.cancel_eval} if plan.cancel_eval else {})}
+    entry = {"at": at, "jobs": new, **({"cancelled_eval": cancelled} if cancelled else {})}
     if changes and changes.changed:
         entry["changed"] = {k: {"from": old, "to": new_} for k, (old, new_) in changes.changed.items()}
     exp.update_manifest(resumed=[*exp.read_manifest().resumed, entry])
-    return new
 
 
 # --------------------------------------------------------------------------- key=value changes

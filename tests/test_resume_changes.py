@@ -1,5 +1,5 @@
 """``cyberft resume EXP key=value``: a job sent again with changed limits (fake Slurm; the real cluster:
-tests/test_submit_slurm.py). Only what the jobs ask of the cluster may change; anything else exits 2 and
+tests/test_resume_slurm.py). Only what the jobs ask of the cluster may change; anything else exits 2 and
 changes nothing; the manifest records each change, old and new value, and the job script carries it.
 """
 
@@ -114,3 +114,37 @@ def test_a_value_equal_to_the_experiments_changes_nothing(timed_out, capsys):
     assert "change nothing: every value given is the experiment's already" in capsys.readouterr().out
     (entry,) = read_json(exp.manifest_file)["resumed"]
     assert "changed" not in entry
+
+
+def test_a_change_sbatch_refuses_exits_2_and_leaves_the_experiment_as_it_was(timed_out, capsys, monkeypatch):
+    """A partition Slurm does not have passes every check resume can make; sbatch refuses the first job.
+    Then nothing was sent: config.yaml and profile.yaml keep their values (a plain resume later would
+    otherwise ask for the refused partition), and the manifest records nothing."""
+    exp, state = timed_out
+    before, files = int((state / "count").read_text()), _digest(exp)
+    mtimes = [f.stat().st_mtime_ns for f in (exp.config_file, exp.profile_file)]
+    listed = sorted(p.name for p in exp.jobs_dir.iterdir())
+    monkeypatch.setenv("FAKE_SBATCH_FAIL_AT", str(before + 1))
+    monkeypatch.setenv("FAKE_SBATCH_MESSAGE", "sbatch: error: Batch job submission failed: Invalid partition name")
+    assert cli.main(["resume", str(exp.root), "profile.partition=nosuch"]) == 2
+    err = capsys.readouterr().err
+    assert "sbatch refused job lora: sbatch: error: Batch job submission failed: Invalid partition name" in err, err
+    assert "nothing was sent, the experiment is unchanged" in err, err
+    assert _digest(exp) == files and exp.load_profile().partition == "debug"
+    assert [f.stat().st_mtime_ns for f in (exp.config_file, exp.profile_file)] == mtimes
+    assert sorted(p.name for p in exp.jobs_dir.iterdir()) == listed  # no script or pickle of the refused job
+
+
+def test_a_refusal_after_a_job_was_sent_records_the_job_and_the_change(timed_out, capsys, monkeypatch):
+    exp, state = timed_out
+    before = int((state / "count").read_text())
+    monkeypatch.setenv("FAKE_SBATCH_FAIL_AT", str(before + 2))  # lora is sent, the evaluation is refused
+    assert cli.main(["resume", str(exp.root), "methods.lora.resources.time_min=90"]) == 1
+    err = capsys.readouterr().err
+    assert "sbatch refused job eval" in err and f"sent before it: lora ({before + 1})" in err, err
+    manifest = read_json(exp.manifest_file)
+    assert manifest["jobs"]["lora"]["job_id"] == str(before + 1)
+    (entry,) = manifest["resumed"]
+    assert entry["jobs"] == {"lora": str(before + 1)}
+    assert entry["changed"] == {"methods.lora.resources.time_min": {"from": 30, "to": 90}}
+    assert exp.load_config().method("lora").resources.time_min == 90  # the job sent reads it
