@@ -122,6 +122,12 @@ memory before loading (``metrics.json``'s ``peak_mem_bytes - base_mem_bytes``), 
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 
+SIZE_RATIO = 8
+"""Largest ratio of model sizes between a calibration run and the forecast it calibrates, within a size
+bucket: "<1B" holds the smoke study's 0.85M-parameter model and a 494M one, whose LoRA utilisation on the
+2-core development machine was 0.07 and 0.39-0.49 (the Qwen study's three seeds), so smoke runs in the
+local file must not calibrate a real model's forecast."""
+
 NAME_LIMIT = 120
 WRITE_ATTEMPTS = 5
 
@@ -370,8 +376,9 @@ class Calibration:
         return dataclasses.replace(self, precision=precision, deepspeed=deepspeed)
 
     def matching(self, kind: str, gpu_type: str, n_params: int) -> list[dict]:
-        """Records of ``kind`` on ``gpu_type`` for a model of the same size bucket as ``n_params`` (and, when
-        :meth:`keyed`, that computed in the precision the job will: :func:`expected_precision`)."""
+        """Records of ``kind`` on ``gpu_type`` for a model of the same size bucket as ``n_params`` and within
+        :data:`SIZE_RATIO` of its size (and, when :meth:`keyed`, that computed in the precision the job will:
+        :func:`expected_precision`)."""
         gpu, size = gpu_key(gpu_type), size_bucket(n_params)
         want = expected_precision(self.precision, gpu_type, n_params, self.deepspeed) if self.precision else None
         return [
@@ -380,6 +387,7 @@ class Calibration:
             if r["kind"] == kind
             and r["gpu_type"] == gpu
             and r["size"] == size
+            and 1 / SIZE_RATIO <= r["n_params"] / max(n_params, 1) <= SIZE_RATIO
             and (want is None or _ran_in(r) in (None, want))
         ]
 

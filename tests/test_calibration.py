@@ -250,3 +250,14 @@ def test_forecast_uses_the_calibration_and_says_so(tmp_path):
     assert second.utilisation == pytest.approx(0.4)
     assert second.compute_s == pytest.approx(second.flops / (0.17e12 * 0.4))
     assert second.overhead_s == pytest.approx(3 * second.modelled_overhead_s)
+
+
+def test_a_much_smaller_model_in_the_same_bucket_does_not_calibrate():
+    """The smoke study's 0.85M-parameter runs and a 494M model share the "<1B" bucket, not their utilisation."""
+    tiny = _record("smoke", 10_000, 100.0, 170.0, n_params=853_120)
+    near = _record("qwen", 10_000, 50.0, 60.0, n_params=400_000_000)
+    found = cal.Calibration(None, [tiny, near])
+    assert tiny["size"] == near["size"] == "<1B"
+    assert [r["experiment"] for r in found.matching("lora", "fake", 494_032_768)] == ["qwen"]
+    assert [r["experiment"] for r in found.matching("lora", "fake", 853_120)] == ["smoke"]
+    assert found.lookup("lora", "fake", 494_032_768).runs == 1
