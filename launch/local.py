@@ -82,6 +82,31 @@ def _executor(exp: ExperimentDir, time_min: int) -> tp.Any:
     return ex
 
 
+def _no_op(signum: int, frame: tp.Any) -> None:
+    """A SIGINT handler that does what SIG_IGN does, except that a program started meanwhile gets the default."""
+
+
+def start_job(executor: tp.Any, job: tp.Callable[[], tp.Any]) -> tp.Any:
+    """``executor.submit(job)``, with a controller that :func:`cancelled_on_exit` can stop.
+
+    submitit's ``cancel`` is a SIGINT to the job's controller process. A process that a non-interactive shell
+    starts in the background (``cyberft run ... &`` in a script, a CI step, ``nohup``) has SIGINT ignored, and an
+    ignored signal stays ignored in every program it starts: that controller would go on after the cancel, and
+    its job with it. While the controller starts, SIGINT gets a handler here instead (a handler, unlike an
+    ignored signal, is reset to the default in a new program); this process still does nothing on SIGINT.
+    """
+    if (
+        signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
+        or threading.current_thread() is not threading.main_thread()
+    ):
+        return executor.submit(job)
+    signal.signal(signal.SIGINT, _no_op)
+    try:
+        return executor.submit(job)
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 Described = tuple[int, int, str]
 """(done, total, detail) of a job's progress."""
 
@@ -224,7 +249,7 @@ def run_training(cfg: ExperimentConfig, exp: ExperimentDir, progress: bool = Tru
         while pending or running:
             while pending and len(running) < slots:
                 cell = pending.pop(0)
-                job = _executor(exp, cell.config.resources.time_min).submit(TrainJob(exp.root, cell.id, threads))
+                job = start_job(_executor(exp, cell.config.resources.time_min), TrainJob(exp.root, cell.id, threads))
                 running[cell.id] = job
                 exp.record_job(cell.id, JobRecord(job.job_id, executor="local"))
             for name, job in list(running.items()):
@@ -254,7 +279,7 @@ def run_evaluation(cfg: ExperimentConfig, exp: ExperimentDir, progress: bool = T
     """The evaluation job, after training, its progress shown as it scores; returns the report rows."""
     print("[cyberft] evaluating base and trained methods", flush=True)
     threads = None if has_gpu() else max(1, os.cpu_count() or 1)
-    job = _executor(exp, cfg.eval.resources.time_min).submit(EvalJob(exp.root, threads))
+    job = start_job(_executor(exp, cfg.eval.resources.time_min), EvalJob(exp.root, threads))
     exp.record_job("eval", JobRecord(job.job_id, executor="local"))
     bars, read = _Progress(progress), functools.partial(eval_progress, exp)
     with cancelled_on_exit({"eval": job}):

@@ -93,8 +93,11 @@ SHELL_MANAGED = frozenset(
 )
 """Variables bash (or the job script) sets itself: a profile value for them would not hold, or would
 change how the script is read (IFS)."""
-PYTHON_WORD_RE = re.compile(r"[A-Za-z0-9_./:=+@%,{}$~-]+")
-"""A word of the ``python`` command: paths, options, ``$VAR``/``${VAR}``; no quotes, ``;&|<>()#`` or backticks."""
+PYTHON_WORD_RE = re.compile(r"(?:[A-Za-z0-9_./:=+@%,~-]|\$[A-Za-z_][A-Za-z0-9_]*|\$\{[A-Za-z_][A-Za-z0-9_]*\})+")
+"""A word of the ``python`` command: paths, options, ``$VAR``/``${VAR}``; no quotes, ``;&|<>()#`` or backticks.
+
+``$`` only starts a variable and braces only enclose its name: a lone ``${`` or ``${:}`` stops bash reading
+the script, and ``{a,b}`` or ``{1..2}`` would make bash expand one word into several."""
 
 _PATH_UNSAFE = set("%:\\'\"")
 _VALUE_UNSAFE = set("\\'\"")
@@ -174,7 +177,7 @@ def python_problem(where: str, command: str) -> str | None:
         return (
             f"{where}: {short(command)} is not a plain command -> an interpreter path and its arguments, "
             "e.g. /scratch/venvs/cyberft/bin/python or `apptainer exec img.sif python` (no quotes, ; & | < > # "
-            "or backticks)"
+            "or backticks; $ and braces only as $VAR or ${VAR})"
         )
     return None
 

@@ -113,7 +113,8 @@ def test_a_reused_output_dir_is_a_mistake_not_a_miscount(tmp_path: Path) -> None
 
 def stray(base: Path, ignore_term: bool = False) -> subprocess.Popen:
     """A process that looks like a job step of the cluster in ``base``: it has the cluster's SLURM_CONF."""
-    code = "import signal, time\n" + ("signal.signal(signal.SIGTERM, signal.SIG_IGN)\n" if ignore_term else "")
+    # SIGTERM's disposition set either way: one the suite inherited (SIG_IGN) would otherwise pass to the stray.
+    code = f"import signal, time\nsignal.signal(signal.SIGTERM, signal.{'SIG_IGN' if ignore_term else 'SIG_DFL'})\n"
     code += "print('ready', flush=True)\ntime.sleep(600)\n"
     env = dict(os.environ, SLURM_CONF=f"{base}/etc/slurm.conf")
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)

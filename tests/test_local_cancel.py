@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import time
 
 import pytest
 
-from launch.local import cancelled_on_exit
+from launch.local import cancelled_on_exit, start_job
 
 
 class FakeJob:
@@ -48,13 +49,34 @@ def test_leaving_normally_cancels_nothing():
     assert not running["lora"].cancelled
 
 
-def test_a_real_local_job_is_stopped(tmp_path):
-    """submitit's local executor: the job's process is gone after the cancel (bounded wait, no timing bound)."""
+@pytest.fixture
+def sigint(request):
+    """This process's SIGINT disposition while the test runs (``request.param``); the one before comes back."""
+    before = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, request.param)
+    yield request.param
+    signal.signal(signal.SIGINT, before)
+
+
+@pytest.mark.parametrize(
+    "sigint",
+    [signal.default_int_handler, signal.SIG_IGN],
+    ids=["interactive", "started-in-the-background"],
+    indirect=True,
+)
+def test_a_real_local_job_is_stopped(tmp_path, sigint):
+    """submitit's local executor: the job's process is gone after the cancel (bounded wait, no timing bound).
+
+    Also where ``cyberft run`` (here: pytest) inherited SIGINT ignored, as a non-interactive shell starts a
+    background command: the cancel is a SIGINT to the job's controller, which must not inherit that. Each case
+    sets the disposition itself, so the outcome does not depend on how the suite was started.
+    """
     import submitit
 
     executor = submitit.AutoExecutor(folder=tmp_path, cluster="local")
     executor.update_parameters(timeout_min=5)
-    job = executor.submit(time.sleep, 300)
+    job = start_job(executor, functools.partial(time.sleep, 300))
+    assert signal.getsignal(signal.SIGINT) is sigint  # this process's own disposition is left as it was
     for _ in range(600):  # wait until it runs (the controller writes its log once started)
         if job.paths.stdout.exists():
             break

@@ -168,8 +168,8 @@ def test_model_shape_builtin_and_unknown(no_hf_cache):
 # --------------------------------------------------------------------------- DeepSpeed's own formula
 
 
-def _deepspeed_estimators():
-    os.environ["DS_ACCELERATOR"] = "cpu"
+def _deepspeed_estimators(monkeypatch):
+    monkeypatch.setenv("DS_ACCELERATOR", "cpu")  # for this test only: DeepSpeed reads it when imported
     stage3 = pytest.importorskip("deepspeed.runtime.zero.stage3")
     from deepspeed.runtime.zero import stage_1_and_2
 
@@ -178,13 +178,13 @@ def _deepspeed_estimators():
     )
 
 
-def test_acceptance_8b_zero3_on_16_gpus_matches_deepspeed(shape8b, seed_config):
+def test_acceptance_8b_zero3_on_16_gpus_matches_deepspeed(shape8b, seed_config, monkeypatch):
     """Model states of full SFT with ZeRO-3 on 2 nodes x 8 (the seed study's first plan) within 15% of DeepSpeed's."""
     method = full_sft("ds_configs/zero3.json", nodes=2, gpus=8, micro_batch_size=4)
     est = estimate(shape8b, method, seed_config.model.max_seq_len, REPO)
     assert (est.zero_stage, est.offload_optimizer, est.offload_params, est.world_size) == (3, False, False, 16)
 
-    zero3, _ = _deepspeed_estimators()
+    zero3, _ = _deepspeed_estimators(monkeypatch)
     _, gpu_bytes, _ = zero3(
         total_params=shape8b.n_params,
         largest_layer_params=shape8b.largest_layer_params,
@@ -202,8 +202,8 @@ def test_acceptance_8b_zero3_on_16_gpus_matches_deepspeed(shape8b, seed_config):
     assert abs(est.model_states_gb - theirs) / theirs < 0.15
 
 
-def test_8b_zero2_on_16_gpus_matches_deepspeed(shape8b):
-    _, zero2 = _deepspeed_estimators()
+def test_8b_zero2_on_16_gpus_matches_deepspeed(shape8b, monkeypatch):
+    _, zero2 = _deepspeed_estimators(monkeypatch)
     if zero2 is None:
         pytest.skip("this DeepSpeed has no estimate_zero2_model_states_mem_needs")
     est = estimate(shape8b, full_sft("ds_configs/zero2.json", nodes=2, gpus=8), 512, REPO)

@@ -49,9 +49,12 @@ def start_site_b(base: Path) -> dict[str, str]:
         if os.environ.get("CI"):
             pytest.fail(f"CI is set, so the dev Slurm cluster is required: {reason}")
         pytest.skip(reason)
-    env = dict(os.environ, BASE=str(base), TOPO="loop2", ACCT="dbd", PORT_BASE=str(sc.free_port_base()), **SITE_B)
-    env.pop("SLURM_CONF", None)
-    proc = subprocess.run([str(sc.UP)], env=env, capture_output=True, text=True, timeout=300)
+    with sc.start_lock():  # ports chosen and bound with no other cluster starting on this machine
+        port_base = str(sc.free_port_base())
+        env = dict(os.environ, BASE=str(base), TOPO="loop2", ACCT="dbd", PORT_BASE=port_base, **SITE_B)
+        env.setdefault("UP_TIMEOUT", sc.UP_TIMEOUT)
+        env.pop("SLURM_CONF", None)
+        proc = subprocess.run([str(sc.UP)], env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-6000:]
     sc.RUNNING.add(Path(base))
     return {"SLURM_CONF": proc.stdout.strip().splitlines()[-1].split("=", 1)[1]}

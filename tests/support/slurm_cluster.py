@@ -9,6 +9,8 @@ fail, so a CI runner that silently lost its cluster does not pass green.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import socket
@@ -25,6 +27,9 @@ UP = REPO / "slurm" / "dev-cluster" / "up"
 DOWN = REPO / "slurm" / "dev-cluster" / "down"
 RUNNING: set[Path] = set()
 """Clusters started by :func:`start_cluster` in this process and not stopped yet."""
+UP_TIMEOUT = "300"
+"""``up``'s wait for each daemon and for the nodes (its own default, 60 s, is short on a loaded machine:
+mariadbd alone has taken over a minute to answer on 2 shared cores)."""
 PID_FILES = ("slurmd-*.pid", "slurmctld.pid", "slurmdbd.pid", "db/mariadbd.pid", "munge/munged.pid")
 
 
@@ -39,6 +44,27 @@ def make_base(prefix: str = "cyberft-slurm-") -> Path:
     /tmp/pytest-of-<user> is 0700; unix socket paths are also limited to 107 bytes.
     """
     return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+
+
+START_LOCK = Path("/tmp/cyberft-slurm-start.lock")
+"""Held while a cluster picks its ports and starts, by every process of the machine (see :func:`start_lock`)."""
+
+
+@contextlib.contextmanager
+def start_lock() -> tp.Iterator[None]:
+    """One cluster start at a time on this machine, whichever process (another suite, another checkout) runs it.
+
+    :func:`free_port_base` only finds ports that nobody has bound *yet*: two suites starting a cluster at the
+    same moment would both pick the same range, and ``up``'s daemons bind it seconds later, so one cluster
+    fails to start or its clients reach the other's controller. Held from the choice of ports until ``up``
+    has returned (its daemons listen by then). The kernel drops the lock when its holder ends.
+    """
+    with open(START_LOCK, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def free_port_base(start: int = 26817, stop: int = 60000, step: int = 10) -> int:
@@ -77,7 +103,7 @@ def start_cluster(
     topo: str = "single",
     acct: str = "dbd",
     port_base: int | None = None,
-    timeout: float = 300,
+    timeout: float = 900,
     gpu_type: str = "",
 ) -> dict[str, str]:
     """Run ``up`` with ``BASE=base``; return the environment variables to use (``{"SLURM_CONF": ...}``).
@@ -87,18 +113,20 @@ def start_cluster(
     :class:`ClusterUnavailable` when the packages cannot be installed and ``RuntimeError`` (with
     up's output) for any other failure.
     """
-    env = dict(
-        os.environ,
-        BASE=str(base),
-        TOPO=topo,
-        ACCT=acct,
-        PORT_BASE=str(port_base or free_port_base()),
-        GPU_TYPE=gpu_type,
-    )
-    env.pop("SLURM_CONF", None)
-    t0 = time.monotonic()
-    proc = subprocess.run([str(UP)], env=env, capture_output=True, text=True, timeout=timeout)
-    elapsed = time.monotonic() - t0
+    with start_lock():
+        env = dict(
+            os.environ,
+            BASE=str(base),
+            TOPO=topo,
+            ACCT=acct,
+            PORT_BASE=str(port_base or free_port_base()),
+            GPU_TYPE=gpu_type,
+            UP_TIMEOUT=os.environ.get("UP_TIMEOUT", UP_TIMEOUT),
+        )
+        env.pop("SLURM_CONF", None)
+        t0 = time.monotonic()
+        proc = subprocess.run([str(UP)], env=env, capture_output=True, text=True, timeout=timeout)
+        elapsed = time.monotonic() - t0
     if proc.returncode != 0:
         msg = f"{UP} failed (rc={proc.returncode}, {elapsed:.1f}s):\n{proc.stderr[-6000:]}{proc.stdout[-2000:]}"
         if "could not install" in proc.stderr:
