@@ -31,7 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from launch import costcheck, memory, sweep, tokencount  # noqa: E402
+from launch import calibration, costcheck, memory, sweep, tokencount  # noqa: E402
 from launch.data import load_jsonl_questions  # noqa: E402
 from launch.expdir import ExperimentDir  # noqa: E402
 from launch.fsio import read_json  # noqa: E402
@@ -72,6 +72,7 @@ def jobs(exp_dir: Path) -> list[dict]:
                 "job": cell.id,
                 "kind": method.kind,
                 "n_params": shape.n_params,
+                "gpu_type": gpu_type,
                 # As the plan saves it (costcheck.memory_estimates' own_raw): on the CPU with the runtime's share.
                 "estimate_gb": est.own_gb + (costcheck.CPU_RUNTIME_GB if gpu_type == "cpu" else 0.0),
                 "peak_gb": m["peak_mem_bytes"] / GB,
@@ -98,18 +99,24 @@ def fill_baselines(rows: list[dict]) -> None:
 
 
 def calibrate_out(rows: list[dict]) -> None:
-    """Each job's estimate scaled by its kind's largest measured/raw ratio in the other experiments."""
+    """Each job's estimate scaled as the site's calibration would scale it after the *other* experiments' runs
+    (``launch.calibration.Calibration.memory_scale``: its kind's largest measured/raw ratio, a model of its size)."""
     for r in rows:
-        ratios = [
-            o["own_gb"] / o["estimate_gb"]
+        others = [
+            {
+                "kind": o["kind"],
+                "gpu_type": calibration.gpu_key(o["gpu_type"]),
+                "size": calibration.size_bucket(o["n_params"]),
+                "n_params": o["n_params"],
+                "mem_estimate_gb": o["estimate_gb"],
+                "mem_peak_gb": o["own_gb"],
+            }
             for o in rows
-            if o["kind"] == r["kind"]
-            and o["experiment"] != r["experiment"]
-            and o["estimate_gb"] > 0
-            and 0.5 <= o["n_params"] / r["n_params"] <= 2  # as the site's calibration matches runs
+            if o["experiment"] != r["experiment"]
         ]
-        r["scale"] = max(ratios) if ratios else None
-        r["calibrated_gb"] = r["estimate_gb"] * r["scale"] if ratios else None
+        found = calibration.Calibration(None, others).memory_scale(r["kind"], r["gpu_type"], r["n_params"])
+        r["scale"] = found[0] if found else None
+        r["calibrated_gb"] = r["estimate_gb"] * found[0] if found else None
 
 
 def err(estimate: float | None, actual: float) -> float | None:

@@ -268,8 +268,7 @@ def memory_estimates(
             raw = method_estimate(cfg, m, shape, gpu_type, lengths)
         except (ValueError, OSError):
             continue
-        # multi_task: its own runs' scale, else that of the kind it adapts (as launch.memory.estimate takes it)
-        scale, runs = found.get(m.kind) or (found.get(m.adapts) if m.kind == "multi_task" else None) or (1.0, 0)
+        scale, runs = memory.calibrated_for(m, found) or (1.0, 0)  # as launch.memory.estimate takes its scale
         if m.kind == "few_shot":  # its figure is its scoring in the evaluation job; its own job loads no model
             out[m.name] = {"gpu": raw.total_gb, "scored_in_eval": True}
             continue

@@ -51,6 +51,8 @@ from pathlib import Path
 from launch import REPO_ROOT, hub
 from launch.config import LETTERS, METHOD_KINDS, MethodConfig
 
+T = tp.TypeVar("T")
+
 GB = 2**30
 """Bytes in one "GB" of every figure here: GiB, like nvidia-smi, DeepSpeed's estimators and
 GPU data sheets (an "80 GB" A100/H100 has 80 GiB)."""
@@ -811,6 +813,15 @@ def activation_bytes(
     return tokens * layers + (tokens if logit_tokens is None else logit_tokens) * logits
 
 
+def calibrated_for(method: MethodConfig, table: tp.Mapping[str, T]) -> T | None:
+    """``method``'s entry in a per-kind calibration ``table`` (:func:`estimate`'s ``scales``, or
+    ``launch.costcheck.memory_scales``' entries): its kind's; for ``multi_task`` without runs of its own, that
+    of the kind it adapts; None without either."""
+    if method.kind in table:
+        return table[method.kind]
+    return table.get(method.adapts) if method.kind == "multi_task" else None
+
+
 def estimate(
     shape: ModelShape,
     method: MethodConfig,
@@ -914,11 +925,11 @@ def estimate(
         host *= OFFLOAD_HOST_FACTOR
     elif method.kind == "multi_task":  # what it adapts, over its mixture's examples (same micro-batches)
         # Its own runs calibrate it when there are some, else those of what it adapts.
-        own = {
-            **(scales or {}),
-            method.adapts: (scales or {}).get("multi_task", (scales or {}).get(method.adapts, 1.0)),
-        }
-        same = estimate(shape, dataclasses.replace(method, kind=method.adapts), max_seq_len, repo_root, lengths, own)
+        own = calibrated_for(method, scales or {})
+        adapted = {**(scales or {}), **({method.adapts: own} if own is not None else {})}
+        same = estimate(
+            shape, dataclasses.replace(method, kind=method.adapts), max_seq_len, repo_root, lengths, adapted
+        )
         return dataclasses.replace(same, method=method.name or method.kind, scales=scales)
     elif method.kind in ("few_shot", "feature_head"):
         trainable = len(LETTERS) * (shape.hidden_size + 1) if method.kind == "feature_head" else 0
@@ -971,7 +982,7 @@ def estimate(
             labelled,
         )
         act += transient  # DoRA: one layer's weight copies during its norm
-    f = float((scales or {}).get(method.kind, 1.0))
+    f = float(calibrated_for(method, scales or {}) or 1.0)
     weights, grads, optimizer, act = weights * f, grads * f, optimizer * f, act * f
     return MemoryEstimate(
         method=method.name or method.kind,

@@ -18,15 +18,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from support import cli
 from support.slurm_cluster import cluster_or_skip, make_base, run, stop_all, stop_cluster
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -69,17 +68,10 @@ def test_a_longer_time_limit_finishes_a_job_out_of_time_and_a_forbidden_change_c
     base = make_base("cyberft-slurm-resume-")
     try:
         env = cluster_or_skip(base, topo="single", acct="dbd")
-        full_env = {**os.environ, **env, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+        job_env = {**env, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
 
         def cyberft(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess:
-            return subprocess.run(
-                [sys.executable, "-m", "launch.cli", *argv],
-                cwd=REPO,
-                env=full_env,
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-            )
+            return cli.cyberft(*argv, env=job_env, timeout=timeout)
 
         def sacct(job: str) -> list[str]:
             """State and Timelimit of each attempt of ``job``."""
