@@ -62,7 +62,7 @@ def lora(model: tp.Any) -> tp.Any:
     """The model with LoRA adapters as ``train.lora`` puts them (the config's defaults: r, alpha, targets)."""
     from peft import get_peft_model
 
-    from launch.config import LoraSettings
+    from launch.spec.config import LoraSettings
     from train.lora import lora_config
 
     return get_peft_model(copy.deepcopy(model), lora_config(LoraSettings()))

@@ -118,8 +118,8 @@ def data_file() -> Path:
 
 
 def load(path: Path, limit: int) -> list:
-    from launch.config import DataSource
-    from launch.data import load_questions
+    from launch.questions.data import load_questions
+    from launch.spec.config import DataSource
 
     qs = load_questions(DataSource(path=str(path)))
     return qs[:limit] if limit else qs
@@ -142,7 +142,7 @@ def forward_batches(tok: tp.Any, questions: list) -> list[dict]:
     """Exactly the batches score_loglik builds: contexts sorted by length, left-padded, on the model's device."""
     import torch
 
-    from launch import prompting
+    from launch.questions import prompting
     from train import scoring
 
     codec = prompting.AnswerCodec(tok)
@@ -155,7 +155,7 @@ def forward_batches(tok: tp.Any, questions: list) -> list[dict]:
 
 
 def shared_prefix_tokens(tok: tp.Any, questions: list) -> int:
-    from launch import prompting
+    from launch.questions import prompting
     from train import scoring
 
     codec = prompting.AnswerCodec(tok)
@@ -176,7 +176,7 @@ def write_task(task_dir: Path, tok: tp.Any, questions: list) -> dict:
     """The lm-eval task: a JSONL of {context, label} and a multiple_choice YAML; returns tokenisation checks."""
     import json
 
-    from launch import prompting
+    from launch.questions import prompting
 
     codec = prompting.AnswerCodec(tok)
     letters = [codec.letter_ids[k] for k in "ABCD"]
@@ -417,7 +417,7 @@ def measure_real(bench: Bench, model_dir: Path, limit: int) -> None:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from launch import prompting
+    from launch.questions import prompting
     from train import batches
 
     tok = batches.load_tokenizer(str(model_dir))

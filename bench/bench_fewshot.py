@@ -71,7 +71,7 @@ def run_ours(model: tp.Any, tok: tp.Any, questions: list, shots: list, share_pre
 
 def write_task(task_dir: Path, questions: list, shots: list) -> None:
     """The lm-eval task: the evaluated questions (test split), our examples (few-shot split, in order)."""
-    from launch import prompting
+    from launch.questions import prompting
 
     def rows(qs: list) -> str:
         records = [{"text": prompting.user_message(q), "label": "ABCD".index(q.solution)} for q in qs]
@@ -108,7 +108,7 @@ def run_lmeval(model: tp.Any, tok: tp.Any, task_dir: Path, k: int, limit: int | 
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    from launch import prompting
+    from launch.questions import prompting
 
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
     t = time.perf_counter()
@@ -136,7 +136,7 @@ def run_lmeval(model: tp.Any, tok: tp.Any, task_dir: Path, k: int, limit: int | 
 
 def prompt_tokens(tok: tp.Any, questions: list, shots: list) -> tuple[int, int]:
     """(prompt tokens over all questions, tokens of the prefix they share) of the k-shot scoring contexts."""
-    from launch import prompting
+    from launch.questions import prompting
     from train import scoring
 
     codec = prompting.AnswerCodec(tok)
@@ -145,8 +145,8 @@ def prompt_tokens(tok: tp.Any, questions: list, shots: list) -> tuple[int, int]:
 
 
 def measure(bench: Bench, k: int, limit: int, runs: int, cache: Path) -> None:
-    from launch.config import DataSource
-    from launch.data import load_questions
+    from launch.questions.data import load_questions
+    from launch.spec.config import DataSource
     from train.few_shot import select_shots
 
     model, tok = build_bench_model(BENCH_SIZES)

@@ -80,7 +80,7 @@ def bench_config(folder: Path) -> Path:
 
 def training_jobs(config: Path) -> int:
     """How many training jobs ``config`` submits (one per method; the benchmark's config has no sweep)."""
-    from launch import yamlio
+    from launch.spec import yamlio
 
     return len(yamlio.parse(config.read_text(encoding="utf-8"))["methods"])
 
@@ -104,7 +104,7 @@ def manifest_job_ids(exp: Path | None) -> dict[str, str]:
     """
     if exp is None or not exp.is_dir():
         return {}
-    from launch.expdir import ExperimentDir
+    from launch.store.expdir import ExperimentDir
 
     edir = ExperimentDir(exp)
     if not edir.manifest_file.is_file():

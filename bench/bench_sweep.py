@@ -206,8 +206,8 @@ def timed_status(exp: Path, env: dict, shims: Path) -> tuple[float, tuple[int, i
 
 def fake_scored_sweep(config: Path, tiny: Path, work: Path) -> tuple[tp.Any, tp.Any, dict, dict, int]:
     """A local 200-cell experiment whose cells are trained and scored with made-up figures."""
-    from launch.expdir import EvalResult, TrainMetrics
-    from launch.sweep import cells as all_cells
+    from launch.spec.sweep import cells as all_cells
+    from launch.store.expdir import EvalResult, TrainMetrics
     from tests.support.experiments import new_experiment
 
     overrides = [f"output_dir={work / 'report'}", f"model.name_or_path={tiny}", *SWEEP]
@@ -245,7 +245,8 @@ def fake_scored_sweep(config: Path, tiny: Path, work: Path) -> tuple[tp.Any, tp.
 
 
 def report_rows(args: tp.Any, bench: Bench, config: Path, tiny: Path, work: Path) -> None:
-    from launch import finalize, slurm
+    from launch.results import finalize
+    from launch.run import slurm
 
     cfg, exp, results, accounts, n_eval = fake_scored_sweep(config, tiny, work)
     slurm.experiment_accounts = lambda manifest, price, timeout_s=60: (accounts, "sacct")  # timed under status

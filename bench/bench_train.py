@@ -113,8 +113,8 @@ def build_setup(micro_batch: int, n_steps: int) -> dict:
     import torch
     from torch.utils.data import DataLoader
 
-    from launch.config import DataSource
-    from launch.data import load_questions
+    from launch.questions.data import load_questions
+    from launch.spec.config import DataSource
     from train import batches
     from train.tiny_model import DEFAULT_DATA, _corpus, build_model, build_tokenizer
 
@@ -135,7 +135,7 @@ def build_setup(micro_batch: int, n_steps: int) -> dict:
 
 
 def method_config(batching: str, micro_batch: int, n_steps: int) -> tp.Any:
-    from launch.config import MethodConfig
+    from launch.spec.config import MethodConfig
 
     return MethodConfig(
         name=f"bench_{batching}",
@@ -164,7 +164,7 @@ def run_ours(
     setup: dict, batching: str, micro_batch: int, warmup: int, n_steps: int, tmp: Path
 ) -> tuple[float, tp.Any]:
     """(timed seconds, TrainResult) of train_loop as full_sft calls it."""
-    from launch.expdir import MethodDir
+    from launch.store.expdir import MethodDir
     from train import loop, runtime
 
     model = copy.deepcopy(setup["model"])

@@ -2,7 +2,7 @@
 
 Two experiments of the smoke study (``--config``): run A (``--steps`` steps of ``--micro-batch``), then run B
 (twice the steps, micro-batch ``--micro-batch-b``). Each is made the way a user makes it, so the forecast,
-its check and the calibration are the launcher's own (``launch/costcheck.py``): A's evaluation job appends
+its check and the calibration are the launcher's own (``launch/cost/costcheck.py``): A's evaluation job appends
 what A measured to the site's calibration file and B's forecast, made at B's submission, uses it. B is also
 forecast with the published defaults (no calibration). Both against what B cost: sacct's GPU-hours on
 Slurm, the jobs' CPU-hours locally. Not a test: the timings are the machine's.
@@ -34,16 +34,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from launch import calibration, costcheck  # noqa: E402
-from launch.data import load_jsonl_questions  # noqa: E402
-from launch.expdir import ExperimentDir  # noqa: E402
-from launch.fsio import read_json  # noqa: E402
-from launch.profiles import load_profile  # noqa: E402
+from launch.cost import calibration, costcheck  # noqa: E402
+from launch.questions.data import load_jsonl_questions  # noqa: E402
+from launch.site.profiles import load_profile  # noqa: E402
+from launch.store.expdir import ExperimentDir  # noqa: E402
+from launch.store.fsio import read_json  # noqa: E402
 
 
 def methods(config: str) -> list[tuple[str, str]]:
     """(name, kind) of every method of the study: each is forecast and measured."""
-    from launch.config import load_config
+    from launch.spec.config import load_config
 
     return [(m.name, m.kind) for m in load_config(config).methods]
 

@@ -4,7 +4,7 @@ The single-GPU acceptance script of the GPU readiness work (docs/gpus.md):
 bf16 full SFT with fp32 master weights, ZeRO-2/3 over NCCL with consolidated save, reload and resume, the
 GPU-binding guard, LoRA merged against unmerged, QLoRA on bitsandbytes' CUDA kernels, packed attention
 isolation per attention kernel, the evaluation's batch and prefix-cache invariance, throughput and peak memory
-against ``launch/memory.py``, and the CPU suite with CUDA hidden. Models are built here: the tiny Llama
+against ``launch/cost/memory.py``, and the CPU suite with CUDA hidden. Models are built here: the tiny Llama
 (``train/tiny_model.py``) and a random ~1B Llama; a SmolLM2 directory under ``.cache/`` is used when present.
 
 Each step runs in its own process with its own time limit; a step that fails, crashes or runs out of time is
@@ -44,8 +44,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from launch.expdir import ExperimentDir  # noqa: E402  (standard library only)
-from launch.fsio import atomic_write_json  # noqa: E402
+from launch.store.expdir import ExperimentDir  # noqa: E402  (standard library only)
+from launch.store.fsio import atomic_write_json  # noqa: E402
 
 DEFAULT_OUT = REPO / "bench" / "results" / "gpu-latest.json"
 TOTAL_S = 480
@@ -155,7 +155,7 @@ STEPS = [
         "throughput",
         70,
         "random ~1B Llama, packed, 10 steps of LoRA and of full SFT (no DeepSpeed): tokens/s, peak "
-        "memory against launch/memory.py's estimate; per-example SDPA loop vs varlen kernel: speed, and "
+        "memory against launch/cost/memory.py's estimate; per-example SDPA loop vs varlen kernel: speed, and "
         "logits against an fp32 reference (as close as bf16 itself gets)",
         ("peft", "accelerate"),
     ),
@@ -258,9 +258,9 @@ def child_env(**extra: str) -> dict[str, str]:
 
 def make_experiment(ctx: Ctx, name: str, model: Path, method: str, *extra: str) -> ExperimentDir:
     """An experiment directory for ``method`` on ``model`` from configs/smoke.yaml with ``extra`` overrides."""
-    from launch import experiment
-    from launch.config import load_config
-    from launch.data import prepare_splits
+    from launch.questions.data import prepare_splits
+    from launch.spec.config import load_config
+    from launch.store import experiment
 
     overrides = [
         f"model.name_or_path={model}",
@@ -416,8 +416,8 @@ def read_probe(out: Path) -> dict:
 
 
 def load_questions(n: int) -> list:
-    from launch.config import DataSource
-    from launch.data import load_questions as load
+    from launch.questions.data import load_questions as load
+    from launch.spec.config import DataSource
 
     return load(DataSource(path=str(DATA)))[:n]
 
@@ -784,7 +784,7 @@ def step_qlora(ctx: Ctx) -> None:
     import torch
     from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
 
-    from launch.config import LoraSettings
+    from launch.spec.config import LoraSettings
     from train import batches, quant, scoring
     from train.lora import lora_config
 
@@ -939,8 +939,8 @@ def step_eval(ctx: Ctx) -> None:
 
 def step_throughput(ctx: Ctx) -> None:
 
-    from launch import costcheck, memory, tokencount
-    from launch.data import load_jsonl_questions
+    from launch.cost import costcheck, memory, tokencount
+    from launch.questions.data import load_jsonl_questions
 
     big = ctx.model(LLAMA_1B)
     shape = memory.model_shape(str(big))

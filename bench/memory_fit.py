@@ -1,7 +1,7 @@
 """The memory estimate against the peaks finished experiments measured, job by job (not a test).
 
 For each experiment directory given, every training job (each cell of a sweep) is estimated again with
-today's :func:`launch.memory.estimate` from the experiment's frozen config and its staged training split
+today's :func:`launch.cost.memory.estimate` from the experiment's frozen config and its staged training split
 (tokens counted with the model's tokenizer, the example lengths sizing the largest micro-batch), and set
 against what the job measured: its peak above its memory before loading (``metrics.json``'s
 ``peak_mem_bytes - base_mem_bytes``: the resident set on the CPU, the allocator's peak on a GPU).
@@ -11,7 +11,7 @@ Two estimates per job:
 * **raw**: the estimator alone;
 * **calibrated**: scaled by the largest measured/raw ratio of the same kind in the *other* experiments
   given on a model within 2x of its size (leave one experiment out), as a site's calibration file scales
-  it after those runs (``launch.calibration.Calibration.memory_scale``).
+  it after those runs (``launch.cost.calibration.Calibration.memory_scale``).
 
 A job that did not record its memory before loading (runs before it was recorded) is compared above the
 median baseline of the jobs of the same model that did, marked ``*``. Targets (issue 23): every kind
@@ -31,10 +31,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from launch import calibration, costcheck, memory, sweep, tokencount  # noqa: E402
-from launch.data import load_jsonl_questions  # noqa: E402
-from launch.expdir import ExperimentDir  # noqa: E402
-from launch.fsio import read_json  # noqa: E402
+from launch.cost import calibration, costcheck, memory, tokencount  # noqa: E402
+from launch.questions.data import load_jsonl_questions  # noqa: E402
+from launch.spec import sweep  # noqa: E402
+from launch.store.expdir import ExperimentDir  # noqa: E402
+from launch.store.fsio import read_json  # noqa: E402
 
 GB = memory.GB
 TARGET_PCT = 25.0
@@ -100,7 +101,8 @@ def fill_baselines(rows: list[dict]) -> None:
 
 def calibrate_out(rows: list[dict]) -> None:
     """Each job's estimate scaled as the site's calibration would scale it after the *other* experiments' runs
-    (``launch.calibration.Calibration.memory_scale``: its kind's largest measured/raw ratio, a model of its size)."""
+    (``launch.cost.calibration.Calibration.memory_scale``: its kind's largest measured/raw ratio, a model of
+    its size)."""
     for r in rows:
         others = [
             {

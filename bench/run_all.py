@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         "table": table,
     }
     sys.path.insert(0, str(REPO))
-    from launch.fsio import atomic_write_json
+    from launch.store.fsio import atomic_write_json
 
     atomic_write_json(args.output, doc)
     written = Path(args.output).resolve()

@@ -30,7 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from launch.expdir import ExperimentDir  # noqa: E402
+from launch.store.expdir import ExperimentDir  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data" / "cybermetric" / "CyberMetric-500-v1.json"
 GRIDS = {  # one run per column: the methods at their i-th learning rate
@@ -55,8 +55,8 @@ N_TRAIN, N_VAL = 120, 80
 
 def study_train_split(data: Path, work: Path) -> Path:
     """The study's training questions (its held-out split removed), as the study prepares them."""
-    from launch.config import load_config
-    from launch.data import prepare_splits
+    from launch.questions.data import prepare_splits
+    from launch.spec.config import load_config
 
     cfg = load_config(CONFIG, [f"data.train.path={data}", f"output_dir={work}"])
     prepared = prepare_splits(cfg.data, work / "study-data", progress=False)
@@ -144,7 +144,7 @@ def main() -> int:
         train_jsonl = study_train_split(data, work)
         points = [run_point(i, train_jsonl, work) for i in range(len(GRID["lora"]))]
     best = {m: max(points, key=lambda p: p["scores"][m]["gold_logprob"])["learning_rates"][m] for m in GRID}
-    from launch.fsio import atomic_write_json
+    from launch.store.fsio import atomic_write_json
 
     atomic_write_json(
         args.out,

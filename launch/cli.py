@@ -16,12 +16,12 @@ import typing as tp
 from pathlib import Path
 
 from launch import SAMPLE_DATA
-from launch.config import ConfigError, InputError, check_config, dump_yaml
-from launch.redact import scrub
-from launch.slurm import SlurmError
+from launch.run.slurm import SlurmError
+from launch.spec.config import ConfigError, InputError, check_config, dump_yaml
+from launch.spec.redact import scrub
 
 if tp.TYPE_CHECKING:  # pragma: no cover
-    from launch.expdir import ExperimentDir
+    from launch.store.expdir import ExperimentDir
 
 EXIT_OK, EXIT_JOB_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 EXIT_READER_GONE = 128 + 13  # as if killed by SIGPIPE, what `yes | head` reports for yes
@@ -33,7 +33,7 @@ def _err(msg: str) -> None:
 
 def _load(args: argparse.Namespace) -> tuple[tp.Any, tp.Any]:
     """The config and its data split, after every check ``submit`` also makes of them (exit 2 otherwise)."""
-    from launch import preflight
+    from launch.spec import preflight
 
     cfg, problems = check_config(args.config, args.overrides)
     found = preflight.check(cfg) if cfg is not None else preflight.Preflight()
@@ -45,7 +45,7 @@ def _load(args: argparse.Namespace) -> tuple[tp.Any, tp.Any]:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Load and validate a config (its files and data too); print the resolved config."""
-    from launch import sweep
+    from launch.spec import sweep
 
     cfg, _ = _load(args)
     print(dump_yaml(cfg), end="")
@@ -57,9 +57,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run a whole experiment locally: training jobs, then the shared evaluation."""
-    from launch import experiment, local, report
-    from launch.data import DataError, prepare_splits
-    from launch.fsio import read_json
+    from launch.questions.data import DataError, prepare_splits
+    from launch.results import report
+    from launch.run import local
+    from launch.store import experiment
+    from launch.store.fsio import read_json
 
     cfg, split = _load(args)
     problems = local.precision_problems(cfg)  # the jobs would refuse it at their start: say so before anything
@@ -93,7 +95,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _local_forecast(cfg: tp.Any, exp: ExperimentDir, split: tp.Any) -> None:
     """Forecast a local run (the ``local`` pseudo-site), print it and save it, so the report can check it."""
-    from launch import costcheck, local
+    from launch.cost import costcheck
+    from launch.run import local
 
     site = costcheck.Site.local(cfg, costcheck.local_gpu_name() if local.has_gpu() else None)
     planned = costcheck.plan(cfg, split, site)
@@ -105,8 +108,8 @@ def _local_forecast(cfg: tp.Any, exp: ExperimentDir, split: tp.Any) -> None:
 
 def _print_forecast_check(exp: ExperimentDir) -> None:
     """The finished experiment's forecast against actual (``summary.json``), when it has one."""
-    from launch import costcheck
-    from launch.fsio import read_json
+    from launch.cost import costcheck
+    from launch.store.fsio import read_json
 
     try:
         checked = read_json(exp.summary_file).get("forecast_vs_actual")
@@ -118,7 +121,7 @@ def _print_forecast_check(exp: ExperimentDir) -> None:
 
 def cmd_data_check(args: argparse.Namespace) -> int:
     """Check a dataset: count, answer-letter distribution, every problem."""
-    from launch.data import check_path
+    from launch.questions.data import check_path
 
     return check_path(args.path, args.format, args.split)
 
@@ -140,9 +143,9 @@ def cmd_import_gguf(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Print an experiment's comparison table from its summary.json."""
-    from launch import report
-    from launch.expdir import ExperimentDir
-    from launch.fsio import read_json
+    from launch.results import report
+    from launch.store.expdir import ExperimentDir
+    from launch.store.fsio import read_json
 
     exp = ExperimentDir(args.exp_dir)
     summary = exp.summary_file
@@ -158,9 +161,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
     """Validate config + profile, then submit every training job and the chained evaluation."""
     import time
 
-    from launch import submit
-    from launch.data import DataError
-    from launch.expdir import ExperimentDir
+    from launch.questions.data import DataError
+    from launch.run import submit
+    from launch.store.expdir import ExperimentDir
 
     t0 = time.monotonic()
     findings = submit.check(args.config, args.overrides, args.profile)
@@ -214,7 +217,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 def _submit_forecast(planned: tp.Any) -> dict | None:
     """Print the plan's cost forecast before it is sent; what the experiment saves of it."""
-    from launch import costcheck
+    from launch.cost import costcheck
 
     if planned is None:
         return None
@@ -240,7 +243,7 @@ def _refused(exc: tp.Any) -> int:
 
 def _sbatch_found(alternatives: str = "") -> bool:
     """Whether sbatch is on PATH; if not, says so (nothing was submitted) with the fix."""
-    from launch import slurm
+    from launch.run import slurm
 
     if slurm.available("sbatch"):
         return True
@@ -253,8 +256,8 @@ def _sbatch_found(alternatives: str = "") -> bool:
 
 def _exp_dir(path: str) -> ExperimentDir:
     """The experiment directory ``path`` names, or exit 2 when it has no manifest."""
-    from launch.config import InputError
-    from launch.expdir import ExperimentDir
+    from launch.spec.config import InputError
+    from launch.store.expdir import ExperimentDir
 
     exp = ExperimentDir(path)
     if not exp.manifest_file.is_file():
@@ -270,7 +273,7 @@ def _exp_dir(path: str) -> ExperimentDir:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Show each job's state, elapsed time, nodes and training progress; optionally wait."""
-    from launch import status
+    from launch.run import status
 
     exp = _exp_dir(args.exp_dir)
     names = _jobs_named(exp, args.jobs)
@@ -295,8 +298,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_logs(args: argparse.Namespace) -> int:
     """Print a job's stdout and stderr (submitit's log files)."""
-    from launch import status
-    from launch.config import InputError
+    from launch.run import status
+    from launch.spec.config import InputError
 
     exp = _exp_dir(args.exp_dir)
     try:
@@ -319,8 +322,8 @@ def _jobs_named(exp: ExperimentDir, addresses: tp.Sequence[str]) -> list[str] | 
 
     Exit 2 (InputError) naming what exists when one names no job.
     """
-    from launch import status
-    from launch.config import InputError
+    from launch.run import status
+    from launch.spec.config import InputError
 
     if not addresses:
         return None
@@ -332,7 +335,7 @@ def _jobs_named(exp: ExperimentDir, addresses: tp.Sequence[str]) -> list[str] | 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     """Cancel the experiment's jobs (all, or those of the named methods, cells and eval)."""
-    from launch import slurm
+    from launch.run import slurm
 
     exp = _exp_dir(args.exp_dir)
     manifest = exp.read_manifest()
@@ -351,7 +354,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     """Resubmit the training jobs that ended unfinished, and a new evaluation job after them."""
-    from launch import resume
+    from launch.run import resume
 
     exp = _exp_dir(args.exp_dir)
     overrides = [a for a in args.jobs if "=" in a]  # key=value: a changed limit; else a method or cell
@@ -373,7 +376,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 def cmd_calibration_show(args: argparse.Namespace) -> int:
     """Print a site's calibration: per method kind, GPU type and model size, the measured utilisation."""
-    from launch import calibration, profiles
+    from launch.cost import calibration
+    from launch.site import profiles
 
     if args.local == bool(args.profile):
         raise InputError(["calibration show: give --profile P (a Slurm site) or --local (cyberft run)"], "arguments")
@@ -385,7 +389,7 @@ def cmd_calibration_show(args: argparse.Namespace) -> int:
 
 def cmd_calibration_record(args: argparse.Namespace) -> int:
     """Append a finished experiment's measurements to its site's calibration file (again: nothing is doubled)."""
-    from launch import costcheck
+    from launch.cost import costcheck
 
     exp = _exp_dir(args.exp_dir)
     try:
@@ -404,7 +408,7 @@ def cmd_calibration_record(args: argparse.Namespace) -> int:
 
 def cmd_profile_detect(args: argparse.Namespace) -> int:
     """Write a site profile from the scheduler's own answers, then let ``sbatch --test-only`` judge it."""
-    from launch import sitecheck
+    from launch.site import sitecheck
 
     missing = sitecheck.no_slurm_message()
     if missing:
@@ -431,7 +435,7 @@ def cmd_profile_detect(args: argparse.Namespace) -> int:
 
 def cmd_profile_check(args: argparse.Namespace) -> int:
     """Load a profile and try its training and evaluation job shapes with ``sbatch --test-only``."""
-    from launch import sitecheck
+    from launch.site import sitecheck
 
     missing = sitecheck.no_slurm_message() or (None if _sbatch_found() else "sbatch")
     if missing:
@@ -548,7 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="JOB|key=value",
         help="only these methods or cells (lora[3]), default every unfinished one; key=value changes a limit "
         "before they are sent again (methods.lora.resources.time_min=120, profile.partition=long; "
-        "see launch/resume.py: RESUMABLE)",
+        "see launch/run/resume.py: RESUMABLE)",
     )
     p.add_argument("--dry-run", action="store_true", help="say what would be resubmitted; submit nothing")
     p.set_defaults(func=cmd_resume)

@@ -12,9 +12,9 @@ import importlib
 import os
 import typing as tp
 
-from launch import sweep
-from launch.expdir import ExperimentDir
-from launch.gpus import check_gpu_binding, cuda_hidden
+from launch.site.gpus import check_gpu_binding, cuda_hidden
+from launch.spec import sweep
+from launch.store.expdir import ExperimentDir
 
 ENTRYPOINTS = {
     "full_sft": "train.full_sft",
@@ -26,7 +26,7 @@ ENTRYPOINTS = {
     "multi_task": "train.multi_task",
     "ia3": "train.ia3",
 }
-"""The training entrypoint of each method kind (``launch.config.METHOD_KINDS``): the module ``train.<kind>``,
+"""The training entrypoint of each method kind (``launch.spec.config.METHOD_KINDS``): the module ``train.<kind>``,
 whose ``main(cfg, method_name, exp_dir, threads)`` runs one method's job."""
 
 
@@ -83,7 +83,7 @@ def export_distributed_env() -> None:
     comes from the job id. Values exported in the submitting shell (sbatch passes its
     environment on) are overwritten, and removed for a single-task job: they belong to another
     job, and a lone process that found ``RANK``/``WORLD_SIZE`` would wait for ranks that never come.
-    Then every rank checks that it sees all the GPUs of its node (:func:`launch.gpus.check_gpu_binding`).
+    Then every rank checks that it sees all the GPUs of its node (:func:`launch.site.gpus.check_gpu_binding`).
     """
     if int(os.environ.get("SLURM_NTASKS", "1")) <= 1:
         drop_distributed_env()
@@ -113,7 +113,7 @@ class TrainJob:
         The experiment directory (holds ``config.yaml``).
     method:
         The training run's address: the method's name (``lora``), or a cell of a sweep (``lora[3]``).
-        The job finds its cell's seed and settings from it (:func:`launch.sweep.locate`), never from
+        The job finds its cell's seed and settings from it (:func:`launch.spec.sweep.locate`), never from
         ``SLURM_ARRAY_TASK_ID``: ``cyberft resume`` sends a subset of a method's cells as a new
         array, whose task ids are not the cells' indexes.
     threads:
@@ -156,7 +156,7 @@ class EvalJob:
     """Score the base model and every trained method (or cell), then write the report and log the comparison.
 
     Three steps, each on its own side of the contract: score (:mod:`train.evaluate`, compute),
-    finalise (:mod:`launch.finalize`: sacct cost, report rows, statistics and files) and log
+    finalise (:mod:`launch.results.finalize`: sacct cost, report rows, statistics and files) and log
     (:func:`train.wandb_report.log_comparison`, the W&B comparison run and each cell's scores).
 
     Parameters
@@ -180,7 +180,7 @@ class EvalJob:
 
     def __call__(self) -> list[dict]:
         _compute_env(self.threads)
-        from launch import finalize
+        from launch.results import finalize
         from train import evaluate, wandb_report
 
         exp = ExperimentDir(self.exp_dir)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from launch.gpus import cuda_hidden
+from launch.site.gpus import cuda_hidden
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_CYBERMETRIC = REPO.parent / "shared" / "data" / "cybermetric"
@@ -34,7 +34,7 @@ if cuda_hidden():
 @pytest.fixture(scope="session", autouse=True)
 def _calibration_outside_the_checkout(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Runs made by the suite (module fixtures included) never append to a calibration file of the checkout."""
-    from launch.calibration import DIR_ENV
+    from launch.cost.calibration import DIR_ENV
 
     os.environ[DIR_ENV] = str(tmp_path_factory.mktemp("calibration"))
 
@@ -42,7 +42,7 @@ def _calibration_outside_the_checkout(tmp_path_factory: pytest.TempPathFactory) 
 @pytest.fixture(autouse=True)
 def _calibration_of_this_test(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test starts with no calibration runs: a forecast never depends on what an earlier test ran."""
-    from launch.calibration import DIR_ENV
+    from launch.cost.calibration import DIR_ENV
 
     monkeypatch.setenv(DIR_ENV, str(tmp_path_factory.mktemp("calibration", numbered=True)))
 
@@ -71,8 +71,8 @@ def tok(tiny_model: Path) -> tp.Any:
 @pytest.fixture(scope="session")
 def examples(tok: tp.Any) -> list:
     """The first 40 bundled sample questions, encoded as training examples."""
-    from launch.config import DataSource
-    from launch.data import load_questions
+    from launch.questions.data import load_questions
+    from launch.spec.config import DataSource
     from train import batches
     from train.tiny_model import DEFAULT_DATA
 

@@ -27,9 +27,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from launch import prompting
-from launch.config import DataSource
-from launch.data import load_questions
+from launch.questions import prompting
+from launch.questions.data import load_questions
+from launch.spec.config import DataSource
 from support import dist_train_entry
 from support.experiments import new_experiment
 from train import batches, evaluate, packing, scoring
@@ -224,10 +224,10 @@ def test_lora_targets_that_match_nothing_stop_the_job_before_any_step(arch_model
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_memory_estimate_reads_each_architectures_shape_exactly(arch, arch_model):
-    """launch/memory.py (no torch) counts the parameters and names the linear layers of each model."""
+    """launch/cost/memory.py (no torch) counts the parameters and names the linear layers of each model."""
     from transformers import AutoModelForCausalLM
 
-    from launch import memory
+    from launch.cost import memory
 
     model_dir = arch_model(arch)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
@@ -249,8 +249,8 @@ def test_all_linear_adapts_every_linear_layer_and_matches_the_memory_estimate(ar
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from launch import memory
-    from launch.config import LoraSettings
+    from launch.cost import memory
+    from launch.spec.config import LoraSettings
     from train.lora import linear_module_names, lora_config
 
     model_dir = arch_model(arch)

@@ -58,9 +58,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from launch import cli, yamlio
-from launch.config import METHOD_KINDS
-from launch.profiles import LAUNCHER_OWNED
+from launch import cli
+from launch.site.profiles import LAUNCHER_OWNED
+from launch.spec import yamlio
+from launch.spec.config import METHOD_KINDS
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = yaml.safe_load((REPO / "configs" / "smoke.yaml").read_text(encoding="utf-8"))
@@ -1570,9 +1571,9 @@ def _(case: Case, pick: Pick) -> list[str]:
 
 @kind("data_file_too_large")
 def _(case: Case, pick: Pick) -> list[str]:
-    import launch.data
+    import launch.questions.data
 
-    case.patches.append((launch.data, "MAX_DATA_BYTES", pick(4096, st.integers(1024, 8192))))
+    case.patches.append((launch.questions.data, "MAX_DATA_BYTES", pick(4096, st.integers(1024, 8192))))
     return [r"cyber_mcq\.json: is larger than [\d,]+ bytes -> give a CyberMetric JSON or JSONL file of at most"]
 
 
@@ -1812,7 +1813,7 @@ def test_random_bad_input_is_refused(harness, data):
 def test_a_field_of_two_shapes_says_which_it_takes_and_what_it_got(value, says):
     """``target_modules`` takes the word 'all-linear' or a list: a value of neither shape gets one line naming
     both, the value and how to write it; a list gets the list's own problems, which name the bad item."""
-    from launch.config import ConfigError, from_dict
+    from launch.spec.config import ConfigError, from_dict
 
     raw = copy.deepcopy(SMOKE)
     raw["methods"][1]["lora"]["target_modules"] = value
@@ -1850,8 +1851,8 @@ def test_the_dry_run_refuses_a_value_for_a_job_script_before_printing_anything_r
 
 def test_repeated_questions_that_agree_are_accepted(tmp_path):
     """Only a contradiction is refused: repeats with the same answer (shuffled or reworded options) load."""
-    from launch.config import DataConfig, DataSource
-    from launch.data import DataError, load_questions, prepare_splits
+    from launch.questions.data import DataError, load_questions, prepare_splits
+    from launch.spec.config import DataConfig, DataSource
 
     first = {
         "question": "Which port does HTTP use?",

@@ -1,4 +1,4 @@
-"""Per-site calibration (launch/calibration.py): records, the file, combining runs, show, and the forecast using it."""
+"""Per-site calibration (launch/cost/calibration.py): records, the file, combining runs, show, the forecast using it."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from launch import calibration as cal
-from launch import forecast as fc
-from launch.config import from_dict
-from launch.memory import ModelShape
-from launch.tokencount import SplitTokens, TokenCounts
+from launch.cost import calibration as cal
+from launch.cost import forecast as fc
+from launch.cost.memory import ModelShape
+from launch.cost.tokencount import SplitTokens, TokenCounts
+from launch.spec.config import from_dict
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = 134_515_008  # SmolLM2-135M's parameters: the "<1B" bucket

@@ -23,8 +23,10 @@ def test_launch_and_help_load_no_torch():
     code = (
         "import sys, contextlib, io, importlib, pkgutil\n"
         "import launch, launch.cli\n"
-        "for m in pkgutil.iter_modules(launch.__path__):\n"
-        "    importlib.import_module(f'launch.{m.name}')\n"
+        "names = [m.name for m in pkgutil.walk_packages(launch.__path__, 'launch.')]\n"
+        "assert 'launch.run.submit' in names, names  # the sub-packages too\n"
+        "for name in names:\n"
+        "    importlib.import_module(name)\n"
         "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
         "    try:\n"
         "        launch.cli.main(['--help'])\n"

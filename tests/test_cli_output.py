@@ -9,8 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from launch import local
-from launch.expdir import ExperimentDir
+from launch.run import local
+from launch.store.expdir import ExperimentDir
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from launch import preflight
-from launch.config import METHOD_KINDS, ConfigError, build_config, config_hash, dump_yaml, from_dict, load_config
+from launch.spec import preflight
+from launch.spec.config import METHOD_KINDS, ConfigError, build_config, config_hash, dump_yaml, from_dict, load_config
 
 SHIPPED = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 
@@ -198,7 +198,7 @@ def test_an_off_like_tracking_mode_is_pointed_at_disabled(tmp_path, yaml_text, o
 
 
 def check_config_file(path: Path, overrides: list[str]) -> tuple:
-    from launch.config import check_config
+    from launch.spec.config import check_config
 
     return check_config(path, overrides)
 

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from launch import cli, preflight
-from launch.config import ConfigError, load_config
-from launch.expdir import ExperimentDir, TrainMetrics, parse_result_ref, result_dir
-from launch.fsio import read_json
+from launch import cli
+from launch.spec import preflight
+from launch.spec.config import ConfigError, load_config
+from launch.store.expdir import ExperimentDir, TrainMetrics, parse_result_ref, result_dir
+from launch.store.fsio import read_json
 from support.experiments import new_experiment
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,7 +81,7 @@ def test_an_empty_init_from_is_refused_and_null_leaves_the_config_as_it_was():
     with pytest.raises(ConfigError) as err:
         load_config(ROUND1, ["methods.lora.init_from=''"])
     assert "methods[0] (lora).init_from: empty -> null to start from model, EXP_DIR:method" in err.value.problems[0]
-    from launch.config import dump_yaml
+    from launch.spec.config import dump_yaml
 
     assert "init_from" not in dump_yaml(load_config(ROUND1))  # hashes of configs without it do not change
 
@@ -231,8 +232,8 @@ def study(tiny_model, tmp_path_factory) -> tuple[ExperimentDir, ExperimentDir]:
         _run(first, mp)
         cfg = _round2(tiny_model, root, f"{first.root}:lora", f"{first.root}:full_sft", _quick_steps(10))
         assert preflight.continual_problems(cfg) == []
-        from launch import experiment
-        from launch.data import prepare_splits
+        from launch.questions.data import prepare_splits
+        from launch.store import experiment
 
         cfg = experiment.resolve_paths(cfg)
         second = experiment.create(cfg, str(ROUND2), [])

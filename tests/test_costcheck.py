@@ -1,4 +1,4 @@
-"""The cost forecast in the launcher's flow (launch/costcheck.py): dry run, submit, report, calibration, CLI.
+"""The cost forecast in the launcher's flow (launch/cost/costcheck.py): dry run, submit, report, calibration, CLI.
 
 The forecast's own arithmetic is tested in tests/test_forecast.py, the calibration file in
 tests/test_calibration.py; here: what each command makes of them. Each test has its own empty
@@ -15,10 +15,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from launch import calibration, cli, costcheck, forecast, submit
-from launch.config import load_config
-from launch.expdir import ExperimentDir
-from launch.fsio import read_json
+from launch import cli
+from launch.cost import calibration, costcheck, forecast
+from launch.run import submit
+from launch.spec.config import load_config
+from launch.store.expdir import ExperimentDir
+from launch.store.fsio import read_json
 from support.fake_slurm import install_fake_slurm
 
 REPO = Path(__file__).resolve().parents[1]
@@ -126,7 +128,7 @@ def test_a_local_run_is_one_process_per_job_on_cpu_threads(tiny_model, tmp_path)
     site = costcheck.Site.local(cfg)
     assert (site.name, site.gpu_type, site.device) == ("local", "cpu", "CPU thread")
     assert site.calibration_file == calibration.local_calibration_path().absolute()
-    from launch.data import plan_splits
+    from launch.questions.data import plan_splits
 
     planned = costcheck.plan(cfg, plan_splits(cfg.data), site)
     fc = planned.forecast
@@ -291,9 +293,9 @@ def test_calibration_show_and_its_input_errors(tmp_path):
 
 def _finished_local_experiment(tiny_model, tmp_path):
     """A local experiment as `cyberft run` leaves it, with made-up measurements instead of trained models."""
-    from launch import finalize
-    from launch.data import load_jsonl_questions
-    from launch.expdir import EvalResult, TrainMetrics
+    from launch.questions.data import load_jsonl_questions
+    from launch.results import finalize
+    from launch.store.expdir import EvalResult, TrainMetrics
     from support.experiments import new_experiment
 
     cfg, exp = new_experiment([f"model.name_or_path={tiny_model}", f"output_dir={tmp_path / 'runs'}"])

@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from launch import calibration as cal
-from launch import forecast as fc
-from launch.config import MethodConfig
-from launch.expdir import CPU_BF16_MIN_PARAMS, EvalResult, ExperimentDir, TrainMetrics
+from launch.cost import calibration as cal
+from launch.cost import forecast as fc
 from launch.jobs import ENTRYPOINTS
-from launch.report import build_rows, format_report, precision_line
+from launch.results.report import build_rows, format_report, precision_line
+from launch.spec.config import MethodConfig
+from launch.store.expdir import CPU_BF16_MIN_PARAMS, EvalResult, ExperimentDir, TrainMetrics
 from support.experiments import new_experiment
 from train import evaluate, runtime
 
@@ -222,7 +222,7 @@ def test_an_eval_result_keeps_its_precision_only_when_known():
 def test_bf16_letter_scores_follow_fp32_ones_on_a_cpu_with_units(tiny_model, tok):
     from transformers import AutoModelForCausalLM
 
-    from launch.data import load_questions
+    from launch.questions.data import load_questions
     from train.scoring import score_loglik
     from train.tiny_model import DEFAULT_DATA
 
@@ -316,9 +316,9 @@ def test_measure_method_keeps_the_precision_the_job_recorded():
 
 
 def test_the_forecast_keys_its_calibration_on_the_methods_precision(tmp_path):
-    from launch.config import from_dict
-    from launch.memory import ModelShape
-    from launch.tokencount import SplitTokens, TokenCounts
+    from launch.cost.memory import ModelShape
+    from launch.cost.tokencount import SplitTokens, TokenCounts
+    from launch.spec.config import from_dict
 
     path = tmp_path / "c.jsonl"
     cal.append(path, _cpu_record("b", "bf16", 2200))
@@ -341,7 +341,7 @@ def test_a_completed_record_round_trips_its_precision(tmp_path):
 
 def test_a_local_run_refuses_a_precision_this_cpu_cannot_run_before_creating_anything(tmp_path, tiny_model):
     """``cyberft run`` reads /proc/cpuinfo (no torch) and refuses what its jobs would refuse at their start."""
-    from launch import local
+    from launch.run import local
     from support.cli import cyberft
 
     cfg, _ = new_experiment([f"model.name_or_path={tiny_model}", f"output_dir={tmp_path / 'x'}"])

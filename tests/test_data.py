@@ -1,4 +1,4 @@
-"""Tests of launch.data: loading every format, validation, split, dedup, prepare, check."""
+"""Tests of launch.questions.data: loading every format, validation, split, dedup, prepare, check."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from launch.config import DataConfig, DataSource
-from launch.data import (
+from launch.questions.data import (
     DataError,
     PreparedData,
     Question,
@@ -23,6 +22,7 @@ from launch.data import (
     prepare_splits,
     split_questions,
 )
+from launch.spec.config import DataConfig, DataSource
 
 CYBERMETRIC = Path(__file__).resolve().parents[2] / "shared" / "data" / "cybermetric"
 
@@ -273,7 +273,7 @@ def test_split_is_independent_of_hash_seed(tmp_path):
     import subprocess
 
     code = (
-        "from launch.data import split_questions, Question;"
+        "from launch.questions.data import split_questions, Question;"
         "qs=[Question(f'q{i}', {k: k for k in 'ABCD'}, 'A') for i in range(50)];"
         "print([q.question for q in split_questions(qs, 0.3, 7)[1]])"
     )

@@ -83,7 +83,7 @@ def test_gpu_job_completes_and_is_accounted(single):
 
 
 def test_dev_profile_matches_cluster(single):
-    from launch.profiles import load_profile
+    from launch.site.profiles import load_profile
 
     _, env = single
     profile = load_profile("dev")

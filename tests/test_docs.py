@@ -8,7 +8,7 @@ The rules a page follows are written for its authors in docs/README.md ("Writing
   commands run here, anything else must be marked;
 - every ``cyberft <command> --flag`` (fenced or inline) is a flag of that command in ``launch/cli.py``;
   every ``key=value`` override and every key of a ``yaml`` block is a field of the config schema
-  (``launch/config.py``), or of the profile's (``launch/profiles.py``) for a block headed by a
+  (``launch/spec/config.py``), or of the profile's (``launch/site/profiles.py``) for a block headed by a
   ``slurm/profiles/`` comment;
 - every relative link names a file that exists, and its ``#anchor`` a heading there (GitHub's slug);
   every page of docs/ is linked from the README.
@@ -32,9 +32,9 @@ import pytest
 import yaml
 
 from launch import cli
-from launch.config import ExperimentConfig, SweepConfig
-from launch.profiles import SlurmProfile
-from launch.schema import field_types
+from launch.site.profiles import SlurmProfile
+from launch.spec.config import ExperimentConfig, SweepConfig
+from launch.spec.schema import field_types
 from support import mddocs
 from support.mddocs import REPO, Command, doc_files, rel
 

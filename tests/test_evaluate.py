@@ -7,10 +7,10 @@ import functools
 import pytest
 import torch
 
-from launch import prompting
-from launch.config import DataSource
-from launch.data import load_questions
-from launch.expdir import ExperimentDir
+from launch.questions import prompting
+from launch.questions.data import load_questions
+from launch.spec.config import DataSource
+from launch.store.expdir import ExperimentDir
 from train import batches, evaluate, scoring
 
 

@@ -1,7 +1,7 @@
 """The experiment directory's contract: where each file is, and records that read what earlier versions wrote.
 
 This test spells the on-disk names on purpose: it is the contract every other module reaches
-through :mod:`launch.expdir`.
+through :mod:`launch.store.expdir`.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import json
 
 import pytest
 
-from launch.expdir import EvalResult, ExperimentDir, JobRecord, Manifest, Progress, TrainMetrics
-from launch.fsio import atomic_write_json
-from launch.stats import wilson_interval
+from launch.results.stats import wilson_interval
+from launch.store.expdir import EvalResult, ExperimentDir, JobRecord, Manifest, Progress, TrainMetrics
+from launch.store.fsio import atomic_write_json
 
 # A manifest as `cyberft submit` and `cyberft resume` wrote it before the Manifest record existed.
 SUBMITTED = {

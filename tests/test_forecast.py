@@ -1,4 +1,4 @@
-"""The cost forecast (launch/forecast.py): FLOPs by hand and against torch's counter, steps, table, warnings."""
+"""The cost forecast (launch/cost/forecast.py): FLOPs by hand and against torch's counter, steps, table, warnings."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from launch import forecast as fc
-from launch import sweep
-from launch.config import ExperimentConfig, LoraSettings, MethodConfig, Resources, from_dict
-from launch.memory import ModelShape
-from launch.tokencount import SplitTokens, TokenCounts
+from launch.cost import forecast as fc
+from launch.cost.memory import ModelShape
+from launch.cost.tokencount import SplitTokens, TokenCounts
+from launch.spec import sweep
+from launch.spec.config import ExperimentConfig, LoraSettings, MethodConfig, Resources, from_dict
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -72,7 +72,7 @@ def test_eval_flops_by_hand():
 
 
 def _tiny_shape_and_model(torch, transformers):
-    from launch.memory import _shape_from_config
+    from launch.cost.memory import _shape_from_config
 
     cfg = transformers.LlamaConfig(
         vocab_size=2048,
@@ -129,7 +129,7 @@ def test_flops_model_matches_torch_flop_counter_on_a_tiny_llama():
 
     _, base = _tiny_shape_and_model(torch, transformers)
     lora = peft.get_peft_model(base, peft.LoraConfig(r=8, lora_alpha=16, target_modules="all-linear"))
-    from launch.memory import lora_params
+    from launch.cost.memory import lora_params
 
     adapters = lora_params(shape, LoraSettings(r=8))[0]
     assert adapters == sum(p.numel() for p in lora.parameters() if p.requires_grad)
@@ -447,13 +447,13 @@ def test_format_comparison_text():
 
 
 def test_forecast_modules_work_with_torch_unimportable(tmp_path):
-    """launch.forecast, launch.calibration and launch.tokencount import, count and forecast without torch."""
+    """launch.cost.forecast, .calibration and .tokencount import, count and forecast without torch."""
     (tmp_path / "torch.py").write_text("raise ImportError('torch must not be imported on the login node')\n")
     code = (
         "import sys\n"
-        "from launch import calibration, forecast, tokencount, memory\n"
-        "from launch.config import DataSource, load_config\n"
-        "from launch.data import load_questions\n"
+        "from launch.cost import calibration, forecast, tokencount, memory\n"
+        "from launch.spec.config import DataSource, load_config\n"
+        "from launch.questions.data import load_questions\n"
         "cfg = load_config('configs/llama3-8b-cybermetric.yaml', ['data.train.path=data/sample/cyber_mcq.json'])\n"
         "qs = load_questions(DataSource(path='data/sample/cyber_mcq.json'))\n"
         "counts = tokencount.count_tokens(qs[:500], qs[500:], cfg.model.name_or_path, 512)\n"
@@ -491,14 +491,14 @@ def test_a_sweep_forecasts_each_cell_and_totals_them_all():
 
 
 def _data(**kw):
-    from launch.config import DataConfig, DataSource
+    from launch.spec.config import DataConfig, DataSource
 
     return DataConfig(train=DataSource(path="nowhere.json", examples=kw.pop("examples", 10000)), **kw)
 
 
 def test_the_declared_record_count_plans_the_split_as_the_data_would_be_split():
-    from launch.config import DataSource
-    from launch.data import declared_sizes, eval_size
+    from launch.questions.data import declared_sizes, eval_size
+    from launch.spec.config import DataSource
 
     assert declared_sizes(_data(eval_fraction=0.1)) == ((9000, 1000), "data.train.examples: 10,000, eval_fraction 0.1")
     assert eval_size(10000, 0.1) == 1000 and eval_size(3, 0.01) == 1 and eval_size(3, 0.99) == 2
@@ -513,9 +513,9 @@ def test_the_declared_record_count_plans_the_split_as_the_data_would_be_split():
 
 def test_stand_in_tokens_are_the_samples_scaled_to_the_declared_count_and_say_so():
     from launch import SAMPLE_DATA
-    from launch.config import DataSource
-    from launch.data import load_questions
-    from launch.tokencount import StandIn, count_tokens, stand_in_split
+    from launch.cost.tokencount import StandIn, count_tokens, stand_in_split
+    from launch.questions.data import load_questions
+    from launch.spec.config import DataSource
 
     split, why = stand_in_split(_data(eval_fraction=0.1))
     assert why == "" and (len(split.train), len(split.eval)) == (9000, 1000)
@@ -539,8 +539,8 @@ def test_stand_in_tokens_are_the_samples_scaled_to_the_declared_count_and_say_so
 
 def test_a_declared_count_that_differs_from_the_data_is_noted():
     from launch import SAMPLE_DATA
-    from launch.config import DataConfig, DataSource
-    from launch.data import declared_size_notes, plan_splits
+    from launch.questions.data import declared_size_notes, plan_splits
+    from launch.spec.config import DataConfig, DataSource
 
     cfg = DataConfig(train=DataSource(path=str(SAMPLE_DATA), examples=10000), eval_fraction=0.1)
     split = plan_splits(cfg)
@@ -575,7 +575,7 @@ def test_the_seed_study_is_priced_before_its_data_is_fetched(tmp_path, capsys, m
     rows = {line.split()[0]: line.split() for line in section[3:] if line.strip()}
     assert set(rows) >= {"full_sft", "lora", "qlora", "eval", "total"}
     # The steps of 9,000 training examples, as the training loop counts them (tested above).
-    from launch.config import load_config
+    from launch.spec.config import load_config
 
     cfg = load_config(REPO / "configs" / "llama3-8b-cybermetric.yaml")
     for name in ("full_sft", "lora", "qlora"):

@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from launch import calibration
+from launch.cost import calibration
 from support.experiments import classic_smoke
 from support.slurm_cluster import cluster_or_skip, make_base, stop_all, stop_cluster
 from test_submit_slurm import cyberft, sacct_gpu_hours, submit

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from launch.config import InputError
+from launch.spec.config import InputError
 from support.cli import cyberft
 from support.tiny_gguf import write_llama_gguf
 from train import gguf_import
@@ -57,12 +57,12 @@ def test_a_float_gguf_imports_to_the_model_it_was_written_from(arch, llamas, tmp
     assert ("lm_head.weight" in names) == (arch == "llama"), "a tied lm_head is stored once, as the embedding"
     from transformers import AutoTokenizer
 
-    from launch import prompting
+    from launch.questions import prompting
 
     ours, theirs = AutoTokenizer.from_pretrained(out), AutoTokenizer.from_pretrained(llamas[arch])
     assert ours.chat_template == theirs.chat_template
-    from launch.config import DataSource
-    from launch.data import load_questions
+    from launch.questions.data import load_questions
+    from launch.spec.config import DataSource
 
     for question in load_questions(DataSource(path=str(DEFAULT_DATA)))[:20]:
         assert prompting.prompt_ids(ours, question) == prompting.prompt_ids(theirs, question)

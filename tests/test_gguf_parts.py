@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from launch.config import InputError
+from launch.spec.config import InputError
 from support.cli import cyberft
 from support.tiny_gguf import write_llama_gguf
 from train import gguf_import, gguf_parts

@@ -20,11 +20,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from launch import prompting
-from launch.config import DataSource
-from launch.data import load_questions
-from launch.expdir import ExperimentDir, MethodDir, Progress
 from launch.jobs import ENTRYPOINTS
+from launch.questions import prompting
+from launch.questions.data import load_questions
+from launch.spec.config import DataSource
+from launch.store.expdir import ExperimentDir, MethodDir, Progress
 from support.experiments import new_experiment
 from train import loop, packing, runtime, scoring
 from train.batches import collate
@@ -121,7 +121,7 @@ def test_bf16_full_sft_without_deepspeed_keeps_fp32_master_weights(
 
 
 def test_weights_dtype_by_method():
-    from launch.config import MethodConfig
+    from launch.spec.config import MethodConfig
 
     assert runtime.weights_dtype("bfloat16", MethodConfig(kind="full_sft")) == torch.float32
     zero2 = MethodConfig(kind="full_sft", deepspeed="ds_configs/zero2.json")

@@ -17,10 +17,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from launch import hub, jobs, local, memory, submit
-from launch.config import LoraSettings, MethodConfig, Resources, load_config
-from launch.expdir import ExperimentDir
-from launch.gpus import GpuBindingError, check_gpu_binding, cuda_hidden, visible_devices
+from launch import jobs
+from launch.cost import memory
+from launch.run import local, submit
+from launch.site.gpus import GpuBindingError, check_gpu_binding, cuda_hidden, visible_devices
+from launch.spec import hub
+from launch.spec.config import LoraSettings, MethodConfig, Resources, load_config
+from launch.store.expdir import ExperimentDir
 from support.experiments import new_experiment
 
 REPO = Path(__file__).resolve().parents[1]
@@ -355,7 +358,7 @@ def test_local_run_warns_about_multi_gpu_methods(tiny_model):
 
 def test_new_launch_modules_load_no_torch():
     code = (
-        "import sys; import launch.gpus, launch.hub, launch.jobs, launch.submit, launch.local;"
+        "import sys; import launch.site.gpus, launch.spec.hub, launch.jobs, launch.run.submit, launch.run.local;"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in {'torch', 'transformers', 'accelerate'}))"
     )
     res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)

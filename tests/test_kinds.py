@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from launch import memory, preflight, report
-from launch.config import ConfigError, build_config, dump_yaml, from_dict, load_config
-from launch.data import load_questions, normalize_question, plan_aux
+from launch.cost import memory
+from launch.questions.data import load_questions, normalize_question, plan_aux
+from launch.results import report
+from launch.spec import preflight
+from launch.spec.config import ConfigError, build_config, dump_yaml, from_dict, load_config
 from support.tools import load_tool
 
 REPO = Path(__file__).resolve().parents[1]
@@ -161,7 +163,7 @@ def test_auxiliary_questions_in_the_eval_split_are_dropped(tmp_path):
 
 
 def _source(path: Path):
-    from launch.config import DataSource
+    from launch.spec.config import DataSource
 
     return DataSource(path=str(path))
 
@@ -232,8 +234,8 @@ def test_few_shot_cost_is_its_own_scoring_time():
 
 
 def test_the_dry_run_estimates_every_kind_few_shot_in_the_evaluation_job(tmp_path):
-    from launch import submit
-    from launch.profiles import load_profile
+    from launch.run import submit
+    from launch.site.profiles import load_profile
 
     methods = [
         {"name": "fs", "kind": "few_shot", "resources": {"gpus_per_node": 0}},

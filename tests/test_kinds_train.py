@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from launch import prompting
-from launch.config import LETTERS, DataSource
-from launch.data import load_questions, normalize_question
 from launch.jobs import ENTRYPOINTS
+from launch.questions import prompting
+from launch.questions.data import load_questions, normalize_question
+from launch.spec.config import LETTERS, DataSource
 from support.experiments import new_experiment
 from train import batches, evaluate, packing, scoring
 from train.features import LetterHead, extract, hidden_index, score_head
@@ -147,7 +147,7 @@ def test_features_batched_equal_one_at_a_time_and_the_layer_index(model_and_ques
 
 
 def test_head_saved_and_loaded_scores_the_same(model_and_questions, tmp_path):
-    from launch.config import FeatureHeadSettings
+    from launch.spec.config import FeatureHeadSettings
 
     model, tokenizer, questions = model_and_questions
     features = extract(model, tokenizer, questions[:20], 2, batch_size=8, max_len=256)

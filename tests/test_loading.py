@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from launch import yamlio
-from launch.config import build_config
-from launch.profiles import ProfileError, profile_from_dict
-from launch.redact import assigned_credentials, is_credential_name, scrub, short, token_kind
-from launch.schema import InputError
+from launch.site.profiles import ProfileError, profile_from_dict
+from launch.spec import yamlio
+from launch.spec.config import build_config
+from launch.spec.redact import assigned_credentials, is_credential_name, scrub, short, token_kind
+from launch.spec.schema import InputError
 
 # --------------------------------------------------------------------------- YAML
 

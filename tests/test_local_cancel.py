@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from launch.local import cancelled_on_exit, start_job
+from launch.run.local import cancelled_on_exit, start_job
 
 
 class FakeJob:

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from launch.config import LoraSettings, MethodConfig, Resources, load_config
-from launch.memory import (
+from launch.cost.memory import (
     BUILTIN_SHAPES,
     GB,
     ModelShape,
@@ -23,6 +22,7 @@ from launch.memory import (
     shape_summary,
     usable_gb,
 )
+from launch.spec.config import LoraSettings, MethodConfig, Resources, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 LLAMA3_8B = "meta-llama/Meta-Llama-3-8B-Instruct"
@@ -385,8 +385,8 @@ def test_cpu_runs_are_not_checked(shape8b):
 def test_importing_launch_memory_loads_no_torch():
     code = (
         "import sys\n"
-        "from launch.config import MethodConfig\n"
-        "from launch.memory import model_shape, estimate, fit_problems\n"
+        "from launch.spec.config import MethodConfig\n"
+        "from launch.cost.memory import model_shape, estimate, fit_problems\n"
         "s = model_shape('meta-llama/Meta-Llama-3-8B')\n"
         "m = MethodConfig(name='x', kind='full_sft')\n"
         "fit_problems(estimate(s, m, 512), 16, m)\n"

@@ -8,9 +8,9 @@ import dataclasses
 
 import pytest
 
-from launch import calibration, costcheck, memory, tokencount
-from launch.config import LoraSettings, MethodConfig, MultiTaskSettings, Resources, load_config
-from launch.memory import RowLengths, estimate, peak_rows
+from launch.cost import calibration, costcheck, memory, tokencount
+from launch.cost.memory import RowLengths, estimate, peak_rows
+from launch.spec.config import LoraSettings, MethodConfig, MultiTaskSettings, Resources, load_config
 
 LLAMA3_8B = "meta-llama/Meta-Llama-3-8B-Instruct"
 SHORT = RowLengths(examples=300, mean=110.0, sd=18.0, longest=175.0, answer_tokens=5.0)
@@ -199,7 +199,7 @@ def test_the_plan_sizes_memory_by_the_data_and_scales_it_by_the_sites_runs(tiny_
     cfg = load_config(
         "configs/smoke.yaml", [f"model.name_or_path={tiny_model}", "tracking.backend=none", f"output_dir={tmp_path}"]
     )
-    from launch import data
+    from launch.questions import data
 
     split = data.plan_splits(cfg.data)
     site = dataclasses.replace(costcheck.Site.local(cfg), calibration_file=tmp_path / "local.calibration.jsonl")

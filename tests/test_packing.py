@@ -10,7 +10,7 @@ import typing as tp
 import pytest
 import torch
 
-from launch.config import MethodConfig
+from launch.spec.config import MethodConfig
 from train import batches, loop, packing
 from train.batches import Example, collate
 

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from launch import memory, report
-from launch.config import METHOD_KINDS, ConfigError, config_hash, dump_yaml, from_dict, load_config
-from launch.forecast import DORA_TIME_FACTOR, method_forecast, variant_factor
-from launch.memory import ModelShape
-from launch.tokencount import SplitTokens, TokenCounts
+from launch.cost import memory
+from launch.cost.forecast import DORA_TIME_FACTOR, method_forecast, variant_factor
+from launch.cost.memory import ModelShape
+from launch.cost.tokencount import SplitTokens, TokenCounts
+from launch.results import report
+from launch.spec.config import METHOD_KINDS, ConfigError, config_hash, dump_yaml, from_dict, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = REPO / "configs" / "peft-variants.yaml"
@@ -58,7 +59,7 @@ def test_the_variant_config_shows_every_variant_and_validates(tiny_model, tmp_pa
 
 
 def _plain(cfg):
-    from launch.config import to_dict
+    from launch.spec.config import to_dict
 
     return to_dict(cfg)
 

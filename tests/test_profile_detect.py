@@ -11,10 +11,10 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from launch import sitecheck
-from launch.profiles import load_profile
-from launch.sitechoice import resolve
-from launch.sitedetect import (
+from launch.site import sitecheck
+from launch.site.profiles import load_profile
+from launch.site.sitechoice import resolve
+from launch.site.sitedetect import (
     Facts,
     Gres,
     enforced,
@@ -28,7 +28,7 @@ from launch.sitedetect import (
     parse_time_min,
     parse_users,
 )
-from launch.siteprofile import build, normalise_gpu, render
+from launch.site.siteprofile import build, normalise_gpu, render
 
 SINFO = """\
 c1|cpu*|2|6026|(null)|idle|(null)|vm|127.0.0.1
@@ -297,7 +297,7 @@ def test_no_slurm_command_is_said_clearly(monkeypatch):
 
 def test_text_from_slurm_stays_inside_its_comment_line():
     """A name Slurm printed with a line break in it (a hostile or broken site) cannot add a YAML key."""
-    from launch.siteprofile import Field, render
+    from launch.site.siteprofile import Field, render
 
     text = render([Field("partition", "gpu", ["the only one"])], ["group n1\nqos: evil"], ["intro\r\naccount: x"])
     parsed = yaml.safe_load(text)

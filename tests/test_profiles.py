@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `pytest` run from anywhere finds launch/
 
-from launch.profiles import PROFILES_DIR, ProfileError, SlurmProfile, list_profiles, load_profile  # noqa: E402
+from launch.site.profiles import PROFILES_DIR, ProfileError, SlurmProfile, list_profiles, load_profile  # noqa: E402
 
 SHIPPED = sorted(PROFILES_DIR.glob("*.yaml"))
 

@@ -16,8 +16,8 @@ import torch
 
 bnb = pytest.importorskip("bitsandbytes")
 
-from launch import prompting  # noqa: E402
-from launch.config import LoraSettings  # noqa: E402
+from launch.questions import prompting  # noqa: E402
+from launch.spec.config import LoraSettings  # noqa: E402
 from train import batches, quant  # noqa: E402
 from train.lora import lora_config  # noqa: E402
 
@@ -30,7 +30,7 @@ def _has_avx512_bf16() -> bool:
 
 
 def _batch(tokenizer) -> dict:
-    from launch.data import Question
+    from launch.questions.data import Question
 
     qs = [
         Question("Which port does HTTPS use by default?", {"A": "80", "B": "443", "C": "22", "D": "25"}, "B"),

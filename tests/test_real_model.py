@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from launch import memory
-from launch.expdir import ExperimentDir
+from launch.cost import memory
+from launch.store.expdir import ExperimentDir
 from support.cli import shortened_study
 from support.letters import check_letters_are_one_token
 

@@ -1,4 +1,4 @@
-"""Tests of launch/report.py: statistics, rows, the text table and the report files."""
+"""Tests of launch/results/report.py: statistics, rows, the text table and the report files."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from launch import report
-from launch.expdir import ExperimentDir
-from launch.report import COLUMNS, build_rows, format_table, write_reports
-from launch.stats import wilson_interval
+from launch.results import report
+from launch.results.report import COLUMNS, build_rows, format_table, write_reports
+from launch.results.stats import wilson_interval
+from launch.store.expdir import ExperimentDir
 
 METHODS = [("full", "full_sft"), ("lora", "lora"), ("qlora", "qlora"), ("late", "lora")]
 
@@ -291,7 +291,7 @@ def test_report_module_is_light():
     # The login node imports this module: no torch, no matplotlib until a chart is drawn.
     import subprocess
 
-    code = "import sys, launch.report; print('torch' in sys.modules, 'matplotlib' in sys.modules)"
+    code = "import sys, launch.results.report; print('torch' in sys.modules, 'matplotlib' in sys.modules)"
     out = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
@@ -313,7 +313,7 @@ def test_wilson_interval_contains_the_observed_proportion_at_the_extremes():
 def test_slurm_accounting_replaces_the_local_cost_and_names_the_failure(results):
     """On Slurm, sacct's figures (every attempt) replace each job's own estimate; a job that
     did not complete keeps its row with the Slurm state and reason."""
-    from launch.slurm import parse_sacct
+    from launch.run.slurm import parse_sacct
 
     evals, train = results
     out = "\n".join(

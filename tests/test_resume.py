@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from launch.expdir import ExperimentDir
+from launch.store.expdir import ExperimentDir
 from support.experiments import new_experiment
 from support.runs import effective_steps, max_diff, weights
 from train import checkpoint
@@ -29,7 +29,7 @@ STEPS = 120
 # Bit-for-bit on CPU; on a GPU (CUDA visible to the suite) atomic-add kernels reorder sums between runs.
 WEIGHT_TOL = 1e-3 if torch.cuda.is_available() else 1e-6
 RUN = (
-    "import sys, importlib; from launch.expdir import ExperimentDir; from launch.jobs import ENTRYPOINTS;"
+    "import sys, importlib; from launch.store.expdir import ExperimentDir; from launch.jobs import ENTRYPOINTS;"
     "exp, name = sys.argv[1], sys.argv[2]; cfg = ExperimentDir(exp).load_config();"
     "importlib.import_module(ENTRYPOINTS[cfg.method(name).kind]).main(cfg, name, exp, threads=1)"
 )

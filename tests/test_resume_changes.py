@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from launch import cli, resume, status
-from launch.config import InputError
-from launch.expdir import ExperimentDir
-from launch.fsio import read_json
+from launch import cli
+from launch.run import resume, status
+from launch.spec.config import InputError
+from launch.store.expdir import ExperimentDir
+from launch.store.fsio import read_json
 from support.fake_slurm import install_fake_slurm
 
 REPO = Path(__file__).resolve().parents[1]

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from launch.config import DataSource
-from launch.data import load_questions, normalize_question, split_questions
+from launch.questions.data import load_questions, normalize_question, split_questions
+from launch.spec.config import DataSource
 from support.tools import load_tool
 
 sample_data = load_tool("sample_data")

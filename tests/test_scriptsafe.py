@@ -28,10 +28,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from launch import submit, yamlio
-from launch.config import build_config
-from launch.expdir import ExperimentDir
-from launch.profiles import ProfileError, profile_from_dict
+from launch.run import submit
+from launch.site.profiles import ProfileError, profile_from_dict
+from launch.spec import yamlio
+from launch.spec.config import build_config
+from launch.store.expdir import ExperimentDir
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = yamlio.parse((REPO / "configs" / "smoke.yaml").read_text())

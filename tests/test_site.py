@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from launch import cli, status, submit
-from launch.config import load_config
-from launch.expdir import ExperimentDir
-from launch.fsio import read_json
+from launch import cli
 from launch.jobs import TrainJob
-from launch.slurm import parse_sacct
+from launch.run import status, submit
+from launch.run.slurm import parse_sacct
+from launch.spec.config import load_config
+from launch.store.expdir import ExperimentDir
+from launch.store.fsio import read_json
 from support.fake_slurm import install_fake_slurm, write_profile
 
 REPO = Path(__file__).resolve().parents[1]

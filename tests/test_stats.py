@@ -1,4 +1,4 @@
-"""Tests of launch/stats.py against known values: t tables, hand-worked McNemar, closed forms, textbook Holm."""
+"""Tests of launch/results/stats.py against known values: t tables, hand-worked McNemar, closed forms, textbook Holm."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from launch import stats
-from launch.stats import (
+from launch.results import stats
+from launch.results.stats import (
     Comparison,
     compare,
     correct_vector,
@@ -370,7 +370,7 @@ def test_stats_imports_only_the_standard_library():
     code = (
         "import sys\n"
         "before = set(sys.modules)\n"
-        "import launch.stats\n"
+        "import launch.results.stats\n"
         "new = {m.split('.')[0] for m in set(sys.modules) - before}\n"
         "print(sorted(new - set(sys.stdlib_module_names) - {'launch'}))\n"
     )

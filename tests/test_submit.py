@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from launch import cli, submit
-from launch.expdir import ExperimentDir
-from launch.fsio import read_json
+from launch import cli
+from launch.run import submit
+from launch.store.expdir import ExperimentDir
+from launch.store.fsio import read_json
 from support.cli import cyberft
 from support.experiments import SMOKE_METHODS
 from support.fake_slurm import install_fake_slurm
@@ -395,7 +396,7 @@ def test_resume_of_a_local_experiment_is_refused_with_the_fix(tmp_path):
 def test_resume_plan_sends_only_what_ended_unfinished(
     tmp_path, monkeypatch, states, resubmit, waiting, cancel_eval, eval_needed
 ):
-    from launch import resume, status
+    from launch.run import resume, status
 
     (tmp_path / "manifest.json").write_text('{"executor": "slurm", "jobs": {}}')
     ids = {"full_sft": "9001", "lora": "9002", "eval": "9003"}
@@ -411,8 +412,8 @@ def test_resume_plan_sends_only_what_ended_unfinished(
 
 
 def test_resume_waits_for_a_running_evaluation(tmp_path, monkeypatch):
-    from launch import resume, status
-    from launch.config import InputError
+    from launch.run import resume, status
+    from launch.spec.config import InputError
 
     (tmp_path / "manifest.json").write_text('{"executor": "slurm", "jobs": {}}')
     monkeypatch.setattr(

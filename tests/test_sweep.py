@@ -1,4 +1,4 @@
-"""Tests of launch/sweep.py: the sweep section, its checks and its expansion into cells."""
+"""Tests of launch/spec/sweep.py: the sweep section, its checks and its expansion into cells."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from launch import config, sweep
-from launch.config import ConfigError
+from launch.spec import config, sweep
+from launch.spec.config import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 GRID = {"methods.lora.learning_rate": [1.0e-4, 2.0e-4], "methods.lora.lora.r": [8, 16]}
@@ -321,7 +321,7 @@ def test_locate_gives_the_cells_view_of_the_config(cfg):
 
 
 def test_sweep_imports_no_torch():
-    code = "import sys, launch.sweep; print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))"
+    code = "import sys, launch.spec.sweep; print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))"
     res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "[]"

@@ -9,9 +9,11 @@ import statistics
 
 import pytest
 
-from launch import cli, finalize, slurm
-from launch.expdir import EvalResult, ExperimentDir, TrainMetrics
-from launch.fsio import read_json
+from launch import cli
+from launch.results import finalize
+from launch.run import slurm
+from launch.store.expdir import EvalResult, ExperimentDir, TrainMetrics
+from launch.store.fsio import read_json
 from support.experiments import classic_smoke, new_experiment
 
 WRONG = {"A": "B", "B": "C", "C": "D", "D": "A"}
@@ -46,7 +48,7 @@ def _account(job_id: str, gpu_hours: float, state: str = "COMPLETED") -> dict:
 @pytest.fixture
 def sweep_exp(tmp_path, monkeypatch):
     cfg, exp = new_experiment([f"output_dir={tmp_path}", "sweep.seeds=[0, 1, 2]"], classic_smoke(tmp_path))
-    from launch.data import load_jsonl_questions
+    from launch.questions.data import load_jsonl_questions
 
     gold = [q.solution for q in load_jsonl_questions(exp.data.eval_file)]
     n = len(gold)
@@ -133,7 +135,7 @@ def test_sweep_report_aggregates_seeds_compares_rows_and_keeps_the_failed_cell(s
 
 def test_without_a_sweep_each_method_is_one_row_and_mcnemar_compares_them(tmp_path, monkeypatch):
     cfg, exp = new_experiment([f"output_dir={tmp_path}"], classic_smoke(tmp_path))
-    from launch.data import load_jsonl_questions
+    from launch.questions.data import load_jsonl_questions
 
     gold = [q.solution for q in load_jsonl_questions(exp.data.eval_file)]
     results = {name: _score(exp, name, gold, k) for name, k in {"base": 30, "full_sft": 100, "lora": 70}.items()}

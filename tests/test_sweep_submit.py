@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 from submitit.core.utils import DelayedSubmission
 
-from launch import cli, resume, slurm, status, submit
-from launch.expdir import ExperimentDir
+from launch import cli
+from launch.run import resume, slurm, status, submit
+from launch.store.expdir import ExperimentDir
 from support.experiments import classic_smoke
 from support.fake_slurm import install_fake_slurm
 

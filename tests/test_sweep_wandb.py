@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from launch import finalize, slurm
-from launch.expdir import EvalResult, TrainMetrics
+from launch.results import finalize
+from launch.run import slurm
+from launch.store.expdir import EvalResult, TrainMetrics
 from support.experiments import new_experiment
 from support.wandb_offline import find_runs, merged, read_run
 
@@ -26,7 +27,7 @@ def _write_scores(exp, gold: list[str], right: dict[str, int]) -> dict[str, Eval
 
 
 def test_each_cell_is_one_run_and_gets_its_scores_in_its_summary(tmp_path, tiny_model, monkeypatch):
-    from launch.data import load_jsonl_questions
+    from launch.questions.data import load_jsonl_questions
     from train import wandb_report
     from train.run import TrainingRun
 

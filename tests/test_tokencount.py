@@ -1,4 +1,4 @@
-"""Token counts without torch (launch/tokencount.py) against what the training and evaluation jobs tokenise."""
+"""Token counts without torch (launch/cost/tokencount.py) against what the training and evaluation jobs tokenise."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from launch import tokencount as tc
-from launch.config import DataSource
-from launch.data import load_questions
-from launch.prompting import SYSTEM_PROMPT, user_message
+from launch.cost import tokencount as tc
+from launch.questions.data import load_questions
+from launch.questions.prompting import SYSTEM_PROMPT, user_message
+from launch.spec.config import DataSource
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_DATA = REPO / "data" / "sample" / "cyber_mcq.json"
@@ -43,8 +43,8 @@ def _save_tokenizer(directory: Path, template: str | None) -> Path:
 
 
 def _what_the_jobs_see(directory: Path, train, eval_, max_len):
-    """Lengths of launch.prompting's training examples and scoring contexts, through transformers' tokenizer."""
-    from launch import prompting
+    """Lengths of launch.questions.prompting's training examples and scoring contexts, through transformers."""
+    from launch.questions import prompting
     from train import batches
 
     tok = batches.load_tokenizer(str(directory))
@@ -169,7 +169,7 @@ def test_hub_model_in_the_cache_is_counted(tmp_path, questions, monkeypatch):
 )
 def test_chars_per_token_constant_is_what_smollm2_measures_on_cybermetric():
     questions = load_questions(DataSource(path=str(CYBERMETRIC_500)))
-    from launch import prompting
+    from launch.questions import prompting
     from train import batches
 
     tok = batches.load_tokenizer(str(SMOLLM2))

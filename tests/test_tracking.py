@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from launch.config import TrackingConfig
+from launch.spec.config import TrackingConfig
 from support.wandb_offline import OfflineLogError, find_runs, iter_record_bytes, read_run
 from train.tracking import Tracker, is_secret_key, scrub
 
@@ -73,7 +73,7 @@ EXPECTED_CONFIG = {
 
 
 def _tiny_png(path: Path) -> Path:
-    from launch.report import render_chart
+    from launch.results.report import render_chart
 
     path.write_bytes(render_chart([], "empty"))
     return path
@@ -116,7 +116,7 @@ def test_import_is_cheap():
     # Importing the tracker and running with backend none must not import wandb (or torch).
     code = (
         "import sys\n"
-        "from launch.config import TrackingConfig\n"
+        "from launch.spec.config import TrackingConfig\n"
         "from train.tracking import Tracker\n"
         "t = Tracker.start(TrackingConfig(backend='none'), run_dir='unused', name='n', group='g',"
         " job_type='train', config={})\n"

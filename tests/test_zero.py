@@ -26,11 +26,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from launch import experiment
-from launch.config import load_config
-from launch.data import prepare_splits
-from launch.expdir import ExperimentDir, MethodDir
-from launch.gpus import cuda_hidden
+from launch.questions.data import prepare_splits
+from launch.site.gpus import cuda_hidden
+from launch.spec.config import load_config
+from launch.store import experiment
+from launch.store.expdir import ExperimentDir, MethodDir
 from support import dist_train_entry
 
 pytestmark = pytest.mark.slow

@@ -4,7 +4,7 @@ Run from the repository root (``make lint`` does)::
 
     python tools/check_layers.py [ROOT] [--no-imports]
 
-It reads the code with :mod:`ast` and imports nothing from the project itself; the last rule
+It reads the code with :mod:`ast` and imports nothing from the project itself; rule 6
 imports each ``launch`` module in a child process (``--no-imports`` skips it).
 
 1. ``train/`` imports from ``launch/`` only the contract modules (:data:`CONTRACT`, each with its reason).
@@ -14,17 +14,20 @@ imports each ``launch`` module in a child process (``--no-imports`` skips it).
    imports for type checking only, and module names given as strings (importlib targets such as
    ``launch.jobs.ENTRYPOINTS``).
 4. The names of the files and folders of an experiment directory are spelled only in
-   ``launch/expdir.py``: in ``launch/``, ``train/``, ``bench/`` and the tests' helpers
+   ``launch/store/expdir.py``: in ``launch/``, ``train/``, ``bench/`` and the tests' helpers
    (``tests/support/``, ``tests/conftest.py``), no string constant is one of :data:`EXPERIMENT_FILES`,
    and none of :data:`EXPERIMENT_FOLDERS` is joined onto a path with ``/``.
 5. No ``train/`` module is over :data:`MAX_TRAIN_LINES` lines.
-6. Every ``launch`` module (all of them, found on disk) imports with :data:`HEAVY` unimportable:
-   the login node has none of them.
+6. Every ``launch`` module (all of them, found on disk, in every sub-package) imports with :data:`HEAVY`
+   unimportable: the login node has none of them.
+7. A ``launch`` module's docstring says "contract module" exactly when :data:`CONTRACT` lists it, so the
+   file says to its reader what this check enforces.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 import typing as tp
@@ -32,24 +35,30 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CONTRACT = {
-    "launch.config": "the experiment's schema: both sides read the same typed config",
-    "launch.schema": "the typed loader under the config (InputError)",
-    "launch.yamlio": "the one YAML reader and writer the config uses",
-    "launch.redact": "the one secret detector: W&B tracking scrubs with it",
-    "launch.data": "Question and the prepared split the jobs read",
-    "launch.fsio": "atomic writes: every file both sides write",
-    "launch.expdir": "the experiment directory: every path and record both sides share",
-    "launch.stats": "the Wilson interval an evaluation result carries",
-    "launch.sweep": "a sweep's cells: a job finds its cell's seed and settings from its address",
-    "launch.gpus": "the GPU-binding check every rank runs before touching CUDA (standard library only)",
-    "launch.prompting": "the one prompt template: the jobs build token ids with it, the forecast counts them",
+    "launch.spec.config": "the experiment's schema: both sides read the same typed config",
+    "launch.spec.schema": "the typed loader under the config (InputError)",
+    "launch.spec.yamlio": "the one YAML reader and writer the config uses",
+    "launch.spec.redact": "the one secret detector: W&B tracking scrubs with it",
+    "launch.questions.data": "Question and the prepared split the jobs read",
+    "launch.store.fsio": "atomic writes: every file both sides write",
+    "launch.store.expdir": "the experiment directory: every path and record both sides share",
+    "launch.results.stats": "the Wilson interval an evaluation result carries",
+    "launch.spec.sweep": "a sweep's cells: a job finds its cell's seed and settings from its address",
+    "launch.site.gpus": "the GPU-binding check every rank runs before touching CUDA (standard library only)",
+    "launch.questions.prompting": "the one prompt template: the jobs build token ids with it, the forecast counts them",
 }
 """What ``train/`` may import from ``launch/``, and why each is shared rather than login-side."""
+
+LISTED = re.compile(r"^ +(★)? *(\w+)\.py ", re.MULTILINE)
+"""A module's line in a sub-package's listing: ``    ★ config.py  what it is for`` (★: a contract module)."""
+
+CONTRACT_MARK = re.compile(r"\bcontract module\b", re.IGNORECASE)
+"""How a contract module says so in its docstring (rule 7), so a reader of the file sees it too."""
 
 HANDOVER = {"launch/jobs.py", "launch/cli.py"}
 """The only ``launch`` files that may import ``train/``."""
 
-OWNER = "launch/expdir.py"
+OWNER = "launch/store/expdir.py"
 
 EXPERIMENT_FILES = frozenset(
     {
@@ -126,13 +135,14 @@ def _imported_names(node: ast.AST, package: str) -> tp.Iterator[str]:
         yield from (a.name for a in node.names)
     elif isinstance(node, ast.ImportFrom):
         base = node.module or ""
-        if node.level:  # relative: from . import x, from .x import y
-            base = ".".join(filter(None, [package, base]))
+        if node.level:  # relative: from . import x, from .x import y, from ..x import y (one package up)
+            up = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+            base = ".".join(filter(None, [*up, base]))
         yield base
         yield from (f"{base}.{a.name}" for a in node.names)
     elif isinstance(node, ast.Constant) and isinstance(node.value, str):
         parts = node.value.split(".")
-        if len(parts) == 2 and parts[0] in ("launch", "train") and parts[1].isidentifier():
+        if len(parts) >= 2 and parts[0] in ("launch", "train") and all(p.isidentifier() for p in parts[1:]):
             yield node.value
 
 
@@ -150,7 +160,7 @@ def module_edges(name: str, tree: ast.Module, modules: tp.Container[str]) -> lis
             how = "type-only"
         else:
             how = "lazy" if line in in_functions else "module level"
-        for target in dict.fromkeys(_imported_names(node, name.split(".")[0])):
+        for target in dict.fromkeys(_imported_names(node, name.rpartition(".")[0])):
             if target in modules and target != name:
                 edges.append(Edge(name, target, line, how))
     return edges
@@ -257,16 +267,20 @@ def literal_problems(rel: str, tree: ast.Module) -> list[str]:
     problems = []
     for node in ast.walk(tree):
         if _is_file_name(node):
-            problems.append(f"{rel}:{node.lineno}: {node.value!r} is an experiment file name -> use launch.expdir")
+            problems.append(
+                f"{rel}:{node.lineno}: {node.value!r} is an experiment file name -> use launch.store.expdir"
+            )
         elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
             text = _folder_text(node.right)
             if text is not None and text.split("/")[0] in EXPERIMENT_FOLDERS and not _under_other_tree(node.left):
-                problems.append(f"{rel}:{node.lineno}: / {text!r} joins an experiment folder -> use launch.expdir")
+                problems.append(
+                    f"{rel}:{node.lineno}: / {text!r} joins an experiment folder -> use launch.store.expdir"
+                )
     return problems
 
 
 def scanned_files(root: Path) -> list[Path]:
-    files = [p for d in SCANNED for p in sorted((root / d).glob("*.py"))]
+    files = [p for d in SCANNED for p in sorted((root / d).rglob("*.py"))]
     files += [root / f for f in EXTRA_SCANNED if (root / f).is_file()]
     return [p for p in files if p.relative_to(root).as_posix() != OWNER]
 
@@ -288,23 +302,73 @@ def import_problems(root: Path, launch_modules: list[str]) -> list[str]:
         "        print(f'{name}: does not import without the compute-side packages: {type(exc).__name__}: {exc}')\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300)
-    problems = [line.replace(".", "/", 1).replace(":", ".py:", 1) for line in proc.stdout.splitlines() if line]
+    problems = [_as_path(line) for line in proc.stdout.splitlines() if line]
     if proc.returncode != 0:
         problems.append(f"importing the launch modules crashed (rc={proc.returncode}): {proc.stderr.strip()[-500:]}")
     return problems
 
 
-def check(root: Path, imports: bool = True) -> list[str]:
-    """Every violation of the rules under ``root`` (empty: the layers hold)."""
-    sources = {
-        f"{pkg}.{p.stem}": p
+def _as_path(line: str) -> str:
+    """``launch.run.submit: message`` as ``launch/run/submit.py: message``."""
+    name, sep, rest = line.partition(":")
+    return name.replace(".", "/") + ".py" + sep + rest
+
+
+def project_modules(root: Path) -> dict[str, Path]:
+    """Every module of ``launch`` and ``train``, sub-packages included, by dotted name (``launch.run.submit``)."""
+    return {
+        ".".join(p.relative_to(root).with_suffix("").parts): p
         for pkg in ("launch", "train")
-        for p in sorted((root / pkg).glob("*.py"))
+        for p in sorted((root / pkg).rglob("*.py"))
         if p.stem != "__init__"
     }
+
+
+def contract_mark_problems(sources: dict[str, Path], trees: dict[str, ast.Module]) -> list[str]:
+    """Rule 7: a ``launch`` module's docstring says "contract module" exactly when it is in :data:`CONTRACT`."""
+    problems = []
+    for name in sources:
+        if not name.startswith("launch."):
+            continue
+        marked = bool(CONTRACT_MARK.search(ast.get_docstring(trees[name]) or ""))
+        rel = name.replace(".", "/") + ".py"
+        if name in CONTRACT and not marked:
+            problems.append(f"{rel}: in CONTRACT, but its docstring does not say 'A contract module: <why>'")
+        elif marked and name not in CONTRACT:
+            problems.append(f"{rel}: its docstring says contract module, but CONTRACT does not list it")
+    for name in CONTRACT:
+        if name not in sources:
+            problems.append(f"{name}: listed in CONTRACT but no such module -> update tools/check_layers.py")
+    return problems
+
+
+def package_listing_problems(root: Path, sources: dict[str, Path]) -> list[str]:
+    """Rule 7, the tree's side: each ``launch`` sub-package's ``__init__.py`` lists its modules, a ``★`` before
+    exactly the contract ones, so the listing a newcomer reads cannot go stale."""
+    problems = []
+    packages = sorted({n.rpartition(".")[0] for n in sources if n.startswith("launch.") and n.count(".") == 2})
+    for package in packages:
+        rel = package.replace(".", "/") + "/__init__.py"
+        init = root / rel
+        text = (ast.get_docstring(ast.parse(init.read_text(encoding="utf-8"))) or "") if init.is_file() else ""
+        marks = {module: star == "★" for star, module in LISTED.findall(text)}
+        for name in sorted(n for n in sources if n.rpartition(".")[0] == package):
+            short = name.rpartition(".")[2]
+            if short not in marks:
+                problems.append(f"{rel}: does not list {short}.py -> add a line '    {short}.py  <what it is for>'")
+            elif marks[short] != (name in CONTRACT):
+                has, lists = ("has", "does not list") if marks[short] else ("lacks", "lists")
+                problems.append(f"{rel}: {short}.py {has} the contract mark ★, but CONTRACT {lists} {name}")
+    return problems
+
+
+def check(root: Path, imports: bool = True) -> list[str]:
+    """Every violation of the rules under ``root`` (empty: the layers hold)."""
+    sources = project_modules(root)
     trees = {name: ast.parse(path.read_text(encoding="utf-8"), str(path)) for name, path in sources.items()}
     edges = [e for name, tree in trees.items() for e in module_edges(name, tree, sources)]
-    problems = layer_problems(edges)
+    problems = layer_problems(edges) + contract_mark_problems(sources, trees)
+    problems += package_listing_problems(root, sources)
     for cycle in find_cycles(edges):
         problems.append("import cycle: " + " -> ".join([cycle[0].source] + [_describe(e) for e in cycle]))
     for path in scanned_files(root):

@@ -33,9 +33,9 @@ import typing as tp
 from collections import Counter
 from dataclasses import dataclass
 
-from launch.config import LETTERS
-from launch.data import Question
-from launch.fsio import atomic_write_json
+from launch.questions.data import Question
+from launch.spec.config import LETTERS
+from launch.store.fsio import atomic_write_json
 
 DEFAULT_PATH = "data/sample/cyber_mcq.json"
 AUX_PATH = "data/sample/aux_mcq.json"
@@ -50,7 +50,7 @@ class SampleQuestion:
     fact_id:
         ``<category>-<n>``; the four wordings of a fact share it.
     question, answers, solution:
-        As in :class:`launch.data.Question`.
+        As in :class:`launch.questions.data.Question`.
     """
 
     fact_id: str
@@ -59,7 +59,7 @@ class SampleQuestion:
     solution: str
 
     def to_question(self) -> Question:
-        """The :class:`launch.data.Question` without the fact id."""
+        """The :class:`launch.questions.data.Question` without the fact id."""
         return Question(question=self.question, answers=dict(self.answers), solution=self.solution)
 
     def to_record(self) -> dict:

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import torch
 
-from launch import prompting
-from launch.config import ExperimentConfig
-from launch.expdir import ExperimentDir
+from launch.questions import prompting
+from launch.spec.config import ExperimentConfig
+from launch.store.expdir import ExperimentDir
 
 
 def load_split(
@@ -24,7 +24,7 @@ def load_split(
     With several processes only the main one prepares a missing split (the
     others wait, then read it), so no two ranks write the same files.
     """
-    from launch.data import load_jsonl_questions, prepare_splits
+    from launch.questions.data import load_jsonl_questions, prepare_splits
 
     path = exp.data.split(split)
     with accelerator.main_process_first() if accelerator is not None else nullcontext():

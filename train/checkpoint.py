@@ -34,7 +34,7 @@ import typing as tp
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from launch.fsio import atomic_write_json, atomic_write_text
+from launch.store.fsio import atomic_write_json, atomic_write_text
 
 MARKER = "COMPLETE"
 STATE_FILE = "trainer_state.json"

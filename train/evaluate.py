@@ -6,10 +6,10 @@ Run (normally the launcher does this, after every training job ended)::
 
 For each model it writes ``EXP/eval/predictions/<name>.jsonl`` (one line per question: gold,
 prediction, per-letter log-likelihoods) and ``EXP/eval/results/<name>.json``
-(:class:`~launch.expdir.EvalResult`: accuracy, Wilson 95% interval). A model already scored is
+(:class:`~launch.store.expdir.EvalResult`: accuracy, Wilson 95% interval). A model already scored is
 not scored again, and a model being scored keeps every chunk of questions already done, so a
 rerun after a crash only does what is missing. The report is the next step of the evaluation
-job (:mod:`launch.finalize`), not this module's.
+job (:mod:`launch.results.finalize`), not this module's.
 
 Scoring is exact match on the answer letter: ``loglik`` picks the letter with
 the highest log-likelihood after ``ANSWER:``; ``generate`` decodes greedily and
@@ -30,11 +30,11 @@ from pathlib import Path
 
 import torch
 
-from launch import sweep
-from launch.config import ExperimentConfig
-from launch.data import load_jsonl_questions
-from launch.expdir import EvalDir, EvalProgress, EvalResult, ExperimentDir, now_iso, parse_result_ref, result_dir
-from launch.fsio import atomic_write_jsonl
+from launch.questions.data import load_jsonl_questions
+from launch.spec import sweep
+from launch.spec.config import ExperimentConfig
+from launch.store.expdir import EvalDir, EvalProgress, EvalResult, ExperimentDir, now_iso, parse_result_ref, result_dir
+from launch.store.fsio import atomic_write_jsonl
 from train import batches, runtime
 from train.features import HeadModel, LetterHead, score_head
 from train.scoring import score_generate, score_loglik
@@ -219,7 +219,7 @@ def score_continual(
     """For each scored model with ``init_from``: the earlier result on this split (``new``), and the model,
     the earlier result and base on the earlier experiment's eval split (``old``; ``EXP_DIR:method`` only).
 
-    What :mod:`launch.finalize` pairs into the forgetting and gain of each continued row; like the main
+    What :mod:`launch.results.finalize` pairs into the forgetting and gain of each continued row; like the main
     scoring, a model already scored is read back, not scored again.
     """
     for name in (n for n in names if n != "base" and model_config(cfg, n).method(n).init_from):
@@ -248,7 +248,7 @@ def score_in_chunks(
     """Score ``questions`` chunk by chunk, each chunk's scores saved atomically as it finishes.
 
     ``chunk_file(index, count)`` is where chunk ``index`` of ``count`` is kept
-    (:meth:`launch.expdir.EvalDir.chunk_file`). A restarted evaluation job (requeued,
+    (:meth:`launch.store.expdir.EvalDir.chunk_file`). A restarted evaluation job (requeued,
     preempted, killed) reuses every chunk already on disk and scores only the rest, so a long
     evaluation never starts over. A chunk file is written whole (temp file + rename) or not at
     all; one with the wrong number of rows is scored again.
@@ -300,7 +300,7 @@ def model_config(cfg: ExperimentConfig, name: str) -> ExperimentConfig:
 
 
 class ScoringProgress:
-    """Writes ``EXP/eval/progress.json`` (:class:`~launch.expdir.EvalProgress`) for the launcher to show:
+    """Writes ``EXP/eval/progress.json`` (:class:`~launch.store.expdir.EvalProgress`) for the launcher to show:
     atomically when a model starts and ends, and at most every :attr:`EVERY_S` seconds between."""
 
     EVERY_S = 1.0
@@ -335,7 +335,7 @@ class ScoringProgress:
 
 @dataclass
 class Scored:
-    """What the scoring step hands to the report (:mod:`launch.finalize`)."""
+    """What the scoring step hands to the report (:mod:`launch.results.finalize`)."""
 
     results: dict[str, EvalResult]
     """Model name (``base`` included) -> its result."""

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import torch
 
-from launch import prompting
-from launch.config import LETTERS, ExperimentConfig, MethodConfig
-from launch.expdir import ExperimentDir, MethodDir
-from launch.fsio import atomic_write_bytes
+from launch.questions import prompting
+from launch.spec.config import LETTERS, ExperimentConfig, MethodConfig
+from launch.store.expdir import ExperimentDir, MethodDir
+from launch.store.fsio import atomic_write_bytes
 from train import loop, runtime
 from train.features import LetterHead, extract, hidden_index, num_layers
 from train.run import TrainingRun

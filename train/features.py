@@ -3,7 +3,7 @@
 Used by the ``feature_head`` training job (:mod:`train.feature_head`: extract, cache, fit) and by the
 evaluation job (:func:`score_head`). A question's feature is the hidden state of the configured layer at
 the last token of ``ANSWER:``, the position from which the letter would be predicted, computed on the
-same scoring context as the log-likelihood evaluation (:func:`launch.prompting.scoring_context`),
+same scoring context as the log-likelihood evaluation (:func:`launch.questions.prompting.scoring_context`),
 left-padded with explicit positions, so a batch gives each question what it would give alone.
 
 The head (:class:`LetterHead`) maps the (optionally standardised) feature to four logits, one per
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 
-from launch import prompting
-from launch.config import LETTERS, FeatureHeadSettings
-from launch.fsio import atomic_write_bytes
+from launch.questions import prompting
+from launch.spec.config import LETTERS, FeatureHeadSettings
+from launch.store.fsio import atomic_write_bytes
 from train.scoring import count_ties, left_pad
 
 

@@ -10,7 +10,7 @@ eval question's prompt with them fits ``model.max_seq_len`` (a prompt cut from t
 examples and no longer share the prefix), and writes them, in order, to
 ``EXP/methods/<name>/shots.jsonl`` with ``metrics.json``: seconds on a CPU. The evaluation job then
 scores the base model with these examples before each question (as chat turns, see
-:mod:`launch.prompting`); they are the same for every question, so the evaluator computes their keys
+:mod:`launch.questions.prompting`); they are the same for every question, so the evaluator computes their keys
 and values once per model (its shared-prefix cache). That scoring is the method's cost in the report:
 its row's GPU-hours (CPU-hours) are its own load and scoring time in the evaluation job, added to
 this job's (``cost_source`` ends in ``+ eval scoring``).
@@ -22,11 +22,11 @@ import os
 import random
 import sys
 
-from launch import prompting
-from launch.config import LETTERS, ExperimentConfig
-from launch.data import Question, normalize_question
-from launch.expdir import ExperimentDir
-from launch.fsio import atomic_write_jsonl
+from launch.questions import prompting
+from launch.questions.data import Question, normalize_question
+from launch.spec.config import LETTERS, ExperimentConfig
+from launch.store.expdir import ExperimentDir
+from launch.store.fsio import atomic_write_jsonl
 from train import batches, loop
 from train.run import TrainingRun
 

@@ -15,8 +15,8 @@ import os
 import sys
 import typing as tp
 
-from launch.config import ExperimentConfig, MethodConfig
-from launch.expdir import ExperimentDir, result_dir
+from launch.spec.config import ExperimentConfig, MethodConfig
+from launch.store.expdir import ExperimentDir, result_dir
 from train import runtime
 from train.run import TrainingRun, save_consolidated
 
@@ -31,7 +31,7 @@ def full_model(cfg: ExperimentConfig, method: MethodConfig) -> tp.Any:
     """
     from transformers import AutoModelForCausalLM
 
-    # init_from: the earlier full model (continual re-training; launch.preflight checked it is one of this base).
+    # init_from: the earlier full model (continual re-training; launch.spec.preflight checked it is one of this base).
     start = result_dir(method.init_from, "full_sft") if method.init_from else cfg.model.name_or_path
     model = AutoModelForCausalLM.from_pretrained(
         start,

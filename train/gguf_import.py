@@ -35,7 +35,7 @@ What it takes care of:
 
 A file that is not GGUF, a part missing or out of order, or a GGUF of an architecture transformers
 cannot load, raises
-:class:`~launch.config.InputError` naming what is supported (the CLI exits 2).
+:class:`~launch.spec.config.InputError` naming what is supported (the CLI exits 2).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ import time
 import typing as tp
 from pathlib import Path
 
-from launch.config import InputError
+from launch.spec.config import InputError
 from train import gguf_parts
 from train.gguf_parts import GGUF_MAGIC
 
@@ -277,7 +277,7 @@ def _import_file(src: Path, out: Path, dtype: str, keep_untied: bool, t0: float,
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from launch.fsio import atomic_write_json
+    from launch.store.fsio import atomic_write_json
     from train.run import save_model_atomic
 
     arch = check_supported(src)

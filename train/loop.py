@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from launch.config import CheckpointSettings, MethodConfig
-from launch.expdir import MethodDir, Progress, now_iso
+from launch.spec.config import CheckpointSettings, MethodConfig
+from launch.store.expdir import MethodDir, Progress, now_iso
 from train import checkpoint, packing
 from train.batches import Example, collate
 from train.task_losses import TaskLosses, step_log

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
-from launch.config import ExperimentConfig, MethodConfig
-from launch.expdir import ExperimentDir, result_dir
+from launch.spec.config import ExperimentConfig, MethodConfig
+from launch.store.expdir import ExperimentDir, result_dir
 from train import runtime
 from train.run import TrainingRun, save_adapter, save_model_atomic
 
@@ -161,7 +161,7 @@ def lora_model(cfg: ExperimentConfig, method: MethodConfig) -> tp.Any:
     if method.init_from:
         from peft import PeftModel
 
-        # launch.preflight checked that it is a completed LoRA adapter of this base with method.lora's shape.
+        # launch.spec.preflight checked that it is a completed LoRA adapter of this base with method.lora's shape.
         return PeftModel.from_pretrained(base, result_dir(method.init_from, "lora"), is_trainable=True)
     check_targets(base, method.lora, f"methods.{method.name}")
     return add_adapters(base, method.lora)

@@ -6,7 +6,7 @@ Run (normally the launcher does this)::
 
 Reads top to bottom: config, setup, data (target + auxiliary tasks, mixed), model, train, save.
 The auxiliary tasks are multiple-choice datasets prepared into ``EXP/data`` at submission (eval
-questions dropped, :func:`launch.data.plan_aux`), encoded with the same prompt template. The mixture is
+questions dropped, :func:`launch.questions.data.plan_aux`), encoded with the same prompt template. The mixture is
 built once from the seed (:func:`mixture`), so the loop shuffles, resumes and batches it as any training
 set; it reports the loss of each task separately (``train/loss/<task>`` in W&B, ``task_losses`` in
 ``progress.json`` and ``metrics.json``). What trains is ``multi_task.adapt``: LoRA adapters (the default)
@@ -21,10 +21,10 @@ import os
 import random
 import sys
 
-from launch.config import ExperimentConfig, MultiTaskSettings
-from launch.data import Question, load_jsonl_questions, plan_aux
-from launch.expdir import ExperimentDir
-from launch.fsio import atomic_write_jsonl
+from launch.questions.data import Question, load_jsonl_questions, plan_aux
+from launch.spec.config import ExperimentConfig, MultiTaskSettings
+from launch.store.expdir import ExperimentDir
+from launch.store.fsio import atomic_write_jsonl
 from train import batches, runtime
 from train.full_sft import full_model
 from train.lora import lora_model, save_lora_adapter

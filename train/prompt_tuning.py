@@ -16,8 +16,8 @@ from __future__ import annotations
 import os
 import sys
 
-from launch.config import ExperimentConfig
-from launch.expdir import ExperimentDir
+from launch.spec.config import ExperimentConfig
+from launch.store.expdir import ExperimentDir
 from train import runtime
 from train.run import TrainingRun, save_adapter
 from train.soft_prompt import SoftPrompted, peft_config

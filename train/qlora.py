@@ -15,8 +15,8 @@ from __future__ import annotations
 import os
 import sys
 
-from launch.config import ExperimentConfig
-from launch.expdir import ExperimentDir
+from launch.spec.config import ExperimentConfig
+from launch.store.expdir import ExperimentDir
 from train import quant, runtime
 from train.lora import add_adapters, apply_loftq, check_targets
 from train.run import TrainingRun, save_adapter

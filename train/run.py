@@ -10,7 +10,7 @@ methods, how the model is built and saved, inside one ``with``::
         ...  # save into run.paths.model_dir or run.paths.adapter_dir
     return run.metrics.to_dict()
 
-On success the run writes ``metrics.json`` (:class:`~launch.expdir.TrainMetrics`) and closes
+On success the run writes ``metrics.json`` (:class:`~launch.store.expdir.TrainMetrics`) and closes
 its W&B run; on a failure it records the failure; on a stop to be requeued it records nothing
 and leaves the W&B run to the next attempt.
 """
@@ -28,11 +28,11 @@ from pathlib import Path
 
 import torch
 
-from launch import sweep
-from launch.config import ExperimentConfig, TrackingConfig
-from launch.expdir import ExperimentDir, TrainMetrics, now_iso
-from launch.fsio import atomic_write_json, umask
-from launch.gpus import check_gpu_binding
+from launch.site.gpus import check_gpu_binding
+from launch.spec import sweep
+from launch.spec.config import ExperimentConfig, TrackingConfig
+from launch.store.expdir import ExperimentDir, TrainMetrics, now_iso
+from launch.store.fsio import atomic_write_json, umask
 from train import batches, loop, runtime
 from train.checkpoint import Preempted
 from train.tracking import Tracker
@@ -291,7 +291,7 @@ def to_plain(obj: tp.Any) -> tp.Any:
 
 
 def _usual_permissions(directory: Path) -> None:
-    """Give ``directory`` and its files the umask's usual modes, as :mod:`launch.fsio` gives its files.
+    """Give ``directory`` and its files the umask's usual modes, as :mod:`launch.store.fsio` gives its files.
 
     ``mkdtemp`` makes the directory 0700 and safetensors writes 0600: the
     evaluation job, on another node or as another user of the shared storage,

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
-from launch.config import MethodConfig
-from launch.expdir import CPU_BF16_MIN_PARAMS
+from launch.spec.config import MethodConfig
+from launch.store.expdir import CPU_BF16_MIN_PARAMS
 
 
 def setup_runtime(seed: int, threads: int | None = None) -> None:

@@ -13,8 +13,8 @@ import typing as tp
 
 import torch
 
-from launch import prompting
-from launch.config import LETTERS
+from launch.questions import prompting
+from launch.spec.config import LETTERS
 
 # --------------------------------------------------------------------------- batching
 

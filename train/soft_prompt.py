@@ -25,7 +25,7 @@ import typing as tp
 
 import torch
 
-from launch.config import PromptTuningSettings
+from launch.spec.config import PromptTuningSettings
 
 
 def peft_config(settings: PromptTuningSettings, tokenizer_path: str) -> tp.Any:

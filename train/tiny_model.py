@@ -37,9 +37,9 @@ SPECIAL_TOKENS = ["<s>", "</s>", "<pad>", "<|system|>", "<|user|>", "<|assistant
 
 def _corpus(data_path: Path) -> list[str]:
     """Texts the tokenizer learns from: every question through the prompt template, plus the answers."""
-    from launch import prompting
-    from launch.config import DataSource
-    from launch.data import load_questions
+    from launch.questions import prompting
+    from launch.questions.data import load_questions
+    from launch.spec.config import DataSource
 
     questions = load_questions(DataSource(path=str(data_path)))
     texts = []
@@ -207,9 +207,9 @@ def pretrain(
     import torch
     from tqdm.auto import tqdm
 
-    from launch import prompting
-    from launch.config import DataSource
-    from launch.data import load_questions
+    from launch.questions import prompting
+    from launch.questions.data import load_questions
+    from launch.spec.config import DataSource
 
     texts = [prompting.prompt_ids(tokenizer, q) for q in load_questions(DataSource(path=str(data_path)))]
     rng = random.Random(seed)

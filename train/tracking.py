@@ -10,7 +10,7 @@ What is never logged
   ``client_secret``... at any depth), any string equal to (or containing)
   the live value of ``WANDB_API_KEY``, ``HF_TOKEN`` or
   ``HUGGING_FACE_HUB_TOKEN``, and any string shaped like a known token; both
-  rules are :mod:`launch.redact`'s, the launcher's one secret detector. Scrubbing happens *before* ``wandb.init``
+  rules are :mod:`launch.spec.redact`'s, the launcher's one secret detector. Scrubbing happens *before* ``wandb.init``
   because W&B copies the config into ``logs/debug.log`` at once.
 * Environment variables, command-line arguments, host metadata, git state,
   code and console output: ``x_disable_meta`` drops the run's environment
@@ -27,10 +27,10 @@ import os
 import typing as tp
 from pathlib import Path
 
-from launch.redact import is_credential_name, token_kind
+from launch.spec.redact import is_credential_name, token_kind
 
 if tp.TYPE_CHECKING:  # pragma: no cover
-    from launch.config import TrackingConfig
+    from launch.spec.config import TrackingConfig
 
 SECRET_ENV_VARS = ("WANDB_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 """Environment variables whose values must never reach a log."""
@@ -49,7 +49,7 @@ _data_dir_we_set: str | None = None
 
 
 def is_secret_key(key: tp.Any) -> bool:
-    """Whether a config key names a credential (:func:`launch.redact.is_credential_name`: by its
+    """Whether a config key names a credential (:func:`launch.spec.redact.is_credential_name`: by its
     words, so ``max_new_tokens`` or ``train_tokens`` survive).
 
     Examples
@@ -67,7 +67,7 @@ def secret_values(env: tp.Mapping[str, str] | None = None) -> list[str]:
 
 
 def _is_secret_value(value: tp.Any, secrets: tp.Sequence[str]) -> bool:
-    """A live credential's value, or anything shaped like a known token (:func:`launch.redact.token_kind`)."""
+    """A live credential's value, or anything shaped like a known token (:func:`launch.spec.redact.token_kind`)."""
     return isinstance(value, str) and (any(s in value for s in secrets) or token_kind(value) is not None)
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 from train.tracking import Tracker
 
 if tp.TYPE_CHECKING:  # pragma: no cover
-    from launch.config import TrackingConfig
-    from launch.expdir import ExperimentDir
+    from launch.spec.config import TrackingConfig
+    from launch.store.expdir import ExperimentDir
 
 
 def log_comparison(
@@ -28,10 +28,10 @@ def log_comparison(
     """One W&B run for the evaluation, and each trained model's scores into its own training run.
 
     The evaluation run holds per-model accuracy, the comparison table and the chart PNG; with the
-    report's ``analysis`` (:func:`launch.finalize.analyse`) also the table per method and grid point
+    report's ``analysis`` (:func:`launch.results.finalize.analyse`) also the table per method and grid point
     over seeds, the paired comparisons, and accuracy against cost as W&B scatter charts (every cell,
     and the Pareto frontier) that the UI draws from tables. Then each training run (one per cell, id
-    from :meth:`~launch.expdir.ExperimentDir.wandb_run_id`) is reopened to put its accuracy, interval
+    from :meth:`~launch.store.expdir.ExperimentDir.wandb_run_id`) is reopened to put its accuracy, interval
     and cost in its summary, so W&B's runs table, scatter and parallel-coordinates panels compare
     cells with no custom code. Online the reopening resumes the run (``resume="allow"``): the server's
     summary keeps the training's keys and gains these. Offline it is a second directory with the same

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run by path: mak
 
 import torch  # noqa: E402
 
-from launch.fsio import atomic_write_bytes, atomic_write_json  # noqa: E402
+from launch.store.fsio import atomic_write_bytes, atomic_write_json  # noqa: E402
 
 
 def fixed_input(vocab_size: int) -> torch.Tensor:
@@ -59,8 +59,8 @@ def save_tensor(path: Path, tensor: torch.Tensor) -> None:
 
 def train(exp_dir: Path, method: str, out: Path) -> None:
     """Run the method's entrypoint; the main process writes losses.json and logits.pt to ``out``."""
-    from launch.expdir import ExperimentDir
     from launch.jobs import ENTRYPOINTS
+    from launch.store.expdir import ExperimentDir
     from train import loop
 
     cfg = ExperimentDir(exp_dir).load_config()

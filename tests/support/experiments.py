@@ -6,10 +6,12 @@ import json
 import typing as tp
 from pathlib import Path
 
-from launch import REPO_ROOT, experiment, yamlio
-from launch.config import ExperimentConfig, load_config
-from launch.data import prepare_splits
-from launch.expdir import ExperimentDir
+from launch import REPO_ROOT
+from launch.questions.data import prepare_splits
+from launch.spec import yamlio
+from launch.spec.config import ExperimentConfig, load_config
+from launch.store import experiment
+from launch.store.expdir import ExperimentDir
 
 SMOKE = REPO_ROOT / "configs" / "smoke.yaml"
 SMOKE_METHODS = tuple(m["name"] for m in yamlio.parse(SMOKE.read_text(encoding="utf-8"))["methods"])

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from launch.config import DataSource
-from launch.data import load_questions
+from launch.questions.data import load_questions
+from launch.spec.config import DataSource
 
 
 def check_letters_are_one_token(model_dir: Path, questions: Path, max_len: int) -> None:
     """Each of `` A``..`` D`` is one token, and prompt + 'ANSWER: X' re-tokenised (what lm-eval and a
     generated reply see) gives exactly our ids, on every 10th question of ``questions``; asserts."""
-    from launch import prompting
+    from launch.questions import prompting
     from train import batches
 
     tok = batches.load_tokenizer(str(model_dir))

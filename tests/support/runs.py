@@ -6,7 +6,7 @@ import os
 
 import torch
 
-from launch.expdir import ExperimentDir
+from launch.store.expdir import ExperimentDir
 from support.wandb_offline import find_runs, read_run
 
 
