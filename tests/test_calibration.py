@@ -54,6 +54,36 @@ def test_measure_method_uses_sacct_and_skips_what_cannot_calibrate():
     assert cal.measure_method(_job(peak=None), metrics, None, "e", "fake") is None  # unknown GPU: nothing to learn
 
 
+def test_a_cpu_job_that_waited_for_its_cores_is_calibrated_at_the_rate_its_cores_gave():
+    """cpu_share from metrics.json: the utilisation is divided by it (a job with half a core ran at half the
+    machine's rate); a GPU job's share is not kept (the GPU, not the CPU, sets its pace)."""
+    metrics = {"status": "completed", "train_tokens": 1000, "phases_s": {"train": 10.0}, "wall_s": 12.0}
+    starved = cal.measure_method(_job(), {**metrics, "cpu_share": 0.5}, None, "e", "cpu")
+    whole = cal.measure_method(_job(), {**metrics, "cpu_share": 1.0}, None, "f", "cpu")
+    assert (starved["cpu_share"], whole["cpu_share"]) == (0.5, 1.0)
+    assert starved["utilisation"] == whole["utilisation"]  # the record keeps what was measured
+    assert cal.utilisation_of(starved) == pytest.approx(2 * cal.utilisation_of(whole))
+    assert cal.utilisation_of({**whole, "cpu_share": 1.3}) == whole["utilisation"]  # libraries' threads: as measured
+    assert cal.measure_method(_job(), {**metrics, "cpu_share": 0.5}, None, "e", "h100")["cpu_share"] is None
+    assert cal.record_problem({**starved, "cpu_share": -1}) == "cpu_share: -1 is not a positive number or null"
+
+
+def test_cpu_runs_that_measured_their_share_replace_those_that_did_not(tmp_path):
+    """On a CPU, runs without cpu_share (recorded before it was, or beside other work) are left out of the
+    time calibration once some runs of the kind have it; the memory scale still uses them all."""
+    old = {**_record("old", 10_000, 400.0, 420.0), "gpu_type": "cpu", "mem_estimate_gb": 1.0, "mem_peak_gb": 1.5}
+    new = {**_record("new", 10_000, 100.0, 120.0), "gpu_type": "cpu", "cpu_share": 0.8}
+    alone = cal.Calibration(records=[old])
+    assert alone.lookup("lora", "cpu", SMALL).utilisation == pytest.approx(old["utilisation"])
+    both = cal.Calibration(records=[old, new])
+    found = both.lookup("lora", "cpu", SMALL)
+    assert found.runs == 1 and found.utilisation == pytest.approx(new["utilisation"] / 0.8)
+    assert both.memory_scale("lora", "cpu", SMALL) == (1.5, 1)
+    assert "2 (1 timed)" in cal.format_calibration(both)
+    gpu = [{**old, "gpu_type": "fake"}, {**new, "gpu_type": "fake", "cpu_share": None}]
+    assert cal.Calibration(records=gpu).lookup("lora", "fake", SMALL).runs == 2  # a GPU site: no such rule
+
+
 def test_round_trip_append_reload_combine(tmp_path):
     path = tmp_path / "site.calibration.jsonl"
     runs = [("a", 10_000, 100.0, 300.0), ("b", 30_000, 250.0, 330.0), ("c", 20_000, 190.0, 250.0)]

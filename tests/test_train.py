@@ -25,6 +25,7 @@ METRIC_KEYS = {
     "peak_mem_kind",
     "base_mem_bytes",
     "phase_peak_mem_bytes",
+    "cpu_share",
     "trainable_params",
     "total_params",
     "final_loss",
@@ -59,6 +60,8 @@ def test_entrypoint_trains_saves_and_writes_metrics(kind, repo, smoke_overrides,
     assert list(peaks) == ["load", "train", "save"] and peaks["load"] <= peaks["train"] <= peaks["save"]
     assert peaks["save"] == metrics["peak_mem_bytes"]
     assert metrics["final_loss"] > 0 and metrics["cpu_hours"] > 0 and metrics["gpu_hours"] is None
+    # Its share of its one thread: CPU seconds over wall seconds (above 1 only by the libraries' own threads).
+    assert 0 < metrics["cpu_share"] < 4
     progress = json.loads(exp_dir.method(kind).progress_file.read_text())
     assert progress["step"] == progress["total_steps"] == 4
 

@@ -74,7 +74,9 @@ class TrainingRun:
         self.phase_peaks: dict[str, int] = {}
         """The peak memory (``runtime.peak_memory``) at the end of each phase: a peak reached while loading
         shows under ``load``, one reached by the steps under ``train``."""
-        self._t = time.perf_counter()
+        self._t, self._cpu = time.perf_counter(), time.process_time()
+        self.phases_cpu: dict[str, float] = {}
+        """CPU seconds of each phase, every thread of this process: ``cpu_share`` compares them to the wall's."""
         self.result: loop.TrainResult | None = None
         self.params: tuple[int | None, int | None] = (None, None)
         self.trainable_dtype: str | None = None
@@ -136,10 +138,11 @@ class TrainingRun:
 
     def mark(self, phase: str) -> None:
         """Close the current phase under ``phase`` and start timing the next."""
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         self.phases[phase] = self.phases.get(phase, 0.0) + t - self._t
+        self.phases_cpu[phase] = self.phases_cpu.get(phase, 0.0) + cpu - self._cpu
         self.phase_peaks[phase] = runtime.peak_memory()[0]
-        self._t = t
+        self._t, self._cpu = t, cpu
 
     def load_data(self) -> tuple[tp.Any, list[batches.Example]]:
         """Tokenizer and tokenised training examples."""
@@ -220,6 +223,7 @@ class TrainingRun:
             threads=self.threads,
             **runtime.runtime_info(self.precision),
             phases_s={k: round(v, 3) for k, v in self.phases.items()},
+            cpu_share=None if on_gpu else self.cpu_share(),
             wall_s=round(wall, 3),
             train_tokens=result.tokens,
             tokens_per_s=round(result.tokens / result.train_s, 1) if result.train_s else None,
@@ -240,6 +244,11 @@ class TrainingRun:
             task_losses=result.task_losses,
             task_examples=self.task_examples,
         )
+
+    def cpu_share(self) -> float | None:
+        """The training phase's CPU seconds over its wall seconds x threads (None when it was not timed)."""
+        wall, cpu = self.phases.get("train"), self.phases_cpu.get("train")
+        return round(cpu / (wall * self.threads), 3) if wall and cpu is not None else None
 
     def _end_badly(self, exc: BaseException) -> None:
         """Record the failure (metrics.json status failed) and close the W&B run.

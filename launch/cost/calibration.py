@@ -113,6 +113,7 @@ FIELDS = (
     "precision",
     "mem_estimate_gb",
     "mem_peak_gb",
+    "cpu_share",
 )
 """Every key of a record, and no other. ``precision`` (what a training job computed in: ``fp32``, ``bf16``,
 ``fp16``; null when unknown) came later: a record without it is a CPU run's ``fp32`` (CPU jobs trained in
@@ -120,7 +121,9 @@ nothing else before) and a GPU run's unknown (it matches every precision). ``mem
 ``mem_peak_gb`` (GiB; null or absent when not measured) came later too: a training job's memory estimate
 before calibration (``launch.cost.memory.MemoryEstimate.own_gb`` with no scale) and its measured peak above its
 memory before loading (``metrics.json``'s ``peak_mem_bytes - base_mem_bytes``), which
-:meth:`Calibration.memory_scale` turns into the site's correction of the estimate."""
+:meth:`Calibration.memory_scale` turns into the site's correction of the estimate. ``cpu_share`` (a CPU
+training job's share of its threads, ``metrics.json``'s; null or absent: not measured) came later still:
+see :func:`utilisation_of`."""
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -181,6 +184,7 @@ def measure_job(
     gpus: int | None = None,
     recorded_at: str | None = None,
     precision: str | None = None,
+    cpu_share: float | None = None,
 ) -> dict | None:
     """A record from one job's forecast and what it measured.
 
@@ -203,6 +207,9 @@ def measure_job(
         GPUs the job held (sacct's), else the forecast's.
     precision:
         What the job computed in (``metrics.json``'s ``precision``); None when not recorded.
+    cpu_share:
+        A CPU job's share of its threads while it computed (``metrics.json``'s ``cpu_share``); None when
+        not measured (a GPU job, the evaluation, a job from before it was recorded).
 
     Returns
     -------
@@ -242,6 +249,7 @@ def measure_job(
         "precision": precision,
         "mem_estimate_gb": None,  # a training job's, when it measured both sides (measure_method)
         "mem_peak_gb": None,
+        "cpu_share": float(cpu_share) if cpu_share and gpu_key(gpu_type) == "cpu" else None,
     }
     problem = record_problem(record)
     if problem:
@@ -278,6 +286,7 @@ def measure_method(
         (account or {}).get("gpus"),
         recorded_at,
         metrics.get("precision"),
+        metrics.get("cpu_share"),
     )
     if record is not None:
         record.update(memory_measured(job, metrics))
@@ -318,7 +327,7 @@ def record_problem(record: tp.Any) -> str | None:
             return f"{key}: {record.get(key)!r} is not a name"
     if record.get("precision") not in (None, *PRECISIONS):
         return f"precision: {record.get('precision')!r} -> one of {', '.join(PRECISIONS)} or null"
-    for key in ("mem_estimate_gb", "mem_peak_gb"):
+    for key in ("mem_estimate_gb", "mem_peak_gb", "cpu_share"):
         value = record.get(key)
         if value is not None and (
             isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0
@@ -394,8 +403,13 @@ class Calibration:
         ]
 
     def lookup(self, kind: str, gpu_type: str, n_params: int) -> Calibrated | None:
-        """What the forecast uses (:class:`launch.cost.forecast.CalibrationSource`); None without matching runs."""
-        runs = self.matching(kind, gpu_type, n_params)
+        """What the forecast uses (:class:`launch.cost.forecast.CalibrationSource`); None without matching runs.
+
+        On a CPU, where some matching runs measured their share of the cores (``cpu_share``), those that
+        did not are left out: they cannot tell a machine's rate from a busy machine's (the Qwen study's
+        jobs, run beside other work, trained at 14-27 tokens/s, a quiet run of the same config at 25-40).
+        """
+        runs = timed_runs(self.matching(kind, gpu_type, n_params))
         return combine(runs) if runs else None
 
     def memory_scale(self, kind: str, gpu_type: str, n_params: int) -> tuple[float, int] | None:
@@ -434,9 +448,26 @@ def weighted_median(values: tp.Sequence[float], weights: tp.Sequence[float]) -> 
     return pairs[-1][0]
 
 
+def timed_runs(records: tp.Sequence[dict]) -> list[dict]:
+    """The records a time calibration uses: on a CPU, where some measured their share of the cores, only
+    those (:meth:`Calibration.lookup`)."""
+    if any(r.get("cpu_share") for r in records if r["gpu_type"] == "cpu"):
+        return [r for r in records if r["gpu_type"] != "cpu" or r.get("cpu_share")]
+    return list(records)
+
+
+def utilisation_of(record: dict) -> float:
+    """A record's utilisation as its hardware gave it: a CPU job that had ``cpu_share`` < 1 of its threads
+    (it waited for cores other work held) is divided by that share. At or above 1 (threads of the libraries
+    beside torch's) it is used as measured."""
+    share = record.get("cpu_share")
+    return record["utilisation"] / share if share and share < 1 else record["utilisation"]
+
+
 def combine(records: tp.Sequence[dict]) -> Calibrated:
-    """Utilisation: median weighted by tokens; overhead factor: plain median (1 when none was measured)."""
-    util = weighted_median([r["utilisation"] for r in records], [r["tokens"] for r in records])
+    """Utilisation (:func:`utilisation_of`): median weighted by tokens; overhead factor: plain median (1 when
+    none was measured)."""
+    util = weighted_median([utilisation_of(r) for r in records], [r["tokens"] for r in records])
     factors = [r["overhead_factor"] for r in records if isinstance(r.get("overhead_factor"), (int, float))]
     factor = weighted_median(factors, [1.0] * len(factors)) if factors else 1.0
     return Calibrated(util, factor, len(records))
@@ -522,8 +553,8 @@ def _group_rows(cal: Calibration) -> list[list[str]]:
     order = {k: i for i, k in enumerate(kinds())}
     rows = []
     for (kind, gpu, size, precision), runs in sorted(groups.items(), key=lambda kv: (order[kv[0][0]], *kv[0][1:])):
-        c = combine(runs)
-        utils = [r["utilisation"] for r in runs]
+        c = combine(timed_runs(runs))
+        utils = [utilisation_of(r) for r in timed_runs(runs)]
         mem = [
             r["mem_peak_gb"] / r["mem_estimate_gb"] for r in runs if r.get("mem_peak_gb") and r.get("mem_estimate_gb")
         ]
@@ -534,7 +565,7 @@ def _group_rows(cal: Calibration) -> list[list[str]]:
                 gpu,
                 size,
                 precision,
-                str(len(runs)),
+                f"{len(runs)}" if c.runs == len(runs) else f"{len(runs)} ({c.runs} timed)",
                 f"{c.utilisation:.3f}",
                 f"{min(utils):.3f}-{max(utils):.3f}",
                 f"{c.overhead_factor:.2f}",
@@ -573,10 +604,11 @@ def format_calibration(cal: Calibration, name: str = "") -> str:
     lines = [head, text_table(headers, _group_rows(cal), left=(0, 1, 2, 3, 11))]
     lines += [f"skipped {cal.path}: {s}" for s in cal.skipped]
     lines.append(
-        "utilisation: median weighted by tokens; overhead x: median of measured / modelled start-up, load "
-        "and save; memory x: the largest measured peak / memory estimate (of the runs that measured both), "
-        "which scales the next memory estimate. Forecasts of the same kind, GPU type, size and precision use "
-        "these in place of the defaults (precision ?: a GPU run recorded before records kept it, used for either)."
+        "utilisation: median weighted by tokens, a CPU run's divided by its share of the cores (runs that did not "
+        "measure it are left out where others did: '(N timed)'); overhead x: median of measured / modelled start-up, "
+        "load and save; memory x: the largest measured peak / memory estimate (of the runs that measured both), which"
+        " scales the next memory estimate. Forecasts of the same kind, GPU type, size and precision use these in "
+        "place of the defaults (precision ?: a GPU run recorded before records kept it, used for either)."
     )
     return "\n".join(lines)
 

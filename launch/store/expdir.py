@@ -291,6 +291,10 @@ class TrainMetrics:
     cpu_flags: dict[str, bool] | None = None
     """On a CPU: the bf16 features torch saw (``amx_bf16``, ``avx512_bf16``, ``mkldnn_bf16``)."""
     phases_s: dict[str, float] = field(default_factory=dict)
+    cpu_share: float | None = None
+    """On a CPU: the share of its threads the training phase had, its CPU seconds over its wall seconds x
+    ``threads`` (1.0: never waited for a core). A job that shared its cores with other work ran slower than
+    the hardware does: the calibration divides its utilisation by this (``launch.cost.calibration``)."""
     wall_s: float | None = None
     train_tokens: int | None = None
     tokens_per_s: float | None = None
@@ -335,6 +339,7 @@ class TrainMetrics:
             "variant",
             "base_mem_bytes",
             "phase_peak_mem_bytes",
+            "cpu_share",
         )
         return {k: v for k, v in data.items() if k != "error" and not (k in optional and v is None)}
 
