@@ -199,7 +199,7 @@ def test_show(tmp_path):
     assert lines[1].split() == [
         "kind",
         "GPU",
-        "size",
+        "params",
         "precision",
         "runs",
         "utilisation",
@@ -215,15 +215,19 @@ def test_show(tmp_path):
         "recorded",
     ]
     # A bf16 run is a row of its own (never combined with fp32 runs); a GPU run recorded without one is "?".
-    assert lines[3].split()[:6] == ["full_sft", "fake", "<1B", "?", "1", "0.471"]  # 8e12 / (50 s x 2 x 0.17e12)
-    assert lines[4].split()[:6] == ["full_sft", "fake", "<1B", "bf16", "1", "0.941"]  # the same FLOPs in 25 s
-    assert lines[5].split()[:6] == ["lora", "fake", "<1B", "?", "1", "0.471"]
+    assert lines[3].split()[:6] == ["full_sft", "fake", "135M", "?", "1", "0.471"]  # 8e12 / (50 s x 2 x 0.17e12)
+    assert lines[4].split()[:6] == ["full_sft", "fake", "135M", "bf16", "1", "0.941"]  # the same FLOPs in 25 s
+    assert lines[5].split()[:6] == ["lora", "fake", "135M", "?", "1", "0.471"]
     assert lines[6].startswith(f"skipped {path}: line 4: not JSON")
     assert lines[3].split()[8] == "-"  # no run of the group measured its memory
     # A run that measured its memory: the group shows the largest peak / estimate, and from how many runs.
     cal.append(path, {**_record("d", 10_000, 50.0, 120.0, kind="qlora"), "mem_estimate_gb": 4.0, "mem_peak_gb": 5.0})
     qlora = next(line for line in cal.show(profile).splitlines() if line.startswith("qlora"))
     assert qlora.split()[8:10] == ["1.25", "(1)"]
+    # Runs on another model are a row of their own: its memory ratio is not this model's.
+    cal.append(path, {**_record("e", 10_000, 50.0, 120.0, kind="qlora", n_params=853_120), "mem_estimate_gb": 0.1})
+    rows = [line.split() for line in cal.show(profile).splitlines() if line.startswith("qlora")]
+    assert [(r[2], r[4]) for r in rows] == [("853k", "1"), ("135M", "1")]
 
 
 # --------------------------------------------------------------------------- the forecast through its calibration

@@ -288,7 +288,7 @@ def test_calibration_show_and_its_input_errors(tmp_path):
     assert res.returncode == 0, res.stderr
     assert "local.calibration.jsonl, 1 run" in res.stdout
     row = next(line for line in res.stdout.splitlines() if line.startswith("lora "))
-    assert row.split()[:10] == ["lora", "fake", "<1B", "?", "1", "0.010", "0.010-0.010", "1.00", "-", "1M"]
+    assert row.split()[:10] == ["lora", "fake", "1k", "?", "1", "0.010", "0.010-0.010", "1.00", "-", "1M"]
 
 
 def _finished_local_experiment(tiny_model, tmp_path):

@@ -546,13 +546,15 @@ def append(path: str | os.PathLike, record: dict) -> bool:
 
 
 def _group_rows(cal: Calibration) -> list[list[str]]:
-    # Precision is part of the key: a bf16 run's rate never calibrates an fp32 forecast (Calibration.keyed).
-    groups: dict[tuple[str, str, str, str], list[dict]] = {}
+    # Precision is part of the key: a bf16 run's rate never calibrates an fp32 forecast (Calibration.keyed). So is
+    # the model: a forecast uses runs on models of about its size (SIZE_RATIO), and the smoke model's memory
+    # ratio (mostly the runtime's) says nothing of a real model's.
+    groups: dict[tuple[str, str, int, str], list[dict]] = {}
     for r in cal.records:
-        groups.setdefault((r["kind"], r["gpu_type"], r["size"], _ran_in(r) or "?"), []).append(r)
+        groups.setdefault((r["kind"], r["gpu_type"], r["n_params"], _ran_in(r) or "?"), []).append(r)
     order = {k: i for i, k in enumerate(kinds())}
     rows = []
-    for (kind, gpu, size, precision), runs in sorted(groups.items(), key=lambda kv: (order[kv[0][0]], *kv[0][1:])):
+    for (kind, gpu, params, precision), runs in sorted(groups.items(), key=lambda kv: (order[kv[0][0]], *kv[0][1:])):
         c = combine(timed_runs(runs))
         utils = [utilisation_of(r) for r in timed_runs(runs)]
         mem = [
@@ -563,7 +565,7 @@ def _group_rows(cal: Calibration) -> list[list[str]]:
             [
                 kind,
                 gpu,
-                size,
+                quantity(params),
                 precision,
                 f"{len(runs)}" if c.runs == len(runs) else f"{len(runs)} ({c.runs} timed)",
                 f"{c.utilisation:.3f}",
@@ -579,7 +581,7 @@ def _group_rows(cal: Calibration) -> list[list[str]]:
 
 
 def format_calibration(cal: Calibration, name: str = "") -> str:
-    """The table :func:`show` prints: one row per (kind, GPU type, model size) with its combined values."""
+    """The table :func:`show` prints: one row per (kind, GPU type, model, precision) with its combined values."""
     where = f"profile {name}: " if name else ""
     if not cal.records and not cal.skipped:
         return (
@@ -590,7 +592,7 @@ def format_calibration(cal: Calibration, name: str = "") -> str:
     headers = [
         "kind",
         "GPU",
-        "size",
+        "params",
         "precision",
         "runs",
         "utilisation",
