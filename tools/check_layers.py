@@ -221,11 +221,16 @@ def _describe(edge: Edge) -> str:
     return f"{edge.target} ({edge.how}, line {edge.line})"
 
 
+def module_file(name: str) -> str:
+    """A module's file from its dotted name: ``launch.run.submit`` is ``launch/run/submit.py``."""
+    return name.replace(".", "/") + ".py"
+
+
 def layer_problems(edges: list[Edge]) -> list[str]:
     """Rules 1 and 2: what ``train`` takes from ``launch``, and who hands over to ``train``."""
     problems = []
     for e in edges:
-        path = e.source.replace(".", "/") + ".py"
+        path = module_file(e.source)
         if e.source.startswith("train.") and e.target.startswith("launch.") and e.target not in CONTRACT:
             problems.append(
                 f"{path}: imports {_describe(e)}, which is not a contract module ({', '.join(sorted(CONTRACT))})"
@@ -311,7 +316,7 @@ def import_problems(root: Path, launch_modules: list[str]) -> list[str]:
 def _as_path(line: str) -> str:
     """``launch.run.submit: message`` as ``launch/run/submit.py: message``."""
     name, sep, rest = line.partition(":")
-    return name.replace(".", "/") + ".py" + sep + rest
+    return module_file(name) + sep + rest
 
 
 def project_modules(root: Path) -> dict[str, Path]:
@@ -331,7 +336,7 @@ def contract_mark_problems(sources: dict[str, Path], trees: dict[str, ast.Module
         if not name.startswith("launch."):
             continue
         marked = bool(CONTRACT_MARK.search(ast.get_docstring(trees[name]) or ""))
-        rel = name.replace(".", "/") + ".py"
+        rel = module_file(name)
         if name in CONTRACT and not marked:
             problems.append(f"{rel}: in CONTRACT, but its docstring does not say 'A contract module: <why>'")
         elif marked and name not in CONTRACT:

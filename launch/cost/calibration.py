@@ -555,8 +555,9 @@ def _group_rows(cal: Calibration) -> list[list[str]]:
     order = {k: i for i, k in enumerate(kinds())}
     rows = []
     for (kind, gpu, params, precision), runs in sorted(groups.items(), key=lambda kv: (order[kv[0][0]], *kv[0][1:])):
-        c = combine(timed_runs(runs))
-        utils = [utilisation_of(r) for r in timed_runs(runs)]
+        timed = timed_runs(runs)
+        c = combine(timed)
+        utils = [utilisation_of(r) for r in timed]
         mem = [
             r["mem_peak_gb"] / r["mem_estimate_gb"] for r in runs if r.get("mem_peak_gb") and r.get("mem_estimate_gb")
         ]
